@@ -1,0 +1,42 @@
+# Kith — make targets. `make test` is what CI runs (.ci/run).
+GO        ?= go
+BUF       := $(GO) tool -modfile=tools/buf/go.mod buf
+BIN       := bin/kith
+PKGS      := ./...
+E2E_TAGS  := e2e
+
+.PHONY: build test test-unit test-e2e check-generate bench demo generate lint clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/kith
+
+# Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
+# then the end-to-end suites that start the real binary.
+test: check-generate lint test-unit test-e2e
+
+test-unit:
+	$(GO) test -count=1 $(PKGS)
+
+test-e2e: build
+	KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags $(E2E_TAGS) ./test/e2e/...
+
+# `make generate` on a clean tree must change nothing.
+check-generate: generate
+	@git diff --exit-code -- api/ || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- api/)" || (git status --porcelain -- api/; echo "make generate produced untracked files" >&2; exit 1)
+
+generate:
+	$(BUF) generate
+
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+bench:
+	./bench/run.sh
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin

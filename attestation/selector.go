@@ -1,0 +1,137 @@
+// Package attestation defines selectors: the attested facts about a node or a workload
+// (such as "unix:uid:1000" or "join_token:name:node1") that registration entries are matched against.
+package attestation
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Selector is one attested fact in the form type:key:value.
+type Selector struct {
+	Type  string
+	Key   string
+	Value string
+}
+
+// Known selector types. A selector of any other type is rejected at the edge.
+const (
+	TypeUnix      = "unix"
+	TypeK8s       = "k8s"
+	TypeJoinToken = "join_token"
+	TypeK8sPSAT   = "k8s_psat"
+)
+
+var knownTypes = []string{TypeUnix, TypeK8s, TypeJoinToken, TypeK8sPSAT}
+
+// knownKeys lists, per type, the keys Kith's attestors produce. Types absent from the map accept any key.
+var knownKeys = map[string][]string{
+	TypeUnix:      {"uid", "gid", "user", "group", "path", "sha256", "supplementary_gid"},
+	TypeJoinToken: {"name", "id"},
+}
+
+// ParseSelector parses "type:key:value". The value may itself contain colons.
+func ParseSelector(s string) (Selector, error) {
+	typ, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return Selector{}, fmt.Errorf("selector %q: want type:key:value, e.g. unix:uid:1000", s)
+	}
+	key, value, ok := strings.Cut(rest, ":")
+	if !ok {
+		return Selector{}, fmt.Errorf("selector %q: want type:key:value, e.g. unix:uid:1000", s)
+	}
+	sel := Selector{Type: typ, Key: key, Value: value}
+	if err := sel.Validate(); err != nil {
+		return Selector{}, err
+	}
+	return sel, nil
+}
+
+// ParseSelectors parses each string with ParseSelector and returns them sorted and deduplicated.
+func ParseSelectors(ss []string) ([]Selector, error) {
+	out := make([]Selector, 0, len(ss))
+	for _, s := range ss {
+		sel, err := ParseSelector(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sel)
+	}
+	return Normalize(out), nil
+}
+
+// Validate reports whether the selector has a known type, a known key for that type and a non-empty value.
+func (s Selector) Validate() error {
+	if !slices.Contains(knownTypes, s.Type) {
+		return fmt.Errorf("selector %q: unknown type %q (known: %s)", s.String(), s.Type, strings.Join(knownTypes, ", "))
+	}
+	if s.Key == "" {
+		return fmt.Errorf("selector %q: empty key", s.String())
+	}
+	if keys, ok := knownKeys[s.Type]; ok && !slices.Contains(keys, s.Key) {
+		return fmt.Errorf("selector %q: unknown key %q for type %s (known: %s)", s.String(), s.Key, s.Type, strings.Join(keys, ", "))
+	}
+	if s.Value == "" {
+		return fmt.Errorf("selector %q: empty value", s.String())
+	}
+	if strings.ContainsAny(s.Value, "\x00\n") {
+		return fmt.Errorf("selector %q: value contains a control character", s.String())
+	}
+	return nil
+}
+
+// String returns the selector as type:key:value.
+func (s Selector) String() string { return s.Type + ":" + s.Key + ":" + s.Value }
+
+// Compare orders selectors by type, key, then value.
+func Compare(a, b Selector) int {
+	if c := strings.Compare(a.Type, b.Type); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Key, b.Key); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Value, b.Value)
+}
+
+// Normalize sorts selectors and removes duplicates, in place.
+func Normalize(sels []Selector) []Selector {
+	slices.SortFunc(sels, Compare)
+	return slices.Compact(sels)
+}
+
+// Strings returns the selectors in type:key:value form.
+func Strings(sels []Selector) []string {
+	out := make([]string, len(sels))
+	for i, s := range sels {
+		out[i] = s.String()
+	}
+	return out
+}
+
+// Set is a set of selectors for fast subset checks.
+type Set map[Selector]struct{}
+
+// NewSet builds a set from selectors.
+func NewSet(sels ...Selector) Set {
+	s := make(Set, len(sels))
+	for _, sel := range sels {
+		s[sel] = struct{}{}
+	}
+	return s
+}
+
+// ContainsAll reports whether every selector in want is in the set. An empty want is never matched,
+// so an entry without selectors can never be served to anyone.
+func (s Set) ContainsAll(want []Selector) bool {
+	if len(want) == 0 {
+		return false
+	}
+	for _, sel := range want {
+		if _, ok := s[sel]; !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,264 @@
+package unix
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	sysunix "golang.org/x/sys/unix"
+
+	"github.com/kithid/kith/attestation"
+)
+
+// PeerCredentials reads the credentials of the process at the other end of a unix connection
+// (SO_PEERCRED) and its start time from /proc/<pid>/stat. Where the kernel supports SO_PEERPIDFD
+// it also checks, after reading the start time, that the connecting process is still alive, so
+// the start time cannot belong to a later process that reused the pid.
+func PeerCredentials(conn *net.UnixConn) (Credentials, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return Credentials{}, fmt.Errorf("read peer credentials: %w", err)
+	}
+	var (
+		ucred      *sysunix.Ucred
+		uerr, perr error
+		pidfd      = -1
+	)
+	if err := raw.Control(func(fd uintptr) {
+		ucred, uerr = sysunix.GetsockoptUcred(int(fd), sysunix.SOL_SOCKET, sysunix.SO_PEERCRED)
+		if uerr == nil {
+			pidfd, perr = sysunix.GetsockoptInt(int(fd), sysunix.SOL_SOCKET, sysunix.SO_PEERPIDFD)
+		}
+	}); err != nil {
+		return Credentials{}, fmt.Errorf("read peer credentials: %w", err)
+	}
+	if uerr != nil {
+		return Credentials{}, fmt.Errorf("read peer credentials: SO_PEERCRED: %w", uerr)
+	}
+	if perr == nil && pidfd >= 0 {
+		defer sysunix.Close(pidfd)
+	} else if errors.Is(perr, syscall.ESRCH) {
+		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, ErrProcessChanged)
+	}
+	if ucred.Pid <= 0 {
+		return Credentials{}, fmt.Errorf("read peer credentials: peer pid is %d: the peer is in a pid namespace this process cannot see", ucred.Pid)
+	}
+	start, err := readStartTime(filepath.Join("/proc", strconv.Itoa(int(ucred.Pid))))
+	if err != nil {
+		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, err)
+	}
+	if perr == nil && pidfd >= 0 {
+		// Signal 0 checks existence only. EPERM means the process exists but belongs to someone else.
+		if err := sysunix.PidfdSendSignal(pidfd, 0, nil, 0); errors.Is(err, syscall.ESRCH) {
+			return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, ErrProcessChanged)
+		}
+	}
+	return Credentials{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid, StartTime: start}, nil
+}
+
+// readStartTime reads the start time from <dir>/stat, where dir is a /proc/<pid> directory.
+func readStartTime(dir string) (uint64, error) {
+	return readStartTimeAt(sysunix.AT_FDCWD, filepath.Join(dir, "stat"))
+}
+
+func readStartTimeAt(dirfd int, name string) (uint64, error) {
+	data, err := readFileAt(dirfd, name)
+	if err != nil {
+		return 0, err
+	}
+	return parseStatStartTime(data)
+}
+
+// readFileAt reads a small file relative to dirfd. Unlike os.ReadFile it does not fstat first:
+// procfs files report size 0 anyway.
+func readFileAt(dirfd int, name string) ([]byte, error) {
+	fd, err := sysunix.Openat(dirfd, name, sysunix.O_RDONLY|sysunix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	defer sysunix.Close(fd)
+	buf := make([]byte, 0, 4096)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := sysunix.Read(fd, buf[len(buf):cap(buf)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: name, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+}
+
+// Attest derives the workload's selectors from creds: unix:uid, unix:gid, unix:user and unix:group
+// (when the names resolve), unix:supplementary_gid for each group in /proc/<pid>/status, and
+// unix:path and unix:sha256 of the executable. An unreadable executable is logged and its
+// selectors skipped. If, after reading, the pid no longer has creds.StartTime, Attest returns an
+// error wrapping [ErrProcessChanged].
+//
+// All reads go through one open /proc/<pid> directory, which the kernel binds to one process,
+// and the last read checks that process's start time, so every selector describes the process
+// that connected even if the pid is reused meanwhile.
+func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation.Selector, error) {
+	if creds.PID <= 0 {
+		return nil, fmt.Errorf("attest pid %d: not a process id", creds.PID)
+	}
+	dir := filepath.Join(a.procRoot, strconv.Itoa(int(creds.PID)))
+	dirfd, err := sysunix.Open(dir, sysunix.O_RDONLY|sysunix.O_DIRECTORY|sysunix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("attest pid %d: process gone (%v): %w", creds.PID, err, ErrProcessChanged)
+	}
+	// No check is needed yet: if the pid was already reused, dirfd belongs to the new process and
+	// the final check sees its start time; if the process exits, reads through dirfd fail.
+	defer sysunix.Close(dirfd)
+
+	uid := strconv.FormatUint(uint64(creds.UID), 10)
+	gid := strconv.FormatUint(uint64(creds.GID), 10)
+	sels := make([]attestation.Selector, 0, 10)
+	add := func(key, value string) {
+		sels = append(sels, attestation.Selector{Type: attestation.TypeUnix, Key: key, Value: value})
+	}
+	add("uid", uid)
+	add("gid", gid)
+	if name, err := a.lookupUser(uid); err == nil && name != "" {
+		add("user", name)
+	} else {
+		a.log.DebugContext(ctx, "workload user name not resolved", "pid", creds.PID, "uid", uid, "err", err)
+	}
+	if name, err := a.lookupGroup(gid); err == nil && name != "" {
+		add("group", name)
+	} else {
+		a.log.DebugContext(ctx, "workload group name not resolved", "pid", creds.PID, "gid", gid, "err", err)
+	}
+
+	status, err := readFileAt(dirfd, "status")
+	if err != nil {
+		if cerr := recheck(dirfd, creds); cerr != nil {
+			return nil, cerr
+		}
+		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, err)
+	}
+	groups, err := parseStatusGroups(status)
+	if err != nil {
+		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, err)
+	}
+	for _, g := range groups {
+		add("supplementary_gid", strconv.FormatUint(uint64(g), 10))
+	}
+
+	path, sum, exeErr := a.readExe(ctx, dirfd)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, err)
+	}
+	if err := recheck(dirfd, creds); err != nil {
+		return nil, err
+	}
+	if exeErr != nil {
+		a.log.WarnContext(ctx, "workload executable unreadable: unix:path and unix:sha256 selectors skipped",
+			"pid", creds.PID, "err", exeErr)
+	} else {
+		add("path", path)
+		add("sha256", sum)
+	}
+	return attestation.Normalize(sels), nil
+}
+
+// recheck returns an error wrapping ErrProcessChanged unless the process whose /proc directory is
+// open as dirfd is alive and has creds.StartTime.
+func recheck(dirfd int, creds Credentials) error {
+	start, err := readStartTimeAt(dirfd, "stat")
+	if err != nil {
+		return fmt.Errorf("attest pid %d: process gone (%v): %w", creds.PID, err, ErrProcessChanged)
+	}
+	if start != creds.StartTime {
+		return fmt.Errorf("attest pid %d: start time is %d, connected process had %d: %w", creds.PID, start, creds.StartTime, ErrProcessChanged)
+	}
+	return nil
+}
+
+// readExe returns the executable's path and lowercase hex SHA-256, read through the process's
+// exe link so that the running image is hashed even if the file on disk was replaced. Hashes are
+// cached by the fstat of the opened file.
+func (a *Attestor) readExe(ctx context.Context, dirfd int) (string, string, error) {
+	path, err := readlinkAt(dirfd, "exe")
+	if err != nil {
+		return "", "", err
+	}
+	fd, err := sysunix.Openat(dirfd, "exe", sysunix.O_RDONLY|sysunix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", "", &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st sysunix.Stat_t
+	if err := sysunix.Fstat(fd, &st); err != nil {
+		return "", "", &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&sysunix.S_IFMT != sysunix.S_IFREG {
+		return "", "", fmt.Errorf("%s is not a regular file", path)
+	}
+	// The process may have exec'd between reading the link and opening it; then path and contents disagree.
+	if again, err := readlinkAt(dirfd, "exe"); err != nil || again != path {
+		return "", "", fmt.Errorf("executable changed while reading (%s, then %s)", path, again)
+	}
+	key := exeKey{
+		path:    path,
+		dev:     uint64(st.Dev), //nolint:unconvert // Dev's type differs across architectures.
+		ino:     st.Ino,
+		size:    st.Size,
+		mtimeNs: st.Mtim.Nano(),
+		ctimeNs: st.Ctim.Nano(),
+	}
+	if sum, ok := a.hashes.get(key); ok {
+		return path, sum, nil
+	}
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 256<<10)); err != nil {
+		return "", "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	a.hashed.Add(1)
+	a.hashes.put(key, sum)
+	return path, sum, nil
+}
+
+func readlinkAt(dirfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := sysunix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", &os.PathError{Op: "readlink", Path: name, Err: err}
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// ctxReader stops a long read when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}

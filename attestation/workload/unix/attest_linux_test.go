@@ -1,0 +1,262 @@
+package unix
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kithid/kith/attestation"
+)
+
+func sel(key, value string) attestation.Selector {
+	return attestation.Selector{Type: attestation.TypeUnix, Key: key, Value: value}
+}
+
+// selfCredentials returns the test process's credentials as PeerCredentials would see them.
+func selfCredentials(t testing.TB) Credentials {
+	t.Helper()
+	return processCredentials(t, os.Getpid())
+}
+
+func processCredentials(t testing.TB, pid int) Credentials {
+	t.Helper()
+	start, err := readStartTime(filepath.Join("/proc", strconv.Itoa(pid)))
+	if err != nil {
+		t.Fatalf("read start time of pid %d: %v", pid, err)
+	}
+	return Credentials{PID: int32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), StartTime: start}
+}
+
+func fileSHA256(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// byKey keeps the selectors with the given keys.
+func byKey(sels []attestation.Selector, keys ...string) []attestation.Selector {
+	var out []attestation.Selector
+	for _, s := range sels {
+		for _, k := range keys {
+			if s.Key == k {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func TestAttestOwnProcess(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(Config{})
+	got, err := a.Attest(t.Context(), selfCredentials(t))
+	if err != nil {
+		t.Fatalf("Attest() error: %v", err)
+	}
+	want := attestation.Normalize([]attestation.Selector{
+		sel("uid", strconv.Itoa(os.Getuid())),
+		sel("gid", strconv.Itoa(os.Getgid())),
+		sel("path", exe),
+		sel("sha256", fileSHA256(t, exe)),
+	})
+	if diff := cmp.Diff(want, byKey(got, "uid", "gid", "path", "sha256")); diff != "" {
+		t.Errorf("Attest() mismatch (-want +got):\n%s", diff)
+	}
+	for _, s := range got {
+		if err := s.Validate(); err != nil {
+			t.Errorf("Attest() returned an invalid selector: %v", err)
+		}
+	}
+	// A second attestation is served from the hash cache.
+	if _, err := a.Attest(t.Context(), selfCredentials(t)); err != nil {
+		t.Fatalf("second Attest() error: %v", err)
+	}
+	if got := a.hashed.Load(); got != 1 {
+		t.Errorf("executable hashed %d times over two attestations, want 1", got)
+	}
+}
+
+func TestAttestRejectsChangedProcess(t *testing.T) {
+	t.Run("a process that exited is rejected", func(t *testing.T) {
+		cmd := exec.Command("sleep", "10")
+		if err := cmd.Start(); err != nil {
+			t.Skipf("cannot start sleep: %v", err)
+		}
+		creds := processCredentials(t, cmd.Process.Pid)
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		got, err := New(Config{}).Attest(t.Context(), creds)
+		if !errors.Is(err, ErrProcessChanged) {
+			t.Fatalf("Attest() error = %v, want ErrProcessChanged", err)
+		}
+		if got != nil {
+			t.Errorf("Attest() returned selectors %v for a process that exited", got)
+		}
+	})
+	t.Run("a live pid with another start time is rejected", func(t *testing.T) {
+		creds := selfCredentials(t)
+		creds.StartTime++
+		got, err := New(Config{}).Attest(t.Context(), creds)
+		if !errors.Is(err, ErrProcessChanged) {
+			t.Fatalf("Attest() error = %v, want ErrProcessChanged", err)
+		}
+		if got != nil {
+			t.Errorf("Attest() returned selectors %v for a reused pid", got)
+		}
+	})
+}
+
+// fakeProc writes a /proc/<pid> tree for pid 4242 with start time 777 and the given exe link target.
+func fakeProc(t *testing.T, exeTarget string) (root string, creds Credentials) {
+	t.Helper()
+	root = t.TempDir()
+	dir := filepath.Join(root, "4242")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("stat", statLine("fake app) S", 777))
+	write("status", "Name:\tfake\nUid:\t1000\t1000\t1000\t1000\nGroups:\t27 1000\n")
+	if err := os.Symlink(exeTarget, filepath.Join(dir, "exe")); err != nil {
+		t.Fatal(err)
+	}
+	return root, Credentials{PID: 4242, UID: 1000, GID: 1000, StartTime: 777}
+}
+
+func fakeLookups(cfg Config) Config {
+	cfg.LookupUser = func(uid string) (string, error) {
+		if uid == "1000" {
+			return "app", nil
+		}
+		return "", errors.New("no such user")
+	}
+	cfg.LookupGroup = func(gid string) (string, error) {
+		if gid == "1000" {
+			return "apps", nil
+		}
+		return "", errors.New("no such group")
+	}
+	return cfg
+}
+
+func TestAttestFakeProc(t *testing.T) {
+	t.Run("an unreadable executable skips path and sha256 with a warning", func(t *testing.T) {
+		root, creds := fakeProc(t, filepath.Join(t.TempDir(), "gone"))
+		var logs bytes.Buffer
+		a := New(fakeLookups(Config{ProcRoot: root, Logger: slog.New(slog.NewTextHandler(&logs, nil))}))
+		got, err := a.Attest(t.Context(), creds)
+		if err != nil {
+			t.Fatalf("Attest() error: %v", err)
+		}
+		want := []attestation.Selector{
+			sel("gid", "1000"), sel("group", "apps"),
+			sel("supplementary_gid", "1000"), sel("supplementary_gid", "27"),
+			sel("uid", "1000"), sel("user", "app"),
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Attest() mismatch (-want +got):\n%s", diff)
+		}
+		if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "pid=4242") {
+			t.Errorf("log = %q, want a warning naming pid 4242", logs.String())
+		}
+	})
+	t.Run("a readable executable gives path and sha256 and is hashed again only when it changes", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "app")
+		if err := os.WriteFile(bin, []byte("version 1"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		root, creds := fakeProc(t, bin)
+		a := New(fakeLookups(Config{ProcRoot: root}))
+		for range 3 {
+			got, err := a.Attest(t.Context(), creds)
+			if err != nil {
+				t.Fatalf("Attest() error: %v", err)
+			}
+			want := []attestation.Selector{sel("path", bin), sel("sha256", fileSHA256(t, bin))}
+			if diff := cmp.Diff(want, byKey(got, "path", "sha256")); diff != "" {
+				t.Errorf("Attest() mismatch (-want +got):\n%s", diff)
+			}
+		}
+		if got := a.hashed.Load(); got != 1 {
+			t.Errorf("hashed %d times, want 1", got)
+		}
+		if err := os.WriteFile(bin, []byte("version 2, longer"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.Attest(t.Context(), creds)
+		if err != nil {
+			t.Fatalf("Attest() error: %v", err)
+		}
+		if diff := cmp.Diff([]attestation.Selector{sel("sha256", fileSHA256(t, bin))}, byKey(got, "sha256")); diff != "" {
+			t.Errorf("Attest() after the file changed mismatch (-want +got):\n%s", diff)
+		}
+		if got := a.hashed.Load(); got != 2 {
+			t.Errorf("hashed %d times, want 2", got)
+		}
+	})
+	t.Run("a missing process directory is a changed process", func(t *testing.T) {
+		_, err := New(Config{ProcRoot: t.TempDir()}).Attest(t.Context(), Credentials{PID: 4242, StartTime: 1})
+		if !errors.Is(err, ErrProcessChanged) {
+			t.Fatalf("Attest() error = %v, want ErrProcessChanged", err)
+		}
+	})
+	t.Run("a cancelled context returns no selectors", func(t *testing.T) {
+		root, creds := fakeProc(t, os.Args[0])
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := New(Config{ProcRoot: root}).Attest(ctx, creds); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Attest() error = %v, want context.Canceled", err)
+		}
+	})
+}
+
+func TestHashCacheIsBounded(t *testing.T) {
+	c := hashCache{max: 4}
+	for i := range 10 {
+		c.put(exeKey{path: strconv.Itoa(i)}, "x")
+	}
+	if got := c.len(); got != 4 {
+		t.Errorf("cache holds %d entries, want 4", got)
+	}
+	if _, ok := c.get(exeKey{path: "9"}); !ok {
+		t.Errorf("the newest entry was evicted")
+	}
+}
+
+func BenchmarkAttestOwnProcess(b *testing.B) {
+	a := New(Config{})
+	creds := selfCredentials(b)
+	for b.Loop() {
+		if _, err := a.Attest(b.Context(), creds); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package unix
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// statStartTimeField is the 1-based index of starttime in /proc/<pid>/stat (proc(5)).
+const statStartTimeField = 22
+
+// parseStatStartTime returns the start time (field 22) from the contents of /proc/<pid>/stat.
+// Field 2, comm, is in parentheses and may itself contain spaces and ')', so fields are
+// counted from the last ')'.
+func parseStatStartTime(data []byte) (uint64, error) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, errors.New("parse stat: no ')' closing the command name")
+	}
+	if bytes.IndexByte(data[:i], '(') < 0 {
+		return 0, errors.New("parse stat: no '(' opening the command name")
+	}
+	// Fields after comm start at field 3.
+	fields := bytes.Fields(data[i+1:])
+	idx := statStartTimeField - 3
+	if len(fields) <= idx {
+		return 0, fmt.Errorf("parse stat: %d fields after the command name, want at least %d", len(fields), idx+1)
+	}
+	v, err := strconv.ParseUint(string(fields[idx]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse stat: start time: %w", err)
+	}
+	return v, nil
+}
+
+// parseStatusGroups returns the numeric ids on the "Groups:" line of /proc/<pid>/status.
+func parseStatusGroups(data []byte) ([]uint32, error) {
+	for line := range bytes.Lines(data) {
+		rest, ok := bytes.CutPrefix(line, []byte("Groups:"))
+		if !ok {
+			continue
+		}
+		var gids []uint32
+		for _, f := range bytes.Fields(rest) {
+			v, err := strconv.ParseUint(string(f), 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("parse status: groups: %w", err)
+			}
+			gids = append(gids, uint32(v))
+		}
+		return gids, nil
+	}
+	return nil, errors.New("parse status: no Groups line")
+}

@@ -1,0 +1,404 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// ErrInvalidRequest is wrapped by every error that rejects caller input (a bad CSR, ID, TTL or audience).
+var ErrInvalidRequest = errors.New("invalid request")
+
+// Config configures New. Only TrustDomain, Keys and Store are required.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain // required
+	Keys        KeyManager           // required: holds the CA private keys
+	Store       AuthorityStore       // required: persists the authority records
+	Now         func() time.Time     // zero: time.Now
+	Logger      *slog.Logger         // zero: discard
+
+	RootTTL         time.Duration // zero: 365 days
+	IntermediateTTL time.Duration // zero: 7 days; also the JWT signing key lifetime
+	X509SVIDTTL     time.Duration // zero: 1h; used when a request asks for 0
+	MaxX509SVIDTTL  time.Duration // zero: 24h
+	MinSVIDTTL      time.Duration // zero: 1m; the shortest X.509- or JWT-SVID a request may ask for
+	JWTSVIDTTL      time.Duration // zero: 5m; used when a request asks for 0
+	MaxJWTSVIDTTL   time.Duration // zero: 1h
+	RootOverlap     time.Duration // zero: 2 × MaxX509SVIDTTL; how long a new root is published before it signs
+	Subject         pkix.Name     // zero: O=Kith; the CommonName is set per authority
+}
+
+// backdate is how far before "now" certificates start, to absorb clock skew.
+const backdate = time.Minute
+
+// CA is a certificate authority for one trust domain. It is safe for concurrent use.
+type CA struct {
+	cfg   Config // defaults filled in
+	td    spiffeid.TrustDomain
+	now   func() time.Time
+	log   *slog.Logger
+	keys  KeyManager
+	store AuthorityStore
+
+	leafSubject []byte // DER of cfg.Subject: the subject of leaves without a DNS name
+
+	mu    sync.Mutex   // serializes transitions; guards auths
+	auths []*authority // every known authority, sorted; entries are never modified, only replaced
+
+	state atomic.Pointer[state] // what signers and readers use
+
+	subMu sync.Mutex
+	subs  map[chan struct{}]struct{}
+}
+
+// authority is an Authority with its parsed certificate or public key and, unless retired, its key.
+type authority struct {
+	Authority
+	cert   *x509.Certificate // X.509 authorities
+	pub    crypto.PublicKey
+	signer crypto.Signer // nil for retired authorities
+}
+
+// state is an immutable snapshot of what the CA signs with and publishes.
+type state struct {
+	x509Cert    *x509.Certificate // active intermediate
+	x509Signer  crypto.Signer
+	jwtKID      string
+	jwtSigner   crypto.Signer
+	jwtNotAfter time.Time
+	jwtHeader   string // base64url of the JOSE header: alg, kid, typ
+	bundle      bundleSnapshot
+	auths       []Authority
+}
+
+// New returns a CA for cfg.TrustDomain. It loads the authorities from cfg.Store and their keys from
+// cfg.Keys; when the store has none it creates an active root, intermediate and JWT key and persists them.
+func New(ctx context.Context, cfg Config) (*CA, error) {
+	if err := fillConfig(&cfg); err != nil {
+		return nil, fmt.Errorf("new ca: %w", err)
+	}
+	subject, err := asn1.Marshal(cfg.Subject.ToRDNSequence())
+	if err != nil {
+		return nil, fmt.Errorf("new ca: marshal subject: %w", err)
+	}
+	c := &CA{
+		cfg:         cfg,
+		td:          cfg.TrustDomain,
+		now:         cfg.Now,
+		log:         cfg.Logger,
+		keys:        cfg.Keys,
+		store:       cfg.Store,
+		leafSubject: subject,
+		subs:        make(map[chan struct{}]struct{}),
+	}
+	stored, err := cfg.Store.ListAuthorities(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("new ca: list authorities: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(stored) == 0 {
+		if err := c.initAuthorities(ctx); err != nil {
+			return nil, fmt.Errorf("new ca: %w", err)
+		}
+		return c, nil
+	}
+	if err := c.load(ctx, stored); err != nil {
+		return nil, fmt.Errorf("new ca: %w", err)
+	}
+	return c, nil
+}
+
+func fillConfig(cfg *Config) error {
+	switch {
+	case cfg.TrustDomain.IsZero():
+		return errors.New("trust domain is required")
+	case cfg.Keys == nil:
+		return errors.New("key manager is required")
+	case cfg.Store == nil:
+		return errors.New("authority store is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.RootTTL, 365*24*time.Hour)
+	def(&cfg.IntermediateTTL, 7*24*time.Hour)
+	def(&cfg.X509SVIDTTL, time.Hour)
+	def(&cfg.MaxX509SVIDTTL, 24*time.Hour)
+	def(&cfg.MinSVIDTTL, time.Minute)
+	def(&cfg.JWTSVIDTTL, 5*time.Minute)
+	def(&cfg.MaxJWTSVIDTTL, time.Hour)
+	def(&cfg.RootOverlap, 2*cfg.MaxX509SVIDTTL)
+	if reflect.ValueOf(cfg.Subject).IsZero() {
+		cfg.Subject = pkix.Name{Organization: []string{"Kith"}}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"root ttl", cfg.RootTTL}, {"intermediate ttl", cfg.IntermediateTTL}, {"x509-svid ttl", cfg.X509SVIDTTL},
+		{"max x509-svid ttl", cfg.MaxX509SVIDTTL}, {"min svid ttl", cfg.MinSVIDTTL}, {"jwt-svid ttl", cfg.JWTSVIDTTL},
+		{"max jwt-svid ttl", cfg.MaxJWTSVIDTTL}, {"root overlap", cfg.RootOverlap},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s is negative", d.name, d.v)
+		}
+	}
+	switch {
+	case cfg.X509SVIDTTL < cfg.MinSVIDTTL || cfg.X509SVIDTTL > cfg.MaxX509SVIDTTL:
+		return fmt.Errorf("x509-svid ttl %s is outside [%s, %s]", cfg.X509SVIDTTL, cfg.MinSVIDTTL, cfg.MaxX509SVIDTTL)
+	case cfg.JWTSVIDTTL < cfg.MinSVIDTTL || cfg.JWTSVIDTTL > cfg.MaxJWTSVIDTTL:
+		return fmt.Errorf("jwt-svid ttl %s is outside [%s, %s]", cfg.JWTSVIDTTL, cfg.MinSVIDTTL, cfg.MaxJWTSVIDTTL)
+	case cfg.RootTTL <= cfg.RootOverlap+cfg.IntermediateTTL:
+		return fmt.Errorf("root ttl %s must be longer than root overlap %s plus intermediate ttl %s",
+			cfg.RootTTL, cfg.RootOverlap, cfg.IntermediateTTL)
+	}
+	return nil
+}
+
+// TrustDomain returns the trust domain the CA issues for.
+func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.td }
+
+// Authorities returns copies of all known authorities, ordered by kind (root, intermediate, JWT) then
+// NotBefore.
+func (c *CA) Authorities() []Authority {
+	st := c.state.Load()
+	out := make([]Authority, len(st.auths))
+	for i, a := range st.auths {
+		out[i] = copyAuthority(a)
+	}
+	return out
+}
+
+// Subscribe returns a channel that receives a value whenever the authorities or the bundle change.
+// Signals coalesce: the channel holds at most one. Call the returned func to unsubscribe.
+func (c *CA) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	c.subMu.Lock()
+	c.subs[ch] = struct{}{}
+	c.subMu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			c.subMu.Lock()
+			delete(c.subs, ch)
+			c.subMu.Unlock()
+		})
+	}
+}
+
+func (c *CA) notify() {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	for ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func copyAuthority(a Authority) Authority {
+	a.CertDER = slices.Clone(a.CertDER)
+	a.PublicKey = slices.Clone(a.PublicKey)
+	return a
+}
+
+// initAuthorities creates the first root, intermediate and JWT key, all active.
+func (c *CA) initAuthorities(ctx context.Context) error {
+	ch := c.newChange(c.now())
+	root, err := ch.newRoot(ctx)
+	if err != nil {
+		return ch.abort(ctx, err)
+	}
+	root = ch.activate(root)
+	inter, err := ch.newIntermediate(ctx, root)
+	if err != nil {
+		return ch.abort(ctx, err)
+	}
+	ch.activate(inter)
+	jwt, err := ch.newJWT(ctx)
+	if err != nil {
+		return ch.abort(ctx, err)
+	}
+	ch.activate(jwt)
+	return c.commit(ctx, ch, "system", "ca.init")
+}
+
+// load parses and checks the stored authorities and loads the keys of those that are not retired.
+func (c *CA) load(ctx context.Context, stored []Authority) error {
+	auths := make([]*authority, 0, len(stored))
+	seen := make(map[string]bool, len(stored))
+	for _, sa := range stored {
+		if seen[sa.ID] {
+			return fmt.Errorf("authority %s is stored twice", sa.ID)
+		}
+		seen[sa.ID] = true
+		a := &authority{Authority: copyAuthority(sa)}
+		switch a.Kind {
+		case KindX509Root, KindX509Intermediate:
+			cert, err := x509.ParseCertificate(a.CertDER)
+			if err != nil {
+				return fmt.Errorf("parse certificate of %s authority %s: %w", a.Kind, a.ID, err)
+			}
+			a.cert, a.pub = cert, cert.PublicKey
+		case KindJWT:
+			pub, err := x509.ParsePKIXPublicKey(a.PublicKey)
+			if err != nil {
+				return fmt.Errorf("parse public key of jwt authority %s: %w", a.ID, err)
+			}
+			if k, ok := pub.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
+				return fmt.Errorf("jwt authority %s: public key is not ECDSA P-256", a.ID)
+			}
+			a.pub = pub
+		default:
+			return fmt.Errorf("authority %s has unknown kind %q", a.ID, a.Kind)
+		}
+		switch a.State {
+		case StatePrepared, StateActive:
+			signer, err := c.keys.GetKey(ctx, a.KeyID)
+			if err != nil {
+				return fmt.Errorf("load key %q of %s authority %s (is the key directory the one this store was created with?): %w",
+					a.KeyID, a.Kind, a.ID, err)
+			}
+			pk, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+			if !ok || !pk.Equal(a.pub) {
+				return fmt.Errorf("key %q does not match %s authority %s", a.KeyID, a.Kind, a.ID)
+			}
+			a.signer = signer
+		case StateRetired:
+		default:
+			return fmt.Errorf("authority %s has unknown state %q", a.ID, a.State)
+		}
+		auths = append(auths, a)
+	}
+	sortAuthorities(auths)
+	if err := checkAuthorities(auths); err != nil {
+		return err
+	}
+	c.auths = auths
+	c.publish(c.now())
+	return nil
+}
+
+// checkAuthorities checks the invariants the rotation logic relies on.
+func checkAuthorities(auths []*authority) error {
+	byID := make(map[string]*authority, len(auths))
+	for _, a := range auths {
+		byID[a.ID] = a
+	}
+	count := func(kind AuthorityKind, st AuthorityState) int {
+		n := 0
+		for _, a := range auths {
+			if a.Kind == kind && a.State == st {
+				n++
+			}
+		}
+		return n
+	}
+	for _, kind := range []AuthorityKind{KindX509Root, KindX509Intermediate, KindJWT} {
+		if n := count(kind, StateActive); n != 1 {
+			return fmt.Errorf("found %d active %s authorities, want exactly 1", n, kind)
+		}
+	}
+	if n := count(KindX509Root, StatePrepared); n > 1 {
+		return fmt.Errorf("found %d prepared roots, want at most 1", n)
+	}
+	if n := count(KindJWT, StatePrepared); n > 1 {
+		return fmt.Errorf("found %d prepared jwt keys, want at most 1", n)
+	}
+	for _, a := range auths {
+		if a.Kind != KindX509Intermediate || a.State == StateRetired {
+			continue
+		}
+		parent := byID[a.ParentID]
+		switch {
+		case parent == nil || parent.Kind != KindX509Root:
+			return fmt.Errorf("intermediate %s: parent root %q not found", a.ID, a.ParentID)
+		case a.State == StateActive && parent.State != StateActive:
+			return fmt.Errorf("active intermediate %s is signed by root %s, which is %s", a.ID, parent.ID, parent.State)
+		case parent.State == StateRetired:
+			return fmt.Errorf("prepared intermediate %s is signed by retired root %s", a.ID, parent.ID)
+		}
+		if err := a.cert.CheckSignatureFrom(parent.cert); err != nil {
+			return fmt.Errorf("intermediate %s is not signed by root %s: %w", a.ID, parent.ID, err)
+		}
+	}
+	return nil
+}
+
+func kindOrder(k AuthorityKind) int {
+	switch k {
+	case KindX509Root:
+		return 0
+	case KindX509Intermediate:
+		return 1
+	default:
+		return 2
+	}
+}
+
+func sortAuthorities(auths []*authority) {
+	slices.SortStableFunc(auths, func(a, b *authority) int {
+		if d := kindOrder(a.Kind) - kindOrder(b.Kind); d != 0 {
+			return d
+		}
+		if d := a.NotBefore.Compare(b.NotBefore); d != 0 {
+			return d
+		}
+		if d := a.CreatedAt.Compare(b.CreatedAt); d != 0 {
+			return d
+		}
+		if a.ID < b.ID {
+			return -1
+		} else if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+}
+
+// publish builds and stores the signing snapshot from c.auths. c.mu must be held.
+func (c *CA) publish(now time.Time) {
+	st := &state{}
+	for _, a := range c.auths {
+		st.auths = append(st.auths, a.Authority)
+		if a.State != StateActive {
+			continue
+		}
+		switch a.Kind {
+		case KindX509Intermediate:
+			st.x509Cert, st.x509Signer = a.cert, a.signer
+		case KindJWT:
+			st.jwtKID, st.jwtSigner, st.jwtNotAfter = a.ID, a.signer, a.NotAfter
+			st.jwtHeader = base64.RawURLEncoding.EncodeToString(
+				fmt.Appendf(nil, `{"alg":"ES256","kid":%q,"typ":"JWT"}`, a.ID))
+		}
+	}
+	st.bundle = c.buildBundle(now)
+	c.state.Store(st)
+}

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+func (e *env) caCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "ca", Short: "The certificate authority: its keys and their rotation"}
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "List roots, signing intermediates and JWT keys with state and expiry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListAuthorities(cmd.Context(), &adminv1.ListAuthoritiesRequest{})
+			if err != nil {
+				return err
+			}
+			return e.printAuthorities(resp.GetAuthorities())
+		},
+	}
+	var root bool
+	rotate := &cobra.Command{
+		Use:   "rotate [--root]",
+		Short: "Prepare and activate a new signing intermediate and JWT key now; --root starts a root rotation",
+		Long: "Without --root, a new intermediate and JWT key are prepared and activated at once (the root is unchanged, so\n" +
+			"existing SVIDs keep verifying). With --root, a new root is published in the bundle now and signing switches\n" +
+			"to it after ca.root_overlap, so every relying party holds it first.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.RotateCA(cmd.Context(), &adminv1.RotateCARequest{Root: root})
+			if err != nil {
+				return err
+			}
+			return e.printAuthorities(resp.GetAuthorities())
+		},
+	}
+	rotate.Flags().BoolVar(&root, "root", false, "rotate the root CA (with an overlap before the new root signs)")
+	cmd.AddCommand(show, rotate)
+	return cmd
+}
+
+func (e *env) printAuthorities(as []*adminv1.Authority) error {
+	if e.output == "json" {
+		return e.printProto(&adminv1.ListAuthoritiesResponse{Authorities: as})
+	}
+	var rows [][]string
+	for _, a := range as {
+		rows = append(rows, []string{a.GetKind(), a.GetState(), a.GetId(), fmtTime(a.GetNotBefore()), fmtTime(a.GetNotAfter()), strconv.FormatBool(a.GetPublished())})
+	}
+	e.table([]string{"KIND", "STATE", "ID", "NOT BEFORE", "NOT AFTER", "IN BUNDLE"}, rows)
+	return nil
+}

@@ -1,0 +1,155 @@
+// Package cli implements the kith command line: one file per verb, every verb runnable from tests through
+// Main(ctx, args, stdout, stderr).
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+// Version is the kith version, set at build time with -ldflags "-X github.com/kithid/kith/internal/cli.Version=...".
+var Version = "dev"
+
+// DefaultAdminSocket is where the CLI looks for the server's admin API.
+const DefaultAdminSocket = "/var/lib/kith/admin.sock"
+
+// exitError carries a specific exit code (e.g. `kith can` exits 1 for "denied").
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+// env holds what every verb shares: output streams, the output format and the admin socket.
+type env struct {
+	stdout, stderr io.Writer
+	output         string
+	adminSocket    string
+	getenv         func(string) string
+}
+
+// Main runs the kith command line and returns the process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return MainEnv(ctx, args, stdout, stderr, os.Getenv)
+}
+
+// MainEnv is Main with an explicit environment lookup, for tests.
+func MainEnv(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
+	root := e.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintln(stderr, "kith: "+ee.err.Error())
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "kith: "+describe(err, e.adminSocket))
+	return 1
+}
+
+func (e *env) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kith",
+		Short:         "Kith: identities and certificates for services and people, and who may call whom",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	sock := e.getenv("KITH_ADMIN_SOCKET")
+	if sock == "" {
+		sock = DefaultAdminSocket
+	}
+	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().StringVar(&e.adminSocket, "admin-socket", sock, "server admin API socket (env KITH_ADMIN_SOCKET)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if e.output != "table" && e.output != "json" {
+			return fmt.Errorf("-o %q: use table or json", e.output)
+		}
+		return nil
+	}
+	root.AddCommand(
+		e.serverCommand(),
+		e.entryCommand(),
+		e.tokenCommand(),
+		e.svidCommand(),
+		e.bundleCommand(),
+		e.caCommand(),
+		e.auditCommand(),
+		e.agentsCommand(),
+	)
+	for _, extra := range extraCommands {
+		root.AddCommand(extra(e))
+	}
+	return root
+}
+
+// extraCommands lets verbs in other files register themselves.
+var extraCommands []func(*env) *cobra.Command
+
+// admin dials the admin socket.
+func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
+	if _, err := os.Stat(e.adminSocket); err != nil {
+		return nil, nil, fmt.Errorf("admin socket %s: %w (is `kith server` running? set --admin-socket or KITH_ADMIN_SOCKET)", e.adminSocket, errors.Unwrap(err))
+	}
+	conn, err := grpc.NewClient("unix://"+e.adminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to admin socket %s: %w", e.adminSocket, err)
+	}
+	return adminv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// describe turns an error into the one line the user sees.
+func describe(err error, socket string) string {
+	s, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	switch s.Code() {
+	case codes.Unavailable:
+		return fmt.Sprintf("cannot reach the server on %s: %s (is `kith server` running? set --admin-socket or KITH_ADMIN_SOCKET)", socket, s.Message())
+	case codes.PermissionDenied:
+		return "permission denied: " + s.Message()
+	default:
+		return s.Message()
+	}
+}
+
+// printJSON writes v as indented JSON.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes rows under a header, tab-aligned.
+func (e *env) table(header []string, rows [][]string) {
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	w.Flush()
+}

@@ -1,0 +1,241 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+type entryFlags struct {
+	spiffeID      string
+	parent        string
+	nodeSelectors []string
+	selectors     []string
+	ttl           time.Duration
+	jwtTTL        time.Duration
+	dnsNames      []string
+	labels        []string
+}
+
+func (f *entryFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.spiffeID, "spiffe-id", "", "SPIFFE ID the workload receives, e.g. spiffe://example.org/ns/prod/sa/web")
+	fl.StringVar(&f.parent, "parent", "", "SPIFFE ID of the agent that serves this entry")
+	fl.StringSliceVar(&f.nodeSelectors, "node-selector", nil, "serve on every agent whose node has this selector, e.g. join_token:name:node1 (repeatable)")
+	fl.StringSliceVar(&f.selectors, "selector", nil, "workload selector type:key:value, e.g. unix:uid:1000 (repeatable; all must match)")
+	fl.DurationVar(&f.ttl, "ttl", 0, "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
+	fl.DurationVar(&f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
+	fl.StringSliceVar(&f.dnsNames, "dns-name", nil, "DNS SAN to add to the X.509-SVID (repeatable)")
+	fl.StringSliceVar(&f.labels, "label", nil, "label key=value, e.g. env=dev (repeatable)")
+}
+
+func (f *entryFlags) proto() (*adminv1.Entry, error) {
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.Entry{
+		SpiffeId: f.spiffeID, ParentId: f.parent, NodeSelectors: f.nodeSelectors, Selectors: f.selectors,
+		X509TtlSeconds: int64(f.ttl / time.Second), JwtTtlSeconds: int64(f.jwtTTL / time.Second),
+		DnsNames: f.dnsNames, Labels: labels,
+	}, nil
+}
+
+func (e *env) entryCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "entry", Short: "Manage registration entries: which workloads get which SPIFFE IDs"}
+
+	var cf entryFlags
+	create := &cobra.Command{
+		Use:   "create --spiffe-id ID --selector type:key:value... [--parent ID | --node-selector type:key:value...]",
+		Short: "Register a workload",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pe, err := cf.proto()
+			if err != nil {
+				return err
+			}
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.CreateEntry(cmd.Context(), &adminv1.CreateEntryRequest{Entry: pe})
+			if err != nil {
+				return err
+			}
+			return e.printEntries(resp.GetEntry())
+		},
+	}
+	cf.bind(create)
+
+	var lf struct{ spiffeID, parent string }
+	list := &cobra.Command{
+		Use:   "list [--spiffe-id ID] [--parent ID]",
+		Short: "List entries",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp)
+			}
+			return e.printEntries(resp.GetEntries()...)
+		},
+	}
+	list.Flags().StringVar(&lf.spiffeID, "spiffe-id", "", "only entries with this SPIFFE ID")
+	list.Flags().StringVar(&lf.parent, "parent", "", "only entries parented to this agent")
+
+	show := &cobra.Command{
+		Use:   "show ENTRY-ID",
+		Short: "Show one entry",
+		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.GetEntry(cmd.Context(), &adminv1.GetEntryRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			return e.printEntryDetail(resp.GetEntry())
+		},
+	}
+
+	var uf entryFlags
+	update := &cobra.Command{
+		Use:   "update ENTRY-ID [flags]",
+		Short: "Change an entry; flags not given keep their value",
+		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			cur, err := c.GetEntry(cmd.Context(), &adminv1.GetEntryRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			pe := cur.GetEntry()
+			fl := cmd.Flags()
+			if fl.Changed("spiffe-id") {
+				pe.SpiffeId = uf.spiffeID
+			}
+			if fl.Changed("parent") {
+				pe.ParentId, pe.NodeSelectors = uf.parent, nil
+			}
+			if fl.Changed("node-selector") {
+				pe.NodeSelectors, pe.ParentId = uf.nodeSelectors, ""
+			}
+			if fl.Changed("selector") {
+				pe.Selectors = uf.selectors
+			}
+			if fl.Changed("ttl") {
+				pe.X509TtlSeconds = int64(uf.ttl / time.Second)
+			}
+			if fl.Changed("jwt-ttl") {
+				pe.JwtTtlSeconds = int64(uf.jwtTTL / time.Second)
+			}
+			if fl.Changed("dns-name") {
+				pe.DnsNames = uf.dnsNames
+			}
+			if fl.Changed("label") {
+				if pe.Labels, err = parseLabels(uf.labels); err != nil {
+					return err
+				}
+			}
+			resp, err := c.UpdateEntry(cmd.Context(), &adminv1.UpdateEntryRequest{Entry: pe})
+			if err != nil {
+				return err
+			}
+			return e.printEntries(resp.GetEntry())
+		},
+	}
+	uf.bind(update)
+
+	del := &cobra.Command{
+		Use:   "delete ENTRY-ID",
+		Short: "Delete an entry; its workloads lose that identity at once",
+		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.DeleteEntry(cmd.Context(), &adminv1.DeleteEntryRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp.GetEntry())
+			}
+			fmt.Fprintf(e.stdout, "deleted entry %s (%s)\n", resp.GetEntry().GetId(), resp.GetEntry().GetSpiffeId())
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, show, update, del)
+	return cmd
+}
+
+func (e *env) printEntries(es ...*adminv1.Entry) error {
+	if e.output == "json" {
+		if len(es) == 1 {
+			return e.printProto(es[0])
+		}
+		return e.printProto(&adminv1.ListEntriesResponse{Entries: es})
+	}
+	rows := make([][]string, 0, len(es))
+	for _, pe := range es {
+		where := pe.GetParentId()
+		if where == "" {
+			where = "node:" + strings.Join(pe.GetNodeSelectors(), ",")
+		}
+		rows = append(rows, []string{pe.GetId(), pe.GetSpiffeId(), where, strings.Join(pe.GetSelectors(), ","), fmtSeconds(pe.GetX509TtlSeconds()), fmtLabels(pe.GetLabels())})
+	}
+	e.table([]string{"ID", "SPIFFE ID", "PARENT", "SELECTORS", "TTL", "LABELS"}, rows)
+	return nil
+}
+
+func (e *env) printEntryDetail(pe *adminv1.Entry) error {
+	if e.output == "json" {
+		return e.printProto(pe)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "ID:             %s\n", pe.GetId())
+	fmt.Fprintf(w, "SPIFFE ID:      %s\n", pe.GetSpiffeId())
+	fmt.Fprintf(w, "Parent:         %s\n", orDash(pe.GetParentId()))
+	fmt.Fprintf(w, "Node selectors: %s\n", orDash(strings.Join(pe.GetNodeSelectors(), ", ")))
+	fmt.Fprintf(w, "Selectors:      %s\n", strings.Join(pe.GetSelectors(), ", "))
+	fmt.Fprintf(w, "X.509 TTL:      %s\n", fmtSeconds(pe.GetX509TtlSeconds()))
+	fmt.Fprintf(w, "JWT TTL:        %s\n", fmtSeconds(pe.GetJwtTtlSeconds()))
+	fmt.Fprintf(w, "DNS names:      %s\n", orDash(strings.Join(pe.GetDnsNames(), ", ")))
+	fmt.Fprintf(w, "Labels:         %s\n", fmtLabels(pe.GetLabels()))
+	fmt.Fprintf(w, "Created:        %s\n", fmtTime(pe.GetCreatedAt()))
+	fmt.Fprintf(w, "Updated:        %s\n", fmtTime(pe.GetUpdatedAt()))
+	fmt.Fprintf(w, "Revision:       %d\n", pe.GetRevision())
+	return nil
+}
+
+// exactArgs is cobra.ExactArgs with a message that says what to give.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s takes %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/server"
+)
+
+func (e *env) serverCommand() *cobra.Command {
+	var path, dataDir, td, logLevel string
+	cmd := &cobra.Command{
+		Use:   "server [-c server.yaml] [--data-dir DIR] [--trust-domain TD]",
+		Short: "Run the Kith server: CA, store, admin and agent APIs, metrics",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.LoadServer(path, lookupEnv(e.getenv))
+			if err != nil {
+				return err
+			}
+			if dataDir != "" {
+				cfg.DataDir = dataDir
+			}
+			if td != "" {
+				cfg.TrustDomain = td
+			}
+			if logLevel != "" {
+				cfg.Log.Level = logLevel
+			}
+			if err := cfg.Finish(); err != nil {
+				return fmt.Errorf("invalid configuration: %w", err)
+			}
+			log := newLogger(e.stderr, cfg.Log)
+			srv, err := server.New(cmd.Context(), server.Config{Config: cfg, Logger: log, Version: Version})
+			if err != nil {
+				return err
+			}
+			return srv.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "YAML config file (every field optional)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default /var/lib/kith; env KITH_DATA_DIR)")
+	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain (default example.org; env KITH_TRUST_DOMAIN)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env KITH_LOG_LEVEL)")
+	return cmd
+}
+
+// lookupEnv adapts a getenv function to config's lookup, treating empty as unset.
+func lookupEnv(getenv func(string) string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v := getenv(k)
+		return v, v != ""
+	}
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	if w == nil {
+		w = os.Stderr
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+func (e *env) svidCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "svid", Short: "Mint SVIDs directly (administrators; workloads use the agent)"}
+	mint := &cobra.Command{Use: "mint", Short: "Mint an X.509-SVID or a JWT-SVID"}
+
+	var x struct {
+		id, outCert, outKey string
+		ttl                 time.Duration
+		dns                 []string
+	}
+	x509cmd := &cobra.Command{
+		Use:   "x509 --spiffe-id ID [--ttl D] [--dns-name N]... [--out-cert FILE --out-key FILE]",
+		Short: "Mint an X.509-SVID; the key is made here and never sent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if x.id == "" {
+				return fmt.Errorf("--spiffe-id is required, e.g. --spiffe-id spiffe://example.org/app")
+			}
+			if (x.outCert == "") != (x.outKey == "") {
+				return fmt.Errorf("give both --out-cert and --out-key, or neither to print both")
+			}
+			key, csr, err := newCSR(x.id)
+			if err != nil {
+				return err
+			}
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.MintX509SVID(cmd.Context(), &adminv1.MintX509SVIDRequest{SpiffeId: x.id, Csr: csr, TtlSeconds: int64(x.ttl / time.Second), DnsNames: x.dns})
+			if err != nil {
+				return err
+			}
+			keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+			if err != nil {
+				return fmt.Errorf("encode key: %w", err)
+			}
+			var certPEM []byte
+			for _, der := range resp.GetCertChain() {
+				certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+			}
+			keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+			if x.outCert != "" {
+				if err := os.WriteFile(x.outCert, certPEM, 0o644); err != nil {
+					return fmt.Errorf("write --out-cert: %w", err)
+				}
+				if err := writePrivate(x.outKey, keyPEM); err != nil {
+					return fmt.Errorf("write --out-key: %w", err)
+				}
+				keyPEM = nil
+			}
+			if e.output == "json" {
+				out := map[string]any{"spiffe_id": x.id, "expires_at": fmtTime(resp.GetExpiresAt()), "cert_chain_pem": string(certPEM)}
+				if keyPEM != nil {
+					out["key_pem"] = string(keyPEM)
+				} else {
+					out["cert_file"], out["key_file"] = x.outCert, x.outKey
+				}
+				return e.printJSON(out)
+			}
+			if x.outCert != "" {
+				fmt.Fprintf(e.stdout, "X.509-SVID for %s, expires %s\nwrote %s and %s\n", x.id, fmtTime(resp.GetExpiresAt()), x.outCert, x.outKey)
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "%s%s", certPEM, keyPEM)
+			return nil
+		},
+	}
+	x509cmd.Flags().StringVar(&x.id, "spiffe-id", "", "SPIFFE ID to put in the certificate")
+	x509cmd.Flags().DurationVar(&x.ttl, "ttl", 0, "lifetime (default: the server's svid.x509_ttl)")
+	x509cmd.Flags().StringSliceVar(&x.dns, "dns-name", nil, "DNS SAN (repeatable)")
+	x509cmd.Flags().StringVar(&x.outCert, "out-cert", "", "write the certificate chain (PEM) here")
+	x509cmd.Flags().StringVar(&x.outKey, "out-key", "", "write the private key (PEM, mode 0600) here")
+
+	var j struct {
+		id       string
+		audience []string
+		ttl      time.Duration
+	}
+	jwtcmd := &cobra.Command{
+		Use:   "jwt --spiffe-id ID --audience AUD... [--ttl D]",
+		Short: "Mint a JWT-SVID",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if j.id == "" {
+				return fmt.Errorf("--spiffe-id is required, e.g. --spiffe-id spiffe://example.org/app")
+			}
+			if len(j.audience) == 0 {
+				return fmt.Errorf("--audience is required: name the service that will accept the token")
+			}
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.MintJWTSVID(cmd.Context(), &adminv1.MintJWTSVIDRequest{SpiffeId: j.id, Audience: j.audience, TtlSeconds: int64(j.ttl / time.Second)})
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp)
+			}
+			fmt.Fprintln(e.stdout, resp.GetToken())
+			return nil
+		},
+	}
+	jwtcmd.Flags().StringVar(&j.id, "spiffe-id", "", "SPIFFE ID (the token's sub)")
+	jwtcmd.Flags().StringSliceVar(&j.audience, "audience", nil, "audience (repeatable)")
+	jwtcmd.Flags().DurationVar(&j.ttl, "ttl", 0, "lifetime (default: the server's svid.jwt_ttl)")
+
+	mint.AddCommand(x509cmd, jwtcmd)
+	cmd.AddCommand(mint, e.svidVerifyCommand())
+	return cmd
+}
+
+// newCSR makes a P-256 key and a CSR carrying the SPIFFE ID as its URI SAN.
+func newCSR(id string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	tmpl := &x509.CertificateRequest{}
+	if u, err := url.Parse(id); err == nil {
+		tmpl.URIs = []*url.URL{u}
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create csr: %w", err)
+	}
+	return key, csr, nil
+}
+
+// writePrivate writes data to path with mode 0600, atomically.
+func writePrivate(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+func (e *env) tokenCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage one-time join tokens for agents"}
+	var name string
+	var ttl time.Duration
+	create := &cobra.Command{
+		Use:   "create [--name NAME] [--ttl DURATION]",
+		Short: "Create a join token; an agent joins with `kith agent --join-token SECRET`",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Name: name, TtlSeconds: int64(ttl / time.Second)})
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp)
+			}
+			t := resp.GetToken()
+			fmt.Fprintf(e.stdout, "Token:    %s\nName:     %s\nAgent ID: %s\nExpires:  %s\n", resp.GetSecret(), orDash(t.GetName()), t.GetAgentId(), fmtTime(t.GetExpiresAt()))
+			return nil
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "token name; the agent joins as spiffe://TD/kith/agent/join_token/NAME and entries can target it with --node-selector join_token:name:NAME")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "how long the token may be used (default: the server's join_token.ttl)")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListJoinTokens(cmd.Context(), &adminv1.ListJoinTokensRequest{})
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp)
+			}
+			var rows [][]string
+			for _, t := range resp.GetTokens() {
+				rows = append(rows, []string{t.GetId(), orDash(t.GetName()), fmtTime(t.GetExpiresAt()), fmtTime(t.GetUsedAt()), orDash(t.GetUsedBy())})
+			}
+			e.table([]string{"ID", "NAME", "EXPIRES", "USED", "USED BY"}, rows)
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list)
+	return cmd
+}

@@ -1,0 +1,212 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Server is the `kith server` configuration. Every field is optional; the comment gives the default and
+// the environment variable that overrides it.
+type Server struct {
+	// TrustDomain of every identity this server issues. Default example.org. Env KITH_TRUST_DOMAIN.
+	TrustDomain string `yaml:"trust_domain"`
+	// DataDir holds the store, CA keys and the admin socket. Default /var/lib/kith. Env KITH_DATA_DIR.
+	DataDir string `yaml:"data_dir"`
+	Log     Log    `yaml:"log"`
+	Listen  Listen `yaml:"listen"`
+	CA      CA     `yaml:"ca"`
+	SVID    SVID   `yaml:"svid"`
+	Store   Store  `yaml:"store"`
+	Token   Token  `yaml:"join_token"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level: debug, info, warn, error. Default info. Env KITH_LOG_LEVEL.
+	Level string `yaml:"level"`
+	// Format: text or json. Default text. Env KITH_LOG_FORMAT.
+	Format string `yaml:"format"`
+}
+
+// Listen configures the server's endpoints.
+type Listen struct {
+	// GRPC is the agent API address (mTLS). Default :8081. Env KITH_LISTEN_GRPC.
+	GRPC string `yaml:"grpc"`
+	// HTTP serves /healthz, /readyz, /metrics, /.well-known/jwks.json. Default :8080. Env KITH_LISTEN_HTTP.
+	HTTP string `yaml:"http"`
+	// AdminSocket is the admin API unix socket (mode 0600). Default <data_dir>/admin.sock. Env KITH_LISTEN_ADMIN_SOCKET.
+	AdminSocket string `yaml:"admin_socket"`
+	// AdvertiseHTTP is the public base URL of the HTTP port used as the OIDC issuer.
+	// Default http://<listen.http with localhost for an empty host>. Env KITH_LISTEN_ADVERTISE_HTTP.
+	AdvertiseHTTP string `yaml:"advertise_http"`
+}
+
+// CA configures the certificate authority.
+type CA struct {
+	// KeyManager: disk (PEM files, 0600, in <data_dir>/keys) or memory. Default disk. Env KITH_CA_KEY_MANAGER.
+	KeyManager string `yaml:"key_manager"`
+	// RootTTL is the root CA lifetime. Default 365d. Env KITH_CA_ROOT_TTL.
+	RootTTL Duration `yaml:"root_ttl"`
+	// IntermediateTTL is the signing CA (and JWT key) lifetime. Default 7d. Env KITH_CA_INTERMEDIATE_TTL.
+	IntermediateTTL Duration `yaml:"intermediate_ttl"`
+	// RootOverlap is how long a new root is published before it signs. Default 2 × svid.max_x509_ttl.
+	// Env KITH_CA_ROOT_OVERLAP.
+	RootOverlap Duration `yaml:"root_overlap"`
+	// Organization in CA subjects. Default Kith. Env KITH_CA_ORGANIZATION.
+	Organization string `yaml:"organization"`
+}
+
+// SVID configures identity document lifetimes.
+type SVID struct {
+	// X509TTL is the default X.509-SVID lifetime. Default 1h. Env KITH_SVID_X509_TTL.
+	X509TTL Duration `yaml:"x509_ttl"`
+	// MaxX509TTL is the longest X.509-SVID lifetime a request may ask for. Default 24h. Env KITH_SVID_MAX_X509_TTL.
+	MaxX509TTL Duration `yaml:"max_x509_ttl"`
+	// JWTTTL is the default JWT-SVID lifetime. Default 5m. Env KITH_SVID_JWT_TTL.
+	JWTTTL Duration `yaml:"jwt_ttl"`
+	// MaxJWTTTL is the longest JWT-SVID lifetime. Default 1h. Env KITH_SVID_MAX_JWT_TTL.
+	MaxJWTTTL Duration `yaml:"max_jwt_ttl"`
+	// MinTTL is the shortest lifetime of any SVID. Default 1m. Env KITH_SVID_MIN_TTL.
+	MinTTL Duration `yaml:"min_ttl"`
+	// AgentTTL is the agent SVID lifetime. Default 1h. Env KITH_SVID_AGENT_TTL.
+	AgentTTL Duration `yaml:"agent_ttl"`
+}
+
+// Store configures persistence.
+type Store struct {
+	// Driver: sqlite (embedded, <data_dir>/kith.db). Default sqlite. Env KITH_STORE_DRIVER.
+	Driver string `yaml:"driver"`
+	// DSN: for sqlite a file path (default <data_dir>/kith.db). Env KITH_STORE_DSN.
+	DSN string `yaml:"dsn"`
+}
+
+// Token configures join tokens.
+type Token struct {
+	// TTL is the default join token lifetime. Default 1h. Env KITH_JOIN_TOKEN_TTL.
+	TTL Duration `yaml:"ttl"`
+	// MaxTTL is the longest join token lifetime. Default 720h (30d). Env KITH_JOIN_TOKEN_MAX_TTL.
+	MaxTTL Duration `yaml:"max_ttl"`
+}
+
+// LoadServer reads the server config from path (may be empty), applies KITH_* environment overrides
+// (looked up with env; nil means the process environment), fills defaults and validates.
+func LoadServer(path string, env func(string) (string, bool)) (*Server, error) {
+	var c Server
+	if err := load(path, &c, "KITH_", env); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Finish fills defaults and validates; call it after command-line flags were applied.
+func (c *Server) Finish() error {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defD := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.TrustDomain, "example.org")
+	def(&c.DataDir, "/var/lib/kith")
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "text")
+	def(&c.Listen.GRPC, ":8081")
+	def(&c.Listen.HTTP, ":8080")
+	def(&c.Listen.AdminSocket, filepath.Join(c.DataDir, "admin.sock"))
+	def(&c.CA.KeyManager, "disk")
+	def(&c.CA.Organization, "Kith")
+	defD(&c.CA.RootTTL, 365*24*time.Hour)
+	defD(&c.CA.IntermediateTTL, 7*24*time.Hour)
+	defD(&c.SVID.X509TTL, time.Hour)
+	defD(&c.SVID.MaxX509TTL, 24*time.Hour)
+	defD(&c.SVID.JWTTTL, 5*time.Minute)
+	defD(&c.SVID.MaxJWTTTL, time.Hour)
+	defD(&c.SVID.MinTTL, time.Minute)
+	defD(&c.SVID.AgentTTL, time.Hour)
+	defD(&c.CA.RootOverlap, 2*c.SVID.MaxX509TTL.D())
+	def(&c.Store.Driver, "sqlite")
+	if c.Store.Driver == "sqlite" {
+		def(&c.Store.DSN, filepath.Join(c.DataDir, "kith.db"))
+	}
+	defD(&c.Token.TTL, time.Hour)
+	defD(&c.Token.MaxTTL, 30*24*time.Hour)
+	if c.Listen.AdvertiseHTTP == "" {
+		host, port, err := net.SplitHostPort(c.Listen.HTTP)
+		if err == nil {
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "localhost"
+			}
+			c.Listen.AdvertiseHTTP = "http://" + net.JoinHostPort(host, port)
+		}
+	}
+	return c.validate()
+}
+
+func (c *Server) validate() error {
+	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+		return &FieldError{"trust_domain", fmt.Sprintf("%q is not a valid trust domain (%v): use a lowercase DNS-like name such as example.org", c.TrustDomain, err)}
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			return &FieldError{"data_dir", err.Error()}
+		}
+		c.DataDir = abs
+	}
+	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {
+		return err
+	}
+	if err := oneOf("log.format", c.Log.Format, "text", "json"); err != nil {
+		return err
+	}
+	for _, a := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.http", c.Listen.HTTP}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return &FieldError{a.field, fmt.Sprintf("%q is not host:port (e.g. :8081 or 127.0.0.1:8081)", a.addr)}
+		}
+	}
+	if err := oneOf("ca.key_manager", c.CA.KeyManager, "disk", "memory"); err != nil {
+		return err
+	}
+	if err := oneOf("store.driver", c.Store.Driver, "sqlite"); err != nil {
+		return err
+	}
+	type bound struct {
+		field string
+		v, lo time.Duration
+		hi    time.Duration
+	}
+	checks := []bound{
+		{"svid.min_ttl", c.SVID.MinTTL.D(), 10 * time.Second, time.Hour},
+		{"svid.x509_ttl", c.SVID.X509TTL.D(), c.SVID.MinTTL.D(), c.SVID.MaxX509TTL.D()},
+		{"svid.jwt_ttl", c.SVID.JWTTTL.D(), c.SVID.MinTTL.D(), c.SVID.MaxJWTTTL.D()},
+		{"svid.agent_ttl", c.SVID.AgentTTL.D(), c.SVID.MinTTL.D(), c.SVID.MaxX509TTL.D()},
+		{"ca.intermediate_ttl", c.CA.IntermediateTTL.D(), 2 * c.SVID.MaxX509TTL.D(), c.CA.RootTTL.D()},
+		{"join_token.ttl", c.Token.TTL.D(), time.Minute, c.Token.MaxTTL.D()},
+	}
+	for _, b := range checks {
+		if b.v < b.lo || b.v > b.hi {
+			return &FieldError{b.field, fmt.Sprintf("%s is outside the allowed range %s to %s", b.v, b.lo, b.hi)}
+		}
+	}
+	if c.CA.RootOverlap.D() < 0 {
+		return &FieldError{"ca.root_overlap", "must not be negative"}
+	}
+	return nil
+}
+
+func oneOf(field, v string, allowed ...string) error {
+	if slices.Contains(allowed, v) {
+		return nil
+	}
+	return &FieldError{field, fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", "))}
+}

@@ -1,0 +1,491 @@
+// Package adminapi implements the administration API (kith.admin.v1) the CLI calls over the server's
+// admin unix socket.
+package adminapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/internal/server/apierr"
+	"github.com/kithid/kith/internal/store"
+)
+
+// EntryStore persists registration entries.
+type EntryStore interface {
+	CreateEntry(ctx context.Context, actor string, e store.Entry) (store.Entry, error)
+	CreateEntries(ctx context.Context, actor string, es []store.Entry) ([]store.Entry, error)
+	UpdateEntry(ctx context.Context, actor string, e store.Entry) (store.Entry, error)
+	DeleteEntry(ctx context.Context, actor string, id string) (store.Entry, error)
+	GetEntry(ctx context.Context, id string) (store.Entry, error)
+	ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error)
+}
+
+// TokenStore persists join tokens.
+type TokenStore interface {
+	CreateJoinToken(ctx context.Context, actor string, t store.JoinToken) (store.JoinToken, error)
+	ListJoinTokens(ctx context.Context) ([]store.JoinToken, error)
+}
+
+// AgentStore reads and evicts agents.
+type AgentStore interface {
+	ListAgents(ctx context.Context) ([]store.Agent, error)
+	GetAgent(ctx context.Context, id spiffeid.ID) (store.Agent, error)
+	EvictAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error)
+}
+
+// AuditLog reads and verifies the audit chain.
+type AuditLog interface {
+	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
+	VerifyAudit(ctx context.Context) (store.AuditVerification, error)
+	Revision(ctx context.Context) (int64, error)
+}
+
+// Authority signs SVIDs and holds the bundle.
+type Authority interface {
+	SignX509SVID(ctx context.Context, req ca.X509SVIDRequest) ([]*x509.Certificate, error)
+	SignJWTSVID(ctx context.Context, id spiffeid.ID, audience []string, ttl time.Duration) (string, time.Time, error)
+	Bundle() *spiffebundle.Bundle
+	Authorities() []ca.Authority
+	Rotate(ctx context.Context, actor string, root bool) error
+}
+
+// Config builds a Service.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain // required
+	Entries     EntryStore           // required
+	Tokens      TokenStore           // required
+	Agents      AgentStore           // required
+	Audit       AuditLog             // required
+	CA          Authority            // required
+	Logger      *slog.Logger         // zero: discard
+	Now         func() time.Time     // zero: time.Now
+	// Actor names the caller for the audit log; zero: "admin".
+	Actor func(ctx context.Context) string
+	// X509TTL and JWTTTL bound the lifetimes a request may ask for.
+	X509TTL, JWTTTL TTLBounds
+	// TokenTTL is the default join token lifetime, TokenMaxTTL the longest.
+	TokenTTL, TokenMaxTTL time.Duration
+	// DefaultParent, when set (kith dev), parents entries created without --parent or --node-selector.
+	DefaultParent spiffeid.ID
+	// Connected reports whether an agent holds a sync stream now; zero: never.
+	Connected func(id spiffeid.ID) bool
+	// OnIssue observes each SVID issued ("x509" or "jwt") and how long it took.
+	OnIssue func(kind string, took time.Duration)
+	// Version is reported by GetServerInfo.
+	Version string
+}
+
+// Service implements adminv1.AdminServiceServer.
+type Service struct {
+	adminv1.UnimplementedAdminServiceServer
+	cfg Config
+}
+
+var _ adminv1.AdminServiceServer = (*Service)(nil)
+
+// New validates cfg and returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.TrustDomain.IsZero() || cfg.Entries == nil || cfg.Tokens == nil || cfg.Agents == nil || cfg.Audit == nil || cfg.CA == nil {
+		return nil, fmt.Errorf("adminapi: trust domain, stores and CA are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Actor == nil {
+		cfg.Actor = func(context.Context) string { return "admin" }
+	}
+	if cfg.Connected == nil {
+		cfg.Connected = func(spiffeid.ID) bool { return false }
+	}
+	if cfg.OnIssue == nil {
+		cfg.OnIssue = func(string, time.Duration) {}
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = time.Hour
+	}
+	if cfg.TokenMaxTTL == 0 {
+		cfg.TokenMaxTTL = 30 * 24 * time.Hour
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// CreateEntry registers a workload.
+func (s *Service) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (*adminv1.CreateEntryResponse, error) {
+	e, err := s.entryFromProto(req.GetEntry())
+	if err != nil {
+		return nil, err
+	}
+	e.ID = ""
+	e, err = s.cfg.Entries.CreateEntry(ctx, s.cfg.Actor(ctx), e)
+	if err != nil {
+		return nil, fmt.Errorf("create entry for %s: %w", req.GetEntry().GetSpiffeId(), err)
+	}
+	return &adminv1.CreateEntryResponse{Entry: entryToProto(e)}, nil
+}
+
+// BatchCreateEntries registers many workloads in one transaction.
+func (s *Service) BatchCreateEntries(ctx context.Context, req *adminv1.BatchCreateEntriesRequest) (*adminv1.BatchCreateEntriesResponse, error) {
+	es := make([]store.Entry, 0, len(req.GetEntries()))
+	for i, pe := range req.GetEntries() {
+		e, err := s.entryFromProto(pe)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		e.ID = ""
+		es = append(es, e)
+	}
+	created, err := s.cfg.Entries.CreateEntries(ctx, s.cfg.Actor(ctx), es)
+	if err != nil {
+		return nil, fmt.Errorf("create %d entries: %w", len(es), err)
+	}
+	resp := &adminv1.BatchCreateEntriesResponse{Entries: make([]*adminv1.Entry, len(created))}
+	for i, e := range created {
+		resp.Entries[i] = entryToProto(e)
+		resp.Revision = max(resp.Revision, e.Revision)
+	}
+	return resp, nil
+}
+
+// GetEntry returns one entry.
+func (s *Service) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*adminv1.GetEntryResponse, error) {
+	e, err := s.cfg.Entries.GetEntry(ctx, req.GetId())
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: %w", req.GetId(), err)
+	}
+	return &adminv1.GetEntryResponse{Entry: entryToProto(e)}, nil
+}
+
+// ListEntries lists entries, optionally filtered.
+func (s *Service) ListEntries(ctx context.Context, req *adminv1.ListEntriesRequest) (*adminv1.ListEntriesResponse, error) {
+	var f store.EntryFilter
+	var err error
+	if req.GetSpiffeId() != "" {
+		if f.SPIFFEID, err = ParseID(s.cfg.TrustDomain, "spiffe_id", req.GetSpiffeId()); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetParentId() != "" {
+		if f.ParentID, err = ParseID(s.cfg.TrustDomain, "parent_id", req.GetParentId()); err != nil {
+			return nil, err
+		}
+	}
+	es, err := s.cfg.Entries.ListEntries(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("list entries: %w", err)
+	}
+	resp := &adminv1.ListEntriesResponse{Entries: make([]*adminv1.Entry, len(es))}
+	for i, e := range es {
+		resp.Entries[i] = entryToProto(e)
+	}
+	return resp, nil
+}
+
+// UpdateEntry replaces an entry's fields.
+func (s *Service) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryRequest) (*adminv1.UpdateEntryResponse, error) {
+	if req.GetEntry().GetId() == "" {
+		return nil, apierr.Invalid("entry id is required: see kith entry list")
+	}
+	e, err := s.entryFromProto(req.GetEntry())
+	if err != nil {
+		return nil, err
+	}
+	e, err = s.cfg.Entries.UpdateEntry(ctx, s.cfg.Actor(ctx), e)
+	if err != nil {
+		return nil, fmt.Errorf("update entry %q: %w", req.GetEntry().GetId(), err)
+	}
+	return &adminv1.UpdateEntryResponse{Entry: entryToProto(e)}, nil
+}
+
+// DeleteEntry removes an entry.
+func (s *Service) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.DeleteEntryResponse, error) {
+	e, err := s.cfg.Entries.DeleteEntry(ctx, s.cfg.Actor(ctx), req.GetId())
+	if err != nil {
+		return nil, fmt.Errorf("delete entry %q: %w", req.GetId(), err)
+	}
+	return &adminv1.DeleteEntryResponse{Entry: entryToProto(e)}, nil
+}
+
+var tokenName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// AgentIDForToken is the SPIFFE ID an agent receives when it joins with the token.
+func AgentIDForToken(td spiffeid.TrustDomain, t store.JoinToken) spiffeid.ID {
+	name := t.Name
+	if name == "" {
+		name = t.ID
+	}
+	id, err := spiffeid.FromSegments(td, "kith", "agent", "join_token", name)
+	if err != nil {
+		// Names and IDs are validated to be valid path segments before they are stored.
+		panic(fmt.Sprintf("agent id for token %q: %v", name, err))
+	}
+	return id
+}
+
+// CreateJoinToken makes a one-time join token.
+func (s *Service) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTokenRequest) (*adminv1.CreateJoinTokenResponse, error) {
+	if n := req.GetName(); n != "" && !tokenName.MatchString(n) {
+		return nil, apierr.Invalid(fmt.Sprintf("token name %q is invalid: use letters, digits, '.', '_', '-' (at most 63), e.g. node1", n))
+	}
+	ttl := s.cfg.TokenTTL
+	if req.GetTtlSeconds() != 0 {
+		ttl = time.Duration(req.GetTtlSeconds()) * time.Second
+		if ttl < time.Minute || ttl > s.cfg.TokenMaxTTL {
+			return nil, apierr.Invalid(fmt.Sprintf("token ttl %s is outside the allowed range 1m0s to %s", ttl, s.cfg.TokenMaxTTL))
+		}
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("make token secret: %w", err)
+	}
+	idb := make([]byte, 6)
+	if _, err := rand.Read(idb); err != nil {
+		return nil, fmt.Errorf("make token id: %w", err)
+	}
+	text := base64.RawURLEncoding.EncodeToString(secret)
+	hash := sha256.Sum256([]byte(text))
+	now := s.cfg.Now()
+	t, err := s.cfg.Tokens.CreateJoinToken(ctx, s.cfg.Actor(ctx), store.JoinToken{
+		ID:        hex.EncodeToString(idb),
+		Name:      req.GetName(),
+		Hash:      hash[:],
+		CreatedAt: now,
+		ExpiresAt: now.Add(ttl),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create join token: %w", err)
+	}
+	return &adminv1.CreateJoinTokenResponse{Token: s.tokenToProto(t), Secret: text}, nil
+}
+
+// ListJoinTokens lists join tokens (never their secrets).
+func (s *Service) ListJoinTokens(ctx context.Context, _ *adminv1.ListJoinTokensRequest) (*adminv1.ListJoinTokensResponse, error) {
+	ts, err := s.cfg.Tokens.ListJoinTokens(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list join tokens: %w", err)
+	}
+	resp := &adminv1.ListJoinTokensResponse{}
+	for _, t := range ts {
+		resp.Tokens = append(resp.Tokens, s.tokenToProto(t))
+	}
+	return resp, nil
+}
+
+func (s *Service) tokenToProto(t store.JoinToken) *adminv1.JoinToken {
+	pt := &adminv1.JoinToken{
+		Id: t.ID, Name: t.Name, CreatedAt: ts(t.CreatedAt), ExpiresAt: ts(t.ExpiresAt), UsedAt: ts(t.UsedAt),
+		AgentId: AgentIDForToken(s.cfg.TrustDomain, t).String(),
+	}
+	if !t.UsedBy.IsZero() {
+		pt.UsedBy = t.UsedBy.String()
+	}
+	return pt
+}
+
+// ListAgents lists attested agents.
+func (s *Service) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
+	as, err := s.cfg.Agents.ListAgents(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	resp := &adminv1.ListAgentsResponse{}
+	for _, a := range as {
+		resp.Agents = append(resp.Agents, s.agentToProto(a))
+	}
+	return resp, nil
+}
+
+// GetAgent returns one agent.
+func (s *Service) GetAgent(ctx context.Context, req *adminv1.GetAgentRequest) (*adminv1.GetAgentResponse, error) {
+	id, err := ParseID(s.cfg.TrustDomain, "agent id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.cfg.Agents.GetAgent(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", id, err)
+	}
+	return &adminv1.GetAgentResponse{Agent: s.agentToProto(a)}, nil
+}
+
+// EvictAgent evicts an agent: it can no longer renew or sync and must attest again.
+func (s *Service) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRequest) (*adminv1.EvictAgentResponse, error) {
+	id, err := ParseID(s.cfg.TrustDomain, "agent id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.cfg.Agents.EvictAgent(ctx, s.cfg.Actor(ctx), id)
+	if err != nil {
+		return nil, fmt.Errorf("evict agent %s: %w", id, err)
+	}
+	return &adminv1.EvictAgentResponse{Agent: s.agentToProto(a)}, nil
+}
+
+func (s *Service) agentToProto(a store.Agent) *adminv1.Agent {
+	return &adminv1.Agent{
+		Id: a.ID.String(), AttestationType: a.AttestationType, Selectors: attestation.Strings(a.Selectors),
+		SerialNumber: a.SerialNumber, ExpiresAt: ts(a.ExpiresAt), CreatedAt: ts(a.CreatedAt), UpdatedAt: ts(a.UpdatedAt),
+		Evicted: a.Evicted, Connected: s.cfg.Connected(a.ID),
+	}
+}
+
+// MintX509SVID signs a CSR for any workload ID in the trust domain (an administrator's act, audited by log).
+func (s *Service) MintX509SVID(ctx context.Context, req *adminv1.MintX509SVIDRequest) (*adminv1.MintX509SVIDResponse, error) {
+	start := time.Now()
+	id, err := ParseWorkloadID(s.cfg.TrustDomain, "spiffe_id", req.GetSpiffeId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetCsr()) == 0 {
+		return nil, apierr.Invalid("csr is required: the caller makes the key and sends a PKCS#10 request")
+	}
+	ttl, err := s.cfg.X509TTL.check("ttl", req.GetTtlSeconds())
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateDNSNames(req.GetDnsNames()); err != nil {
+		return nil, err
+	}
+	chain, err := s.cfg.CA.SignX509SVID(ctx, ca.X509SVIDRequest{ID: id, CSR: req.GetCsr(), DNSNames: req.GetDnsNames(), TTL: ttl})
+	if err != nil {
+		return nil, fmt.Errorf("mint x509-svid for %s: %w", id, err)
+	}
+	resp := &adminv1.MintX509SVIDResponse{CertChain: make([][]byte, len(chain)), ExpiresAt: timestamppb.New(chain[0].NotAfter)}
+	for i, c := range chain {
+		resp.CertChain[i] = c.Raw
+	}
+	s.cfg.OnIssue("x509", time.Since(start))
+	s.cfg.Logger.Debug("minted x509-svid", "spiffe_id", id.String(), "actor", s.cfg.Actor(ctx), "serial", chain[0].SerialNumber.Text(16))
+	return resp, nil
+}
+
+// MintJWTSVID signs a JWT-SVID for any workload ID in the trust domain.
+func (s *Service) MintJWTSVID(ctx context.Context, req *adminv1.MintJWTSVIDRequest) (*adminv1.MintJWTSVIDResponse, error) {
+	start := time.Now()
+	id, err := ParseWorkloadID(s.cfg.TrustDomain, "spiffe_id", req.GetSpiffeId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetAudience()) == 0 {
+		return nil, apierr.Invalid("audience is required: name the service that will receive the token (--audience)")
+	}
+	for _, a := range req.GetAudience() {
+		if a == "" {
+			return nil, apierr.Invalid("audience must not be empty")
+		}
+	}
+	ttl, err := s.cfg.JWTTTL.check("ttl", req.GetTtlSeconds())
+	if err != nil {
+		return nil, err
+	}
+	tok, exp, err := s.cfg.CA.SignJWTSVID(ctx, id, req.GetAudience(), ttl)
+	if err != nil {
+		return nil, fmt.Errorf("mint jwt-svid for %s: %w", id, err)
+	}
+	s.cfg.OnIssue("jwt", time.Since(start))
+	s.cfg.Logger.Debug("minted jwt-svid", "spiffe_id", id.String(), "actor", s.cfg.Actor(ctx), "audience", req.GetAudience())
+	return &adminv1.MintJWTSVIDResponse{Token: tok, ExpiresAt: timestamppb.New(exp)}, nil
+}
+
+// GetBundle returns the trust bundle.
+func (s *Service) GetBundle(context.Context, *adminv1.GetBundleRequest) (*adminv1.GetBundleResponse, error) {
+	b := s.cfg.CA.Bundle()
+	doc, err := b.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("marshal bundle: %w", err)
+	}
+	seq, _ := b.SequenceNumber()
+	resp := &adminv1.GetBundleResponse{TrustDomain: b.TrustDomain().Name(), SpiffeBundle: doc, SequenceNumber: seq}
+	for _, c := range b.X509Authorities() {
+		resp.X509Authorities = append(resp.X509Authorities, c.Raw)
+	}
+	return resp, nil
+}
+
+// ListAuthorities lists the CA's keys and their state.
+func (s *Service) ListAuthorities(context.Context, *adminv1.ListAuthoritiesRequest) (*adminv1.ListAuthoritiesResponse, error) {
+	return &adminv1.ListAuthoritiesResponse{Authorities: s.authorities()}, nil
+}
+
+// RotateCA forces a rotation.
+func (s *Service) RotateCA(ctx context.Context, req *adminv1.RotateCARequest) (*adminv1.RotateCAResponse, error) {
+	if err := s.cfg.CA.Rotate(ctx, s.cfg.Actor(ctx), req.GetRoot()); err != nil {
+		return nil, fmt.Errorf("rotate ca: %w", err)
+	}
+	return &adminv1.RotateCAResponse{Authorities: s.authorities()}, nil
+}
+
+func (s *Service) authorities() []*adminv1.Authority {
+	b := s.cfg.CA.Bundle()
+	published := map[string]bool{}
+	for _, c := range b.X509Authorities() {
+		published[hex.EncodeToString(c.SubjectKeyId)] = true
+	}
+	for kid := range b.JWTAuthorities() {
+		published[kid] = true
+	}
+	var out []*adminv1.Authority
+	for _, a := range s.cfg.CA.Authorities() {
+		out = append(out, &adminv1.Authority{
+			Id: a.ID, Kind: string(a.Kind), State: string(a.State), ParentId: a.ParentID,
+			NotBefore: ts(a.NotBefore), NotAfter: ts(a.NotAfter), ActivatedAt: ts(a.ActivatedAt), RetiredAt: ts(a.RetiredAt),
+			Published: published[a.ID],
+		})
+	}
+	return out
+}
+
+// ListAuditEvents pages through the audit log.
+func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEventsRequest) (*adminv1.ListAuditEventsResponse, error) {
+	evs, err := s.cfg.Audit.ListAudit(ctx, store.AuditFilter{AfterSeq: req.GetAfterSeq(), Limit: int(req.GetLimit())})
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", err)
+	}
+	resp := &adminv1.ListAuditEventsResponse{}
+	for _, e := range evs {
+		resp.Events = append(resp.Events, &adminv1.AuditEvent{
+			Seq: e.Seq, Time: ts(e.Time), Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail,
+			Revision: e.Revision, PrevHash: e.PrevHash, Hash: e.Hash,
+		})
+	}
+	return resp, nil
+}
+
+// VerifyAudit checks the audit hash chain.
+func (s *Service) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
+	v, err := s.cfg.Audit.VerifyAudit(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify audit log: %w", err)
+	}
+	return &adminv1.VerifyAuditResponse{Ok: v.OK, Count: v.Count, BrokenAt: v.BrokenAt, Problem: v.Problem, HeadHash: v.HeadHash}, nil
+}
+
+// GetServerInfo describes the server.
+func (s *Service) GetServerInfo(ctx context.Context, _ *adminv1.GetServerInfoRequest) (*adminv1.GetServerInfoResponse, error) {
+	rev, err := s.cfg.Audit.Revision(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read revision: %w", err)
+	}
+	resp := &adminv1.GetServerInfoResponse{TrustDomain: s.cfg.TrustDomain.Name(), Version: s.cfg.Version, Revision: rev}
+	if !s.cfg.DefaultParent.IsZero() {
+		resp.DevAgentId = s.cfg.DefaultParent.String()
+	}
+	return resp, nil
+}

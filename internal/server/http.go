@@ -1,0 +1,73 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.store.Revision(r.Context()); err != nil {
+			http.Error(w, "store not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if len(s.ca.Bundle().X509Authorities()) == 0 {
+			http.Error(w, "ca not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
+	mux.HandleFunc("GET /keys", s.serveJWKS)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveOIDC)
+	mux.HandleFunc("GET /v1/bundle", s.serveBundle)
+	return mux
+}
+
+// serveJWKS serves the JWT-SVID signing keys as a plain JWKS for OIDC relying parties.
+func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	var set jose.JSONWebKeySet
+	for kid, key := range s.ca.Bundle().JWTAuthorities() {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: key, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"})
+	}
+	writeJSON(w, set)
+}
+
+func (s *Server) serveOIDC(w http.ResponseWriter, _ *http.Request) {
+	issuer := s.cfg.Config.Listen.AdvertiseHTTP
+	writeJSON(w, map[string]any{
+		"issuer":                                issuer,
+		"jwks_uri":                              issuer + "/.well-known/jwks.json",
+		"authorization_endpoint":                "",
+		"response_types_supported":              []string{"id_token"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{"ES256"},
+	})
+}
+
+// serveBundle serves the SPIFFE bundle (roots and JWT keys) for bootstrapping and federation.
+func (s *Server) serveBundle(w http.ResponseWriter, _ *http.Request) {
+	doc, err := s.ca.Bundle().Marshal()
+	if err != nil {
+		http.Error(w, "marshal bundle: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(doc)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "max-age=60")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

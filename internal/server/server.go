@@ -1,0 +1,270 @@
+// Package server wires the Kith server: store, CA, the admin API on a unix socket, the agent API over
+// mTLS, and the HTTP endpoints for health, metrics and JWKS.
+package server
+
+import (
+	"context"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/ca/keymanager/disk"
+	"github.com/kithid/kith/ca/keymanager/memory"
+	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/server/adminapi"
+	"github.com/kithid/kith/internal/server/apierr"
+	"github.com/kithid/kith/internal/store/sqlite"
+)
+
+// Config builds a Server.
+type Config struct {
+	Config  *config.Server   // required, already Finish()ed
+	Logger  *slog.Logger     // zero: discard
+	Now     func() time.Time // zero: time.Now
+	Version string
+	// DefaultParent parents entries created without a parent or node selector (kith dev).
+	DefaultParent spiffeid.ID
+}
+
+// Server is a running Kith server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	td      spiffeid.TrustDomain
+	store   *sqlite.Store
+	ca      *ca.CA
+	admin   *adminapi.Service
+	metrics *metrics
+	own     *ownSVID
+
+	mu       sync.Mutex
+	ready    chan struct{}
+	httpAddr net.Addr
+	grpcAddr net.Addr
+}
+
+// New opens the store and the CA in the data dir.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Config == nil {
+		return nil, errors.New("server: config is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := cfg.Config
+	td, err := spiffeid.TrustDomainFromString(c.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust domain: %w", err)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: c.Store.DSN, Now: cfg.Now, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	var keys ca.KeyManager
+	switch c.CA.KeyManager {
+	case "memory":
+		keys = memory.New()
+	default:
+		if keys, err = disk.New(filepath.Join(c.DataDir, "keys")); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("open key manager: %w", err)
+		}
+	}
+	authority, err := ca.New(ctx, ca.Config{
+		TrustDomain:     td,
+		Keys:            keys,
+		Store:           st,
+		Now:             cfg.Now,
+		Logger:          cfg.Logger.With("component", "ca"),
+		RootTTL:         c.CA.RootTTL.D(),
+		IntermediateTTL: c.CA.IntermediateTTL.D(),
+		X509SVIDTTL:     c.SVID.X509TTL.D(),
+		MaxX509SVIDTTL:  c.SVID.MaxX509TTL.D(),
+		MinSVIDTTL:      c.SVID.MinTTL.D(),
+		JWTSVIDTTL:      c.SVID.JWTTTL.D(),
+		MaxJWTSVIDTTL:   c.SVID.MaxJWTTTL.D(),
+		RootOverlap:     c.CA.RootOverlap.D(),
+		Subject:         pkix.Name{Organization: []string{c.CA.Organization}},
+	})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("start ca: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, ready: make(chan struct{})}
+	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
+	s.admin, err = adminapi.New(adminapi.Config{
+		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
+		Logger: cfg.Logger.With("component", "admin"), Now: cfg.Now,
+		Actor:    adminActor,
+		X509TTL:  adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxX509TTL.D()},
+		JWTTTL:   adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxJWTTTL.D()},
+		TokenTTL: c.Token.TTL.D(), TokenMaxTTL: c.Token.MaxTTL.D(),
+		DefaultParent: cfg.DefaultParent,
+		OnIssue:       s.metrics.observeIssue,
+		Version:       cfg.Version,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// TrustDomain returns the server's trust domain.
+func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
+
+// CA returns the server's certificate authority.
+func (s *Server) CA() *ca.CA { return s.ca }
+
+// Ready is closed once every listener is up.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// HTTPAddr is the bound HTTP address, valid after Ready.
+func (s *Server) HTTPAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpAddr
+}
+
+// GRPCAddr is the bound agent API address, valid after Ready.
+func (s *Server) GRPCAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grpcAddr
+}
+
+// Run serves until ctx is done, then shuts down gracefully and closes the store.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.store.Close()
+	c := s.cfg.Config
+
+	adminLis, err := listenUnix(c.Listen.AdminSocket, 0o600)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", c.Listen.HTTP)
+	if err != nil {
+		adminLis.Close()
+		return fmt.Errorf("listen http on %s (listen.http): %w", c.Listen.HTTP, err)
+	}
+	grpcLis, err := net.Listen("tcp", c.Listen.GRPC)
+	if err != nil {
+		adminLis.Close()
+		httpLis.Close()
+		return fmt.Errorf("listen grpc on %s (listen.grpc): %w", c.Listen.GRPC, err)
+	}
+	s.mu.Lock()
+	s.httpAddr, s.grpcAddr = httpLis.Addr(), grpcLis.Addr()
+	s.mu.Unlock()
+
+	adminSrv := grpc.NewServer(
+		grpc.Creds(adminCredentials()),
+		grpc.ChainUnaryInterceptor(apierr.UnaryInterceptor(s.log)),
+		grpc.ChainStreamInterceptor(apierr.StreamInterceptor(s.log)),
+	)
+	adminv1.RegisterAdminServiceServer(adminSrv, s.admin)
+
+	agentSrv, err := s.newAgentServer()
+	if err != nil {
+		adminLis.Close()
+		httpLis.Close()
+		grpcLis.Close()
+		return err
+	}
+	httpSrv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ca.Run(gctx) })
+	g.Go(func() error {
+		changed, stop := s.ca.Subscribe()
+		defer stop()
+		return s.own.Run(gctx, changed)
+	})
+	g.Go(func() error { return ignoreClosed(adminSrv.Serve(adminLis)) })
+	g.Go(func() error { return ignoreClosed(agentSrv.Serve(grpcLis)) })
+	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLis)) })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(shutdownCtx)
+		stopGracefully(shutdownCtx, adminSrv)
+		stopGracefully(shutdownCtx, agentSrv)
+		return nil
+	})
+	close(s.ready)
+	s.log.Info("kith server started", "trust_domain", s.td.Name(), "admin_socket", c.Listen.AdminSocket,
+		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "data_dir", c.DataDir)
+	err = g.Wait()
+	os.Remove(c.Listen.AdminSocket)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func stopGracefully(ctx context.Context, srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		srv.Stop()
+	}
+}
+
+func ignoreClosed(err error) error {
+	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// listenUnix listens on a unix socket at path, replacing a stale socket, and sets its mode.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		os.Remove(path)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}

@@ -1,0 +1,409 @@
+// Package sqlite is Kith's embedded store: registration entries, agents, join tokens, CA authorities and the
+// hash-chained audit log in one SQLite database file (pure Go driver modernc.org/sqlite, WAL mode).
+//
+// Writes go through a single connection and are serialized; reads use a separate pool of read-only
+// connections that WAL lets run alongside the writer. Every change is one transaction that bumps the
+// store-wide revision, records one row per changed object in the change feed and appends its audit row(s);
+// watchers are told the new revision after commit.
+//
+// The schema is created and upgraded by embedded migrations; the schema version is PRAGMA user_version. A
+// database written by a newer Kith (a higher version than this binary knows) is refused with
+// store.ErrSchemaTooNew rather than opened.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/internal/store"
+)
+
+var _ ca.AuthorityStore = (*Store)(nil)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// busyTimeout is how long a connection waits for a lock held by another connection (another process
+// touching the same file, or a checkpoint) before failing with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// Config configures Open.
+type Config struct {
+	Path   string           // database file path (required); its directory is created 0700 if missing
+	Now    func() time.Time // zero means time.Now
+	Logger *slog.Logger     // zero means discard
+}
+
+// Store is the SQLite store. It is safe for concurrent use.
+type Store struct {
+	path   string
+	now    func() time.Time
+	log    *slog.Logger
+	writer *sql.DB // exactly one connection: writes are serialized
+	reader *sql.DB // read-only pool
+
+	// wlock is held (a token in the channel) for the whole of a write transaction and its notification, so
+	// that revisions are committed and announced in order. A channel rather than a mutex so that waiting
+	// for it honours ctx.
+	wlock chan struct{}
+
+	wmu      sync.Mutex // guards watchers, nextW, closed
+	watchers map[int]chan int64
+	nextW    int
+	closed   bool
+}
+
+// Open opens (creating if needed) the database at cfg.Path and brings its schema up to date.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("open sqlite store: no database path configured")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := prepareFile(cfg.Path); err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", cfg.Path, err)
+	}
+
+	// Without a "file:" prefix the driver takes everything before '?' as the file name verbatim.
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeout.Milliseconds())
+	writer, err := sql.Open("sqlite", cfg.Path+"?"+common+
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", cfg.Path, err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+
+	version, err := migrate(ctx, writer, cfg.Path, cfg.Logger)
+	if err != nil {
+		writer.Close()
+		return nil, err
+	}
+
+	reader, err := sql.Open("sqlite", cfg.Path+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", cfg.Path, err)
+	}
+	n := min(max(runtime.GOMAXPROCS(0), 4), 16)
+	reader.SetMaxOpenConns(n)
+	reader.SetMaxIdleConns(n)
+
+	s := &Store{
+		path:     cfg.Path,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		writer:   writer,
+		reader:   reader,
+		wlock:    make(chan struct{}, 1),
+		watchers: map[int]chan int64{},
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", cfg.Path, err)
+	}
+	s.log.Info("store opened", "path", cfg.Path, "schema_version", version, "revision", rev)
+	return s, nil
+}
+
+// prepareFile creates the database's directory (0700) and file (0600) if missing, and makes sure an existing
+// file is not readable by others.
+func prepareFile(path string) error {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create directory: %w", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Chmod(0o600); err != nil {
+		return err
+	}
+	return nil
+}
+
+// migration is one embedded schema step; applying migration i yields schema version i+1.
+type migration struct {
+	name string
+	sql  string
+}
+
+func migrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	out := make([]migration, 0, len(names))
+	for _, n := range names {
+		b, err := migrationFS.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{name: n, sql: string(b)})
+	}
+	return out, nil
+}
+
+// SchemaVersion is the newest schema version this binary knows.
+func SchemaVersion() int {
+	ms, _ := migrations()
+	return len(ms)
+}
+
+// schemaTooNewError carries a user-facing message and wraps store.ErrSchemaTooNew.
+type schemaTooNewError struct {
+	path          string
+	have, support int
+}
+
+func (e *schemaTooNewError) Error() string {
+	return fmt.Sprintf("store at %s has schema version %d but this kith supports up to %d: upgrade kith", e.path, e.have, e.support)
+}
+
+func (e *schemaTooNewError) Unwrap() error { return store.ErrSchemaTooNew }
+
+// migrate applies the migrations the database lacks, each in its own transaction together with its
+// user_version bump, and returns the resulting version.
+func migrate(ctx context.Context, db *sql.DB, path string, log *slog.Logger) (int, error) {
+	ms, err := migrations()
+	if err != nil {
+		return 0, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return 0, fmt.Errorf("open sqlite store %s: read schema version: %w", path, err)
+	}
+	if version > len(ms) {
+		return 0, &schemaTooNewError{path: path, have: version, support: len(ms)}
+	}
+	for i := version; i < len(ms); i++ {
+		m := ms[i]
+		err := func() error {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+				return err
+			}
+			return tx.Commit()
+		}()
+		if err != nil {
+			return 0, fmt.Errorf("migrate sqlite store %s to schema version %d (%s): %w", path, i+1, m.name, err)
+		}
+		log.Info("store schema migrated", "path", path, "schema_version", i+1)
+	}
+	return len(ms), nil
+}
+
+// Close closes the database and every watch channel.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	if !s.closed {
+		s.closed = true
+		for id, ch := range s.watchers {
+			close(ch)
+			delete(s.watchers, id)
+		}
+	}
+	s.wmu.Unlock()
+	return errors.Join(s.reader.Close(), s.writer.Close())
+}
+
+// Revision returns the store-wide revision: the number of change transactions committed so far.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	var rev int64
+	if err := s.reader.QueryRowContext(ctx, "SELECT revision FROM revision WHERE id = 1").Scan(&rev); err != nil {
+		return 0, fmt.Errorf("read store revision: %w", err)
+	}
+	return rev, nil
+}
+
+// ChangesSince returns every change with a revision greater than rev, in commit order. A transaction that
+// changed several objects yields one Change per object, all with the same revision.
+func (s *Store) ChangesSince(ctx context.Context, rev int64) ([]store.Change, error) {
+	rows, err := s.reader.QueryContext(ctx,
+		"SELECT revision, kind, object_id, deleted FROM changes WHERE revision > ? ORDER BY revision, seq", rev)
+	if err != nil {
+		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
+	}
+	defer rows.Close()
+	var out []store.Change
+	for rows.Next() {
+		var c store.Change
+		var kind string
+		if err := rows.Scan(&c.Revision, &kind, &c.ID, &c.Deleted); err != nil {
+			return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
+		}
+		c.Kind = store.ChangeKind(kind)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
+	}
+	return out, nil
+}
+
+// Watch subscribes to committed revisions. After each change transaction commits, its revision is sent on
+// the channel. The channel holds one value and coalesces: a slow reader finds only the newest revision
+// waiting, and writers never block on it. The returned func unsubscribes and closes the channel; Close
+// closes every channel too.
+func (s *Store) Watch() (<-chan int64, func()) {
+	ch := make(chan int64, 1)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		close(ch)
+		return ch, func() {}
+	}
+	id := s.nextW
+	s.nextW++
+	s.watchers[id] = ch
+	return ch, func() {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		if c, ok := s.watchers[id]; ok {
+			close(c)
+			delete(s.watchers, id)
+		}
+	}
+}
+
+func (s *Store) notify(rev int64) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for _, ch := range s.watchers {
+		select {
+		case ch <- rev:
+			continue
+		default:
+		}
+		// Full: replace the stale revision with the newest one.
+		select {
+		case <-ch:
+		default:
+		}
+		select {
+		case ch <- rev:
+		default:
+		}
+	}
+}
+
+// wtx is one write transaction.
+type wtx struct {
+	s     *Store
+	tx    *sql.Tx
+	ctx   context.Context
+	now   time.Time // the store clock at the start of the transaction, UTC
+	rev   int64     // the revision this transaction produces; 0 until bump
+	stmts map[string]*sql.Stmt
+
+	headLoaded bool
+	headSeq    int64
+	headHash   []byte
+}
+
+// write runs fn in one write transaction and, if it committed a change, tells watchers.
+func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
+	select {
+	case s.wlock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.wlock }()
+
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	w := &wtx{s: s, tx: tx, ctx: ctx, now: canonTime(s.now()), stmts: map[string]*sql.Stmt{}}
+	defer func() {
+		for _, st := range w.stmts {
+			st.Close()
+		}
+	}()
+	if err := fn(w); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if w.rev != 0 {
+		s.notify(w.rev)
+	}
+	return nil
+}
+
+// exec runs a statement, prepared once per transaction so that bulk operations do not re-parse it.
+func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
+	st, ok := w.stmts[query]
+	if !ok {
+		var err error
+		st, err = w.tx.PrepareContext(w.ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		w.stmts[query] = st
+	}
+	return st.ExecContext(w.ctx, args...)
+}
+
+func (w *wtx) queryRow(query string, args ...any) *sql.Row {
+	return w.tx.QueryRowContext(w.ctx, query, args...)
+}
+
+// bump advances the store revision once per transaction and returns it.
+func (w *wtx) bump() (int64, error) {
+	if w.rev != 0 {
+		return w.rev, nil
+	}
+	if err := w.queryRow("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision").Scan(&w.rev); err != nil {
+		return 0, fmt.Errorf("bump revision: %w", err)
+	}
+	return w.rev, nil
+}
+
+// change records that an object changed at this transaction's revision.
+func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
+	rev, err := w.bump()
+	if err != nil {
+		return err
+	}
+	if _, err := w.exec("INSERT INTO changes (revision, kind, object_id, deleted) VALUES (?, ?, ?, ?)", rev, string(kind), id, deleted); err != nil {
+		return fmt.Errorf("record change of %s %s: %w", kind, id, err)
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+// Package store defines what Kith persists: registration entries, agents, join tokens, CA authorities and
+// the hash-chained audit log. Every change is one transaction with its audit row and bumps the store-wide
+// revision. Implementations live in sub-packages (sqlite is the embedded default).
+package store
+
+import (
+	"errors"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/ca"
+)
+
+// Sentinel errors that callers branch on.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrTokenInvalid covers an unknown, used or expired join token; the caller must not learn which.
+	ErrTokenInvalid = errors.New("join token is unknown, already used or expired")
+	// ErrSchemaTooNew is returned when the database was written by a newer Kith.
+	ErrSchemaTooNew = errors.New("store schema is newer than this binary")
+)
+
+// Entry is a registration entry: the SPIFFE ID a workload gets when its attested selectors include all of
+// the entry's selectors, on an agent that is the entry's parent or whose node selectors include all of the
+// entry's node selectors.
+type Entry struct {
+	ID            string // assigned by the store (UUID) when empty on create
+	SPIFFEID      spiffeid.ID
+	ParentID      spiffeid.ID // zero when the entry is placed by node selectors
+	NodeSelectors []attestation.Selector
+	Selectors     []attestation.Selector
+	X509TTL       time.Duration // zero means the server default
+	JWTTTL        time.Duration // zero means the server default
+	DNSNames      []string
+	Labels        map[string]string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Revision      int64 // store revision of the last change to this entry
+}
+
+// EntryFilter narrows ListEntries. Zero fields do not filter.
+type EntryFilter struct {
+	SPIFFEID spiffeid.ID
+	ParentID spiffeid.ID
+}
+
+// JoinToken is a one-time secret an agent presents to attest its node. Only the SHA-256 of the secret is
+// stored.
+type JoinToken struct {
+	ID        string // short public identifier, shown in lists and audit
+	Name      string // operator-chosen name; the agent joins as .../join_token/<name or id>
+	Hash      []byte // SHA-256 of the secret
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time // zero while unused
+	UsedBy    spiffeid.ID
+}
+
+// Agent is an attested node agent.
+type Agent struct {
+	ID              spiffeid.ID
+	AttestationType string // e.g. join_token
+	Selectors       []attestation.Selector
+	SerialNumber    string // serial of the agent SVID it currently holds (hex)
+	ExpiresAt       time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	Evicted         bool
+}
+
+// AuditEvent is one row of the append-only, hash-chained audit log.
+type AuditEvent struct {
+	Seq      int64
+	Time     time.Time
+	Actor    string // who did it: "cli:uid=1000", "agent:spiffe://...", "system"
+	Action   string // e.g. entry.create, token.create, ca.rotate, agent.attest.refused
+	Target   string // what it was done to
+	Detail   string // JSON object with the specifics
+	Revision int64  // store revision the change produced (0 for events that changed nothing)
+	PrevHash []byte
+	Hash     []byte
+}
+
+// AuditFilter narrows ListAudit.
+type AuditFilter struct {
+	AfterSeq int64 // only events with Seq > AfterSeq
+	Limit    int   // 0 means no limit
+}
+
+// AuditVerification is the result of checking the audit chain.
+type AuditVerification struct {
+	Count      int64 // rows checked
+	OK         bool
+	BrokenAt   int64  // first row whose hash does not match, when !OK
+	Problem    string // what is wrong at BrokenAt
+	HeadHash   []byte // hash of the last row
+}
+
+// ChangeKind names the kind of object a Change is about.
+type ChangeKind string
+
+// Kinds of change.
+const (
+	KindEntry     ChangeKind = "entry"
+	KindAgent     ChangeKind = "agent"
+	KindAuthority ChangeKind = "authority"
+	KindToken     ChangeKind = "token"
+)
+
+// Change records that one object changed at a revision. Consumers read the object itself to see its state.
+type Change struct {
+	Revision int64
+	Kind     ChangeKind
+	ID       string
+	Deleted  bool
+}
+
+// Authority re-exports the CA's persisted authority record.
+type Authority = ca.Authority
