@@ -18,14 +18,14 @@ type Call struct {
 	Authorities   []ca.Authority
 }
 
-// Store is an in-memory ca.AuthorityStore. Set ListErr or PutErr to make the next calls fail. It is safe
-// for concurrent use.
+// Store is an in-memory ca.AuthorityStore. SetListErr and SetPutErr make calls fail. It is safe for
+// concurrent use.
 type Store struct {
 	mu      sync.Mutex
 	auths   []ca.Authority // insertion order
 	calls   []Call
-	ListErr error
-	PutErr  error
+	listErr error
+	putErr  error
 }
 
 // NewStore returns an empty Store.
@@ -35,15 +35,22 @@ func NewStore() *Store { return &Store{} }
 func (s *Store) SetPutErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.PutErr = err
+	s.putErr = err
+}
+
+// SetListErr makes ListAuthorities fail with err (nil: succeed).
+func (s *Store) SetListErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listErr = err
 }
 
 // ListAuthorities returns copies of the stored authorities.
 func (s *Store) ListAuthorities(context.Context) ([]ca.Authority, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ListErr != nil {
-		return nil, s.ListErr
+	if s.listErr != nil {
+		return nil, s.listErr
 	}
 	out := make([]ca.Authority, len(s.auths))
 	for i, a := range s.auths {
@@ -56,8 +63,8 @@ func (s *Store) ListAuthorities(context.Context) ([]ca.Authority, error) {
 func (s *Store) PutAuthorities(_ context.Context, actor, action string, auths []ca.Authority) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.PutErr != nil {
-		return s.PutErr
+	if s.putErr != nil {
+		return s.putErr
 	}
 	call := Call{Actor: actor, Action: action}
 	for _, a := range auths {

@@ -53,7 +53,7 @@ func PeerCredentials(conn *net.UnixConn) (Credentials, error) {
 	}
 	start, err := readStartTime(filepath.Join("/proc", strconv.Itoa(int(ucred.Pid))))
 	if err != nil {
-		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, err)
+		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: process gone (%v): %w", ucred.Pid, err, ErrProcessChanged)
 	}
 	if perr == nil && pidfd >= 0 {
 		// Signal 0 checks existence only. EPERM means the process exists but belongs to someone else.
