@@ -190,7 +190,7 @@ func (c *Server) validate() error {
 		{"svid.x509_ttl", c.SVID.X509TTL.D(), c.SVID.MinTTL.D(), c.SVID.MaxX509TTL.D()},
 		{"svid.jwt_ttl", c.SVID.JWTTTL.D(), c.SVID.MinTTL.D(), c.SVID.MaxJWTTTL.D()},
 		{"svid.agent_ttl", c.SVID.AgentTTL.D(), c.SVID.MinTTL.D(), c.SVID.MaxX509TTL.D()},
-		{"ca.intermediate_ttl", c.CA.IntermediateTTL.D(), 2 * c.SVID.MaxX509TTL.D(), c.CA.RootTTL.D()},
+		{"ca.intermediate_ttl", c.CA.IntermediateTTL.D(), 2 * c.SVID.MaxX509TTL.D(), c.CA.RootTTL.D() - c.CA.RootOverlap.D()},
 		{"join_token.ttl", c.Token.TTL.D(), time.Minute, c.Token.MaxTTL.D()},
 	}
 	for _, b := range checks {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/internal/server/apierr"
 )
 
@@ -60,6 +61,9 @@ func (s *Server) newAgentServer() (*grpc.Server, error) {
 		grpc.ChainUnaryInterceptor(apierr.UnaryInterceptor(s.log)),
 		grpc.ChainStreamInterceptor(apierr.StreamInterceptor(s.log)),
 		grpc.ConnectionTimeout(10*time.Second),
+		// A snapshot of 10,000 entries is one message.
+		grpc.MaxSendMsgSize(64<<20),
 	)
+	agentv1.RegisterAgentServiceServer(srv, s.agent)
 	return srv, nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/kithid/kith/ca/keymanager/memory"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server/adminapi"
+	"github.com/kithid/kith/internal/server/agentapi"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store/sqlite"
 )
@@ -47,6 +48,7 @@ type Server struct {
 	store   *sqlite.Store
 	ca      *ca.CA
 	admin   *adminapi.Service
+	agent   *agentapi.Service
 	metrics *metrics
 	own     *ownSVID
 
@@ -111,6 +113,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, ready: make(chan struct{})}
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
+	s.agent, err = agentapi.New(agentapi.Config{
+		TrustDomain: td, Tokens: st, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
+		AgentTTL: c.SVID.AgentTTL.D(),
+		Now:      cfg.Now,
+		Logger:   cfg.Logger.With("component", "agentapi"),
+		OnIssue:  s.metrics.observeIssue,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
 		Logger: cfg.Logger.With("component", "admin"), Now: cfg.Now,
@@ -120,6 +133,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		TokenTTL: c.Token.TTL.D(), TokenMaxTTL: c.Token.MaxTTL.D(),
 		DefaultParent: cfg.DefaultParent,
 		OnIssue:       s.metrics.observeIssue,
+		Connected:     s.agent.Connected,
 		Version:       cfg.Version,
 	})
 	if err != nil {
@@ -268,3 +282,6 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	}
 	return lis, nil
 }
+
+// Admin is the admin API service, for in-process callers such as `kith dev`.
+func (s *Server) Admin() *adminapi.Service { return s.admin }

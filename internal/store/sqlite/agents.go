@@ -103,6 +103,20 @@ func (s *Store) ListJoinTokens(ctx context.Context) ([]store.JoinToken, error) {
 	return out, nil
 }
 
+// LookupJoinToken returns the join token whose secret hashes to hash, used or not, without changing it;
+// store.ErrTokenInvalid when there is none. It only tells the caller which token is meant: UseJoinToken
+// decides, atomically, whether it may still be redeemed.
+func (s *Store) LookupJoinToken(ctx context.Context, hash []byte) (store.JoinToken, error) {
+	t, err := scanToken(s.reader.QueryRowContext(ctx, "SELECT "+tokenColumns+" FROM join_tokens WHERE hash = ?", hash))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.JoinToken{}, store.ErrTokenInvalid
+	case err != nil:
+		return store.JoinToken{}, fmt.Errorf("look up join token: %w", err)
+	}
+	return t, nil
+}
+
 func scanToken(row scanner) (store.JoinToken, error) {
 	var (
 		t                            store.JoinToken

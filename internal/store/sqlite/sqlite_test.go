@@ -443,6 +443,22 @@ func TestJoinTokens(t *testing.T) {
 		}
 	})
 
+	t.Run("lookup finds a token by the hash of its secret without using it", func(t *testing.T) {
+		got, err := s.LookupJoinToken(ctx, hash("s1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tok, got, idComparer); diff != "" {
+			t.Errorf("LookupJoinToken (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("lookup of an unknown secret is an invalid token", func(t *testing.T) {
+		if _, err := s.LookupJoinToken(ctx, hash("nope")); !errors.Is(err, store.ErrTokenInvalid) {
+			t.Fatalf("LookupJoinToken error = %v, want ErrTokenInvalid", err)
+		}
+	})
+
 	for _, tc := range []struct {
 		name string
 		hash []byte

@@ -1,0 +1,226 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Data is everything the built-in policy decides with besides the request.
+type Data struct {
+	Grants []Grant
+	Labels map[string]map[string]string // SPIFFE ID -> labels (from registration entries, e.g. env=dev)
+	Modes  map[string]Mode             // target SPIFFE ID -> mode; absent means enforce
+}
+
+var grantsPath = storage.MustParsePath("/kith/grants")
+
+// storePath is the path of data.kith.grants[segs[0]][segs[1]]...
+func storePath(segs ...string) storage.Path {
+	return append(slices.Clip(grantsPath), segs...)
+}
+
+// SetData replaces all grants, labels and modes. It validates everything
+// first and changes nothing on error.
+func (e *Engine) SetData(ctx context.Context, d Data) error {
+	grants := make(map[string]Grant, len(d.Grants))
+	tree := map[string]any{}
+	for _, g := range d.Grants {
+		if err := g.Validate(); err != nil {
+			return err
+		}
+		if _, dup := grants[g.ID]; dup {
+			return fmt.Errorf("grant %s appears twice", g.ID)
+		}
+		grants[g.ID] = g
+		callers, ok := tree[g.Target].(map[string]any)
+		if !ok {
+			callers = map[string]any{}
+			tree[g.Target] = callers
+		}
+		ids, ok := callers[g.Caller].(map[string]any)
+		if !ok {
+			ids = map[string]any{}
+			callers[g.Caller] = ids
+		}
+		ids[g.ID] = g.storeValue()
+	}
+	labels := make(map[string]*ast.Term, len(d.Labels))
+	for id, l := range d.Labels {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("labels for %q: %w", id, err)
+		}
+		labels[id] = labelsTerm(l)
+	}
+	modes := make(map[string]Mode, len(d.Modes))
+	for id, m := range d.Modes {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("mode for %q: %w", id, err)
+		}
+		if err := m.validate(); err != nil {
+			return fmt.Errorf("mode for %s: %w", id, err)
+		}
+		modes[id] = m
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+		return e.store.Write(ctx, txn, storage.ReplaceOp, grantsPath, tree)
+	})
+	if err != nil {
+		return fmt.Errorf("write grants: %w", err)
+	}
+	e.grants, e.labels, e.modes = grants, labels, modes
+	return nil
+}
+
+// PutGrant adds g or replaces the grant with its ID. It takes effect on the
+// next decision; the policy is not recompiled.
+func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, exists := e.grants[g.ID]
+	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+		if exists {
+			if err := e.removeGrant(ctx, txn, old); err != nil {
+				return err
+			}
+		}
+		dir := storePath(g.Target, g.Caller)
+		if err := storage.MakeDir(ctx, e.store, txn, dir); err != nil {
+			return err
+		}
+		return e.store.Write(ctx, txn, storage.AddOp, storePath(g.Target, g.Caller, g.ID), g.storeValue())
+	})
+	if err != nil {
+		return fmt.Errorf("put grant %s: %w", g.ID, err)
+	}
+	e.grants[g.ID] = g
+	return nil
+}
+
+// DeleteGrant removes the grant with the given ID; removing an unknown grant
+// is not an error.
+func (e *Engine) DeleteGrant(ctx context.Context, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g, ok := e.grants[id]
+	if !ok {
+		return nil
+	}
+	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+		return e.removeGrant(ctx, txn, g)
+	})
+	if err != nil {
+		return fmt.Errorf("delete grant %s: %w", id, err)
+	}
+	delete(e.grants, id)
+	return nil
+}
+
+// removeGrant deletes g from the store, and the caller and target entries
+// it leaves empty.
+func (e *Engine) removeGrant(ctx context.Context, txn storage.Transaction, g Grant) error {
+	p := storePath(g.Target, g.Caller, g.ID)
+	if err := e.store.Write(ctx, txn, storage.RemoveOp, p, nil); err != nil && !storage.IsNotFound(err) {
+		return err
+	}
+	for range 2 {
+		p = p[:len(p)-1]
+		v, err := e.store.Read(ctx, txn, p)
+		if err != nil {
+			if storage.IsNotFound(err) {
+				return nil
+			}
+			return err
+		}
+		if size(v) != 0 {
+			return nil
+		}
+		if err := e.store.Write(ctx, txn, storage.RemoveOp, p, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func size(v any) int {
+	switch v := v.(type) {
+	case ast.Object:
+		return v.Len()
+	case map[string]any:
+		return len(v)
+	}
+	return -1
+}
+
+// Grants returns the grants, ordered by ID.
+func (e *Engine) Grants() []Grant {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]Grant, 0, len(e.grants))
+	for _, id := range slices.Sorted(maps.Keys(e.grants)) {
+		out = append(out, e.grants[id])
+	}
+	return out
+}
+
+// SetLabels replaces the labels of id; nil or empty labels remove them.
+func (e *Engine) SetLabels(ctx context.Context, id spiffeid.ID, labels map[string]string) error {
+	if id.IsZero() {
+		return errors.New("set labels: empty SPIFFE ID")
+	}
+	t := labelsTerm(labels)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(labels) == 0 {
+		delete(e.labels, id.String())
+	} else {
+		e.labels[id.String()] = t
+	}
+	return nil
+}
+
+// SetMode sets the mode of a target; ModeEnforce is the same as no mode.
+func (e *Engine) SetMode(ctx context.Context, target spiffeid.ID, m Mode) error {
+	if target.IsZero() {
+		return errors.New("set mode: empty target SPIFFE ID")
+	}
+	if err := m.validate(); err != nil {
+		return fmt.Errorf("set mode for %s: %w", target, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m == ModeEnforce {
+		delete(e.modes, target.String())
+	} else {
+		e.modes[target.String()] = m
+	}
+	return nil
+}
+
+func (m Mode) validate() error {
+	switch m {
+	case ModeEnforce, ModeAudit:
+		return nil
+	}
+	return fmt.Errorf("unknown mode %q; want %q or %q", m, ModeEnforce, ModeAudit)
+}
+
+func labelsTerm(labels map[string]string) *ast.Term {
+	obj := ast.NewObject()
+	for k, v := range labels {
+		obj.Insert(ast.StringTerm(k), ast.StringTerm(v))
+	}
+	return ast.NewTerm(obj)
+}

@@ -1,0 +1,464 @@
+package authz
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+//go:embed builtin.rego
+var builtinSource string
+
+// BuiltinModule is the file name of the built-in policy among the modules.
+const BuiltinModule = "kith/builtin.rego"
+
+// BuiltinRevision is the revision of the policy before the first SetPolicy.
+const BuiltinRevision = "builtin"
+
+const builtinQuery = "data.kith.authz.decision"
+
+var builtinParsed = ast.MustParseModuleWithOpts(builtinSource, ast.ParserOptions{RegoVersion: ast.RegoV1})
+
+// Config configures an Engine. Every field is optional.
+type Config struct {
+	// Now is the clock grants expire by. Zero: time.Now.
+	Now func() time.Time
+	// Logger receives audit-mode denials and policy changes. Zero: slog.Default().
+	Logger *slog.Logger
+	// Decision, when set (e.g. "envoy/authz/allow"), names an OPA-Envoy-style
+	// decision in the custom modules to use instead of Kith's built-in one: a
+	// boolean, or an object with "allowed", "headers" and "http_status" (as
+	// OPA-Envoy's data.envoy.authz.allow). Undefined means deny. Zero: the
+	// built-in decision (grants plus package kith.ext).
+	Decision string
+}
+
+// Input is one request to decide.
+type Input struct {
+	Caller      spiffeid.ID    // zero when the request carries no identity
+	Target      spiffeid.ID    // the called service
+	Method      string         // HTTP method; gRPC is POST
+	Path        string         // without query
+	Attributes  map[string]any // Envoy CheckRequest.attributes as protojson (OPA-Envoy's input.attributes); may be nil
+	ParsedPath  []string       // OPA-Envoy's input.parsed_path; computed from Path if nil
+	ParsedQuery map[string][]string
+}
+
+// Decision is the answer for one request and why.
+type Decision struct {
+	Allowed       bool // final answer (true in audit mode even when the policy denied)
+	PolicyAllowed bool // what the policy said before audit mode
+	Mode          Mode
+	Reasons       []string
+	Grant         string            // ID of the matching grant, if any
+	Headers       map[string]string // to add to the upstream request, as set by policies
+	HTTPStatus    int               // for denials: 403 unless the policy says otherwise
+	Revision      string            // policy revision that decided
+}
+
+// Stats counts decisions since New.
+type Stats struct {
+	Allowed     uint64
+	Denied      uint64
+	AuditDenied uint64 // denied by the policy but let through in audit mode
+	Errors      uint64
+}
+
+// Engine decides requests with OPA. It is safe for concurrent use.
+type Engine struct {
+	now      func() time.Time
+	log      *slog.Logger
+	query    string
+	decision string // Config.Decision, as given
+	store    storage.Store
+
+	policy   atomic.Pointer[policy]
+	policyMu sync.Mutex // serialises SetPolicy
+
+	mu     sync.RWMutex // guards grants, labels, modes and writes to store
+	grants map[string]Grant
+	labels map[string]*ast.Term // SPIFFE ID -> labels object
+	modes  map[string]Mode
+
+	allowed, denied, auditDenied, errs atomic.Uint64
+}
+
+type policy struct {
+	revision string
+	query    rego.PreparedEvalQuery
+}
+
+// New returns an engine with the built-in policy and no data.
+func New(cfg Config) (*Engine, error) {
+	e := &Engine{
+		now:    cfg.Now,
+		log:    cfg.Logger,
+		query:  builtinQuery,
+		grants: map[string]Grant{},
+		labels: map[string]*ast.Term{},
+		modes:  map[string]Mode{},
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if cfg.Decision != "" {
+		q, err := decisionQuery(cfg.Decision)
+		if err != nil {
+			return nil, err
+		}
+		e.query = q
+		e.decision = cfg.Decision
+	}
+	e.store = inmem.NewFromObjectWithOpts(
+		map[string]any{"kith": map[string]any{"grants": map[string]any{}}},
+		inmem.OptRoundTripOnWrite(false),
+		inmem.OptReturnASTValuesOnRead(true),
+	)
+	p, err := e.prepare(context.Background(), BuiltinRevision, nil)
+	if err != nil {
+		return nil, fmt.Errorf("prepare built-in policy: %w", err)
+	}
+	e.policy.Store(p)
+	return e, nil
+}
+
+// decisionQuery turns "envoy/authz/allow" into "data.envoy.authz.allow".
+func decisionQuery(path string) (string, error) {
+	ref := ast.DefaultRootRef.Copy()
+	for seg := range strings.SplitSeq(strings.Trim(path, "/"), "/") {
+		if seg == "" {
+			return "", fmt.Errorf("decision %q: empty path segment; want a path such as envoy/authz/allow", path)
+		}
+		ref = ref.Append(ast.StringTerm(seg))
+	}
+	return ref.String(), nil
+}
+
+// Revision returns the revision of the policy in force.
+func (e *Engine) Revision() string { return e.policy.Load().revision }
+
+// Stats returns the decision counters.
+func (e *Engine) Stats() Stats {
+	return Stats{Allowed: e.allowed.Load(), Denied: e.denied.Load(), AuditDenied: e.auditDenied.Load(), Errors: e.errs.Load()}
+}
+
+// SetPolicy compiles the custom Rego modules (file name -> source) together
+// with the built-in policy, checks that the decision evaluates without error
+// on sample requests, and only then puts them in force. On error the policy
+// in force stays; the error names file and line.
+//
+// Custom modules use Rego v1 syntax and may use any package except kith
+// and its sub-packages, other than kith.ext (and below).
+func (e *Engine) SetPolicy(ctx context.Context, revision string, modules map[string]string) error {
+	e.policyMu.Lock()
+	defer e.policyMu.Unlock()
+	p, err := e.prepare(ctx, revision, modules)
+	if err != nil {
+		return fmt.Errorf("policy revision %s: %w", revision, err)
+	}
+	old := e.policy.Swap(p)
+	e.log.Info("authz policy in force", slog.String("revision", revision), slog.String("previous", old.revision), slog.Int("modules", len(modules)))
+	return nil
+}
+
+var (
+	kithRef = ast.MustParseRef("data.kith")
+	extRef  = ast.MustParseRef("data.kith.ext")
+)
+
+func (e *Engine) prepare(ctx context.Context, revision string, modules map[string]string) (*policy, error) {
+	opts := []func(*rego.Rego){
+		rego.Query(e.query),
+		rego.Store(e.store),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.ParsedModule(builtinParsed),
+	}
+	names := slices.Sorted(maps.Keys(modules))
+	var errs ast.Errors
+	for _, name := range names {
+		if name == BuiltinModule {
+			return nil, fmt.Errorf("module name %s is reserved for the built-in policy", name)
+		}
+		m, err := ast.ParseModuleWithOpts(name, modules[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			var astErrs ast.Errors
+			if errors.As(err, &astErrs) {
+				errs = append(errs, astErrs...)
+				continue
+			}
+			return nil, fmt.Errorf("parse %s: %w", name, err)
+		}
+		if m.Package.Path.HasPrefix(kithRef) && !m.Package.Path.HasPrefix(extRef) {
+			errs = append(errs, ast.NewError(ast.CompileErr, m.Package.Location,
+				"package %s is reserved for Kith; put extensions in package kith.ext", strings.TrimPrefix(m.Package.Path.String(), "data.")))
+			continue
+		}
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := &policy{revision: revision, query: pq}
+	for i, in := range sampleInputs() {
+		var builtinErrs []topdown.Error
+		v, err := e.input(in)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := pq.Eval(ctx, rego.EvalParsedInput(v), rego.EvalBuiltinErrorList(&builtinErrs))
+		if err != nil {
+			return nil, fmt.Errorf("evaluate sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, err)
+		}
+		if len(builtinErrs) > 0 {
+			return nil, fmt.Errorf("evaluate sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, &builtinErrs[0])
+		}
+		if _, err := e.interpret(rs, in); err != nil {
+			return nil, fmt.Errorf("sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, err)
+		}
+	}
+	return p, nil
+}
+
+// sampleInputs are the requests every policy must evaluate without error.
+func sampleInputs() []Input {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	frontend := spiffeid.RequireFromPath(td, "/ns/prod/sa/frontend")
+	payments := spiffeid.RequireFromPath(td, "/ns/prod/sa/payments")
+	return []Input{
+		{Caller: frontend, Target: payments, Method: "GET", Path: "/api/v1/users",
+			Attributes: map[string]any{
+				"source":      map[string]any{"principal": frontend.String()},
+				"destination": map[string]any{"principal": payments.String()},
+				"request": map[string]any{"http": map[string]any{
+					"method": "GET", "path": "/api/v1/users?limit=10", "host": "payments",
+					"headers": map[string]any{":method": "GET", ":path": "/api/v1/users?limit=10", "user-agent": "kith-sample"},
+				}},
+			}},
+		{Target: payments, Method: "POST", Path: "/pkg.Service/Method"},
+		{Caller: spiffeid.RequireFromPath(td, "/user/scott"), Target: spiffeid.RequireFromPath(td, "/ns/dev/sa/x"), Method: "DELETE", Path: "/"},
+	}
+}
+
+// Decide evaluates the policy in force for in. An error means no decision
+// could be made; callers must then deny.
+func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
+	p := e.policy.Load()
+	v, err := e.input(in)
+	if err != nil {
+		e.errs.Add(1)
+		return Decision{HTTPStatus: 403, Revision: p.revision}, err
+	}
+	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v))
+	if err != nil {
+		e.errs.Add(1)
+		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("evaluate policy revision %s: %w", p.revision, err)
+	}
+	d, err := e.interpret(rs, in)
+	if err != nil {
+		e.errs.Add(1)
+		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("policy revision %s: %w", p.revision, err)
+	}
+	d.Revision = p.revision
+	d.Mode = e.mode(in.Target)
+	d.Allowed = d.PolicyAllowed
+	switch {
+	case d.PolicyAllowed:
+		d.HTTPStatus = 0
+		e.allowed.Add(1)
+	case d.Mode == ModeAudit:
+		d.Allowed = true
+		d.HTTPStatus = 0
+		e.auditDenied.Add(1)
+		e.log.LogAttrs(ctx, slog.LevelInfo, "authz audit: request would be denied",
+			slog.String("caller", in.Caller.String()), slog.String("target", in.Target.String()),
+			slog.String("method", in.Method), slog.String("path", in.Path),
+			slog.Any("reasons", d.Reasons), slog.String("revision", d.Revision))
+	default:
+		if d.HTTPStatus == 0 {
+			d.HTTPStatus = 403
+		}
+		e.denied.Add(1)
+	}
+	return d, nil
+}
+
+func (e *Engine) mode(target spiffeid.ID) Mode {
+	e.mu.RLock()
+	m, ok := e.modes[target.String()]
+	e.mu.RUnlock()
+	if !ok {
+		return ModeEnforce
+	}
+	return m
+}
+
+// interpret turns the query result into a decision (without mode).
+func (e *Engine) interpret(rs rego.ResultSet, in Input) (Decision, error) {
+	var v any
+	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
+		v = rs[0].Expressions[0].Value
+	}
+	if e.decision != "" {
+		return e.interpretCustom(v)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, fmt.Errorf("built-in decision is %T, want an object", v)
+	}
+	d := Decision{HTTPStatus: 403}
+	d.PolicyAllowed, _ = obj["allow"].(bool)
+	if s, ok := number(obj["http_status"]); ok {
+		d.HTTPStatus = s
+	}
+	headers, err := stringMap(obj["headers"])
+	if err != nil {
+		return Decision{}, fmt.Errorf("kith.ext.headers: %w", err)
+	}
+	d.Headers = headers
+
+	caller, target := in.Caller.String(), in.Target.String()
+	if present, _ := obj["caller_present"].(bool); !present {
+		d.Reasons = append(d.Reasons, "no caller identity")
+	}
+	denies, _ := obj["deny"].([]any)
+	for _, r := range denies {
+		s, ok := r.(string)
+		if !ok {
+			s = fmt.Sprint(r)
+		}
+		d.Reasons = append(d.Reasons, "denied by kith.ext: "+s)
+	}
+	sort.Strings(d.Reasons[len(d.Reasons)-len(denies):])
+
+	states, _ := obj["grants"].(map[string]any)
+	ids := slices.Sorted(maps.Keys(states))
+	var allows, misses []string
+	e.mu.RLock()
+	for _, id := range ids {
+		g, known := e.grants[id]
+		if !known {
+			g = Grant{ID: id, Caller: "?", Target: "?"}
+		}
+		switch states[id] {
+		case "ok":
+			if d.Grant == "" {
+				d.Grant = id
+			}
+			allows = append(allows, fmt.Sprintf("grant %s allows %s", id, g.describe()))
+		case "expired":
+			misses = append(misses, fmt.Sprintf("grant %s expired at %s", id, g.ExpiresAt.UTC().Format(time.RFC3339)))
+		case "method":
+			misses = append(misses, fmt.Sprintf("grant %s does not allow method %s", id, in.Method))
+		case "path":
+			misses = append(misses, fmt.Sprintf("grant %s does not allow path %s", id, in.Path))
+		}
+	}
+	e.mu.RUnlock()
+	d.Reasons = append(d.Reasons, allows...)
+	if extAllow, _ := obj["ext_allow"].(bool); extAllow {
+		d.Reasons = append(d.Reasons, "allowed by kith.ext")
+	} else if len(allows) == 0 && !in.Caller.IsZero() {
+		d.Reasons = append(d.Reasons, fmt.Sprintf("no grant allows %s to call %s (%s %s)", caller, target, in.Method, in.Path))
+	}
+	d.Reasons = append(d.Reasons, misses...)
+	return d, nil
+}
+
+// interpretCustom reads an OPA-Envoy-style decision: a boolean or an object
+// with allowed, headers and http_status.
+func (e *Engine) interpretCustom(v any) (Decision, error) {
+	name := "data." + strings.ReplaceAll(strings.Trim(e.decision, "/"), "/", ".")
+	d := Decision{HTTPStatus: 403}
+	switch v := v.(type) {
+	case nil:
+		d.Reasons = []string{name + " is undefined"}
+		return d, nil
+	case bool:
+		d.PolicyAllowed = v
+	case map[string]any:
+		allowed, ok := v["allowed"].(bool)
+		if !ok {
+			return Decision{}, fmt.Errorf("%s.allowed is %T, want a boolean", name, v["allowed"])
+		}
+		d.PolicyAllowed = allowed
+		if s, ok := number(v["http_status"]); ok {
+			d.HTTPStatus = s
+		}
+		h, err := stringMap(v["headers"])
+		if err != nil {
+			return Decision{}, fmt.Errorf("%s.headers: %w", name, err)
+		}
+		d.Headers = h
+		if body, ok := v["body"].(string); ok && body != "" && !allowed {
+			d.Reasons = append(d.Reasons, body)
+		}
+	default:
+		return Decision{}, fmt.Errorf("%s is %T, want a boolean or an object", name, v)
+	}
+	if d.PolicyAllowed {
+		d.Reasons = append([]string{"allowed by " + name}, d.Reasons...)
+	} else {
+		d.Reasons = append([]string{"denied by " + name}, d.Reasons...)
+	}
+	return d, nil
+}
+
+func number(v any) (int, bool) {
+	switch n := v.(type) {
+	case int:
+		return n, true
+	case int64:
+		return int(n), true
+	case float64:
+		return int(n), true
+	case interface{ Int64() (int64, error) }: // json.Number
+		i, err := n.Int64()
+		return int(i), err == nil
+	}
+	return 0, false
+}
+
+func stringMap(v any) (map[string]string, error) {
+	m, ok := v.(map[string]any)
+	if v == nil {
+		return nil, nil
+	}
+	if !ok {
+		return nil, fmt.Errorf("got %T, want an object of strings", v)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("header %q is %T, want a string", k, v)
+		}
+		out[k] = s
+	}
+	return out, nil
+}

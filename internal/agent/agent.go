@@ -1,0 +1,466 @@
+// Package agent is the Kith node agent: it attests its node to the server, keeps a pushed copy of the
+// entries it serves, holds an X.509-SVID for each (keys made here, never sent), rotates them, and serves
+// them to attested workloads over the SPIFFE Workload API and Envoy SDS on a unix socket.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/internal/config"
+)
+
+// Config builds an Agent.
+type Config struct {
+	Config *config.Agent     // required, already Finish()ed
+	Logger *slog.Logger      // zero: discard
+	Now    func() time.Time  // zero: time.Now
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg       Config
+	log       *slog.Logger
+	td        spiffeid.TrustDomain
+	cache     *cache.Cache
+	attestor  *unix.Attestor
+	agentSVID atomic.Pointer[x509svid.SVID]
+	jwt       *jwtCache
+
+	dirty   chan struct{}
+	signal  chan struct{} // asks the SVID manager to look again
+	ready   chan struct{}
+	readyMu sync.Once
+
+	services []func(grpc.ServiceRegistrar)
+
+	clientMu sync.Mutex
+	client   agentv1.AgentServiceClient // current mTLS client, nil while disconnected
+}
+
+// New prepares the agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Config == nil {
+		return nil, errors.New("agent: config is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.Config.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust domain: %w", err)
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger, td: td, cache: cache.New(),
+		attestor: unix.New(unix.Config{Logger: cfg.Logger.With("component", "attestor")}),
+		dirty:    make(chan struct{}, 1), signal: make(chan struct{}, 1), ready: make(chan struct{}),
+	}
+	a.jwt = newJWTCache(a)
+	return a, nil
+}
+
+// Register adds a gRPC service (Workload API, SDS) to the agent socket; call it before Run.
+func (a *Agent) Register(f func(grpc.ServiceRegistrar)) { a.services = append(a.services, f) }
+
+// Cache is the agent's cache of entries, SVIDs and bundle.
+func (a *Agent) Cache() *cache.Cache { return a.cache }
+
+// Attestor is the agent's workload attestor.
+func (a *Agent) Attestor() *unix.Attestor { return a.attestor }
+
+// JWT mints (and caches) JWT-SVIDs through the server.
+func (a *Agent) JWT() *jwtCache { return a.jwt }
+
+// ID is the agent's SPIFFE ID (zero before attestation).
+func (a *Agent) ID() spiffeid.ID {
+	if s := a.agentSVID.Load(); s != nil {
+		return s.ID
+	}
+	return spiffeid.ID{}
+}
+
+// Ready is closed once the agent serves its socket with a bundle.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+func (a *Agent) markDirty() {
+	select {
+	case a.dirty <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Run attests (or restores persisted state), serves the sockets, and keeps in sync until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	c := a.cfg.Config
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create agent data dir: %w", err)
+	}
+	if err := os.Chmod(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("agent data dir: %w", err)
+	}
+	if err := a.restoreOrAttest(ctx); err != nil {
+		return err
+	}
+	lis, err := listenSocket(c.Socket)
+	if err != nil {
+		return fmt.Errorf("workload api socket (socket): %w", err)
+	}
+	srv := grpc.NewServer(grpc.Creds(unix.TransportCredentials()))
+	for _, reg := range a.services {
+		reg(srv)
+	}
+	var sdsLis net.Listener
+	if c.SDSSocket != "" {
+		if sdsLis, err = listenSocket(c.SDSSocket); err != nil {
+			lis.Close()
+			return fmt.Errorf("sds socket (sds_socket): %w", err)
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ignoreClosed(srv.Serve(lis)) })
+	if sdsLis != nil {
+		g.Go(func() error { return ignoreClosed(srv.Serve(sdsLis)) })
+	}
+	g.Go(func() error { return a.syncLoop(gctx) })
+	g.Go(func() error { return a.svidManager(gctx) })
+	g.Go(func() error { return a.persistLoop(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+			srv.Stop()
+		}
+		return nil
+	})
+	a.log.Info("kith agent started", "spiffe_id", a.ID().String(), "socket", c.Socket, "server", c.Server)
+	a.readyMu.Do(func() { close(a.ready) })
+	err = g.Wait()
+	os.Remove(c.Socket)
+	if c.SDSSocket != "" {
+		os.Remove(c.SDSSocket)
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// restoreOrAttest loads persisted state when the agent SVID in it is still valid, else attests.
+func (a *Agent) restoreOrAttest(ctx context.Context) error {
+	c := a.cfg.Config
+	st, err := loadState(c.DataDir)
+	if err != nil {
+		return err
+	}
+	now := a.cfg.Now()
+	if st != nil && len(st.AgentSVID.Chain) > 0 {
+		svid, err := st.AgentSVID.decode()
+		switch {
+		case err != nil:
+			a.log.Warn("persisted agent svid unreadable; attesting again", "error", err)
+		case svid.ID.TrustDomain() != a.td:
+			return fmt.Errorf("agent state in %s belongs to trust domain %s, not %s: use another --data-dir", c.DataDir, svid.ID.TrustDomain(), a.td)
+		case !now.Before(svid.Certificates[0].NotAfter):
+			a.log.Warn("persisted agent svid expired; attesting again", "expired", svid.Certificates[0].NotAfter)
+		default:
+			a.agentSVID.Store(svid)
+			n, err := st.restore(a.td, a.cache, now)
+			if err != nil {
+				return err
+			}
+			a.log.Info("restored agent state", "spiffe_id", svid.ID.String(), "entries", len(st.Entries), "svids", n, "revision", st.Revision)
+			return nil
+		}
+	}
+	if c.JoinToken == "" {
+		return errors.New("agent has no valid svid and no join token: create one with `kith token create` and pass --join-token")
+	}
+	if err := a.bootstrapBundle(ctx); err != nil {
+		return err
+	}
+	if err := a.attest(ctx); err != nil {
+		return err
+	}
+	return a.save()
+}
+
+// bootstrapBundle loads the trust bundle used to authenticate the server on first contact.
+func (a *Agent) bootstrapBundle(ctx context.Context) error {
+	c := a.cfg.Config
+	switch {
+	case c.TrustBundle != "":
+		data, err := os.ReadFile(c.TrustBundle)
+		if err != nil {
+			return fmt.Errorf("read trust bundle (trust_bundle): %w", err)
+		}
+		b, err := parseBundlePEM(a.td, data)
+		if err != nil {
+			return fmt.Errorf("trust bundle %s: %w (get it with `kith bundle show`)", c.TrustBundle, err)
+		}
+		a.cache.SetBundle(b)
+	case c.TrustBundleURL != "":
+		if !c.InsecureBootstrap {
+			return errors.New("--trust-bundle-url fetches the bundle without authenticating the server: add --insecure-bootstrap to accept that, or use --trust-bundle FILE")
+		}
+		a.log.Warn("insecure bootstrap: trusting the bundle fetched from the server without verifying it", "url", c.TrustBundleURL)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.TrustBundleURL, nil)
+		if err != nil {
+			return fmt.Errorf("trust bundle url: %w", err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("fetch trust bundle: %w", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("fetch trust bundle from %s: status %s %v", c.TrustBundleURL, resp.Status, err)
+		}
+		b, err := spiffebundle.Parse(a.td, body)
+		if err != nil {
+			return fmt.Errorf("trust bundle from %s: %w", c.TrustBundleURL, err)
+		}
+		a.cache.SetBundle(b)
+	default:
+		return errors.New("first start needs the server's trust bundle: pass --trust-bundle FILE (from `kith bundle show`) or --trust-bundle-url URL --insecure-bootstrap")
+	}
+	return nil
+}
+
+func (a *Agent) applyBundle(pb *agentv1.Bundle) error {
+	b, err := spiffebundle.Parse(a.td, pb.GetSpiffeBundle())
+	if err != nil {
+		return fmt.Errorf("bundle from server: %w", err)
+	}
+	if cur := a.cache.Bundle(); cur != nil && cur.Equal(b) {
+		return nil
+	}
+	a.cache.SetBundle(b)
+	a.markDirty()
+	return nil
+}
+
+func (a *Agent) save() error {
+	st, err := snapshotState(a.ID(), a.agentSVID.Load(), a.cache)
+	if err != nil {
+		return err
+	}
+	return saveState(a.cfg.Config.DataDir, st)
+}
+
+// persistLoop saves state at most once a second after changes, and once more on shutdown.
+func (a *Agent) persistLoop(ctx context.Context) error {
+	changed := a.cache.Changed()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := a.save(); err != nil {
+				a.log.Error("save agent state", "error", err)
+			}
+			return nil
+		case <-a.dirty:
+		case <-changed:
+		}
+		changed = a.cache.Changed()
+		if err := a.save(); err != nil {
+			a.log.Error("save agent state", "error", err)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// syncLoop holds the Sync stream, reconnecting with backoff, and renews the agent SVID at half-life.
+func (a *Agent) syncLoop(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := a.syncOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if status.Code(err) == codes.PermissionDenied {
+			a.log.Error("server refused this agent; it keeps serving what it has until expiry. If it was evicted, restart it with a new --join-token", "error", err)
+		} else if err != nil {
+			a.log.Warn("sync with server interrupted; retrying", "error", err, "retry_in", backoff)
+		}
+		t := time.NewTimer(backoff + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, a.cfg.Config.RetryMax.D())
+		if err == nil {
+			backoff = 100 * time.Millisecond
+		}
+	}
+	return nil
+}
+
+var errRenewed = errors.New("agent svid renewed")
+
+// syncOnce connects with the current agent SVID, streams sync messages, and returns when the stream
+// breaks or the SVID must be renewed (after which the caller reconnects with the new one).
+func (a *Agent) syncOnce(ctx context.Context) error {
+	conn, client, err := a.dial(true)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	svid := a.agentSVID.Load()
+	leaf := svid.Certificates[0]
+	renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	if !a.cfg.Now().Before(renewAt) {
+		if err := a.renew(ctx, client); err != nil {
+			return err
+		}
+		return nil
+	}
+	stream, err := client.Sync(ctx, &agentv1.SyncRequest{Revision: a.cache.Revision()})
+	if err != nil {
+		return err
+	}
+	a.setClient(client)
+	defer a.setClient(nil)
+	a.poke()
+
+	renewTimer := time.AfterFunc(renewAt.Sub(a.cfg.Now()), cancel)
+	defer renewTimer.Stop()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if ctx.Err() != nil && !a.cfg.Now().Before(renewAt) {
+				return nil // time to renew: reconnect
+			}
+			return err
+		}
+		if err := a.applySync(msg); err != nil {
+			a.log.Error("apply sync message", "error", err, "revision", msg.GetRevision())
+		}
+	}
+}
+
+func (a *Agent) setClient(c agentv1.AgentServiceClient) {
+	a.clientMu.Lock()
+	a.client = c
+	a.clientMu.Unlock()
+}
+
+func (a *Agent) currentClient() agentv1.AgentServiceClient {
+	a.clientMu.Lock()
+	defer a.clientMu.Unlock()
+	return a.client
+}
+
+func (a *Agent) applySync(msg *agentv1.SyncResponse) error {
+	if msg.GetBundle() != nil {
+		if err := a.applyBundle(msg.GetBundle()); err != nil {
+			return err
+		}
+	}
+	entries := make([]cache.Entry, 0, len(msg.GetEntries()))
+	for _, pe := range msg.GetEntries() {
+		id, err := spiffeid.FromString(pe.GetSpiffeId())
+		if err != nil {
+			a.log.Warn("skipping entry with a bad spiffe id", "entry", pe.GetId(), "error", err)
+			continue
+		}
+		sels, err := attestation.ParseSelectors(pe.GetSelectors())
+		if err != nil {
+			a.log.Warn("skipping entry with bad selectors", "entry", pe.GetId(), "error", err)
+			continue
+		}
+		entries = append(entries, cache.Entry{
+			ID: pe.GetId(), SPIFFEID: id, Selectors: sels,
+			X509TTL: time.Duration(pe.GetX509TtlSeconds()) * time.Second, JWTTTL: time.Duration(pe.GetJwtTtlSeconds()) * time.Second,
+			DNSNames: pe.GetDnsNames(), Labels: pe.GetLabels(), Revision: pe.GetRevision(),
+		})
+	}
+	if msg.GetFullSnapshot() {
+		a.cache.ReplaceEntries(entries, msg.GetRevision())
+	} else {
+		a.cache.ApplyDelta(entries, msg.GetDeletedEntryIds(), msg.GetRevision())
+	}
+	a.poke()
+	return nil
+}
+
+// listenSocket listens on a unix socket with mode 0777 in a 0755 directory: the socket is the API,
+// workload attestation is the access control.
+func listenSocket(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		os.Remove(path)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o777); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}
+
+func ignoreClosed(err error) error {
+	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}

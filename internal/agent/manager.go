@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+
+	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/internal/agent/cache"
+)
+
+const (
+	signBatch       = 250
+	signParallelism = 4
+)
+
+// svidManager makes sure every entry has a current X.509-SVID: new entries get one at once, and each is
+// rotated at RotateAtPercent of its life ± 10 % jitter, well before it expires.
+func (a *Agent) svidManager(ctx context.Context) error {
+	rotateAt := map[string]time.Time{} // by leaf serial
+	signedRev := map[string]int64{}    // entry ID → entry revision its SVID was made for
+	retry := time.Duration(0)
+	for {
+		changed := a.cache.Changed()
+		now := a.cfg.Now()
+		due, next := a.dueEntries(now, rotateAt, signedRev)
+		client := a.currentClient()
+		if len(due) > 0 && client != nil {
+			if err := a.signEntries(ctx, client, due, signedRev); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				retry = min(max(2*retry, 200*time.Millisecond), 10*time.Second)
+				a.log.Warn("sign workload svids", "error", err, "entries", len(due), "retry_in", retry)
+				next = now.Add(retry)
+			} else {
+				retry = 0
+				continue
+			}
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(now), 0)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-a.signal:
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// dueEntries lists entries needing an SVID now and the earliest future rotation time.
+func (a *Agent) dueEntries(now time.Time, rotateAt map[string]time.Time, signedRev map[string]int64) ([]cache.Entry, time.Time) {
+	svids := a.cache.SVIDs()
+	var due []cache.Entry
+	var next time.Time
+	pct := float64(a.cfg.Config.RotateAtPercent) / 100
+	live := make(map[string]bool, len(svids))
+	for _, e := range a.cache.Entries() {
+		s := svids[e.ID]
+		if s == nil {
+			due = append(due, e)
+			continue
+		}
+		if rev, ok := signedRev[e.ID]; !ok {
+			signedRev[e.ID] = e.Revision // restored from disk: keep until rotation
+		} else if rev != e.Revision {
+			due = append(due, e)
+			continue
+		}
+		leaf := s.Certificates[0]
+		serial := leaf.SerialNumber.Text(16)
+		live[serial] = true
+		at, ok := rotateAt[serial]
+		if !ok {
+			life := leaf.NotAfter.Sub(leaf.NotBefore)
+			frac := pct * (0.9 + 0.2*rand.Float64())
+			at = leaf.NotBefore.Add(time.Duration(float64(life) * frac))
+			rotateAt[serial] = at
+		}
+		if !now.Before(at) {
+			due = append(due, e)
+			continue
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	for serial := range rotateAt {
+		if !live[serial] {
+			delete(rotateAt, serial)
+		}
+	}
+	return due, next
+}
+
+// signEntries makes a key per entry and asks the server to sign the CSRs in batches.
+func (a *Agent) signEntries(ctx context.Context, client agentv1.AgentServiceClient, entries []cache.Entry, signedRev map[string]int64) error {
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(signParallelism)
+	for batch := range slices.Chunk(entries, signBatch) {
+		g.Go(func() error {
+			keys := make(map[string]*ecdsa.PrivateKey, len(batch))
+			byID := make(map[string]cache.Entry, len(batch))
+			req := &agentv1.SignX509SVIDsRequest{}
+			for _, e := range batch {
+				key, csr, err := newKeyAndCSR(e.SPIFFEID)
+				if err != nil {
+					return err
+				}
+				keys[e.ID], byID[e.ID] = key, e
+				req.Requests = append(req.Requests, &agentv1.X509SVIDRequest{EntryId: e.ID, Csr: csr})
+			}
+			resp, err := client.SignX509SVIDs(gctx, req)
+			if err != nil {
+				return err
+			}
+			svids := make(map[string]*x509svid.SVID, len(batch))
+			for _, r := range resp.GetResults() {
+				e, ok := byID[r.GetEntryId()]
+				if !ok {
+					continue
+				}
+				if r.GetError() != "" {
+					a.log.Warn("server refused an svid", "entry", r.GetEntryId(), "spiffe_id", e.SPIFFEID.String(), "error", r.GetError())
+					continue
+				}
+				chain, err := parseChain(r.GetCertChain())
+				if err != nil {
+					a.log.Warn("bad svid from server", "entry", r.GetEntryId(), "error", err)
+					continue
+				}
+				svids[e.ID] = &x509svid.SVID{ID: e.SPIFFEID, Certificates: chain, PrivateKey: keys[e.ID]}
+			}
+			a.cache.SetSVIDs(svids)
+			mu.Lock()
+			for id := range svids {
+				signedRev[id] = byID[id].Revision
+			}
+			mu.Unlock()
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// jwtCache mints JWT-SVIDs through the server and reuses each until half its life has passed, so a
+// workload asking again (or asking while the server is briefly away) gets a valid token.
+type jwtCache struct {
+	a      *Agent
+	mu     sync.Mutex
+	tokens map[string]*jwtsvid.SVID
+}
+
+func newJWTCache(a *Agent) *jwtCache { return &jwtCache{a: a, tokens: map[string]*jwtsvid.SVID{}} }
+
+// FetchJWTSVID returns a JWT-SVID for the entry and audience.
+func (j *jwtCache) FetchJWTSVID(ctx context.Context, e cache.Entry, audience []string) (*jwtsvid.SVID, error) {
+	aud := slices.Clone(audience)
+	sort.Strings(aud)
+	key := e.ID + "\x00" + strings.Join(aud, "\x00")
+	now := j.a.cfg.Now()
+	j.mu.Lock()
+	cached := j.tokens[key]
+	j.mu.Unlock()
+	if cached != nil && halfLifeLeft(cached, now) {
+		return cached, nil
+	}
+	client := j.a.currentClient()
+	if client == nil {
+		if cached != nil && now.Before(cached.Expiry) {
+			return cached, nil
+		}
+		return nil, errServerUnavailable
+	}
+	resp, err := client.MintJWTSVID(ctx, &agentv1.MintJWTSVIDRequest{EntryId: e.ID, Audience: audience})
+	if err != nil {
+		if cached != nil && now.Before(cached.Expiry) {
+			return cached, nil
+		}
+		return nil, err
+	}
+	svid, err := jwtsvid.ParseInsecure(resp.GetToken(), audience)
+	if err != nil {
+		return nil, err
+	}
+	if svid.ID != e.SPIFFEID {
+		return nil, errWrongID(svid.ID, e.SPIFFEID)
+	}
+	j.mu.Lock()
+	j.tokens[key] = svid
+	for k, t := range j.tokens {
+		if !now.Before(t.Expiry) {
+			delete(j.tokens, k)
+		}
+	}
+	j.mu.Unlock()
+	return svid, nil
+}
+
+func halfLifeLeft(s *jwtsvid.SVID, now time.Time) bool {
+	iat, ok := s.Claims["iat"].(float64)
+	if !ok {
+		return false
+	}
+	issued := time.Unix(int64(iat), 0)
+	return now.Before(issued.Add(s.Expiry.Sub(issued) / 2))
+}
+
+var errServerUnavailable = serverUnavailableError{}
+
+type serverUnavailableError struct{}
+
+func (serverUnavailableError) Error() string {
+	return "the agent cannot reach the server to mint a JWT-SVID and holds no valid one for this audience"
+}
+
+func errWrongID(got, want spiffeid.ID) error {
+	return &wrongIDError{got: got, want: want}
+}
+
+type wrongIDError struct{ got, want spiffeid.ID }
+
+func (e *wrongIDError) Error() string {
+	return "server returned a jwt-svid for " + e.got.String() + ", want " + e.want.String()
+}

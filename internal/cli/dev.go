@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/server"
+	"github.com/kithid/kith/internal/store"
+)
+
+func init() {
+	extraCommands = append(extraCommands, (*env).devCommand)
+}
+
+// devAgentToken names the join token of the dev agent; its SPIFFE ID follows from it.
+const devAgentToken = "dev"
+
+func (e *env) devCommand() *cobra.Command {
+	var dir, td, grpcAddr, httpAddr, logLevel string
+	cmd := &cobra.Command{
+		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
+		Short: "Run a server and an agent in one process on an embedded store: the one-command way to try Kith",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				d, err := os.MkdirTemp("", "kith-dev-")
+				if err != nil {
+					return err
+				}
+				dir = d
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			dir = abs
+			return e.runDev(cmd.Context(), dir, td, grpcAddr, httpAddr, logLevel)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&dir, "data-dir", "", "directory for the store, keys and sockets (default: a new temp dir)")
+	fl.StringVar(&td, "trust-domain", "kith.test", "trust domain")
+	fl.StringVar(&grpcAddr, "grpc", "127.0.0.1:0", "server agent API address")
+	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "server HTTP address (health, metrics, JWKS); :0 picks a free port")
+	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func (e *env) runDev(ctx context.Context, dir, td, grpcAddr, httpAddr, logLevel string) error {
+	// DIR stays traversable so workloads of any user reach the sockets; what is inside stays private.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create --data-dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	trustDomain, err := spiffeid.TrustDomainFromString(td)
+	if err != nil {
+		return fmt.Errorf("--trust-domain %q: %w", td, err)
+	}
+	devAgentID, err := spiffeid.FromSegments(trustDomain, "kith", "agent", "join_token", devAgentToken)
+	if err != nil {
+		return err
+	}
+	scfg := &config.Server{TrustDomain: td, DataDir: filepath.Join(dir, "server")}
+	scfg.Listen.GRPC, scfg.Listen.HTTP, scfg.Listen.AdminSocket = grpcAddr, httpAddr, filepath.Join(dir, "admin.sock")
+	scfg.Log.Level = logLevel
+	if err := scfg.Finish(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	log := newLogger(e.stderr, scfg.Log)
+	srv, err := server.New(ctx, server.Config{Config: scfg, Logger: log.With("process", "server"), Version: Version, DefaultParent: devAgentID})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	select {
+	case <-srv.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+
+	acfg := &config.Agent{
+		Server: srv.GRPCAddr().String(), TrustDomain: td, DataDir: filepath.Join(dir, "agent"),
+		Socket: filepath.Join(dir, "agent.sock"), AuthzSocket: filepath.Join(dir, "authz.sock"), AuthzListen: "off",
+	}
+	acfg.Log.Level = logLevel
+	if _, err := os.Stat(filepath.Join(acfg.DataDir, "state.json")); errors.Is(err, os.ErrNotExist) {
+		secret, err := devJoinToken(gctx, srv)
+		if err != nil {
+			cancel()
+			_ = g.Wait()
+			return err
+		}
+		acfg.JoinToken = secret
+		bundlePath := filepath.Join(scfg.DataDir, "bootstrap-bundle.pem")
+		var roots []byte
+		for _, c := range srv.CA().Bundle().X509Authorities() {
+			roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		if err := os.WriteFile(bundlePath, roots, 0o600); err != nil {
+			cancel()
+			_ = g.Wait()
+			return err
+		}
+		acfg.TrustBundle = bundlePath
+	}
+	if err := acfg.Finish(); err != nil {
+		cancel()
+		_ = g.Wait()
+		return fmt.Errorf("invalid agent configuration: %w", err)
+	}
+	a, err := newAgent(acfg, log.With("process", "agent"))
+	if err != nil {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
+	g.Go(func() error { return a.Run(gctx) })
+	select {
+	case <-a.Ready():
+		fmt.Fprintf(e.stdout, `Kith dev is running (trust domain %s, data in %s).
+
+  export SPIFFE_ENDPOINT_SOCKET=unix://%s
+  export KITH_ADMIN_SOCKET=%s
+
+Dev agent: %s (entries created without --parent/--node-selector are served by it)
+Authz:     %s
+HTTP:      http://%s (/healthz, /metrics, /.well-known/jwks.json)
+
+Try:  kith entry create --spiffe-id spiffe://%s/my-app --selector unix:uid:%d
+Press Ctrl-C to stop.
+`, td, dir, acfg.Socket, scfg.Listen.AdminSocket, devAgentID, acfg.AuthzSocket, srv.HTTPAddr(), td, os.Getuid())
+	case <-gctx.Done():
+	}
+	return g.Wait()
+}
+
+// devJoinToken creates the dev agent's join token in-process.
+func devJoinToken(ctx context.Context, srv *server.Server) (string, error) {
+	resp, err := srv.Admin().CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{Name: devAgentToken, TtlSeconds: 600})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return "", fmt.Errorf("the dev agent already joined this --data-dir but its state is gone: use a new --data-dir")
+	}
+	if err != nil {
+		return "", fmt.Errorf("create dev join token: %w", err)
+	}
+	return resp.GetSecret(), nil
+}

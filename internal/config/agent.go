@@ -1,0 +1,113 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Agent is the `kith agent` configuration. Every field is optional unless noted; the comment gives the
+// default and the environment variable that overrides it.
+type Agent struct {
+	// Server is the server's agent API address host:port. Default localhost:8081. Env KITH_AGENT_SERVER.
+	Server string `yaml:"server"`
+	// TrustDomain the agent belongs to. Default: taken from the bootstrap bundle's server, else example.org.
+	// Env KITH_AGENT_TRUST_DOMAIN.
+	TrustDomain string `yaml:"trust_domain"`
+	// JoinToken attests the node on first start (not needed once the agent holds an SVID). Env KITH_AGENT_JOIN_TOKEN.
+	JoinToken string `yaml:"join_token"`
+	// TrustBundle is a PEM file with the server's root CAs, used to authenticate the server on first start.
+	// Env KITH_AGENT_TRUST_BUNDLE.
+	TrustBundle string `yaml:"trust_bundle"`
+	// TrustBundleURL fetches the SPIFFE bundle from the server's HTTP port (/v1/bundle); requires
+	// InsecureBootstrap unless it is https. Env KITH_AGENT_TRUST_BUNDLE_URL.
+	TrustBundleURL string `yaml:"trust_bundle_url"`
+	// InsecureBootstrap trusts whatever TrustBundleURL returns (logged as a warning). Env KITH_AGENT_INSECURE_BOOTSTRAP.
+	InsecureBootstrap bool `yaml:"insecure_bootstrap"`
+	// DataDir keeps the agent's SVID, keys, bundle and entries (0700). Default /var/lib/kith-agent. Env KITH_AGENT_DATA_DIR.
+	DataDir string `yaml:"data_dir"`
+	// Socket is the Workload API and SDS socket (mode 0777 in a 0755 dir). Default /run/kith/agent.sock.
+	// Env KITH_AGENT_SOCKET.
+	Socket string `yaml:"socket"`
+	// SDSSocket optionally serves SDS on its own socket too. Default none. Env KITH_AGENT_SDS_SOCKET.
+	SDSSocket string `yaml:"sds_socket"`
+	// AuthzSocket serves Envoy ext_authz. Default <dir of socket>/authz.sock. Env KITH_AGENT_AUTHZ_SOCKET.
+	AuthzSocket string `yaml:"authz_socket"`
+	// AuthzListen serves Envoy ext_authz over TCP. Default 127.0.0.1:9191; "off" disables. Env KITH_AGENT_AUTHZ_LISTEN.
+	AuthzListen string `yaml:"authz_listen"`
+	// RotateAtPercent of an SVID's life after which it is renewed (± 10 % jitter). Default 50.
+	// Env KITH_AGENT_ROTATE_AT_PERCENT.
+	RotateAtPercent int64 `yaml:"rotate_at_percent"`
+	// RetryMax is the longest wait between reconnect attempts. Default 30s. Env KITH_AGENT_RETRY_MAX.
+	RetryMax Duration `yaml:"retry_max"`
+	Log      Log      `yaml:"log"`
+}
+
+// LoadAgent reads the agent config from path (may be empty) and applies KITH_AGENT_* environment
+// overrides (and KITH_LOG_* for log).
+func LoadAgent(path string, env func(string) (string, bool)) (*Agent, error) {
+	var c Agent
+	if err := load(path, &c, "KITH_AGENT_", env); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Finish fills defaults and validates.
+func (c *Agent) Finish() error {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.Server, "localhost:8081")
+	def(&c.TrustDomain, "example.org")
+	def(&c.DataDir, "/var/lib/kith-agent")
+	def(&c.Socket, "/run/kith/agent.sock")
+	def(&c.AuthzSocket, filepath.Join(filepath.Dir(c.Socket), "authz.sock"))
+	def(&c.AuthzListen, "127.0.0.1:9191")
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "text")
+	if c.RotateAtPercent == 0 {
+		c.RotateAtPercent = 50
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = Duration(30 * time.Second)
+	}
+	if _, _, err := net.SplitHostPort(c.Server); err != nil {
+		return &FieldError{"server", fmt.Sprintf("%q is not host:port (e.g. kith-server:8081)", c.Server)}
+	}
+	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+		return &FieldError{"trust_domain", fmt.Sprintf("%q is not a valid trust domain: %v", c.TrustDomain, err)}
+	}
+	for _, p := range []struct{ field, v *string }{{ptr("data_dir"), &c.DataDir}, {ptr("socket"), &c.Socket}, {ptr("authz_socket"), &c.AuthzSocket}} {
+		abs, err := filepath.Abs(*p.v)
+		if err != nil {
+			return &FieldError{*p.field, err.Error()}
+		}
+		*p.v = abs
+	}
+	if len(c.Socket) > 100 {
+		return &FieldError{"socket", fmt.Sprintf("path %q is too long for a unix socket (at most 100 bytes)", c.Socket)}
+	}
+	if c.AuthzListen != "off" {
+		if _, _, err := net.SplitHostPort(c.AuthzListen); err != nil {
+			return &FieldError{"authz_listen", fmt.Sprintf("%q is not host:port or off", c.AuthzListen)}
+		}
+	}
+	if c.TrustBundleURL != "" && c.TrustBundle != "" {
+		return &FieldError{"trust_bundle_url", "give trust_bundle or trust_bundle_url, not both"}
+	}
+	if c.RotateAtPercent < 10 || c.RotateAtPercent > 90 {
+		return &FieldError{"rotate_at_percent", fmt.Sprintf("%d is outside 10 to 90", c.RotateAtPercent)}
+	}
+	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {
+		return err
+	}
+	return oneOf("log.format", c.Log.Format, "text", "json")
+}
+
+func ptr(s string) *string { return &s }
