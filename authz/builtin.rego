@@ -1,100 +1,83 @@
 # Kith's built-in authorization policy.
 #
-# A request is allowed when an unexpired grant matches its caller, target,
-# method and path, or when a custom rule in package kith.ext allows it, and
-# no rule in package kith.ext denies it.
+# A request is allowed when it carries a caller identity and an unexpired
+# grant matches its caller, target, method and path, or when a rule in
+# package kith.ext allows it; and no rule in package kith.ext denies it.
 #
-# Grants live in data.kith.grants[target_key][caller_key][grant_id], where a
-# key is an exact SPIFFE ID or a prefix "spiffe://td/a/*". Kith computes the
-# keys that can match a request (input.kith.target_keys, input.kith.caller_keys),
-# so a decision looks up a handful of entries and never scans all grants.
+# Grants live in data.kith.grants[target_key][caller_key][grant_id]. A key is
+# an exact SPIFFE ID or a prefix "spiffe://td/a/*". Kith computes the keys
+# that can match a request (input.kith.target_keys, input.kith.caller_keys),
+# so a decision looks up a handful of entries and never scans the grants.
+# A grant's methods and paths are objects keyed the same way: methods by
+# input.kith.method_keys (["GET", "*"]), paths by input.kith.path_keys
+# (["/api/v1", "/*", "/api/*"]: the path, then the "/*" pattern of each
+# ancestor). Path patterns with a "*" inside a segment are in globs.
 package kith.authz
 
 import rego.v1
 
-default caller_present := false
-
-caller_present if input.kith.caller.id != ""
-
-# grants maps the ID of every grant stored for the request's caller and
-# target keys to its state: "ok", "expired", "method" or "path".
-grants[id] := state if {
+# matches is the set of IDs of the grants that allow the request.
+matches contains id if {
+	grants := data.kith.grants
 	some tk in input.kith.target_keys
+	callers := grants[tk]
 	some ck in input.kith.caller_keys
-	some id, g in data.kith.grants[tk][ck]
-	state := grant_state(g)
+	some id, g in callers[ck]
+	g.expires_at > input.kith.now
+	some mk in input.kith.method_keys
+	g.methods[mk]
+	path_ok(g)
 }
-
-grant_state(g) := "expired" if {
-	g.expires_at != 0
-	g.expires_at <= input.kith.now
-} else := "method" if {
-	not method_ok(g)
-} else := "path" if {
-	not path_ok(g)
-} else := "ok"
-
-method_ok(g) if count(g.methods) == 0
-
-method_ok(g) if input.kith.method in g.methods
-
-path_ok(g) if count(g.paths) == 0
 
 path_ok(g) if {
-	some p in g.paths
-	path_matches(p)
+	some pk in input.kith.path_keys
+	g.paths[pk]
 }
 
-path_matches(p) if p.exact == input.kith.path
-
-path_matches(p) if startswith(input.kith.path, p.prefix)
-
-path_matches(p) if glob.match(p.glob, ["/"], input.kith.path)
-
-default granted := false
-
-granted if {
-	some state in grants
-	state == "ok"
+path_ok(g) if {
+	some pattern in g.globs
+	glob.match(pattern, ["/"], input.kith.path)
 }
 
 # Extension points: package kith.ext may define
-#   allow if ...                 (allows without a grant)
+#   allow if ...                 (allows without a grant, even without a caller identity)
 #   deny contains reason if ...  (denies; wins over grants and allows)
 #   headers[name] := value       (headers added to the upstream request)
 #   http_status := code          (status of a denial; 403 otherwise)
-ext_deny := {r | some r in data.kith.ext.deny}
+default ext_deny := set()
+
+ext_deny := data.kith.ext.deny
 
 default ext_allow := false
 
 ext_allow if data.kith.ext.allow == true
 
-ext_headers := {k: v | some k, v in data.kith.ext.headers}
+default ext_headers := {}
+
+ext_headers := data.kith.ext.headers
 
 default http_status := 403
 
-http_status := s if {
-	s := data.kith.ext.http_status
-	is_number(s)
-}
+http_status := data.kith.ext.http_status
 
 default allow := false
 
 allow if {
+	input.kith.caller.id != ""
+	count(matches) > 0
 	count(ext_deny) == 0
-	caller_present
-	granted
 }
 
 allow if {
-	count(ext_deny) == 0
 	ext_allow
+	count(ext_deny) == 0
 }
 
+# decision is what Kith asks for each request (the parts that package
+# kith.ext does not define are left out).
 decision := {
 	"allow": allow,
-	"caller_present": caller_present,
-	"grants": grants,
+	"grants": matches,
 	"deny": ext_deny,
 	"ext_allow": ext_allow,
 	"headers": ext_headers,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage"
@@ -16,7 +17,7 @@ import (
 type Data struct {
 	Grants []Grant
 	Labels map[string]map[string]string // SPIFFE ID -> labels (from registration entries, e.g. env=dev)
-	Modes  map[string]Mode             // target SPIFFE ID -> mode; absent means enforce
+	Modes  map[string]Mode              // target SPIFFE ID -> mode; absent means enforce
 }
 
 var grantsPath = storage.MustParsePath("/kith/grants")
@@ -30,6 +31,8 @@ func storePath(segs ...string) storage.Path {
 // first and changes nothing on error.
 func (e *Engine) SetData(ctx context.Context, d Data) error {
 	grants := make(map[string]Grant, len(d.Grants))
+	values := map[string]ast.Value{}
+	var idSlashes, pathSlashes int32
 	tree := map[string]any{}
 	for _, g := range d.Grants {
 		if err := g.Validate(); err != nil {
@@ -49,7 +52,9 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 			ids = map[string]any{}
 			callers[g.Caller] = ids
 		}
-		ids[g.ID] = g.storeValue()
+		ids[g.ID] = g.storeValue(values)
+		i, p := g.slashes()
+		idSlashes, pathSlashes = max(idSlashes, i), max(pathSlashes, p)
 	}
 	labels := make(map[string]*ast.Term, len(d.Labels))
 	for id, l := range d.Labels {
@@ -77,7 +82,10 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 	if err != nil {
 		return fmt.Errorf("write grants: %w", err)
 	}
-	e.grants, e.labels, e.modes = grants, labels, modes
+	e.grants, e.values, e.labels, e.modes = grants, values, labels, modes
+	e.maxIDSlashes.Store(idSlashes)
+	e.maxPathSlashes.Store(pathSlashes)
+	e.ids.Store(&idCache{}) // after the labels and key depth it caches
 	return nil
 }
 
@@ -100,12 +108,20 @@ func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
 		if err := storage.MakeDir(ctx, e.store, txn, dir); err != nil {
 			return err
 		}
-		return e.store.Write(ctx, txn, storage.AddOp, storePath(g.Target, g.Caller, g.ID), g.storeValue())
+		return e.store.Write(ctx, txn, storage.AddOp, storePath(g.Target, g.Caller, g.ID), g.storeValue(e.values))
 	})
 	if err != nil {
 		return fmt.Errorf("put grant %s: %w", g.ID, err)
 	}
 	e.grants[g.ID] = g
+	i, p := g.slashes()
+	if i > e.maxIDSlashes.Load() {
+		e.maxIDSlashes.Store(i)
+		e.ids.Store(&idCache{})
+	}
+	if p > e.maxPathSlashes.Load() {
+		e.maxPathSlashes.Store(p)
+	}
 	return nil
 }
 
@@ -188,6 +204,7 @@ func (e *Engine) SetLabels(ctx context.Context, id spiffeid.ID, labels map[strin
 	} else {
 		e.labels[id.String()] = t
 	}
+	e.ids.Store(&idCache{}) // after the labels it caches
 	return nil
 }
 
@@ -223,4 +240,20 @@ func labelsTerm(labels map[string]string) *ast.Term {
 		obj.Insert(ast.StringTerm(k), ast.StringTerm(v))
 	}
 	return ast.NewTerm(obj)
+}
+
+// slashes returns how many prefix keys of a request's IDs and path are
+// needed to find g (see idKeys and pathKeys).
+func (g Grant) slashes() (id, path int32) {
+	for _, s := range []string{g.Caller, g.Target} {
+		if strings.HasSuffix(s, "/*") {
+			id = max(id, int32(strings.Count(strings.TrimPrefix(s, "spiffe://"), "/")))
+		}
+	}
+	for _, p := range g.Paths {
+		if body, ok := strings.CutSuffix(p, "/*"); ok && !strings.Contains(body, "*") {
+			path = max(path, int32(depth(p)))
+		}
+	}
+	return id, path
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -31,7 +32,13 @@ const BuiltinModule = "kith/builtin.rego"
 // BuiltinRevision is the revision of the policy before the first SetPolicy.
 const BuiltinRevision = "builtin"
 
-const builtinQuery = "data.kith.authz.decision"
+// builtinQuery asks for the parts of the built-in decision that Go combines
+// exactly as data.kith.authz.allow does; extQuery adds the parts that
+// package kith.ext can set, when it exists.
+const (
+	builtinQuery = `{"grants": data.kith.authz.matches}`
+	extQuery     = `{"grants": data.kith.authz.matches, "deny": data.kith.authz.ext_deny, "ext_allow": data.kith.authz.ext_allow, "headers": data.kith.authz.ext_headers, "http_status": data.kith.authz.http_status}`
+)
 
 var builtinParsed = ast.MustParseModuleWithOpts(builtinSource, ast.ParserOptions{RegoVersion: ast.RegoV1})
 
@@ -91,10 +98,17 @@ type Engine struct {
 	policy   atomic.Pointer[policy]
 	policyMu sync.Mutex // serialises SetPolicy
 
-	mu     sync.RWMutex // guards grants, labels, modes and writes to store
+	mu     sync.RWMutex // guards grants, values, labels, modes and writes to store
 	grants map[string]Grant
+	values map[string]ast.Value // interned grant documents, see Grant.storeValue
 	labels map[string]*ast.Term // SPIFFE ID -> labels object
 	modes  map[string]Mode
+
+	// maxIDSlashes and maxPathSlashes bound the prefix keys computed for a
+	// request: no grant has a prefix with more "/" than these.
+	maxIDSlashes, maxPathSlashes atomic.Int32
+
+	ids atomic.Pointer[idCache] // input terms per SPIFFE ID
 
 	allowed, denied, auditDenied, errs atomic.Uint64
 }
@@ -102,6 +116,7 @@ type Engine struct {
 type policy struct {
 	revision string
 	query    rego.PreparedEvalQuery
+	needs    inputNeeds
 }
 
 // New returns an engine with the built-in policy and no data.
@@ -111,9 +126,11 @@ func New(cfg Config) (*Engine, error) {
 		log:    cfg.Logger,
 		query:  builtinQuery,
 		grants: map[string]Grant{},
+		values: map[string]ast.Value{},
 		labels: map[string]*ast.Term{},
 		modes:  map[string]Mode{},
 	}
+	e.ids.Store(&idCache{})
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -186,15 +203,10 @@ var (
 )
 
 func (e *Engine) prepare(ctx context.Context, revision string, modules map[string]string) (*policy, error) {
-	opts := []func(*rego.Rego){
-		rego.Query(e.query),
-		rego.Store(e.store),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.ParsedModule(builtinParsed),
-	}
-	names := slices.Sorted(maps.Keys(modules))
+	parsed := map[string]*ast.Module{BuiltinModule: builtinParsed}
 	var errs ast.Errors
-	for _, name := range names {
+	hasExt := false
+	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		if name == BuiltinModule {
 			return nil, fmt.Errorf("module name %s is reserved for the built-in policy", name)
 		}
@@ -212,19 +224,34 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 				"package %s is reserved for Kith; put extensions in package kith.ext", strings.TrimPrefix(m.Package.Path.String(), "data.")))
 			continue
 		}
-		opts = append(opts, rego.ParsedModule(m))
+		parsed[name] = m
+		hasExt = hasExt || m.Package.Path.HasPrefix(extRef)
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
-	if err != nil {
-		return nil, err
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	if compiler.Compile(parsed); compiler.Failed() {
+		return nil, compiler.Errors
 	}
-	p := &policy{revision: revision, query: pq}
+	query := e.query
+	if query == builtinQuery && hasExt {
+		query = extQuery
+	}
+	pq, err := rego.New(
+		rego.Query(query),
+		rego.Compiler(compiler),
+		rego.Store(e.store),
+		rego.SetRegoVersion(ast.RegoV1),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare query %s: %w", query, err)
+	}
+	p := &policy{revision: revision, query: pq, needs: needsOf(compiler.Modules)}
 	for i, in := range sampleInputs() {
 		var builtinErrs []topdown.Error
-		v, err := e.input(in)
+		now := e.now()
+		v, err := e.input(in, now, p.needs)
 		if err != nil {
 			return nil, err
 		}
@@ -235,7 +262,7 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 		if len(builtinErrs) > 0 {
 			return nil, fmt.Errorf("evaluate sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, &builtinErrs[0])
 		}
-		if _, err := e.interpret(rs, in); err != nil {
+		if _, err := e.interpret(rs, in, now); err != nil {
 			return nil, fmt.Errorf("sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, err)
 		}
 	}
@@ -266,17 +293,18 @@ func sampleInputs() []Input {
 // could be made; callers must then deny.
 func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	p := e.policy.Load()
-	v, err := e.input(in)
+	now := e.now()
+	v, err := e.input(in, now, p.needs)
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, err
 	}
-	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v))
+	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalMetrics(noMetrics), rego.EvalBaseCache(noBaseCache{}))
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("evaluate policy revision %s: %w", p.revision, err)
 	}
-	d, err := e.interpret(rs, in)
+	d, err := e.interpret(rs, in, now)
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("policy revision %s: %w", p.revision, err)
@@ -305,6 +333,16 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	return d, nil
 }
 
+var noMetrics = metrics.NoOp()
+
+// noBaseCache does not cache reads of base documents: a decision reads
+// data.kith.grants once and the in-memory store returns it without copying,
+// so caching would only allocate.
+type noBaseCache struct{}
+
+func (noBaseCache) Get(ast.Ref) ast.Value { return nil }
+func (noBaseCache) Put(ast.Ref, ast.Value) {}
+
 func (e *Engine) mode(target spiffeid.ID) Mode {
 	e.mu.RLock()
 	m, ok := e.modes[target.String()]
@@ -316,7 +354,7 @@ func (e *Engine) mode(target spiffeid.ID) Mode {
 }
 
 // interpret turns the query result into a decision (without mode).
-func (e *Engine) interpret(rs rego.ResultSet, in Input) (Decision, error) {
+func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision, error) {
 	var v any
 	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
 		v = rs[0].Expressions[0].Value
@@ -329,62 +367,128 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input) (Decision, error) {
 		return Decision{}, fmt.Errorf("built-in decision is %T, want an object", v)
 	}
 	d := Decision{HTTPStatus: 403}
-	d.PolicyAllowed, _ = obj["allow"].(bool)
-	if s, ok := number(obj["http_status"]); ok {
-		d.HTTPStatus = s
+	if s, ok := obj["http_status"]; ok {
+		n, ok := number(s)
+		if !ok {
+			return Decision{}, fmt.Errorf("kith.ext.http_status is %T, want a number", s)
+		}
+		d.HTTPStatus = n
 	}
 	headers, err := stringMap(obj["headers"])
 	if err != nil {
 		return Decision{}, fmt.Errorf("kith.ext.headers: %w", err)
 	}
 	d.Headers = headers
+	var denies []string
+	switch deny := obj["deny"].(type) {
+	case nil:
+	case []any:
+		for _, r := range deny {
+			s, ok := r.(string)
+			if !ok {
+				s = fmt.Sprint(r)
+			}
+			denies = append(denies, "denied by kith.ext: "+s)
+		}
+		sort.Strings(denies)
+	default:
+		return Decision{}, fmt.Errorf("kith.ext.deny is %T, want a set of strings", deny)
+	}
+	extAllow, _ := obj["ext_allow"].(bool)
+	matched, _ := obj["grants"].([]any)
+	ids := make([]string, 0, len(matched))
+	for _, id := range matched {
+		if s, ok := id.(string); ok {
+			ids = append(ids, s)
+		}
+	}
+	slices.Sort(ids)
 
-	caller, target := in.Caller.String(), in.Target.String()
-	if present, _ := obj["caller_present"].(bool); !present {
+	// The same combination as data.kith.authz.allow.
+	hasCaller := !in.Caller.IsZero()
+	d.PolicyAllowed = len(denies) == 0 && (hasCaller && len(ids) > 0 || extAllow)
+
+	if !hasCaller {
 		d.Reasons = append(d.Reasons, "no caller identity")
 	}
-	denies, _ := obj["deny"].([]any)
-	for _, r := range denies {
-		s, ok := r.(string)
-		if !ok {
-			s = fmt.Sprint(r)
-		}
-		d.Reasons = append(d.Reasons, "denied by kith.ext: "+s)
-	}
-	sort.Strings(d.Reasons[len(d.Reasons)-len(denies):])
-
-	states, _ := obj["grants"].(map[string]any)
-	ids := slices.Sorted(maps.Keys(states))
-	var allows, misses []string
+	d.Reasons = append(d.Reasons, denies...)
 	e.mu.RLock()
-	for _, id := range ids {
-		g, known := e.grants[id]
-		if !known {
-			g = Grant{ID: id, Caller: "?", Target: "?"}
-		}
-		switch states[id] {
-		case "ok":
+	defer e.mu.RUnlock()
+	if hasCaller {
+		for _, id := range ids {
+			g, known := e.grants[id]
+			if !known {
+				g = Grant{ID: id, Caller: "?", Target: "?"}
+			}
 			if d.Grant == "" {
 				d.Grant = id
 			}
-			allows = append(allows, fmt.Sprintf("grant %s allows %s", id, g.describe()))
-		case "expired":
-			misses = append(misses, fmt.Sprintf("grant %s expired at %s", id, g.ExpiresAt.UTC().Format(time.RFC3339)))
-		case "method":
-			misses = append(misses, fmt.Sprintf("grant %s does not allow method %s", id, in.Method))
-		case "path":
-			misses = append(misses, fmt.Sprintf("grant %s does not allow path %s", id, in.Path))
+			d.Reasons = append(d.Reasons, fmt.Sprintf("grant %s allows %s", id, g.describe()))
 		}
 	}
-	e.mu.RUnlock()
-	d.Reasons = append(d.Reasons, allows...)
-	if extAllow, _ := obj["ext_allow"].(bool); extAllow {
+	if extAllow {
 		d.Reasons = append(d.Reasons, "allowed by kith.ext")
-	} else if len(allows) == 0 && !in.Caller.IsZero() {
-		d.Reasons = append(d.Reasons, fmt.Sprintf("no grant allows %s to call %s (%s %s)", caller, target, in.Method, in.Path))
 	}
-	d.Reasons = append(d.Reasons, misses...)
+	if hasCaller && len(ids) == 0 {
+		if !extAllow {
+			d.Reasons = append(d.Reasons, fmt.Sprintf("no grant allows %s to call %s (%s %s)", in.Caller, in.Target, in.Method, in.Path))
+		}
+		d.Reasons = append(d.Reasons, e.explainMisses(in, now)...)
+	}
 	return d, nil
+}
+
+// explainMisses says why each grant stored for the request's caller and
+// target keys does not allow it. The caller holds e.mu.
+func (e *Engine) explainMisses(in Input, now time.Time) []string {
+	method := strings.ToUpper(in.Method)
+	rawPath, _, _ := strings.Cut(in.Path, "?")
+	cleaned := cleanPath(rawPath)
+	v, err := storage.ReadOne(context.Background(), e.store, grantsPath)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot read grants: %v", err)}
+	}
+	root, _ := v.(ast.Object)
+	if root == nil {
+		return nil
+	}
+	var ids []string
+	for _, tk := range idKeys(in.Target, int(e.maxIDSlashes.Load())) {
+		callers, _ := valueAt(root, tk).(ast.Object)
+		if callers == nil {
+			continue
+		}
+		for _, ck := range idKeys(in.Caller, int(e.maxIDSlashes.Load())) {
+			if grants, _ := valueAt(callers, ck).(ast.Object); grants != nil {
+				for _, k := range grants.Keys() {
+					if s, ok := k.Value.(ast.String); ok {
+						ids = append(ids, string(s))
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(ids)
+	var out []string
+	for _, id := range ids {
+		g := e.grants[id]
+		switch g.state(now, method, cleaned) {
+		case "expired":
+			out = append(out, fmt.Sprintf("grant %s expired at %s", id, g.ExpiresAt.UTC().Format(time.RFC3339)))
+		case "method":
+			out = append(out, fmt.Sprintf("grant %s does not allow method %s", id, method))
+		case "path":
+			out = append(out, fmt.Sprintf("grant %s does not allow path %s", id, in.Path))
+		}
+	}
+	return out
+}
+
+func valueAt(obj ast.Object, key string) ast.Value {
+	if t := obj.Get(ast.StringTerm(key)); t != nil {
+		return t.Value
+	}
+	return nil
 }
 
 // interpretCustom reads an OPA-Envoy-style decision: a boolean or an object

@@ -1,12 +1,17 @@
 package authz
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -114,39 +119,99 @@ func validatePath(p string) error {
 	return nil
 }
 
-// pathPattern is a compiled path pattern as stored for the built-in policy:
-// exactly one of "exact", "prefix" or "glob" (for glob.match with "/" as
-// the delimiter).
-func pathPattern(p string) map[string]any {
-	body, trailing := strings.CutSuffix(p, "/*")
-	switch {
-	case !strings.Contains(p, "*"):
-		return map[string]any{"exact": p}
-	case trailing && !strings.Contains(body, "*"):
-		return map[string]any{"prefix": body + "/"}
-	case trailing:
-		return map[string]any{"glob": body + "/**"}
-	default:
-		return map[string]any{"glob": p}
-	}
-}
+// neverExpires is the expires_at of a grant without expiry.
+const neverExpires = int64(math.MaxInt64)
 
-// storeValue is g's document under data.kith.grants.
-func (g Grant) storeValue() map[string]any {
-	methods := make([]any, len(g.Methods))
-	for i, m := range g.Methods {
-		methods[i] = m
-	}
-	paths := make([]any, len(g.Paths))
-	for i, p := range g.Paths {
-		paths[i] = pathPattern(p)
-	}
-	var exp int64
+// storeValue is g's document under data.kith.grants: methods and paths as
+// objects keyed like input.kith.method_keys and input.kith.path_keys, and the
+// patterns with a "*" inside a segment as globs for glob.match (a trailing
+// "/*" becoming "/**"). Grants with the same methods, paths and expiry
+// share one value, interned in values, which keeps the store small.
+func (g Grant) storeValue(values map[string]ast.Value) ast.Value {
+	exp := neverExpires
 	if !g.ExpiresAt.IsZero() {
 		exp = g.ExpiresAt.UnixNano()
 	}
-	return map[string]any{"methods": methods, "paths": paths, "expires_at": exp}
+	key := fmt.Sprintf("%d %q %q", exp, g.Methods, g.Paths)
+	if v, ok := values[key]; ok {
+		return v
+	}
+	methods := ast.NewObject()
+	for _, m := range g.Methods {
+		methods.Insert(ast.StringTerm(m), ast.InternedTerm(true))
+	}
+	if len(g.Methods) == 0 {
+		methods.Insert(ast.StringTerm("*"), ast.InternedTerm(true))
+	}
+	paths := ast.NewObject()
+	var globs []*ast.Term
+	for _, p := range g.Paths {
+		if body, trailing := strings.CutSuffix(p, "/*"); strings.Contains(body, "*") {
+			if trailing {
+				body += "/**"
+			}
+			globs = append(globs, ast.StringTerm(body))
+		} else {
+			paths.Insert(ast.StringTerm(p), ast.InternedTerm(true))
+		}
+	}
+	if len(g.Paths) == 0 {
+		paths.Insert(ast.StringTerm("/*"), ast.InternedTerm(true))
+	}
+	v := ast.NewObject(
+		ast.Item(ast.StringTerm("methods"), ast.NewTerm(methods)),
+		ast.Item(ast.StringTerm("paths"), ast.NewTerm(paths)),
+		ast.Item(ast.StringTerm("globs"), ast.ArrayTerm(globs...)),
+		ast.Item(ast.StringTerm("expires_at"), ast.NumberTerm(json.Number(strconv.FormatInt(exp, 10)))),
+	)
+	values[key] = v
+	return v
 }
+
+// state says why g does or does not allow a request: "ok", "expired",
+// "method" or "path". It is the Go twin of the built-in policy's matching,
+// used to explain denials.
+func (g Grant) state(now time.Time, method, cleanedPath string) string {
+	switch {
+	case !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt):
+		return "expired"
+	case len(g.Methods) > 0 && !slices.Contains(g.Methods, method):
+		return "method"
+	case len(g.Paths) > 0 && !slices.ContainsFunc(g.Paths, func(p string) bool { return pathMatches(p, cleanedPath) }):
+		return "path"
+	}
+	return "ok"
+}
+
+// pathMatches reports whether the path pattern p matches the request path.
+func pathMatches(p, reqPath string) bool {
+	body, trailing := strings.CutSuffix(p, "/*")
+	if !trailing {
+		ok, _ := path.Match(p, reqPath)
+		return ok
+	}
+	// Match body against as many leading segments of reqPath, then require
+	// a "/" after them.
+	n := strings.Count(body, "/")
+	i := 0
+	for seen := 0; i < len(reqPath); i++ {
+		if reqPath[i] == '/' {
+			if seen == n {
+				break
+			}
+			seen++
+		}
+	}
+	if i >= len(reqPath) {
+		return false
+	}
+	ok, _ := path.Match(body, reqPath[:i])
+	return ok
+}
+
+// depth is the number of "/" in a pattern: how many prefix keys of a
+// request are needed to find it.
+func depth(pattern string) int { return strings.Count(pattern, "/") }
 
 // describe renders what g allows: "CALLER → TARGET GET,POST /api/*".
 func (g Grant) describe() string {
@@ -161,20 +226,37 @@ func (g Grant) describe() string {
 	return fmt.Sprintf("%s → %s %s %s", g.Caller, g.Target, methods, paths)
 }
 
-// matchKeys returns the grant keys that can match id: the ID itself, then
-// "spiffe://td/*", "spiffe://td/a/*", and so on for each ancestor of its path.
-// A zero ID has no keys.
-func matchKeys(id spiffeid.ID) []string {
+// idKeys returns the grant keys that can match id: the ID itself, then
+// "spiffe://td/*", "spiffe://td/a/*", and so on for each ancestor of its
+// path, at most maxSlashes of them (no grant prefix has more "/" in its
+// path). A zero ID has no keys.
+func idKeys(id spiffeid.ID, maxSlashes int) []string {
 	if id.IsZero() {
 		return nil
 	}
 	s := id.String()
 	td := len("spiffe://") + len(id.TrustDomain().Name())
-	keys := make([]string, 0, 1+strings.Count(s[td:], "/"))
+	keys := make([]string, 0, 1+min(maxSlashes, strings.Count(s[td:], "/")))
 	keys = append(keys, s)
-	for i := td; i < len(s); i++ {
+	for i, n := td, 0; i < len(s) && n < maxSlashes; i++ {
 		if s[i] == '/' {
 			keys = append(keys, s[:i]+"/*")
+			n++
+		}
+	}
+	return keys
+}
+
+// pathKeys returns the keys of a grant's paths object that can match the
+// (cleaned) request path: the path itself, then "/*", "/a/*", "/a/b/*" and so
+// on for each ancestor, at most maxSlashes of them.
+func pathKeys(p string, maxSlashes int) []string {
+	keys := make([]string, 0, 1+min(maxSlashes, strings.Count(p, "/")))
+	keys = append(keys, p)
+	for i, n := 0, 0; i < len(p) && n < maxSlashes; i++ {
+		if p[i] == '/' {
+			keys = append(keys, p[:i+1]+"*")
+			n++
 		}
 	}
 	return keys

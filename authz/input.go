@@ -5,68 +5,174 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-var emptyObject = ast.NewTerm(ast.NewObject())
+var (
+	emptyObject = ast.NewTerm(ast.NewObject())
+	anyMethod   = ast.StringTerm("*")
+)
 
 // input builds the input document: OPA-Envoy's attributes, parsed_path and
 // parsed_query, plus input.kith.
-func (e *Engine) input(in Input) (ast.Value, error) {
+//
+// Only the parts that the policy refers to are built: the built-in policy
+// reads input.kith alone, so the Envoy attributes are converted only for
+// custom policies that read them.
+func (e *Engine) input(in Input, now time.Time, needs inputNeeds) (ast.Value, error) {
 	method := strings.ToUpper(in.Method)
 	rawPath, rawQuery, _ := strings.Cut(in.Path, "?")
-	attrs, err := attributes(in, method, rawPath)
-	if err != nil {
-		return nil, err
-	}
-	parsedPath := in.ParsedPath
-	if parsedPath == nil {
-		parsedPath = splitPath(rawPath)
-	}
-	pathTerms := make([]*ast.Term, len(parsedPath))
-	for i, s := range parsedPath {
-		pathTerms[i] = ast.StringTerm(s)
-	}
-	query := in.ParsedQuery
-	if query == nil {
-		query = parseQuery(rawQuery, in.Attributes)
-	}
-	queryObj := ast.NewObject()
-	for k, vs := range query {
-		arr := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			arr[i] = ast.StringTerm(v)
+	cleaned := cleanPath(rawPath)
+	items := make([][2]*ast.Term, 0, 4)
+	if needs.attributes {
+		attrs, err := attributes(in, method, rawPath)
+		if err != nil {
+			return nil, err
 		}
-		queryObj.Insert(ast.StringTerm(k), ast.ArrayTerm(arr...))
+		items = append(items, ast.Item(ast.StringTerm("attributes"), attrs))
+	}
+	if needs.parsedPath {
+		parsedPath := in.ParsedPath
+		if parsedPath == nil {
+			parsedPath = splitPath(rawPath)
+		}
+		items = append(items, ast.Item(ast.StringTerm("parsed_path"), stringsTerm(parsedPath)))
+	}
+	if needs.parsedQuery {
+		query := in.ParsedQuery
+		if query == nil {
+			query = parseQuery(rawQuery, in.Attributes)
+		}
+		queryObj := ast.NewObject()
+		for k, vs := range query {
+			queryObj.Insert(ast.StringTerm(k), stringsTerm(vs))
+		}
+		items = append(items, ast.Item(ast.StringTerm("parsed_query"), ast.NewTerm(queryObj)))
 	}
 
-	e.mu.RLock()
-	callerLabels, targetLabels := e.labelsOf(in.Caller), e.labelsOf(in.Target)
-	e.mu.RUnlock()
-
+	caller, target := e.identity(in.Caller), e.identity(in.Target)
 	kith := ast.NewObject(
-		ast.Item(ast.StringTerm("caller"), ast.ObjectTerm(
-			ast.Item(ast.StringTerm("id"), idTerm(in.Caller)),
-			ast.Item(ast.StringTerm("labels"), callerLabels),
-		)),
-		ast.Item(ast.StringTerm("target"), ast.ObjectTerm(
-			ast.Item(ast.StringTerm("id"), idTerm(in.Target)),
-			ast.Item(ast.StringTerm("labels"), targetLabels),
-		)),
+		ast.Item(ast.StringTerm("caller"), caller.doc),
+		ast.Item(ast.StringTerm("target"), target.doc),
 		ast.Item(ast.StringTerm("method"), ast.StringTerm(method)),
-		ast.Item(ast.StringTerm("path"), ast.StringTerm(cleanPath(rawPath))),
-		ast.Item(ast.StringTerm("now"), ast.IntNumberTerm(int(e.now().UnixNano()))),
-		ast.Item(ast.StringTerm("caller_keys"), keysTerm(in.Caller)),
-		ast.Item(ast.StringTerm("target_keys"), keysTerm(in.Target)),
+		ast.Item(ast.StringTerm("path"), ast.StringTerm(cleaned)),
+		ast.Item(ast.StringTerm("now"), ast.IntNumberTerm(int(now.UnixNano()))),
+		ast.Item(ast.StringTerm("caller_keys"), caller.keys),
+		ast.Item(ast.StringTerm("target_keys"), target.keys),
+		ast.Item(ast.StringTerm("method_keys"), methodKeys(method)),
+		ast.Item(ast.StringTerm("path_keys"), stringsTerm(pathKeys(cleaned, max(1, int(e.maxPathSlashes.Load()))))),
 	)
-	return ast.NewObject(
-		ast.Item(ast.StringTerm("attributes"), attrs),
-		ast.Item(ast.StringTerm("parsed_path"), ast.ArrayTerm(pathTerms...)),
-		ast.Item(ast.StringTerm("parsed_query"), ast.NewTerm(queryObj)),
-		ast.Item(ast.StringTerm("kith"), ast.NewTerm(kith)),
-	), nil
+	items = append(items, ast.Item(ast.StringTerm("kith"), ast.NewTerm(kith)))
+	return ast.NewObject(items...), nil
+}
+
+// inputNeeds says which top-level parts of the input a policy reads.
+type inputNeeds struct{ attributes, parsedPath, parsedQuery bool }
+
+var allInput = inputNeeds{attributes: true, parsedPath: true, parsedQuery: true}
+
+// needsOf finds the parts of the input that modules refer to; a reference
+// to the whole input, or to input[x], needs everything.
+func needsOf(modules map[string]*ast.Module) inputNeeds {
+	var n inputNeeds
+	for _, m := range modules {
+		ast.WalkTerms(m, func(t *ast.Term) bool { // true: skip the children
+			switch v := t.Value.(type) {
+			case ast.Var:
+				if v.Equal(ast.InputRootDocument.Value) {
+					n = allInput
+				}
+			case ast.Ref:
+				if !v.HasPrefix(ast.InputRootRef) {
+					return false
+				}
+				if len(v) < 2 {
+					n = allInput
+					return true
+				}
+				switch k := v[1].Value.(type) {
+				case ast.String:
+					switch k {
+					case "attributes":
+						n.attributes = true
+					case "parsed_path":
+						n.parsedPath = true
+					case "parsed_query":
+						n.parsedQuery = true
+					}
+				default:
+					n = allInput
+				}
+				return true // not the head var
+			}
+			return false
+		})
+	}
+	return n
+}
+
+// identityTerms are the parts of the input about one SPIFFE ID.
+type identityTerms struct {
+	doc  *ast.Term // {"id": ..., "labels": {...}}
+	keys *ast.Term // idKeys
+}
+
+// idCache holds identityTerms by SPIFFE ID. It is replaced by an empty one
+// when labels or key depth change, and when it grows past maxCachedIDs.
+type idCache struct {
+	m sync.Map
+	n atomic.Int64
+}
+
+const maxCachedIDs = 1 << 16
+
+var noIdentity = identityTerms{
+	doc:  ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm("")), ast.Item(ast.StringTerm("labels"), emptyObject)),
+	keys: ast.ArrayTerm(),
+}
+
+func (e *Engine) identity(id spiffeid.ID) identityTerms {
+	if id.IsZero() {
+		return noIdentity
+	}
+	s := id.String()
+	c := e.ids.Load()
+	if v, ok := c.m.Load(s); ok {
+		return v.(identityTerms)
+	}
+	e.mu.RLock()
+	labels := e.labelsOf(id)
+	e.mu.RUnlock()
+	t := identityTerms{
+		doc:  ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm(s)), ast.Item(ast.StringTerm("labels"), labels)),
+		keys: stringsTerm(idKeys(id, int(e.maxIDSlashes.Load()))),
+	}
+	if c.n.Add(1) > maxCachedIDs {
+		e.ids.CompareAndSwap(c, &idCache{})
+	} else {
+		c.m.Store(s, t)
+	}
+	return t
+}
+
+var methodTerms = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, method := range httpMethods {
+		m[method] = ast.ArrayTerm(ast.StringTerm(method), anyMethod)
+	}
+	return m
+}()
+
+func methodKeys(method string) *ast.Term {
+	if t, ok := methodTerms[method]; ok {
+		return t
+	}
+	return ast.ArrayTerm(ast.StringTerm(method), anyMethod)
 }
 
 func (e *Engine) labelsOf(id spiffeid.ID) *ast.Term {
@@ -86,8 +192,7 @@ func idTerm(id spiffeid.ID) *ast.Term {
 	return ast.StringTerm(id.String())
 }
 
-func keysTerm(id spiffeid.ID) *ast.Term {
-	keys := matchKeys(id)
+func stringsTerm(keys []string) *ast.Term {
 	terms := make([]*ast.Term, len(keys))
 	for i, k := range keys {
 		terms[i] = ast.StringTerm(k)

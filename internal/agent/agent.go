@@ -30,7 +30,9 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload/unix"
 	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/internal/agent/workloadapi"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/sds"
 )
 
 // Config builds an Agent.
@@ -57,6 +59,11 @@ type Agent struct {
 
 	services []func(grpc.ServiceRegistrar)
 
+	renewMu     sync.Mutex
+	renewSerial string
+	renewAt     time.Time
+	metrics  *metrics
+
 	clientMu sync.Mutex
 	client   agentv1.AgentServiceClient // current mTLS client, nil while disconnected
 }
@@ -82,6 +89,18 @@ func New(cfg Config) (*Agent, error) {
 		dirty:    make(chan struct{}, 1), signal: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 	a.jwt = newJWTCache(a)
+	a.metrics = newMetrics()
+	wl, err := workloadapi.New(workloadapi.Config{Attestor: a.attestor, Cache: a.cache, JWT: a.jwt, Logger: cfg.Logger.With("component", "workloadapi")})
+	if err != nil {
+		return nil, err
+	}
+	a.Register(wl.Register)
+	secrets, err := sds.New(sds.Config{Attestor: a.attestor, Cache: a.cache, Logger: cfg.Logger.With("component", "sds"),
+		OnNACK: func(node string) { a.metrics.sdsNACKs.WithLabelValues(node).Inc() }})
+	if err != nil {
+		return nil, err
+	}
+	a.Register(secrets.Register)
 	return a, nil
 }
 
@@ -120,6 +139,19 @@ func (a *Agent) poke() {
 	case a.signal <- struct{}{}:
 	default:
 	}
+}
+
+// agentRenewAt is half-way through the agent SVID's life as counted from when the agent got it.
+func (a *Agent) agentRenewAt() time.Time {
+	a.renewMu.Lock()
+	defer a.renewMu.Unlock()
+	svid := a.agentSVID.Load()
+	serial := svid.Certificates[0].SerialNumber.Text(16)
+	if a.renewSerial != serial {
+		leaf := svid.Certificates[0]
+		a.renewSerial, a.renewAt = serial, rotationTime(a.cfg.Now(), leaf.NotBefore, leaf.NotAfter, 0.5)
+	}
+	return a.renewAt
 }
 
 // Run attests (or restores persisted state), serves the sockets, and keeps in sync until ctx is done.
@@ -352,9 +384,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	svid := a.agentSVID.Load()
-	leaf := svid.Certificates[0]
-	renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	renewAt := a.agentRenewAt()
 	if !a.cfg.Now().Before(renewAt) {
 		if err := a.renew(ctx, client); err != nil {
 			return err

@@ -14,6 +14,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/internal/agent/cache"
@@ -89,9 +91,10 @@ func (a *Agent) dueEntries(now time.Time, rotateAt map[string]time.Time, signedR
 		live[serial] = true
 		at, ok := rotateAt[serial]
 		if !ok {
-			life := leaf.NotAfter.Sub(leaf.NotBefore)
+			// Measured from when the agent first holds it (not NotBefore, which is backdated), so a short
+			// TTL is not rotated at once; an SVID restored from disk rotates at half its remaining life.
 			frac := pct * (0.9 + 0.2*rand.Float64())
-			at = leaf.NotBefore.Add(time.Duration(float64(life) * frac))
+			at = rotationTime(now, leaf.NotBefore, leaf.NotAfter, frac)
 			rotateAt[serial] = at
 		}
 		if !now.Before(at) {
@@ -224,13 +227,7 @@ func halfLifeLeft(s *jwtsvid.SVID, now time.Time) bool {
 	return now.Before(issued.Add(s.Expiry.Sub(issued) / 2))
 }
 
-var errServerUnavailable = serverUnavailableError{}
-
-type serverUnavailableError struct{}
-
-func (serverUnavailableError) Error() string {
-	return "the agent cannot reach the server to mint a JWT-SVID and holds no valid one for this audience"
-}
+var errServerUnavailable = status.Error(codes.Unavailable, "the agent cannot reach the server to mint a JWT-SVID and holds no valid one for this audience")
 
 func errWrongID(got, want spiffeid.ID) error {
 	return &wrongIDError{got: got, want: want}
@@ -240,4 +237,13 @@ type wrongIDError struct{ got, want spiffeid.ID }
 
 func (e *wrongIDError) Error() string {
 	return "server returned a jwt-svid for " + e.got.String() + ", want " + e.want.String()
+}
+
+// rotationTime is when to replace a certificate first seen at now: after frac of its remaining life.
+func rotationTime(now, notBefore, notAfter time.Time, frac float64) time.Time {
+	start := now
+	if notBefore.After(now) {
+		start = notBefore
+	}
+	return start.Add(time.Duration(float64(notAfter.Sub(start)) * frac))
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kithid/kith/internal/agent"
-	"github.com/kithid/kith/internal/agent/workloadapi"
 	"github.com/kithid/kith/internal/config"
 )
 
@@ -70,16 +69,7 @@ func (e *env) agentCommand() *cobra.Command {
 	return cmd
 }
 
-// newAgent builds an agent with every service its socket offers: the SPIFFE Workload API and Envoy SDS.
+// newAgent builds an agent with every service its socket offers.
 func newAgent(cfg *config.Agent, log *slog.Logger) (*agent.Agent, error) {
-	a, err := agent.New(agent.Config{Config: cfg, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	wl, err := workloadapi.New(workloadapi.Config{Attestor: a.Attestor(), Cache: a.Cache(), JWT: a.JWT(), Logger: log.With("component", "workloadapi")})
-	if err != nil {
-		return nil, err
-	}
-	a.Register(wl.Register)
-	return a, nil
+	return agent.New(agent.Config{Config: cfg, Logger: log})
 }

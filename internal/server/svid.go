@@ -78,8 +78,8 @@ func (o *ownSVID) Run(ctx context.Context, caChanged <-chan struct{}) error {
 		cur := o.cur.Load()
 		wait := time.Minute
 		if cur != nil {
-			leaf := cur.Certificates[0]
-			wait = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2).Sub(o.now())
+			// Half of the life left after issuance (NotBefore is backdated).
+			wait = cur.Certificates[0].NotAfter.Sub(o.now()) / 2
 		}
 		t := time.NewTimer(max(wait, time.Second))
 		select {

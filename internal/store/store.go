@@ -92,11 +92,11 @@ type AuditFilter struct {
 
 // AuditVerification is the result of checking the audit chain.
 type AuditVerification struct {
-	Count      int64 // rows checked
-	OK         bool
-	BrokenAt   int64  // first row whose hash does not match, when !OK
-	Problem    string // what is wrong at BrokenAt
-	HeadHash   []byte // hash of the last row
+	Count    int64 // rows checked
+	OK       bool
+	BrokenAt int64  // first row whose hash does not match, when !OK
+	Problem  string // what is wrong at BrokenAt
+	HeadHash []byte // hash of the last row
 }
 
 // ChangeKind names the kind of object a Change is about.

@@ -1,0 +1,364 @@
+package sds
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/internal/agent/cache"
+)
+
+// pushable is a stream the hub can offer updates to.
+type pushable interface {
+	state() *streamState
+	push() // send what changed since the last response; called by the pusher
+}
+
+// streamState is the state every stream has. mu serializes Send and guards the fields below it.
+type streamState struct {
+	srv     *Server
+	pending atomic.Pointer[cache.Update] // newest update for this stream's selectors
+	queued  atomic.Bool                  // in the pusher's queue
+	closed  atomic.Bool                  // handler returned
+
+	mu      sync.Mutex
+	started bool   // the first request was answered
+	nodeID  string // from the first request that names a node
+	form    form
+	n       uint64 // responses sent
+	nonce   string // nonce of the last response
+}
+
+func (b *streamState) state() *streamState { return b }
+
+func (b *streamState) setNode(id string, f form, has bool) {
+	if b.nodeID == "" && has {
+		b.nodeID, b.form = id, f
+	}
+}
+
+func notFound(err error) error {
+	if errors.Is(err, errUnknownName) {
+		return status.Error(codes.NotFound, err.Error())
+	}
+	return err
+}
+
+// sotwStream is a state-of-the-world stream (StreamSecrets or StreamAggregatedResources).
+type sotwStream struct {
+	streamState
+	st      sotwServer
+	names   []string // requested; empty: everything
+	version string   // version of the last response
+	acked   string   // version the proxy last accepted
+}
+
+func (s *sotwStream) handle(req *discoveryv3.DiscoveryRequest) error {
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setNode(req.GetNode().GetId(), formFor(req.GetNode()), req.GetNode() != nil)
+	if !s.started {
+		s.started = true
+		s.names = slices.Clone(req.GetResourceNames())
+		s.acked = req.GetVersionInfo()
+		return s.respond(true)
+	}
+	if req.GetResponseNonce() != s.nonce {
+		s.srv.log.Debug("ignore stale sds request", "node", s.nodeID, "nonce", req.GetResponseNonce(), "current", s.nonce)
+		return nil
+	}
+	if req.GetErrorDetail() != nil {
+		s.nack(s.version, s.nonce, req.GetErrorDetail().GetMessage())
+		return nil
+	}
+	if !sameSet(req.GetResourceNames(), s.names) {
+		s.names = slices.Clone(req.GetResourceNames())
+		return s.respond(true)
+	}
+	s.acked = req.GetVersionInfo() // an ACK: nothing to send
+	return nil
+}
+
+// respond sends the current state for the requested names. A requested response (force) fails on
+// unknown names; a push skips names that went away and sends nothing when nothing changed.
+func (s *sotwStream) respond(force bool) error {
+	items, err := resolveNames(s.pending.Load(), s.names, force)
+	if err != nil {
+		return notFound(err)
+	}
+	names, bs, err := s.srv.buildAll(items, s.form)
+	if err != nil {
+		return err
+	}
+	version := responseVersion(names, bs)
+	if !force && version == s.version {
+		return nil
+	}
+	resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: SecretType, Nonce: s.nextNonce()}
+	resp.Resources = make([]*anypb.Any, len(bs))
+	for i, b := range bs {
+		resp.Resources[i] = b.any
+	}
+	if err := s.st.Send(resp); err != nil {
+		return err
+	}
+	s.version, s.nonce = version, resp.Nonce
+	return nil
+}
+
+func (s *sotwStream) push() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() || !s.started {
+		return
+	}
+	if err := s.respond(false); err != nil {
+		s.srv.log.Debug("push secrets", "node", s.nodeID, "error", err)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	sort.Strings(x)
+	sort.Strings(y)
+	return slices.Equal(x, y)
+}
+
+// deltaStream is an incremental stream (DeltaSecrets or DeltaAggregatedResources).
+type deltaStream struct {
+	streamState
+	st       deltaServer
+	wildcard bool
+	subs     map[string]struct{} // explicitly subscribed names
+	sent     map[string]string   // name → version the proxy has
+}
+
+const wildcardName = "*"
+
+func (d *deltaStream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.setNode(req.GetNode().GetId(), formFor(req.GetNode()), req.GetNode() != nil)
+	first := !d.started
+	if first {
+		d.started = true
+		d.wildcard = len(req.GetResourceNamesSubscribe()) == 0
+		d.subs = map[string]struct{}{}
+		d.sent = maps.Clone(req.GetInitialResourceVersions())
+		if d.sent == nil {
+			d.sent = map[string]string{}
+		}
+	} else if req.GetResponseNonce() == d.nonce && req.GetErrorDetail() != nil {
+		d.nack("", d.nonce, req.GetErrorDetail().GetMessage())
+	}
+	// Subscription changes are honoured whatever the nonce; the nonce only qualifies ACKs and NACKs.
+	changed := first
+	u := d.pending.Load()
+	for _, n := range req.GetResourceNamesSubscribe() {
+		changed = true
+		if n == wildcardName {
+			d.wildcard = true
+			continue
+		}
+		if _, err := resolve(u, n); err != nil {
+			return notFound(err)
+		}
+		d.subs[n] = struct{}{}
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		changed = true
+		if n == wildcardName {
+			d.wildcard = false
+			continue
+		}
+		delete(d.subs, n)
+	}
+	if !changed {
+		return nil
+	}
+	return d.respond(first)
+}
+
+// respond sends the resources whose version the proxy does not have and the names it should drop.
+func (d *deltaStream) respond(force bool) error {
+	u := d.pending.Load()
+	var items []item
+	if d.wildcard {
+		items = resolveAll(u)
+	}
+	for _, n := range slices.Sorted(maps.Keys(d.subs)) {
+		if it, err := resolve(u, n); err == nil {
+			items = append(items, it)
+		}
+	}
+	names, bs, err := d.srv.buildAll(items, d.form)
+	if err != nil {
+		return err
+	}
+	current := make(map[string]struct{}, len(names))
+	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: SecretType}
+	for i, n := range names {
+		if _, dup := current[n]; dup {
+			continue
+		}
+		current[n] = struct{}{}
+		if d.sent[n] == bs[i].version {
+			continue
+		}
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: n, Version: bs[i].version, Resource: bs[i].any})
+	}
+	for n := range d.sent {
+		if _, ok := current[n]; !ok {
+			resp.RemovedResources = append(resp.RemovedResources, n)
+		}
+	}
+	sort.Strings(resp.RemovedResources)
+	if !force && len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 {
+		return nil
+	}
+	resp.SystemVersionInfo = responseVersion(names, bs)
+	resp.Nonce = d.nextNonce()
+	if err := d.st.Send(resp); err != nil {
+		return err
+	}
+	d.nonce = resp.Nonce
+	for _, r := range resp.Resources {
+		d.sent[r.Name] = r.Version
+	}
+	for _, n := range resp.RemovedResources {
+		delete(d.sent, n)
+	}
+	return nil
+}
+
+func (d *deltaStream) push() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed.Load() || !d.started {
+		return
+	}
+	if err := d.respond(false); err != nil {
+		d.srv.log.Debug("push secrets", "node", d.nodeID, "error", err)
+	}
+}
+
+// hub is the streams of one selector set, sharing one cache subscription and one watching goroutine.
+type hub struct {
+	key  string
+	sub  *cache.Subscription
+	done chan struct{}
+
+	mu      sync.Mutex
+	latest  *cache.Update
+	streams map[pushable]struct{}
+}
+
+// join adds a stream to the hub of its selector set, starting the hub if it is the first.
+func (s *Server) join(sels []attestation.Selector, st pushable) *hub {
+	key := selectorKey(sels)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hubs[key]
+	if h == nil {
+		sub := s.cache.Subscribe(sels)
+		h = &hub{key: key, sub: sub, done: make(chan struct{}), latest: <-sub.Updates(), streams: map[pushable]struct{}{}}
+		s.hubs[key] = h
+		go s.watch(h)
+	}
+	h.mu.Lock()
+	h.streams[st] = struct{}{}
+	st.state().pending.Store(h.latest)
+	h.mu.Unlock()
+	return h
+}
+
+// leave removes a stream; the last one out stops the hub.
+func (s *Server) leave(h *hub, st pushable) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h.mu.Lock()
+	delete(h.streams, st)
+	empty := len(h.streams) == 0
+	h.mu.Unlock()
+	if empty {
+		delete(s.hubs, h.key)
+		h.sub.Finish()
+		close(h.done)
+	}
+}
+
+// watch offers each update to the hub's streams; streams whose secrets changed are queued for a push.
+func (s *Server) watch(h *hub) {
+	for {
+		select {
+		case u := <-h.sub.Updates():
+			h.mu.Lock()
+			h.latest = u
+			for st := range h.streams {
+				b := st.state()
+				b.pending.Store(u)
+				if b.queued.CompareAndSwap(false, true) {
+					s.push.enqueue(st)
+				}
+			}
+			h.mu.Unlock()
+		case <-h.done:
+			return
+		}
+	}
+}
+
+// pusher sends pushes with at most max transient workers, so a stream costs no goroutine of its own
+// and a slow proxy holds up one worker, not its whole hub.
+type pusher struct {
+	mu      sync.Mutex
+	queue   []pushable
+	workers int
+	max     int
+}
+
+func (p *pusher) enqueue(st pushable) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queue = append(p.queue, st)
+	if p.workers < p.max {
+		p.workers++
+		go p.work()
+	}
+}
+
+func (p *pusher) work() {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.workers--
+			p.queue = nil
+			p.mu.Unlock()
+			return
+		}
+		st := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		st.state().queued.Store(false)
+		st.push()
+	}
+}
