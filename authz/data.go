@@ -97,30 +97,21 @@ func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	old, exists := e.grants[g.ID]
-	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
-		if exists {
-			if err := e.removeGrant(ctx, txn, old); err != nil {
-				return err
-			}
-		}
-		dir := storePath(g.Target, g.Caller)
-		if err := storage.MakeDir(ctx, e.store, txn, dir); err != nil {
-			return err
-		}
-		return e.store.Write(ctx, txn, storage.AddOp, storePath(g.Target, g.Caller, g.ID), g.storeValue(e.values))
-	})
-	if err != nil {
+	var old *Grant
+	if o, ok := e.grants[g.ID]; ok {
+		old = &o
+	}
+	if err := e.writeGrant(ctx, old, &g); err != nil {
 		return fmt.Errorf("put grant %s: %w", g.ID, err)
 	}
 	e.grants[g.ID] = g
 	i, p := g.slashes()
-	if i > e.maxIDSlashes.Load() {
-		e.maxIDSlashes.Store(i)
-		e.ids.Store(&idCache{})
-	}
 	if p > e.maxPathSlashes.Load() {
 		e.maxPathSlashes.Store(p)
+	}
+	if i > e.maxIDSlashes.Load() {
+		e.maxIDSlashes.Store(i)
+		e.ids.Store(&idCache{}) // after the key depth it caches
 	}
 	return nil
 }
@@ -134,40 +125,70 @@ func (e *Engine) DeleteGrant(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
-		return e.removeGrant(ctx, txn, g)
-	})
-	if err != nil {
+	if err := e.writeGrant(ctx, &g, nil); err != nil {
 		return fmt.Errorf("delete grant %s: %w", id, err)
 	}
 	delete(e.grants, id)
 	return nil
 }
 
-// removeGrant deletes g from the store, and the caller and target entries
-// it leaves empty.
-func (e *Engine) removeGrant(ctx context.Context, txn storage.Transaction, g Grant) error {
-	p := storePath(g.Target, g.Caller, g.ID)
-	if err := e.store.Write(ctx, txn, storage.RemoveOp, p, nil); err != nil && !storage.IsNotFound(err) {
-		return err
-	}
-	for range 2 {
-		p = p[:len(p)-1]
-		v, err := e.store.Read(ctx, txn, p)
-		if err != nil {
-			if storage.IsNotFound(err) {
-				return nil
+// writeGrant replaces old (if any) by g (if any) in one store transaction,
+// removing the caller and target entries old leaves empty. All reads come
+// before the first write: the in-memory store copies what a transaction
+// reads after writing, which must not happen while decisions read it.
+// The caller holds e.mu.
+func (e *Engine) writeGrant(ctx context.Context, old, g *Grant) error {
+	return storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+		lenAt := func(p storage.Path) int {
+			v, err := e.store.Read(ctx, txn, p)
+			if err != nil {
+				return 0
 			}
-			return err
+			return size(v)
 		}
-		if size(v) != 0 {
+		var oldPairLen, oldTargetLen int
+		if old != nil {
+			oldPairLen, oldTargetLen = lenAt(storePath(old.Target, old.Caller)), lenAt(storePath(old.Target))
+		}
+		var targetExists, pairExists bool
+		if g != nil {
+			targetExists, pairExists = lenAt(storePath(g.Target)) > 0, lenAt(storePath(g.Target, g.Caller)) > 0
+		}
+		write := func(op storage.PatchOp, p storage.Path, v any) error { return e.store.Write(ctx, txn, op, p, v) }
+
+		if old != nil && g != nil && old.Target == g.Target && old.Caller == g.Caller {
+			return write(storage.AddOp, storePath(g.Target, g.Caller, g.ID), g.storeValue(e.values))
+		}
+		if old != nil {
+			var err error
+			switch {
+			case oldPairLen > 1:
+				err = write(storage.RemoveOp, storePath(old.Target, old.Caller, old.ID), nil)
+			case oldTargetLen > 1:
+				err = write(storage.RemoveOp, storePath(old.Target, old.Caller), nil)
+			default:
+				err = write(storage.RemoveOp, storePath(old.Target), nil)
+				if g != nil && g.Target == old.Target {
+					targetExists, pairExists = false, false
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if g == nil {
 			return nil
 		}
-		if err := e.store.Write(ctx, txn, storage.RemoveOp, p, nil); err != nil {
-			return err
+		v := g.storeValue(e.values)
+		switch {
+		case !targetExists:
+			return write(storage.AddOp, storePath(g.Target), map[string]any{g.Caller: map[string]any{g.ID: v}})
+		case !pairExists:
+			return write(storage.AddOp, storePath(g.Target, g.Caller), map[string]any{g.ID: v})
+		default:
+			return write(storage.AddOp, storePath(g.Target, g.Caller, g.ID), v)
 		}
-	}
-	return nil
+	})
 }
 
 func size(v any) int {
@@ -177,7 +198,7 @@ func size(v any) int {
 	case map[string]any:
 		return len(v)
 	}
-	return -1
+	return 0
 }
 
 // Grants returns the grants, ordered by ID.

@@ -117,6 +117,9 @@ type policy struct {
 	revision string
 	query    rego.PreparedEvalQuery
 	needs    inputNeeds
+	// builtinOnly is set when there are no custom modules: then base
+	// documents are read once per decision and need no cache.
+	builtinOnly bool
 }
 
 // New returns an engine with the built-in policy and no data.
@@ -247,7 +250,7 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 	if err != nil {
 		return nil, fmt.Errorf("prepare query %s: %w", query, err)
 	}
-	p := &policy{revision: revision, query: pq, needs: needsOf(compiler.Modules)}
+	p := &policy{revision: revision, query: pq, needs: needsOf(compiler.Modules), builtinOnly: len(modules) == 0}
 	for i, in := range sampleInputs() {
 		var builtinErrs []topdown.Error
 		now := e.now()
@@ -299,7 +302,11 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, err
 	}
-	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalMetrics(noMetrics), rego.EvalBaseCache(noBaseCache{}))
+	opts := []rego.EvalOption{rego.EvalParsedInput(v), rego.EvalMetrics(noMetrics)}
+	if p.builtinOnly {
+		opts = append(opts, rego.EvalBaseCache(noBaseCache{}))
+	}
+	rs, err := p.query.Eval(ctx, opts...)
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("evaluate policy revision %s: %w", p.revision, err)
@@ -340,7 +347,7 @@ var noMetrics = metrics.NoOp()
 // so caching would only allocate.
 type noBaseCache struct{}
 
-func (noBaseCache) Get(ast.Ref) ast.Value { return nil }
+func (noBaseCache) Get(ast.Ref) ast.Value  { return nil }
 func (noBaseCache) Put(ast.Ref, ast.Value) {}
 
 func (e *Engine) mode(target spiffeid.ID) Mode {

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -583,5 +584,139 @@ func TestDeleteGrantLeavesNoEmptyEntries(t *testing.T) {
 	}
 	if got := txnRead(); size(got) != 0 {
 		t.Errorf("data.kith.grants = %v, want empty", got)
+	}
+}
+
+func mustID(s string) spiffeid.ID { return spiffeid.RequireFromString(s) }
+
+func TestSetPolicyReplacesModules(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, Config{})
+	mustPut(t, e, Grant{ID: "g", Caller: frontend.String(), Target: payments.String()})
+	deny := "package kith.ext\n\ndeny contains \"no\" if true\n"
+	in := Input{Caller: frontend, Target: payments, Method: "GET", Path: "/"}
+	if err := e.SetPolicy(ctx, "r1", map[string]string{"deny.rego": deny}); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(t, e, in); d.Allowed || d.Revision != "r1" {
+		t.Fatalf("with deny module: %+v", d)
+	}
+	if err := e.SetPolicy(ctx, "r2", nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(t, e, in); !d.Allowed || d.Revision != "r2" {
+		t.Fatalf("after removing the deny module: %+v", d)
+	}
+}
+
+func TestGrantValidate(t *testing.T) {
+	valid := Grant{ID: "g", Caller: frontend.String(), Target: "spiffe://example.org/ns/prod/*", Methods: []string{"GET", "POST"}, Paths: []string{"/api/*", "/pkg.S/*", "/a/*/b"}}
+	tests := []struct {
+		name    string
+		change  func(*Grant)
+		wantErr string
+	}{
+		{"a grant with IDs, prefixes, methods and paths is valid", func(*Grant) {}, ""},
+		{"a whole trust domain prefix is valid", func(g *Grant) { g.Caller = "spiffe://example.org/*" }, ""},
+		{"an empty ID is refused", func(g *Grant) { g.ID = "" }, "id is empty"},
+		{"a caller that is not a SPIFFE ID is refused", func(g *Grant) { g.Caller = "frontend" }, `caller: "frontend" is not a SPIFFE ID`},
+		{"a wildcard inside an ID is refused", func(g *Grant) { g.Target = "spiffe://example.org/ns/*/sa/x" }, "only allowed as a trailing /*"},
+		{"a lower-case method is refused with a hint", func(g *Grant) { g.Methods = []string{"get"} }, `method "get" must be upper-case (GET)`},
+		{"an unknown method is refused", func(g *Grant) { g.Methods = []string{"FETCH"} }, `method "FETCH" is not an HTTP method`},
+		{"a relative path is refused", func(g *Grant) { g.Paths = []string{"api"} }, `path "api" must start with /`},
+		{"a path with brackets is refused", func(g *Grant) { g.Paths = []string{"/a[1]"} }, "only * is special"},
+		{"a path with ** is refused", func(g *Grant) { g.Paths = []string{"/a/**"} }, "not **"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := valid
+			tt.change(&g)
+			err := g.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Errorf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Validate = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPutGrantRefusesAnInvalidGrant(t *testing.T) {
+	e := newEngine(t, Config{})
+	if err := e.PutGrant(context.Background(), Grant{ID: "g", Caller: "nope", Target: payments.String()}); err == nil {
+		t.Error("PutGrant accepted an invalid grant")
+	}
+	if err := e.SetData(context.Background(), Data{Modes: map[string]Mode{payments.String(): "loud"}}); err == nil {
+		t.Error("SetData accepted an unknown mode")
+	}
+}
+
+func TestIDKeys(t *testing.T) {
+	tests := []struct {
+		id   string
+		max  int
+		want []string
+	}{
+		{"spiffe://example.org/ns/dev/sa/x", 10, []string{"spiffe://example.org/ns/dev/sa/x", "spiffe://example.org/*", "spiffe://example.org/ns/*", "spiffe://example.org/ns/dev/*", "spiffe://example.org/ns/dev/sa/*"}},
+		{"spiffe://example.org/ns/dev/sa/x", 2, []string{"spiffe://example.org/ns/dev/sa/x", "spiffe://example.org/*", "spiffe://example.org/ns/*"}},
+		{"spiffe://example.org", 10, []string{"spiffe://example.org"}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s has keys up to %d slashes", tt.id, tt.max), func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, idKeys(mustID(tt.id), tt.max)); diff != "" {
+				t.Errorf("idKeys (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConcurrentDecisionsAndChanges(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, Config{})
+	in := Input{Caller: frontend, Target: payments, Method: "GET", Path: "/api/x"}
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			g := Grant{ID: fmt.Sprintf("g%d", i%5), Caller: "spiffe://example.org/ns/prod/*", Target: payments.String()}
+			if err := e.PutGrant(ctx, g); err != nil {
+				errs <- err
+				return
+			}
+			if i%20 == 0 {
+				if err := e.SetPolicy(ctx, fmt.Sprint(i), map[string]string{"ext.rego": extPolicy}); err != nil {
+					errs <- err
+					return
+				}
+				if err := e.SetLabels(ctx, frontend, map[string]string{"env": fmt.Sprint(i)}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if err := e.DeleteGrant(ctx, fmt.Sprintf("g%d", (i+3)%5)); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			select {
+			case err := <-errs:
+				t.Fatal(err)
+			default:
+			}
+			return
+		default:
+		}
+		if _, err := e.Decide(ctx, in); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -1,53 +1,107 @@
 #!/usr/bin/env bash
-# make demo: start a Kith server on a temporary data dir, then use the CLI as an operator would.
+# make demo: start `kith dev` (server + agent in one process) on a temporary dir, mint and verify SVIDs
+# with the CLI, then let real workloads get their identities from the agent: two greeters talk mTLS,
+# a proxy-like program reads its secrets over SDS, and an unregistered program is refused.
+# Needs no root; everything lives in one temp dir that is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KITH=${KITH:-$PWD/bin/kith}
+TD=kith.test
 DIR=$(mktemp -d /tmp/kith-demo.XXXXXX)
-export KITH_ADMIN_SOCKET=$DIR/admin.sock
-LOG=$DIR/server.log
-cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$DIR"; }
+# Workloads of any user must reach the agent socket in here; the agent attests each caller.
+chmod 0755 "$DIR"
+# The agent reads a workload's path from /proc/<pid>/exe, which resolves symlinks: register real paths.
+DIR=$(realpath "$DIR")
+PIDS=()
+
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$rc" -ne 0 ] && [ -f "$DIR/dev.log" ]; then
+    echo "--- kith dev log (last 30 lines) ---" >&2
+    tail -n 30 "$DIR/dev.log" >&2
+  fi
+  rm -rf "$DIR"
+  exit "$rc"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+run() { printf '$ %s\n' "${*/#$KITH/kith}"; "$@"; }
+die() { echo "demo: $*" >&2; exit 1; }
+# wait_for SECONDS CMD...: retry CMD every 0.1 s.
+wait_for() {
+  local n=$(($1 * 10)); shift
+  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
 
-step "start kith server (data dir $DIR)"
-KITH_LISTEN_GRPC=127.0.0.1:0 KITH_LISTEN_HTTP=127.0.0.1:0 "$KITH" server --data-dir "$DIR/data" --trust-domain example.org >"$LOG" 2>&1 &
-PID=$!
-export KITH_ADMIN_SOCKET=$DIR/data/admin.sock
-for _ in $(seq 100); do [ -S "$KITH_ADMIN_SOCKET" ] && break; sleep 0.1; done
-[ -S "$KITH_ADMIN_SOCKET" ] || { cat "$LOG"; echo "server did not start" >&2; exit 1; }
-head -n 3 "$LOG"
+step "1. start kith dev: a server and an agent in one process (data in $DIR/dev)"
+printf '$ kith dev --data-dir %s --http 127.0.0.1:0 &\n' "$DIR/dev"
+"$KITH" dev --data-dir "$DIR/dev" --http 127.0.0.1:0 >"$DIR/dev.out" 2>"$DIR/dev.log" &
+DEV_PID=$!
+PIDS+=("$DEV_PID")
+dev_up() { kill -0 "$DEV_PID" 2>/dev/null || die "kith dev exited"; grep -q "Press Ctrl-C" "$DIR/dev.out"; }
+wait_for 20 dev_up || die "kith dev did not start within 20 s"
+sed 's/^/    /' "$DIR/dev.out"
+export KITH_ADMIN_SOCKET=$DIR/dev/admin.sock
+export SPIFFE_ENDPOINT_SOCKET=unix://$DIR/dev/agent.sock
+[ -S "$KITH_ADMIN_SOCKET" ] || die "no admin socket at $KITH_ADMIN_SOCKET"
 
-step "the CA"
+step "2. the CA, and SVIDs minted with the CLI (the key is made by the CLI and never leaves it)"
 run "$KITH" ca show
+run "$KITH" svid mint x509 --spiffe-id spiffe://$TD/demo/cli --ttl 30m --out-cert "$DIR/svid.pem" --out-key "$DIR/svid.key"
+openssl x509 -in "$DIR/svid.pem" -noout -ext subjectAltName | sed 's/^/    /'
+printf '$ kith svid mint jwt --spiffe-id spiffe://%s/demo/cli --audience spiffe://%s/demo/api\n' "$TD" "$TD"
+TOKEN=$("$KITH" svid mint jwt --spiffe-id spiffe://$TD/demo/cli --audience spiffe://$TD/demo/api)
+echo "${TOKEN:0:60}...  claims: $(echo "$TOKEN" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null || true)"
 
-step "a join token for node1 and an entry for a workload on it"
-run "$KITH" token create --name node1 --ttl 10m
-run "$KITH" entry create --spiffe-id spiffe://example.org/ns/prod/sa/payments \
-  --node-selector join_token:name:node1 --selector unix:uid:1000 --label team=payments
-run "$KITH" entry list
-
-step "mint an X.509-SVID (the key is made by the CLI and never leaves it)"
-run "$KITH" svid mint x509 --spiffe-id spiffe://example.org/ns/prod/sa/payments --ttl 30m \
-  --out-cert "$DIR/svid.pem" --out-key "$DIR/svid.key"
-openssl x509 -in "$DIR/svid.pem" -noout -subject -issuer -ext subjectAltName,keyUsage,extendedKeyUsage -dates
-
-step "mint a JWT-SVID"
-TOKEN=$("$KITH" svid mint jwt --spiffe-id spiffe://example.org/ns/prod/sa/payments --audience spiffe://example.org/ns/prod/sa/orders)
-echo "$TOKEN"
-echo "claims: $(echo "$TOKEN" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null || true)"
-
-step "verify both against the trust bundle"
-run "$KITH" bundle show --format pem > "$DIR/roots.pem"
-"$KITH" bundle show --format spiffe > "$DIR/bundle.json"
+step "3. verify both against the trust bundle"
+"$KITH" bundle show --format pem >"$DIR/roots.pem"
+"$KITH" bundle show --format spiffe >"$DIR/bundle.json"
 run "$KITH" svid verify --cert "$DIR/svid.pem" --bundle "$DIR/bundle.json"
-run "$KITH" svid verify --jwt "$TOKEN" --audience spiffe://example.org/ns/prod/sa/orders --bundle "$DIR/bundle.json"
-printf '$ openssl verify -CAfile roots.pem -untrusted <intermediate> <leaf>\n'
-awk '/BEGIN/{n++} {print > "'"$DIR"'/cert" n ".pem"}' "$DIR/svid.pem"
+printf '$ kith svid verify --jwt %s... --audience spiffe://%s/demo/api --bundle bundle.json\n' "${TOKEN:0:20}" "$TD"
+"$KITH" svid verify --jwt "$TOKEN" --audience spiffe://$TD/demo/api --bundle "$DIR/bundle.json"
+awk -v d="$DIR" '/BEGIN/{n++} {print > (d "/cert" n ".pem")}' "$DIR/svid.pem"
+printf '$ openssl verify -CAfile roots.pem -untrusted intermediate.pem leaf.pem\n'
 openssl verify -CAfile "$DIR/roots.pem" -untrusted "$DIR/cert2.pem" "$DIR/cert1.pem"
 
-step "the audit log is hash-chained"
-run "$KITH" audit list
+step "4. build the example workloads"
+run go build -o "$DIR/bin/" ./examples/greeter-server ./examples/greeter-client ./examples/sds-fetch ./examples/intruder
+ls "$DIR/bin" | sed 's/^/    /'
+
+step "5. register them by their executables (selectors the agent derives from /proc/<pid>)"
+CLIENT_SHA=$(sha256sum "$DIR/bin/greeter-client" | cut -d' ' -f1)
+run "$KITH" entry create --spiffe-id spiffe://$TD/demo/greeter-server --selector "unix:path:$DIR/bin/greeter-server"
+run "$KITH" entry create --spiffe-id spiffe://$TD/demo/greeter-client --selector "unix:sha256:$CLIENT_SHA" --selector "unix:uid:$(id -u)"
+run "$KITH" entry create --spiffe-id spiffe://$TD/demo/proxy --selector "unix:path:$DIR/bin/sds-fetch"
+echo "(no entry for $DIR/bin/intruder)"
+
+step "6. mTLS between the greeters: each gets its SVID from the agent and names the other's SPIFFE ID"
+printf '$ greeter-server --addr 127.0.0.1:0 --allow spiffe://%s/demo/greeter-client --once &\n' "$TD"
+"$DIR/bin/greeter-server" --addr 127.0.0.1:0 --allow spiffe://$TD/demo/greeter-client --once >"$DIR/server.out" 2>&1 &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_for 20 grep -q 'listening on' "$DIR/server.out" || { cat "$DIR/server.out"; die "greeter-server did not start"; }
+ADDR=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$DIR/server.out")
+cat "$DIR/server.out"
+run "$DIR/bin/greeter-client" --addr "$ADDR" --server-id spiffe://$TD/demo/greeter-server
+wait "$SERVER_PID" || die "greeter-server failed"
+tail -n +2 "$DIR/server.out"
+
+step "7. what a proxy (Envoy) receives over SDS on the same socket"
+run "$DIR/bin/sds-fetch"
+
+step "8. an unregistered program asks for an identity"
+printf '$ %s\n' "$DIR/bin/intruder"
+if "$DIR/bin/intruder"; then
+  die "the unregistered program got an identity"
+fi
+echo "refused, as it should be: no entry matches its selectors"
+
+step "9. the audit log is hash-chained"
 run "$KITH" audit verify
+
+step "done: stopping kith dev and removing $DIR"

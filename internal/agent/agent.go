@@ -25,10 +25,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/extauthz"
 	"github.com/kithid/kith/internal/agent/cache"
 	"github.com/kithid/kith/internal/agent/workloadapi"
 	"github.com/kithid/kith/internal/config"
@@ -37,9 +40,9 @@ import (
 
 // Config builds an Agent.
 type Config struct {
-	Config *config.Agent     // required, already Finish()ed
-	Logger *slog.Logger      // zero: discard
-	Now    func() time.Time  // zero: time.Now
+	Config *config.Agent    // required, already Finish()ed
+	Logger *slog.Logger     // zero: discard
+	Now    func() time.Time // zero: time.Now
 }
 
 // Agent is a running node agent.
@@ -62,7 +65,15 @@ type Agent struct {
 	renewMu     sync.Mutex
 	renewSerial string
 	renewAt     time.Time
-	metrics  *metrics
+	metrics     *metrics
+
+	engine       *authz.Engine
+	authzSrv     *extauthz.Server
+	verifyBundle func([]byte) (string, map[string]string, error)
+	authzMu      sync.Mutex
+	authzRaw     []byte // last AuthzData (proto), persisted
+	policyRaw    []byte // last policy bundle, persisted
+	policyRev    string
 
 	clientMu sync.Mutex
 	client   agentv1.AgentServiceClient // current mTLS client, nil while disconnected
@@ -90,6 +101,13 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.jwt = newJWTCache(a)
 	a.metrics = newMetrics()
+	if a.engine, err = authz.New(authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: cfg.Config.AuthzDecision}); err != nil {
+		return nil, err
+	}
+	if a.authzSrv, err = extauthz.New(extauthz.Config{Decider: a.engine, JWT: a, Logger: cfg.Logger.With("component", "extauthz"),
+		OnDecision: func(target, outcome string) { a.metrics.decisions.WithLabelValues(target, outcome).Inc() }, SampleAllows: 100}); err != nil {
+		return nil, err
+	}
 	wl, err := workloadapi.New(workloadapi.Config{Attestor: a.attestor, Cache: a.cache, JWT: a.jwt, Logger: cfg.Logger.With("component", "workloadapi")})
 	if err != nil {
 		return nil, err
@@ -182,8 +200,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	authzLis, err := listenAuthz(c.AuthzSocket, c.AuthzListen)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	authzGRPC := grpc.NewServer()
+	a.authzSrv.Register(authzGRPC)
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ignoreClosed(srv.Serve(lis)) })
+	for _, l := range authzLis {
+		g.Go(func() error { return ignoreClosed(authzGRPC.Serve(l)) })
+	}
 	if sdsLis != nil {
 		g.Go(func() error { return ignoreClosed(srv.Serve(sdsLis)) })
 	}
@@ -193,11 +222,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
+		go func() { srv.GracefulStop(); authzGRPC.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
 		case <-time.After(2 * time.Second):
 			srv.Stop()
+			authzGRPC.Stop()
 		}
 		return nil
 	})
@@ -205,6 +235,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.readyMu.Do(func() { close(a.ready) })
 	err = g.Wait()
 	os.Remove(c.Socket)
+	os.Remove(c.AuthzSocket)
 	if c.SDSSocket != "" {
 		os.Remove(c.SDSSocket)
 	}
@@ -236,6 +267,19 @@ func (a *Agent) restoreOrAttest(ctx context.Context) error {
 			n, err := st.restore(a.td, a.cache, now)
 			if err != nil {
 				return err
+			}
+			if len(st.Policy) > 0 {
+				if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: st.PolicyRevision, Bundle: st.Policy}); err != nil {
+					a.log.Error("persisted policy refused", "error", err)
+				}
+			}
+			if len(st.Authz) > 0 {
+				var pd agentv1.AuthzData
+				if err := proto.Unmarshal(st.Authz, &pd); err != nil {
+					a.log.Error("persisted authorization data unreadable", "error", err)
+				} else if err := a.applyAuthz(ctx, &pd); err != nil {
+					a.log.Error("persisted authorization data refused", "error", err)
+				}
 			}
 			a.log.Info("restored agent state", "spiffe_id", svid.ID.String(), "entries", len(st.Entries), "svids", n, "revision", st.Revision)
 			return nil
@@ -314,6 +358,9 @@ func (a *Agent) save() error {
 	if err != nil {
 		return err
 	}
+	a.authzMu.Lock()
+	st.Authz, st.Policy, st.PolicyRevision = a.authzRaw, a.policyRaw, a.policyRev
+	a.authzMu.Unlock()
 	return saveState(a.cfg.Config.DataDir, st)
 }
 
@@ -430,6 +477,16 @@ func (a *Agent) currentClient() agentv1.AgentServiceClient {
 func (a *Agent) applySync(msg *agentv1.SyncResponse) error {
 	if msg.GetBundle() != nil {
 		if err := a.applyBundle(msg.GetBundle()); err != nil {
+			return err
+		}
+	}
+	if msg.GetPolicy() != nil {
+		if err := a.applyPolicy(context.Background(), msg.GetPolicy()); err != nil {
+			a.log.Error("keeping the current policy", "error", err)
+		}
+	}
+	if msg.GetAuthz() != nil {
+		if err := a.applyAuthz(context.Background(), msg.GetAuthz()); err != nil {
 			return err
 		}
 	}

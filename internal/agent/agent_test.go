@@ -334,7 +334,9 @@ func TestWorkloadGetsItsIdentitiesThroughGoSPIFFE(t *testing.T) {
 	})
 }
 
-func jwtParams(aud string, id spiffeid.ID) jwtsvid.Params { return jwtsvid.Params{Audience: aud, Subject: id} }
+func jwtParams(aud string, id spiffeid.ID) jwtsvid.Params {
+	return jwtsvid.Params{Audience: aud, Subject: id}
+}
 
 func TestWorkloadAPIRefusals(t *testing.T) {
 	h := newHarness(t)
@@ -466,7 +468,9 @@ func TestAgentSurvivesAServerOutage(t *testing.T) {
 
 	h.startServer()
 	h.createEntry("spiffe://example.org/after", 0, myUID())
-	h.waitIDs(func(ids []string) bool { return has("spiffe://example.org/after")(ids) && has("spiffe://example.org/before")(ids) })
+	h.waitIDs(func(ids []string) bool {
+		return has("spiffe://example.org/after")(ids) && has("spiffe://example.org/before")(ids)
+	})
 }
 
 func TestWorkloadsUnderDifferentUIDsGetOnlyTheirOwnIdentity(t *testing.T) {

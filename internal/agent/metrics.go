@@ -6,8 +6,9 @@ import (
 
 // metrics are the agent's Prometheus metrics, served by the agent's metrics listener when configured.
 type metrics struct {
-	reg      *prometheus.Registry
-	sdsNACKs *prometheus.CounterVec
+	reg       *prometheus.Registry
+	sdsNACKs  *prometheus.CounterVec
+	decisions *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -17,7 +18,10 @@ func newMetrics() *metrics {
 			Name: "kith_sds_nack_total", Help: "SDS responses a proxy rejected (NACK), by proxy node id.",
 		}, []string{"node"}),
 	}
-	m.reg.MustRegister(m.sdsNACKs)
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kith_authz_decisions_total", Help: "Authorization decisions on this agent, by target and outcome (allow, deny, audit_deny, error).",
+	}, []string{"target", "outcome"})
+	m.reg.MustRegister(m.sdsNACKs, m.decisions)
 	return m
 }
 

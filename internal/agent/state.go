@@ -31,6 +31,10 @@ type state struct {
 	Revision  int64                 `json:"revision"`
 	Entries   []entryRecord         `json:"entries"`
 	SVIDs     map[string]svidRecord `json:"svids"`
+	// Authz is the last authorization data (agentv1.AuthzData, protobuf); Policy the last policy bundle.
+	Authz          []byte `json:"authz,omitempty"`
+	Policy         []byte `json:"policy,omitempty"`
+	PolicyRevision string `json:"policy_revision,omitempty"`
 }
 
 type svidRecord struct {

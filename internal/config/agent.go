@@ -43,7 +43,10 @@ type Agent struct {
 	RotateAtPercent int64 `yaml:"rotate_at_percent"`
 	// RetryMax is the longest wait between reconnect attempts. Default 30s. Env KITH_AGENT_RETRY_MAX.
 	RetryMax Duration `yaml:"retry_max"`
-	Log      Log      `yaml:"log"`
+	// AuthzDecision names an OPA-Envoy-style decision in the custom policy to use instead of Kith's built-in
+	// one (must match the server's authz.decision). Env KITH_AGENT_AUTHZ_DECISION.
+	AuthzDecision string `yaml:"authz_decision"`
+	Log           Log    `yaml:"log"`
 }
 
 // LoadAgent reads the agent config from path (may be empty) and applies KITH_AGENT_* environment

@@ -24,6 +24,22 @@ type Server struct {
 	SVID    SVID   `yaml:"svid"`
 	Store   Store  `yaml:"store"`
 	Token   Token  `yaml:"join_token"`
+	Policy  Policy `yaml:"policy"`
+	Authz   Authz  `yaml:"authz"`
+}
+
+// Policy configures custom Rego policy.
+type Policy struct {
+	// Dir holds custom Rego modules (package kith.ext, or an OPA-Envoy policy with authz.decision); *_test.rego
+	// files are run as tests before the policy is used. Default none. Env KITH_POLICY_DIR.
+	Dir string `yaml:"dir"`
+}
+
+// Authz configures the decision.
+type Authz struct {
+	// Decision names an OPA-Envoy-style decision (e.g. envoy/authz/allow) in the custom policy to use instead
+	// of Kith's built-in one. Default: the built-in decision. Env KITH_AUTHZ_DECISION.
+	Decision string `yaml:"decision"`
 }
 
 // Log configures logging.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager/disk"
 	"github.com/kithid/kith/ca/keymanager/memory"
@@ -51,6 +52,7 @@ type Server struct {
 	agent   *agentapi.Service
 	metrics *metrics
 	own     *ownSVID
+	authz   *authzView
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -113,7 +115,24 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, ready: make(chan struct{})}
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
+	s.authz, err = newAuthzView(st, authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if c.Policy.Dir != "" {
+		modules, _, rev, err := readPolicyDir(c.Policy.Dir)
+		if err == nil {
+			err = s.authz.setPolicy(ctx, rev, modules)
+		}
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("policy.dir %s: %w", c.Policy.Dir, err)
+		}
+		cfg.Logger.Info("custom policy loaded", "dir", c.Policy.Dir, "revision", rev, "modules", len(modules))
+	}
 	s.agent, err = agentapi.New(agentapi.Config{
+		Authz: s.authz, Policy: s.authz,
 		TrustDomain: td, Tokens: st, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: c.SVID.AgentTTL.D(),
 		Now:      cfg.Now,
@@ -126,6 +145,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
+		Grants: st, Decider: s.authz,
 		Logger: cfg.Logger.With("component", "admin"), Now: cfg.Now,
 		Actor:    adminActor,
 		X509TTL:  adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxX509TTL.D()},

@@ -108,6 +108,9 @@ const (
 	KindAgent     ChangeKind = "agent"
 	KindAuthority ChangeKind = "authority"
 	KindToken     ChangeKind = "token"
+	KindGrant     ChangeKind = "grant"
+	KindMode      ChangeKind = "mode"
+	KindPolicy    ChangeKind = "policy"
 )
 
 // Change records that one object changed at a revision. Consumers read the object itself to see its state.

@@ -72,6 +72,8 @@ type Config struct {
 	Agents      AgentStore           // required
 	Audit       AuditLog             // required
 	CA          Authority            // required
+	Grants      GrantStore           // required
+	Decider     Decider              // required
 	Logger      *slog.Logger         // zero: discard
 	Now         func() time.Time     // zero: time.Now
 	// Actor names the caller for the audit log; zero: "admin".
@@ -100,7 +102,7 @@ var _ adminv1.AdminServiceServer = (*Service)(nil)
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.TrustDomain.IsZero() || cfg.Entries == nil || cfg.Tokens == nil || cfg.Agents == nil || cfg.Audit == nil || cfg.CA == nil {
+	if cfg.TrustDomain.IsZero() || cfg.Entries == nil || cfg.Tokens == nil || cfg.Agents == nil || cfg.Audit == nil || cfg.CA == nil || cfg.Grants == nil || cfg.Decider == nil {
 		return nil, fmt.Errorf("adminapi: trust domain, stores and CA are required")
 	}
 	if cfg.Logger == nil {

@@ -88,6 +88,10 @@ type Config struct {
 	Logger *slog.Logger
 	// OnIssue observes each workload SVID issued ("x509" or "jwt") and how long it took; zero: nothing.
 	OnIssue func(kind string, took time.Duration)
+	// Authz gives the grants, modes and labels agents enforce with; zero: agents get none.
+	Authz AuthzSource
+	// Policy gives the active custom policy bundle; zero: none.
+	Policy PolicySource
 }
 
 // MaxBatch is the most CSRs one SignX509SVIDs call may carry.

@@ -39,7 +39,7 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 	defer stopCA()
 	defer s.connect(a.ID)()
 
-	sy := &syncer{s: s, agent: a, sels: attestation.NewSet(a.Selectors...), sent: make(map[string]struct{})}
+	sy := &syncer{s: s, agent: a, sels: attestation.NewSet(a.Selectors...), sent: make(map[string]string)}
 	first, err := sy.start(ctx, req.GetRevision())
 	if err != nil {
 		return err
@@ -47,6 +47,10 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 	if first.Bundle, err = bundleProto(s.cfg.CA.Bundle()); err != nil {
 		return err
 	}
+	if err := sy.addAuthz(ctx, first); err != nil {
+		return err
+	}
+	sy.addPolicy(first)
 	if err := stream.Send(first); err != nil {
 		return err
 	}
@@ -72,6 +76,18 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 			if err != nil {
 				return err
 			}
+			if authzRelevant(changes) || policyChanged(changes) {
+				if msg == nil {
+					msg = &agentv1.SyncResponse{Revision: sy.rev}
+				}
+				if err := sy.addAuthz(ctx, msg); err != nil {
+					return err
+				}
+				sy.addPolicy(msg)
+				if msg.Authz == nil && msg.Policy == nil && len(msg.Entries) == 0 && len(msg.DeletedEntryIds) == 0 {
+					continue
+				}
+			}
 			if msg == nil {
 				continue
 			}
@@ -95,8 +111,12 @@ type syncer struct {
 	s     *Service
 	agent store.Agent
 	sels  attestation.Set
-	sent  map[string]struct{} // IDs of the entries the agent holds
+	sent  map[string]string // entry ID → SPIFFE ID of the entries the agent holds
 	rev   int64               // the revision the agent has been brought to
+
+	authzSum  [32]byte // digest of the authorization data last sent
+	authzSent bool
+	policyRev string // policy revision last sent
 }
 
 // start returns the first message: a delta from rev when the agent holds a revision this store has
@@ -115,7 +135,7 @@ func (sy *syncer) start(ctx context.Context, from int64) (*agentv1.SyncResponse,
 		for _, e := range all {
 			if serves(sy.agent, sy.sels, e) {
 				msg.Entries = append(msg.Entries, entryProto(e))
-				sy.sent[e.ID] = struct{}{}
+				sy.sent[e.ID] = e.SPIFFEID.String()
 			}
 		}
 		sy.rev = cur
@@ -134,7 +154,7 @@ func (sy *syncer) start(ctx context.Context, from int64) (*agentv1.SyncResponse,
 	for _, e := range all {
 		byID[e.ID] = e
 		if serves(sy.agent, sy.sels, e) {
-			sy.sent[e.ID] = struct{}{}
+			sy.sent[e.ID] = e.SPIFFEID.String()
 		}
 	}
 	msg := &agentv1.SyncResponse{Revision: max(cur, lastRevision(changes, from))}
@@ -234,7 +254,7 @@ func (sy *syncer) apply(ctx context.Context, changes []store.Change) (*agentv1.S
 func (sy *syncer) put(msg *agentv1.SyncResponse, e store.Entry, served bool, id string) {
 	if served {
 		msg.Entries = append(msg.Entries, entryProto(e))
-		sy.sent[id] = struct{}{}
+		sy.sent[id] = e.SPIFFEID.String()
 		return
 	}
 	if _, had := sy.sent[id]; had {

@@ -451,6 +451,8 @@ type SyncResponse struct {
 	Entries         []*Entry               `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`                                // entries added or changed
 	DeletedEntryIds []string               `protobuf:"bytes,4,rep,name=deleted_entry_ids,json=deletedEntryIds,proto3" json:"deleted_entry_ids,omitempty"`
 	Bundle          *Bundle                `protobuf:"bytes,5,opt,name=bundle,proto3" json:"bundle,omitempty"` // set when the bundle changed (always in a snapshot)
+	Authz           *AuthzData             `protobuf:"bytes,6,opt,name=authz,proto3" json:"authz,omitempty"`   // set when the authorization data for this agent's targets changed: replaces it
+	Policy          *PolicyBundle          `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"` // set when the active policy bundle changed
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -520,6 +522,303 @@ func (x *SyncResponse) GetBundle() *Bundle {
 	return nil
 }
 
+func (x *SyncResponse) GetAuthz() *AuthzData {
+	if x != nil {
+		return x.Authz
+	}
+	return nil
+}
+
+func (x *SyncResponse) GetPolicy() *PolicyBundle {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// Grant lets caller call target (methods and paths; empty means any) until expires_at.
+type Grant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Caller        string                 `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"` // SPIFFE ID or prefix ending in /*
+	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"` // SPIFFE ID or prefix ending in /*
+	Methods       []string               `protobuf:"bytes,4,rep,name=methods,proto3" json:"methods,omitempty"`
+	Paths         []string               `protobuf:"bytes,5,rep,name=paths,proto3" json:"paths,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Source        string                 `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"` // "cli" or "git:<commit>"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Grant) Reset() {
+	*x = Grant{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Grant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Grant) ProtoMessage() {}
+
+func (x *Grant) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Grant.ProtoReflect.Descriptor instead.
+func (*Grant) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Grant) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Grant) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *Grant) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Grant) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *Grant) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *Grant) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Grant) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Grant) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Grant) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Grant) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type IdentityLabels struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityLabels) Reset() {
+	*x = IdentityLabels{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityLabels) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityLabels) ProtoMessage() {}
+
+func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityLabels.ProtoReflect.Descriptor instead.
+func (*IdentityLabels) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *IdentityLabels) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *IdentityLabels) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// AuthzData is everything the agent's decision engine needs besides the policy.
+type AuthzData struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Grants        []*Grant               `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`                                                                         // grants whose target this agent serves
+	Modes         map[string]string      `protobuf:"bytes,2,rep,name=modes,proto3" json:"modes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // target SPIFFE ID -> "audit" (absent: enforce)
+	Labels        []*IdentityLabels      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`                                                                         // labels of identities, from their entries
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzData) Reset() {
+	*x = AuthzData{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzData) ProtoMessage() {}
+
+func (x *AuthzData) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzData.ProtoReflect.Descriptor instead.
+func (*AuthzData) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AuthzData) GetGrants() []*Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *AuthzData) GetModes() map[string]string {
+	if x != nil {
+		return x.Modes
+	}
+	return nil
+}
+
+func (x *AuthzData) GetLabels() []*IdentityLabels {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// PolicyBundle is a signed OPA bundle built from a policy repository commit.
+type PolicyBundle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      string                 `protobuf:"bytes,1,opt,name=revision,proto3" json:"revision,omitempty"` // commit SHA
+	Bundle        []byte                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`     // OPA bundle tarball (.tar.gz) with .manifest and .signatures.json
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyBundle) Reset() {
+	*x = PolicyBundle{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyBundle) ProtoMessage() {}
+
+func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
+func (*PolicyBundle) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PolicyBundle) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *PolicyBundle) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
 type X509SVIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
@@ -530,7 +829,7 @@ type X509SVIDRequest struct {
 
 func (x *X509SVIDRequest) Reset() {
 	*x = X509SVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +841,7 @@ func (x *X509SVIDRequest) String() string {
 func (*X509SVIDRequest) ProtoMessage() {}
 
 func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +854,7 @@ func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*X509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *X509SVIDRequest) GetEntryId() string {
@@ -584,7 +883,7 @@ type X509SVIDResult struct {
 
 func (x *X509SVIDResult) Reset() {
 	*x = X509SVIDResult{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +895,7 @@ func (x *X509SVIDResult) String() string {
 func (*X509SVIDResult) ProtoMessage() {}
 
 func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +908,7 @@ func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDResult.ProtoReflect.Descriptor instead.
 func (*X509SVIDResult) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *X509SVIDResult) GetEntryId() string {
@@ -649,7 +948,7 @@ type SignX509SVIDsRequest struct {
 
 func (x *SignX509SVIDsRequest) Reset() {
 	*x = SignX509SVIDsRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +960,7 @@ func (x *SignX509SVIDsRequest) String() string {
 func (*SignX509SVIDsRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +973,7 @@ func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignX509SVIDsRequest) GetRequests() []*X509SVIDRequest {
@@ -693,7 +992,7 @@ type SignX509SVIDsResponse struct {
 
 func (x *SignX509SVIDsResponse) Reset() {
 	*x = SignX509SVIDsResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +1004,7 @@ func (x *SignX509SVIDsResponse) String() string {
 func (*SignX509SVIDsResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +1017,7 @@ func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SignX509SVIDsResponse) GetResults() []*X509SVIDResult {
@@ -738,7 +1037,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +1049,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +1062,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MintJWTSVIDRequest) GetEntryId() string {
@@ -790,7 +1089,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1101,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1114,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -869,13 +1168,47 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\")\n" +
 	"\vSyncRequest\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xda\x01\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xbf\x02\n" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12#\n" +
 	"\rfull_snapshot\x18\x02 \x01(\bR\ffullSnapshot\x12.\n" +
 	"\aentries\x18\x03 \x03(\v2\x14.kith.agent.v1.EntryR\aentries\x12*\n" +
 	"\x11deleted_entry_ids\x18\x04 \x03(\tR\x0fdeletedEntryIds\x12-\n" +
-	"\x06bundle\x18\x05 \x01(\v2\x15.kith.agent.v1.BundleR\x06bundle\">\n" +
+	"\x06bundle\x18\x05 \x01(\v2\x15.kith.agent.v1.BundleR\x06bundle\x12.\n" +
+	"\x05authz\x18\x06 \x01(\v2\x18.kith.agent.v1.AuthzDataR\x05authz\x123\n" +
+	"\x06policy\x18\a \x01(\v2\x1b.kith.agent.v1.PolicyBundleR\x06policy\"\xbc\x02\n" +
+	"\x05Grant\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
+	"\amethods\x18\x04 \x03(\tR\amethods\x12\x14\n" +
+	"\x05paths\x18\x05 \x03(\tR\x05paths\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\b \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06source\x18\n" +
+	" \x01(\tR\x06source\"\xab\x01\n" +
+	"\x0eIdentityLabels\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12A\n" +
+	"\x06labels\x18\x02 \x03(\v2).kith.agent.v1.IdentityLabels.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x01\n" +
+	"\tAuthzData\x12,\n" +
+	"\x06grants\x18\x01 \x03(\v2\x14.kith.agent.v1.GrantR\x06grants\x129\n" +
+	"\x05modes\x18\x02 \x03(\v2#.kith.agent.v1.AuthzData.ModesEntryR\x05modes\x125\n" +
+	"\x06labels\x18\x03 \x03(\v2\x1d.kith.agent.v1.IdentityLabelsR\x06labels\x1a8\n" +
+	"\n" +
+	"ModesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\fPolicyBundle\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\tR\brevision\x12\x16\n" +
+	"\x06bundle\x18\x02 \x01(\fR\x06bundle\">\n" +
 	"\x0fX509SVIDRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"\x9b\x01\n" +
@@ -917,7 +1250,7 @@ func file_kith_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_kith_agent_v1_agent_proto_rawDescData
 }
 
-var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),         // 0: kith.agent.v1.AttestRequest
 	(*AttestResponse)(nil),        // 1: kith.agent.v1.AttestResponse
@@ -927,40 +1260,54 @@ var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*Entry)(nil),                 // 5: kith.agent.v1.Entry
 	(*SyncRequest)(nil),           // 6: kith.agent.v1.SyncRequest
 	(*SyncResponse)(nil),          // 7: kith.agent.v1.SyncResponse
-	(*X509SVIDRequest)(nil),       // 8: kith.agent.v1.X509SVIDRequest
-	(*X509SVIDResult)(nil),        // 9: kith.agent.v1.X509SVIDResult
-	(*SignX509SVIDsRequest)(nil),  // 10: kith.agent.v1.SignX509SVIDsRequest
-	(*SignX509SVIDsResponse)(nil), // 11: kith.agent.v1.SignX509SVIDsResponse
-	(*MintJWTSVIDRequest)(nil),    // 12: kith.agent.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),   // 13: kith.agent.v1.MintJWTSVIDResponse
-	nil,                           // 14: kith.agent.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Grant)(nil),                 // 8: kith.agent.v1.Grant
+	(*IdentityLabels)(nil),        // 9: kith.agent.v1.IdentityLabels
+	(*AuthzData)(nil),             // 10: kith.agent.v1.AuthzData
+	(*PolicyBundle)(nil),          // 11: kith.agent.v1.PolicyBundle
+	(*X509SVIDRequest)(nil),       // 12: kith.agent.v1.X509SVIDRequest
+	(*X509SVIDResult)(nil),        // 13: kith.agent.v1.X509SVIDResult
+	(*SignX509SVIDsRequest)(nil),  // 14: kith.agent.v1.SignX509SVIDsRequest
+	(*SignX509SVIDsResponse)(nil), // 15: kith.agent.v1.SignX509SVIDsResponse
+	(*MintJWTSVIDRequest)(nil),    // 16: kith.agent.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),   // 17: kith.agent.v1.MintJWTSVIDResponse
+	nil,                           // 18: kith.agent.v1.Entry.LabelsEntry
+	nil,                           // 19: kith.agent.v1.IdentityLabels.LabelsEntry
+	nil,                           // 20: kith.agent.v1.AuthzData.ModesEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_kith_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
 	4,  // 1: kith.agent.v1.RenewAgentResponse.bundle:type_name -> kith.agent.v1.Bundle
-	14, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
+	18, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
 	5,  // 3: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
 	4,  // 4: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
-	15, // 5: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
-	9,  // 7: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
-	15, // 8: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 9: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
-	2,  // 10: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
-	6,  // 11: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
-	10, // 12: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
-	12, // 13: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
-	1,  // 14: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
-	3,  // 15: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
-	7,  // 16: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
-	11, // 17: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
-	13, // 18: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	10, // 5: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
+	11, // 6: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
+	21, // 7: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 8: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	19, // 9: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
+	8,  // 10: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
+	20, // 11: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
+	9,  // 12: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
+	21, // 13: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	12, // 14: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
+	13, // 15: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
+	21, // 16: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 17: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
+	2,  // 18: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
+	6,  // 19: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
+	14, // 20: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
+	16, // 21: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
+	1,  // 22: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
+	3,  // 23: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
+	7,  // 24: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
+	15, // 25: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
+	17, // 26: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kith_agent_v1_agent_proto_init() }
@@ -974,7 +1321,7 @@ func file_kith_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_agent_v1_agent_proto_rawDesc), len(file_kith_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

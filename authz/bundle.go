@@ -1,0 +1,48 @@
+package authz
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/open-policy-agent/opa/v1/bundle"
+)
+
+// BundleRoots are the data and policy roots a Kith policy bundle owns.
+var BundleRoots = []string{"kith/ext", "envoy"}
+
+// BuildBundle packs Rego modules (file name → source) into an OPA bundle (.tar.gz) whose manifest
+// carries the revision.
+func BuildBundle(revision string, modules map[string]string) ([]byte, error) {
+	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: revision}, Data: map[string]any{}}
+	names := make([]string, 0, len(modules))
+	for name := range modules {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		b.Modules = append(b.Modules, bundle.ModuleFile{URL: "/" + name, Path: "/" + name, Raw: []byte(modules[name])})
+	}
+	var buf bytes.Buffer
+	if err := bundle.NewWriter(&buf).Write(b); err != nil {
+		return nil, fmt.Errorf("write policy bundle %s: %w", revision, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ReadBundle unpacks a bundle made by BuildBundle into its revision and modules.
+func ReadBundle(data []byte) (string, map[string]string, error) {
+	b, err := bundle.NewReader(bytes.NewReader(data)).WithSkipBundleVerification(true).Read()
+	if err != nil {
+		return "", nil, fmt.Errorf("read policy bundle: %w", err)
+	}
+	modules := make(map[string]string, len(b.Modules))
+	for _, m := range b.Modules {
+		name := m.Path
+		if len(name) > 0 && name[0] == '/' {
+			name = name[1:]
+		}
+		modules[name] = string(m.Raw)
+	}
+	return b.Manifest.Revision, modules, nil
+}

@@ -1,0 +1,431 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+func init() {
+	extraCommands = append(extraCommands, (*env).grantCommand, (*env).revokeCommand, (*env).grantsCommand,
+		(*env).whoCommand, (*env).graphCommand, (*env).targetCommand, (*env).canCommand)
+}
+
+// resolveID turns a name into a SPIFFE ID: a full spiffe:// ID or prefix is kept; a short name such as
+// "payments" must be the last path segment (or the whole path) of exactly one registered SPIFFE ID.
+func resolveID(ctx context.Context, c adminv1.AdminServiceClient, arg string) (string, error) {
+	if strings.HasPrefix(arg, "spiffe://") {
+		return arg, nil
+	}
+	resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{})
+	if err != nil {
+		return "", err
+	}
+	seen := map[string]bool{}
+	var matches []string
+	for _, e := range resp.GetEntries() {
+		id := e.GetSpiffeId()
+		path := id[strings.Index(id[len("spiffe://"):], "/")+len("spiffe://"):]
+		if (strings.HasSuffix(path, "/"+arg) || path == "/"+arg) && !seen[id] {
+			seen[id] = true
+			matches = append(matches, id)
+		}
+	}
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		return "", fmt.Errorf("no registered identity is named %q: give a full SPIFFE ID (spiffe://...)", arg)
+	default:
+		sort.Strings(matches)
+		return "", fmt.Errorf("%q is ambiguous (%s): give the full SPIFFE ID", arg, strings.Join(matches, ", "))
+	}
+}
+
+func (e *env) grantCommand() *cobra.Command {
+	var methods, paths []string
+	var forDur time.Duration
+	var until, reason string
+	cmd := &cobra.Command{
+		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT]",
+		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names)",
+		Args:  exactArgs(2, "CALLER and TARGET"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if forDur != 0 && until != "" {
+				return fmt.Errorf("give --for or --until, not both")
+			}
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			caller, err := resolveID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			target, err := resolveID(cmd.Context(), c, args[1])
+			if err != nil {
+				return err
+			}
+			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason}
+			switch {
+			case forDur < 0:
+				return fmt.Errorf("--for must be positive")
+			case forDur > 0:
+				g.ExpiresAt = timestamppb.New(time.Now().Add(forDur))
+			case until != "":
+				t, err := time.Parse(time.RFC3339, until)
+				if err != nil {
+					return fmt.Errorf("--until %q: use RFC 3339, e.g. 2026-12-01T18:00:00Z", until)
+				}
+				g.ExpiresAt = timestamppb.New(t)
+			}
+			resp, err := c.CreateGrant(cmd.Context(), &adminv1.CreateGrantRequest{Grant: g})
+			if err != nil {
+				return err
+			}
+			return e.printGrants(resp.GetGrant())
+		},
+	}
+	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
+	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
+	cmd.Flags().DurationVar(&forDur, "for", 0, "grant expires after this long, e.g. 8h")
+	cmd.Flags().StringVar(&until, "until", "", "grant expires at this time (RFC 3339)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the grant and the audit log)")
+	return cmd
+}
+
+func (e *env) revokeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke GRANT-ID | revoke CALLER TARGET",
+		Short: "Remove a grant (by ID, or every CLI grant from CALLER to TARGET)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 && len(args) != 2 {
+				return fmt.Errorf("%s takes GRANT-ID, or CALLER and TARGET", cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			req := &adminv1.RevokeGrantsRequest{}
+			if len(args) == 1 {
+				req.Id = args[0]
+			} else {
+				if req.Caller, err = resolveID(cmd.Context(), c, args[0]); err != nil {
+					return err
+				}
+				if req.Target, err = resolveID(cmd.Context(), c, args[1]); err != nil {
+					return err
+				}
+			}
+			resp, err := c.RevokeGrants(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp)
+			}
+			for _, g := range resp.GetGrants() {
+				fmt.Fprintf(e.stdout, "revoked %s (%s → %s)\n", g.GetId(), g.GetCaller(), g.GetTarget())
+			}
+			return nil
+		},
+	}
+}
+
+func (e *env) grantsCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "grants", Short: "List grants"}
+	var caller, target string
+	list := &cobra.Command{
+		Use:   "list [--caller X] [--target Y]",
+		Short: "List grants, CLI-made and from the policy repository, with their source and expiry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			req := &adminv1.ListGrantsRequest{}
+			if caller != "" {
+				if req.Caller, err = resolveID(cmd.Context(), c, caller); err != nil {
+					return err
+				}
+			}
+			if target != "" {
+				if req.Target, err = resolveID(cmd.Context(), c, target); err != nil {
+					return err
+				}
+			}
+			resp, err := c.ListGrants(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printProto(resp)
+			}
+			return e.printGrants(resp.GetGrants()...)
+		},
+	}
+	list.Flags().StringVar(&caller, "caller", "", "only grants that apply to this caller")
+	list.Flags().StringVar(&target, "target", "", "only grants that apply to this target")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func (e *env) printGrants(gs ...*adminv1.Grant) error {
+	if e.output == "json" {
+		if len(gs) == 1 {
+			return e.printProto(gs[0])
+		}
+		return e.printProto(&adminv1.ListGrantsResponse{Grants: gs})
+	}
+	var rows [][]string
+	for _, g := range gs {
+		exp := "never"
+		if g.GetExpiresAt() != nil {
+			exp = fmtTime(g.GetExpiresAt())
+			if g.GetExpired() {
+				exp += " (expired)"
+			}
+		}
+		rows = append(rows, []string{g.GetId(), g.GetCaller(), g.GetTarget(), orAny(g.GetMethods()), orAny(g.GetPaths()), exp, g.GetSource(), orDash(g.GetReason())})
+	}
+	e.table([]string{"ID", "CALLER", "TARGET", "METHODS", "PATHS", "EXPIRES", "SOURCE", "REASON"}, rows)
+	return nil
+}
+
+func orAny(ss []string) string {
+	if len(ss) == 0 {
+		return "any"
+	}
+	return strings.Join(ss, ",")
+}
+
+func (e *env) whoCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "who TARGET",
+		Short: "Who may call TARGET, and how",
+		Args:  exactArgs(1, "TARGET"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			target, err := resolveID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.ListGrants(cmd.Context(), &adminv1.ListGrantsRequest{Target: target})
+			if err != nil {
+				return err
+			}
+			modes, err := c.ListTargetModes(cmd.Context(), &adminv1.ListTargetModesRequest{})
+			if err != nil {
+				return err
+			}
+			var live []*adminv1.Grant
+			for _, g := range resp.GetGrants() {
+				if !g.GetExpired() {
+					live = append(live, g)
+				}
+			}
+			if e.output == "json" {
+				return e.printProto(&adminv1.ListGrantsResponse{Grants: live})
+			}
+			mode := modes.GetModes()[target]
+			if mode == "" {
+				mode = "enforce"
+			}
+			fmt.Fprintf(e.stdout, "%s (mode %s) may be called by:\n", target, mode)
+			if len(live) == 0 {
+				fmt.Fprintln(e.stdout, "  nobody (no grant)")
+			}
+			for _, g := range live {
+				until := ""
+				if g.GetExpiresAt() != nil {
+					until = " until " + fmtTime(g.GetExpiresAt())
+				}
+				fmt.Fprintf(e.stdout, "  %s  methods %s  paths %s%s  [%s, %s]\n", g.GetCaller(), orAny(g.GetMethods()), orAny(g.GetPaths()), until, g.GetId(), g.GetSource())
+			}
+			return nil
+		},
+	}
+}
+
+func (e *env) graphCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "graph -o dot|mermaid",
+		Short: "Print who may call whom as a Graphviz or Mermaid graph",
+		Args:  cobra.NoArgs,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("output") {
+				e.output = "dot"
+			}
+			if e.output != "dot" && e.output != "mermaid" {
+				return fmt.Errorf("-o %q: use dot or mermaid", e.output)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListGrants(cmd.Context(), &adminv1.ListGrantsRequest{})
+			if err != nil {
+				return err
+			}
+			type edge struct{ from, to, label string }
+			var edges []edge
+			for _, g := range resp.GetGrants() {
+				if g.GetExpired() {
+					continue
+				}
+				label := orAny(g.GetMethods()) + " " + orAny(g.GetPaths())
+				edges = append(edges, edge{g.GetCaller(), g.GetTarget(), label})
+			}
+			w := e.stdout
+			if e.output == "mermaid" {
+				fmt.Fprintln(w, "graph LR")
+				ids := map[string]string{}
+				node := func(s string) string {
+					if id, ok := ids[s]; ok {
+						return id
+					}
+					id := fmt.Sprintf("n%d", len(ids))
+					ids[s] = id
+					fmt.Fprintf(w, "  %s[\"%s\"]\n", id, s)
+					return id
+				}
+				for _, ed := range edges {
+					from, to := node(ed.from), node(ed.to)
+					fmt.Fprintf(w, "  %s -->|\"%s\"| %s\n", from, ed.label, to)
+				}
+				return nil
+			}
+			fmt.Fprintln(w, "digraph kith {\n  rankdir=LR;\n  node [shape=box];")
+			for _, ed := range edges {
+				fmt.Fprintf(w, "  %q -> %q [label=%q];\n", ed.from, ed.to, ed.label)
+			}
+			fmt.Fprintln(w, "}")
+			return nil
+		},
+	}
+}
+
+func (e *env) targetCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "target", Short: "Per-target authorization settings"}
+	mode := &cobra.Command{
+		Use:   "mode TARGET enforce|audit",
+		Short: "In audit mode denials are logged and counted but the request is allowed",
+		Args:  exactArgs(2, "TARGET and enforce|audit"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			target, err := resolveID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := c.SetTargetMode(cmd.Context(), &adminv1.SetTargetModeRequest{Target: target, Mode: args[1]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s is now in %s mode\n", target, args[1])
+			return nil
+		},
+	}
+	cmd.AddCommand(mode)
+	return cmd
+}
+
+func (e *env) canCommand() *cobra.Command {
+	var method, path string
+	return withFlags(&cobra.Command{
+		Use:   "can CALLER TARGET [--method M] [--path P]",
+		Short: "Explain whether CALLER may call TARGET; exit 0 allowed, 1 denied, 2 error",
+		Args:  exactArgs(2, "CALLER and TARGET"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fail := func(err error) error { return &exitError{code: 2, err: fmt.Errorf("%s", describe(err, e.adminSocket))} }
+			c, done, err := e.admin()
+			if err != nil {
+				return fail(err)
+			}
+			defer done()
+			caller, err := resolveID(cmd.Context(), c, args[0])
+			if err != nil {
+				return fail(err)
+			}
+			target, err := resolveID(cmd.Context(), c, args[1])
+			if err != nil {
+				return fail(err)
+			}
+			resp, err := c.Can(cmd.Context(), &adminv1.CanRequest{Caller: caller, Target: target, Method: method, Path: path})
+			if err != nil {
+				return fail(err)
+			}
+			if e.output == "json" {
+				if err := e.printJSON(map[string]any{"allowed": resp.GetAllowed(), "reasons": nonNil(resp.GetReasons()), "mode": resp.GetMode(),
+					"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision()}); err != nil {
+					return fail(err)
+				}
+			} else {
+				verdict := "DENIED"
+				if resp.GetAllowed() {
+					verdict = "ALLOWED"
+				}
+				if resp.GetAllowed() && !resp.GetPolicyAllowed() {
+					verdict = "ALLOWED (audit mode: the policy denies it)"
+				}
+				m, p := method, path
+				if m == "" {
+					m = "GET"
+				}
+				if p == "" {
+					p = "/"
+				}
+				fmt.Fprintf(e.stdout, "%s: %s → %s %s %s (mode %s)\n", verdict, caller, target, strings.ToUpper(m), p, resp.GetMode())
+				for _, r := range resp.GetReasons() {
+					fmt.Fprintf(e.stdout, "  - %s\n", r)
+				}
+				for k, v := range resp.GetHeaders() {
+					fmt.Fprintf(e.stdout, "  header %s: %s\n", k, v)
+				}
+			}
+			if !resp.GetAllowed() {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}, func(cmd *cobra.Command) {
+		cmd.Flags().StringVar(&method, "method", "GET", "HTTP method")
+		cmd.Flags().StringVar(&path, "path", "/", "request path")
+	})
+}
+
+func withFlags(cmd *cobra.Command, f func(*cobra.Command)) *cobra.Command {
+	f(cmd)
+	return cmd
+}
+
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
+}

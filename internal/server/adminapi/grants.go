@@ -1,0 +1,221 @@
+package adminapi
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/internal/server/apierr"
+)
+
+// GrantStore persists grants and target modes.
+type GrantStore interface {
+	CreateGrant(ctx context.Context, actor string, g authz.Grant) (authz.Grant, error)
+	DeleteGrant(ctx context.Context, actor, id string) (authz.Grant, error)
+	GetGrant(ctx context.Context, id string) (authz.Grant, error)
+	ListGrants(ctx context.Context) ([]authz.Grant, error)
+	SetTargetMode(ctx context.Context, actor, target string, mode authz.Mode) error
+	TargetModes(ctx context.Context) (map[string]authz.Mode, error)
+}
+
+// Decider evaluates a request with the same engine, grants and policy the agents enforce.
+type Decider interface {
+	Decide(ctx context.Context, in authz.Input) (authz.Decision, error)
+}
+
+// parsePattern checks a grant's caller or target: a SPIFFE ID or a prefix ending in /* in the trust domain.
+func (s *Service) parsePattern(field, v string) (string, error) {
+	if v == "" {
+		return "", apierr.Invalid(field + " is required")
+	}
+	idPart := strings.TrimSuffix(v, "/*")
+	if v == "spiffe://"+s.cfg.TrustDomain.Name()+"/*" {
+		return v, nil
+	}
+	if _, err := ParseID(s.cfg.TrustDomain, field, idPart); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+// CreateGrant records "caller may call target".
+func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantRequest) (*adminv1.CreateGrantResponse, error) {
+	pg := req.GetGrant()
+	if pg == nil {
+		return nil, apierr.Invalid("grant is required")
+	}
+	caller, err := s.parsePattern("caller", pg.GetCaller())
+	if err != nil {
+		return nil, err
+	}
+	target, err := s.parsePattern("target", pg.GetTarget())
+	if err != nil {
+		return nil, err
+	}
+	g := authz.Grant{Caller: caller, Target: target, Reason: pg.GetReason(), CreatedBy: s.cfg.Actor(ctx), Source: "cli"}
+	for _, m := range pg.GetMethods() {
+		g.Methods = append(g.Methods, strings.ToUpper(m))
+	}
+	g.Paths = pg.GetPaths()
+	if pg.GetExpiresAt() != nil {
+		g.ExpiresAt = pg.GetExpiresAt().AsTime()
+		if !g.ExpiresAt.After(s.cfg.Now()) {
+			return nil, apierr.Invalid(fmt.Sprintf("expiry %s is in the past", g.ExpiresAt.Format(time.RFC3339)))
+		}
+	}
+	if err := g.Validate(); err != nil {
+		return nil, apierr.Invalid(err.Error())
+	}
+	g, err = s.cfg.Grants.CreateGrant(ctx, s.cfg.Actor(ctx), g)
+	if err != nil {
+		return nil, fmt.Errorf("create grant: %w", err)
+	}
+	return &adminv1.CreateGrantResponse{Grant: s.grantProto(g)}, nil
+}
+
+// RevokeGrants removes a grant by ID, or every CLI grant from caller to target.
+func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsRequest) (*adminv1.RevokeGrantsResponse, error) {
+	var ids []string
+	switch {
+	case req.GetId() != "":
+		g, err := s.cfg.Grants.GetGrant(ctx, req.GetId())
+		if err != nil {
+			return nil, fmt.Errorf("revoke: %w (see kith grants list)", err)
+		}
+		if g.Source != "cli" {
+			return nil, apierr.Invalid(fmt.Sprintf("grant %s comes from the policy repository (%s): change the repository to remove it", g.ID, g.Source))
+		}
+		ids = []string{g.ID}
+	case req.GetCaller() != "" && req.GetTarget() != "":
+		all, err := s.cfg.Grants.ListGrants(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var fromGit []string
+		for _, g := range all {
+			if g.Caller == req.GetCaller() && g.Target == req.GetTarget() {
+				if g.Source != "cli" {
+					fromGit = append(fromGit, g.ID)
+					continue
+				}
+				ids = append(ids, g.ID)
+			}
+		}
+		if len(ids) == 0 {
+			if len(fromGit) > 0 {
+				return nil, apierr.Invalid(fmt.Sprintf("the grants from %s to %s (%s) come from the policy repository: change the repository to remove them", req.GetCaller(), req.GetTarget(), strings.Join(fromGit, ", ")))
+			}
+			return nil, apierr.Invalid(fmt.Sprintf("no grant from %s to %s: see kith grants list", req.GetCaller(), req.GetTarget()))
+		}
+	default:
+		return nil, apierr.Invalid("give a grant ID, or a caller and a target")
+	}
+	resp := &adminv1.RevokeGrantsResponse{}
+	for _, id := range ids {
+		g, err := s.cfg.Grants.DeleteGrant(ctx, s.cfg.Actor(ctx), id)
+		if err != nil {
+			return nil, fmt.Errorf("revoke grant %s: %w", id, err)
+		}
+		resp.Grants = append(resp.Grants, s.grantProto(g))
+	}
+	return resp, nil
+}
+
+// covers reports whether a grant pattern (ID or prefix/*) covers the ID or pattern q.
+func covers(pattern, q string) bool {
+	if pattern == q {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(strings.TrimSuffix(q, "*"), prefix)
+	}
+	return false
+}
+
+// ListGrants lists grants, optionally those that apply to a caller and/or target.
+func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest) (*adminv1.ListGrantsResponse, error) {
+	all, err := s.cfg.Grants.ListGrants(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list grants: %w", err)
+	}
+	resp := &adminv1.ListGrantsResponse{}
+	for _, g := range all {
+		if c := req.GetCaller(); c != "" && !covers(g.Caller, c) && !covers(c, g.Caller) {
+			continue
+		}
+		if t := req.GetTarget(); t != "" && !covers(g.Target, t) && !covers(t, g.Target) {
+			continue
+		}
+		resp.Grants = append(resp.Grants, s.grantProto(g))
+	}
+	return resp, nil
+}
+
+// SetTargetMode switches a target between enforce and audit.
+func (s *Service) SetTargetMode(ctx context.Context, req *adminv1.SetTargetModeRequest) (*adminv1.SetTargetModeResponse, error) {
+	target, err := ParseID(s.cfg.TrustDomain, "target", req.GetTarget())
+	if err != nil {
+		return nil, err
+	}
+	mode := authz.Mode(req.GetMode())
+	if !slices.Contains([]authz.Mode{authz.ModeEnforce, authz.ModeAudit}, mode) {
+		return nil, apierr.Invalid(fmt.Sprintf("mode %q: use enforce or audit", req.GetMode()))
+	}
+	if err := s.cfg.Grants.SetTargetMode(ctx, s.cfg.Actor(ctx), target.String(), mode); err != nil {
+		return nil, fmt.Errorf("set mode of %s: %w", target, err)
+	}
+	return &adminv1.SetTargetModeResponse{}, nil
+}
+
+// ListTargetModes lists targets in audit mode.
+func (s *Service) ListTargetModes(ctx context.Context, _ *adminv1.ListTargetModesRequest) (*adminv1.ListTargetModesResponse, error) {
+	modes, err := s.cfg.Grants.TargetModes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ListTargetModesResponse{Modes: map[string]string{}}
+	for t, m := range modes {
+		resp.Modes[t] = string(m)
+	}
+	return resp, nil
+}
+
+// Can explains whether caller may call target, with the engine the agents run.
+func (s *Service) Can(ctx context.Context, req *adminv1.CanRequest) (*adminv1.CanResponse, error) {
+	caller, err := ParseID(s.cfg.TrustDomain, "caller", req.GetCaller())
+	if err != nil {
+		return nil, err
+	}
+	target, err := ParseID(s.cfg.TrustDomain, "target", req.GetTarget())
+	if err != nil {
+		return nil, err
+	}
+	method := strings.ToUpper(req.GetMethod())
+	if method == "" {
+		method = "GET"
+	}
+	path := req.GetPath()
+	if path == "" {
+		path = "/"
+	}
+	if !strings.HasPrefix(path, "/") {
+		return nil, apierr.Invalid(fmt.Sprintf("path %q must start with /", path))
+	}
+	d, err := s.cfg.Decider.Decide(ctx, authz.Input{Caller: caller, Target: target, Method: method, Path: path})
+	if err != nil {
+		return nil, fmt.Errorf("evaluate: %w", err)
+	}
+	return &adminv1.CanResponse{Allowed: d.Allowed, PolicyAllowed: d.PolicyAllowed, Reasons: d.Reasons, Mode: string(d.Mode),
+		Headers: d.Headers, Grant: d.Grant, PolicyRevision: d.Revision}, nil
+}
+
+func (s *Service) grantProto(g authz.Grant) *adminv1.Grant {
+	pg := &adminv1.Grant{Id: g.ID, Caller: g.Caller, Target: g.Target, Methods: g.Methods, Paths: g.Paths,
+		ExpiresAt: ts(g.ExpiresAt), Reason: g.Reason, CreatedBy: g.CreatedBy, CreatedAt: ts(g.CreatedAt), Source: g.Source}
+	pg.Expired = !g.ExpiresAt.IsZero() && !s.cfg.Now().Before(g.ExpiresAt)
+	return pg
+}
