@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kithid/kith/authz"
@@ -44,6 +43,5 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("response cannot be sent: %v", err)
 		}
 		_ = extauthz.Attributes(req.Attributes)
-		_ = authv3.CheckRequest{}
 	})
 }

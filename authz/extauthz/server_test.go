@@ -505,6 +505,7 @@ func TestCheckToleratesEmptyRequests(t *testing.T) {
 		"no attributes":     {},
 		"no http request":   {Attributes: &authv3.AttributeContext{Destination: &authv3.AttributeContext_Peer{Principal: payments.String()}}},
 		"empty peers":       {Attributes: &authv3.AttributeContext{Source: &authv3.AttributeContext_Peer{}, Destination: &authv3.AttributeContext_Peer{}}},
+		"huge headers":      hugeRequest(),
 		"empty http fields": {Attributes: &authv3.AttributeContext{Destination: &authv3.AttributeContext_Peer{Principal: payments.String()}, Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -530,4 +531,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func hugeRequest() *authv3.CheckRequest {
+	headers := map[string]string{"authorization": "Bearer " + strings.Repeat("a.", 1<<19)}
+	for i := range 1000 {
+		headers["x-kith-"+strings.Repeat("h", i)] = strings.Repeat("v", 1000)
+	}
+	return request{caller: strings.Repeat("spiffe://example.org/", 1<<14), target: payments.String(), method: "GET",
+		path: "/" + strings.Repeat("a/", 1<<19), headers: headers}.proto()
 }

@@ -26,7 +26,7 @@ func init() {
 const devAgentToken = "dev"
 
 func (e *env) devCommand() *cobra.Command {
-	var dir, td, grpcAddr, httpAddr, logLevel string
+	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
 		Short: "Run a server and an agent in one process on an embedded store: the one-command way to try Kith",
@@ -44,7 +44,7 @@ func (e *env) devCommand() *cobra.Command {
 				return err
 			}
 			dir = abs
-			return e.runDev(cmd.Context(), dir, td, grpcAddr, httpAddr, logLevel)
+			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision})
 		},
 	}
 	fl := cmd.Flags()
@@ -53,10 +53,18 @@ func (e *env) devCommand() *cobra.Command {
 	fl.StringVar(&grpcAddr, "grpc", "127.0.0.1:0", "server agent API address")
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "server HTTP address (health, metrics, JWKS); :0 picks a free port")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&policyDir, "policy-dir", "", "directory of custom Rego policy (package kith.ext) enforced by the agent")
+	fl.StringVar(&decision, "authz-decision", "", "use this OPA-Envoy-style decision from the custom policy, e.g. envoy/authz/allow")
 	return cmd
 }
 
-func (e *env) runDev(ctx context.Context, dir, td, grpcAddr, httpAddr, logLevel string) error {
+// devOptions are kith dev's flags.
+type devOptions struct {
+	dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
+}
+
+func (e *env) runDev(ctx context.Context, o devOptions) error {
+	dir, td, grpcAddr, httpAddr, logLevel := o.dir, o.td, o.grpcAddr, o.httpAddr, o.logLevel
 	// DIR stays traversable so workloads of any user reach the sockets; what is inside stays private.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create --data-dir: %w", err)
@@ -75,6 +83,7 @@ func (e *env) runDev(ctx context.Context, dir, td, grpcAddr, httpAddr, logLevel 
 	scfg := &config.Server{TrustDomain: td, DataDir: filepath.Join(dir, "server")}
 	scfg.Listen.GRPC, scfg.Listen.HTTP, scfg.Listen.AdminSocket = grpcAddr, httpAddr, filepath.Join(dir, "admin.sock")
 	scfg.Log.Level = logLevel
+	scfg.Policy.Dir, scfg.Authz.Decision = o.policyDir, o.decision
 	if err := scfg.Finish(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
@@ -98,6 +107,7 @@ func (e *env) runDev(ctx context.Context, dir, td, grpcAddr, httpAddr, logLevel 
 		Socket: filepath.Join(dir, "agent.sock"), AuthzSocket: filepath.Join(dir, "authz.sock"), AuthzListen: "off",
 	}
 	acfg.Log.Level = logLevel
+	acfg.AuthzDecision = o.decision
 	if _, err := os.Stat(filepath.Join(acfg.DataDir, "state.json")); errors.Is(err, os.ErrNotExist) {
 		secret, err := devJoinToken(gctx, srv)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
@@ -74,7 +75,7 @@ func TestDev(t *testing.T) {
 	t.Run("a jwt-svid from the agent verifies with the cli", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		svid, err := workloadapi.FetchJWTSVID(ctx, jwtParams("e2e-api"), addr)
+		svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "e2e-api", Subject: me}, addr)
 		if err != nil {
 			t.Fatalf("FetchJWTSVID: %v", err)
 		}

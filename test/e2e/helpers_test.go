@@ -373,3 +373,12 @@ func (c *cluster) startAgent(name, token string) *proc {
 	env := []string{"KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_RETRY_MAX=1s"}
 	return start(c.t, "agent "+name, env, args...)
 }
+
+// errorf is fmt.Errorf, for eventually's retry functions.
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

@@ -45,6 +45,8 @@ type Processes struct {
 	Admin       adminv1.AdminServiceClient
 	Server      *exec.Cmd
 	Agent       *exec.Cmd
+	// InProcessAgent is the agent when started by StartInProcess.
+	InProcessAgent *agent.Agent
 
 	adminConn *grpc.ClientConn
 	closers   []func()
@@ -291,6 +293,7 @@ func StartInProcess(ctx context.Context) (*Processes, error) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(actx) }()
 	p.closers = append(p.closers, func() { cancel(); <-done })
+	p.InProcessAgent = a
 	select {
 	case <-a.Ready():
 		return p, nil

@@ -2,6 +2,8 @@ package adminapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,7 +58,11 @@ func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantReque
 	if err != nil {
 		return nil, err
 	}
-	g := authz.Grant{Caller: caller, Target: target, Reason: pg.GetReason(), CreatedBy: s.cfg.Actor(ctx), Source: "cli"}
+	idb := make([]byte, 6)
+	if _, err := rand.Read(idb); err != nil {
+		return nil, fmt.Errorf("grant id: %w", err)
+	}
+	g := authz.Grant{ID: "g-" + hex.EncodeToString(idb), Caller: caller, Target: target, Reason: pg.GetReason(), CreatedBy: s.cfg.Actor(ctx), Source: "cli"}
 	for _, m := range pg.GetMethods() {
 		g.Methods = append(g.Methods, strings.ToUpper(m))
 	}
