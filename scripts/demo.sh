@@ -69,7 +69,8 @@ printf '$ openssl verify -CAfile roots.pem -untrusted intermediate.pem leaf.pem\
 openssl verify -CAfile "$DIR/roots.pem" -untrusted "$DIR/cert2.pem" "$DIR/cert1.pem"
 
 step "4. build the example workloads"
-run go build -o "$DIR/bin/" ./examples/greeter-server ./examples/greeter-client ./examples/sds-fetch ./examples/intruder
+# Same flags as `make build`, so the packages kith was built from come from the build cache.
+CGO_ENABLED=0 run go build -trimpath -o "$DIR/bin/" ./examples/greeter-server ./examples/greeter-client ./examples/sds-fetch ./examples/intruder
 ls "$DIR/bin" | sed 's/^/    /'
 
 step "5. register them by their executables (selectors the agent derives from /proc/<pid>)"

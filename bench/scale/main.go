@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -29,14 +31,74 @@ func main() {
 	n := flag.Int("entries", 10000, "entries to create")
 	batch := flag.Int("batch", 10000, "entries per BatchCreateEntries call")
 	watch := flag.Bool("watch", true, "keep a workload stream open while the SVIDs are made (false: poll with fresh fetches)")
+	inProcess := flag.Bool("inprocess", false, "run server and agent in this process and time until the agent's cache holds every SVID (no workload attached)")
+	memprofile := flag.String("memprofile", "", "with -inprocess: write a heap profile (after GC) once every SVID is held")
 	flag.Parse()
-	if err := run(*bin, *n, *batch, *watch); err != nil {
+	run := func() error { return run(*bin, *n, *batch, *watch) }
+	if *inProcess {
+		run = func() error { return runInProcess(*n, *batch, *memprofile) }
+	}
+	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
 	}
 }
 
 const maxMsg = 1 << 30
+
+func batches(n, batch int, uid string) []*adminv1.BatchCreateEntriesRequest {
+	var reqs []*adminv1.BatchCreateEntriesRequest
+	for i := 0; i < n; i += batch {
+		req := &adminv1.BatchCreateEntriesRequest{}
+		for j := i; j < min(i+batch, n); j++ {
+			req.Entries = append(req.Entries, &adminv1.Entry{SpiffeId: fmt.Sprintf("spiffe://%s/bench/scale/%05d", kithenv.TrustDomain, j),
+				ParentId: kithenv.AgentID.String(), Selectors: []string{uid}})
+		}
+		reqs = append(reqs, req)
+	}
+	return reqs
+}
+
+// runInProcess times creation → every SVID in the agent's cache, with nothing else running.
+func runInProcess(n, batch int, memprofile string) error {
+	ctx := context.Background()
+	p, err := kithenv.StartInProcess(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	reqs := batches(n, batch, "unix:uid:"+strconv.Itoa(os.Getuid()))
+	start := time.Now()
+	for _, req := range reqs {
+		if _, err := p.Admin.BatchCreateEntries(ctx, req); err != nil {
+			return fmt.Errorf("batch create entries: %w", err)
+		}
+	}
+	created := time.Since(start)
+	c := p.InProcessAgent.Cache()
+	for len(c.SVIDs()) < n {
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("the agent holds %d of %d svids after 5 minutes", len(c.SVIDs()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	fmt.Printf("scale (in-process): %d entries created in %s (BatchCreateEntries, %d per call); the agent cache holds all %d SVIDs after %s\n",
+		n, created.Round(time.Millisecond), batch, n, took.Round(time.Millisecond))
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("scale (in-process): live heap of server + agent after GC: %s\n", kithenv.MiB(int64(ms.HeapAlloc)))
+	if memprofile != "" {
+		f, err := os.Create(memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return pprof.Lookup("heap").WriteTo(f, 0)
+	}
+	return nil
+}
 
 func run(bin string, n, batch int, watch bool) error {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -118,14 +180,11 @@ func run(bin string, n, batch int, watch bool) error {
 		}()
 	}
 
+	reqs := batches(n, batch, uid)
 	start := time.Now()
-	for i := 0; i < n; i += batch {
-		req := &adminv1.BatchCreateEntriesRequest{}
-		for j := i; j < min(i+batch, n); j++ {
-			req.Entries = append(req.Entries, entry(fmt.Sprintf("spiffe://%s/bench/scale/%05d", kithenv.TrustDomain, j)))
-		}
+	for _, req := range reqs {
 		if _, err := p.Admin.BatchCreateEntries(ctx, req); err != nil {
-			return fmt.Errorf("batch create entries %d..%d: %w", i, i+len(req.Entries), err)
+			return fmt.Errorf("batch create entries: %w", err)
 		}
 	}
 	created := time.Since(start)

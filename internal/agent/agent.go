@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -215,6 +216,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if sdsLis != nil {
 		g.Go(func() error { return ignoreClosed(srv.Serve(sdsLis)) })
+	}
+	if c.MetricsListen != "" {
+		ml, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s (metrics_listen): %w", c.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error { return ignoreClosed(hs.Serve(ml)) })
+		g.Go(func() error { <-gctx.Done(); return hs.Close() })
 	}
 	g.Go(func() error { return a.syncLoop(gctx) })
 	g.Go(func() error { return a.svidManager(gctx) })
@@ -418,8 +431,6 @@ func (a *Agent) syncLoop(ctx context.Context) error {
 	return nil
 }
 
-var errRenewed = errors.New("agent svid renewed")
-
 // syncOnce connects with the current agent SVID, streams sync messages, and returns when the stream
 // breaks or the SVID must be renewed (after which the caller reconnects with the new one).
 func (a *Agent) syncOnce(ctx context.Context) error {
@@ -546,7 +557,7 @@ func listenSocket(path string) (net.Listener, error) {
 }
 
 func ignoreClosed(err error) error {
-	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
+	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -220,13 +219,4 @@ func parseBundlePEM(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle,
 		return nil, fmt.Errorf("no PEM certificates found")
 	}
 	return spiffebundle.FromX509Authorities(td, roots), nil
-}
-
-// keyPEM encodes a private key as PKCS#8 PEM.
-func keyPEM(k crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }

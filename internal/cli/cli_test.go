@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
+
+	_ "modernc.org/sqlite"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -349,5 +352,33 @@ func TestRestartKeepsCAEntriesAndAuditChain(t *testing.T) {
 	}
 	if out := s.ok(t, "audit", "verify"); !strings.Contains(out, "intact") {
 		t.Errorf("audit verify = %q", out)
+	}
+}
+
+func TestTamperedAuditRowFailsVerify(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	s.ok(t, "token", "create", "--name", "n1")
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/web", "--node-selector", "join_token:name:n1", "--selector", "unix:uid:1")
+	s.stop()
+
+	db, err := sql.Open("sqlite", filepath.Join(dir, "kith.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"DROP TRIGGER audit_no_update",
+		`UPDATE audit SET actor = 'someone-else' WHERE seq = 2`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s = startServer(t, dir)
+	out, errs, code := s.kith(t, "audit", "verify")
+	if code != 1 || !strings.Contains(errs, "audit log broken at event 2") {
+		t.Errorf("audit verify after tampering: exit %d, stdout %q, stderr %q; want exit 1 naming event 2", code, out, errs)
 	}
 }

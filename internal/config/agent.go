@@ -43,6 +43,9 @@ type Agent struct {
 	RotateAtPercent int64 `yaml:"rotate_at_percent"`
 	// RetryMax is the longest wait between reconnect attempts. Default 30s. Env KITH_AGENT_RETRY_MAX.
 	RetryMax Duration `yaml:"retry_max"`
+	// MetricsListen serves /metrics and /healthz over HTTP (e.g. 127.0.0.1:9090). Default off.
+	// Env KITH_AGENT_METRICS_LISTEN.
+	MetricsListen string `yaml:"metrics_listen"`
 	// AuthzDecision names an OPA-Envoy-style decision in the custom policy to use instead of Kith's built-in
 	// one (must match the server's authz.decision). Env KITH_AGENT_AUTHZ_DECISION.
 	AuthzDecision string `yaml:"authz_decision"`

@@ -85,6 +85,16 @@ func TestDev(t *testing.T) {
 		}
 	})
 
+	t.Run("a proxy gets its certificate and the trust bundle over sds", func(t *testing.T) {
+		cert, roots := fetchSDS(t, socket)
+		if diff := cmp.Diff(me.String(), cert); diff != "" {
+			t.Errorf("default secret's leaf URI SAN (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"kith.test"}, roots); diff != "" {
+			t.Errorf("ROOTCA trust domains (-want +got):\n%s", diff)
+		}
+	})
+
 	t.Run("SIGTERM stops it with exit code 0", func(t *testing.T) {
 		if code := dev.stop(); code != 0 {
 			t.Errorf("kith dev exit code %d, want 0", code)

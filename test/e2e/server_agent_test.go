@@ -3,12 +3,16 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 )
@@ -49,6 +53,15 @@ func TestServerAndAgent(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("a workload no entry matches is refused with PermissionDenied", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+c.agentDirs("node1").socket))
+		if diff := cmp.Diff(codes.PermissionDenied, status.Code(err)); diff != "" {
+			t.Errorf("FetchX509SVID error %v (-want +got code):\n%s", err, diff)
+		}
 	})
 
 	wl := spiffeid.RequireFromPath(c.td, "/e2e/node1-workload")
