@@ -18,7 +18,7 @@ cleanup() {
   local rc=$?
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$rc" -ne 0 ] && [ -f "$DIR/dev.log" ]; then
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ] && [ -f "$DIR/dev.log" ]; then
     echo "--- kith dev log (last 30 lines) ---" >&2
     tail -n 30 "$DIR/dev.log" >&2
   fi

@@ -87,7 +87,7 @@ func BenchmarkCheckUnixSocketParallel16(b *testing.B) {
 			client := serve(b, "unix", extauthz.Config{Decider: benchDeciders(b)[name]})
 			ctx := context.Background()
 			var failed atomic.Bool
-			b.SetParallelism((16+runtimeProcs()-1)/runtimeProcs())
+			b.SetParallelism((16 + runtimeProcs() - 1) / runtimeProcs())
 			start := time.Now()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {

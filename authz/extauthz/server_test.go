@@ -407,11 +407,10 @@ allow if {
 
 // fakeDecider returns a fixed decision or error and records inputs.
 type fakeDecider struct {
-	mu    sync.Mutex
-	d     authz.Decision
-	err   error
-	needs *bool
-	ins   []authz.Input
+	mu  sync.Mutex
+	d   authz.Decision
+	err error
+	ins []authz.Input
 }
 
 func (f *fakeDecider) Decide(_ context.Context, in authz.Input) (authz.Decision, error) {

@@ -76,6 +76,8 @@ type Agent struct {
 	policyRaw    []byte // last policy bundle, persisted
 	policyRev    string
 
+	rejoined bool // attested again after the server refused the persisted svid
+
 	clientMu sync.Mutex
 	client   agentv1.AgentServiceClient // current mTLS client, nil while disconnected
 }
@@ -411,7 +413,19 @@ func (a *Agent) syncLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if status.Code(err) == codes.PermissionDenied {
+		if status.Code(err) == codes.PermissionDenied && a.cfg.Config.JoinToken != "" && !a.rejoined {
+			// Evicted (or unknown) but given a join token: attest again with it, once.
+			a.rejoined = true
+			a.log.Warn("server refused this agent's svid; attesting again with the configured join token", "error", err)
+			if err := a.attest(ctx); err != nil {
+				a.log.Error("attest again", "error", err)
+			} else if err := a.save(); err != nil {
+				a.log.Error("save agent state", "error", err)
+			} else {
+				backoff = 100 * time.Millisecond
+				continue
+			}
+		} else if status.Code(err) == codes.PermissionDenied {
 			a.log.Error("server refused this agent; it keeps serving what it has until expiry. If it was evicted, restart it with a new --join-token", "error", err)
 		} else if err != nil {
 			a.log.Warn("sync with server interrupted; retrying", "error", err, "retry_in", backoff)

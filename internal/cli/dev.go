@@ -156,7 +156,7 @@ Press Ctrl-C to stop.
 `, td, dir, acfg.Socket, scfg.Listen.AdminSocket, devAgentID, acfg.AuthzSocket, srv.HTTPAddr(), td, os.Getuid())
 	case <-gctx.Done():
 	}
-	return g.Wait()
+	return plain(g.Wait())
 }
 
 // devJoinToken creates the dev agent's join token in-process.

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
 
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
@@ -40,7 +42,7 @@ func (e *env) serverCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return srv.Run(cmd.Context())
+			return plain(srv.Run(cmd.Context()))
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "YAML config file (every field optional)")
@@ -69,4 +71,16 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// plain drops the gRPC status wrapping of an error from a long-running process, so the CLI does not
+// mistake it for an admin API error and add the admin socket hint.
+func plain(err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		return errors.New(st.Message())
+	}
+	return err
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,6 +44,10 @@ func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) serveOIDC(w http.ResponseWriter, _ *http.Request) {
 	issuer := s.cfg.Config.Listen.AdvertiseHTTP
+	if strings.HasSuffix(issuer, ":0") {
+		// Port 0 was asked for: advertise the port actually bound.
+		issuer = "http://" + s.HTTPAddr().String()
+	}
 	writeJSON(w, map[string]any{
 		"issuer":                                issuer,
 		"jwks_uri":                              issuer + "/.well-known/jwks.json",

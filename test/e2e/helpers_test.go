@@ -374,9 +374,6 @@ func (c *cluster) startAgent(name, token string) *proc {
 	return start(c.t, "agent "+name, env, args...)
 }
 
-// errorf is fmt.Errorf, for eventually's retry functions.
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
-
 // lastLines returns the last n lines of s.
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func TestServerAndAgent(t *testing.T) {
 		want := agentRow{Type: "join_token", Connected: true}
 		eventually(t, 10*time.Second, "agent connected", func() error {
 			if diff := cmp.Diff(want, listAgents(t, c.adminSocket)[agentID]); diff != "" {
-				return errorf("kith agents list, %s (-want +got):\n%s", agentID, diff)
+				return fmt.Errorf("kith agents list, %s (-want +got):\n%s", agentID, diff)
 			}
 			return nil
 		})

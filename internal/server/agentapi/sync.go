@@ -112,7 +112,7 @@ type syncer struct {
 	agent store.Agent
 	sels  attestation.Set
 	sent  map[string]string // entry ID → SPIFFE ID of the entries the agent holds
-	rev   int64               // the revision the agent has been brought to
+	rev   int64             // the revision the agent has been brought to
 
 	authzSum  [32]byte // digest of the authorization data last sent
 	authzSent bool
