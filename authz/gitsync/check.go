@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -203,6 +204,9 @@ func Check(ctx context.Context, dir string, cfg authz.Config) (*Policy, error) {
 	}
 	if err := p.Test(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	e, err := authz.New(cfg)
 	if err != nil {

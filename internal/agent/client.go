@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 )
@@ -104,7 +106,7 @@ func (a *Agent) attest(ctx context.Context) error {
 	}
 	resp, err := client.Attest(ctx, &agentv1.AttestRequest{AttestationType: "join_token", Payload: []byte(a.cfg.Config.JoinToken), Csr: csr})
 	if err != nil {
-		return fmt.Errorf("attest with join token: %w", err)
+		return fmt.Errorf("attest with join token: %w", errors.New(status.Convert(err).Message()))
 	}
 	return a.acceptAgentSVID(resp.GetSvidChain(), key, resp.GetBundle())
 }

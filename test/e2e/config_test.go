@@ -47,7 +47,7 @@ func TestServerRejectsInvalidConfig(t *testing.T) {
 			want: []string{"root_tll"},
 		},
 		{
-			name: "a duration in the YAML file that does not parse names the field",
+			name:  "a duration in the YAML file that does not parse names the field",
 			args:  []string{"-c", badTTL},
 			want:  []string{"soon"},
 			where: []string{"x509_ttl", "line 2"},

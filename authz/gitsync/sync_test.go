@@ -1,0 +1,184 @@
+package gitsync_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/gitsync"
+	"github.com/kithid/kith/authz/gitsync/gitsynctest"
+)
+
+const goodPolicy = `package kith.ext
+
+deny contains "deletes are off" if input.request.method == "DELETE"
+`
+
+const goodTest = `package kith.ext_test
+
+import data.kith.ext
+
+test_delete_denied if {
+	"deletes are off" in ext.deny with input as {"request": {"method": "DELETE"}}
+}
+`
+
+const failingTest = `package kith.ext_test
+
+import data.kith.ext
+
+test_get_denied if {
+	"deletes are off" in ext.deny with input as {"request": {"method": "GET"}}
+}
+`
+
+func TestSync(t *testing.T) {
+	ctx := context.Background()
+	repo := gitsynctest.New(t)
+	var applied []string
+	var rejected []string
+	s, err := gitsync.New(gitsync.Config{
+		URL: repo.Dir, Ref: "main", Path: "policy", Dir: filepath.Join(t.TempDir(), "git"),
+		Apply: func(_ context.Context, c gitsync.Commit) error {
+			applied = append(applied, c.SHA)
+			return nil
+		},
+		Reject: func(_ context.Context, sha string, err error) { rejected = append(rejected, sha+": "+err.Error()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	good := repo.Commit(map[string]string{"policy/ext.rego": goodPolicy, "policy/ext_test.rego": goodTest,
+		"policy/data.json": `{"grants": [{"caller": "spiffe://example.org/a", "target": "spiffe://example.org/b", "methods": ["get"]}]}`})
+	t.Run("a good commit is applied", func(t *testing.T) {
+		sha, err := s.Sync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{good}, applied); diff != "" || sha != good {
+			t.Errorf("applied (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("an unchanged ref is not applied again", func(t *testing.T) {
+		if _, err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(applied) != 1 {
+			t.Errorf("applied %v", applied)
+		}
+	})
+	t.Run("a failing test rejects the commit with file, line and test name", func(t *testing.T) {
+		bad := repo.Commit(map[string]string{"policy/get_test.rego": failingTest})
+		_, err := s.Sync(ctx)
+		if err == nil {
+			t.Fatal("no error")
+		}
+		want := "policy/get_test.rego:5: test data.kith.ext_test.test_get_denied failed"
+		if !strings.Contains(err.Error(), "get_test.rego:5") || !strings.Contains(err.Error(), "test_get_denied failed") {
+			t.Errorf("error %q, want it to contain %q", err, want)
+		}
+		if len(applied) != 1 || len(rejected) != 1 || !strings.HasPrefix(rejected[0], bad) {
+			t.Errorf("applied %v rejected %v", applied, rejected)
+		}
+	})
+	t.Run("a compile error rejects the commit with file and line", func(t *testing.T) {
+		repo.Commit(map[string]string{"policy/get_test.rego": "", "policy/broken.rego": "package kith.ext\n\ndeny contains x if {\n  x := input.nope +\n}\n"})
+		_, err := s.Sync(ctx)
+		if err == nil || !strings.Contains(err.Error(), "broken.rego:") {
+			t.Errorf("error %v, want one naming broken.rego", err)
+		}
+	})
+	t.Run("a fix is applied", func(t *testing.T) {
+		fix := repo.Commit(map[string]string{"policy/broken.rego": ""})
+		if _, err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if applied[len(applied)-1] != fix {
+			t.Errorf("applied %v, want %s last", applied, fix)
+		}
+	})
+	t.Run("a pinned commit sha is checked out", func(t *testing.T) {
+		var got gitsync.Commit
+		s2, _ := gitsync.New(gitsync.Config{URL: "file://" + repo.Dir, Ref: good, Path: "policy", Dir: t.TempDir(),
+			Apply: func(_ context.Context, c gitsync.Commit) error { got = c; return nil }})
+		if _, err := s2.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got.SHA != good || len(got.Policy.Grants) != 1 || got.Policy.Grants[0].Methods[0] != "GET" {
+			t.Errorf("got %+v", got)
+		}
+	})
+	t.Run("a missing ref is an error", func(t *testing.T) {
+		s3, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "nope", Dir: t.TempDir(),
+			Apply: func(context.Context, gitsync.Commit) error { return nil }})
+		if _, err := s3.Sync(ctx); err == nil || !strings.Contains(err.Error(), `ref "nope" not found`) {
+			t.Errorf("error %v", err)
+		}
+	})
+}
+
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	t.Run("a good directory passes", func(t *testing.T) {
+		repo := gitsynctest.New(t)
+		repo.Commit(map[string]string{"ext.rego": goodPolicy, "ext_test.rego": goodTest})
+		if _, err := gitsync.Check(ctx, repo.Dir, authz.Config{}); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("a directory with a failing test fails", func(t *testing.T) {
+		repo := gitsynctest.New(t)
+		repo.Commit(map[string]string{"ext.rego": goodPolicy, "get_test.rego": failingTest})
+		if _, err := gitsync.Check(ctx, repo.Dir, authz.Config{}); err == nil || !strings.Contains(err.Error(), "get_test.rego:5") {
+			t.Errorf("error %v", err)
+		}
+	})
+	t.Run("a policy in a reserved package fails the sample requests", func(t *testing.T) {
+		repo := gitsynctest.New(t)
+		repo.Commit(map[string]string{"x.rego": "package kith.authz\n\nfoo := 1\n"})
+		if _, err := gitsync.Check(ctx, repo.Dir, authz.Config{}); err == nil || !strings.Contains(err.Error(), "reserved for Kith") {
+			t.Errorf("error %v", err)
+		}
+	})
+	t.Run("an invalid static grant fails", func(t *testing.T) {
+		repo := gitsynctest.New(t)
+		repo.Commit(map[string]string{"data.yaml": "grants:\n  - caller: nope\n    target: spiffe://example.org/b\n"})
+		if _, err := gitsync.Check(ctx, repo.Dir, authz.Config{}); err == nil || !strings.Contains(err.Error(), "grants[0]") {
+			t.Errorf("error %v", err)
+		}
+	})
+}
+
+func TestVerifyWebhook(t *testing.T) {
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	mac := hmac.New(sha256.New, []byte("s3cret"))
+	mac.Write(body)
+	good := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   bool
+	}{
+		{"a correct github signature is accepted", http.Header{"X-Hub-Signature-256": {good}}, true},
+		{"a wrong github signature is refused", http.Header{"X-Hub-Signature-256": {"sha256=" + strings.Repeat("0", 64)}}, false},
+		{"a signature without its prefix is refused", http.Header{"X-Hub-Signature-256": {strings.TrimPrefix(good, "sha256=")}}, false},
+		{"a correct gitlab token is accepted", http.Header{"X-Gitlab-Token": {"s3cret"}}, true},
+		{"a wrong gitlab token is refused", http.Header{"X-Gitlab-Token": {"s3cre"}}, false},
+		{"a request without either is refused", http.Header{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := gitsync.VerifyWebhook("s3cret", tc.header, body); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
