@@ -573,3 +573,7 @@ func stringMap(v any) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// NeedsAttributes reports whether the active policy reads input.attributes, so callers can skip
+// building that document when it does not.
+func (e *Engine) NeedsAttributes() bool { return e.policy.Load().needs.attributes }

@@ -149,6 +149,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		in.Attributes = Attributes(attrs)
 	}
 
+	growStack()
 	d, err := s.decider.Decide(ctx, in)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "ext_authz: policy evaluation failed",

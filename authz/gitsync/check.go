@@ -118,11 +118,11 @@ func (p *Policy) readData(name string, raw []byte) error {
 			}
 			g.ExpiresAt = t
 		}
+		g.ID = grantID(g)
 		if err := g.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: grants[%d]: %w", name, i, err))
 			continue
 		}
-		g.ID = grantID(g)
 		p.Grants = append(p.Grants, g)
 	}
 	p.Labels = df.Labels

@@ -27,7 +27,7 @@ const goodTest = `package kith.ext_test
 import data.kith.ext
 
 test_delete_denied if {
-	"deletes are off" in ext.deny with input as {"request": {"method": "DELETE"}}
+	"deletes are off" in ext.deny with input as {"kith": {"method": "DELETE"}}
 }
 `
 
@@ -36,7 +36,7 @@ const failingTest = `package kith.ext_test
 import data.kith.ext
 
 test_get_denied if {
-	"deletes are off" in ext.deny with input as {"request": {"method": "GET"}}
+	"deletes are off" in ext.deny with input as {"kith": {"method": "GET"}}
 }
 `
 

@@ -33,10 +33,11 @@ func main() {
 	watch := flag.Bool("watch", true, "keep a workload stream open while the SVIDs are made (false: poll with fresh fetches)")
 	inProcess := flag.Bool("inprocess", false, "run server and agent in this process and time until the agent's cache holds every SVID (no workload attached)")
 	memprofile := flag.String("memprofile", "", "with -inprocess: write a heap profile (after GC) once every SVID is held")
+	cpuprofile := flag.String("cpuprofile", "", "with -inprocess: write a CPU profile from creation until every SVID is held")
 	flag.Parse()
 	run := func() error { return run(*bin, *n, *batch, *watch) }
 	if *inProcess {
-		run = func() error { return runInProcess(*n, *batch, *memprofile) }
+		run = func() error { return runInProcess(*n, *batch, *memprofile, *cpuprofile) }
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
@@ -60,7 +61,7 @@ func batches(n, batch int, uid string) []*adminv1.BatchCreateEntriesRequest {
 }
 
 // runInProcess times creation → every SVID in the agent's cache, with nothing else running.
-func runInProcess(n, batch int, memprofile string) error {
+func runInProcess(n, batch int, memprofile, cpuprofile string) error {
 	ctx := context.Background()
 	p, err := kithenv.StartInProcess(ctx)
 	if err != nil {
@@ -68,6 +69,16 @@ func runInProcess(n, batch int, memprofile string) error {
 	}
 	defer p.Close()
 	reqs := batches(n, batch, "unix:uid:"+strconv.Itoa(os.Getuid()))
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	for _, req := range reqs {
 		if _, err := p.Admin.BatchCreateEntries(ctx, req); err != nil {
@@ -83,6 +94,9 @@ func runInProcess(n, batch int, memprofile string) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	took := time.Since(start)
+	if cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
 	fmt.Printf("scale (in-process): %d entries created in %s (BatchCreateEntries, %d per call); the agent cache holds all %d SVIDs after %s\n",
 		n, created.Round(time.Millisecond), batch, n, took.Round(time.Millisecond))
 	runtime.GC()

@@ -44,6 +44,8 @@ func main() {
 }
 
 // stream is one SDS stream; rootsAt is when it first received a ROOTCA different from its first one.
+// ROOTCA is compared as serialized bytes, so the check holds for either validation form (SPIFFE validator
+// or trusted_ca); the roots are counted by their PEM headers inside it.
 type stream struct {
 	st      grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
 	first   []byte // ROOTCA trusted CA bytes in the first response
@@ -58,7 +60,7 @@ func rootCA(resp *discoveryv3.DiscoveryResponse) ([]byte, error) {
 			return nil, err
 		}
 		if s.GetName() == "ROOTCA" {
-			return s.GetValidationContext().GetTrustedCa().GetInlineBytes(), nil
+			return r.GetValue(), nil
 		}
 	}
 	return nil, errors.New("no ROOTCA in the response")
@@ -208,4 +210,3 @@ func open(ctx context.Context, client secretv3.SecretDiscoveryServiceClient, nod
 	}
 	return &stream{st: st, first: bytes.Clone(first)}, nil
 }
-

@@ -75,6 +75,7 @@ type Agent struct {
 	authzRaw     []byte // last AuthzData (proto), persisted
 	policyRaw    []byte // last policy bundle, persisted
 	policyRev    string
+	policyKey    []byte // PEM key policy bundles must be signed with: the first one the server sent, persisted
 
 	rejoined bool // attested again after the server refused the persisted svid
 
@@ -283,6 +284,7 @@ func (a *Agent) restoreOrAttest(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			a.policyKey = st.PolicyKey
 			if len(st.Policy) > 0 {
 				if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: st.PolicyRevision, Bundle: st.Policy}); err != nil {
 					a.log.Error("persisted policy refused", "error", err)
@@ -375,6 +377,7 @@ func (a *Agent) save() error {
 	}
 	a.authzMu.Lock()
 	st.Authz, st.Policy, st.PolicyRevision = a.authzRaw, a.policyRaw, a.policyRev
+	st.PolicyKey = a.policyKey
 	a.authzMu.Unlock()
 	return saveState(a.cfg.Config.DataDir, st)
 }
@@ -469,6 +472,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	}
 	a.setClient(client)
 	defer a.setClient(nil)
+	go a.reportPolicy(ctx, client, "")
 	a.poke()
 
 	renewTimer := time.AfterFunc(renewAt.Sub(a.cfg.Now()), cancel)
@@ -506,8 +510,13 @@ func (a *Agent) applySync(msg *agentv1.SyncResponse) error {
 		}
 	}
 	if msg.GetPolicy() != nil {
+		errText := ""
 		if err := a.applyPolicy(context.Background(), msg.GetPolicy()); err != nil {
 			a.log.Error("keeping the current policy", "error", err)
+			errText = err.Error()
+		}
+		if c := a.currentClient(); c != nil {
+			go a.reportPolicy(context.Background(), c, errText)
 		}
 	}
 	if msg.GetAuthz() != nil {

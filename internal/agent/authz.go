@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -43,11 +45,23 @@ func (a *Agent) applyAuthz(ctx context.Context, pd *agentv1.AuthzData) error {
 }
 
 // applyPolicy verifies and activates a policy bundle; a bad one is refused and the current one stays.
+// The first signing key the server sends (over the mTLS sync stream) is pinned: later bundles must be
+// signed with it.
 func (a *Agent) applyPolicy(ctx context.Context, pb *agentv1.PolicyBundle) error {
+	a.authzMu.Lock()
+	key := a.policyKey
+	a.authzMu.Unlock()
+	if k := pb.GetPublicKey(); len(k) > 0 {
+		if len(key) == 0 {
+			key = k
+		} else if !bytes.Equal(key, k) {
+			return fmt.Errorf("policy bundle %s refused: signed with a key other than the pinned one (remove policy_key from the agent state to accept a new server key)", pb.GetRevision())
+		}
+	}
 	rev, modules := authz.BuiltinRevision, map[string]string{}
 	if len(pb.GetBundle()) > 0 {
 		var err error
-		if rev, modules, err = a.readBundle(pb.GetBundle()); err != nil {
+		if rev, modules, err = a.readBundle(pb.GetBundle(), key); err != nil {
 			return fmt.Errorf("policy bundle %s refused: %w", pb.GetRevision(), err)
 		}
 		if rev != pb.GetRevision() {
@@ -60,18 +74,36 @@ func (a *Agent) applyPolicy(ctx context.Context, pb *agentv1.PolicyBundle) error
 	a.authzMu.Lock()
 	a.policyRaw = pb.GetBundle()
 	a.policyRev = pb.GetRevision()
+	a.policyKey = key
 	a.authzMu.Unlock()
 	a.log.Info("policy activated", "revision", rev, "modules", len(modules))
 	a.markDirty()
 	return nil
 }
 
-// readBundle unpacks a policy bundle; Config.VerifyBundle (when set) checks its signature first.
-func (a *Agent) readBundle(data []byte) (string, map[string]string, error) {
+// readBundle unpacks a policy bundle: Config.VerifyBundle when set, else OPA signature verification with
+// the pinned key; without a pinned key (a server that does not sign) the bundle is read unverified.
+func (a *Agent) readBundle(data, key []byte) (string, map[string]string, error) {
 	if a.verifyBundle != nil {
 		return a.verifyBundle(data)
 	}
+	if len(key) > 0 {
+		return authz.ReadSignedBundle(data, key)
+	}
 	return authz.ReadBundle(data)
+}
+
+// reportPolicy tells the server which policy revision this agent enforces.
+func (a *Agent) reportPolicy(ctx context.Context, c agentv1.AgentServiceClient, errText string) {
+	rev := a.PolicyRevision()
+	if rev == "" {
+		rev = authz.BuiltinRevision
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.ReportStatus(ctx, &agentv1.ReportStatusRequest{PolicyRevision: rev, PolicyError: errText}); err != nil {
+		a.log.Debug("report policy status", "error", err)
+	}
 }
 
 // Engine is the agent's decision engine.

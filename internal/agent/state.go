@@ -34,6 +34,7 @@ type state struct {
 	Authz          []byte `json:"authz,omitempty"`
 	Policy         []byte `json:"policy,omitempty"`
 	PolicyRevision string `json:"policy_revision,omitempty"`
+	PolicyKey      []byte `json:"policy_key,omitempty"` // PEM, pinned on first use
 }
 
 type svidRecord struct {

@@ -26,7 +26,7 @@ func init() {
 const devAgentToken = "dev"
 
 func (e *env) devCommand() *cobra.Command {
-	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
+	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef string
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
 		Short: "Run a server and an agent in one process on an embedded store: the one-command way to try Kith",
@@ -44,7 +44,7 @@ func (e *env) devCommand() *cobra.Command {
 				return err
 			}
 			dir = abs
-			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision})
+			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision, policyRepo: policyRepo, policyRef: policyRef})
 		},
 	}
 	fl := cmd.Flags()
@@ -54,6 +54,8 @@ func (e *env) devCommand() *cobra.Command {
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "server HTTP address (health, metrics, JWKS); :0 picks a free port")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&policyDir, "policy-dir", "", "directory of custom Rego policy (package kith.ext) enforced by the agent")
+	fl.StringVar(&policyRepo, "policy-repo", "", "Git URL or local path of a policy repository to follow (see docs/policy-git.md)")
+	fl.StringVar(&policyRef, "policy-ref", "", "branch, tag or commit of --policy-repo (default: the remote's HEAD)")
 	fl.StringVar(&decision, "authz-decision", "", "use this OPA-Envoy-style decision from the custom policy, e.g. envoy/authz/allow")
 	return cmd
 }
@@ -61,6 +63,7 @@ func (e *env) devCommand() *cobra.Command {
 // devOptions are kith dev's flags.
 type devOptions struct {
 	dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
+	policyRepo, policyRef                                      string
 }
 
 func (e *env) runDev(ctx context.Context, o devOptions) error {
@@ -84,6 +87,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	scfg.Listen.GRPC, scfg.Listen.HTTP, scfg.Listen.AdminSocket = grpcAddr, httpAddr, filepath.Join(dir, "admin.sock")
 	scfg.Log.Level = logLevel
 	scfg.Policy.Dir, scfg.Authz.Decision = o.policyDir, o.decision
+	scfg.Policy.Git.URL, scfg.Policy.Git.Ref = o.policyRepo, o.policyRef
 	if err := scfg.Finish(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}

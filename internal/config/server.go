@@ -33,6 +33,27 @@ type Policy struct {
 	// Dir holds custom Rego modules (package kith.ext, or an OPA-Envoy policy with authz.decision); *_test.rego
 	// files are run as tests before the policy is used. Default none. Env KITH_POLICY_DIR.
 	Dir string `yaml:"dir"`
+	// Git follows a policy repository instead of Dir.
+	Git PolicyGit `yaml:"git"`
+}
+
+// PolicyGit configures the policy repository the server follows (see docs/policy-git.md).
+type PolicyGit struct {
+	// URL is https://, ssh://, file:// or a local path. Default none (no Git sync). Env KITH_POLICY_GIT_URL.
+	URL string `yaml:"url"`
+	// Ref is a branch, tag or commit SHA. Default: the remote's HEAD. Env KITH_POLICY_GIT_REF.
+	Ref string `yaml:"ref"`
+	// Path is the sub-directory holding the policy. Default the repository root. Env KITH_POLICY_GIT_PATH.
+	Path string `yaml:"path"`
+	// PollInterval is how often the remote is checked. Default 30s. Env KITH_POLICY_GIT_POLL_INTERVAL.
+	PollInterval Duration `yaml:"poll_interval"`
+	// Token authenticates https fetches. Default none. Env KITH_POLICY_GIT_TOKEN.
+	Token string `yaml:"token"`
+	// SSHKeyFile is a private key file for ssh:// remotes. Default none. Env KITH_POLICY_GIT_SSH_KEY_FILE.
+	SSHKeyFile string `yaml:"ssh_key_file"`
+	// WebhookSecret authenticates POST /v1/policy/webhook (GitHub HMAC or GitLab token). Default none: the
+	// webhook is off. Env KITH_POLICY_GIT_WEBHOOK_SECRET.
+	WebhookSecret string `yaml:"webhook_secret"`
 }
 
 // Authz configures the decision.
@@ -196,6 +217,9 @@ func (c *Server) validate() error {
 	if err := oneOf("store.driver", c.Store.Driver, "sqlite"); err != nil {
 		return err
 	}
+	if err := c.Policy.Git.validate(c.Policy.Dir); err != nil {
+		return err
+	}
 	type bound struct {
 		field string
 		v, lo time.Duration
@@ -225,4 +249,39 @@ func oneOf(field, v string, allowed ...string) error {
 		return nil
 	}
 	return &FieldError{field, fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", "))}
+}
+
+func (g *PolicyGit) validate(dir string) error {
+	if g.URL == "" {
+		for _, f := range []struct{ field, v string }{{"ref", g.Ref}, {"path", g.Path}, {"token", g.Token}, {"ssh_key_file", g.SSHKeyFile}, {"webhook_secret", g.WebhookSecret}} {
+			if f.v != "" {
+				return &FieldError{"policy.git." + f.field, "is set but policy.git.url is not: set the repository URL"}
+			}
+		}
+		return nil
+	}
+	if dir != "" {
+		return &FieldError{"policy.git.url", "policy.dir and policy.git.url are both set: choose one"}
+	}
+	switch {
+	case strings.HasPrefix(g.URL, "https://"), strings.HasPrefix(g.URL, "ssh://"), strings.HasPrefix(g.URL, "file://"),
+		filepath.IsAbs(g.URL), strings.HasPrefix(g.URL, "."):
+	case strings.HasPrefix(g.URL, "http://"):
+		return &FieldError{"policy.git.url", fmt.Sprintf("%q is plain http: use https:// so that policy cannot be altered in transit", g.URL)}
+	default:
+		return &FieldError{"policy.git.url", fmt.Sprintf("%q: want https://, ssh://, file:// or a local path", g.URL)}
+	}
+	if g.Token != "" && !strings.HasPrefix(g.URL, "https://") {
+		return &FieldError{"policy.git.token", "a token is only sent to https:// remotes"}
+	}
+	if g.SSHKeyFile != "" && !strings.HasPrefix(g.URL, "ssh://") {
+		return &FieldError{"policy.git.ssh_key_file", "an ssh key is only used for ssh:// remotes"}
+	}
+	if strings.Contains(g.Path, "..") {
+		return &FieldError{"policy.git.path", fmt.Sprintf("%q must stay inside the repository", g.Path)}
+	}
+	if g.PollInterval != 0 && g.PollInterval.D() < time.Second {
+		return &FieldError{"policy.git.poll_interval", "must be at least 1s"}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -41,6 +42,32 @@ type authzView struct {
 	mu     sync.Mutex
 	loaded int64
 	policy atomic.Pointer[policyState]
+
+	signer    *ecdsa.PrivateKey // signs policy bundles; nil: unsigned
+	publicKey []byte            // PEM of signer's public key
+	gitLabels atomic.Pointer[map[string]map[string]string]
+}
+
+// setSigner makes setPolicy sign bundles with key.
+func (v *authzView) setSigner(key *ecdsa.PrivateKey) error {
+	pub, err := authz.MarshalPublicKey(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	v.signer, v.publicKey = key, pub
+	return nil
+}
+
+// PolicyKey is the PEM public key agents verify policy bundles with.
+func (v *authzView) PolicyKey() []byte { return v.publicKey }
+
+// setGitLabels sets the identity labels from the policy repository's data file; they are merged under the
+// labels of registration entries.
+func (v *authzView) setGitLabels(l map[string]map[string]string) {
+	v.gitLabels.Store(&l)
+	v.mu.Lock()
+	v.loaded = -1
+	v.mu.Unlock()
 }
 
 func newAuthzView(src authzSource, cfg authz.Config) (*authzView, error) {
@@ -64,7 +91,7 @@ func (v *authzView) refresh(ctx context.Context) error {
 	if rev == v.loaded {
 		return nil
 	}
-	d, err := loadAuthzData(ctx, v.src)
+	d, err := v.Load(ctx)
 	if err != nil {
 		return err
 	}
@@ -89,7 +116,13 @@ func (v *authzView) setPolicy(ctx context.Context, revision string, modules map[
 	if err := v.engine.SetPolicy(ctx, revision, modules); err != nil {
 		return err
 	}
-	b, err := authz.BuildBundle(revision, modules)
+	var b []byte
+	var err error
+	if v.signer != nil {
+		b, err = authz.BuildSignedBundle(revision, modules, v.signer)
+	} else {
+		b, err = authz.BuildBundle(revision, modules)
+	}
 	if err != nil {
 		return err
 	}
@@ -170,7 +203,25 @@ func readPolicyDir(dir string) (modules, tests map[string]string, revision strin
 }
 
 // Load reads the authorization data agents enforce with.
-func (v *authzView) Load(ctx context.Context) (authz.Data, error) { return loadAuthzData(ctx, v.src) }
+func (v *authzView) Load(ctx context.Context) (authz.Data, error) {
+	d, err := loadAuthzData(ctx, v.src)
+	if err != nil {
+		return d, err
+	}
+	if gl := v.gitLabels.Load(); gl != nil {
+		for id, labels := range *gl {
+			if d.Labels[id] == nil {
+				d.Labels[id] = map[string]string{}
+			}
+			for k, val := range labels {
+				if _, ok := d.Labels[id][k]; !ok {
+					d.Labels[id][k] = val
+				}
+			}
+		}
+	}
+	return d, nil
+}
 
 // Policy returns the active custom policy revision and bundle.
 func (v *authzView) Policy() (string, []byte) {

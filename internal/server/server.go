@@ -53,6 +53,7 @@ type Server struct {
 	metrics *metrics
 	own     *ownSVID
 	authz   *authzView
+	policy  *policyManager
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -120,6 +121,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.policy, err = newPolicyManager(ctx, c, s.authz, st, s.metrics.reg, cfg.Logger.With("component", "policy"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	if c.Policy.Dir != "" {
 		modules, _, rev, err := readPolicyDir(c.Policy.Dir)
 		if err == nil {
@@ -132,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Logger.Info("custom policy loaded", "dir", c.Policy.Dir, "revision", rev, "modules", len(modules))
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
-		Authz: s.authz, Policy: s.authz,
+		Authz: s.authz, Policy: s.authz, Reports: st,
 		TrustDomain: td, Tokens: st, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: c.SVID.AgentTTL.D(),
 		Now:      cfg.Now,
@@ -145,7 +151,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
-		Grants: st, Decider: s.authz,
+		Grants: st, Decider: s.authz, Policy: s.policy,
 		Logger: cfg.Logger.With("component", "admin"), Now: cfg.Now,
 		Actor:    adminActor,
 		X509TTL:  adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxX509TTL.D()},
@@ -228,6 +234,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.ca.Run(gctx) })
+	g.Go(func() error { return s.policy.Run(gctx) })
 	g.Go(func() error {
 		changed, stop := s.ca.Subscribe()
 		defer stop()

@@ -78,6 +78,8 @@ type Config struct {
 	Now         func() time.Time     // zero: time.Now
 	// Actor names the caller for the audit log; zero: "admin".
 	Actor func(ctx context.Context) string
+	// Policy answers the policy verbs; zero: they fail.
+	Policy PolicyAdmin
 	// X509TTL and JWTTTL bound the lifetimes a request may ask for.
 	X509TTL, JWTTTL TTLBounds
 	// TokenTTL is the default join token lifetime, TokenMaxTTL the longest.

@@ -26,6 +26,31 @@ type PolicySource interface {
 	Policy() (revision string, bundle []byte)
 }
 
+// PolicyKeySource is implemented by a PolicySource whose bundles are signed: the PEM public key agents
+// verify them with.
+type PolicyKeySource interface {
+	PolicyKey() []byte
+}
+
+// PolicyReports records the policy revision each agent reports it enforces.
+type PolicyReports interface {
+	SetAgentPolicy(ctx context.Context, agentID, revision, errText string) error
+}
+
+// ReportStatus records the policy revision the calling agent enforces.
+func (s *Service) ReportStatus(ctx context.Context, req *agentv1.ReportStatusRequest) (*agentv1.ReportStatusResponse, error) {
+	a, err := s.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Reports != nil {
+		if err := s.cfg.Reports.SetAgentPolicy(ctx, a.ID.String(), req.GetPolicyRevision(), req.GetPolicyError()); err != nil {
+			return nil, err
+		}
+	}
+	return &agentv1.ReportStatusResponse{}, nil
+}
+
 // authzRelevant reports whether changes may alter an agent's authorization data.
 func authzRelevant(changes []store.Change) bool {
 	for _, c := range changes {
@@ -115,6 +140,9 @@ func (sy *syncer) addPolicy(msg *agentv1.SyncResponse) {
 	}
 	sy.policyRev = rev
 	msg.Policy = &agentv1.PolicyBundle{Revision: rev, Bundle: bundle}
+	if ks, ok := sy.s.cfg.Policy.(PolicyKeySource); ok {
+		msg.Policy.PublicKey = ks.PolicyKey()
+	}
 }
 
 // GrantProto converts a grant for the agent API.

@@ -92,6 +92,8 @@ type Config struct {
 	Authz AuthzSource
 	// Policy gives the active custom policy bundle; zero: none.
 	Policy PolicySource
+	// Reports records the policy revision agents enforce; zero: reports are dropped.
+	Reports PolicyReports
 }
 
 // MaxBatch is the most CSRs one SignX509SVIDs call may carry.

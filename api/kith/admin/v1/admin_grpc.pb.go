@@ -46,6 +46,11 @@ const (
 	AdminService_SetTargetMode_FullMethodName      = "/kith.admin.v1.AdminService/SetTargetMode"
 	AdminService_ListTargetModes_FullMethodName    = "/kith.admin.v1.AdminService/ListTargetModes"
 	AdminService_Can_FullMethodName                = "/kith.admin.v1.AdminService/Can"
+	AdminService_GetPolicyStatus_FullMethodName    = "/kith.admin.v1.AdminService/GetPolicyStatus"
+	AdminService_ListPolicyHistory_FullMethodName  = "/kith.admin.v1.AdminService/ListPolicyHistory"
+	AdminService_SyncPolicy_FullMethodName         = "/kith.admin.v1.AdminService/SyncPolicy"
+	AdminService_RollbackPolicy_FullMethodName     = "/kith.admin.v1.AdminService/RollbackPolicy"
+	AdminService_UnpinPolicy_FullMethodName        = "/kith.admin.v1.AdminService/UnpinPolicy"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -79,6 +84,11 @@ type AdminServiceClient interface {
 	SetTargetMode(ctx context.Context, in *SetTargetModeRequest, opts ...grpc.CallOption) (*SetTargetModeResponse, error)
 	ListTargetModes(ctx context.Context, in *ListTargetModesRequest, opts ...grpc.CallOption) (*ListTargetModesResponse, error)
 	Can(ctx context.Context, in *CanRequest, opts ...grpc.CallOption) (*CanResponse, error)
+	GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error)
+	ListPolicyHistory(ctx context.Context, in *ListPolicyHistoryRequest, opts ...grpc.CallOption) (*ListPolicyHistoryResponse, error)
+	SyncPolicy(ctx context.Context, in *SyncPolicyRequest, opts ...grpc.CallOption) (*SyncPolicyResponse, error)
+	RollbackPolicy(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*RollbackPolicyResponse, error)
+	UnpinPolicy(ctx context.Context, in *UnpinPolicyRequest, opts ...grpc.CallOption) (*UnpinPolicyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -339,6 +349,56 @@ func (c *adminServiceClient) Can(ctx context.Context, in *CanRequest, opts ...gr
 	return out, nil
 }
 
+func (c *adminServiceClient) GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPolicyStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetPolicyStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListPolicyHistory(ctx context.Context, in *ListPolicyHistoryRequest, opts ...grpc.CallOption) (*ListPolicyHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPolicyHistoryResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListPolicyHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SyncPolicy(ctx context.Context, in *SyncPolicyRequest, opts ...grpc.CallOption) (*SyncPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_SyncPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RollbackPolicy(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*RollbackPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_RollbackPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UnpinPolicy(ctx context.Context, in *UnpinPolicyRequest, opts ...grpc.CallOption) (*UnpinPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnpinPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_UnpinPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -370,6 +430,11 @@ type AdminServiceServer interface {
 	SetTargetMode(context.Context, *SetTargetModeRequest) (*SetTargetModeResponse, error)
 	ListTargetModes(context.Context, *ListTargetModesRequest) (*ListTargetModesResponse, error)
 	Can(context.Context, *CanRequest) (*CanResponse, error)
+	GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error)
+	ListPolicyHistory(context.Context, *ListPolicyHistoryRequest) (*ListPolicyHistoryResponse, error)
+	SyncPolicy(context.Context, *SyncPolicyRequest) (*SyncPolicyResponse, error)
+	RollbackPolicy(context.Context, *RollbackPolicyRequest) (*RollbackPolicyResponse, error)
+	UnpinPolicy(context.Context, *UnpinPolicyRequest) (*UnpinPolicyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -454,6 +519,21 @@ func (UnimplementedAdminServiceServer) ListTargetModes(context.Context, *ListTar
 }
 func (UnimplementedAdminServiceServer) Can(context.Context, *CanRequest) (*CanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Can not implemented")
+}
+func (UnimplementedAdminServiceServer) GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPolicyStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) ListPolicyHistory(context.Context, *ListPolicyHistoryRequest) (*ListPolicyHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPolicyHistory not implemented")
+}
+func (UnimplementedAdminServiceServer) SyncPolicy(context.Context, *SyncPolicyRequest) (*SyncPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) RollbackPolicy(context.Context, *RollbackPolicyRequest) (*RollbackPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) UnpinPolicy(context.Context, *UnpinPolicyRequest) (*UnpinPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnpinPolicy not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -926,6 +1006,96 @@ func _AdminService_Can_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetPolicyStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetPolicyStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetPolicyStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetPolicyStatus(ctx, req.(*GetPolicyStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListPolicyHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPolicyHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListPolicyHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListPolicyHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListPolicyHistory(ctx, req.(*ListPolicyHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SyncPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SyncPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SyncPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SyncPolicy(ctx, req.(*SyncPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RollbackPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RollbackPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RollbackPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RollbackPolicy(ctx, req.(*RollbackPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UnpinPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnpinPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UnpinPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UnpinPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UnpinPolicy(ctx, req.(*UnpinPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1032,6 +1202,26 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Can",
 			Handler:    _AdminService_Can_Handler,
+		},
+		{
+			MethodName: "GetPolicyStatus",
+			Handler:    _AdminService_GetPolicyStatus_Handler,
+		},
+		{
+			MethodName: "ListPolicyHistory",
+			Handler:    _AdminService_ListPolicyHistory_Handler,
+		},
+		{
+			MethodName: "SyncPolicy",
+			Handler:    _AdminService_SyncPolicy_Handler,
+		},
+		{
+			MethodName: "RollbackPolicy",
+			Handler:    _AdminService_RollbackPolicy_Handler,
+		},
+		{
+			MethodName: "UnpinPolicy",
+			Handler:    _AdminService_UnpinPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

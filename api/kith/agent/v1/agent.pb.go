@@ -24,6 +24,94 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReportStatusRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PolicyRevision string                 `protobuf:"bytes,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"` // the policy bundle revision in force ("builtin" when none)
+	PolicyError    string                 `protobuf:"bytes,2,opt,name=policy_error,json=policyError,proto3" json:"policy_error,omitempty"`          // why the last bundle received was refused, if it was
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReportStatusRequest) Reset() {
+	*x = ReportStatusRequest{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusRequest) ProtoMessage() {}
+
+func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReportStatusRequest) GetPolicyRevision() string {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return ""
+}
+
+func (x *ReportStatusRequest) GetPolicyError() string {
+	if x != nil {
+		return x.PolicyError
+	}
+	return ""
+}
+
+type ReportStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatusResponse) Reset() {
+	*x = ReportStatusResponse{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusResponse) ProtoMessage() {}
+
+func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
 type AttestRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	AttestationType string                 `protobuf:"bytes,1,opt,name=attestation_type,json=attestationType,proto3" json:"attestation_type,omitempty"` // "join_token"
@@ -35,7 +123,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +135,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +148,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AttestRequest) GetAttestationType() string {
@@ -95,7 +183,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +195,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +208,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AttestResponse) GetSvidChain() [][]byte {
@@ -153,7 +241,7 @@ type RenewAgentRequest struct {
 
 func (x *RenewAgentRequest) Reset() {
 	*x = RenewAgentRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +253,7 @@ func (x *RenewAgentRequest) String() string {
 func (*RenewAgentRequest) ProtoMessage() {}
 
 func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +266,7 @@ func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewAgentRequest.ProtoReflect.Descriptor instead.
 func (*RenewAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RenewAgentRequest) GetCsr() []byte {
@@ -198,7 +286,7 @@ type RenewAgentResponse struct {
 
 func (x *RenewAgentResponse) Reset() {
 	*x = RenewAgentResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +298,7 @@ func (x *RenewAgentResponse) String() string {
 func (*RenewAgentResponse) ProtoMessage() {}
 
 func (x *RenewAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +311,7 @@ func (x *RenewAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewAgentResponse.ProtoReflect.Descriptor instead.
 func (*RenewAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenewAgentResponse) GetSvidChain() [][]byte {
@@ -251,7 +339,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +351,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +364,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -316,7 +404,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +416,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +429,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Entry) GetId() string {
@@ -409,7 +497,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +509,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +522,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SyncRequest) GetRevision() int64 {
@@ -459,7 +547,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +559,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +572,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncResponse) GetRevision() int64 {
@@ -555,7 +643,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +655,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +668,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Grant) GetId() string {
@@ -663,7 +751,7 @@ type IdentityLabels struct {
 
 func (x *IdentityLabels) Reset() {
 	*x = IdentityLabels{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +763,7 @@ func (x *IdentityLabels) String() string {
 func (*IdentityLabels) ProtoMessage() {}
 
 func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +776,7 @@ func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityLabels.ProtoReflect.Descriptor instead.
 func (*IdentityLabels) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *IdentityLabels) GetSpiffeId() string {
@@ -717,7 +805,7 @@ type AuthzData struct {
 
 func (x *AuthzData) Reset() {
 	*x = AuthzData{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +817,7 @@ func (x *AuthzData) String() string {
 func (*AuthzData) ProtoMessage() {}
 
 func (x *AuthzData) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +830,7 @@ func (x *AuthzData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzData.ProtoReflect.Descriptor instead.
 func (*AuthzData) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuthzData) GetGrants() []*Grant {
@@ -769,15 +857,16 @@ func (x *AuthzData) GetLabels() []*IdentityLabels {
 // PolicyBundle is a signed OPA bundle built from a policy repository commit.
 type PolicyBundle struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      string                 `protobuf:"bytes,1,opt,name=revision,proto3" json:"revision,omitempty"` // commit SHA
-	Bundle        []byte                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`     // OPA bundle tarball (.tar.gz) with .manifest and .signatures.json
+	Revision      string                 `protobuf:"bytes,1,opt,name=revision,proto3" json:"revision,omitempty"`                    // commit SHA
+	Bundle        []byte                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`                        // OPA bundle tarball (.tar.gz) with .manifest and .signatures.json
+	PublicKey     []byte                 `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // PEM (PKIX) ES256 key the bundle is signed with; agents pin the first one seen
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +878,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +891,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PolicyBundle) GetRevision() string {
@@ -819,6 +908,13 @@ func (x *PolicyBundle) GetBundle() []byte {
 	return nil
 }
 
+func (x *PolicyBundle) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 type X509SVIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
@@ -829,7 +925,7 @@ type X509SVIDRequest struct {
 
 func (x *X509SVIDRequest) Reset() {
 	*x = X509SVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +937,7 @@ func (x *X509SVIDRequest) String() string {
 func (*X509SVIDRequest) ProtoMessage() {}
 
 func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +950,7 @@ func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*X509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *X509SVIDRequest) GetEntryId() string {
@@ -883,7 +979,7 @@ type X509SVIDResult struct {
 
 func (x *X509SVIDResult) Reset() {
 	*x = X509SVIDResult{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +991,7 @@ func (x *X509SVIDResult) String() string {
 func (*X509SVIDResult) ProtoMessage() {}
 
 func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1004,7 @@ func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDResult.ProtoReflect.Descriptor instead.
 func (*X509SVIDResult) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *X509SVIDResult) GetEntryId() string {
@@ -948,7 +1044,7 @@ type SignX509SVIDsRequest struct {
 
 func (x *SignX509SVIDsRequest) Reset() {
 	*x = SignX509SVIDsRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1056,7 @@ func (x *SignX509SVIDsRequest) String() string {
 func (*SignX509SVIDsRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1069,7 @@ func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignX509SVIDsRequest) GetRequests() []*X509SVIDRequest {
@@ -992,7 +1088,7 @@ type SignX509SVIDsResponse struct {
 
 func (x *SignX509SVIDsResponse) Reset() {
 	*x = SignX509SVIDsResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1100,7 @@ func (x *SignX509SVIDsResponse) String() string {
 func (*SignX509SVIDsResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1113,7 @@ func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignX509SVIDsResponse) GetResults() []*X509SVIDResult {
@@ -1037,7 +1133,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1145,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1158,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MintJWTSVIDRequest) GetEntryId() string {
@@ -1089,7 +1185,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1197,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1210,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -1135,7 +1231,11 @@ var File_kith_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n" +
+	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x13ReportStatusRequest\x12'\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\tR\x0epolicyRevision\x12!\n" +
+	"\fpolicy_error\x18\x02 \x01(\tR\vpolicyError\"\x16\n" +
+	"\x14ReportStatusResponse\"f\n" +
 	"\rAttestRequest\x12)\n" +
 	"\x10attestation_type\x18\x01 \x01(\tR\x0fattestationType\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x10\n" +
@@ -1205,10 +1305,12 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"ModesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
 	"\fPolicyBundle\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x12\x16\n" +
-	"\x06bundle\x18\x02 \x01(\fR\x06bundle\">\n" +
+	"\x06bundle\x18\x02 \x01(\fR\x06bundle\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\">\n" +
 	"\x0fX509SVIDRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"\x9b\x01\n" +
@@ -1229,14 +1331,15 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\x13MintJWTSVIDResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x9d\x03\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xf6\x03\n" +
 	"\fAgentService\x12E\n" +
 	"\x06Attest\x12\x1c.kith.agent.v1.AttestRequest\x1a\x1d.kith.agent.v1.AttestResponse\x12Q\n" +
 	"\n" +
 	"RenewAgent\x12 .kith.agent.v1.RenewAgentRequest\x1a!.kith.agent.v1.RenewAgentResponse\x12A\n" +
 	"\x04Sync\x12\x1a.kith.agent.v1.SyncRequest\x1a\x1b.kith.agent.v1.SyncResponse0\x01\x12Z\n" +
 	"\rSignX509SVIDs\x12#.kith.agent.v1.SignX509SVIDsRequest\x1a$.kith.agent.v1.SignX509SVIDsResponse\x12T\n" +
-	"\vMintJWTSVID\x12!.kith.agent.v1.MintJWTSVIDRequest\x1a\".kith.agent.v1.MintJWTSVIDResponseB2Z0github.com/kithid/kith/api/kith/agent/v1;agentv1b\x06proto3"
+	"\vMintJWTSVID\x12!.kith.agent.v1.MintJWTSVIDRequest\x1a\".kith.agent.v1.MintJWTSVIDResponse\x12W\n" +
+	"\fReportStatus\x12\".kith.agent.v1.ReportStatusRequest\x1a#.kith.agent.v1.ReportStatusResponseB2Z0github.com/kithid/kith/api/kith/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_kith_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1250,61 +1353,65 @@ func file_kith_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_kith_agent_v1_agent_proto_rawDescData
 }
 
-var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_kith_agent_v1_agent_proto_goTypes = []any{
-	(*AttestRequest)(nil),         // 0: kith.agent.v1.AttestRequest
-	(*AttestResponse)(nil),        // 1: kith.agent.v1.AttestResponse
-	(*RenewAgentRequest)(nil),     // 2: kith.agent.v1.RenewAgentRequest
-	(*RenewAgentResponse)(nil),    // 3: kith.agent.v1.RenewAgentResponse
-	(*Bundle)(nil),                // 4: kith.agent.v1.Bundle
-	(*Entry)(nil),                 // 5: kith.agent.v1.Entry
-	(*SyncRequest)(nil),           // 6: kith.agent.v1.SyncRequest
-	(*SyncResponse)(nil),          // 7: kith.agent.v1.SyncResponse
-	(*Grant)(nil),                 // 8: kith.agent.v1.Grant
-	(*IdentityLabels)(nil),        // 9: kith.agent.v1.IdentityLabels
-	(*AuthzData)(nil),             // 10: kith.agent.v1.AuthzData
-	(*PolicyBundle)(nil),          // 11: kith.agent.v1.PolicyBundle
-	(*X509SVIDRequest)(nil),       // 12: kith.agent.v1.X509SVIDRequest
-	(*X509SVIDResult)(nil),        // 13: kith.agent.v1.X509SVIDResult
-	(*SignX509SVIDsRequest)(nil),  // 14: kith.agent.v1.SignX509SVIDsRequest
-	(*SignX509SVIDsResponse)(nil), // 15: kith.agent.v1.SignX509SVIDsResponse
-	(*MintJWTSVIDRequest)(nil),    // 16: kith.agent.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),   // 17: kith.agent.v1.MintJWTSVIDResponse
-	nil,                           // 18: kith.agent.v1.Entry.LabelsEntry
-	nil,                           // 19: kith.agent.v1.IdentityLabels.LabelsEntry
-	nil,                           // 20: kith.agent.v1.AuthzData.ModesEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*ReportStatusRequest)(nil),   // 0: kith.agent.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),  // 1: kith.agent.v1.ReportStatusResponse
+	(*AttestRequest)(nil),         // 2: kith.agent.v1.AttestRequest
+	(*AttestResponse)(nil),        // 3: kith.agent.v1.AttestResponse
+	(*RenewAgentRequest)(nil),     // 4: kith.agent.v1.RenewAgentRequest
+	(*RenewAgentResponse)(nil),    // 5: kith.agent.v1.RenewAgentResponse
+	(*Bundle)(nil),                // 6: kith.agent.v1.Bundle
+	(*Entry)(nil),                 // 7: kith.agent.v1.Entry
+	(*SyncRequest)(nil),           // 8: kith.agent.v1.SyncRequest
+	(*SyncResponse)(nil),          // 9: kith.agent.v1.SyncResponse
+	(*Grant)(nil),                 // 10: kith.agent.v1.Grant
+	(*IdentityLabels)(nil),        // 11: kith.agent.v1.IdentityLabels
+	(*AuthzData)(nil),             // 12: kith.agent.v1.AuthzData
+	(*PolicyBundle)(nil),          // 13: kith.agent.v1.PolicyBundle
+	(*X509SVIDRequest)(nil),       // 14: kith.agent.v1.X509SVIDRequest
+	(*X509SVIDResult)(nil),        // 15: kith.agent.v1.X509SVIDResult
+	(*SignX509SVIDsRequest)(nil),  // 16: kith.agent.v1.SignX509SVIDsRequest
+	(*SignX509SVIDsResponse)(nil), // 17: kith.agent.v1.SignX509SVIDsResponse
+	(*MintJWTSVIDRequest)(nil),    // 18: kith.agent.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),   // 19: kith.agent.v1.MintJWTSVIDResponse
+	nil,                           // 20: kith.agent.v1.Entry.LabelsEntry
+	nil,                           // 21: kith.agent.v1.IdentityLabels.LabelsEntry
+	nil,                           // 22: kith.agent.v1.AuthzData.ModesEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_kith_agent_v1_agent_proto_depIdxs = []int32{
-	4,  // 0: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
-	4,  // 1: kith.agent.v1.RenewAgentResponse.bundle:type_name -> kith.agent.v1.Bundle
-	18, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
-	5,  // 3: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
-	4,  // 4: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
-	10, // 5: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
-	11, // 6: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
-	21, // 7: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 8: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	19, // 9: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
-	8,  // 10: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
-	20, // 11: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
-	9,  // 12: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
-	21, // 13: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 14: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
-	13, // 15: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
-	21, // 16: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 17: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
-	2,  // 18: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
-	6,  // 19: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
-	14, // 20: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
-	16, // 21: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
-	1,  // 22: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
-	3,  // 23: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
-	7,  // 24: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
-	15, // 25: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
-	17, // 26: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
+	6,  // 0: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
+	6,  // 1: kith.agent.v1.RenewAgentResponse.bundle:type_name -> kith.agent.v1.Bundle
+	20, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
+	7,  // 3: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
+	6,  // 4: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
+	12, // 5: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
+	13, // 6: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
+	23, // 7: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 8: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	21, // 9: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
+	10, // 10: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
+	22, // 11: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
+	11, // 12: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
+	23, // 13: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 14: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
+	15, // 15: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
+	23, // 16: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 17: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
+	4,  // 18: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
+	8,  // 19: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
+	16, // 20: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
+	18, // 21: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
+	0,  // 22: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
+	3,  // 23: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
+	5,  // 24: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
+	9,  // 25: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
+	17, // 26: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
+	19, // 27: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
+	1,  // 28: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -1321,7 +1428,7 @@ func file_kith_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_agent_v1_agent_proto_rawDesc), len(file_kith_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

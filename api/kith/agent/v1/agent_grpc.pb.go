@@ -26,6 +26,7 @@ const (
 	AgentService_Sync_FullMethodName          = "/kith.agent.v1.AgentService/Sync"
 	AgentService_SignX509SVIDs_FullMethodName = "/kith.agent.v1.AgentService/SignX509SVIDs"
 	AgentService_MintJWTSVID_FullMethodName   = "/kith.agent.v1.AgentService/MintJWTSVID"
+	AgentService_ReportStatus_FullMethodName  = "/kith.agent.v1.AgentService/ReportStatus"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -45,6 +46,8 @@ type AgentServiceClient interface {
 	SignX509SVIDs(ctx context.Context, in *SignX509SVIDsRequest, opts ...grpc.CallOption) (*SignX509SVIDsResponse, error)
 	// MintJWTSVID signs a JWT-SVID for an entry this agent serves.
 	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
+	// ReportStatus tells the server which policy revision the calling agent enforces.
+	ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error)
 }
 
 type agentServiceClient struct {
@@ -114,6 +117,16 @@ func (c *agentServiceClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDReq
 	return out, nil
 }
 
+func (c *agentServiceClient) ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportStatusResponse)
+	err := c.cc.Invoke(ctx, AgentService_ReportStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -131,6 +144,8 @@ type AgentServiceServer interface {
 	SignX509SVIDs(context.Context, *SignX509SVIDsRequest) (*SignX509SVIDsResponse, error)
 	// MintJWTSVID signs a JWT-SVID for an entry this agent serves.
 	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
+	// ReportStatus tells the server which policy revision the calling agent enforces.
+	ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -155,6 +170,9 @@ func (UnimplementedAgentServiceServer) SignX509SVIDs(context.Context, *SignX509S
 }
 func (UnimplementedAgentServiceServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
+}
+func (UnimplementedAgentServiceServer) ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -260,6 +278,24 @@ func _AgentService_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ReportStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ReportStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ReportStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ReportStatus(ctx, req.(*ReportStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +318,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MintJWTSVID",
 			Handler:    _AgentService_MintJWTSVID_Handler,
+		},
+		{
+			MethodName: "ReportStatus",
+			Handler:    _AgentService_ReportStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

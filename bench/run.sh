@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
+#
+#   ./bench/run.sh                 all of them (about 2 minutes)
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds
+#
+# The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
+# temp dir), listen on loopback and unix sockets only, and stop by themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+ALL=(ca mint propagation fetch scale sds)
+if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
+for item in "${ITEMS[@]}"; do
+	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
+done
+
+OUT=$(mktemp -d /tmp/kith-bench-bin.XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
+
+header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
+
+needs_kith=0
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds) needs_kith=1 ;; esac; done
+if [ "$needs_kith" = 1 ]; then
+	make --no-print-directory build >/dev/null
+fi
+for item in "${ITEMS[@]}"; do
+	[ "$item" = ca ] || $GO build -o "$OUT/$item" "./bench/$item"
+done
+
+for item in "${ITEMS[@]}"; do
+	case $item in
+	ca)
+		header "1. CA signing: go test ./ca -run '^\$' -bench SignX509SVID -benchtime 2s -count 3"
+		$GO test ./ca -run '^$' -bench SignX509SVID -benchtime 2s -count 3 | tee "$OUT/ca.txt" | grep '^Benchmark'
+		awk '/^BenchmarkSignX509SVIDReference/ { r += $3; nr++; next }
+		     /^BenchmarkSignX509SVID-/ { k += $3; nk++ }
+		     END { if (nr == 0 || nk == 0) { print "ca: no benchmark output"; exit 1 }
+		           printf "ca: Kith %.1f µs/op (%.0f SVIDs/s/core), stdlib reference %.1f µs/op: Kith runs at %.0f %% of the reference (target ≥ 80 %%)\n",
+		                  k/nk/1000, 1e9/(k/nk), r/nr/1000, 100*(r/nr)/(k/nk) }' "$OUT/ca.txt"
+		;;
+	mint)
+		header "2. Minting through the admin API: bench/mint -callers 8 -duration 10s"
+		"$OUT/mint" -callers 8 -duration 10s
+		;;
+	propagation)
+		header "3. Entry created → SVID in the workload: bench/propagation -trials 200"
+		"$OUT/propagation" -kith bin/kith -trials 200
+		;;
+	fetch)
+		header "4. Workload API fetch on a fresh connection: bench/fetch -calls 1000"
+		"$OUT/fetch" -kith bin/kith -calls 1000
+		;;
+	scale)
+		header "5. 10,000 entries on one agent: bench/scale -entries 10000 (polling) and -watch (open stream)"
+		"$OUT/scale" -kith bin/kith -entries 10000 -watch=false
+		"$OUT/scale" -kith bin/kith -entries 10000 -watch=true
+		;;
+	sds)
+		header "6. 10,000 SDS streams on one agent: bench/sds -conns 100 -streams 100"
+		"$OUT/sds" -kith bin/kith -conns 100 -streams 100
+		;;
+	esac
+done

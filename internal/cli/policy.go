@@ -1,0 +1,194 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/gitsync"
+)
+
+func init() {
+	extraCommands = append(extraCommands, (*env).policyCommand)
+}
+
+func (e *env) policyCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Policy from Git: status, history, sync, rollback, unpin, check"}
+	cmd.AddCommand(e.policyStatusCommand(), e.policyHistoryCommand(), e.policySyncCommand(),
+		e.policyRollbackCommand(), e.policyUnpinCommand(), e.policyCheckCommand())
+	return cmd
+}
+
+func policyTime(t interface{ AsTime() time.Time }) string {
+	if t == nil || t.AsTime().IsZero() || t.AsTime().Unix() == 0 {
+		return "-"
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+func (e *env) policyStatusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use: "status", Short: "Show the active policy revision, the last attempt and what each agent enforces", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			st, err := c.GetPolicyStatus(cmd.Context(), &adminv1.GetPolicyStatusRequest{})
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintf(w, "active revision:\t%s\n", st.GetActiveRevision())
+			if st.GetSource() != "" {
+				fmt.Fprintf(w, "source:\t%s\n", st.GetSource())
+			}
+			if st.GetPinnedRevision() != "" {
+				fmt.Fprintf(w, "pinned:\t%s (rolled back; `kith policy unpin` to follow the repository again)\n", st.GetPinnedRevision())
+			}
+			if a := st.GetLastAttempt(); a != nil {
+				fmt.Fprintf(w, "last attempt:\t%s %s at %s\n", a.GetRevision(), a.GetStatus(), policyTime(a.GetCreatedAt()))
+				if a.GetError() != "" {
+					fmt.Fprintf(w, "error:\t%s\n", a.GetError())
+				}
+			}
+			w.Flush()
+			if len(st.GetAgents()) > 0 {
+				fmt.Fprintln(e.stdout, "\nAGENT\tREVISION\tSINCE")
+				w = tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+				for _, a := range st.GetAgents() {
+					line := fmt.Sprintf("%s\t%s\t%s", a.GetAgentId(), a.GetRevision(), policyTime(a.GetSince()))
+					if a.GetError() != "" {
+						line += "\trefused newer: " + a.GetError()
+					}
+					fmt.Fprintln(w, line)
+				}
+				w.Flush()
+			}
+			return nil
+		},
+	}
+}
+
+func (e *env) policyHistoryCommand() *cobra.Command {
+	var limit int32
+	cmd := &cobra.Command{
+		Use: "history", Short: "List policy revisions built or rejected, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			h, err := c.ListPolicyHistory(cmd.Context(), &adminv1.ListPolicyHistoryRequest{Limit: limit})
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(w, "REVISION\tSTATUS\tAT\tERROR")
+			for _, a := range h.GetAttempts() {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.GetRevision(), a.GetStatus(), policyTime(a.GetCreatedAt()), firstLine(a.GetError()))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().Int32Var(&limit, "limit", 50, "how many revisions to show")
+	return cmd
+}
+
+func firstLine(s string) string {
+	for i, r := range s {
+		if r == '\n' {
+			return s[:i] + " …"
+		}
+	}
+	return s
+}
+
+func (e *env) policySyncCommand() *cobra.Command {
+	return &cobra.Command{
+		Use: "sync", Short: "Fetch the policy repository now", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			r, err := c.SyncPolicy(cmd.Context(), &adminv1.SyncPolicyRequest{})
+			if err != nil {
+				return err
+			}
+			if r.GetError() != "" {
+				return fmt.Errorf("policy sync: %s", r.GetError())
+			}
+			fmt.Fprintf(e.stdout, "policy repository at %s\n", r.GetRevision())
+			return nil
+		},
+	}
+}
+
+func (e *env) policyRollbackCommand() *cobra.Command {
+	return &cobra.Command{
+		Use: "rollback REVISION", Short: "Put an earlier good revision in force until the next commit or `kith policy unpin`",
+		Args: exactArgs(1, "REVISION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := c.RollbackPolicy(cmd.Context(), &adminv1.RollbackPolicyRequest{Revision: args[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "policy %s in force (pinned)\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (e *env) policyUnpinCommand() *cobra.Command {
+	return &cobra.Command{
+		Use: "unpin", Short: "End a rollback: the newest good revision is in force again", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			r, err := c.UnpinPolicy(cmd.Context(), &adminv1.UnpinPolicyRequest{})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "policy %s in force\n", r.GetRevision())
+			return nil
+		},
+	}
+}
+
+func (e *env) policyCheckCommand() *cobra.Command {
+	var decision string
+	cmd := &cobra.Command{
+		Use:   "check DIR",
+		Short: "Validate a policy directory as the server would (compile, run *_test.rego, sample requests); no server needed",
+		Args:  exactArgs(1, "DIR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := os.Stat(args[0]); err != nil {
+				return fmt.Errorf("policy dir: %w", err)
+			}
+			p, err := gitsync.Check(cmd.Context(), args[0], authz.Config{Decision: decision})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "ok: %d modules, %d test files, %d grants\n", len(p.Modules), len(p.Tests), len(p.Grants))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&decision, "authz-decision", "", "the server's authz.decision, if set")
+	return cmd
+}

@@ -1,0 +1,206 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/gitsync/gitsynctest"
+	"github.com/kithid/kith/internal/config"
+)
+
+const (
+	frontend = "spiffe://example.org/ns/prod/sa/frontend"
+	payments = "spiffe://example.org/ns/prod/sa/payments"
+	denyDel  = "package kith.ext\n\ndeny contains \"deletes are off\" if input.kith.method == \"DELETE\"\n"
+	dataJSON = `{"grants": [{"caller": "` + frontend + `", "target": "` + payments + `", "methods": ["GET", "DELETE"], "reason": "from git"}]}`
+)
+
+func newPolicyServer(t *testing.T, repo string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	c := &config.Server{DataDir: dir}
+	c.Policy.Git.URL, c.Policy.Git.Ref, c.Policy.Git.WebhookSecret = repo, "main", "s3cret"
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(context.Background(), Config{Config: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.store.Close() })
+	return s
+}
+
+func can(t *testing.T, s *Server, method string) (bool, string) {
+	t.Helper()
+	r, err := s.Admin().Can(context.Background(), &adminv1.CanRequest{Caller: frontend, Target: payments, Method: method, Path: "/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.GetAllowed(), r.GetPolicyRevision()
+}
+
+func TestPolicyFromGit(t *testing.T) {
+	ctx := context.Background()
+	repo := gitsynctest.New(t)
+	first := repo.Commit(map[string]string{"ext.rego": denyDel, "data.json": dataJSON})
+	s := newPolicyServer(t, repo.Dir)
+
+	t.Run("a committed policy and its grants are enforced", func(t *testing.T) {
+		if _, err := s.policy.SyncPolicy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		get, rev := can(t, s, "GET")
+		del, _ := can(t, s, "DELETE")
+		if diff := cmp.Diff([]any{true, false, first}, []any{get, del, rev}); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
+	t.Run("git grants are listed with their source and cannot be revoked from the cli", func(t *testing.T) {
+		l, err := s.Admin().ListGrants(ctx, &adminv1.ListGrantsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.GetGrants()) != 1 || l.GetGrants()[0].GetSource() != "git:"+first {
+			t.Fatalf("grants %v", l.GetGrants())
+		}
+		_, err = s.Admin().RevokeGrants(ctx, &adminv1.RevokeGrantsRequest{Id: l.GetGrants()[0].GetId()})
+		if err == nil || !strings.Contains(err.Error(), "change the repository") {
+			t.Errorf("revoke error %v", err)
+		}
+	})
+	t.Run("the active bundle is signed with the server key", func(t *testing.T) {
+		rev, b := s.authz.Policy()
+		got, _, err := authz.ReadSignedBundle(b, s.authz.PolicyKey())
+		if err != nil || got != rev {
+			t.Errorf("verify: %v (revision %q)", err, got)
+		}
+	})
+	var broken string
+	t.Run("a broken commit is rejected with its error and the old policy still decides", func(t *testing.T) {
+		broken = repo.Commit(map[string]string{"broken.rego": "package kith.ext\n\ndeny contains x if {\n"})
+		if _, err := s.policy.SyncPolicy(ctx); err == nil {
+			t.Fatal("no error")
+		}
+		if _, rev := can(t, s, "GET"); rev != first {
+			t.Errorf("revision %s, want %s", rev, first)
+		}
+		st, err := s.Admin().GetPolicyStatus(ctx, &adminv1.GetPolicyStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := st.GetLastAttempt()
+		if st.GetActiveRevision() != first || a.GetRevision() != broken || a.GetStatus() != "rejected" || !strings.Contains(a.GetError(), "broken.rego:") {
+			t.Errorf("status %v", st)
+		}
+	})
+	var fix string
+	t.Run("a fix rolls out", func(t *testing.T) {
+		fix = repo.Commit(map[string]string{"broken.rego": "", "ext.rego": strings.ReplaceAll(denyDel, "DELETE", "GET")})
+		if _, err := s.policy.SyncPolicy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		get, rev := can(t, s, "GET")
+		del, _ := can(t, s, "DELETE")
+		if diff := cmp.Diff([]any{false, true, fix}, []any{get, del, rev}); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
+	t.Run("rollback pins an earlier revision and unpin returns to the newest", func(t *testing.T) {
+		if _, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: first}); err != nil {
+			t.Fatal(err)
+		}
+		if _, rev := can(t, s, "GET"); rev != first {
+			t.Errorf("after rollback revision %s", rev)
+		}
+		if _, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: broken}); err == nil {
+			t.Error("rolled back to a rejected revision")
+		}
+		if _, err := s.Admin().UnpinPolicy(ctx, &adminv1.UnpinPolicyRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, rev := can(t, s, "GET"); rev != fix {
+			t.Errorf("after unpin revision %s", rev)
+		}
+	})
+	t.Run("the rejection is counted", func(t *testing.T) {
+		mfs, _ := s.metrics.reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "kith_policy_rejected_total" && mf.GetMetric()[0].GetCounter().GetValue() == 1 {
+				return
+			}
+		}
+		t.Error("kith_policy_rejected_total is not 1")
+	})
+	t.Run("a restarted server restores the active policy", func(t *testing.T) {
+		c := s.cfg.Config
+		s.store.Close()
+		s2, err := New(ctx, Config{Config: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.store.Close()
+		if _, rev := can(t, s2, "GET"); rev != fix {
+			t.Errorf("revision %s", rev)
+		}
+	})
+}
+
+func TestPolicyWebhook(t *testing.T) {
+	repo := gitsynctest.New(t)
+	repo.Commit(map[string]string{"ext.rego": denyDel})
+	s := newPolicyServer(t, repo.Dir)
+	h := s.httpHandler()
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	mac := hmac.New(sha256.New, []byte("s3cret"))
+	mac.Write(body)
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"a github signature is accepted", map[string]string{"X-Hub-Signature-256": "sha256=" + hex.EncodeToString(mac.Sum(nil))}, http.StatusAccepted},
+		{"a gitlab token is accepted", map[string]string{"X-Gitlab-Token": "s3cret"}, http.StatusAccepted},
+		{"a bad signature is refused", map[string]string{"X-Hub-Signature-256": "sha256=00"}, http.StatusUnauthorized},
+		{"a missing signature is refused", nil, http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/v1/policy/webhook", bytes.NewReader(body))
+			for k, v := range tc.header {
+				r.Header.Set(k, v)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Errorf("status %d, want %d", w.Code, tc.want)
+			}
+		})
+	}
+	t.Run("the signing key is private", func(t *testing.T) {
+		fi, err := filepathStat(filepath.Join(s.cfg.Config.DataDir, "policy-signing-key.pem"))
+		if err != nil || fi != 0o600 {
+			t.Errorf("mode %v err %v", fi, err)
+		}
+	})
+}
+
+func filepathStat(p string) (uint32, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(fi.Mode().Perm()), nil
+}
