@@ -56,7 +56,8 @@ for item in "${ITEMS[@]}"; do
 		"$OUT/fetch" -kith bin/kith -calls 1000
 		;;
 	scale)
-		header "5. 10,000 entries on one agent: bench/scale -entries 10000 (polling) and -watch (open stream)"
+		header "5. 10,000 entries on one agent: bench/scale -entries 10000 (in-process; processes polling; processes with an open stream)"
+		"$OUT/scale" -inprocess -entries 10000
 		"$OUT/scale" -kith bin/kith -entries 10000 -watch=false
 		"$OUT/scale" -kith bin/kith -entries 10000 -watch=true
 		;;

@@ -19,7 +19,7 @@ import (
 
 const goodPolicy = `package kith.ext
 
-deny contains "deletes are off" if input.request.method == "DELETE"
+deny contains "deletes are off" if input.kith.method == "DELETE"
 `
 
 const goodTest = `package kith.ext_test

@@ -73,6 +73,8 @@ type harness struct {
 	stopAg   func()
 	sock     string
 	minTTL   time.Duration
+	// policyRepo, when set, is the policy repository the server follows (branch main).
+	policyRepo string
 }
 
 func freeAddr(t *testing.T) string {
@@ -103,6 +105,9 @@ func (h *harness) startServer() {
 	cfg := &config.Server{DataDir: filepath.Join(h.dir, "server"), TrustDomain: "example.org"}
 	cfg.Listen.GRPC, cfg.Listen.HTTP = h.grpcAddr, "127.0.0.1:0"
 	cfg.SVID.MinTTL = config.Duration(h.minTTL)
+	if h.policyRepo != "" {
+		cfg.Policy.Git.URL, cfg.Policy.Git.Ref, cfg.Policy.Git.PollInterval = h.policyRepo, "main", config.Duration(time.Hour)
+	}
 	if err := cfg.Finish(); err != nil {
 		t.Fatal(err)
 	}

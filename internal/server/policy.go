@@ -261,4 +261,3 @@ func (m *policyManager) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = w.Write([]byte("sync triggered\n"))
 }
-

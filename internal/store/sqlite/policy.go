@@ -105,7 +105,6 @@ func (s *Store) PolicyHistory(ctx context.Context, limit int) ([]store.PolicyBun
 	return out, rows.Err()
 }
 
-
 func scanPolicy(r scanner) (store.PolicyBundle, error) {
 	var p store.PolicyBundle
 	var created sql.NullString

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/authz"
+)
+
+// tamper rewrites the files of a bundle (not its signature), replacing old with new.
+func tamper(t *testing.T, b []byte, old, new string) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	tw := tar.NewWriter(zw)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		if !strings.HasSuffix(h.Name, ".signatures.json") {
+			data = []byte(strings.ReplaceAll(string(data), old, new))
+		}
+		h.Size = int64(len(data))
+		tw.WriteHeader(h)
+		tw.Write(data)
+	}
+	tw.Close()
+	zw.Close()
+	return out.Bytes()
+}
+
+func TestAgentVerifiesPolicyBundles(t *testing.T) {
+	ctx := context.Background()
+	e, err := authz.New(authz.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{engine: e, log: slog.New(slog.DiscardHandler), dirty: make(chan struct{}, 1)}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, _ := authz.MarshalPublicKey(&key.PublicKey)
+	good, err := authz.BuildSignedBundle("rev1", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a signed bundle is activated and its key pinned", func(t *testing.T) {
+		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev1", Bundle: good, PublicKey: pub}); err != nil {
+			t.Fatal(err)
+		}
+		if e.Revision() != "rev1" || !bytes.Equal(a.policyKey, pub) {
+			t.Errorf("revision %s", e.Revision())
+		}
+	})
+	t.Run("a tampered bundle is refused and the old one stays", func(t *testing.T) {
+		b2, _ := authz.BuildSignedBundle("rev2", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
+		bad := tamper(t, b2, "DELETE", "GET")
+		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev2", Bundle: bad, PublicKey: pub}); err == nil {
+			t.Fatal("tampered bundle accepted")
+		}
+		if e.Revision() != "rev1" || a.PolicyRevision() != "rev1" {
+			t.Errorf("revision %s", e.Revision())
+		}
+	})
+	t.Run("a bundle with another key is refused", func(t *testing.T) {
+		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		otherPub, _ := authz.MarshalPublicKey(&other.PublicKey)
+		b3, _ := authz.BuildSignedBundle("rev3", map[string]string{}, other)
+		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3, PublicKey: otherPub}); err == nil || !strings.Contains(err.Error(), "pinned") {
+			t.Errorf("error %v", err)
+		}
+		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3}); err == nil {
+			t.Error("bundle signed by another key accepted without a key in the message")
+		}
+		if e.Revision() != "rev1" {
+			t.Errorf("revision %s", e.Revision())
+		}
+	})
+	t.Run("an unsigned bundle is refused once a key is pinned", func(t *testing.T) {
+		u, _ := authz.BuildBundle("rev4", map[string]string{})
+		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev4", Bundle: u}); err == nil {
+			t.Error("unsigned bundle accepted")
+		}
+	})
+}
