@@ -166,7 +166,7 @@ func (p *Policy) Test(ctx context.Context) error {
 		return nil
 	}
 	parsed[authz.BuiltinModule] = ast.MustParseModuleWithOpts(authz.BuiltinPolicy(), ast.ParserOptions{RegoVersion: ast.RegoV1})
-	ch, err := tester.NewRunner().SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30*time.Second).Run(ctx, parsed)
+	ch, err := tester.NewRunner().SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30*time.Second).SetModules(parsed).RunTests(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
