@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -78,6 +79,9 @@ type Agent struct {
 	policyKey    []byte // PEM key policy bundles must be signed with: the first one the server sent, persisted
 
 	rejoined bool // attested again after the server refused the persisted svid
+
+	internMu sync.Mutex
+	interned map[string]*x509.Certificate // shared parsed CA certificates, by DER
 
 	clientMu sync.Mutex
 	client   agentv1.AgentServiceClient // current mTLS client, nil while disconnected
@@ -399,7 +403,8 @@ func (a *Agent) persistLoop(ctx context.Context) error {
 		if err := a.save(); err != nil {
 			a.log.Error("save agent state", "error", err)
 		}
-		t := time.NewTimer(time.Second)
+		// Saving re-encodes every SVID: with many, save less often (1 s, plus 1 s per 1,000 SVIDs, at most 10 s).
+		t := time.NewTimer(min(time.Second+time.Duration(len(a.cache.SVIDs())/1000)*time.Second, 10*time.Second))
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -150,6 +151,9 @@ func (a *Agent) signEntries(ctx context.Context, client agentv1.AgentServiceClie
 					a.log.Warn("bad svid from server", "entry", r.GetEntryId(), "error", err)
 					continue
 				}
+				for i := 1; i < len(chain); i++ {
+					chain[i] = a.intern(chain[i])
+				}
 				svids[e.ID] = &x509svid.SVID{ID: e.SPIFFEID, Certificates: chain, PrivateKey: keys[e.ID]}
 			}
 			a.cache.SetSVIDs(svids)
@@ -246,4 +250,19 @@ func rotationTime(now, notBefore, notAfter time.Time, frac float64) time.Time {
 		start = notBefore
 	}
 	return start.Add(time.Duration(float64(notAfter.Sub(start)) * frac))
+}
+
+// intern returns one shared parsed copy of a CA certificate, so thousands of SVIDs signed by the same
+// intermediate do not each hold their own.
+func (a *Agent) intern(c *x509.Certificate) *x509.Certificate {
+	a.internMu.Lock()
+	defer a.internMu.Unlock()
+	if a.interned == nil || len(a.interned) > 64 {
+		a.interned = map[string]*x509.Certificate{}
+	}
+	if shared, ok := a.interned[string(c.Raw)]; ok {
+		return shared
+	}
+	a.interned[string(c.Raw)] = c
+	return c
 }
