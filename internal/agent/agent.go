@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +36,7 @@ import (
 	"github.com/kithid/kith/internal/agent/cache"
 	"github.com/kithid/kith/internal/agent/workloadapi"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/unixsock"
 	"github.com/kithid/kith/sds"
 )
 
@@ -558,31 +558,7 @@ func (a *Agent) applySync(msg *agentv1.SyncResponse) error {
 
 // listenSocket listens on a unix socket with mode 0777 in a 0755 directory: the socket is the API,
 // workload attestation is the access control.
-func listenSocket(path string) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s is in use by another process", path)
-		}
-		os.Remove(path)
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o777); err != nil {
-		lis.Close()
-		return nil, err
-	}
-	return lis, nil
-}
+func listenSocket(path string) (net.Listener, error) { return unixsock.Listen(path, 0o777) }
 
 func ignoreClosed(err error) error {
 	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) {

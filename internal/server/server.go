@@ -29,6 +29,7 @@ import (
 	"github.com/kithid/kith/internal/server/agentapi"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store/sqlite"
+	"github.com/kithid/kith/internal/unixsock"
 )
 
 // Config builds a Server.
@@ -197,7 +198,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.store.Close()
 	c := s.cfg.Config
 
-	adminLis, err := listenUnix(c.Listen.AdminSocket, 0o600)
+	adminLis, err := unixsock.Listen(c.Listen.AdminSocket, 0o600)
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
@@ -282,32 +283,6 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
-}
-
-// listenUnix listens on a unix socket at path, replacing a stale socket, and sets its mode.
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s is in use by another process", path)
-		}
-		os.Remove(path)
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		lis.Close()
-		return nil, err
-	}
-	return lis, nil
 }
 
 // Admin is the admin API service, for in-process callers such as `kith dev`.
