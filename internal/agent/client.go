@@ -3,12 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/url"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/ca"
 )
 
 // bundleSource serves the cache's current X.509 roots to go-spiffe's TLS verification.
@@ -61,23 +59,6 @@ func (a *Agent) dial(withSVID bool) (*grpc.ClientConn, agentv1.AgentServiceClien
 	return conn, agentv1.NewAgentServiceClient(conn), nil
 }
 
-// newKeyAndCSR makes a P-256 key and a CSR naming id (when not zero).
-func newKeyAndCSR(id spiffeid.ID) (*ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate key: %w", err)
-	}
-	tmpl := &x509.CertificateRequest{}
-	if !id.IsZero() {
-		tmpl.URIs = []*url.URL{id.URL()}
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create csr: %w", err)
-	}
-	return key, csr, nil
-}
-
 func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
 	if len(ders) == 0 {
 		return nil, fmt.Errorf("empty certificate chain")
@@ -100,7 +81,7 @@ func (a *Agent) attest(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	key, csr, err := newKeyAndCSR(spiffeid.ID{})
+	key, csr, err := ca.NewKeyAndCSR(spiffeid.ID{})
 	if err != nil {
 		return err
 	}
@@ -114,7 +95,7 @@ func (a *Agent) attest(ctx context.Context) error {
 // renew replaces the agent SVID before it expires.
 func (a *Agent) renew(ctx context.Context, client agentv1.AgentServiceClient) error {
 	cur := a.agentSVID.Load()
-	key, csr, err := newKeyAndCSR(cur.ID)
+	key, csr, err := ca.NewKeyAndCSR(cur.ID)
 	if err != nil {
 		return err
 	}

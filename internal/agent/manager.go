@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/agent/cache"
 )
 
@@ -125,7 +126,7 @@ func (a *Agent) signEntries(ctx context.Context, client agentv1.AgentServiceClie
 			byID := make(map[string]cache.Entry, len(batch))
 			req := &agentv1.SignX509SVIDsRequest{}
 			for _, e := range batch {
-				key, csr, err := newKeyAndCSR(e.SPIFFEID)
+				key, csr, err := ca.NewKeyAndCSR(e.SPIFFEID)
 				if err != nil {
 					return err
 				}

@@ -1,19 +1,17 @@
 package cli
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net/url"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/ca"
 )
 
 func (e *env) svidCommand() *cobra.Command {
@@ -36,7 +34,9 @@ func (e *env) svidCommand() *cobra.Command {
 			if (x.outCert == "") != (x.outKey == "") {
 				return fmt.Errorf("give both --out-cert and --out-key, or neither to print both")
 			}
-			key, csr, err := newCSR(x.id)
+			// An unparseable ID is sent as is: the server's error says what is wrong with it.
+			id, _ := spiffeid.FromString(x.id)
+			key, csr, err := ca.NewKeyAndCSR(id)
 			if err != nil {
 				return err
 			}
@@ -129,23 +129,6 @@ func (e *env) svidCommand() *cobra.Command {
 	mint.AddCommand(x509cmd, jwtcmd)
 	cmd.AddCommand(mint, e.svidVerifyCommand())
 	return cmd
-}
-
-// newCSR makes a P-256 key and a CSR carrying the SPIFFE ID as its URI SAN.
-func newCSR(id string) (*ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate key: %w", err)
-	}
-	tmpl := &x509.CertificateRequest{}
-	if u, err := url.Parse(id); err == nil {
-		tmpl.URIs = []*url.URL{u}
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create csr: %w", err)
-	}
-	return key, csr, nil
 }
 
 // writePrivate writes data to path with mode 0600, atomically.

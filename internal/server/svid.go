@@ -2,9 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -35,13 +32,9 @@ type ownSVID struct {
 }
 
 func (o *ownSVID) renew(ctx context.Context) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, csr, err := ca.NewKeyAndCSR(o.id)
 	if err != nil {
-		return fmt.Errorf("generate server key: %w", err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: nil}, key)
-	if err != nil {
-		return fmt.Errorf("create server csr: %w", err)
+		return fmt.Errorf("server svid: %w", err)
 	}
 	chain, err := o.signer.SignX509SVID(ctx, ca.X509SVIDRequest{ID: o.id, CSR: csr, TTL: o.ttl})
 	if err != nil {
