@@ -404,7 +404,7 @@ func (a *Agent) persistLoop(ctx context.Context) error {
 			a.log.Error("save agent state", "error", err)
 		}
 		// Saving re-encodes every SVID: with many, save less often (1 s, plus 1 s per 1,000 SVIDs, at most 10 s).
-		t := time.NewTimer(min(time.Second+time.Duration(len(a.cache.SVIDs())/1000)*time.Second, 10*time.Second))
+		t := time.NewTimer(min(time.Second+time.Duration(a.cache.SVIDCount()/1000)*time.Second, 10*time.Second))
 		select {
 		case <-ctx.Done():
 			t.Stop()

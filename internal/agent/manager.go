@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -11,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
@@ -210,7 +210,7 @@ func (j *jwtCache) FetchJWTSVID(ctx context.Context, e cache.Entry, audience []s
 		return nil, err
 	}
 	if svid.ID != e.SPIFFEID {
-		return nil, errWrongID(svid.ID, e.SPIFFEID)
+		return nil, fmt.Errorf("server returned a jwt-svid for %s, want %s", svid.ID, e.SPIFFEID)
 	}
 	j.mu.Lock()
 	j.tokens[key] = svid
@@ -233,16 +233,6 @@ func halfLifeLeft(s *jwtsvid.SVID, now time.Time) bool {
 }
 
 var errServerUnavailable = status.Error(codes.Unavailable, "the agent cannot reach the server to mint a JWT-SVID and holds no valid one for this audience")
-
-func errWrongID(got, want spiffeid.ID) error {
-	return &wrongIDError{got: got, want: want}
-}
-
-type wrongIDError struct{ got, want spiffeid.ID }
-
-func (e *wrongIDError) Error() string {
-	return "server returned a jwt-svid for " + e.got.String() + ", want " + e.want.String()
-}
 
 // rotationTime is when to replace a certificate first seen at now: after frac of its remaining life.
 func rotationTime(now, notBefore, notAfter time.Time, frac float64) time.Time {

@@ -379,6 +379,13 @@ func (c *Cache) SVIDs() map[string]*x509svid.SVID {
 	return out
 }
 
+// SVIDCount is the number of SVIDs held.
+func (c *Cache) SVIDCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.svids)
+}
+
 // Changed returns a channel closed at the next change, for loops that react to changes.
 func (c *Cache) Changed() <-chan struct{} {
 	c.mu.RLock()
