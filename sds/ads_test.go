@@ -54,7 +54,7 @@ func TestAggregatedDiscoveryService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !leafOf(t, secrets(t, r.Resources)[idA.String()]).Equal(s.Certificates[0]) {
+	if !leafOf(t, secrets(t, r.Resources)[idA.String()]).Equal(svidLeaf(t, s)) {
 		t.Fatal("rotation push does not hold the new SVID")
 	}
 	if err := c.Nack("rejected by test"); err != nil {

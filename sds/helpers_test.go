@@ -71,7 +71,7 @@ type env struct {
 	ca    *ca.CA
 	cache *cache.Cache
 	nacks *nackCounter
-	svids map[string]*x509svid.SVID // by entry id
+	svids map[string]*cache.SVID // by entry id
 	connA *grpc.ClientConn
 	connB *grpc.ClientConn
 }
@@ -83,7 +83,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ca: authority, cache: cache.New(), nacks: &nackCounter{}, svids: map[string]*x509svid.SVID{}}
+	e := &env{t: t, ca: authority, cache: cache.New(), nacks: &nackCounter{}, svids: map[string]*cache.SVID{}}
 	e.cache.SetBundle(authority.Bundle())
 	e.cache.ReplaceEntries([]cache.Entry{
 		{ID: "a", SPIFFEID: idA, Selectors: selsA, Revision: 1},
@@ -97,7 +97,7 @@ func newEnv(t testing.TB) *env {
 }
 
 // rotate signs a new SVID for an entry and puts it in the cache, like the agent's rotation does.
-func (e *env) rotate(entryID string, ttl time.Duration) *x509svid.SVID {
+func (e *env) rotate(entryID string, ttl time.Duration) *cache.SVID {
 	e.t.Helper()
 	ent, ok := e.cache.Entry(entryID)
 	if !ok {
@@ -105,11 +105,11 @@ func (e *env) rotate(entryID string, ttl time.Duration) *x509svid.SVID {
 	}
 	s := e.sign(ent.SPIFFEID, ttl)
 	e.svids[entryID] = s
-	e.cache.SetSVIDs(map[string]*x509svid.SVID{entryID: s})
+	e.cache.SetSVIDs(map[string]*cache.SVID{entryID: s})
 	return s
 }
 
-func (e *env) sign(id spiffeid.ID, ttl time.Duration) *x509svid.SVID {
+func (e *env) sign(id spiffeid.ID, ttl time.Duration) *cache.SVID {
 	e.t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -124,7 +124,11 @@ func (e *env) sign(id spiffeid.ID, ttl time.Duration) *x509svid.SVID {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}
+	svid, err := cache.FromX509SVID(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return svid
 }
 
 // bundleWithExtraRoot returns the CA's bundle plus the root of another CA, as after a root rotation.
@@ -335,4 +339,14 @@ func nodeWith(id string, md map[string]any) *corev3.Node {
 		n.Metadata = s
 	}
 	return n
+}
+
+// svidLeaf parses the leaf certificate of a cached SVID.
+func svidLeaf(t *testing.T, s *cache.SVID) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(s.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -14,7 +14,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -80,7 +79,7 @@ var errUnknownName = errors.New("unknown secret")
 // item is one resolved resource: a certificate for an identity or a validation context for bundles.
 type item struct {
 	name    string
-	svid    *x509svid.SVID         // set for a tls_certificate
+	svid    *cache.SVID            // set for a tls_certificate
 	bundles []*spiffebundle.Bundle // set for a validation_context
 	all     *cache.Update          // for ALL with federated bundles: the memo key
 }
@@ -185,7 +184,7 @@ type built struct {
 type memoKey struct {
 	name   string
 	form   form
-	svid   *x509svid.SVID
+	svid   *cache.SVID
 	bundle *spiffebundle.Bundle
 	all    *cache.Update
 }
@@ -231,13 +230,9 @@ func (m *memo) build(it item, f form) (built, error) {
 func buildSecret(it item, f form) (built, error) {
 	var secret *tlsv3.Secret
 	if it.svid != nil {
-		chain, key, err := it.svid.Marshal()
-		if err != nil {
-			return built{}, fmt.Errorf("marshal x509-svid %s: %w", it.svid.ID, err)
-		}
 		secret = &tlsv3.Secret{Name: it.name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-			CertificateChain: inline(chain),
-			PrivateKey:       inline(key),
+			CertificateChain: inline(it.svid.ChainPEM()),
+			PrivateKey:       inline(it.svid.KeyPEM()),
 		}}}
 	} else {
 		vc, err := validationContext(it.bundles, f)

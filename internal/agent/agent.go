@@ -5,7 +5,6 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -79,9 +78,6 @@ type Agent struct {
 	policyKey    []byte // PEM key policy bundles must be signed with: the first one the server sent, persisted
 
 	rejoined bool // attested again after the server refused the persisted svid
-
-	internMu sync.Mutex
-	interned map[string]*x509.Certificate // shared parsed CA certificates, by DER
 
 	clientMu sync.Mutex
 	client   agentv1.AgentServiceClient // current mTLS client, nil while disconnected
@@ -302,7 +298,7 @@ func (a *Agent) restoreOrAttest(ctx context.Context) error {
 					a.log.Error("persisted authorization data refused", "error", err)
 				}
 			}
-			a.log.Info("restored agent state", "spiffe_id", svid.ID.String(), "entries", len(st.Entries), "svids", n, "revision", st.Revision)
+			a.log.Info("restored agent state", "spiffe_id", svid.ID.String(), "entries", len(st.entries), "svids", n, "revision", st.Revision)
 			return nil
 		}
 	}
@@ -375,15 +371,16 @@ func (a *Agent) applyBundle(pb *agentv1.Bundle) error {
 }
 
 func (a *Agent) save() error {
-	st, err := snapshotState(a.ID(), a.agentSVID.Load(), a.cache)
+	st, err := stateHeader(a.ID(), a.agentSVID.Load(), a.cache)
 	if err != nil {
 		return err
 	}
+	entries, svids := a.cache.Entries(), a.cache.SVIDs()
 	a.authzMu.Lock()
 	st.Authz, st.Policy, st.PolicyRevision = a.authzRaw, a.policyRaw, a.policyRev
 	st.PolicyKey = a.policyKey
 	a.authzMu.Unlock()
-	return saveState(a.cfg.Config.DataDir, st)
+	return saveState(a.cfg.Config.DataDir, st, entries, svids)
 }
 
 // persistLoop saves state at most once a second after changes, and once more on shutdown.

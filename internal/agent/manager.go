@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,8 +29,8 @@ const (
 // svidManager makes sure every entry has a current X.509-SVID: new entries get one at once, and each is
 // rotated at RotateAtPercent of its life ± 10 % jitter, well before it expires.
 func (a *Agent) svidManager(ctx context.Context) error {
-	rotateAt := map[string]time.Time{} // by leaf serial
-	signedRev := map[string]int64{}    // entry ID → entry revision its SVID was made for
+	rotateAt := map[*cache.SVID]time.Time{}
+	signedRev := map[string]int64{} // entry ID → entry revision its SVID was made for
 	retry := time.Duration(0)
 	for {
 		changed := a.cache.Changed()
@@ -69,13 +67,14 @@ func (a *Agent) svidManager(ctx context.Context) error {
 	}
 }
 
-// dueEntries lists entries needing an SVID now and the earliest future rotation time.
-func (a *Agent) dueEntries(now time.Time, rotateAt map[string]time.Time, signedRev map[string]int64) ([]cache.Entry, time.Time) {
+// dueEntries lists entries needing an SVID now and the earliest future rotation time. rotateAt holds
+// the rotation time of each SVID the agent has seen.
+func (a *Agent) dueEntries(now time.Time, rotateAt map[*cache.SVID]time.Time, signedRev map[string]int64) ([]cache.Entry, time.Time) {
 	svids := a.cache.SVIDs()
 	var due []cache.Entry
 	var next time.Time
 	pct := float64(a.cfg.Config.RotateAtPercent) / 100
-	live := make(map[string]bool, len(svids))
+	live := make(map[*cache.SVID]bool, len(svids))
 	for _, e := range a.cache.Entries() {
 		s := svids[e.ID]
 		if s == nil {
@@ -88,16 +87,14 @@ func (a *Agent) dueEntries(now time.Time, rotateAt map[string]time.Time, signedR
 			due = append(due, e)
 			continue
 		}
-		leaf := s.Certificates[0]
-		serial := leaf.SerialNumber.Text(16)
-		live[serial] = true
-		at, ok := rotateAt[serial]
+		live[s] = true
+		at, ok := rotateAt[s]
 		if !ok {
 			// Measured from when the agent first holds it (not NotBefore, which is backdated), so a short
 			// TTL is not rotated at once; an SVID restored from disk rotates at half its remaining life.
 			frac := pct * (0.9 + 0.2*rand.Float64())
-			at = rotationTime(now, leaf.NotBefore, leaf.NotAfter, frac)
-			rotateAt[serial] = at
+			at = rotationTime(now, s.NotBefore, s.NotAfter, frac)
+			rotateAt[s] = at
 		}
 		if !now.Before(at) {
 			due = append(due, e)
@@ -107,9 +104,9 @@ func (a *Agent) dueEntries(now time.Time, rotateAt map[string]time.Time, signedR
 			next = at
 		}
 	}
-	for serial := range rotateAt {
-		if !live[serial] {
-			delete(rotateAt, serial)
+	for s := range rotateAt {
+		if !live[s] {
+			delete(rotateAt, s)
 		}
 	}
 	return due, next
@@ -137,7 +134,7 @@ func (a *Agent) signEntries(ctx context.Context, client agentv1.AgentServiceClie
 			if err != nil {
 				return err
 			}
-			svids := make(map[string]*x509svid.SVID, len(batch))
+			svids := make(map[string]*cache.SVID, len(batch))
 			for _, r := range resp.GetResults() {
 				e, ok := byID[r.GetEntryId()]
 				if !ok {
@@ -147,15 +144,12 @@ func (a *Agent) signEntries(ctx context.Context, client agentv1.AgentServiceClie
 					a.log.Warn("server refused an svid", "entry", r.GetEntryId(), "spiffe_id", e.SPIFFEID.String(), "error", r.GetError())
 					continue
 				}
-				chain, err := parseChain(r.GetCertChain())
+				svid, err := cache.NewSVID(e.SPIFFEID, r.GetCertChain(), keys[e.ID])
 				if err != nil {
 					a.log.Warn("bad svid from server", "entry", r.GetEntryId(), "error", err)
 					continue
 				}
-				for i := 1; i < len(chain); i++ {
-					chain[i] = a.intern(chain[i])
-				}
-				svids[e.ID] = &x509svid.SVID{ID: e.SPIFFEID, Certificates: chain, PrivateKey: keys[e.ID]}
+				svids[e.ID] = svid
 			}
 			a.cache.SetSVIDs(svids)
 			mu.Lock()
@@ -241,19 +235,4 @@ func rotationTime(now, notBefore, notAfter time.Time, frac float64) time.Time {
 		start = notBefore
 	}
 	return start.Add(time.Duration(float64(notAfter.Sub(start)) * frac))
-}
-
-// intern returns one shared parsed copy of a CA certificate, so thousands of SVIDs signed by the same
-// intermediate do not each hold their own.
-func (a *Agent) intern(c *x509.Certificate) *x509.Certificate {
-	a.internMu.Lock()
-	defer a.internMu.Unlock()
-	if a.interned == nil || len(a.interned) > 64 {
-		a.interned = map[string]*x509.Certificate{}
-	}
-	if shared, ok := a.interned[string(c.Raw)]; ok {
-		return shared
-	}
-	a.interned[string(c.Raw)] = c
-	return c
 }

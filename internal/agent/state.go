@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/x509"
 	"encoding/json"
@@ -20,21 +21,39 @@ import (
 )
 
 // state is what the agent persists so that a restart during a server outage still serves: its own SVID
-// and key, the bundle, the entries and revision, and the workload SVIDs and keys. It is one JSON file,
-// mode 0600, in a 0700 directory, replaced atomically.
+// and key, the bundle, the entries and revision, and the workload SVIDs and keys. The file is JSON lines,
+// mode 0600, in a 0700 directory, replaced atomically: this header first, then one line per entry and one
+// per workload SVID. Lines are written one at a time, so saving ten thousand SVIDs needs no large buffer.
 type state struct {
-	Version   int                   `json:"version"`
-	AgentID   string                `json:"agent_id"`
-	AgentSVID svidRecord            `json:"agent_svid"`
-	Bundle    json.RawMessage       `json:"bundle,omitempty"` // SPIFFE bundle JSON
-	Revision  int64                 `json:"revision"`
-	Entries   []entryRecord         `json:"entries"`
-	SVIDs     map[string]svidRecord `json:"svids"`
+	Version   int             `json:"version"`
+	AgentID   string          `json:"agent_id"`
+	AgentSVID svidRecord      `json:"agent_svid"`
+	Bundle    json.RawMessage `json:"bundle,omitempty"` // SPIFFE bundle JSON
+	Revision  int64           `json:"revision"`
 	// Authz is the last authorization data (agentv1.AuthzData, protobuf); Policy the last policy bundle.
 	Authz          []byte `json:"authz,omitempty"`
 	Policy         []byte `json:"policy,omitempty"`
 	PolicyRevision string `json:"policy_revision,omitempty"`
 	PolicyKey      []byte `json:"policy_key,omitempty"` // PEM, pinned on first use
+
+	// Version 1 kept entries and SVIDs (PEM) in this one document; read when restoring such a file.
+	V1Entries []entryRecord         `json:"entries,omitempty"`
+	V1SVIDs   map[string]svidRecord `json:"svids,omitempty"`
+
+	entries []cache.Entry          // restored from the lines after the header
+	svids   map[string]*cache.SVID // by entry ID
+}
+
+// stateLine is one line after the header: an entry or a workload SVID.
+type stateLine struct {
+	Entry *entryRecord `json:"entry,omitempty"`
+	SVID  *svidLine    `json:"svid,omitempty"`
+}
+
+type svidLine struct {
+	EntryID string `json:"entry_id"`
+	Chain   []byte `json:"chain"` // DER certificates, leaf first
+	Key     []byte `json:"key"`   // PKCS #8 DER
 }
 
 type svidRecord struct {
@@ -53,7 +72,7 @@ type entryRecord struct {
 	Revision  int64             `json:"revision"`
 }
 
-const stateVersion = 1
+const stateVersion = 2
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 
@@ -87,61 +106,126 @@ func (r entryRecord) decode() (cache.Entry, error) {
 		Labels: r.Labels, Revision: r.Revision}, nil
 }
 
-// loadState reads the persisted state; a missing file returns (nil, nil).
+// maxStateLine bounds one line of the state file (a header with a policy bundle can be large).
+const maxStateLine = 256 << 20
+
+// loadState reads the persisted state; a missing file returns (nil, nil). Entries and SVIDs that do not
+// decode are skipped (the server sends them again).
 func loadState(dir string) (*state, error) {
-	data, err := os.ReadFile(statePath(dir))
+	f, err := os.Open(statePath(dir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read agent state: %w", err)
 	}
+	defer f.Close()
+	corrupt := func(err error) error {
+		return fmt.Errorf("agent state %s is corrupt (%v): remove it and attest again with --join-token", statePath(dir), err)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), maxStateLine)
+	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return nil, corrupt(err)
+		}
+		return nil, corrupt(errors.New("empty file"))
+	}
 	var st state
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("agent state %s is corrupt (%v): remove it and attest again with --join-token", statePath(dir), err)
+	if err := json.Unmarshal(sc.Bytes(), &st); err != nil {
+		return nil, corrupt(err)
 	}
 	if st.Version > stateVersion {
 		return nil, fmt.Errorf("agent state %s was written by a newer kith (version %d): upgrade kith", statePath(dir), st.Version)
 	}
+	st.svids = map[string]*cache.SVID{}
+	for _, r := range st.V1Entries {
+		if e, err := r.decode(); err == nil {
+			st.entries = append(st.entries, e)
+		}
+	}
+	for id, r := range st.V1SVIDs {
+		if s, err := r.decode(); err == nil {
+			if cs, err := cache.FromX509SVID(s); err == nil {
+				st.svids[id] = cs
+			}
+		}
+	}
+	st.V1Entries, st.V1SVIDs = nil, nil
+	for sc.Scan() {
+		var l stateLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, corrupt(err)
+		}
+		switch {
+		case l.Entry != nil:
+			if e, err := l.Entry.decode(); err == nil {
+				st.entries = append(st.entries, e)
+			}
+		case l.SVID != nil:
+			if s, err := cache.ParseSVID(l.SVID.Chain, l.SVID.Key); err == nil {
+				st.svids[l.SVID.EntryID] = s
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, corrupt(err)
+	}
 	return &st, nil
 }
 
-// saveState writes the state atomically with mode 0600.
-func saveState(dir string, st *state) error {
+// saveState writes the header, then entries and svids, atomically with mode 0600.
+func saveState(dir string, st *state, entries []cache.Entry, svids map[string]*cache.SVID) (err error) {
 	st.Version = stateVersion
-	data, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode agent state: %w", err)
-	}
 	tmp, err := os.CreateTemp(dir, ".state-*.json")
 	if err != nil {
 		return fmt.Errorf("write agent state: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			err = fmt.Errorf("write agent state: %w", err)
+		}
+	}()
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write agent state: %w", err)
+		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write agent state: %w", err)
+	w := bufio.NewWriterSize(tmp, 64<<10)
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(st); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		r := toEntryRecord(e)
+		if err := enc.Encode(stateLine{Entry: &r}); err != nil {
+			return err
+		}
+	}
+	for _, e := range entries {
+		s := svids[e.ID]
+		if s == nil {
+			continue
+		}
+		if err := enc.Encode(stateLine{SVID: &svidLine{EntryID: e.ID, Chain: s.Chain(), Key: s.Key}}); err != nil {
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write agent state: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write agent state: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), statePath(dir)); err != nil {
-		return fmt.Errorf("write agent state: %w", err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), statePath(dir))
 }
 
-// snapshotState captures the agent's current state for saving.
-func snapshotState(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache) (*state, error) {
-	st := &state{AgentID: agentID.String(), Revision: c.Revision(), SVIDs: map[string]svidRecord{}}
+// stateHeader captures the agent's own SVID, bundle and revision for saving.
+func stateHeader(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache) (*state, error) {
+	st := &state{AgentID: agentID.String(), Revision: c.Revision()}
 	if agentSVID != nil {
 		rec, err := encodeSVID(agentSVID)
 		if err != nil {
@@ -156,20 +240,10 @@ func snapshotState(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache
 		}
 		st.Bundle = doc
 	}
-	for _, e := range c.Entries() {
-		st.Entries = append(st.Entries, toEntryRecord(e))
-	}
-	for id, s := range c.SVIDs() {
-		rec, err := encodeSVID(s)
-		if err != nil {
-			return nil, fmt.Errorf("encode svid for entry %s: %w", id, err)
-		}
-		st.SVIDs[id] = rec
-	}
 	return st, nil
 }
 
-// restore loads persisted entries, SVIDs and bundle into the cache. Unparseable records are skipped.
+// restore loads persisted entries, SVIDs and bundle into the cache. Expired SVIDs are dropped.
 func (st *state) restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time) (restored int, err error) {
 	if len(st.Bundle) > 0 {
 		b, err := spiffebundle.Parse(td, st.Bundle)
@@ -178,23 +252,14 @@ func (st *state) restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time)
 		}
 		c.SetBundle(b)
 	}
-	var entries []cache.Entry
-	for _, r := range st.Entries {
-		if e, err := r.decode(); err == nil {
-			entries = append(entries, e)
+	c.ReplaceEntries(st.entries, st.Revision)
+	for id, s := range st.svids {
+		if !now.Before(s.NotAfter) {
+			delete(st.svids, id)
 		}
 	}
-	c.ReplaceEntries(entries, st.Revision)
-	svids := map[string]*x509svid.SVID{}
-	for id, r := range st.SVIDs {
-		s, err := r.decode()
-		if err != nil || !now.Before(s.Certificates[0].NotAfter) {
-			continue
-		}
-		svids[id] = s
-	}
-	c.SetSVIDs(svids)
-	return len(svids), nil
+	c.SetSVIDs(st.svids)
+	return len(st.svids), nil
 }
 
 // parseBundlePEM reads PEM root certificates as a bundle for td.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/kithid/kith/attestation"
 )
@@ -31,7 +30,7 @@ type Entry struct {
 // Identity is an entry with the SVID the agent holds for it.
 type Identity struct {
 	Entry Entry
-	SVID  *x509svid.SVID
+	SVID  *SVID
 }
 
 // Update is what a subscriber sees: its identities (only those with an SVID, ordered by SPIFFE ID then
@@ -42,6 +41,29 @@ type Update struct {
 	Federated  map[spiffeid.TrustDomain]*spiffebundle.Bundle // other trust domains (none yet)
 	// Seq increases with every change the subscriber is told about.
 	Seq uint64
+
+	memoMu sync.Mutex
+	memo   map[any]any
+}
+
+// Memo returns what build made from this update under key, calling build only the first time: what is
+// derived from an update (an encoded response) is made once and shared by every stream that sees it.
+// Concurrent callers with the same update wait for the first one. An error is not remembered.
+func (u *Update) Memo(key any, build func() (any, error)) (any, error) {
+	u.memoMu.Lock()
+	defer u.memoMu.Unlock()
+	if v, ok := u.memo[key]; ok {
+		return v, nil
+	}
+	v, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if u.memo == nil {
+		u.memo = map[any]any{}
+	}
+	u.memo[key] = v
+	return v, nil
 }
 
 // Bundles returns the own and federated bundles together.
@@ -60,12 +82,14 @@ func (u *Update) Bundles() []*spiffebundle.Bundle {
 type Cache struct {
 	mu       sync.RWMutex
 	entries  map[string]Entry
-	svids    map[string]*x509svid.SVID
+	svids    map[string]*SVID
+	cas      map[string][]byte // intermediates shared between SVIDs, by their DER
 	bySel    map[attestation.Selector]map[string]struct{}
 	bundle   *spiffebundle.Bundle
 	revision int64
 	seq      uint64
 	groups   map[string]*group // by selector-set key
+	recent   map[string]*Update // views of groups that lost their last subscriber, until the next change
 	changed  chan struct{}     // closed and replaced on every change, for Wait
 }
 
@@ -81,12 +105,17 @@ type group struct {
 func New() *Cache {
 	return &Cache{
 		entries: map[string]Entry{},
-		svids:   map[string]*x509svid.SVID{},
+		svids:   map[string]*SVID{},
+		cas:     map[string][]byte{},
 		bySel:   map[attestation.Selector]map[string]struct{}{},
 		groups:  map[string]*group{},
+		recent:  map[string]*Update{},
 		changed: make(chan struct{}),
 	}
 }
+
+// maxRecent bounds the views kept for selector sets without subscribers.
+const maxRecent = 256
 
 // Subscription delivers Updates for one selector set. The channel holds at most one update: a slow
 // reader sees the newest one.
@@ -107,6 +136,12 @@ func (s *Subscription) Finish() {
 		delete(g.subs, s)
 		if len(g.subs) == 0 {
 			delete(s.c.groups, s.key)
+			// A workload that connects again (a fresh connection per fetch) gets the same view and
+			// what was derived from it, unless something changed in between.
+			if len(s.c.recent) >= maxRecent {
+				clear(s.c.recent)
+			}
+			s.c.recent[s.key] = g.last
 		}
 	}
 }
@@ -129,7 +164,10 @@ func (c *Cache) Subscribe(selectors []attestation.Selector) *Subscription {
 	g := c.groups[key]
 	if g == nil {
 		g = &group{selectors: sels, set: attestation.NewSet(sels...), subs: map[*Subscription]struct{}{}}
-		g.last = c.viewLocked(g)
+		if g.last = c.recent[key]; g.last == nil {
+			g.last = c.viewLocked(g)
+		}
+		delete(c.recent, key)
 		c.groups[key] = g
 	}
 	s := &Subscription{c: c, key: key, ch: make(chan *Update, 1)}
@@ -215,6 +253,7 @@ func sameView(a, b *Update) bool {
 // notifyLocked recomputes every group's view and delivers it where it changed.
 func (c *Cache) notifyLocked() {
 	c.seq++
+	clear(c.recent)
 	close(c.changed)
 	c.changed = make(chan struct{})
 	for _, g := range c.groups {
@@ -311,16 +350,33 @@ func (c *Cache) applyLocked(e Entry) {
 	c.putLocked(e)
 }
 
-// SetSVIDs stores SVIDs by entry ID; SVIDs for entries the cache no longer has are ignored.
-func (c *Cache) SetSVIDs(svids map[string]*x509svid.SVID) {
+// SetSVIDs stores SVIDs by entry ID; SVIDs for entries the cache no longer has are ignored. The cache
+// takes the SVIDs over: their intermediates are replaced by a shared copy.
+func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, s := range svids {
 		if e, ok := c.entries[id]; ok && s != nil && s.ID == e.SPIFFEID {
+			s.Intermediates = c.internLocked(s.Intermediates)
 			c.svids[id] = s
 		}
 	}
 	c.notifyLocked()
+}
+
+// internLocked returns the one shared copy of a set of intermediates.
+func (c *Cache) internLocked(der []byte) []byte {
+	if len(der) == 0 {
+		return nil
+	}
+	if shared, ok := c.cas[string(der)]; ok {
+		return shared
+	}
+	if len(c.cas) >= 16 { // CAs rotate: forget old ones (SVIDs keep their own reference)
+		clear(c.cas)
+	}
+	c.cas[string(der)] = der
+	return der
 }
 
 // SetBundle replaces the own trust domain's bundle.
@@ -369,10 +425,10 @@ func (c *Cache) Entry(id string) (Entry, bool) {
 }
 
 // SVIDs returns a copy of the SVIDs by entry ID.
-func (c *Cache) SVIDs() map[string]*x509svid.SVID {
+func (c *Cache) SVIDs() map[string]*SVID {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make(map[string]*x509svid.SVID, len(c.svids))
+	out := make(map[string]*SVID, len(c.svids))
 	for id, s := range c.svids {
 		out[id] = s
 	}

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -152,7 +155,7 @@ func (h *Handler) fetchX509SVID(ctx context.Context, stream grpc.ServerStreaming
 	}
 	sub := h.cache.Subscribe(sels)
 	defer sub.Finish()
-	var last *workload.X509SVIDResponse
+	var last *x509Message
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,20 +165,54 @@ func (h *Handler) fetchX509SVID(ctx context.Context, stream grpc.ServerStreaming
 				log.Debug("no identity issued")
 				return errNoIdentity
 			}
-			resp, err := x509SVIDResponse(u, log)
+			m, err := u.Memo(x509MessageKey{}, func() (any, error) { return encodeX509SVIDResponse(stream, u, log) })
 			if err != nil {
 				return err
 			}
-			if proto.Equal(resp, last) {
+			msg := m.(*x509Message)
+			if last != nil && last.sameContent(msg) {
 				continue
 			}
-			if err := stream.Send(resp); err != nil {
+			if err := stream.SendMsg(msg.prepared); err != nil {
 				return err
 			}
-			last = resp
-			log.Debug("sent x509-svids", "count", len(resp.Svids), "seq", u.Seq)
+			last = msg
+			log.Debug("sent x509-svids", "count", len(msg.svids), "seq", u.Seq)
 		}
 	}
+}
+
+// x509Message is an X509SVIDResponse encoded once per cache update and sent as is on every stream that
+// sees the update, so a thousand workloads (or one workload with ten thousand identities, fetching again
+// and again) cost one encoding.
+type x509Message struct {
+	prepared *grpc.PreparedMsg
+	svids    []sentSVID             // what it holds, to skip sending the same content twice
+	bundles  []*spiffebundle.Bundle // own, then federated in the order sent
+}
+
+type sentSVID struct {
+	svid *cache.SVID
+	hint string
+}
+
+type x509MessageKey struct{}
+
+func (m *x509Message) sameContent(o *x509Message) bool {
+	return slices.Equal(m.svids, o.svids) && slices.Equal(m.bundles, o.bundles)
+}
+
+func encodeX509SVIDResponse(stream grpc.ServerStream, u *cache.Update, log *slog.Logger) (*x509Message, error) {
+	resp, sent := x509SVIDResponse(u, log)
+	m := &x509Message{prepared: &grpc.PreparedMsg{}, svids: sent, bundles: []*spiffebundle.Bundle{u.Bundle}}
+	tds := slices.SortedFunc(maps.Keys(u.Federated), func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
+	for _, td := range tds {
+		m.bundles = append(m.bundles, u.Federated[td])
+	}
+	if err := m.prepared.Encode(stream, resp); err != nil {
+		return nil, codeErrorf(codes.Internal, "encode x509-svid response: %w", err)
+	}
+	return m, nil
 }
 
 // streamBundles serves FetchX509Bundles and FetchJWTBundles: bundles go only to callers that have at
@@ -293,9 +330,11 @@ func (h *Handler) validateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 
 // x509SVIDResponse builds the FetchX509SVID response for an update. Identities whose hint is already
 // used by an earlier one are left out, as the spec requires hints to be unique.
-func x509SVIDResponse(u *cache.Update, log *slog.Logger) (*workload.X509SVIDResponse, error) {
-	resp := &workload.X509SVIDResponse{}
+func x509SVIDResponse(u *cache.Update, log *slog.Logger) (*workload.X509SVIDResponse, []sentSVID) {
+	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, 0, len(u.Identities))}
+	sent := make([]sentSVID, 0, len(u.Identities))
 	hints := map[string]bool{}
+	roots := map[spiffeid.TrustDomain][]byte{} // one DER copy per trust domain, shared by the messages
 	for _, ident := range u.Identities {
 		hint := ident.Entry.Labels[HintLabel]
 		if hint != "" && hints[hint] {
@@ -303,17 +342,20 @@ func x509SVIDResponse(u *cache.Update, log *slog.Logger) (*workload.X509SVIDResp
 			continue
 		}
 		hints[hint] = true
-		certs, key, err := ident.SVID.MarshalRaw()
-		if err != nil {
-			return nil, codeErrorf(codes.Internal, "marshal x509-svid for %s: %w", ident.SVID.ID, err)
+		td := ident.SVID.ID.TrustDomain()
+		bundle, ok := roots[td]
+		if !ok {
+			bundle = x509Roots(bundleFor(u, td))
+			roots[td] = bundle
 		}
 		resp.Svids = append(resp.Svids, &workload.X509SVID{
 			SpiffeId:    ident.SVID.ID.String(),
-			X509Svid:    certs,
-			X509SvidKey: key,
-			Bundle:      x509Roots(bundleFor(u, ident.SVID.ID.TrustDomain())),
+			X509Svid:    ident.SVID.Chain(),
+			X509SvidKey: ident.SVID.Key,
+			Bundle:      bundle,
 			Hint:        hint,
 		})
+		sent = append(sent, sentSVID{svid: ident.SVID, hint: hint})
 	}
 	for td, b := range u.Federated {
 		if resp.FederatedBundles == nil {
@@ -321,7 +363,7 @@ func x509SVIDResponse(u *cache.Update, log *slog.Logger) (*workload.X509SVIDResp
 		}
 		resp.FederatedBundles[td.IDString()] = x509Roots(b)
 	}
-	return resp, nil
+	return resp, sent
 }
 
 func bundleFor(u *cache.Update, td spiffeid.TrustDomain) *spiffebundle.Bundle {

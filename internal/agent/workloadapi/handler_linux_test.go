@@ -1,6 +1,7 @@
 package workloadapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -113,7 +114,7 @@ func newEnv(t *testing.T, ready bool, sels []attestation.Selector, entries ...ca
 	}
 	e := &env{t: t, ca: c, cache: cache.New(), attestor: &fakeAttestor{sels: sels}, minter: &fakeMinter{ca: c}}
 	e.cache.ReplaceEntries(entries, 1)
-	svids := map[string]*x509svid.SVID{}
+	svids := map[string]*cache.SVID{}
 	for _, en := range entries {
 		svids[en.ID] = e.sign(en.SPIFFEID)
 	}
@@ -144,7 +145,7 @@ func (e *env) serve(a Attestor) string {
 	return socket
 }
 
-func (e *env) sign(id spiffeid.ID) *x509svid.SVID {
+func (e *env) sign(id spiffeid.ID) *cache.SVID {
 	e.t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -158,7 +159,11 @@ func (e *env) sign(id spiffeid.ID) *x509svid.SVID {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}
+	svid, err := cache.FromX509SVID(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return svid
 }
 
 func (e *env) addr() workloadapi.ClientOption { return workloadapi.WithAddr("unix://" + e.socket) }
@@ -203,7 +208,10 @@ func TestFetchX509Context(t *testing.T) {
 		if diff := cmp.Diff([]string{dbID.String() + " hint="}, svidIDs(x.SVIDs)); diff != "" {
 			t.Errorf("svids (-want +got):\n%s", diff)
 		}
-		want := e.cache.SVIDs()[dbEntry.ID]
+		want, err := e.cache.SVIDs()[dbEntry.ID].X509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
 		got := x.SVIDs[0]
 		if !got.Certificates[0].Equal(want.Certificates[0]) || len(got.Certificates) != 2 {
 			t.Errorf("got a different certificate chain (%d certs)", len(got.Certificates))
@@ -352,13 +360,13 @@ func TestX509SVIDRotation(t *testing.T) {
 	}
 
 	rotated := e.sign(webID)
-	e.cache.SetSVIDs(map[string]*x509svid.SVID{webEntry.ID: rotated})
+	e.cache.SetSVIDs(map[string]*cache.SVID{webEntry.ID: rotated})
 	for {
 		got, err := src.GetX509SVID()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Certificates[0].Equal(rotated.Certificates[0]) {
+		if bytes.Equal(got.Certificates[0].Raw, rotated.Leaf) {
 			break
 		}
 		if !got.Certificates[0].Equal(first.Certificates[0]) {
@@ -385,18 +393,14 @@ func TestX509SVIDStream(t *testing.T) {
 	}
 
 	// A change that the caller cannot see is not pushed; the next message is the rotation.
-	e.cache.SetSVIDs(map[string]*x509svid.SVID{dbEntry.ID: e.sign(dbID)})
+	e.cache.SetSVIDs(map[string]*cache.SVID{dbEntry.ID: e.sign(dbID)})
 	rotated := e.sign(webID)
-	e.cache.SetSVIDs(map[string]*x509svid.SVID{webEntry.ID: rotated})
+	e.cache.SetSVIDs(map[string]*cache.SVID{webEntry.ID: rotated})
 	next, err := s.Recv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, _, err := rotated.MarshalRaw()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cmp.Equal(first.Svids[0].X509Svid, next.Svids[0].X509Svid) || !cmp.Equal(certs, next.Svids[0].X509Svid) {
+	if cmp.Equal(first.Svids[0].X509Svid, next.Svids[0].X509Svid) || !cmp.Equal(rotated.Chain(), next.Svids[0].X509Svid) {
 		t.Errorf("second message is not the rotated svid")
 	}
 
@@ -448,7 +452,7 @@ func TestX509BundlesStream(t *testing.T) {
 	}
 
 	// An SVID rotation is not pushed on the bundle stream; the next message is the new root.
-	e.cache.SetSVIDs(map[string]*x509svid.SVID{webEntry.ID: e.sign(webID)})
+	e.cache.SetSVIDs(map[string]*cache.SVID{webEntry.ID: e.sign(webID)})
 	newBundle := extraRoot(t, e.ca.Bundle())
 	e.cache.SetBundle(newBundle)
 	next, err := s.Recv()

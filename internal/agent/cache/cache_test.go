@@ -1,0 +1,61 @@
+package cache_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/internal/agent/cache"
+)
+
+func TestAWorkloadThatReconnectsSharesTheViewUntilAChange(t *testing.T) {
+	s := newSigner(t)
+	c := cache.New()
+	sel := attestation.Selector{Type: "unix", Key: "uid", Value: "1"}
+	c.ReplaceEntries([]cache.Entry{{ID: "a", SPIFFEID: web, Selectors: []attestation.Selector{sel}}}, 1)
+	key, chain := s.sign(web)
+	svid, err := cache.NewSVID(web, chain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetSVIDs(map[string]*cache.SVID{"a": svid})
+
+	first := c.Subscribe([]attestation.Selector{sel})
+	u1 := <-first.Updates()
+	first.Finish()
+	second := c.Subscribe([]attestation.Selector{sel})
+	if u2 := <-second.Updates(); u2 != u1 {
+		t.Error("a workload connecting again got a new view though nothing changed")
+	}
+	second.Finish()
+
+	c.ApplyDelta([]cache.Entry{{ID: "b", SPIFFEID: spiffeid.RequireFromPath(td, "/other"), Selectors: []attestation.Selector{sel}}}, nil, 2)
+	third := c.Subscribe([]attestation.Selector{sel})
+	defer third.Finish()
+	if u3 := <-third.Updates(); u3 == u1 || u3.Seq == u1.Seq {
+		t.Error("after a change a reconnecting workload still got the old view")
+	}
+}
+
+func TestUpdateMemoBuildsOnce(t *testing.T) {
+	c := cache.New()
+	sub := c.Subscribe(nil)
+	defer sub.Finish()
+	u := <-sub.Updates()
+	builds := 0
+	build := func() (any, error) { builds++; return builds, nil }
+	for range 3 {
+		v, err := u.Memo("k", build)
+		if err != nil || v != 1 {
+			t.Fatalf("Memo = %v, %v; want 1, nil", v, err)
+		}
+	}
+	if _, err := u.Memo("other", func() (any, error) { return nil, errors.New("boom") }); err == nil {
+		t.Error("Memo hid the build error")
+	}
+	if v, _ := u.Memo("other", build); v != 2 {
+		t.Errorf("a failed build was remembered: got %v", v)
+	}
+}
