@@ -30,7 +30,7 @@ func storePath(segs ...string) storage.Path {
 // SetData replaces all grants, labels and modes. It validates everything
 // first and changes nothing on error.
 func (e *Engine) SetData(ctx context.Context, d Data) error {
-	grants := make(map[string]Grant, len(d.Grants))
+	grants := make(map[string]*storedGrant, len(d.Grants))
 	values := map[string]ast.Value{}
 	var idSlashes, pathSlashes int32
 	tree := map[string]any{}
@@ -41,7 +41,7 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 		if _, dup := grants[g.ID]; dup {
 			return fmt.Errorf("grant %s appears twice", g.ID)
 		}
-		grants[g.ID] = g
+		grants[g.ID] = &storedGrant{Grant: g}
 		callers, ok := tree[g.Target].(map[string]any)
 		if !ok {
 			callers = map[string]any{}
@@ -99,12 +99,12 @@ func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
 	defer e.mu.Unlock()
 	var old *Grant
 	if o, ok := e.grants[g.ID]; ok {
-		old = &o
+		old = &o.Grant
 	}
 	if err := e.writeGrant(ctx, old, &g); err != nil {
 		return fmt.Errorf("put grant %s: %w", g.ID, err)
 	}
-	e.grants[g.ID] = g
+	e.grants[g.ID] = &storedGrant{Grant: g}
 	i, p := g.slashes()
 	if p > e.maxPathSlashes.Load() {
 		e.maxPathSlashes.Store(p)
@@ -125,7 +125,7 @@ func (e *Engine) DeleteGrant(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	if err := e.writeGrant(ctx, &g, nil); err != nil {
+	if err := e.writeGrant(ctx, &g.Grant, nil); err != nil {
 		return fmt.Errorf("delete grant %s: %w", id, err)
 	}
 	delete(e.grants, id)
@@ -207,7 +207,7 @@ func (e *Engine) Grants() []Grant {
 	defer e.mu.RUnlock()
 	out := make([]Grant, 0, len(e.grants))
 	for _, id := range slices.Sorted(maps.Keys(e.grants)) {
-		out = append(out, e.grants[id])
+		out = append(out, e.grants[id].Grant)
 	}
 	return out
 }
@@ -264,7 +264,7 @@ func labelsTerm(labels map[string]string) *ast.Term {
 }
 
 // slashes returns how many prefix keys of a request's IDs and path are
-// needed to find g (see idKeys and pathKeys).
+// needed to find g (see idKeys and pathKeysTerm).
 func (g Grant) slashes() (id, path int32) {
 	for _, s := range []string{g.Caller, g.Target} {
 		if strings.HasSuffix(s, "/*") {

@@ -99,7 +99,7 @@ type Engine struct {
 	policyMu sync.Mutex // serialises SetPolicy
 
 	mu     sync.RWMutex // guards grants, values, labels, modes and writes to store
-	grants map[string]Grant
+	grants map[string]*storedGrant
 	values map[string]ast.Value // interned grant documents, see Grant.storeValue
 	labels map[string]*ast.Term // SPIFFE ID -> labels object
 	modes  map[string]Mode
@@ -128,7 +128,7 @@ func New(cfg Config) (*Engine, error) {
 		now:    cfg.Now,
 		log:    cfg.Logger,
 		query:  builtinQuery,
-		grants: map[string]Grant{},
+		grants: map[string]*storedGrant{},
 		values: map[string]ast.Value{},
 		labels: map[string]*ast.Term{},
 		modes:  map[string]Mode{},
@@ -258,7 +258,7 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 		if err != nil {
 			return nil, err
 		}
-		rs, err := pq.Eval(ctx, rego.EvalParsedInput(v), rego.EvalBuiltinErrorList(&builtinErrs))
+		rs, err := pq.Eval(ctx, append(e.evalOptions(p, v), rego.EvalBuiltinErrorList(&builtinErrs))...)
 		if err != nil {
 			return nil, fmt.Errorf("evaluate sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, err)
 		}
@@ -302,11 +302,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, err
 	}
-	opts := []rego.EvalOption{rego.EvalParsedInput(v), rego.EvalMetrics(noMetrics)}
-	if p.builtinOnly {
-		opts = append(opts, rego.EvalBaseCache(noBaseCache{}))
-	}
-	rs, err := p.query.Eval(ctx, opts...)
+	rs, err := p.query.Eval(ctx, e.evalOptions(p, v)...)
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("evaluate policy revision %s: %w", p.revision, err)
@@ -340,7 +336,28 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	return d, nil
 }
 
-var noMetrics = metrics.NoOp()
+// evalOptions are the options of one evaluation of p with input v: the
+// result keeps its AST form for the built-in decision (interpret reads it
+// without a conversion to Go values), and a policy without custom modules
+// is evaluated without caches, which it would fill but never hit.
+func (e *Engine) evalOptions(p *policy, v ast.Value) []rego.EvalOption {
+	opts := make([]rego.EvalOption, 0, 6)
+	opts = append(opts, rego.EvalParsedInput(v), noMetricsOption)
+	if e.decision == "" {
+		opts = append(opts, keepASTOption)
+	}
+	if p.builtinOnly {
+		opts = append(opts, noBaseCacheOption, noVirtualCacheOption)
+	}
+	return opts
+}
+
+var (
+	noMetricsOption      = rego.EvalMetrics(metrics.NoOp())
+	keepASTOption        = rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil })
+	noBaseCacheOption    = rego.EvalBaseCache(noBaseCache{})
+	noVirtualCacheOption = rego.EvalVirtualCache(noVirtualCache{})
+)
 
 // noBaseCache does not cache reads of base documents: a decision reads
 // data.kith.grants once and the in-memory store returns it without copying,
@@ -349,6 +366,17 @@ type noBaseCache struct{}
 
 func (noBaseCache) Get(ast.Ref) ast.Value  { return nil }
 func (noBaseCache) Put(ast.Ref, ast.Value) {}
+
+// noVirtualCache does not memoize rules and functions. The built-in query
+// refers to data.kith.authz.matches once, and path_ok is called with a
+// different grant each time, so the cache never hits.
+type noVirtualCache struct{}
+
+func (noVirtualCache) Push()                         {}
+func (noVirtualCache) Pop()                          {}
+func (noVirtualCache) Get(ast.Ref) (*ast.Term, bool) { return nil, false }
+func (noVirtualCache) Put(ast.Ref, *ast.Term)        {}
+func (noVirtualCache) Keys() []ast.Ref               { return nil }
 
 func (e *Engine) mode(target spiffeid.ID) Mode {
 	e.mu.RLock()
@@ -369,9 +397,29 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 	if e.decision != "" {
 		return e.interpretCustom(v)
 	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return Decision{}, fmt.Errorf("built-in decision is %T, want an object", v)
+	// The built-in decision is kept as AST (see evalOptions): the grant IDs
+	// are read from it directly, the parts that package kith.ext sets are
+	// converted as the default result conversion would.
+	t, _ := v.(*ast.Term)
+	var root ast.Object
+	if t != nil {
+		root, _ = t.Value.(ast.Object)
+	}
+	if root == nil {
+		return Decision{}, fmt.Errorf("built-in decision is %T, want an object", asJSON(v))
+	}
+	var matched ast.Set
+	if g := root.Get(grantsKey); g != nil {
+		matched, _ = g.Value.(ast.Set)
+	}
+	var obj map[string]any
+	if root.Len() > 1 {
+		obj = make(map[string]any, root.Len()-1)
+		root.Foreach(func(k, v *ast.Term) {
+			if key, _ := k.Value.(ast.String); key != "grants" {
+				obj[string(key)] = asJSON(v)
+			}
+		})
 	}
 	d := Decision{HTTPStatus: 403}
 	if s, ok := obj["http_status"]; ok {
@@ -402,14 +450,16 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 		return Decision{}, fmt.Errorf("kith.ext.deny is %T, want a set of strings", deny)
 	}
 	extAllow, _ := obj["ext_allow"].(bool)
-	matched, _ := obj["grants"].([]any)
-	ids := make([]string, 0, len(matched))
-	for _, id := range matched {
-		if s, ok := id.(string); ok {
-			ids = append(ids, s)
-		}
+	var ids []string
+	if matched != nil {
+		ids = make([]string, 0, matched.Len())
+		matched.Foreach(func(id *ast.Term) {
+			if s, ok := id.Value.(ast.String); ok {
+				ids = append(ids, string(s))
+			}
+		})
+		slices.Sort(ids)
 	}
-	slices.Sort(ids)
 
 	// The same combination as data.kith.authz.allow.
 	hasCaller := !in.Caller.IsZero()
@@ -423,14 +473,14 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 	defer e.mu.RUnlock()
 	if hasCaller {
 		for _, id := range ids {
-			g, known := e.grants[id]
-			if !known {
-				g = Grant{ID: id, Caller: "?", Target: "?"}
-			}
 			if d.Grant == "" {
 				d.Grant = id
 			}
-			d.Reasons = append(d.Reasons, fmt.Sprintf("grant %s allows %s", id, g.describe()))
+			if g, known := e.grants[id]; known {
+				d.Reasons = append(d.Reasons, g.allowsReason())
+			} else {
+				d.Reasons = append(d.Reasons, "grant "+id+" allows "+Grant{ID: id, Caller: "?", Target: "?"}.describe())
+			}
 		}
 	}
 	if extAllow {
@@ -478,7 +528,10 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 	slices.Sort(ids)
 	var out []string
 	for _, id := range ids {
-		g := e.grants[id]
+		var g Grant
+		if sg, ok := e.grants[id]; ok {
+			g = sg.Grant
+		}
 		switch g.state(now, method, cleaned) {
 		case "expired":
 			out = append(out, fmt.Sprintf("grant %s expired at %s", id, g.ExpiresAt.UTC().Format(time.RFC3339)))
@@ -489,6 +542,25 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 		}
 	}
 	return out
+}
+
+var grantsKey = ast.StringTerm("grants")
+
+// asJSON converts a result term to Go values as rego's default result
+// conversion does; other values are returned as they are.
+func asJSON(v any) any {
+	t, ok := v.(*ast.Term)
+	if !ok {
+		return v
+	}
+	if t == nil {
+		return nil
+	}
+	j, err := ast.JSON(t.Value)
+	if err != nil {
+		return t.Value
+	}
+	return j
 }
 
 func valueAt(obj ast.Object, key string) ast.Value {

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -672,6 +674,73 @@ func TestIDKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPathKeys(t *testing.T) {
+	tests := []struct {
+		path string
+		max  int
+		want []string
+	}{
+		{"/api/v1/users", 10, []string{"/api/v1/users", "/*", "/api/*", "/api/v1/*"}},
+		{"/api/v1/users", 2, []string{"/api/v1/users", "/*", "/api/*"}},
+		{"/api/", 10, []string{"/api/", "/*", "/api/*"}},
+		{"/", 10, []string{"/", "/*"}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s has keys up to %d slashes", tt.path, tt.max), func(t *testing.T) {
+			var got []string
+			pathKeysTerm(ast.StringTerm(tt.path), tt.path, tt.max).Value.(*ast.Array).Foreach(func(k *ast.Term) {
+				got = append(got, string(k.Value.(ast.String)))
+			})
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("pathKeysTerm (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	tests := []struct{ path, want string }{
+		{"", "/"},
+		{"/", "/"},
+		{"/api/v1/users", "/api/v1/users"},
+		{"/api/", "/api/"},
+		{"api/x", "/api/x"},
+		{"//api//x", "/api/x"},
+		{"/api/../admin", "/admin"},
+		{"/api/./x/", "/api/x/"},
+		{"/..", "/"},
+		{"/a/.", "/a"},
+		{"/a/..b/.c", "/a/..b/.c"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q is matched as %q", tt.path, tt.want), func(t *testing.T) {
+			if got := cleanPath(tt.path); got != tt.want {
+				t.Errorf("cleanPath(%q) = %q, want %q", tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzCleanPath checks that the fast path of cleanPath (a path that is
+// already clean is returned as it is) agrees with path.Clean.
+func FuzzCleanPath(f *testing.F) {
+	for _, p := range []string{"", "/", "/api/v1", "/api/", "//", "/./", "/a/../b", "a", "/a/.", "/a/..b"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		want := "/"
+		if p != "" {
+			want = path.Clean("/" + p)
+			if strings.HasSuffix(p, "/") && want != "/" {
+				want += "/"
+			}
+		}
+		if got := cleanPath(p); got != want {
+			t.Errorf("cleanPath(%q) = %q, want %q", p, got, want)
+		}
+	})
 }
 
 func TestConcurrentDecisionsAndChanges(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -213,6 +214,23 @@ func pathMatches(p, reqPath string) bool {
 // request are needed to find it.
 func depth(pattern string) int { return strings.Count(pattern, "/") }
 
+// storedGrant is a grant held by the engine, with the reason a decision
+// gives when it matches, built on its first match rather than per decision.
+type storedGrant struct {
+	Grant
+	allows atomic.Pointer[string]
+}
+
+// allowsReason is "grant ID allows CALLER → TARGET METHODS PATHS".
+func (g *storedGrant) allowsReason() string {
+	if r := g.allows.Load(); r != nil {
+		return *r
+	}
+	r := "grant " + g.ID + " allows " + g.describe()
+	g.allows.Store(&r)
+	return r
+}
+
 // describe renders what g allows: "CALLER → TARGET GET,POST /api/*".
 func (g Grant) describe() string {
 	methods := "any method"
@@ -241,21 +259,6 @@ func idKeys(id spiffeid.ID, maxSlashes int) []string {
 	for i, n := td, 0; i < len(s) && n < maxSlashes; i++ {
 		if s[i] == '/' {
 			keys = append(keys, s[:i]+"/*")
-			n++
-		}
-	}
-	return keys
-}
-
-// pathKeys returns the keys of a grant's paths object that can match the
-// (cleaned) request path: the path itself, then "/*", "/a/*", "/a/b/*" and so
-// on for each ancestor, at most maxSlashes of them.
-func pathKeys(p string, maxSlashes int) []string {
-	keys := make([]string, 0, 1+min(maxSlashes, strings.Count(p, "/")))
-	keys = append(keys, p)
-	for i, n := 0, 0; i < len(p) && n < maxSlashes; i++ {
-		if p[i] == '/' {
-			keys = append(keys, p[:i+1]+"*")
 			n++
 		}
 	}

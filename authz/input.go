@@ -34,14 +34,14 @@ func (e *Engine) input(in Input, now time.Time, needs inputNeeds) (ast.Value, er
 		if err != nil {
 			return nil, err
 		}
-		items = append(items, ast.Item(ast.StringTerm("attributes"), attrs))
+		items = append(items, ast.Item(keyAttributes, attrs))
 	}
 	if needs.parsedPath {
 		parsedPath := in.ParsedPath
 		if parsedPath == nil {
 			parsedPath = splitPath(rawPath)
 		}
-		items = append(items, ast.Item(ast.StringTerm("parsed_path"), stringsTerm(parsedPath)))
+		items = append(items, ast.Item(keyParsedPath, stringsTerm(parsedPath)))
 	}
 	if needs.parsedQuery {
 		query := in.ParsedQuery
@@ -52,24 +52,44 @@ func (e *Engine) input(in Input, now time.Time, needs inputNeeds) (ast.Value, er
 		for k, vs := range query {
 			queryObj.Insert(ast.StringTerm(k), stringsTerm(vs))
 		}
-		items = append(items, ast.Item(ast.StringTerm("parsed_query"), ast.NewTerm(queryObj)))
+		items = append(items, ast.Item(keyParsedQuery, ast.NewTerm(queryObj)))
 	}
 
 	caller, target := e.identity(in.Caller), e.identity(in.Target)
+	pathTerm := ast.StringTerm(cleaned)
 	kith := ast.NewObject(
-		ast.Item(ast.StringTerm("caller"), caller.doc),
-		ast.Item(ast.StringTerm("target"), target.doc),
-		ast.Item(ast.StringTerm("method"), ast.StringTerm(method)),
-		ast.Item(ast.StringTerm("path"), ast.StringTerm(cleaned)),
-		ast.Item(ast.StringTerm("now"), ast.IntNumberTerm(int(now.UnixNano()))),
-		ast.Item(ast.StringTerm("caller_keys"), caller.keys),
-		ast.Item(ast.StringTerm("target_keys"), target.keys),
-		ast.Item(ast.StringTerm("method_keys"), methodKeys(method)),
-		ast.Item(ast.StringTerm("path_keys"), stringsTerm(pathKeys(cleaned, max(1, int(e.maxPathSlashes.Load()))))),
+		ast.Item(keyCaller, caller.doc),
+		ast.Item(keyTarget, target.doc),
+		ast.Item(keyMethod, methodTerm(method)),
+		ast.Item(keyPath, pathTerm),
+		ast.Item(keyNow, ast.IntNumberTerm(int(now.UnixNano()))),
+		ast.Item(keyCallerKeys, caller.keys),
+		ast.Item(keyTargetKeys, target.keys),
+		ast.Item(keyMethodKeys, methodKeys(method)),
+		ast.Item(keyPathKeys, pathKeysTerm(pathTerm, cleaned, max(1, int(e.maxPathSlashes.Load())))),
 	)
-	items = append(items, ast.Item(ast.StringTerm("kith"), ast.NewTerm(kith)))
+	items = append(items, ast.Item(keyKith, ast.NewTerm(kith)))
 	return ast.NewObject(items...), nil
 }
+
+// Keys of the input document, made once: terms are not modified by
+// evaluation, so every input shares them.
+var (
+	keyAttributes  = ast.StringTerm("attributes")
+	keyParsedPath  = ast.StringTerm("parsed_path")
+	keyParsedQuery = ast.StringTerm("parsed_query")
+	keyKith        = ast.StringTerm("kith")
+	keyCaller      = ast.StringTerm("caller")
+	keyTarget      = ast.StringTerm("target")
+	keyMethod      = ast.StringTerm("method")
+	keyPath        = ast.StringTerm("path")
+	keyNow         = ast.StringTerm("now")
+	keyCallerKeys  = ast.StringTerm("caller_keys")
+	keyTargetKeys  = ast.StringTerm("target_keys")
+	keyMethodKeys  = ast.StringTerm("method_keys")
+	keyPathKeys    = ast.StringTerm("path_keys")
+	rootPathKey    = ast.StringTerm("/*")
+)
 
 // inputNeeds says which top-level parts of the input a policy reads.
 type inputNeeds struct{ attributes, parsedPath, parsedQuery bool }
@@ -160,19 +180,49 @@ func (e *Engine) identity(id spiffeid.ID) identityTerms {
 	return t
 }
 
-var methodTerms = func() map[string]*ast.Term {
-	m := map[string]*ast.Term{}
+// methodTerms and methodKeyTerms hold, for each HTTP method, its term and
+// its method_keys term.
+var methodTerms, methodKeyTerms = func() (map[string]*ast.Term, map[string]*ast.Term) {
+	terms, keys := map[string]*ast.Term{}, map[string]*ast.Term{}
 	for _, method := range httpMethods {
-		m[method] = ast.ArrayTerm(ast.StringTerm(method), anyMethod)
+		terms[method] = ast.StringTerm(method)
+		keys[method] = ast.ArrayTerm(terms[method], anyMethod)
 	}
-	return m
+	return terms, keys
 }()
 
-func methodKeys(method string) *ast.Term {
+func methodTerm(method string) *ast.Term {
 	if t, ok := methodTerms[method]; ok {
 		return t
 	}
+	return ast.StringTerm(method)
+}
+
+func methodKeys(method string) *ast.Term {
+	if t, ok := methodKeyTerms[method]; ok {
+		return t
+	}
 	return ast.ArrayTerm(ast.StringTerm(method), anyMethod)
+}
+
+// pathKeysTerm returns the keys of a grant's paths object that can match
+// the (cleaned) request path p, whose term is pathTerm: the path itself,
+// then "/*", "/a/*", "/a/b/*" and so on for each ancestor, at most
+// maxSlashes of them.
+func pathKeysTerm(pathTerm *ast.Term, p string, maxSlashes int) *ast.Term {
+	terms := make([]*ast.Term, 0, 1+min(maxSlashes, strings.Count(p, "/")))
+	terms = append(terms, pathTerm)
+	for i, n := 0, 0; i < len(p) && n < maxSlashes; i++ {
+		if p[i] == '/' {
+			if i == 0 {
+				terms = append(terms, rootPathKey)
+			} else {
+				terms = append(terms, ast.StringTerm(p[:i+1]+"*"))
+			}
+			n++
+		}
+	}
+	return ast.ArrayTerm(terms...)
 }
 
 func (e *Engine) labelsOf(id spiffeid.ID) *ast.Term {
@@ -265,9 +315,31 @@ func cleanPath(p string) string {
 	if p == "" {
 		return "/"
 	}
+	if isClean(p) {
+		return p
+	}
 	c := path.Clean("/" + p)
 	if strings.HasSuffix(p, "/") && c != "/" {
 		c += "/"
 	}
 	return c
+}
+
+// isClean reports whether cleanPath(p) is p: p starts with "/" and has no
+// empty segment (other than a trailing one), "." or "..".
+func isClean(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p); {
+		j := i + 1
+		for j < len(p) && p[j] != '/' {
+			j++
+		}
+		if seg := p[i+1 : j]; seg == "." || seg == ".." || seg == "" && j < len(p) {
+			return false
+		}
+		i = j
+	}
+	return true
 }

@@ -131,6 +131,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
 	key, refName, err := s.resolve(ctx)
 	if err != nil {
 		err = fmt.Errorf("fetch %s: %w", s.cfg.URL, err)
@@ -151,10 +152,12 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 		return sha, nil
 	}
 	s.last = sha
+	fetched := time.Now()
 	p, err := Read(filepath.Join(dir, filepath.FromSlash(s.cfg.Path)))
 	if err == nil {
 		err = p.Test(ctx)
 	}
+	tested := time.Now()
 	if err == nil {
 		err = s.cfg.Apply(ctx, Commit{SHA: sha, Policy: p})
 	}
@@ -163,7 +166,8 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 		s.reject(ctx, sha, err)
 		return sha, err
 	}
-	s.cfg.Logger.Info("policy commit applied", "commit", sha, "modules", len(p.Modules), "tests", len(p.Tests), "grants", len(p.Grants))
+	s.cfg.Logger.Info("policy commit applied", "commit", sha, "modules", len(p.Modules), "tests", len(p.Tests), "grants", len(p.Grants),
+		"fetch", fetched.Sub(start), "test", tested.Sub(fetched), "apply", time.Since(tested))
 	return sha, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -118,9 +119,11 @@ func newPolicyManager(ctx context.Context, c *config.Server, view *authzView, st
 
 // apply validates a commit with the server's engine and, if it passes, makes it the active policy.
 func (m *policyManager) apply(ctx context.Context, c gitsync.Commit) error {
+	start := time.Now()
 	if err := m.view.setPolicy(ctx, c.SHA, c.Policy.Modules); err != nil {
 		return err
 	}
+	built := time.Now()
 	grants := make([]authz.Grant, len(c.Policy.Grants))
 	for i, g := range c.Policy.Grants {
 		g.Source, g.CreatedBy = "git:"+c.SHA, "git"
@@ -131,7 +134,11 @@ func (m *policyManager) apply(ctx context.Context, c gitsync.Commit) error {
 	}
 	m.view.setGitLabels(c.Policy.Labels)
 	_, bundle := m.view.Policy()
-	return m.st.RecordPolicy(ctx, "git", store.PolicyBundle{Revision: c.SHA, Status: store.PolicyOK, Bundle: bundle, Modules: c.Policy.Modules}, true)
+	if err := m.st.RecordPolicy(ctx, "git", store.PolicyBundle{Revision: c.SHA, Status: store.PolicyOK, Bundle: bundle, Modules: c.Policy.Modules}, true); err != nil {
+		return err
+	}
+	m.log.Info("policy bundle built", "commit", c.SHA, "bytes", len(bundle), "compile_sign", built.Sub(start), "store", time.Since(built))
+	return nil
 }
 
 // reject records a failed commit; the active policy stays.

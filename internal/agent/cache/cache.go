@@ -88,9 +88,9 @@ type Cache struct {
 	bundle   *spiffebundle.Bundle
 	revision int64
 	seq      uint64
-	groups   map[string]*group // by selector-set key
+	groups   map[string]*group  // by selector-set key
 	recent   map[string]*Update // views of groups that lost their last subscriber, until the next change
-	changed  chan struct{}     // closed and replaced on every change, for Wait
+	changed  chan struct{}      // closed and replaced on every change, for Wait
 }
 
 // group is the subscribers that share one selector set; their view is computed once.
