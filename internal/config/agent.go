@@ -46,6 +46,9 @@ type Agent struct {
 	// MetricsListen serves /metrics and /healthz over HTTP (e.g. 127.0.0.1:9090). Default off.
 	// Env KITH_AGENT_METRICS_LISTEN.
 	MetricsListen string `yaml:"metrics_listen"`
+	// ProfilingEnabled adds Go's profiles (/debug/pprof/) to the metrics listener, for finding where
+	// CPU and memory go. Default false. Env KITH_AGENT_PROFILING_ENABLED.
+	ProfilingEnabled bool `yaml:"profiling_enabled"`
 	// AuthzDecision names an OPA-Envoy-style decision in the custom policy to use instead of Kith's built-in
 	// one (must match the server's authz.decision). Env KITH_AGENT_AUTHZ_DECISION.
 	AuthzDecision string `yaml:"authz_decision"`

@@ -104,10 +104,14 @@ func newPolicyManager(ctx context.Context, c *config.Server, view *authzView, st
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
+	// Earlier versions kept a checkout of the policy repository here; commits are now read from memory.
+	if err := os.RemoveAll(filepath.Join(c.DataDir, "policy-git")); err != nil {
+		log.Warn("remove the old policy checkout", "error", err)
+	}
 	if g := c.Policy.Git; g.URL != "" {
 		m.syncer, err = gitsync.New(gitsync.Config{
 			URL: g.URL, Ref: g.Ref, Path: g.Path, PollInterval: g.PollInterval.D(), Token: g.Token, SSHKeyFile: g.SSHKeyFile,
-			Dir: filepath.Join(c.DataDir, "policy-git"), Apply: m.apply, Reject: m.reject, Last: last,
+			Apply: m.apply, Reject: m.reject, Last: last,
 			Logger: log,
 		})
 		if err != nil {

@@ -134,12 +134,12 @@ func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation
 	}
 	add("uid", uid)
 	add("gid", gid)
-	if name, err := a.lookupUser(uid); err == nil && name != "" {
+	if name, err := a.users.get(uid); err == nil && name != "" {
 		add("user", name)
 	} else {
 		a.log.DebugContext(ctx, "workload user name not resolved", "pid", creds.PID, "uid", uid, "err", err)
 	}
-	if name, err := a.lookupGroup(gid); err == nil && name != "" {
+	if name, err := a.groups.get(gid); err == nil && name != "" {
 		add("group", name)
 	} else {
 		a.log.DebugContext(ctx, "workload group name not resolved", "pid", creds.PID, "gid", gid, "err", err)

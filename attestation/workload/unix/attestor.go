@@ -6,6 +6,7 @@ import (
 	"os/user"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrProcessChanged reports that the pid no longer belongs to the process that connected.
@@ -15,38 +16,36 @@ var ErrProcessChanged = errors.New("workload process exited or was replaced duri
 type Config struct {
 	ProcRoot string       // zero: "/proc"
 	Logger   *slog.Logger // zero: discard
-	// Lookups for user/group names; zero: os/user.LookupId / LookupGroupId
+	// Lookups for user/group names; zero: os/user.LookupId / LookupGroupId. Results (and failures) are
+	// remembered for NameTTL.
 	LookupUser  func(uid string) (string, error)
 	LookupGroup func(gid string) (string, error)
+	NameTTL     time.Duration    // zero: 30 s
+	Now         func() time.Time // zero: time.Now
 }
 
 // Attestor derives unix selectors for workloads from their peer credentials. It is safe for concurrent use.
 type Attestor struct {
-	procRoot    string
-	log         *slog.Logger
-	lookupUser  func(string) (string, error)
-	lookupGroup func(string) (string, error)
-	hashes      hashCache
-	hashed      atomic.Int64 // executables hashed (cache misses), for tests
+	procRoot string
+	log      *slog.Logger
+	hashes   hashCache
+	hashed   atomic.Int64 // executables hashed (cache misses), for tests
+	users    nameCache
+	groups   nameCache
 }
 
 // New returns an Attestor with the zero fields of cfg filled with defaults.
 func New(cfg Config) *Attestor {
-	a := &Attestor{
-		procRoot:    cfg.ProcRoot,
-		log:         cfg.Logger,
-		lookupUser:  cfg.LookupUser,
-		lookupGroup: cfg.LookupGroup,
-		hashes:      hashCache{max: hashCacheSize},
-	}
+	a := &Attestor{procRoot: cfg.ProcRoot, log: cfg.Logger, hashes: hashCache{max: hashCacheSize}}
 	if a.procRoot == "" {
 		a.procRoot = "/proc"
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	if a.lookupUser == nil {
-		a.lookupUser = func(uid string) (string, error) {
+	lookupUser, lookupGroup := cfg.LookupUser, cfg.LookupGroup
+	if lookupUser == nil {
+		lookupUser = func(uid string) (string, error) {
 			u, err := user.LookupId(uid)
 			if err != nil {
 				return "", err
@@ -54,8 +53,8 @@ func New(cfg Config) *Attestor {
 			return u.Username, nil
 		}
 	}
-	if a.lookupGroup == nil {
-		a.lookupGroup = func(gid string) (string, error) {
+	if lookupGroup == nil {
+		lookupGroup = func(gid string) (string, error) {
 			g, err := user.LookupGroupId(gid)
 			if err != nil {
 				return "", err
@@ -63,6 +62,15 @@ func New(cfg Config) *Attestor {
 			return g.Name, nil
 		}
 	}
+	ttl, now := cfg.NameTTL, cfg.Now
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	if now == nil {
+		now = time.Now
+	}
+	a.users = nameCache{lookup: lookupUser, ttl: ttl, now: now}
+	a.groups = nameCache{lookup: lookupGroup, ttl: ttl, now: now}
 	return a
 }
 
@@ -109,4 +117,41 @@ func (c *hashCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.m)
+}
+
+// nameCache remembers user or group name lookups (reading /etc/passwd or asking NSS on every connection
+// costs more than the rest of attestation) for a while, so a renamed user is seen after at most ttl.
+type nameCache struct {
+	lookup func(string) (string, error)
+	ttl    time.Duration
+	now    func() time.Time
+	mu     sync.Mutex
+	m      map[string]nameResult
+}
+
+type nameResult struct {
+	name    string
+	err     error
+	expires time.Time
+}
+
+// nameCacheSize bounds the ids remembered.
+const nameCacheSize = 4096
+
+func (c *nameCache) get(id string) (string, error) {
+	now := c.now()
+	c.mu.Lock()
+	r, ok := c.m[id]
+	c.mu.Unlock()
+	if ok && now.Before(r.expires) {
+		return r.name, r.err
+	}
+	name, err := c.lookup(id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= nameCacheSize {
+		c.m = map[string]nameResult{}
+	}
+	c.m[id] = nameResult{name: name, err: err, expires: now.Add(c.ttl)}
+	return name, err
 }

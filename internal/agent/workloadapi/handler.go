@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"slices"
-	"strings"
+	"sync"
+	"weak"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -155,7 +155,7 @@ func (h *Handler) fetchX509SVID(ctx context.Context, stream grpc.ServerStreaming
 	}
 	sub := h.cache.Subscribe(sels)
 	defer sub.Finish()
-	var last *x509Message
+	var last *x509Content
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,30 +165,30 @@ func (h *Handler) fetchX509SVID(ctx context.Context, stream grpc.ServerStreaming
 				log.Debug("no identity issued")
 				return errNoIdentity
 			}
-			m, err := u.Memo(x509MessageKey{}, func() (any, error) { return encodeX509SVIDResponse(stream, u, log) })
-			if err != nil {
-				return err
-			}
-			msg := m.(*x509Message)
-			if last != nil && last.sameContent(msg) {
+			m, _ := u.Memo(x509MessageKey{}, func() (any, error) { return &x509Memo{}, nil })
+			msg := m.(*x509Memo).get(u, log)
+			if last != nil && last.same(msg.content) {
 				continue
 			}
-			if err := stream.SendMsg(msg.prepared); err != nil {
+			if err := stream.SendMsg(msg.raw); err != nil {
 				return err
 			}
-			last = msg
-			log.Debug("sent x509-svids", "count", len(msg.svids), "seq", u.Seq)
+			last = msg.content
+			log.Debug("sent x509-svids", "count", len(msg.content.svids), "seq", u.Seq)
 		}
 	}
 }
 
-// x509Message is an X509SVIDResponse encoded once per cache update and sent as is on every stream that
-// sees the update, so a thousand workloads (or one workload with ten thousand identities, fetching again
-// and again) cost one encoding.
+// x509Message is an X509SVIDResponse encoded once per cache update (see rawMessage).
 type x509Message struct {
-	prepared *grpc.PreparedMsg
-	svids    []sentSVID             // what it holds, to skip sending the same content twice
-	bundles  []*spiffebundle.Bundle // own, then federated in the order sent
+	raw     rawMessage
+	content *x509Content
+}
+
+// x509Content is what a message holds, to skip sending the same content twice.
+type x509Content struct {
+	svids   []sentSVID
+	bundles []*spiffebundle.Bundle // own, then federated by trust domain name
 }
 
 type sentSVID struct {
@@ -196,23 +196,34 @@ type sentSVID struct {
 	hint string
 }
 
-type x509MessageKey struct{}
-
-func (m *x509Message) sameContent(o *x509Message) bool {
-	return slices.Equal(m.svids, o.svids) && slices.Equal(m.bundles, o.bundles)
+func (c *x509Content) same(o *x509Content) bool {
+	return slices.Equal(c.svids, o.svids) && slices.Equal(c.bundles, o.bundles)
 }
 
-func encodeX509SVIDResponse(stream grpc.ServerStream, u *cache.Update, log *slog.Logger) (*x509Message, error) {
-	resp, sent := x509SVIDResponse(u, log)
-	m := &x509Message{prepared: &grpc.PreparedMsg{}, svids: sent, bundles: []*spiffebundle.Bundle{u.Bundle}}
-	tds := slices.SortedFunc(maps.Keys(u.Federated), func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
-	for _, td := range tds {
-		m.bundles = append(m.bundles, u.Federated[td])
+type x509MessageKey struct{}
+
+// x509Memo holds an update's encoded message weakly: streams sending it keep it alive, and once none
+// does the garbage collector may take it (a workload with ten thousand identities makes a message of
+// about 17 MB); a stream that comes later encodes it again.
+type x509Memo struct {
+	mu  sync.Mutex
+	msg weak.Pointer[x509Message]
+}
+
+func (m *x509Memo) get(u *cache.Update, log *slog.Logger) *x509Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if msg := m.msg.Value(); msg != nil {
+		return msg
 	}
-	if err := m.prepared.Encode(stream, resp); err != nil {
-		return nil, codeErrorf(codes.Internal, "encode x509-svid response: %w", err)
+	raw, sent := encodeX509SVIDs(u, log)
+	content := &x509Content{svids: sent, bundles: []*spiffebundle.Bundle{u.Bundle}}
+	for _, td := range sortedTrustDomains(u.Federated) {
+		content.bundles = append(content.bundles, u.Federated[td])
 	}
-	return m, nil
+	msg := &x509Message{raw: raw, content: content}
+	m.msg = weak.Make(msg)
+	return msg
 }
 
 // streamBundles serves FetchX509Bundles and FetchJWTBundles: bundles go only to callers that have at
@@ -326,44 +337,6 @@ func (h *Handler) validateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 		return nil, codeErrorf(codes.Internal, "convert jwt-svid claims: %w", err)
 	}
 	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
-}
-
-// x509SVIDResponse builds the FetchX509SVID response for an update. Identities whose hint is already
-// used by an earlier one are left out, as the spec requires hints to be unique.
-func x509SVIDResponse(u *cache.Update, log *slog.Logger) (*workload.X509SVIDResponse, []sentSVID) {
-	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, 0, len(u.Identities))}
-	sent := make([]sentSVID, 0, len(u.Identities))
-	hints := map[string]bool{}
-	roots := map[spiffeid.TrustDomain][]byte{} // one DER copy per trust domain, shared by the messages
-	for _, ident := range u.Identities {
-		hint := ident.Entry.Labels[HintLabel]
-		if hint != "" && hints[hint] {
-			log.Warn("skipping identity with a hint already in use", "entry", ident.Entry.ID, "hint", hint)
-			continue
-		}
-		hints[hint] = true
-		td := ident.SVID.ID.TrustDomain()
-		bundle, ok := roots[td]
-		if !ok {
-			bundle = x509Roots(bundleFor(u, td))
-			roots[td] = bundle
-		}
-		resp.Svids = append(resp.Svids, &workload.X509SVID{
-			SpiffeId:    ident.SVID.ID.String(),
-			X509Svid:    ident.SVID.Chain(),
-			X509SvidKey: ident.SVID.Key,
-			Bundle:      bundle,
-			Hint:        hint,
-		})
-		sent = append(sent, sentSVID{svid: ident.SVID, hint: hint})
-	}
-	for td, b := range u.Federated {
-		if resp.FederatedBundles == nil {
-			resp.FederatedBundles = map[string][]byte{}
-		}
-		resp.FederatedBundles[td.IDString()] = x509Roots(b)
-	}
-	return resp, sent
 }
 
 func bundleFor(u *cache.Update, td spiffeid.TrustDomain) *spiffebundle.Bundle {
