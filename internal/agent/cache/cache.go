@@ -186,43 +186,40 @@ func (c *Cache) Matching(selectors []attestation.Selector) *Update {
 
 // MatchingEntries returns the entries whose selectors the workload has, with or without an SVID yet.
 func (c *Cache) MatchingEntries(selectors []attestation.Selector) []Entry {
-	set := attestation.NewSet(selectors...)
+	sels := attestation.Normalize(slices.Clone(selectors))
+	set := attestation.NewSet(sels...)
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out []Entry
-	for _, id := range c.candidatesLocked(selectors) {
-		if e := c.entries[id]; set.ContainsAll(e.Selectors) {
-			out = append(out, e)
-		}
-	}
+	c.eachMatchLocked(sels, set, func(e Entry) { out = append(out, e) })
 	sortEntries(out)
 	return out
 }
 
-func (c *Cache) candidatesLocked(selectors []attestation.Selector) []string {
-	seen := map[string]struct{}{}
-	var ids []string
-	for _, s := range selectors {
+// eachMatchLocked calls fn for each entry whose selectors are all in set; sels are set's selectors,
+// without duplicates. An entry is looked up through the index of its first selector only, so each
+// match is seen once without remembering which were seen (views are recomputed on every change, and
+// one workload may match ten thousand entries).
+func (c *Cache) eachMatchLocked(sels []attestation.Selector, set attestation.Set, fn func(Entry)) {
+	for _, s := range sels {
 		for id := range c.bySel[s] {
-			if _, ok := seen[id]; !ok {
-				seen[id] = struct{}{}
-				ids = append(ids, id)
+			if e := c.entries[id]; e.Selectors[0] == s && set.ContainsAll(e.Selectors) {
+				fn(e)
 			}
 		}
 	}
-	return ids
 }
 
 func (c *Cache) viewLocked(g *group) *Update {
 	u := &Update{Bundle: c.bundle, Seq: c.seq}
-	for _, id := range c.candidatesLocked(g.selectors) {
-		e := c.entries[id]
-		svid := c.svids[id]
-		if svid == nil || !g.set.ContainsAll(e.Selectors) {
-			continue
-		}
-		u.Identities = append(u.Identities, Identity{Entry: e, SVID: svid})
+	if prev := g.last; prev != nil {
+		u.Identities = make([]Identity, 0, len(prev.Identities))
 	}
+	c.eachMatchLocked(g.selectors, g.set, func(e Entry) {
+		if svid := c.svids[e.ID]; svid != nil {
+			u.Identities = append(u.Identities, Identity{Entry: e, SVID: svid})
+		}
+	})
 	slices.SortFunc(u.Identities, func(a, b Identity) int { return compareEntries(a.Entry, b.Entry) })
 	return u
 }

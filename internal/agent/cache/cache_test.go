@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/attestation"
@@ -57,5 +59,29 @@ func TestUpdateMemoBuildsOnce(t *testing.T) {
 	}
 	if v, _ := u.Memo("other", build); v != 2 {
 		t.Errorf("a failed build was remembered: got %v", v)
+	}
+}
+
+func TestEachMatchingEntryOnce(t *testing.T) {
+	uid := attestation.Selector{Type: "unix", Key: "uid", Value: "1"}
+	gid := attestation.Selector{Type: "unix", Key: "gid", Value: "2"}
+	path := attestation.Selector{Type: "unix", Key: "path", Value: "/bin/app"}
+	other := attestation.Selector{Type: "unix", Key: "uid", Value: "9"}
+	entry := func(id string, sels ...attestation.Selector) cache.Entry {
+		return cache.Entry{ID: id, SPIFFEID: spiffeid.RequireFromPath(td, "/"+id), Selectors: attestation.Normalize(sels)}
+	}
+	c := cache.New()
+	c.ReplaceEntries([]cache.Entry{
+		entry("both", uid, gid),
+		entry("three", uid, gid, path),
+		entry("uid", uid),
+		entry("not-mine", uid, other),
+	}, 1)
+	var got []string
+	for _, e := range c.MatchingEntries([]attestation.Selector{path, gid, uid, uid}) {
+		got = append(got, e.ID)
+	}
+	if diff := cmp.Diff([]string{"both", "three", "uid"}, got); diff != "" {
+		t.Errorf("matching entries (-want +got):\n%s", diff)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -55,12 +56,9 @@ func NewSVID(id spiffeid.ID, chain [][]byte, key crypto.Signer) (*SVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode private key: %w", err)
 	}
-	var inter []byte
-	for _, der := range chain[1:] {
-		if _, err := x509.ParseCertificate(der); err != nil {
-			return nil, fmt.Errorf("parse intermediate certificate: %w", err)
-		}
-		inter = append(inter, der...)
+	inter := bytes.Join(chain[1:], nil)
+	if err := checkIntermediates(inter); err != nil {
+		return nil, err
 	}
 	return &SVID{
 		ID:            id,
@@ -70,6 +68,21 @@ func NewSVID(id spiffeid.ID, chain [][]byte, key crypto.Signer) (*SVID, error) {
 		NotBefore:     leaf.NotBefore,
 		NotAfter:      leaf.NotAfter,
 	}, nil
+}
+
+// checked is the last set of intermediates that parsed: thousands of SVIDs from one CA share it.
+var checked atomic.Pointer[[]byte]
+
+// checkIntermediates reports whether concatenated DER certificates parse.
+func checkIntermediates(der []byte) error {
+	if last := checked.Load(); last != nil && bytes.Equal(*last, der) {
+		return nil
+	}
+	if _, err := x509.ParseCertificates(der); err != nil {
+		return fmt.Errorf("parse intermediate certificate: %w", err)
+	}
+	checked.Store(&der)
+	return nil
 }
 
 // ParseSVID reads an SVID from concatenated DER certificates (leaf first) and a PKCS #8 DER key, as
