@@ -37,3 +37,12 @@ func TestNewKeyAndCSR(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkNewKeyAndCSR(b *testing.B) {
+	id := spiffeid.RequireFromString("spiffe://example.org/app")
+	for b.Loop() {
+		if _, _, err := NewKeyAndCSR(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
