@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net/url"
 	"strings"
 	"time"
 
@@ -40,8 +39,6 @@ func (e *requestError) Unwrap() []error { return []error{ErrInvalidRequest, e.er
 func invalidf(format string, args ...any) error {
 	return &requestError{err: fmt.Errorf(format, args...)}
 }
-
-var svidExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 
 // SignX509SVID checks the request and its CSR and returns the new X.509-SVID chain: the leaf, then the
 // active intermediate that signed it.
@@ -93,23 +90,24 @@ func (c *CA) signX509SVID(req X509SVIDRequest) ([]*x509.Certificate, error) {
 	if !notAfter.After(now) {
 		return nil, fmt.Errorf("signing intermediate %x expired at %s", st.x509Cert.SubjectKeyId, st.x509Cert.NotAfter)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(),
-		RawSubject:            c.leafSubject,
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              notAfter,
-		KeyUsage:              keyUsage,
-		ExtKeyUsage:           svidExtKeyUsage,
-		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{req.ID.URL()},
-		DNSNames:              req.DNSNames,
+	l := leafFields{
+		serial:    randomSerial(),
+		notBefore: now.Add(-backdate),
+		notAfter:  notAfter,
+		subject:   c.leafSubject,
+		publicKey: csr.PublicKey,
+		keyUsage:  keyUsage,
+		uri:       req.ID.URL(),
+		dnsNames:  req.DNSNames,
 	}
 	if len(req.DNSNames) > 0 {
 		subject := c.cfg.Subject
 		subject.CommonName = req.DNSNames[0]
-		tmpl.RawSubject, tmpl.Subject = nil, subject
+		if l.subject, err = asn1.Marshal(subject.ToRDNSequence()); err != nil {
+			return nil, fmt.Errorf("marshal subject: %w", err)
+		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, st.x509Cert, csr.PublicKey, st.x509Signer)
+	der, err := createLeaf(l, st.x509Cert, st.x509Signer)
 	if err != nil {
 		return nil, fmt.Errorf("create certificate: %w", err)
 	}
