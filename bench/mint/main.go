@@ -5,14 +5,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -21,11 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/bench/internal/kithenv"
 	"github.com/kithid/kith/bench/internal/latency"
+	"github.com/kithid/kith/ca"
 )
 
 func main() {
@@ -151,12 +148,11 @@ func cpuTime() time.Duration {
 
 // mintOne does what `kith svid mint x509` does per call: a P-256 key and CSR here, the CA signs remotely.
 func mintOne(ctx context.Context, c adminv1.AdminServiceClient, id string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sid, err := spiffeid.FromString(id)
 	if err != nil {
 		return err
 	}
-	u, _ := url.Parse(id)
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	_, csr, err := ca.NewKeyAndCSR(sid)
 	if err != nil {
 		return err
 	}
