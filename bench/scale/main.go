@@ -31,11 +31,12 @@ func main() {
 	n := flag.Int("entries", 10000, "entries to create")
 	batch := flag.Int("batch", 10000, "entries per BatchCreateEntries call")
 	watch := flag.Bool("watch", true, "keep a workload stream open while the SVIDs are made (false: poll with fresh fetches)")
+	settle := flag.Duration("settle", 2*time.Second, "how long after every SVID is fetchable to read the processes' RSS (the Go runtime forces a GC after 2 minutes without one)")
 	inProcess := flag.Bool("inprocess", false, "run server and agent in this process and time until the agent's cache holds every SVID (no workload attached)")
 	memprofile := flag.String("memprofile", "", "with -inprocess: write a heap profile (after GC) once every SVID is held")
 	cpuprofile := flag.String("cpuprofile", "", "with -inprocess: write a CPU profile from creation until every SVID is held")
 	flag.Parse()
-	run := func() error { return run(*bin, *n, *batch, *watch) }
+	run := func() error { return run(*bin, *n, *batch, *watch, *settle) }
 	if *inProcess {
 		run = func() error { return runInProcess(*n, *batch, *memprofile, *cpuprofile) }
 	}
@@ -114,7 +115,7 @@ func runInProcess(n, batch int, memprofile, cpuprofile string) error {
 	return nil
 }
 
-func run(bin string, n, batch int, watch bool) error {
+func run(bin string, n, batch int, watch bool, settle time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p, err := kithenv.StartProcesses(ctx, kithenv.Options{Bin: bin})
@@ -231,7 +232,7 @@ func run(bin string, n, batch int, watch bool) error {
 	fmt.Printf("scale: %d entries created in %s (BatchCreateEntries, %d per call); all %d SVIDs fetchable after %s, seen by %s\n",
 		n, created.Round(time.Millisecond), batch, want, took.Round(time.Millisecond), mode)
 
-	time.Sleep(2 * time.Second)
+	time.Sleep(settle)
 	srvAfter, err := kithenv.ReadMemory(p.Server.Process.Pid)
 	if err != nil {
 		return err
@@ -242,6 +243,9 @@ func run(bin string, n, batch int, watch bool) error {
 	}
 	fmt.Printf("scale: server RSS %s with 1 entry → %s with %d (peak %s)\n", kithenv.MiB(srvBefore.RSS), kithenv.MiB(srvAfter.RSS), want, kithenv.MiB(srvAfter.Peak))
 	fmt.Printf("scale: agent  RSS %s with 1 entry → %s with %d (peak %s)\n", kithenv.MiB(agBefore.RSS), kithenv.MiB(agAfter.RSS), want, kithenv.MiB(agAfter.Peak))
+	fmt.Printf("scale: RSS %s after: server anonymous %s + file-backed %s; agent anonymous %s + file-backed %s (with 1 entry: %s + %s)\n",
+		settle, kithenv.MiB(srvAfter.Anon), kithenv.MiB(srvAfter.File), kithenv.MiB(agAfter.Anon), kithenv.MiB(agAfter.File),
+		kithenv.MiB(agBefore.Anon), kithenv.MiB(agBefore.File))
 
 	fstart := time.Now()
 	fctx, fcancel := context.WithTimeout(ctx, time.Minute)

@@ -216,6 +216,8 @@ func freeAddr() (string, error) {
 type Memory struct {
 	RSS  int64 // VmRSS, bytes
 	Peak int64 // VmHWM, bytes
+	Anon int64 // RssAnon: heap, stacks and other private memory, bytes
+	File int64 // RssFile: pages of the executable and other files mapped in, bytes
 }
 
 // ReadMemory reads VmRSS and VmHWM of pid.
@@ -229,18 +231,15 @@ func ReadMemory(pid int) (Memory, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
+		field := map[string]*int64{"VmRSS": &m.RSS, "VmHWM": &m.Peak, "RssAnon": &m.Anon, "RssFile": &m.File}[k]
+		if !ok || field == nil {
 			continue
 		}
 		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		if err != nil {
 			return Memory{}, fmt.Errorf("parse %s %q: %w", k, v, err)
 		}
-		if k == "VmRSS" {
-			m.RSS = kb << 10
-		} else {
-			m.Peak = kb << 10
-		}
+		*field = kb << 10
 	}
 	if m.RSS == 0 {
 		return Memory{}, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
