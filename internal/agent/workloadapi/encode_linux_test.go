@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -76,5 +77,14 @@ func TestPassthroughCodec(t *testing.T) {
 	var back workload.X509SVIDResponse
 	if err := c.Unmarshal(data, &back); err != nil || !proto.Equal(msg, &back) {
 		t.Errorf("protobuf round trip: %v, %v", &back, err)
+	}
+}
+
+func TestPushGapHoldsBackOnlyLargeMessages(t *testing.T) {
+	if got := pushGap(2 << 10); got != 0 {
+		t.Errorf("a 2 KiB message rests the stream %s, want 0", got)
+	}
+	if got := pushGap(17 << 20); got < 100*time.Millisecond || got > 300*time.Millisecond {
+		t.Errorf("a 17 MiB message rests the stream %s, want between 100 and 300 ms", got)
 	}
 }
