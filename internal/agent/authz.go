@@ -15,14 +15,14 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
-	"github.com/kithid/kith/internal/server/agentapi"
+	"github.com/kithid/kith/internal/grantpb"
 )
 
 // applyAuthz replaces the engine's grants, modes and labels with what the server sent.
 func (a *Agent) applyAuthz(ctx context.Context, pd *agentv1.AuthzData) error {
 	d := authz.Data{Labels: map[string]map[string]string{}, Modes: map[string]authz.Mode{}}
 	for _, pg := range pd.GetGrants() {
-		d.Grants = append(d.Grants, agentapi.GrantFromProto(pg))
+		d.Grants = append(d.Grants, grantpb.FromProto(pg))
 	}
 	for t, m := range pd.GetModes() {
 		d.Modes[t] = authz.Mode(m)

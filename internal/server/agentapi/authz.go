@@ -9,10 +9,10 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/internal/grantpb"
 	"github.com/kithid/kith/internal/store"
 )
 
@@ -100,7 +100,7 @@ func (sy *syncer) addAuthz(ctx context.Context, msg *agentv1.SyncResponse) error
 	out := &agentv1.AuthzData{Modes: map[string]string{}}
 	for _, g := range d.Grants {
 		if relevant(g.Target) {
-			out.Grants = append(out.Grants, GrantProto(g))
+			out.Grants = append(out.Grants, grantpb.ToProto(g))
 		}
 	}
 	for t, m := range d.Modes {
@@ -143,32 +143,6 @@ func (sy *syncer) addPolicy(msg *agentv1.SyncResponse) {
 	if ks, ok := sy.s.cfg.Policy.(PolicyKeySource); ok {
 		msg.Policy.PublicKey = ks.PolicyKey()
 	}
-}
-
-// GrantProto converts a grant for the agent API.
-func GrantProto(g authz.Grant) *agentv1.Grant {
-	pg := &agentv1.Grant{Id: g.ID, Caller: g.Caller, Target: g.Target, Methods: g.Methods, Paths: g.Paths,
-		Reason: g.Reason, CreatedBy: g.CreatedBy, Source: g.Source}
-	if !g.ExpiresAt.IsZero() {
-		pg.ExpiresAt = timestamppb.New(g.ExpiresAt)
-	}
-	if !g.CreatedAt.IsZero() {
-		pg.CreatedAt = timestamppb.New(g.CreatedAt)
-	}
-	return pg
-}
-
-// GrantFromProto converts a grant from the agent API.
-func GrantFromProto(pg *agentv1.Grant) authz.Grant {
-	g := authz.Grant{ID: pg.GetId(), Caller: pg.GetCaller(), Target: pg.GetTarget(), Methods: pg.GetMethods(), Paths: pg.GetPaths(),
-		Reason: pg.GetReason(), CreatedBy: pg.GetCreatedBy(), Source: pg.GetSource()}
-	if pg.GetExpiresAt() != nil {
-		g.ExpiresAt = pg.GetExpiresAt().AsTime()
-	}
-	if pg.GetCreatedAt() != nil {
-		g.CreatedAt = pg.GetCreatedAt().AsTime()
-	}
-	return g
 }
 
 // policyChanged reports whether changes include a policy change.
