@@ -42,6 +42,9 @@ type Config struct {
 	MaxJWTSVIDTTL   time.Duration // zero: 1h
 	RootOverlap     time.Duration // zero: 2 × MaxX509SVIDTTL; how long a new root is published before it signs
 	Subject         pkix.Name     // zero: O=Kith; the CommonName is set per authority
+	// JWTIssuer is the iss claim of JWT-SVIDs (an OIDC relying party wants the issuer of the discovery
+	// document there). Zero: no iss claim, which the JWT-SVID specification allows.
+	JWTIssuer string
 }
 
 // backdate is how far before "now" certificates start, to absorb clock skew.

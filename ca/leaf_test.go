@@ -115,4 +115,3 @@ func (b brokenSigner) Public() crypto.PublicKey {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	return &other.PublicKey
 }
-

@@ -193,6 +193,7 @@ func checkDNSName(name string) error {
 }
 
 type jwtClaims struct {
+	Issuer   string   `json:"iss,omitempty"`
 	Subject  string   `json:"sub"`
 	Audience []string `json:"aud"`
 	Expiry   int64    `json:"exp"`
@@ -235,7 +236,7 @@ func (c *CA) signJWTSVID(id spiffeid.ID, audience []string, ttl time.Duration) (
 	if exp.Unix() <= now.Unix() {
 		return "", time.Time{}, fmt.Errorf("jwt key %s expired at %s", st.jwtKID, st.jwtNotAfter)
 	}
-	payload, err := json.Marshal(jwtClaims{Subject: id.String(), Audience: audience, Expiry: exp.Unix(), IssuedAt: now.Unix()})
+	payload, err := json.Marshal(jwtClaims{Issuer: c.cfg.JWTIssuer, Subject: id.String(), Audience: audience, Expiry: exp.Unix(), IssuedAt: now.Unix()})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("marshal claims: %w", err)
 	}

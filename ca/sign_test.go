@@ -252,3 +252,31 @@ func TestSignJWTSVIDCapsExpiryAtTheKeyNotAfter(t *testing.T) {
 		}
 	})
 }
+
+func TestJWTSVIDIssuer(t *testing.T) {
+	for _, tt := range []struct {
+		name, issuer string
+	}{
+		{"no issuer configured: no iss claim", ""},
+		{"issuer configured: iss claim", "https://kith.example.org"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil, func(c *ca.Config) { c.JWTIssuer = tt.issuer })
+			token, _, err := f.ca.SignJWTSVID(context.Background(), workload, []string{"billing"}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			svid, err := jwtsvid.ParseAndValidate(token, f.ca.Bundle(), []string{"billing"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			iss, ok := svid.Claims["iss"]
+			if tt.issuer == "" && ok {
+				t.Errorf("iss = %v, want none", iss)
+			}
+			if tt.issuer != "" && iss != tt.issuer {
+				t.Errorf("iss = %v, want %q", iss, tt.issuer)
+			}
+		})
+	}
+}

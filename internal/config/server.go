@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -97,6 +98,10 @@ type CA struct {
 	RootOverlap Duration `yaml:"root_overlap"`
 	// Organization in CA subjects. Default Kith. Env KITH_CA_ORGANIZATION.
 	Organization string `yaml:"organization"`
+	// JWTIssuer is the iss claim of JWT-SVIDs and the issuer named by /.well-known/openid-configuration:
+	// set it to the public URL of the HTTP port when OIDC relying parties (cloud IAM federation) accept
+	// Kith's JWT-SVIDs. Default none: no iss claim. Env KITH_CA_JWT_ISSUER.
+	JWTIssuer string `yaml:"jwt_issuer"`
 }
 
 // SVID configures identity document lifetimes.
@@ -236,6 +241,12 @@ func (c *Server) validate() error {
 	for _, b := range checks {
 		if b.v < b.lo || b.v > b.hi {
 			return &FieldError{b.field, fmt.Sprintf("%s is outside the allowed range %s to %s", b.v, b.lo, b.hi)}
+		}
+	}
+	if c.CA.JWTIssuer != "" {
+		u, err := url.Parse(c.CA.JWTIssuer)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return &FieldError{"ca.jwt_issuer", fmt.Sprintf("%q is not an http(s) URL without query or fragment (e.g. https://kith.example.org)", c.CA.JWTIssuer)}
 		}
 	}
 	if c.CA.RootOverlap.D() < 0 {

@@ -44,7 +44,10 @@ func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveOIDC(w http.ResponseWriter, _ *http.Request) {
-	issuer := s.cfg.Config.Listen.AdvertiseHTTP
+	issuer := s.cfg.Config.CA.JWTIssuer
+	if issuer == "" {
+		issuer = s.cfg.Config.Listen.AdvertiseHTTP
+	}
 	if strings.HasSuffix(issuer, ":0") {
 		// Port 0 was asked for: advertise the port actually bound.
 		issuer = "http://" + s.HTTPAddr().String()

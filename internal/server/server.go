@@ -110,6 +110,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxJWTSVIDTTL:   c.SVID.MaxJWTTTL.D(),
 		RootOverlap:     c.CA.RootOverlap.D(),
 		Subject:         pkix.Name{Organization: []string{c.CA.Organization}},
+		JWTIssuer:       c.CA.JWTIssuer,
 	})
 	if err != nil {
 		st.Close()
