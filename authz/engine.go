@@ -65,6 +65,11 @@ type Input struct {
 	Attributes  map[string]any // Envoy CheckRequest.attributes as protojson (OPA-Envoy's input.attributes); may be nil
 	ParsedPath  []string       // OPA-Envoy's input.parsed_path; computed from Path if nil
 	ParsedQuery map[string][]string
+	// Query is the raw query of the request, for a Path without one. When
+	// ParsedQuery is nil and the policy reads input.parsed_query, it is
+	// parsed from the query of Path, else Query, else that of
+	// Attributes.request.http.path.
+	Query string
 }
 
 // Decision is the answer for one request and why.
@@ -258,7 +263,9 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 		if err != nil {
 			return nil, err
 		}
-		rs, err := pq.Eval(ctx, append(e.evalOptions(p, v), rego.EvalBuiltinErrorList(&builtinErrs))...)
+		opts, stop := e.evalOptions(ctx, p, v)
+		rs, err := pq.Eval(ctx, append(opts, rego.EvalBuiltinErrorList(&builtinErrs))...)
+		stop()
 		if err != nil {
 			return nil, fmt.Errorf("evaluate sample request %d (%s %s %s): %w", i+1, in.Method, in.Path, in.Target, err)
 		}
@@ -302,7 +309,9 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, err
 	}
-	rs, err := p.query.Eval(ctx, e.evalOptions(p, v)...)
+	opts, stop := e.evalOptions(ctx, p, v)
+	rs, err := p.query.Eval(ctx, opts...)
+	stop()
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, fmt.Errorf("evaluate policy revision %s: %w", p.revision, err)
@@ -336,24 +345,37 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	return d, nil
 }
 
-// evalOptions are the options of one evaluation of p with input v: the
-// result keeps its AST form for the built-in decision (interpret reads it
-// without a conversion to Go values), and a policy without custom modules
-// is evaluated without caches, which it would fill but never hit.
-func (e *Engine) evalOptions(p *policy, v ast.Value) []rego.EvalOption {
-	opts := make([]rego.EvalOption, 0, 6)
+// evalOptions are the options of one evaluation of p with input v, and a
+// function to call once it is done: the result keeps its AST form for the
+// built-in decision (interpret reads it without a conversion to Go values),
+// a policy without custom modules is evaluated without caches, which it
+// would fill but never hit, and the evaluation is cancelled with ctx by a
+// callback rather than by the goroutine per evaluation that rego starts
+// otherwise.
+func (e *Engine) evalOptions(ctx context.Context, p *policy, v ast.Value) ([]rego.EvalOption, func() bool) {
+	opts := make([]rego.EvalOption, 0, 7)
 	opts = append(opts, rego.EvalParsedInput(v), noMetricsOption)
+	stop := noStop
+	if ctx.Done() == nil {
+		opts = append(opts, neverCancelledOption)
+	} else {
+		c := topdown.NewCancel()
+		opts = append(opts, rego.EvalExternalCancel(c))
+		stop = context.AfterFunc(ctx, c.Cancel)
+	}
 	if e.decision == "" {
 		opts = append(opts, keepASTOption)
 	}
 	if p.builtinOnly {
 		opts = append(opts, noBaseCacheOption, noVirtualCacheOption)
 	}
-	return opts
+	return opts, stop
 }
 
 var (
 	noMetricsOption      = rego.EvalMetrics(metrics.NoOp())
+	neverCancelledOption = rego.EvalExternalCancel(topdown.NewCancel()) // for a context that is never done
+	noStop               = func() bool { return false }
 	keepASTOption        = rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil })
 	noBaseCacheOption    = rego.EvalBaseCache(noBaseCache{})
 	noVirtualCacheOption = rego.EvalVirtualCache(noVirtualCache{})

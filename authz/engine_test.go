@@ -498,6 +498,53 @@ allow := {"allowed": false, "http_status": 429, "body": "slow down"}
 	}
 }
 
+func TestParsedQueryComesFromTheRawQuery(t *testing.T) {
+	e := newEngine(t, Config{Decision: "envoy/authz/allow"})
+	policy := "package envoy.authz\n\nallow if input.parsed_query.lang == [\"en\", \"fr\"]\n"
+	if err := e.SetPolicy(context.Background(), "r", map[string]string{"envoy.rego": policy}); err != nil {
+		t.Fatalf("SetPolicy: %v", err)
+	}
+	tests := []struct {
+		name string
+		in   Input
+		want bool
+	}{
+		{"a raw query is parsed", Input{Caller: frontend, Target: payments, Method: "GET", Path: "/doc", Query: "lang=en&lang=fr"}, true},
+		{"another raw query does not match", Input{Caller: frontend, Target: payments, Method: "GET", Path: "/doc", Query: "lang=en"}, false},
+		{"the query in Path wins", Input{Caller: frontend, Target: payments, Method: "GET", Path: "/doc?lang=de", Query: "lang=en&lang=fr"}, false},
+		{"a parsed query wins", Input{Caller: frontend, Target: payments, Method: "GET", Path: "/doc", Query: "lang=de", ParsedQuery: map[string][]string{"lang": {"en", "fr"}}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := decide(t, e, tt.in).Allowed; got != tt.want {
+				t.Errorf("Allowed = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecideStopsWhenTheContextIsDone(t *testing.T) {
+	e := newEngine(t, Config{})
+	// Seconds of work for a request to /slow (the sample requests SetPolicy evaluates go elsewhere).
+	slow := "package kith.ext\n\nallow if {\n\tinput.kith.path == \"/slow\"\n\tcount([x | some x in numbers.range(1, 5000000); x % 7 == 0]) < 0\n}\n"
+	if err := e.SetPolicy(context.Background(), "r", map[string]string{"ext.rego": slow}); err != nil {
+		t.Fatalf("SetPolicy: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := e.Decide(ctx, Input{Caller: frontend, Target: payments, Method: "GET", Path: "/slow"})
+	if err == nil {
+		t.Fatalf("Decide succeeded after %s, want a cancellation error", time.Since(start))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Decide took %s after its context was done", took)
+	}
+	if !strings.Contains(err.Error(), "cancel") {
+		t.Errorf("Decide error = %v, want one saying the evaluation was cancelled", err)
+	}
+}
+
 // envoyInput is what the ext_authz server would pass for a request.
 func envoyInput(method, pathAndQuery string) Input {
 	p, _, _ := strings.Cut(pathAndQuery, "?")

@@ -46,6 +46,9 @@ func (e *Engine) input(in Input, now time.Time, needs inputNeeds) (ast.Value, er
 	if needs.parsedQuery {
 		query := in.ParsedQuery
 		if query == nil {
+			if rawQuery == "" {
+				rawQuery = in.Query
+			}
 			query = parseQuery(rawQuery, in.Attributes)
 		}
 		queryObj := ast.NewObject()

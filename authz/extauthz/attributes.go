@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -33,7 +34,7 @@ func Attributes(a *authv3.AttributeContext) map[string]any {
 	if r := a.GetRequest(); r != nil {
 		req := make(map[string]any, 2)
 		if t := r.GetTime(); t != nil {
-			req["time"] = t.AsTime().UTC().Format(time.RFC3339Nano)
+			req["time"] = timestamp(t.AsTime())
 		}
 		if h := r.GetHttp(); h != nil {
 			req["http"] = httpRequest(h)
@@ -53,6 +54,23 @@ func Attributes(a *authv3.AttributeContext) map[string]any {
 		out["tlsSession"] = map[string]any{"sni": sni}
 	}
 	return out
+}
+
+// timestamp formats t as protojson does: UTC, with 0, 3, 6 or 9
+// fractional digits (time.RFC3339Nano would drop every trailing zero).
+func timestamp(t time.Time) string {
+	t = t.UTC()
+	s := t.Format("2006-01-02T15:04:05")
+	switch n := t.Nanosecond(); {
+	case n == 0:
+	case n%1e6 == 0:
+		s += fmt.Sprintf(".%03d", n/1e6)
+	case n%1e3 == 0:
+		s += fmt.Sprintf(".%06d", n/1e3)
+	default:
+		s += fmt.Sprintf(".%09d", n)
+	}
+	return s + "Z"
 }
 
 func peer(p *authv3.AttributeContext_Peer) map[string]any {

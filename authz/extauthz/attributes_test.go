@@ -2,7 +2,9 @@ package extauthz_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -62,6 +64,27 @@ func TestAttributesMatchProtoJSON(t *testing.T) {
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("attributes (-protojson +hand-built):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestAttributesTimeMatchesProtoJSON(t *testing.T) {
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, nanos := range []int{0, 1, 10, 970910000, 970000000, 900000000, 970910, 970910001, 123456789, 999999999} {
+		t.Run(fmt.Sprintf("%d ns", nanos), func(t *testing.T) {
+			ts := timestamppb.New(base.Add(time.Duration(nanos)))
+			b, err := protojson.Marshal(ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want string
+			if err := json.Unmarshal(b, &want); err != nil {
+				t.Fatal(err)
+			}
+			attrs := extauthz.Attributes(&authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Time: ts}})
+			if got := attrs["request"].(map[string]any)["time"]; got != want {
+				t.Errorf("request.time = %q, want %q", got, want)
 			}
 		})
 	}

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"unicode"
@@ -139,12 +139,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 
 	path, rawQuery, _ := strings.Cut(fullPath, "?")
-	in := authz.Input{Caller: caller, Target: target, Method: method, Path: path}
-	if rawQuery != "" {
-		if q, err := url.ParseQuery(rawQuery); err == nil {
-			in.ParsedQuery = q
-		}
-	}
+	// The engine parses the query only for a policy that reads it.
+	in := authz.Input{Caller: caller, Target: target, Method: method, Path: path, Query: rawQuery}
 	if n, ok := s.decider.(AttributeNeeder); !ok || n.NeedsAttributes() {
 		in.Attributes = Attributes(attrs)
 	}
@@ -229,13 +225,13 @@ func (s *Server) allow(ctx context.Context, target, caller spiffeid.ID, method, 
 		outcome, decision = OutcomeAuditDeny, "audit-deny"
 	}
 	headers := make([]*corev3.HeaderValueOption, 0, len(d.Headers)+3)
-	set := make(map[string]bool, len(d.Headers)+3)
+	set := make([]string, 0, 8) // names of headers set, lower case; few
 	add := func(k, v string) {
 		k = strings.ToLower(k)
-		if set[k] || !validHeaderName(k) {
+		if slices.Contains(set, k) || !validHeaderName(k) {
 			return
 		}
-		set[k] = true
+		set = append(set, k)
 		headers = append(headers, &corev3.HeaderValueOption{
 			Header:       &corev3.HeaderValue{Key: k, Value: sanitize(v, 4096)},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
@@ -274,16 +270,16 @@ func (s *Server) allow(ctx context.Context, target, caller spiffeid.ID, method, 
 
 // forged lists the x-kith-* request headers that the response does not set:
 // they came from the client and must not reach routing or the upstream.
-func forged(h *authv3.AttributeContext_HttpRequest, set map[string]bool) []string {
+func forged(h *authv3.AttributeContext_HttpRequest, set []string) []string {
 	var out []string
 	for k := range h.GetHeaders() {
-		if len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) && !set[strings.ToLower(k)] {
+		if len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) && !slices.Contains(set, strings.ToLower(k)) {
 			out = append(out, strings.ToLower(k))
 		}
 	}
 	for _, hv := range h.GetHeaderMap().GetHeaders() {
 		k := hv.GetKey()
-		if len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) && !set[strings.ToLower(k)] {
+		if len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) && !slices.Contains(set, strings.ToLower(k)) {
 			out = append(out, strings.ToLower(k))
 		}
 	}

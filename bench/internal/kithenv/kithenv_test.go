@@ -2,6 +2,7 @@ package kithenv
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -25,5 +26,12 @@ func TestReadMemory(t *testing.T) {
 func TestMiB(t *testing.T) {
 	if got := MiB(3 << 19); got != "1.5 MiB" {
 		t.Errorf("MiB(1.5 MiB) = %q", got)
+	}
+}
+
+func TestAuthzSocketIsNextToTheAgentSocket(t *testing.T) {
+	p := &Processes{AgentSocket: filepath.Join("/run", "kith-bench", "agent.sock")}
+	if got, want := p.AuthzSocket(), filepath.Join("/run", "kith-bench", "authz.sock"); got != want {
+		t.Errorf("AuthzSocket = %q, want %q", got, want)
 	}
 }
