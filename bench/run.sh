@@ -2,7 +2,7 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant
 #
 # The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
 # temp dir), listen on loopback and unix sockets only, and stop by themselves.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds)
+ALL=(ca mint propagation fetch scale sds authz grant)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -24,12 +24,12 @@ header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%
 echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
 
 needs_kith=0
-for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds) needs_kith=1 ;; esac; done
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant) needs_kith=1 ;; esac; done
 if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
 for item in "${ITEMS[@]}"; do
-	[ "$item" = ca ] || $GO build -o "$OUT/$item" "./bench/$item"
+	case $item in ca | authz) ;; *) $GO build -o "$OUT/$item" "./bench/$item" ;; esac
 done
 
 for item in "${ITEMS[@]}"; do
@@ -64,6 +64,15 @@ for item in "${ITEMS[@]}"; do
 	sds)
 		header "6. 10,000 SDS streams on one agent: bench/sds -conns 100 -streams 100"
 		"$OUT/sds" -kith bin/kith -conns 100 -streams 100
+		;;
+	authz)
+		header "7. Authorization engine (100,000 grants) and ext_authz Check: go test ./authz ./authz/extauthz -bench"
+		$GO test ./authz -run '^$' -bench Decide100k -benchtime 100000x -count 2 | grep -E '^Benchmark|p50|p99'
+		$GO test ./authz/extauthz -run '^$' -bench 'CheckUnixSocket' -count 2 | grep -E '^Benchmark|p50|p99|checks'
+		;;
+	grant)
+		header "7. kith grant returns → the agent enforces it: bench/grant -trials 200"
+		"$OUT/grant" -kith bin/kith -trials 200
 		;;
 	esac
 done
