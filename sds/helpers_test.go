@@ -2,11 +2,7 @@ package sds
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"net/url"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -78,11 +74,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ctx := context.Background()
-	authority, err := ca.New(ctx, ca.Config{TrustDomain: td, Keys: memory.New(), Store: catest.NewStore(), MinSVIDTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority := catest.NewCA(t, td, func(c *ca.Config) { c.MinSVIDTTL = time.Second })
 	e := &env{t: t, ca: authority, cache: cache.New(), nacks: &nackCounter{}, svids: map[string]*cache.SVID{}}
 	e.cache.SetBundle(authority.Bundle())
 	e.cache.ReplaceEntries([]cache.Entry{
@@ -111,19 +103,7 @@ func (e *env) rotate(entryID string, ttl time.Duration) *cache.SVID {
 
 func (e *env) sign(id spiffeid.ID, ttl time.Duration) *cache.SVID {
 	e.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	u, _ := url.Parse(id.String())
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	chain, err := e.ca.SignX509SVID(context.Background(), ca.X509SVIDRequest{ID: id, CSR: csr, TTL: ttl})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	key, chain := catest.IssueSVID(e.t, e.ca, id, ttl)
 	svid, err := cache.FromX509SVID(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key})
 	if err != nil {
 		e.t.Fatal(err)

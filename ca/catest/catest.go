@@ -1,5 +1,5 @@
 // Package catest has fakes for testing code that uses package ca: an in-memory AuthorityStore with error
-// injection and a record of its calls.
+// injection and a record of its calls, and helpers that make a CA and have it issue SVIDs.
 package catest
 
 import (

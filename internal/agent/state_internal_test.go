@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
-	"github.com/kithid/kith/ca/keymanager/memory"
 	"github.com/kithid/kith/internal/agent/cache"
 )
 
@@ -25,10 +23,7 @@ import (
 func stateFixture(t *testing.T, n int) (*ca.CA, *cache.Cache) {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	authority, err := ca.New(context.Background(), ca.Config{TrustDomain: td, Keys: memory.New(), Store: catest.NewStore()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority := catest.NewCA(t, td)
 	c := cache.New()
 	c.SetBundle(authority.Bundle())
 	var entries []cache.Entry
@@ -38,18 +33,12 @@ func stateFixture(t *testing.T, n int) (*ca.CA, *cache.Cache) {
 		e := cache.Entry{ID: "e" + string(rune('a'+i)), SPIFFEID: id, Revision: int64(i + 1), X509TTL: time.Hour,
 			Selectors: []attestation.Selector{{Type: "unix", Key: "uid", Value: "1000"}}, Labels: map[string]string{"env": "dev"}}
 		entries = append(entries, e)
-		key, csr, err := ca.NewKeyAndCSR(id)
+		key, chain := catest.IssueSVID(t, authority, id, 0)
+		svid, err := cache.FromX509SVID(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key})
 		if err != nil {
 			t.Fatal(err)
 		}
-		chain, err := authority.SignX509SVID(context.Background(), ca.X509SVIDRequest{ID: id, CSR: csr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		svids[e.ID], err = cache.FromX509SVID(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key})
-		if err != nil {
-			t.Fatal(err)
-		}
+		svids[e.ID] = svid
 	}
 	c.ReplaceEntries(entries, int64(n))
 	c.SetSVIDs(svids)

@@ -2,7 +2,6 @@ package cache_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,7 +16,6 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
-	"github.com/kithid/kith/ca/keymanager/memory"
 	"github.com/kithid/kith/internal/agent/cache"
 )
 
@@ -31,26 +29,11 @@ type signer struct {
 	ca *ca.CA
 }
 
-func newSigner(t *testing.T) *signer {
-	t.Helper()
-	c, err := ca.New(context.Background(), ca.Config{TrustDomain: td, Keys: memory.New(), Store: catest.NewStore()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &signer{t: t, ca: c}
-}
+func newSigner(t *testing.T) *signer { return &signer{t: t, ca: catest.NewCA(t, td)} }
 
 // sign returns a new key and the DER chain the CA issues for it.
 func (s *signer) sign(id spiffeid.ID) (*ecdsa.PrivateKey, [][]byte) {
-	s.t.Helper()
-	key, csr, err := ca.NewKeyAndCSR(id)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	chain, err := s.ca.SignX509SVID(context.Background(), ca.X509SVIDRequest{ID: id, CSR: csr})
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	key, chain := catest.IssueSVID(s.t, s.ca, id, 0)
 	ders := make([][]byte, len(chain))
 	for i, c := range chain {
 		ders[i] = c.Raw

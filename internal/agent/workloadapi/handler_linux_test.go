@@ -35,7 +35,6 @@ import (
 	"github.com/kithid/kith/attestation/workload/unix"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
-	"github.com/kithid/kith/ca/keymanager/memory"
 	"github.com/kithid/kith/internal/agent/cache"
 )
 
@@ -107,11 +106,7 @@ var (
 // Callers attest as sels.
 func newEnv(t *testing.T, ready bool, sels []attestation.Selector, entries ...cache.Entry) *env {
 	t.Helper()
-	ctx := context.Background()
-	c, err := ca.New(ctx, ca.Config{TrustDomain: td, Keys: memory.New(), Store: catest.NewStore()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := catest.NewCA(t, td)
 	e := &env{t: t, ca: c, cache: cache.New(), attestor: &fakeAttestor{sels: sels}, minter: &fakeMinter{ca: c}}
 	e.cache.ReplaceEntries(entries, 1)
 	svids := map[string]*cache.SVID{}
@@ -147,18 +142,7 @@ func (e *env) serve(a Attestor) string {
 
 func (e *env) sign(id spiffeid.ID) *cache.SVID {
 	e.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	chain, err := e.ca.SignX509SVID(context.Background(), ca.X509SVIDRequest{ID: id, CSR: csr})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	key, chain := catest.IssueSVID(e.t, e.ca, id, 0)
 	svid, err := cache.FromX509SVID(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key})
 	if err != nil {
 		e.t.Fatal(err)
