@@ -49,12 +49,96 @@ func TestSignedBundle(t *testing.T) {
 			t.Error("tampered bundle verified")
 		}
 	})
+	t.Run("a file added after signing is refused", func(t *testing.T) {
+		added := RewriteBundle(t, b, func(files map[string][]byte) { files["/ext/more.rego"] = []byte("package kith.ext\n\nallow := true\n") })
+		if _, _, err := authz.ReadSignedBundle(added, pub); err == nil || !strings.Contains(err.Error(), "not included in bundle signature") {
+			t.Errorf("error %v", err)
+		}
+	})
+	t.Run("a file removed after signing is refused", func(t *testing.T) {
+		removed := RewriteBundle(t, b, func(files map[string][]byte) { delete(files, "/ext/deny.rego") })
+		if _, _, err := authz.ReadSignedBundle(removed, pub); err == nil || !strings.Contains(err.Error(), "not found in the target bundle") {
+			t.Errorf("error %v", err)
+		}
+	})
 	t.Run("an unsigned bundle is refused", func(t *testing.T) {
 		unsigned, _ := authz.BuildBundle("abc123", modules)
 		if _, _, err := authz.ReadSignedBundle(unsigned, pub); err == nil {
 			t.Error("unsigned bundle verified")
 		}
 	})
+}
+
+func TestSignedBundlePackages(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, _ := authz.MarshalPublicKey(&key.PublicKey)
+	for _, tc := range []struct {
+		name   string
+		module string
+		err    string // empty: the bundle is read
+	}{
+		{"a module in kith.ext is read", "package kith.ext\n\nallow := true\n", ""},
+		{"comments before the package are skipped", "# policy\n\n  # more\npackage kith.ext.sub # trailing\n\nx := 1\n", ""},
+		{"a module in envoy is read", "package envoy.authz\n\nallow := true\n", ""},
+		{"a module outside the roots is refused", "package other\n\nx := 1\n", "do not permit"},
+		{"a root that only prefixes the package name is not enough", "package kith.extra\n\nx := 1\n", "do not permit"},
+		{"a quoted package is checked by the parser", "package kith[\"ext\"]\n\nx := 1\n", ""},
+		{"a quoted package outside the roots is refused by the parser", "package kith[\"other\"]\n\nx := 1\n", "do not permit"},
+		{"a module without a package is refused by the parser", "x := 1\n", "verify policy bundle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			modules := map[string]string{"m.rego": tc.module}
+			b, err := authz.BuildSignedBundle("r1", modules, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev, got, err := authz.ReadSignedBundle(b, pub)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(modules, got); diff != "" || rev != "r1" {
+				t.Errorf("rev %q, modules (-want +got):\n%s", rev, diff)
+			}
+		})
+	}
+}
+
+// RewriteBundle unpacks a bundle tarball, lets change edit its files (by tar path) and packs it again.
+func RewriteBundle(t *testing.T, b []byte, change func(map[string][]byte)) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	files := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[h.Name], _ = io.ReadAll(tr)
+	}
+	change(files)
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	tw := tar.NewWriter(zw)
+	for name, data := range files {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
+	}
+	tw.Close()
+	zw.Close()
+	return out.Bytes()
 }
 
 // TamperBundle rewrites every file of a bundle tarball, replacing old with new in its contents.

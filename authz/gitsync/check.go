@@ -12,8 +12,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -44,10 +46,12 @@ type dataFile struct {
 	Labels map[string]map[string]string `json:"labels" yaml:"labels"`
 }
 
+// dataFiles are the names a data file may have, by preference.
+var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
+
 // Read reads the policy files under dir. Hidden directories (such as .git) are skipped.
 func Read(dir string) (*Policy, error) {
-	p := &Policy{Modules: map[string]string{}, Tests: map[string]string{}}
-	var names []string
+	files := map[string][]byte{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -55,40 +59,67 @@ func Read(dir string) (*Policy, error) {
 		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != dir {
 			return filepath.SkipDir
 		}
-		if !d.IsDir() && strings.HasSuffix(d.Name(), ".rego") {
-			names = append(names, path)
+		if d.IsDir() {
+			return nil
 		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if !isPolicyFile(rel) {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		files[rel] = data
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
 	}
-	slices.Sort(names)
-	for _, path := range names {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		rel, _ := filepath.Rel(dir, path)
-		rel = filepath.ToSlash(rel)
-		if strings.HasSuffix(rel, "_test.rego") {
-			p.Tests[rel] = string(data)
-		} else {
-			p.Modules[rel] = string(data)
+	return fromFiles(files)
+}
+
+// isPolicyFile reports whether a file (slash-separated path relative to the policy directory) is read:
+// a *.rego file outside hidden directories, or a data file at the top.
+func isPolicyFile(name string) bool {
+	if slices.Contains(dataFiles, name) {
+		return true
+	}
+	if !strings.HasSuffix(name, ".rego") {
+		return false
+	}
+	dirs := strings.Split(name, "/")
+	for _, d := range dirs[:len(dirs)-1] {
+		if strings.HasPrefix(d, ".") {
+			return false
 		}
 	}
-	for _, name := range []string{"data.json", "data.yaml", "data.yml"} {
-		raw, err := os.ReadFile(filepath.Join(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	return true
+}
+
+// fromFiles makes a Policy of the files isPolicyFile picked, by slash-separated path.
+func fromFiles(files map[string][]byte) (*Policy, error) {
+	p := &Policy{Modules: map[string]string{}, Tests: map[string]string{}}
+	for name, data := range files {
+		switch {
+		case !strings.HasSuffix(name, ".rego"):
+		case strings.HasSuffix(name, "_test.rego"):
+			p.Tests[name] = string(data)
+		default:
+			p.Modules[name] = string(data)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	for _, name := range dataFiles {
+		if raw, ok := files[name]; ok {
+			if err := p.readData(name, raw); err != nil {
+				return nil, err
+			}
+			break
 		}
-		if err := p.readData(name, raw); err != nil {
-			return nil, err
-		}
-		break
 	}
 	return p, nil
 }
@@ -139,33 +170,20 @@ func grantID(g authz.Grant) string {
 
 // Test compiles the modules with the built-in policy and runs the *_test.rego tests with OPA's test
 // runner. A compile error names file:line; a failing test names file:line and the test.
-func (p *Policy) Test(ctx context.Context) error {
-	parsed := map[string]*ast.Module{}
-	var errs ast.Errors
+func (p *Policy) Test(ctx context.Context) error { return p.test(ctx, nil) }
+
+// test is Test with a cache of the modules parsed for an earlier commit (nil: none).
+func (p *Policy) test(ctx context.Context, cache parseCache) error {
 	all := maps.Clone(p.Modules)
 	maps.Copy(all, p.Tests)
-	for _, name := range slices.Sorted(maps.Keys(all)) {
-		if name == authz.BuiltinModule {
-			return fmt.Errorf("module name %s is reserved for the built-in policy", name)
-		}
-		m, err := ast.ParseModuleWithOpts(name, all[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			var astErrs ast.Errors
-			if errors.As(err, &astErrs) {
-				errs = append(errs, astErrs...)
-				continue
-			}
-			return fmt.Errorf("parse %s: %w", name, err)
-		}
-		parsed[name] = m
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("compile: %w", errs)
+	parsed, err := cache.parse(all)
+	if err != nil {
+		return err
 	}
 	if len(p.Tests) == 0 {
 		return nil
 	}
-	parsed[authz.BuiltinModule] = ast.MustParseModuleWithOpts(authz.BuiltinPolicy(), ast.ParserOptions{RegoVersion: ast.RegoV1})
+	parsed[authz.BuiltinModule] = builtinParsed()
 	ch, err := tester.NewRunner().SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30*time.Second).SetModules(parsed).RunTests(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
@@ -186,6 +204,69 @@ func (p *Policy) Test(ctx context.Context) error {
 		return fmt.Errorf("%d of %d policy tests failed:\n%s", len(failed), n, strings.Join(failed, "\n"))
 	}
 	return nil
+}
+
+// builtinParsed is the built-in policy, parsed once (the compiler copies the modules it is given).
+var builtinParsed = sync.OnceValue(func() *ast.Module {
+	return ast.MustParseModuleWithOpts(authz.BuiltinPolicy(), ast.ParserOptions{RegoVersion: ast.RegoV1})
+})
+
+// parseCache holds the modules parsed for the last commit, by file name, so that a commit parses only
+// the files it changed. A nil cache parses everything and keeps nothing. The compiler copies the modules
+// it is given, so a cached module is never changed.
+type parseCache map[string]parsedModule
+
+type parsedModule struct {
+	src string
+	mod *ast.Module
+}
+
+// parse parses files (name → source) as Rego v1 modules, those not in the cache in parallel. Parse errors
+// of all files are returned together, in file order. On success the cache holds exactly these files.
+func (c parseCache) parse(files map[string]string) (map[string]*ast.Module, error) {
+	names := slices.Sorted(maps.Keys(files))
+	if slices.Contains(names, authz.BuiltinModule) {
+		return nil, fmt.Errorf("module name %s is reserved for the built-in policy", authz.BuiltinModule)
+	}
+	mods := make([]*ast.Module, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, name := range names {
+		if e, ok := c[name]; ok && e.src == files[name] {
+			mods[i] = e.mod
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			mods[i], errs[i] = ast.ParseModuleWithOpts(name, files[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+		})
+	}
+	wg.Wait()
+	var astErrs ast.Errors
+	out := make(map[string]*ast.Module, len(names))
+	for i, name := range names {
+		if err := errs[i]; err != nil {
+			var e ast.Errors
+			if !errors.As(err, &e) {
+				return nil, fmt.Errorf("parse %s: %w", name, err)
+			}
+			astErrs = append(astErrs, e...)
+			continue
+		}
+		out[name] = mods[i]
+	}
+	if len(astErrs) > 0 {
+		return nil, fmt.Errorf("compile: %w", astErrs)
+	}
+	if c != nil {
+		clear(c)
+		for i, name := range names {
+			c[name] = parsedModule{src: files[name], mod: mods[i]}
+		}
+	}
+	return out, nil
 }
 
 func loc(l *ast.Location) string {

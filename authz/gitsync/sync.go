@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +14,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
@@ -42,8 +43,6 @@ type Config struct {
 	TokenUser string
 	// SSHKeyFile is a private key for ssh:// remotes.
 	SSHKeyFile string
-	// Dir is where the checkout lives, under the server's data dir (required).
-	Dir string
 	// Apply receives each new commit that passed; its error rejects the commit (required).
 	Apply func(ctx context.Context, c Commit) error
 	// Reject is told about a commit that failed (sha is empty when the fetch itself failed). Optional.
@@ -62,15 +61,13 @@ type Syncer struct {
 	mu      sync.Mutex // serialises syncs
 	lastKey string     // what the ref resolved to when last fetched
 	last    string     // last commit applied or rejected
+	parsed  parseCache // modules of the last commit that parsed
 }
 
 // New validates cfg.
 func New(cfg Config) (*Syncer, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("gitsync: url is required")
-	}
-	if cfg.Dir == "" {
-		return nil, errors.New("gitsync: dir is required")
 	}
 	if cfg.Apply == nil {
 		return nil, errors.New("gitsync: apply is required")
@@ -87,7 +84,7 @@ func New(cfg Config) (*Syncer, error) {
 	if strings.Contains(cfg.Path, "..") {
 		return nil, fmt.Errorf("gitsync: path %q must stay inside the repository", cfg.Path)
 	}
-	s := &Syncer{cfg: cfg, trigger: make(chan struct{}, 1), last: cfg.Last}
+	s := &Syncer{cfg: cfg, trigger: make(chan struct{}, 1), last: cfg.Last, parsed: parseCache{}}
 	switch {
 	case cfg.Token != "":
 		s.auth = &githttp.BasicAuth{Username: cfg.TokenUser, Password: cfg.Token}
@@ -141,21 +138,22 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	if key != "" && key == s.lastKey {
 		return s.last, nil
 	}
-	sha, dir, err := s.checkout(ctx, refName)
+	commit, err := s.fetch(ctx, refName)
 	if err != nil {
 		err = fmt.Errorf("fetch %s: %w", s.cfg.URL, err)
 		s.reject(ctx, "", err)
 		return "", err
 	}
 	s.lastKey = key
+	sha := commit.Hash.String()
 	if sha == s.last {
 		return sha, nil
 	}
 	s.last = sha
 	fetched := time.Now()
-	p, err := Read(filepath.Join(dir, filepath.FromSlash(s.cfg.Path)))
+	p, err := readCommit(commit, s.cfg.Path)
 	if err == nil {
-		err = p.Test(ctx)
+		err = p.test(ctx, s.parsed)
 	}
 	tested := time.Now()
 	if err == nil {
@@ -237,52 +235,70 @@ func (s *Syncer) resolve(ctx context.Context) (string, plumbing.ReferenceName, e
 	return "", "", fmt.Errorf("ref %q not found on the remote: give a branch, tag or commit SHA", s.cfg.Ref)
 }
 
-// checkout clones refName (depth 1) or, for a commit SHA, the whole history at that commit, into a fresh
-// directory that replaces the previous checkout.
-func (s *Syncer) checkout(ctx context.Context, refName plumbing.ReferenceName) (string, string, error) {
-	if err := os.MkdirAll(s.cfg.Dir, 0o700); err != nil {
-		return "", "", err
-	}
-	tmp, err := os.MkdirTemp(s.cfg.Dir, "fetch-")
-	if err != nil {
-		return "", "", err
-	}
-	opts := &git.CloneOptions{URL: s.cfg.URL, Auth: s.auth, Tags: git.NoTags}
+// fetch clones refName (depth 1) or, for a commit SHA, the whole history, into memory and returns the
+// commit the ref names. Nothing is written to disk: the policy is read from the commit's tree.
+func (s *Syncer) fetch(ctx context.Context, refName plumbing.ReferenceName) (*object.Commit, error) {
+	opts := &git.CloneOptions{URL: s.cfg.URL, Auth: s.auth, Tags: git.NoTags, NoCheckout: true}
 	if refName != "" {
 		opts.ReferenceName, opts.SingleBranch, opts.Depth = refName, true, 1
 	}
-	repo, err := git.PlainCloneContext(ctx, tmp, false, opts)
+	repo, err := git.CloneContext(ctx, memory.NewStorage(), nil, opts)
 	if err != nil {
-		os.RemoveAll(tmp)
-		return "", "", err
+		return nil, err
 	}
-	var sha string
-	if refName == "" {
-		wt, err := repo.Worktree()
-		if err == nil {
-			err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(s.cfg.Ref), Force: true})
-		}
-		if err != nil {
-			os.RemoveAll(tmp)
-			return "", "", fmt.Errorf("check out %s: %w", s.cfg.Ref, err)
-		}
-		sha = s.cfg.Ref
-	} else {
+	hash := plumbing.NewHash(s.cfg.Ref)
+	if refName != "" {
 		head, err := repo.Head()
 		if err != nil {
-			os.RemoveAll(tmp)
-			return "", "", err
+			return nil, err
 		}
-		sha = head.Hash().String()
+		hash = head.Hash()
 	}
-	dst := filepath.Join(s.cfg.Dir, "checkout")
-	if err := os.RemoveAll(dst); err != nil {
-		os.RemoveAll(tmp)
-		return "", "", err
+	if tag, err := repo.TagObject(hash); err == nil {
+		c, err := tag.Commit()
+		if err != nil {
+			return nil, fmt.Errorf("tag %s: %w", tag.Name, err)
+		}
+		return c, nil
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.RemoveAll(tmp)
-		return "", "", err
+	c, err := repo.CommitObject(hash)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", short(hash.String()), err)
 	}
-	return sha, dst, nil
+	return c, nil
+}
+
+// readCommit reads the policy under dir (slash-separated; "" or "." for the root) from a commit's tree,
+// the way Read reads a directory. Only regular files count: a symbolic link is not followed.
+func readCommit(c *object.Commit, dir string) (*Policy, error) {
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("read commit %s: %w", short(c.Hash.String()), err)
+	}
+	if dir = strings.Trim(path.Clean("/"+dir), "/"); dir != "" {
+		if tree, err = tree.Tree(dir); err != nil {
+			return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
+		}
+	}
+	files := map[string][]byte{}
+	err = tree.Files().ForEach(func(f *object.File) error {
+		if !f.Mode.IsRegular() || !isPolicyFile(f.Name) {
+			return nil
+		}
+		r, err := f.Reader()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f.Name, err)
+		}
+		defer r.Close()
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f.Name, err)
+		}
+		files[f.Name] = b
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fromFiles(files)
 }

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,7 +48,7 @@ func TestSync(t *testing.T) {
 	var applied []string
 	var rejected []string
 	s, err := gitsync.New(gitsync.Config{
-		URL: repo.Dir, Ref: "main", Path: "policy", Dir: filepath.Join(t.TempDir(), "git"),
+		URL: repo.Dir, Ref: "main", Path: "policy",
 		Apply: func(_ context.Context, c gitsync.Commit) error {
 			applied = append(applied, c.SHA)
 			return nil
@@ -108,7 +110,7 @@ func TestSync(t *testing.T) {
 	})
 	t.Run("a pinned commit sha is checked out", func(t *testing.T) {
 		var got gitsync.Commit
-		s2, _ := gitsync.New(gitsync.Config{URL: "file://" + repo.Dir, Ref: good, Path: "policy", Dir: t.TempDir(),
+		s2, _ := gitsync.New(gitsync.Config{URL: "file://" + repo.Dir, Ref: good, Path: "policy",
 			Apply: func(_ context.Context, c gitsync.Commit) error { got = c; return nil }})
 		if _, err := s2.Sync(ctx); err != nil {
 			t.Fatal(err)
@@ -117,8 +119,52 @@ func TestSync(t *testing.T) {
 			t.Errorf("got %+v", got)
 		}
 	})
+	t.Run("an annotated tag is followed to its commit", func(t *testing.T) {
+		repo.Git("tag", "-a", "-m", "release", "v1", good)
+		var got gitsync.Commit
+		s2, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "v1", Path: "policy",
+			Apply: func(_ context.Context, c gitsync.Commit) error { got = c; return nil }})
+		if _, err := s2.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got.SHA != good || len(got.Policy.Modules) != 1 {
+			t.Errorf("got %+v, want commit %s", got, good)
+		}
+	})
+	t.Run("files in hidden directories and symbolic links are not read", func(t *testing.T) {
+		outside := filepath.Join(t.TempDir(), "outside.rego")
+		if err := os.WriteFile(outside, []byte("package kith.ext\n\nallow := true\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, filepath.Join(repo.Dir, "policy", "link.rego")); err != nil {
+			t.Fatal(err)
+		}
+		sha := repo.Commit(map[string]string{"policy/.hidden/x.rego": "package kith.ext\n\ndeny contains \"hidden\" if true\n",
+			"policy/sub/ok.rego": "package kith.ext.sub\n\nx := 1\n"})
+		var got gitsync.Commit
+		s2, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "main", Path: "./policy/",
+			Apply: func(_ context.Context, c gitsync.Commit) error { got = c; return nil }})
+		if _, err := s2.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for name := range got.Policy.Modules {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		if diff := cmp.Diff([]string{"ext.rego", "sub/ok.rego"}, names); diff != "" || got.SHA != sha {
+			t.Errorf("modules (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a missing policy path rejects the commit", func(t *testing.T) {
+		s2, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "main", Path: "nope",
+			Apply: func(context.Context, gitsync.Commit) error { return nil }})
+		if _, err := s2.Sync(ctx); err == nil || !strings.Contains(err.Error(), "read policy dir nope") {
+			t.Errorf("error %v", err)
+		}
+	})
 	t.Run("a missing ref is an error", func(t *testing.T) {
-		s3, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "nope", Dir: t.TempDir(),
+		s3, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "nope",
 			Apply: func(context.Context, gitsync.Commit) error { return nil }})
 		if _, err := s3.Sync(ctx); err == nil || !strings.Contains(err.Error(), `ref "nope" not found`) {
 			t.Errorf("error %v", err)

@@ -1,0 +1,49 @@
+package gitsync
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseCache(t *testing.T) {
+	c := parseCache{}
+	first, err := c.parse(map[string]string{"a.rego": "package a\n\nx := 1\n", "b.rego": "package b\n\ny := 1\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("an unchanged file is not parsed again", func(t *testing.T) {
+		second, err := c.parse(map[string]string{"a.rego": "package a\n\nx := 1\n", "b.rego": "package b\n\ny := 2\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if second["a.rego"] != first["a.rego"] {
+			t.Error("a.rego was parsed again")
+		}
+		if second["b.rego"] == first["b.rego"] || second["b.rego"].Rules[0].Head.Value.String() != "2" {
+			t.Errorf("b.rego is %v, want the new source parsed", second["b.rego"])
+		}
+	})
+	t.Run("parse errors of every file are returned and the cache is kept", func(t *testing.T) {
+		before := c["a.rego"].mod
+		_, err := c.parse(map[string]string{"a.rego": "package a\n\nx := \n", "b.rego": "package b\n\ny := 2\n", "c.rego": "package c\n\nz if {\n"})
+		if err == nil || !strings.Contains(err.Error(), "a.rego:") || !strings.Contains(err.Error(), "c.rego:") {
+			t.Fatalf("error %v, want one naming a.rego and c.rego", err)
+		}
+		if len(c) != 2 || c["a.rego"].mod != before {
+			t.Errorf("cache changed after a failed parse: %v", c)
+		}
+	})
+	t.Run("files gone from the commit leave the cache", func(t *testing.T) {
+		if _, err := c.parse(map[string]string{"b.rego": "package b\n\ny := 2\n"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c["a.rego"]; ok || len(c) != 1 {
+			t.Errorf("cache holds %v, want only b.rego", c)
+		}
+	})
+	t.Run("the built-in module name is refused", func(t *testing.T) {
+		if _, err := c.parse(map[string]string{"kith/builtin.rego": "package x\n"}); err == nil || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("error %v", err)
+		}
+	})
+}
