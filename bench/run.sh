@@ -2,7 +2,7 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy
 #
 # The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
 # temp dir), listen on loopback and unix sockets only, and stop by themselves.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant)
+ALL=(ca mint propagation fetch scale sds authz grant policy)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -24,7 +24,7 @@ header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%
 echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
 
 needs_kith=0
-for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant) needs_kith=1 ;; esac; done
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy) needs_kith=1 ;; esac; done
 if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
@@ -73,6 +73,10 @@ for item in "${ITEMS[@]}"; do
 	grant)
 		header "7. kith grant returns → the agent enforces it: bench/grant -trials 200"
 		"$OUT/grant" -kith bin/kith -trials 200
+		;;
+	policy)
+		header "8. Policy commit + webhook → every agent enforces it: bench/policy -commits 20 -modules 200 -agents 3"
+		"$OUT/policy" -kith bin/kith -commits 20 -modules 200 -agents 3
 		;;
 	esac
 done
