@@ -20,7 +20,7 @@ import (
 )
 
 // stateFixture is a cache with a bundle, entries and an SVID for each entry.
-func stateFixture(t *testing.T, n int) (*ca.CA, *cache.Cache) {
+func stateFixture(t testing.TB, n int) (*ca.CA, *cache.Cache) {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	authority := catest.NewCA(t, td)
@@ -161,4 +161,36 @@ func TestStateRefusesCorruptAndNewerFiles(t *testing.T) {
 	if st, err := loadState(t.TempDir()); st != nil || err != nil {
 		t.Errorf("missing file: %v, %v; want nil, nil", st, err)
 	}
+}
+
+// A state file damaged on disk is refused or partly restored, never a panic.
+func FuzzLoadState(f *testing.F) {
+	dir := f.TempDir()
+	_, c := stateFixture(f, 2)
+	st, err := stateHeader(spiffeid.RequireFromString("spiffe://example.org/kith/agent/join_token/n1"), nil, c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := saveState(dir, st, c.Entries(), c.SVIDs()); err != nil {
+		f.Fatal(err)
+	}
+	good, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{"version":1,"entries":[{"id":"a","spiffe_id":"spiffe://example.org/a","selectors":["unix:uid:1"]}]}`))
+	f.Add([]byte("{\"version\":2}\n{\"svid\":{\"entry_id\":\"a\",\"chain\":\"AAAA\",\"key\":\"AAAA\"}}\n"))
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(statePath(dir), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := loadState(dir)
+		if err != nil {
+			return
+		}
+		_, _ = st.restore(td, cache.New(), time.Now())
+	})
 }
