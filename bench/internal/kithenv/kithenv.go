@@ -65,34 +65,14 @@ func StartProcesses(ctx context.Context, o Options) (*Processes, error) {
 	if o.LogLevel == "" {
 		o.LogLevel = "warn"
 	}
-	bin, err := filepath.Abs(o.Bin)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("kith binary: %w (run make build)", err)
-	}
-	dir, err := os.MkdirTemp("", "kith-bench-")
+	bin, dir, err := prepare(o.Bin)
 	if err != nil {
 		return nil, err
 	}
 	p := &Processes{Dir: dir, AdminSocket: filepath.Join(dir, "server", "admin.sock"), AgentSocket: filepath.Join(dir, "agent.sock")}
-	grpcAddr, err := freeAddr()
+	srv, err := startServer(ctx, bin, dir, o.LogLevel, "127.0.0.1:0", nil)
+	p.Server, p.adminConn, p.Admin = srv.cmd, srv.conn, srv.admin
 	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	p.Server = exec.Command(bin, "server", "--data-dir", filepath.Join(dir, "server"), "--trust-domain", TrustDomain, "--log-level", o.LogLevel)
-	p.Server.Env = append(os.Environ(), "KITH_LISTEN_GRPC="+grpcAddr, "KITH_LISTEN_HTTP=127.0.0.1:0")
-	if err := start(p.Server, filepath.Join(dir, "server.log")); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("start kith server: %w", err)
-	}
-	if err := waitSocket(ctx, p.AdminSocket, p.Server, filepath.Join(dir, "server.log")); err != nil {
-		p.Close()
-		return nil, err
-	}
-	if p.adminConn, p.Admin, err = DialAdmin(p.AdminSocket); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -104,27 +84,8 @@ func StartProcesses(ctx context.Context, o Options) (*Processes, error) {
 		p.Close()
 		return nil, fmt.Errorf("create join token: %w", err)
 	}
-	b, err := p.Admin.GetBundle(ctx, &adminv1.GetBundleRequest{})
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("get bundle: %w", err)
-	}
-	var roots []byte
-	for _, der := range b.GetX509Authorities() {
-		roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	rootsPath := filepath.Join(dir, "roots.pem")
-	if err := os.WriteFile(rootsPath, roots, 0o600); err != nil {
-		p.Close()
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		p.Close()
-		return nil, err
-	}
-	p.Agent = exec.Command(bin, "agent", "--server", grpcAddr, "--join-token", tok.GetSecret(), "--trust-bundle", rootsPath,
-		"--data-dir", filepath.Join(dir, "agent"), "--socket", p.AgentSocket, "--trust-domain", TrustDomain, "--log-level", o.LogLevel)
-	p.Agent.Env = append(os.Environ(), "KITH_AGENT_AUTHZ_LISTEN=off")
+	p.Agent = agentCommand(bin, srv.grpcAddr, tok.GetSecret(), srv.roots, filepath.Join(dir, "agent"), p.AgentSocket, o.LogLevel,
+		"KITH_AGENT_AUTHZ_LISTEN=off")
 	if err := start(p.Agent, filepath.Join(dir, "agent.log")); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("start kith agent: %w", err)
@@ -134,6 +95,72 @@ func StartProcesses(ctx context.Context, o Options) (*Processes, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// prepare checks the kith binary and makes the temp dir every process of a bench environment lives in.
+func prepare(bin string) (abs, dir string, err error) {
+	if abs, err = filepath.Abs(bin); err != nil {
+		return "", "", err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", "", fmt.Errorf("kith binary: %w (run make build)", err)
+	}
+	dir, err = os.MkdirTemp("", "kith-bench-")
+	return abs, dir, err
+}
+
+// serverProc is a started `kith server` child.
+type serverProc struct {
+	cmd      *exec.Cmd
+	grpcAddr string // the agent API
+	roots    string // PEM file of its X.509 roots, for an agent's --trust-bundle
+	conn     *grpc.ClientConn
+	admin    adminv1.AdminServiceClient
+}
+
+// startServer starts `kith server` with its data in dir/server and its log in dir/server.log, the HTTP
+// listener on httpAddr and env added, waits for its admin socket, and writes its roots to dir/roots.pem. It
+// makes dir traversable for agents run as other users. What it started is returned even with an error,
+// for the caller to stop.
+func startServer(ctx context.Context, bin, dir, logLevel, httpAddr string, env []string) (serverProc, error) {
+	var s serverProc
+	var err error
+	if s.grpcAddr, err = freeAddr(); err != nil {
+		return s, err
+	}
+	logPath, adminSocket := filepath.Join(dir, "server.log"), filepath.Join(dir, "server", "admin.sock")
+	s.cmd = exec.Command(bin, "server", "--data-dir", filepath.Join(dir, "server"), "--trust-domain", TrustDomain, "--log-level", logLevel)
+	s.cmd.Env = append(append(os.Environ(), "KITH_LISTEN_GRPC="+s.grpcAddr, "KITH_LISTEN_HTTP="+httpAddr), env...)
+	if err := start(s.cmd, logPath); err != nil {
+		return s, fmt.Errorf("start kith server: %w", err)
+	}
+	if err := waitSocket(ctx, adminSocket, s.cmd, logPath); err != nil {
+		return s, err
+	}
+	if s.conn, s.admin, err = DialAdmin(adminSocket); err != nil {
+		return s, err
+	}
+	b, err := s.admin.GetBundle(ctx, &adminv1.GetBundleRequest{})
+	if err != nil {
+		return s, fmt.Errorf("get bundle: %w", err)
+	}
+	var roots []byte
+	for _, der := range b.GetX509Authorities() {
+		roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	s.roots = filepath.Join(dir, "roots.pem")
+	if err := os.WriteFile(s.roots, roots, 0o600); err != nil {
+		return s, err
+	}
+	return s, os.Chmod(dir, 0o755)
+}
+
+// agentCommand is `kith agent` joining the server at grpcAddr with a join token, env added.
+func agentCommand(bin, grpcAddr, token, roots, dataDir, socket, logLevel string, env ...string) *exec.Cmd {
+	c := exec.Command(bin, "agent", "--server", grpcAddr, "--join-token", token, "--trust-bundle", roots,
+		"--data-dir", dataDir, "--socket", socket, "--trust-domain", TrustDomain, "--log-level", logLevel)
+	c.Env = append(os.Environ(), env...)
+	return c
 }
 
 // Close stops the children (SIGTERM, then SIGKILL after 5 s) and removes the directory.

@@ -2,7 +2,6 @@ package kithenv
 
 import (
 	"context"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,57 +57,19 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 	if o.Agents <= 0 {
 		o.Agents = 1
 	}
-	bin, err := filepath.Abs(o.Bin)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("kith binary: %w (run make build)", err)
-	}
-	dir, err := os.MkdirTemp("", "kith-bench-")
+	bin, dir, err := prepare(o.Bin)
 	if err != nil {
 		return nil, err
 	}
 	c := &Cluster{Dir: dir, AdminSocket: filepath.Join(dir, "server", "admin.sock"), ServerLog: filepath.Join(dir, "server.log")}
-	grpcAddr, err := freeAddr()
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
 	if c.HTTPAddr, err = freeAddr(); err != nil {
 		c.Close()
 		return nil, err
 	}
 	logEnv := []string{"KITH_LOG_FORMAT=" + o.LogFormat}
-	c.Server = exec.Command(bin, "server", "--data-dir", filepath.Join(dir, "server"), "--trust-domain", TrustDomain, "--log-level", o.LogLevel)
-	c.Server.Env = append(append(append(os.Environ(), logEnv...), "KITH_LISTEN_GRPC="+grpcAddr, "KITH_LISTEN_HTTP="+c.HTTPAddr), o.ServerEnv...)
-	if err := start(c.Server, c.ServerLog); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("start kith server: %w", err)
-	}
-	if err := waitSocket(ctx, c.AdminSocket, c.Server, c.ServerLog); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if c.adminConn, c.Admin, err = DialAdmin(c.AdminSocket); err != nil {
-		c.Close()
-		return nil, err
-	}
-	b, err := c.Admin.GetBundle(ctx, &adminv1.GetBundleRequest{})
+	srv, err := startServer(ctx, bin, dir, o.LogLevel, c.HTTPAddr, append(logEnv, o.ServerEnv...))
+	c.Server, c.adminConn, c.Admin = srv.cmd, srv.conn, srv.admin
 	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("get bundle: %w", err)
-	}
-	var roots []byte
-	for _, der := range b.GetX509Authorities() {
-		roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	rootsPath := filepath.Join(dir, "roots.pem")
-	if err := os.WriteFile(rootsPath, roots, 0o600); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -125,9 +86,8 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 			c.Close()
 			return nil, fmt.Errorf("create join token: %w", err)
 		}
-		a.Cmd = exec.Command(bin, "agent", "--server", grpcAddr, "--join-token", tok.GetSecret(), "--trust-bundle", rootsPath,
-			"--data-dir", filepath.Join(adir, "data"), "--socket", a.Socket, "--trust-domain", TrustDomain, "--log-level", o.LogLevel)
-		a.Cmd.Env = append(append(os.Environ(), logEnv...), "KITH_AGENT_LOG_FORMAT="+o.LogFormat, "KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_AUTHZ_SOCKET="+a.AuthzSocket)
+		a.Cmd = agentCommand(bin, srv.grpcAddr, tok.GetSecret(), srv.roots, filepath.Join(adir, "data"), a.Socket, o.LogLevel,
+			append(logEnv, "KITH_AGENT_LOG_FORMAT="+o.LogFormat, "KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_AUTHZ_SOCKET="+a.AuthzSocket)...)
 		c.Agents = append(c.Agents, a)
 		if err := start(a.Cmd, a.Log); err != nil {
 			c.Close()
