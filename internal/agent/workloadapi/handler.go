@@ -214,10 +214,10 @@ func sendX509(stream grpc.ServerStream, u *cache.Update, last *x509Content, log 
 }
 
 // pushRate paces the messages of one stream: after a message of n bytes the next follows no sooner than
-// n/pushRate later. A workload with a handful of identities is never held back (a few kilobytes rest a
-// few microseconds, under the threshold), while one holding ten thousand (about 17 MB a message) gets at
-// most a few full messages a second while its identities are being issued, each with the newest view,
-// instead of one per batch that it could not have parsed in time anyway.
+// n/pushRate later. A workload with a handful of identities is never held back (its messages are under
+// the 64 KiB threshold), while one holding ten thousand (about 17 MB a message) gets a few full messages a
+// second while its identities are being issued, each with the newest view, instead of one per signing
+// batch that it could not have parsed in time anyway.
 const pushRate = 100 << 20 // bytes per second
 
 // pushGap is how long a stream rests after a message of n bytes; none for messages under 64 KiB.
