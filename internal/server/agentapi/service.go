@@ -191,7 +191,7 @@ func (s *Service) caller(ctx context.Context) (store.Agent, error) {
 }
 
 func evicted(id spiffeid.ID) error {
-	return apierr.Denied(fmt.Sprintf("agent %s was evicted: it must attest again with a new join token", id))
+	return apierr.Denied(fmt.Sprintf("agent %s was evicted: it must attest again with a new join token (a token with the same name gives it the same agent ID)", id))
 }
 
 // Attest verifies a join token and returns the agent's first SVID and the bundle. The token is only

@@ -710,6 +710,27 @@ func TestEviction(t *testing.T) {
 		}
 		wantCode(t, "Sync after eviction", err, codes.PermissionDenied)
 	})
+
+	t.Run("a new token with the same name brings the node back under the same id, and only the new svid works", func(t *testing.T) {
+		h.token(t, "node1", "secret-node1-again", time.Now().Add(time.Hour))
+		key, req := attestReq(t, "secret-node1-again")
+		resp, err := h.anon(t).Attest(ctx, req)
+		if err != nil {
+			t.Fatalf("Attest again: %v", err)
+		}
+		again := svidOf(t, resp.GetSvidChain(), key)
+		if again.ID != a.ID {
+			t.Errorf("re-joined as %s, want %s", again.ID, a.ID)
+		}
+		s, err := h.as(t, again).Sync(ctx, &agentv1.SyncRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv(t, s)
+		_, csr := newCSR(t)
+		_, err = client.RenewAgent(ctx, &agentv1.RenewAgentRequest{Csr: csr})
+		wantCode(t, "RenewAgent with the evicted svid", err, codes.PermissionDenied)
+	})
 }
 
 func TestNoClientCertificate(t *testing.T) {

@@ -46,12 +46,8 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 	}
 	err := s.write(ctx, func(w *wtx) error {
 		if t.Name != "" {
-			var id string
-			switch err := w.queryRow("SELECT id FROM join_tokens WHERE name = ?", t.Name).Scan(&id); {
-			case err == nil:
-				return fmt.Errorf("create join token: token %s is already named %q: %w", id, t.Name, store.ErrAlreadyExists)
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("create join token %q: %w", t.Name, err)
+			if err := w.checkTokenName(t.Name); err != nil {
+				return err
 			}
 		}
 		t.CreatedAt = w.now
@@ -207,6 +203,47 @@ func (s *Store) UseJoinToken(ctx context.Context, hash []byte, now time.Time, ag
 		return store.JoinToken{}, store.Agent{}, err
 	}
 	return tok, agent, nil
+}
+
+// checkTokenName refuses a name for a new token while it still stands for something: an earlier token with
+// the name that is neither used nor expired, or the agent such a token joined while it is not evicted. A
+// name that is free again lets a node re-join under the same agent SPIFFE ID (it derives from the name).
+func (w *wtx) checkTokenName(name string) error {
+	rows, err := w.tx.QueryContext(w.ctx, "SELECT "+tokenColumns+" FROM join_tokens WHERE name = ?", name)
+	if err != nil {
+		return fmt.Errorf("create join token %q: %w", name, err)
+	}
+	var earlier []store.JoinToken
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("create join token %q: %w", name, err)
+		}
+		earlier = append(earlier, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("create join token %q: %w", name, err)
+	}
+	for _, t := range earlier {
+		if t.UsedAt.IsZero() {
+			if t.ExpiresAt.IsZero() || w.now.Before(t.ExpiresAt) {
+				return fmt.Errorf("create join token: token %s is already named %q and not used yet: use it, or pick another name: %w", t.ID, name, store.ErrAlreadyExists)
+			}
+			continue
+		}
+		var evicted bool
+		switch err := w.queryRow("SELECT evicted FROM agents WHERE id = ?", t.UsedBy.String()).Scan(&evicted); {
+		case errors.Is(err, sql.ErrNoRows) || (err == nil && evicted):
+		case err != nil:
+			return fmt.Errorf("create join token %q: %w", name, err)
+		default:
+			return fmt.Errorf("create join token: agent %s joined with token %s named %q and is still active: evict it first (kith agents evict %s) and a new token with this name will give the node the same identity: %w",
+				t.UsedBy, t.ID, name, t.UsedBy, store.ErrAlreadyExists)
+		}
+	}
+	return nil
 }
 
 // putAgent inserts or replaces a, keeping CreatedAt of an existing record, and records the change.

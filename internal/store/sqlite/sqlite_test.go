@@ -872,3 +872,102 @@ func BenchmarkCreateEntries10k(b *testing.B) {
 		}
 	}
 }
+
+// A node that was evicted re-joins under the same name, and so the same agent SPIFFE ID; a name that still
+// stands for an unused token or an active agent is refused.
+func TestTokenNameIsFreeAgainOnceItsAgentIsEvicted(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	hash := func(secret string) []byte { h := sha256.Sum256([]byte(secret)); return h[:] }
+	agent := store.Agent{ID: id(t, "spiffe://kith.test/kith/agent/join_token/node1"), AttestationType: "join_token",
+		Selectors: []attestation.Selector{sel("join_token:name:node1")}, SerialNumber: "01", ExpiresAt: t0.Add(time.Hour)}
+	create := func(name, secret string, expires time.Time) error {
+		_, err := s.CreateJoinToken(ctx, "test", store.JoinToken{Name: name, Hash: hash(secret), ExpiresAt: expires})
+		return err
+	}
+
+	if err := create("node1", "s1", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := create("node1", "s2", t0.Add(time.Hour)); !errors.Is(err, store.ErrAlreadyExists) || !strings.Contains(err.Error(), "not used yet") {
+		t.Fatalf("second token while the first is unused: %v, want ErrAlreadyExists (not used yet)", err)
+	}
+	if _, _, err := s.UseJoinToken(ctx, hash("s1"), t0, agent); err != nil {
+		t.Fatal(err)
+	}
+	err := create("node1", "s2", t0.Add(time.Hour))
+	if !errors.Is(err, store.ErrAlreadyExists) || !strings.Contains(err.Error(), "kith agents evict spiffe://kith.test/kith/agent/join_token/node1") {
+		t.Fatalf("token for a name whose agent is active: %v, want ErrAlreadyExists telling to evict", err)
+	}
+	if _, err := s.EvictAgent(ctx, "test", agent.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := create("node1", "s2", t0.Add(time.Hour)); err != nil {
+		t.Fatalf("token for the name of an evicted agent: %v", err)
+	}
+	agent.SerialNumber = "02"
+	if _, _, err := s.UseJoinToken(ctx, hash("s2"), t0, agent); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetAgent(ctx, agent.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Evicted || got.SerialNumber != "02" {
+		t.Errorf("re-joined agent: evicted %v, serial %s; want active with the new serial 02", got.Evicted, got.SerialNumber)
+	}
+	tokens, err := s.ListJoinTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens) != 2 || tokens[0].Name != "node1" || tokens[1].Name != "node1" {
+		t.Errorf("tokens = %+v, want both kept under the name node1", tokens)
+	}
+
+	// An expired, unused token does not hold its name either.
+	if err := create("node2", "s3", t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := create("node2", "s4", t0.Add(time.Hour)); err != nil {
+		t.Fatalf("token for the name of an expired token: %v", err)
+	}
+}
+
+// A version 3 store keeps its join tokens across the upgrade that lets token names be given again.
+func TestUpgradeFromVersion3KeepsJoinTokens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kith.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:3] {
+		if _, err := db.Exec(m.sql); err != nil {
+			t.Fatalf("%s: %v", m.name, err)
+		}
+	}
+	h := sha256.Sum256([]byte("secret"))
+	if _, err := db.Exec("PRAGMA user_version = 3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO join_tokens (id, name, hash, created_at, expires_at, used_at, used_by) VALUES ('t1', 'node1', ?, ?, ?, NULL, '')",
+		h[:], timeValue(t0), timeValue(t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := openAt(t, path)
+	tokens, err := s.ListJoinTokens(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens) != 1 || tokens[0].ID != "t1" || tokens[0].Name != "node1" || !tokens[0].ExpiresAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("tokens after the upgrade = %+v, want t1 named node1", tokens)
+	}
+	if _, err := s.LookupJoinToken(context.Background(), h[:]); err != nil {
+		t.Errorf("the upgraded token's secret no longer finds it: %v", err)
+	}
+}
