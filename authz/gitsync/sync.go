@@ -14,6 +14,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
@@ -268,8 +269,14 @@ func (s *Syncer) fetch(ctx context.Context, refName plumbing.ReferenceName) (*ob
 	return c, nil
 }
 
+// isFile reports whether a tree entry is a file's content (100644, or 100755 for an executable one, or the
+// old group-writable 100664), not a symbolic link or submodule.
+func isFile(m filemode.FileMode) bool {
+	return m == filemode.Regular || m == filemode.Executable || m == filemode.Deprecated
+}
+
 // readCommit reads the policy under dir (slash-separated; "" or "." for the root) from a commit's tree,
-// the way Read reads a directory. Only regular files count: a symbolic link is not followed.
+// the way Read reads a directory. Only files count, executable or not: a symbolic link is not followed.
 func readCommit(c *object.Commit, dir string) (*Policy, error) {
 	tree, err := c.Tree()
 	if err != nil {
@@ -282,7 +289,7 @@ func readCommit(c *object.Commit, dir string) (*Policy, error) {
 	}
 	files := map[string][]byte{}
 	err = tree.Files().ForEach(func(f *object.File) error {
-		if !f.Mode.IsRegular() || !isPolicyFile(f.Name) {
+		if !isFile(f.Mode) || !isPolicyFile(f.Name) {
 			return nil
 		}
 		r, err := f.Reader()

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -154,6 +155,23 @@ func TestSync(t *testing.T) {
 		slices.Sort(names)
 		if diff := cmp.Diff([]string{"ext.rego", "sub/ok.rego"}, names); diff != "" || got.SHA != sha {
 			t.Errorf("modules (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a module committed as executable is read like any other", func(t *testing.T) {
+		repo.Commit(map[string]string{"policy/exec.rego": "package kith.ext\n\ndeny contains \"from an executable file\" if false\n"})
+		repo.Git("update-index", "--chmod=+x", "policy/exec.rego")
+		repo.Git("commit", "-m", "make it executable")
+		if mode := repo.Git("ls-files", "-s", "policy/exec.rego"); !strings.HasPrefix(mode, "100755") {
+			t.Fatalf("the file is not executable in the commit: %s", mode)
+		}
+		var got gitsync.Commit
+		s2, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "main", Path: "policy",
+			Apply: func(_ context.Context, c gitsync.Commit) error { got = c; return nil }})
+		if _, err := s2.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := got.Policy.Modules["exec.rego"]; !ok {
+			t.Errorf("modules %v: the executable exec.rego was left out", slices.Collect(maps.Keys(got.Policy.Modules)))
 		}
 	})
 	t.Run("a missing policy path rejects the commit", func(t *testing.T) {
