@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -20,12 +21,14 @@ import (
 
 // createLeaf encodes and signs an X.509-SVID (a leaf certificate) with the intermediate parent and its key
 // signer, which is always ECDSA P-256 here. The encoding is exactly what x509.CreateCertificate makes for
-// the same fields (tested byte for byte), but without the verification x509.CreateCertificate does of
-// every signature it makes, which is a third of the cost of an SVID. Instead the first signature made with
-// each signer is verified, which catches a broken signer just the same.
+// the same fields (tested byte for byte). x509.CreateCertificate also verifies every signature it makes,
+// to catch a faulty signer; that is a third of the cost of an SVID. A key held in this process
+// (*ecdsa.PrivateKey, from the disk and memory key managers) signs with the standard library, so its first
+// signature is verified, which catches a key that does not match; any other signer (a hardware or remote
+// key) has every signature verified, as x509.CreateCertificate would.
 func createLeaf(l leafFields, parent *x509.Certificate, signer crypto.Signer) ([]byte, error) {
-	if _, ok := signer.Public().(*ecdsa.PublicKey); !ok {
-		return nil, fmt.Errorf("signing key is %T, want ECDSA", signer.Public())
+	if pub, ok := signer.Public().(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("signing key is %T, want ECDSA P-256", signer.Public())
 	}
 	spki, err := x509.MarshalPKIXPublicKey(l.publicKey)
 	if err != nil {
@@ -163,21 +166,24 @@ type certificate struct {
 	Signature          asn1.BitString
 }
 
-// verifiedSigners are the signers whose first signature was checked.
+// verifiedSigners are the in-process keys whose first signature was checked.
 var verifiedSigners sync.Map // string(public key) → struct{}
 
 func checkFirstSignature(signer crypto.Signer, digest, sig []byte) error {
 	pub := signer.Public().(*ecdsa.PublicKey)
+	_, inProcess := signer.(*ecdsa.PrivateKey)
 	key, err := pub.Bytes()
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
-	if _, ok := verifiedSigners.Load(string(key)); ok {
+	if _, ok := verifiedSigners.Load(string(key)); ok && inProcess {
 		return nil
 	}
 	if !ecdsa.VerifyASN1(pub, digest, sig) {
 		return errors.New("the signing key made a signature that does not verify: check the key manager")
 	}
-	verifiedSigners.Store(string(key), struct{}{})
+	if inProcess {
+		verifiedSigners.Store(string(key), struct{}{})
+	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net/url"
 	"testing"
@@ -114,4 +115,44 @@ type brokenSigner struct{ *ecdsa.PrivateKey }
 func (b brokenSigner) Public() crypto.PublicKey {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	return &other.PublicKey
+}
+
+// A signer outside this process has every signature checked, so one that breaks later is still caught; a
+// CA key that is not P-256 is refused.
+func TestCreateLeafChecksExternalSignersEveryTime(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	parent := &x509.Certificate{RawSubject: mustMarshal(pkix.Name{CommonName: "ca"}.ToRDNSequence()), SubjectKeyId: []byte{1, 2, 3}}
+	uri, _ := url.Parse("spiffe://example.org/a")
+	l := leafFields{serial: big.NewInt(1), notBefore: time.Now(), notAfter: time.Now().Add(time.Hour), subject: emptyName,
+		publicKey: &leafKey.PublicKey, keyUsage: x509.KeyUsageDigitalSignature, uri: uri}
+	hsm := &externalSigner{key: caKey, good: true}
+	if _, err := createLeaf(l, parent, hsm); err != nil {
+		t.Fatalf("a working external signer: %v", err)
+	}
+	hsm.good = false
+	if _, err := createLeaf(l, parent, hsm); err == nil {
+		t.Fatal("an external signer that went bad after its first signature was not caught")
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := createLeaf(l, parent, p384); err == nil {
+		t.Fatal("signed with a P-384 key under an ecdsa-with-SHA256 algorithm identifier")
+	}
+}
+
+// externalSigner stands for a hardware or remote key: not an *ecdsa.PrivateKey. Once not good, it returns
+// signatures made with another key.
+type externalSigner struct {
+	key  *ecdsa.PrivateKey
+	good bool
+}
+
+func (e *externalSigner) Public() crypto.PublicKey { return &e.key.PublicKey }
+
+func (e *externalSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if e.good {
+		return e.key.Sign(r, digest, opts)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return other.Sign(r, digest, opts)
 }
