@@ -83,7 +83,8 @@ func ReadSignedBundle(data []byte, publicKeyPEM []byte) (string, map[string]stri
 	return rev, modules, nil
 }
 
-// errNeedsParse is returned by readSigned for a module whose package it cannot read without a parser.
+// errNeedsParse is returned by readSigned for a bundle it leaves to OPA's reader: a module whose package
+// it cannot read without a parser, or a file other than the manifest, data.json and modules.
 var errNeedsParse = errors.New("module package needs the parser")
 
 // readSigned verifies a signed bundle file by file with OPA's signature and hash checks, without
@@ -118,6 +119,13 @@ func readSigned(data []byte, vc *bundle.VerificationConfig) (string, map[string]
 			return "", nil, fmt.Errorf("bundle contains %s twice", name)
 		}
 		files[name] = buf.Bytes()
+	}
+	for name := range files {
+		// What the server's bundles hold; anything else (a nested manifest or data file, a binary manifest,
+		// a delta bundle's patch) is left to OPA's reader, which knows what it means.
+		if name != ".manifest" && name != "data.json" && !strings.HasSuffix(name, ".rego") {
+			return "", nil, errNeedsParse
+		}
 	}
 	if sigs == nil {
 		return "", nil, errors.New("bundle missing .signatures.json file")
