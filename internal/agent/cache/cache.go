@@ -48,22 +48,19 @@ type Update struct {
 
 // Memo returns what build made from this update under key, calling build only the first time: what is
 // derived from an update (an encoded response) is made once and shared by every stream that sees it.
-// Concurrent callers with the same update wait for the first one. An error is not remembered.
-func (u *Update) Memo(key any, build func() (any, error)) (any, error) {
+// Concurrent callers with the same update wait for the first one.
+func (u *Update) Memo(key any, build func() any) any {
 	u.memoMu.Lock()
 	defer u.memoMu.Unlock()
 	if v, ok := u.memo[key]; ok {
-		return v, nil
+		return v
 	}
-	v, err := build()
-	if err != nil {
-		return nil, err
-	}
+	v := build()
 	if u.memo == nil {
 		u.memo = map[any]any{}
 	}
 	u.memo[key] = v
-	return v, nil
+	return v
 }
 
 // Bundles returns the own and federated bundles together.
@@ -83,7 +80,6 @@ type Cache struct {
 	mu       sync.RWMutex
 	entries  map[string]Entry
 	svids    map[string]*SVID
-	cas      map[string][]byte // intermediates shared between SVIDs, by their DER
 	bySel    map[attestation.Selector]map[string]struct{}
 	bundle   *spiffebundle.Bundle
 	revision int64
@@ -106,7 +102,6 @@ func New() *Cache {
 	return &Cache{
 		entries: map[string]Entry{},
 		svids:   map[string]*SVID{},
-		cas:     map[string][]byte{},
 		bySel:   map[attestation.Selector]map[string]struct{}{},
 		groups:  map[string]*group{},
 		recent:  map[string]*Update{},
@@ -347,33 +342,16 @@ func (c *Cache) applyLocked(e Entry) {
 	c.putLocked(e)
 }
 
-// SetSVIDs stores SVIDs by entry ID; SVIDs for entries the cache no longer has are ignored. The cache
-// takes the SVIDs over: their intermediates are replaced by a shared copy.
+// SetSVIDs stores SVIDs by entry ID; SVIDs for entries the cache no longer has are ignored.
 func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, s := range svids {
 		if e, ok := c.entries[id]; ok && s != nil && s.ID == e.SPIFFEID {
-			s.Intermediates = c.internLocked(s.Intermediates)
 			c.svids[id] = s
 		}
 	}
 	c.notifyLocked()
-}
-
-// internLocked returns the one shared copy of a set of intermediates.
-func (c *Cache) internLocked(der []byte) []byte {
-	if len(der) == 0 {
-		return nil
-	}
-	if shared, ok := c.cas[string(der)]; ok {
-		return shared
-	}
-	if len(c.cas) >= 16 { // CAs rotate: forget old ones (SVIDs keep their own reference)
-		clear(c.cas)
-	}
-	c.cas[string(der)] = der
-	return der
 }
 
 // SetBundle replaces the own trust domain's bundle.

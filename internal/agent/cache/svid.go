@@ -7,7 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -17,7 +17,7 @@ import (
 // SVID is an X.509-SVID as the agent holds it: the certificates and the key as DER, and the few fields the
 // agent reads (SPIFFE ID, validity). Ten thousand of them stay small (about a kilobyte each, where parsed
 // certificates and keys take several), and a Workload API or SDS response needs no encoding work. The
-// intermediates are shared between the SVIDs the same CA signed. An SVID is immutable.
+// intermediates are one copy shared by the SVIDs the same CA signed. An SVID is immutable.
 type SVID struct {
 	ID spiffeid.ID
 	// Leaf is the SVID's certificate, DER.
@@ -37,62 +37,99 @@ func NewSVID(id spiffeid.ID, chain [][]byte, key crypto.Signer) (*SVID, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("empty certificate chain")
 	}
-	leaf, err := x509.ParseCertificate(chain[0])
-	if err != nil {
-		return nil, fmt.Errorf("parse certificate: %w", err)
-	}
-	got, err := x509svid.IDFromCert(leaf)
-	if err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
-	}
-	if got != id {
-		return nil, fmt.Errorf("certificate is for %s, want %s", got, id)
-	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, errors.New("certificate does not carry the public key of the private key it was requested for")
-	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("encode private key: %w", err)
 	}
-	inter := bytes.Join(chain[1:], nil)
-	if err := checkIntermediates(inter); err != nil {
+	return newSVID(id, chain[0], chain[1:], key.Public(), keyDER)
+}
+
+// newSVID checks the leaf (its SPIFFE ID is want, unless want is zero, and it carries pub) and makes the
+// SVID, sharing the intermediates.
+func newSVID(want spiffeid.ID, leafDER []byte, inter [][]byte, pub crypto.PublicKey, keyDER []byte) (*SVID, error) {
+	leaf, err := x509.ParseCertificate(leafDER)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate: %w", err)
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	if !want.IsZero() && id != want {
+		return nil, fmt.Errorf("certificate is for %s, want %s", id, want)
+	}
+	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(leaf.PublicKey) {
+		return nil, errors.New("certificate does not carry the public key of the private key it was requested for")
+	}
+	shared, err := sharedIntermediates(inter)
+	if err != nil {
 		return nil, err
 	}
 	return &SVID{
 		ID:            id,
-		Leaf:          bytes.Clone(chain[0]),
-		Intermediates: inter,
+		Leaf:          bytes.Clone(leafDER),
+		Intermediates: shared,
 		Key:           keyDER,
 		NotBefore:     leaf.NotBefore,
 		NotAfter:      leaf.NotAfter,
 	}, nil
 }
 
-// checked is the last set of intermediates that parsed: thousands of SVIDs from one CA share it.
-var checked atomic.Pointer[[]byte]
+// intermediates are the CA certificates SVIDs were issued under (concatenated DER), by their DER: the
+// SVIDs one CA issued share one copy, checked once. CAs rotate, so the table is emptied when it grows.
+var intermediates struct {
+	sync.Mutex
+	m map[string][]byte
+}
 
-// checkIntermediates reports whether concatenated DER certificates parse.
-func checkIntermediates(der []byte) error {
-	if last := checked.Load(); last != nil && bytes.Equal(*last, der) {
-		return nil
+// sharedIntermediates returns the one copy of the concatenated certificates, checking that they parse
+// the first time.
+func sharedIntermediates(certs [][]byte) ([]byte, error) {
+	if len(certs) == 0 {
+		return nil, nil
+	}
+	der := certs[0]
+	if len(certs) > 1 {
+		der = bytes.Join(certs, nil)
+	}
+	if len(der) == 0 {
+		return nil, nil
+	}
+	intermediates.Lock()
+	shared, ok := intermediates.m[string(der)]
+	intermediates.Unlock()
+	if ok {
+		return shared, nil
 	}
 	if _, err := x509.ParseCertificates(der); err != nil {
-		return fmt.Errorf("parse intermediate certificate: %w", err)
+		return nil, fmt.Errorf("parse intermediate certificate: %w", err)
 	}
-	checked.Store(&der)
-	return nil
+	shared = bytes.Clone(der)
+	intermediates.Lock()
+	defer intermediates.Unlock()
+	if intermediates.m == nil || len(intermediates.m) >= 16 {
+		intermediates.m = map[string][]byte{}
+	}
+	intermediates.m[string(shared)] = shared
+	return shared, nil
 }
 
 // ParseSVID reads an SVID from concatenated DER certificates (leaf first) and a PKCS #8 DER key, as
 // SVID.Chain and SVID.Key give them.
 func ParseSVID(chain, key []byte) (*SVID, error) {
-	s, err := x509svid.ParseRaw(chain, key)
-	if err != nil {
-		return nil, err
+	n := derLen(chain)
+	if n <= 0 || n > len(chain) {
+		return nil, errors.New("certificate chain is not DER")
 	}
-	return FromX509SVID(s)
+	k, err := x509.ParsePKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("parse private key: %w", err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("private key is %T, not a signing key", k)
+	}
+	return newSVID(spiffeid.ID{}, chain[:n], [][]byte{chain[n:]}, signer.Public(), bytes.Clone(key))
 }
 
 // FromX509SVID converts a parsed SVID.

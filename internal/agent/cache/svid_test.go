@@ -147,3 +147,32 @@ func TestSVIDsShareTheirIntermediates(t *testing.T) {
 		t.Error("SVIDs from one CA hold separate copies of its intermediate")
 	}
 }
+
+func TestParseSVIDRefusesDamagedRecords(t *testing.T) {
+	s := newSigner(t)
+	key, chain := s.sign(web)
+	svid, err := cache.NewSVID(web, chain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherDER, _ := x509.MarshalPKCS8PrivateKey(other)
+	tests := []struct {
+		name       string
+		chain, key []byte
+		want       string
+	}{
+		{"empty chain", nil, svid.Key, "not DER"},
+		{"truncated chain", svid.Chain()[:100], svid.Key, "not DER"},
+		{"garbage key", svid.Chain(), []byte("junk"), "parse private key"},
+		{"another key", svid.Chain(), otherDER, "public key"},
+		{"damaged intermediate", append(bytes.Clone(svid.Leaf), 0x30, 0x03, 1, 2, 3), svid.Key, "intermediate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := cache.ParseSVID(tt.chain, tt.key); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseSVID error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}

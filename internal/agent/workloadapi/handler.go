@@ -201,8 +201,7 @@ func (h *Handler) fetchX509SVID(ctx context.Context, stream grpc.ServerStreaming
 // nothing) and its size. The message itself is not kept: between sends a stream holds only what it sent
 // last, not the bytes.
 func sendX509(stream grpc.ServerStream, u *cache.Update, last *x509Content, log *slog.Logger) (*x509Content, int, error) {
-	m, _ := u.Memo(x509MessageKey{}, func() (any, error) { return &x509Memo{}, nil })
-	msg := m.(*x509Memo).get(u, log)
+	msg := u.Memo(x509MessageKey{}, func() any { return &x509Memo{} }).(*x509Memo).get(u, log)
 	if last != nil && last.same(msg.content) {
 		return nil, 0, nil
 	}
