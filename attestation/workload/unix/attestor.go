@@ -120,7 +120,8 @@ func (c *hashCache) len() int {
 }
 
 // nameCache remembers user or group name lookups (reading /etc/passwd or asking NSS on every connection
-// costs more than the rest of attestation) for a while, so a renamed user is seen after at most ttl.
+// costs more than the rest of attestation) for a while, so a renamed user is seen after at most ttl. An
+// id without a name is remembered as long; another failure for at most a second.
 type nameCache struct {
 	lookup func(string) (string, error)
 	ttl    time.Duration
@@ -152,6 +153,18 @@ func (c *nameCache) get(id string) (string, error) {
 	if c.m == nil || len(c.m) >= nameCacheSize {
 		c.m = map[string]nameResult{}
 	}
-	c.m[id] = nameResult{name: name, err: err, expires: now.Add(c.ttl)}
+	ttl := c.ttl
+	if err != nil && !unknownID(err) {
+		// A failing name service (LDAP, sssd) is asked again soon: its outage should not outlast it.
+		ttl = min(ttl, time.Second)
+	}
+	c.m[id] = nameResult{name: name, err: err, expires: now.Add(ttl)}
 	return name, err
+}
+
+// unknownID reports whether a lookup failed because the user or group does not exist.
+func unknownID(err error) bool {
+	var u user.UnknownUserIdError
+	var g user.UnknownGroupIdError
+	return errors.As(err, &u) || errors.As(err, &g)
 }

@@ -2,6 +2,7 @@ package unix
 
 import (
 	"errors"
+	"os/user"
 	"testing"
 	"time"
 )
@@ -13,10 +14,13 @@ func TestNameLookupsAreRememberedForTheirTTL(t *testing.T) {
 	c := nameCache{
 		lookup: func(id string) (string, error) {
 			calls++
-			if id != "1000" {
-				return "", errors.New("no such user")
+			switch id {
+			case "1000":
+				return name, nil
+			case "5000":
+				return "", errors.New("ldap server unreachable")
 			}
-			return name, nil
+			return "", user.UnknownUserIdError(4242)
 		},
 		ttl: 30 * time.Second,
 		now: func() time.Time { return now },
@@ -29,7 +33,7 @@ func TestNameLookupsAreRememberedForTheirTTL(t *testing.T) {
 	if calls != 1 {
 		t.Errorf("looked up %d times within the TTL, want 1", calls)
 	}
-	// A failed lookup is remembered too, so an unknown uid does not cost a lookup per connection.
+	// An unknown uid is remembered too, so it does not cost a lookup per connection.
 	for range 2 {
 		if _, err := c.get("4242"); err == nil {
 			t.Fatal("unknown uid resolved")
@@ -38,6 +42,20 @@ func TestNameLookupsAreRememberedForTheirTTL(t *testing.T) {
 	if calls != 2 {
 		t.Errorf("looked up %d times, want 2 (the failure remembered)", calls)
 	}
+	// A failing name service is asked again after a second, not after the whole TTL.
+	for range 2 {
+		if _, err := c.get("5000"); err == nil {
+			t.Fatal("lookup failure hidden")
+		}
+	}
+	if calls != 3 {
+		t.Errorf("looked up %d times, want 3 (the failure remembered briefly)", calls)
+	}
+	now = now.Add(1500 * time.Millisecond)
+	if _, err := c.get("5000"); err == nil || calls != 4 {
+		t.Errorf("after a second: calls %d, error %v; want the failing service asked again", calls, err)
+	}
+
 	// A rename shows once the TTL has passed.
 	name = "renamed"
 	now = now.Add(31 * time.Second)
