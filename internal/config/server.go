@@ -245,8 +245,9 @@ func (c *Server) validate() error {
 	}
 	if c.CA.JWTIssuer != "" {
 		u, err := url.Parse(c.CA.JWTIssuer)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return &FieldError{"ca.jwt_issuer", fmt.Sprintf("%q is not an http(s) URL without query or fragment (e.g. https://kith.example.org)", c.CA.JWTIssuer)}
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+			strings.HasSuffix(u.Path, "/") {
+			return &FieldError{"ca.jwt_issuer", fmt.Sprintf("%q is not an http(s) URL without query, fragment or trailing slash (e.g. https://kith.example.org)", c.CA.JWTIssuer)}
 		}
 	}
 	if c.CA.RootOverlap.D() < 0 {

@@ -15,6 +15,8 @@ func TestServerJWTIssuer(t *testing.T) {
 		{"kith.example.org", "ca.jwt_issuer"},
 		{"https://kith.example.org/?x=1", "ca.jwt_issuer"},
 		{"ftp://kith.example.org", "ca.jwt_issuer"},
+		{"https://kith.example.org/", "ca.jwt_issuer"},
+		{"https://kith.example.org/oidc", ""},
 	} {
 		env := map[string]string{"KITH_CA_JWT_ISSUER": tt.issuer, "KITH_DATA_DIR": t.TempDir()}
 		cfg, err := LoadServer("", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
