@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
 )
@@ -27,6 +28,10 @@ const BundleSigningAlg = "ES256"
 // BuiltinPolicy returns the source of the built-in policy, for tools (such as policy tests) that compile
 // custom modules together with it.
 func BuiltinPolicy() string { return builtinSource }
+
+// BuiltinModuleParsed returns the built-in policy parsed, the one copy the engine uses. OPA's compiler and
+// test runner copy the modules they are given; callers must not change it otherwise.
+func BuiltinModuleParsed() *ast.Module { return builtinParsed }
 
 // BuildSignedBundle packs Rego modules (file name → source) into an OPA bundle whose manifest carries the
 // revision and roots, signed with key (ES256) in OPA's bundle signature format (.signatures.json).
