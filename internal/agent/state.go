@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -106,9 +107,6 @@ func (r entryRecord) decode() (cache.Entry, error) {
 		Labels: r.Labels, Revision: r.Revision}, nil
 }
 
-// maxStateLine bounds one line of the state file (a header with a policy bundle can be large).
-const maxStateLine = 256 << 20
-
 // loadState reads the persisted state; a missing file returns (nil, nil). Entries and SVIDs that do not
 // decode are skipped (the server sends them again).
 func loadState(dir string) (*state, error) {
@@ -123,16 +121,13 @@ func loadState(dir string) (*state, error) {
 	corrupt := func(err error) error {
 		return fmt.Errorf("agent state %s is corrupt (%v): remove it and attest again with --join-token", statePath(dir), err)
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), maxStateLine)
-	if !sc.Scan() {
-		if err := sc.Err(); err != nil {
-			return nil, corrupt(err)
-		}
-		return nil, corrupt(errors.New("empty file"))
-	}
+	// One JSON document after another: lines of any length (a header with a large policy bundle).
+	dec := json.NewDecoder(bufio.NewReaderSize(f, 64<<10))
 	var st state
-	if err := json.Unmarshal(sc.Bytes(), &st); err != nil {
+	switch err := dec.Decode(&st); {
+	case errors.Is(err, io.EOF):
+		return nil, corrupt(errors.New("empty file"))
+	case err != nil:
 		return nil, corrupt(err)
 	}
 	if st.Version > stateVersion {
@@ -152,9 +147,11 @@ func loadState(dir string) (*state, error) {
 		}
 	}
 	st.V1Entries, st.V1SVIDs = nil, nil
-	for sc.Scan() {
+	for {
 		var l stateLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+		if err := dec.Decode(&l); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
 			return nil, corrupt(err)
 		}
 		switch {
@@ -167,9 +164,6 @@ func loadState(dir string) (*state, error) {
 				st.svids[l.SVID.EntryID] = s
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, corrupt(err)
 	}
 	return &st, nil
 }
