@@ -75,9 +75,7 @@ func ReadSignedBundle(data []byte, publicKeyPEM []byte) (string, map[string]stri
 	if len(publicKeyPEM) == 0 {
 		return "", nil, errors.New("read policy bundle: no verification key")
 	}
-	vc := bundle.NewVerificationConfig(map[string]*keys.Config{
-		BundleKeyID: {Key: string(publicKeyPEM), Algorithm: BundleSigningAlg},
-	}, BundleKeyID, "", nil)
+	vc := verificationConfig(publicKeyPEM)
 	rev, modules, err := readSigned(data, vc)
 	if errors.Is(err, errNeedsParse) {
 		return readSignedParsed(data, vc)
@@ -86,6 +84,13 @@ func ReadSignedBundle(data []byte, publicKeyPEM []byte) (string, map[string]stri
 		return "", nil, fmt.Errorf("verify policy bundle: %w", err)
 	}
 	return rev, modules, nil
+}
+
+// verificationConfig checks bundle signatures against the PEM public key.
+func verificationConfig(publicKeyPEM []byte) *bundle.VerificationConfig {
+	return bundle.NewVerificationConfig(map[string]*keys.Config{
+		BundleKeyID: {Key: string(publicKeyPEM), Algorithm: BundleSigningAlg},
+	}, BundleKeyID, "", nil)
 }
 
 // errNeedsParse is returned by readSigned for a bundle it leaves to OPA's reader: a module whose package

@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -106,6 +107,31 @@ func TestSignedBundlePackages(t *testing.T) {
 				t.Errorf("rev %q, modules (-want +got):\n%s", rev, diff)
 			}
 		})
+	}
+}
+
+// The fast reader takes only what the server's bundles hold and leaves any other file to OPA's reader.
+func TestReadSignedLeavesUnknownFilesToOPA(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, err := authz.MarshalPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := authz.BuildSignedBundle("r1", map[string]string{"m.rego": "package kith.ext\n\nallow := true\n"}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := authz.ReadSignedFast(b, pub); err != nil {
+		t.Fatalf("the server's own bundle: %v", err)
+	}
+	for _, extra := range []string{"patch.json", "sub/.manifest", ".manifest.pb", "sub/data.json"} {
+		withExtra := RewriteBundle(t, b, func(files map[string][]byte) { files["/"+extra] = []byte("{}") })
+		if err := authz.ReadSignedFast(withExtra, pub); !errors.Is(err, authz.ErrNeedsParse) {
+			t.Errorf("%s: fast reader error %v, want ErrNeedsParse", extra, err)
+		}
+		if _, _, err := authz.ReadSignedBundle(withExtra, pub); err == nil {
+			t.Errorf("%s: a file that is not signed was accepted", extra)
+		}
 	}
 }
 

@@ -96,14 +96,19 @@ func TestCreateLeafEncodesLikeTheStandardLibrary(t *testing.T) {
 	}
 }
 
-// A signer whose signatures do not verify is caught on its first use.
-func TestCreateLeafRefusesABrokenSigner(t *testing.T) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// minimalLeaf is a leaf to sign and a parent with just what createLeaf reads.
+func minimalLeaf() (leafFields, *x509.Certificate) {
 	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	parent := &x509.Certificate{RawSubject: mustMarshal(pkix.Name{CommonName: "ca"}.ToRDNSequence()), SubjectKeyId: []byte{1, 2, 3}}
 	uri, _ := url.Parse("spiffe://example.org/a")
-	l := leafFields{serial: big.NewInt(1), notBefore: time.Now(), notAfter: time.Now().Add(time.Hour), subject: emptyName,
-		publicKey: &leafKey.PublicKey, keyUsage: x509.KeyUsageDigitalSignature, uri: uri}
+	return leafFields{serial: big.NewInt(1), notBefore: time.Now(), notAfter: time.Now().Add(time.Hour), subject: emptyName,
+		publicKey: &leafKey.PublicKey, keyUsage: x509.KeyUsageDigitalSignature, uri: uri}, parent
+}
+
+// A signer whose signatures do not verify is caught on its first use.
+func TestCreateLeafRefusesABrokenSigner(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, parent := minimalLeaf()
 	if _, err := createLeaf(l, parent, brokenSigner{caKey}); err == nil {
 		t.Fatal("a certificate was signed by a signer whose signatures do not verify")
 	}
@@ -121,11 +126,7 @@ func (b brokenSigner) Public() crypto.PublicKey {
 // CA key that is not P-256 is refused.
 func TestCreateLeafChecksExternalSignersEveryTime(t *testing.T) {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	parent := &x509.Certificate{RawSubject: mustMarshal(pkix.Name{CommonName: "ca"}.ToRDNSequence()), SubjectKeyId: []byte{1, 2, 3}}
-	uri, _ := url.Parse("spiffe://example.org/a")
-	l := leafFields{serial: big.NewInt(1), notBefore: time.Now(), notAfter: time.Now().Add(time.Hour), subject: emptyName,
-		publicKey: &leafKey.PublicKey, keyUsage: x509.KeyUsageDigitalSignature, uri: uri}
+	l, parent := minimalLeaf()
 	hsm := &externalSigner{key: caKey, good: true}
 	if _, err := createLeaf(l, parent, hsm); err != nil {
 		t.Fatalf("a working external signer: %v", err)
