@@ -5,11 +5,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
@@ -20,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/bench/internal/kithenv"
@@ -31,7 +35,15 @@ func main() {
 	calls := flag.Int("calls", 1000, "fetches to measure, one after another")
 	warmup := flag.Int("warmup", 50, "fetches before measuring")
 	cpuprofile := flag.String("cpuprofile", "", "run server and agent in this process and write a CPU profile of the measured calls here")
+	stubServe := flag.String("stub-serve", "", "internal: serve the stub Workload API on this socket, replaying the response read from stdin")
 	flag.Parse()
+	if *stubServe != "" {
+		if err := serveStub(*stubServe); err != nil {
+			fmt.Fprintln(os.Stderr, "fetch stub:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*bin, *calls, *warmup, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "fetch:", err)
 		os.Exit(1)
@@ -110,7 +122,12 @@ func run(bin string, calls, warmup int, cpuprofile string) error {
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}
-	fmt.Printf("fetch: floor (same client, stub server replaying the response, no attestation), %d calls: %s\n", calls, latency.Summarize(floor))
+	fmt.Printf("fetch: floor (same client, stub server in this process replaying the response, no attestation), %d calls: %s\n", calls, latency.Summarize(floor))
+	floor, err = stubProcessFloor(ctx, p.AgentSocket, calls, warmup)
+	if err != nil {
+		return fmt.Errorf("floor: %w", err)
+	}
+	fmt.Printf("fetch: floor (same client, stub server in another process replaying the response, no attestation), %d calls: %s\n", calls, latency.Summarize(floor))
 	return nil
 }
 
@@ -127,20 +144,25 @@ func (s *stub) FetchX509SVID(_ *workload.X509SVIDRequest, st grpc.ServerStreamin
 	return nil
 }
 
-func stubFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]time.Duration, error) {
+// agentResponse is the agent's first X509SVIDResponse to this process, for the stubs to replay.
+func agentResponse(ctx context.Context, agentSocket string) (*workload.X509SVIDResponse, error) {
 	conn, err := grpc.NewClient("unix://"+agentSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"))
+	defer cancel()
 	st, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(sctx, &workload.X509SVIDRequest{})
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	resp, err := st.Recv()
-	cancel()
+	return st.Recv()
+}
+
+// stubFloor measures the client against a stub server in this process.
+func stubFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]time.Duration, error) {
+	resp, err := agentResponse(ctx, agentSocket)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +180,71 @@ func stubFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]ti
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &stub{resp: resp})
 	go srv.Serve(lis)
 	defer srv.Stop()
+	return measure(ctx, sock, calls, warmup)
+}
+
+// stubProcessFloor measures the client against the same stub in a child process (this program with
+// -stub-serve), so that the cost of waking another process is in the floor as it is for the agent.
+func stubProcessFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]time.Duration, error) {
+	resp, err := agentResponse(ctx, agentSocket)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "kith-bench-stub-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "stub.sock")
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-stub-serve", sock)
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(b), os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("stub process did not listen on %s", sock)
+		}
+	}
+	return measure(ctx, sock, calls, warmup)
+}
+
+// serveStub is the child of stubProcessFloor.
+func serveStub(sock string) error {
+	b, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return err
+	}
+	resp := new(workload.X509SVIDResponse)
+	if err := proto.Unmarshal(b, resp); err != nil {
+		return err
+	}
+	lis, err := net.Listen("unix", sock+".tmp")
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(sock+".tmp", sock); err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	workload.RegisterSpiffeWorkloadAPIServer(srv, &stub{resp: resp})
+	return srv.Serve(lis)
+}
+
+// measure times calls fetches from the Workload API on sock after warmup unmeasured ones.
+func measure(ctx context.Context, sock string, calls, warmup int) ([]time.Duration, error) {
 	addr := workloadapi.WithAddr("unix://" + sock)
 	lat := make([]time.Duration, 0, calls)
 	for i := range warmup + calls {

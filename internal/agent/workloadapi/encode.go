@@ -1,6 +1,7 @@
 package workloadapi
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"maps"
 	"slices"
@@ -18,23 +19,96 @@ import (
 	"github.com/kithid/kith/internal/agent/cache"
 )
 
-// rawMessage is a response already in its protobuf wire form. It is sent as is: the agent encodes an
-// X509SVIDResponse straight from the DER it holds, into one buffer of the exact size, once per cache
-// update, and every stream that sees the update sends those same bytes.
-type rawMessage []byte
+// rawMessage is a response already in its protobuf wire form, as the pieces gRPC writes one after another:
+// the framing (tags, lengths, IDs, hints) the agent wrote for this message, and the certificates, keys and
+// bundles the cache holds, referenced rather than copied. The agent encodes an X509SVIDResponse once per
+// cache update, every stream that sees the update sends those same pieces, and a response of ten thousand
+// SVIDs (about 17 MB on the wire) costs the agent about 2 MB of framing and references.
+type rawMessage struct {
+	parts mem.BufferSlice // read-only: shared by every stream that sends the message
+	size  int
+}
 
 // passthroughCodec is gRPC's protobuf codec, except that a rawMessage is sent without re-encoding.
 type passthroughCodec struct{ encoding.CodecV2 }
 
 func (c passthroughCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(rawMessage); ok {
-		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
+	if r, ok := v.(*rawMessage); ok {
+		// gRPC reads the pieces with a reader of its own and frees them (a no-op for a SliceBuffer); it never
+		// writes to them, so streams can share them.
+		return r.parts, nil
 	}
 	return c.CodecV2.Marshal(v)
 }
 
 func init() {
 	encoding.RegisterCodecV2(passthroughCodec{encoding.GetCodecV2(grpcproto.Name)})
+}
+
+// pieceWriter assembles a rawMessage: framing is appended to frame, data is referenced. Parts alias frame,
+// which is only ever appended to, so a part stays valid even if frame has to grow.
+type pieceWriter struct {
+	frame []byte
+	mark  int // frame[mark:] is not yet a part
+	msg   rawMessage
+}
+
+func (w *pieceWriter) flush() {
+	if len(w.frame) > w.mark {
+		w.msg.parts = append(w.msg.parts, mem.SliceBuffer(w.frame[w.mark:len(w.frame):len(w.frame)]))
+		w.msg.size += len(w.frame) - w.mark
+		w.mark = len(w.frame)
+	}
+}
+
+// ref appends data as a part of its own.
+func (w *pieceWriter) ref(b mem.Buffer) {
+	if b == nil || b.Len() == 0 {
+		return
+	}
+	w.flush()
+	w.msg.parts = append(w.msg.parts, b)
+	w.msg.size += b.Len()
+}
+
+// bytesField writes the tag and length of a bytes field whose content is parts (none when empty, as in
+// proto3) and references the parts.
+func (w *pieceWriter) bytesField(num protowire.Number, parts ...mem.Buffer) {
+	n := 0
+	for _, p := range parts {
+		if p != nil {
+			n += p.Len()
+		}
+	}
+	if n == 0 {
+		return
+	}
+	w.frame = protowire.AppendTag(w.frame, num, protowire.BytesType)
+	w.frame = protowire.AppendVarint(w.frame, uint64(n))
+	for _, p := range parts {
+		w.ref(p)
+	}
+}
+
+func (w *pieceWriter) stringField(num protowire.Number, s string) {
+	if s == "" {
+		return
+	}
+	w.frame = protowire.AppendTag(w.frame, num, protowire.BytesType)
+	w.frame = protowire.AppendString(w.frame, s)
+}
+
+func (w *pieceWriter) done() *rawMessage {
+	w.flush()
+	return &w.msg
+}
+
+// buffer is b as a part; nil when empty.
+func buffer(b []byte) mem.Buffer {
+	if len(b) == 0 {
+		return nil
+	}
+	return mem.SliceBuffer(b)
 }
 
 // Field numbers of the Workload API messages, read from their descriptors.
@@ -81,38 +155,14 @@ func stringSize(num protowire.Number, n int) int {
 	return protowire.SizeTag(num) + protowire.SizeBytes(n)
 }
 
-func appendBytesField(b []byte, num protowire.Number, parts ...[]byte) []byte {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	if n == 0 {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	return b
-}
-
-func appendStringField(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendString(b, s)
-	return b
-}
-
 // encodeX509SVIDs encodes the X509SVIDResponse for an update and returns what it holds. Identities whose
 // hint an earlier one already uses are left out, as the spec requires hints to be unique.
-func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (rawMessage, []sentSVID) {
+func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (*rawMessage, []sentSVID) {
 	items := make([]x509Item, 0, len(u.Identities))
 	sent := make([]sentSVID, 0, len(u.Identities))
 	hints := map[string]bool{}
 	roots := map[spiffeid.TrustDomain][]byte{} // one DER copy per trust domain
+	framing := 0
 	for _, ident := range u.Identities {
 		hint := ident.Entry.Labels[HintLabel]
 		if hint != "" && hints[hint] {
@@ -128,6 +178,7 @@ func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (rawMessage, []sentSVID)
 		}
 		items = append(items, x509Item{id: ident.SVID.ID.String(), svid: ident.SVID, bundle: bundle, hint: hint})
 		sent = append(sent, sentSVID{svid: ident.SVID, hint: hint})
+		framing += 4*maxHeader + len(items[len(items)-1].id) + len(hint)
 	}
 	type fed struct {
 		key   string
@@ -135,37 +186,51 @@ func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (rawMessage, []sentSVID)
 	}
 	var feds []fed
 	for _, td := range sortedTrustDomains(u.Federated) {
-		feds = append(feds, fed{key: td.IDString(), roots: x509Roots(u.Federated[td])})
+		f := fed{key: td.IDString(), roots: x509Roots(u.Federated[td])}
+		feds = append(feds, f)
+		framing += 3*maxHeader + len(f.key)
 	}
 
-	size := 0
-	for i := range items {
-		size += protowire.SizeTag(fieldSVIDs) + protowire.SizeBytes(items[i].size())
+	w := pieceWriter{frame: make([]byte, 0, framing), msg: rawMessage{parts: make(mem.BufferSlice, 0, 7*len(items)+2*len(feds)+1)}}
+	type span struct {
+		p *byte
+		n int
 	}
-	for _, f := range feds {
-		entry := stringSize(1, len(f.key)) + stringSize(2, len(f.roots))
-		size += protowire.SizeTag(fieldFederated) + protowire.SizeBytes(entry)
+	boxed := make(map[span]mem.Buffer, 2) // the bundles and intermediates items share, made parts once
+	shared := func(b []byte) mem.Buffer {
+		if len(b) == 0 {
+			return nil
+		}
+		k := span{&b[0], len(b)}
+		p, ok := boxed[k]
+		if !ok {
+			p = mem.SliceBuffer(b)
+			boxed[k] = p
+		}
+		return p
 	}
-	b := make([]byte, 0, size)
 	for i := range items {
 		it := &items[i]
-		b = protowire.AppendTag(b, fieldSVIDs, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(it.size()))
-		b = appendStringField(b, fieldSPIFFEID, it.id)
-		b = appendBytesField(b, fieldCerts, it.svid.Leaf, it.svid.Intermediates)
-		b = appendBytesField(b, fieldKey, it.svid.Key)
-		b = appendBytesField(b, fieldBundle, it.bundle)
-		b = appendStringField(b, fieldHint, it.hint)
+		w.frame = protowire.AppendTag(w.frame, fieldSVIDs, protowire.BytesType)
+		w.frame = protowire.AppendVarint(w.frame, uint64(it.size()))
+		w.stringField(fieldSPIFFEID, it.id)
+		w.bytesField(fieldCerts, buffer(it.svid.Leaf), shared(it.svid.Intermediates))
+		w.bytesField(fieldKey, buffer(it.svid.Key))
+		w.bytesField(fieldBundle, shared(it.bundle))
+		w.stringField(fieldHint, it.hint)
 	}
 	for _, f := range feds {
 		// A map entry is a message with the key as field 1 and the value as field 2.
-		b = protowire.AppendTag(b, fieldFederated, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(stringSize(1, len(f.key))+stringSize(2, len(f.roots))))
-		b = appendStringField(b, 1, f.key)
-		b = appendBytesField(b, 2, f.roots)
+		w.frame = protowire.AppendTag(w.frame, fieldFederated, protowire.BytesType)
+		w.frame = protowire.AppendVarint(w.frame, uint64(stringSize(1, len(f.key))+stringSize(2, len(f.roots))))
+		w.stringField(1, f.key)
+		w.bytesField(2, buffer(f.roots))
 	}
-	return b, sent
+	return w.done(), sent
 }
+
+// maxHeader is the most a field's tag and length take.
+const maxHeader = 2 * binary.MaxVarintLen64
 
 func sortedTrustDomains(m map[spiffeid.TrustDomain]*spiffebundle.Bundle) []spiffeid.TrustDomain {
 	return slices.SortedFunc(maps.Keys(m), func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })

@@ -209,7 +209,7 @@ func sendX509(stream grpc.ServerStream, u *cache.Update, last *x509Content, log 
 		return nil, 0, err
 	}
 	log.Debug("sent x509-svids", "count", len(msg.content.svids), "seq", u.Seq)
-	return msg.content, len(msg.raw), nil
+	return msg.content, msg.raw.size, nil
 }
 
 // pushRate paces the messages of one stream: after a message of n bytes the next follows no sooner than
@@ -229,7 +229,7 @@ func pushGap(n int) time.Duration {
 
 // x509Message is an X509SVIDResponse encoded once per cache update (see rawMessage).
 type x509Message struct {
-	raw     rawMessage
+	raw     *rawMessage
 	content *x509Content
 }
 
