@@ -27,9 +27,9 @@ type Entry struct {
 	Revision  int64
 }
 
-// Identity is an entry with the SVID the agent holds for it.
+// Identity is an entry with the SVID the agent holds for it. Both are shared and must not be modified.
 type Identity struct {
-	Entry Entry
+	Entry *Entry
 	SVID  *SVID
 }
 
@@ -78,7 +78,7 @@ func (u *Update) Bundles() []*spiffebundle.Bundle {
 // Cache is safe for concurrent use.
 type Cache struct {
 	mu       sync.RWMutex
-	entries  map[string]Entry
+	entries  map[string]*Entry // never modified once stored: views share them
 	svids    map[string]*SVID
 	bySel    map[attestation.Selector]map[string]struct{}
 	bundle   *spiffebundle.Bundle
@@ -100,7 +100,7 @@ type group struct {
 // New returns an empty cache.
 func New() *Cache {
 	return &Cache{
-		entries: map[string]Entry{},
+		entries: map[string]*Entry{},
 		svids:   map[string]*SVID{},
 		bySel:   map[attestation.Selector]map[string]struct{}{},
 		groups:  map[string]*group{},
@@ -186,7 +186,7 @@ func (c *Cache) MatchingEntries(selectors []attestation.Selector) []Entry {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out []Entry
-	c.eachMatchLocked(sels, set, func(e Entry) { out = append(out, e) })
+	c.eachMatchLocked(sels, set, func(e *Entry) { out = append(out, *e) })
 	sortEntries(out)
 	return out
 }
@@ -195,7 +195,7 @@ func (c *Cache) MatchingEntries(selectors []attestation.Selector) []Entry {
 // without duplicates. An entry is looked up through the index of its first selector only, so each
 // match is seen once without remembering which were seen (views are recomputed on every change, and
 // one workload may match ten thousand entries).
-func (c *Cache) eachMatchLocked(sels []attestation.Selector, set attestation.Set, fn func(Entry)) {
+func (c *Cache) eachMatchLocked(sels []attestation.Selector, set attestation.Set, fn func(*Entry)) {
 	for _, s := range sels {
 		for id := range c.bySel[s] {
 			if e := c.entries[id]; e.Selectors[0] == s && set.ContainsAll(e.Selectors) {
@@ -210,7 +210,7 @@ func (c *Cache) viewLocked(g *group) *Update {
 	if prev := g.last; prev != nil {
 		u.Identities = make([]Identity, 0, len(prev.Identities))
 	}
-	c.eachMatchLocked(g.selectors, g.set, func(e Entry) {
+	c.eachMatchLocked(g.selectors, g.set, func(e *Entry) {
 		if svid := c.svids[e.ID]; svid != nil {
 			u.Identities = append(u.Identities, Identity{Entry: e, SVID: svid})
 		}
@@ -219,14 +219,16 @@ func (c *Cache) viewLocked(g *group) *Update {
 	return u
 }
 
-func compareEntries(a, b Entry) int {
+func compareEntries(a, b *Entry) int {
 	if c := strings.Compare(a.SPIFFEID.String(), b.SPIFFEID.String()); c != 0 {
 		return c
 	}
 	return strings.Compare(a.ID, b.ID)
 }
 
-func sortEntries(es []Entry) { slices.SortFunc(es, compareEntries) }
+func sortEntries(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int { return compareEntries(&a, &b) })
+}
 
 // sameView reports whether two views show the same identities and bundle.
 func sameView(a, b *Update) bool {
@@ -268,7 +270,9 @@ func (c *Cache) putLocked(e Entry) {
 	if old, ok := c.entries[e.ID]; ok {
 		c.unindexLocked(old)
 	}
-	c.entries[e.ID] = e
+	p := new(Entry)
+	*p = e
+	c.entries[e.ID] = p
 	for _, s := range e.Selectors {
 		m := c.bySel[s]
 		if m == nil {
@@ -279,7 +283,7 @@ func (c *Cache) putLocked(e Entry) {
 	}
 }
 
-func (c *Cache) unindexLocked(e Entry) {
+func (c *Cache) unindexLocked(e *Entry) {
 	for _, s := range e.Selectors {
 		if m := c.bySel[s]; m != nil {
 			delete(m, e.ID)
@@ -385,7 +389,7 @@ func (c *Cache) Entries() []Entry {
 	defer c.mu.RUnlock()
 	out := make([]Entry, 0, len(c.entries))
 	for _, e := range c.entries {
-		out = append(out, e)
+		out = append(out, *e)
 	}
 	sortEntries(out)
 	return out
@@ -395,8 +399,10 @@ func (c *Cache) Entries() []Entry {
 func (c *Cache) Entry(id string) (Entry, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	e, ok := c.entries[id]
-	return e, ok
+	if e, ok := c.entries[id]; ok {
+		return *e, true
+	}
+	return Entry{}, false
 }
 
 // SVIDs returns a copy of the SVIDs by entry ID.

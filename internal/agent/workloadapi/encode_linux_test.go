@@ -29,9 +29,9 @@ func TestEncodeX509SVIDsMatchesTheGeneratedMessage(t *testing.T) {
 		Bundle:    e.ca.Bundle(),
 		Federated: map[spiffeid.TrustDomain]*spiffebundle.Bundle{fedTD: fed},
 		Identities: []cache.Identity{
-			{Entry: cache.Entry{ID: "1", SPIFFEID: adminID, Labels: map[string]string{HintLabel: "internal"}}, SVID: admin},
-			{Entry: cache.Entry{ID: "2", SPIFFEID: dbID}, SVID: db},
-			{Entry: cache.Entry{ID: "3", SPIFFEID: webID, Labels: map[string]string{HintLabel: "internal"}}, SVID: web}, // hint taken: left out
+			{Entry: &cache.Entry{ID: "1", SPIFFEID: adminID, Labels: map[string]string{HintLabel: "internal"}}, SVID: admin},
+			{Entry: &cache.Entry{ID: "2", SPIFFEID: dbID}, SVID: db},
+			{Entry: &cache.Entry{ID: "3", SPIFFEID: webID, Labels: map[string]string{HintLabel: "internal"}}, SVID: web}, // hint taken: left out
 		},
 	}
 	raw, sent := encodeX509SVIDs(u, slog.New(slog.DiscardHandler))
