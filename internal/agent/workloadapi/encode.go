@@ -45,8 +45,10 @@ func init() {
 	encoding.RegisterCodecV2(passthroughCodec{encoding.GetCodecV2(grpcproto.Name)})
 }
 
-// pieceWriter assembles a rawMessage: framing is appended to frame, data is referenced. Parts alias frame,
-// which is only ever appended to, so a part stays valid even if frame has to grow.
+// pieceWriter assembles a rawMessage: framing and small fields are appended to frame, certificates and
+// bundles are referenced. Parts alias frame, which is only ever appended to, so a part stays valid even if
+// frame has to grow. Few, large pieces matter: gRPC writes a 16 KiB frame from a list of the pieces in it
+// and allocates that list anew for every frame once it would hold more than 64 of them.
 type pieceWriter struct {
 	frame []byte
 	mark  int // frame[mark:] is not yet a part
@@ -88,6 +90,15 @@ func (w *pieceWriter) bytesField(num protowire.Number, parts ...mem.Buffer) {
 	for _, p := range parts {
 		w.ref(p)
 	}
+}
+
+// copyField writes a bytes field into the framing (none when empty).
+func (w *pieceWriter) copyField(num protowire.Number, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	w.frame = protowire.AppendTag(w.frame, num, protowire.BytesType)
+	w.frame = protowire.AppendBytes(w.frame, b)
 }
 
 func (w *pieceWriter) stringField(num protowire.Number, s string) {
@@ -178,7 +189,7 @@ func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (*rawMessage, []sentSVID
 		}
 		items = append(items, x509Item{id: ident.SVID.ID.String(), svid: ident.SVID, bundle: bundle, hint: hint})
 		sent = append(sent, sentSVID{svid: ident.SVID, hint: hint})
-		framing += 4*maxHeader + len(items[len(items)-1].id) + len(hint)
+		framing += 4*maxHeader + len(items[len(items)-1].id) + len(ident.SVID.Key) + len(hint)
 	}
 	type fed struct {
 		key   string
@@ -191,7 +202,7 @@ func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (*rawMessage, []sentSVID
 		framing += 3*maxHeader + len(f.key)
 	}
 
-	w := pieceWriter{frame: make([]byte, 0, framing), msg: rawMessage{parts: make(mem.BufferSlice, 0, 7*len(items)+2*len(feds)+1)}}
+	w := pieceWriter{frame: make([]byte, 0, framing), msg: rawMessage{parts: make(mem.BufferSlice, 0, 5*len(items)+2*len(feds)+1)}}
 	type span struct {
 		p *byte
 		n int
@@ -215,7 +226,7 @@ func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (*rawMessage, []sentSVID
 		w.frame = protowire.AppendVarint(w.frame, uint64(it.size()))
 		w.stringField(fieldSPIFFEID, it.id)
 		w.bytesField(fieldCerts, buffer(it.svid.Leaf), shared(it.svid.Intermediates))
-		w.bytesField(fieldKey, buffer(it.svid.Key))
+		w.copyField(fieldKey, it.svid.Key) // small: copied, so that gRPC writes a frame from few pieces
 		w.bytesField(fieldBundle, shared(it.bundle))
 		w.stringField(fieldHint, it.hint)
 	}
