@@ -2,7 +2,10 @@ package workloadapi
 
 import (
 	"bytes"
+	"crypto/x509"
 	"log/slog"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +98,62 @@ func TestPushGapHoldsBackOnlyLargeMessages(t *testing.T) {
 	}
 	if got := pushGap(17 << 20); got < 100*time.Millisecond || got > 300*time.Millisecond {
 		t.Errorf("a 17 MiB message rests the stream %s, want between 100 and 300 ms", got)
+	}
+}
+
+// Field lengths that take one, two and three bytes of varint, with and without intermediates, a key and a
+// hint, and shared bundles: the pieces always concatenate to the generated code's deterministic encoding.
+func TestEncodeX509SVIDsPiecesForAnyLength(t *testing.T) {
+	fill := func(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
+	root := &x509.Certificate{Raw: fill(500, 'r')} // only its DER is encoded
+	bundle := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("example.org"), []*x509.Certificate{root})
+	inter := fill(300, 'i')
+	tests := []struct {
+		name               string
+		leaf, inter, key   int
+		path, hint         string
+		shareIntermediates bool
+	}{
+		{name: "short", leaf: 1, key: 1},
+		{name: "no key", leaf: 100},
+		{name: "two-byte lengths", leaf: 600, key: 138, path: "/web", hint: "h"},
+		{name: "intermediates", leaf: 600, inter: 300, key: 138, shareIntermediates: true},
+		{name: "three-byte lengths", leaf: 20000, inter: 300, key: 5000, path: "/" + strings.Repeat("p", 200), hint: strings.Repeat("h", 130)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var idents []cache.Identity
+			want := &workload.X509SVIDResponse{}
+			for i := range 3 {
+				id := spiffeid.RequireFromString("spiffe://example.org/w" + strconv.Itoa(i) + tt.path)
+				s := &cache.SVID{ID: id, Leaf: fill(tt.leaf, byte('a'+i)), Key: fill(tt.key, 'k')}
+				if tt.shareIntermediates {
+					s.Intermediates = inter
+				} else if tt.inter > 0 {
+					s.Intermediates = fill(tt.inter, 'j')
+				}
+				hint := ""
+				if tt.hint != "" {
+					hint = tt.hint + strconv.Itoa(i)
+				}
+				idents = append(idents, cache.Identity{Entry: &cache.Entry{ID: strconv.Itoa(i), SPIFFEID: id, Labels: map[string]string{HintLabel: hint}}, SVID: s})
+				want.Svids = append(want.Svids, &workload.X509SVID{SpiffeId: id.String(), X509Svid: s.Chain(), X509SvidKey: s.Key, Bundle: root.Raw, Hint: hint})
+			}
+			raw, _ := encodeX509SVIDs(&cache.Update{Bundle: bundle, Identities: idents}, slog.New(slog.DiscardHandler))
+			wantBytes, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := raw.parts.Materialize(); !bytes.Equal(got, wantBytes) {
+				t.Errorf("encoding differs from the generated code's (%d bytes, want %d)", len(got), len(wantBytes))
+			}
+			if raw.size != len(wantBytes) {
+				t.Errorf("size = %d, want %d", raw.size, len(wantBytes))
+			}
+			// Per SVID: framing, leaf, intermediates, framing with the key, bundle; then the last framing.
+			if n := len(raw.parts); n > 5*len(idents)+1 {
+				t.Errorf("%d pieces for %d SVIDs, want at most %d", n, len(idents), 5*len(idents)+1)
+			}
+		})
 	}
 }
