@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 
 	sysunix "golang.org/x/sys/unix"
@@ -70,22 +71,40 @@ func readStartTime(dir string) (uint64, error) {
 }
 
 func readStartTimeAt(dirfd int, name string) (uint64, error) {
-	data, err := readFileAt(dirfd, name)
-	if err != nil {
-		return 0, err
-	}
-	return parseStatStartTime(data)
+	return parseFileAt(dirfd, name, parseStatStartTime)
 }
 
-// readFileAt reads a small file relative to dirfd. Unlike os.ReadFile it does not fstat first:
-// procfs files report size 0 anyway.
-func readFileAt(dirfd int, name string) ([]byte, error) {
+// readBufs holds the buffers /proc files are read into: every attestation reads two or three of them,
+// and a workload API or SDS stream is attested when it opens, so ten thousand streams opening would
+// otherwise leave 120 MB of garbage behind.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// parseFileAt reads a small file relative to dirfd into a pooled buffer and returns what parse makes of
+// it; parse must not keep the bytes. Unlike os.ReadFile it does not fstat first: procfs files report
+// size 0 anyway.
+func parseFileAt[T any](dirfd int, name string, parse func([]byte) (T, error)) (T, error) {
+	bp := readBufs.Get().(*[]byte)
+	buf, err := readFileAt(dirfd, name, (*bp)[:0])
+	defer func() {
+		if cap(buf) <= 64<<10 { // a huge status file is not worth keeping
+			*bp = buf[:0]
+			readBufs.Put(bp)
+		}
+	}()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return parse(buf)
+}
+
+// readFileAt reads a small file relative to dirfd, appending to buf.
+func readFileAt(dirfd int, name string, buf []byte) ([]byte, error) {
 	fd, err := sysunix.Openat(dirfd, name, sysunix.O_RDONLY|sysunix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+		return buf, &os.PathError{Op: "open", Path: name, Err: err}
 	}
 	defer sysunix.Close(fd)
-	buf := make([]byte, 0, 4096)
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -95,7 +114,7 @@ func readFileAt(dirfd int, name string) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: name, Err: err}
+			return buf, &os.PathError{Op: "read", Path: name, Err: err}
 		}
 		if n == 0 {
 			return buf, nil
@@ -145,15 +164,11 @@ func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation
 		a.log.DebugContext(ctx, "workload group name not resolved", "pid", creds.PID, "gid", gid, "err", err)
 	}
 
-	status, err := readFileAt(dirfd, "status")
+	groups, err := parseFileAt(dirfd, "status", parseStatusGroups)
 	if err != nil {
-		if cerr := recheck(dirfd, creds); cerr != nil {
+		if cerr := recheck(dirfd, creds); cerr != nil { // a process that exited or changed, not a bad file
 			return nil, cerr
 		}
-		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, err)
-	}
-	groups, err := parseStatusGroups(status)
-	if err != nil {
 		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, err)
 	}
 	for _, g := range groups {

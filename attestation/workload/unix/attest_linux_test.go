@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	sysunix "golang.org/x/sys/unix"
 
 	"github.com/kithid/kith/attestation"
 )
@@ -258,5 +259,26 @@ func BenchmarkAttestOwnProcess(b *testing.B) {
 		if _, err := a.Attest(b.Context(), creds); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Files are read into pooled buffers: a long file, then a short one, each parsed from exactly its own bytes.
+func TestParseFileAtReusesBuffersSafely(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("0123456789", 1000) // longer than a pooled buffer
+	for name, content := range map[string]string{"long": long, "short": "abc", "empty": ""} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyOut := func(b []byte) (string, error) { return string(b), nil }
+	for _, tt := range []struct{ name, want string }{{"long", long}, {"short", "abc"}, {"empty", ""}, {"long", long}, {"short", "abc"}} {
+		got, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, tt.name), copyOut)
+		if err != nil || got != tt.want {
+			t.Errorf("%s: got %d bytes (%v), want %d", tt.name, len(got), err, len(tt.want))
+		}
+	}
+	if _, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, "missing"), copyOut); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v, want ErrNotExist", err)
 	}
 }
