@@ -22,16 +22,18 @@ func parseStatStartTime(data []byte) (uint64, error) {
 		return 0, errors.New("parse stat: no '(' opening the command name")
 	}
 	// Fields after comm start at field 3.
-	fields := bytes.Fields(data[i+1:])
-	idx := statStartTimeField - 3
-	if len(fields) <= idx {
-		return 0, fmt.Errorf("parse stat: %d fields after the command name, want at least %d", len(fields), idx+1)
+	idx, n := statStartTimeField-3, 0
+	for f := range bytes.FieldsSeq(data[i+1:]) {
+		if n == idx {
+			v, err := strconv.ParseUint(string(f), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse stat: start time: %w", err)
+			}
+			return v, nil
+		}
+		n++
 	}
-	v, err := strconv.ParseUint(string(fields[idx]), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parse stat: start time: %w", err)
-	}
-	return v, nil
+	return 0, fmt.Errorf("parse stat: %d fields after the command name, want at least %d", n, idx+1)
 }
 
 // parseStatusGroups returns the numeric ids on the "Groups:" line of /proc/<pid>/status.
@@ -42,7 +44,7 @@ func parseStatusGroups(data []byte) ([]uint32, error) {
 			continue
 		}
 		var gids []uint32
-		for _, f := range bytes.Fields(rest) {
+		for f := range bytes.FieldsSeq(rest) {
 			v, err := strconv.ParseUint(string(f), 10, 32)
 			if err != nil {
 				return nil, fmt.Errorf("parse status: groups: %w", err)
