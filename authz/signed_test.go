@@ -1,20 +1,17 @@
 package authz_test
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/authztest"
 )
 
 func TestSignedBundle(t *testing.T) {
@@ -45,19 +42,19 @@ func TestSignedBundle(t *testing.T) {
 		}
 	})
 	t.Run("a tampered bundle is refused", func(t *testing.T) {
-		tampered := TamperBundle(t, b, "DELETE", "GET")
+		tampered := authztest.TamperBundle(t, b, "DELETE", "GET")
 		if _, _, err := authz.ReadSignedBundle(tampered, pub); err == nil {
 			t.Error("tampered bundle verified")
 		}
 	})
 	t.Run("a file added after signing is refused", func(t *testing.T) {
-		added := RewriteBundle(t, b, func(files map[string][]byte) { files["/ext/more.rego"] = []byte("package kith.ext\n\nallow := true\n") })
+		added := authztest.RewriteBundle(t, b, func(files map[string][]byte) { files["/ext/more.rego"] = []byte("package kith.ext\n\nallow := true\n") })
 		if _, _, err := authz.ReadSignedBundle(added, pub); err == nil || !strings.Contains(err.Error(), "not included in bundle signature") {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("a file removed after signing is refused", func(t *testing.T) {
-		removed := RewriteBundle(t, b, func(files map[string][]byte) { delete(files, "/ext/deny.rego") })
+		removed := authztest.RewriteBundle(t, b, func(files map[string][]byte) { delete(files, "/ext/deny.rego") })
 		if _, _, err := authz.ReadSignedBundle(removed, pub); err == nil || !strings.Contains(err.Error(), "not found in the target bundle") {
 			t.Errorf("error %v", err)
 		}
@@ -125,7 +122,7 @@ func TestReadSignedLeavesUnknownFilesToOPA(t *testing.T) {
 		t.Fatalf("the server's own bundle: %v", err)
 	}
 	for _, extra := range []string{"patch.json", "sub/.manifest", ".manifest.pb", "sub/data.json"} {
-		withExtra := RewriteBundle(t, b, func(files map[string][]byte) { files["/"+extra] = []byte("{}") })
+		withExtra := authztest.RewriteBundle(t, b, func(files map[string][]byte) { files["/"+extra] = []byte("{}") })
 		if err := authz.ReadSignedFast(withExtra, pub); !errors.Is(err, authz.ErrNeedsParse) {
 			t.Errorf("%s: fast reader error %v, want ErrNeedsParse", extra, err)
 		}
@@ -133,68 +130,4 @@ func TestReadSignedLeavesUnknownFilesToOPA(t *testing.T) {
 			t.Errorf("%s: a file that is not signed was accepted", extra)
 		}
 	}
-}
-
-// RewriteBundle unpacks a bundle tarball, lets change edit its files (by tar path) and packs it again.
-func RewriteBundle(t *testing.T, b []byte, change func(map[string][]byte)) []byte {
-	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	files := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[h.Name], _ = io.ReadAll(tr)
-	}
-	change(files)
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for name, data := range files {
-		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
-		tw.Write(data)
-	}
-	tw.Close()
-	zw.Close()
-	return out.Bytes()
-}
-
-// TamperBundle rewrites every file of a bundle tarball, replacing old with new in its contents.
-func TamperBundle(t *testing.T, b []byte, old, new string) []byte {
-	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(tr)
-		if !strings.HasSuffix(h.Name, ".signatures.json") {
-			data = []byte(strings.ReplaceAll(string(data), old, new))
-		}
-		h.Size = int64(len(data))
-		tw.WriteHeader(h)
-		tw.Write(data)
-	}
-	tw.Close()
-	zw.Close()
-	return out.Bytes()
 }

@@ -1,53 +1,19 @@
 package agent
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/authztest"
 )
-
-// tamper rewrites the files of a bundle (not its signature), replacing old with new.
-func tamper(t *testing.T, b []byte, old, new string) []byte {
-	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(tr)
-		if !strings.HasSuffix(h.Name, ".signatures.json") {
-			data = []byte(strings.ReplaceAll(string(data), old, new))
-		}
-		h.Size = int64(len(data))
-		tw.WriteHeader(h)
-		tw.Write(data)
-	}
-	tw.Close()
-	zw.Close()
-	return out.Bytes()
-}
 
 func TestAgentVerifiesPolicyBundles(t *testing.T) {
 	ctx := context.Background()
@@ -72,7 +38,7 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 	})
 	t.Run("a tampered bundle is refused and the old one stays", func(t *testing.T) {
 		b2, _ := authz.BuildSignedBundle("rev2", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
-		bad := tamper(t, b2, "DELETE", "GET")
+		bad := authztest.TamperBundle(t, b2, "DELETE", "GET")
 		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev2", Bundle: bad, PublicKey: pub}); err == nil {
 			t.Fatal("tampered bundle accepted")
 		}
