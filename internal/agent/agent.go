@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -95,9 +96,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	td, err := spiffeid.TrustDomainFromString(cfg.Config.TrustDomain)
-	if err != nil {
-		return nil, fmt.Errorf("trust domain: %w", err)
+	var td spiffeid.TrustDomain // zero: learnt from the saved state or the bootstrap bundle
+	var err error
+	if cfg.Config.TrustDomain != "" {
+		if td, err = spiffeid.TrustDomainFromString(cfg.Config.TrustDomain); err != nil {
+			return nil, fmt.Errorf("trust domain: %w", err)
+		}
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, td: td, cache: cache.New(),
@@ -281,11 +285,12 @@ func (a *Agent) restoreOrAttest(ctx context.Context) error {
 		switch {
 		case err != nil:
 			a.log.Warn("persisted agent svid unreadable; attesting again", "error", err)
-		case svid.ID.TrustDomain() != a.td:
+		case !a.td.IsZero() && svid.ID.TrustDomain() != a.td:
 			return fmt.Errorf("agent state in %s belongs to trust domain %s, not %s: use another --data-dir", c.DataDir, svid.ID.TrustDomain(), a.td)
 		case !now.Before(svid.Certificates[0].NotAfter):
 			a.log.Warn("persisted agent svid expired; attesting again", "expired", svid.Certificates[0].NotAfter)
 		default:
+			a.td = svid.ID.TrustDomain()
 			a.agentSVID.Store(svid)
 			n, err := st.restore(a.td, a.cache, now)
 			if err != nil {
@@ -330,11 +335,14 @@ func (a *Agent) bootstrapBundle(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read trust bundle (trust_bundle): %w", err)
 		}
-		b, err := parseBundlePEM(a.td, data)
+		roots, err := parseRootsPEM(data)
 		if err != nil {
 			return fmt.Errorf("trust bundle %s: %w (get it with `kith bundle show`)", c.TrustBundle, err)
 		}
-		a.cache.SetBundle(b)
+		if err := a.settleTrustDomain(roots, c.TrustBundle); err != nil {
+			return err
+		}
+		a.cache.SetBundle(spiffebundle.FromX509Authorities(a.td, roots))
 	case c.TrustBundleURL != "":
 		if !c.InsecureBootstrap {
 			return errors.New("--trust-bundle-url fetches the bundle without authenticating the server: add --insecure-bootstrap to accept that, or use --trust-bundle FILE")
@@ -353,13 +361,47 @@ func (a *Agent) bootstrapBundle(ctx context.Context) error {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("fetch trust bundle from %s: status %s %v", c.TrustBundleURL, resp.Status, err)
 		}
-		b, err := spiffebundle.Parse(a.td, body)
+		// The document does not name its trust domain: read the authorities first, then label them.
+		b, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString("bootstrap.invalid"), body)
 		if err != nil {
+			return fmt.Errorf("trust bundle from %s: %w", c.TrustBundleURL, err)
+		}
+		if err := a.settleTrustDomain(b.X509Authorities(), c.TrustBundleURL); err != nil {
+			return err
+		}
+		if b, err = spiffebundle.Parse(a.td, body); err != nil {
 			return fmt.Errorf("trust bundle from %s: %w", c.TrustBundleURL, err)
 		}
 		a.cache.SetBundle(b)
 	default:
 		return errors.New("first start needs the server's trust bundle: pass --trust-bundle FILE (from `kith bundle show`) or --trust-bundle-url URL --insecure-bootstrap")
+	}
+	return nil
+}
+
+// defaultTrustDomain is the agent's trust domain when neither its configuration nor its bootstrap bundle
+// names one: the server's default too.
+const defaultTrustDomain = "example.org"
+
+// settleTrustDomain checks the bootstrap roots (from source) against the configured trust domain, or takes
+// the trust domain from them when none is configured. Kith's CA roots carry their trust domain as a
+// spiffe:// URI SAN; roots from an upstream CA may name none, and then the configured (or default) one
+// stands.
+func (a *Agent) settleTrustDomain(roots []*x509.Certificate, source string) error {
+	named, err := rootsTrustDomain(roots)
+	if err != nil {
+		return fmt.Errorf("trust bundle %s: %w", source, err)
+	}
+	switch {
+	case a.td.IsZero() && named.IsZero():
+		a.td = spiffeid.RequireTrustDomainFromString(defaultTrustDomain)
+		a.log.Info("trust domain not configured and not named by the trust bundle; using the default", "trust_domain", a.td.Name())
+	case a.td.IsZero():
+		a.td = named
+		a.log.Info("trust domain taken from the trust bundle", "trust_domain", a.td.Name())
+	case !named.IsZero() && named != a.td:
+		return fmt.Errorf("trust bundle %s is for trust domain %s, but the agent is configured for %s: set --trust-domain %s (or trust_domain in the config), or use the bundle of the %s server",
+			source, named.Name(), a.td.Name(), named.Name(), a.td.Name())
 	}
 	return nil
 }

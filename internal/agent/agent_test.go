@@ -1,11 +1,14 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -35,8 +38,6 @@ import (
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
 )
-
-var agentID = spiffeid.RequireFromString("spiffe://example.org/kith/agent/join_token/node1")
 
 // TestMain lets the test binary act as a workload in a child process (for the uid isolation test).
 func TestMain(m *testing.M) {
@@ -75,6 +76,17 @@ type harness struct {
 	minTTL   time.Duration
 	// policyRepo, when set, is the policy repository the server follows (branch main).
 	policyRepo string
+	// serverTD is the server's trust domain; agentTD the one the agent is configured with ("": none).
+	serverTD, agentTD string
+	// bundleURL: bootstrap from the server's HTTP bundle endpoint instead of a PEM file; insecure adds
+	// --insecure-bootstrap. log receives the agent's log when set.
+	bundleURL, insecure bool
+	log                 io.Writer
+}
+
+// agentID is the SPIFFE ID the agent receives when it joins.
+func (h *harness) agentID() spiffeid.ID {
+	return spiffeid.RequireFromString("spiffe://" + h.serverTD + "/kith/agent/join_token/node1")
 }
 
 func freeAddr(t *testing.T) string {
@@ -95,14 +107,15 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	h := &harness{t: t, dir: dir, grpcAddr: freeAddr(t), sock: filepath.Join(dir, "agent.sock"), minTTL: 10 * time.Second}
+	h := &harness{t: t, dir: dir, grpcAddr: freeAddr(t), sock: filepath.Join(dir, "agent.sock"), minTTL: 10 * time.Second,
+		serverTD: "example.org", agentTD: "example.org"}
 	return h
 }
 
 func (h *harness) startServer() {
 	t := h.t
 	t.Helper()
-	cfg := &config.Server{DataDir: filepath.Join(h.dir, "server"), TrustDomain: "example.org"}
+	cfg := &config.Server{DataDir: filepath.Join(h.dir, "server"), TrustDomain: h.serverTD}
 	cfg.Listen.GRPC, cfg.Listen.HTTP = h.grpcAddr, "127.0.0.1:0"
 	cfg.SVID.MinTTL = config.Duration(h.minTTL)
 	if h.policyRepo != "" {
@@ -138,28 +151,45 @@ func (h *harness) startServer() {
 
 // startAgent starts the agent; the first time it attests with a fresh join token.
 func (h *harness) startAgent() {
+	h.t.Helper()
+	if err := h.runAgent(); err != nil {
+		h.t.Fatalf("agent exited: %v", err)
+	}
+}
+
+// runAgent starts the agent and returns once it is ready, or the error it stopped with.
+func (h *harness) runAgent() error {
 	t := h.t
 	t.Helper()
-	cfg := &config.Agent{Server: h.grpcAddr, TrustDomain: "example.org", DataDir: filepath.Join(h.dir, "agent"), Socket: h.sock, AuthzListen: "off"}
+	cfg := &config.Agent{Server: h.grpcAddr, TrustDomain: h.agentTD, DataDir: filepath.Join(h.dir, "agent"), Socket: h.sock, AuthzListen: "off"}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, "state.json")); err != nil {
 		tok, err := h.srv.Admin().CreateJoinToken(context.Background(), &adminv1.CreateJoinTokenRequest{Name: "node1"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.JoinToken = tok.GetSecret()
+		if h.bundleURL {
+			cfg.TrustBundleURL, cfg.InsecureBootstrap = "http://"+h.srv.HTTPAddr().String()+"/v1/bundle", h.insecure
+		}
 		var roots []byte
 		for _, c := range h.srv.CA().Bundle().X509Authorities() {
 			roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 		}
-		cfg.TrustBundle = filepath.Join(h.dir, "bundle.pem")
-		if err := os.WriteFile(cfg.TrustBundle, roots, 0o600); err != nil {
-			t.Fatal(err)
+		if !h.bundleURL {
+			cfg.TrustBundle = filepath.Join(h.dir, "bundle.pem")
+			if err := os.WriteFile(cfg.TrustBundle, roots, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := cfg.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Config{Config: cfg})
+	var log *slog.Logger
+	if h.log != nil {
+		log = slog.New(slog.NewTextHandler(h.log, nil))
+	}
+	a, err := agent.New(agent.Config{Config: cfg, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +200,7 @@ func (h *harness) startAgent() {
 	case <-a.Ready():
 	case err := <-done:
 		cancel()
-		t.Fatalf("agent exited: %v", err)
+		return err
 	}
 	var once sync.Once
 	h.stopAg = func() {
@@ -182,12 +212,13 @@ func (h *harness) startAgent() {
 		})
 	}
 	t.Cleanup(h.stopAg)
+	return nil
 }
 
 func (h *harness) createEntry(id string, ttl time.Duration, selectors ...string) string {
 	h.t.Helper()
 	resp, err := h.srv.Admin().CreateEntry(context.Background(), &adminv1.CreateEntryRequest{Entry: &adminv1.Entry{
-		SpiffeId: id, ParentId: agentID.String(), Selectors: selectors, X509TtlSeconds: int64(ttl / time.Second),
+		SpiffeId: id, ParentId: h.agentID().String(), Selectors: selectors, X509TtlSeconds: int64(ttl / time.Second),
 	}})
 	if err != nil {
 		h.t.Fatalf("create entry %s: %v", id, err)
@@ -525,4 +556,73 @@ func TestWorkloadsUnderDifferentUIDsGetOnlyTheirOwnIdentity(t *testing.T) {
 			t.Errorf("uid %d got %q, want only %q", tt.uid, got, tt.want)
 		}
 	}
+}
+
+// Without --trust-domain the agent takes its trust domain from the bootstrap bundle's roots, and after a
+// restart from its saved SVID; with one that differs from the bundle's it refuses to start and says what to set.
+func TestAgentTrustDomainFromTheBundle(t *testing.T) {
+	t.Run("taken from the bundle, then from the saved state", func(t *testing.T) {
+		h := newHarness(t)
+		h.serverTD, h.agentTD = "acme.test", ""
+		h.startServer()
+		h.startAgent()
+		h.createEntry("spiffe://acme.test/web", 0, myUID())
+		h.waitIDs(has("spiffe://acme.test/web"))
+		h.stopAg()
+		h.stopSrv()
+		h.startAgent() // no server, no bundle, no token: the saved state says acme.test
+		h.waitIDs(has("spiffe://acme.test/web"))
+	})
+	t.Run("configured differently", func(t *testing.T) {
+		h := newHarness(t)
+		h.serverTD, h.agentTD = "acme.test", "example.org"
+		h.startServer()
+		err := h.runAgent()
+		if err == nil || !strings.Contains(err.Error(), "is for trust domain acme.test") || !strings.Contains(err.Error(), "--trust-domain acme.test") {
+			t.Fatalf("agent start = %v, want a refusal naming --trust-domain acme.test", err)
+		}
+	})
+}
+
+// --trust-bundle-url bootstraps from the server's bundle endpoint only with --insecure-bootstrap, and
+// says so in the log; the trust domain comes from the fetched roots.
+func TestAgentBootstrapsFromTheBundleURL(t *testing.T) {
+	t.Run("refused without --insecure-bootstrap", func(t *testing.T) {
+		h := newHarness(t)
+		h.bundleURL = true
+		h.startServer()
+		if err := h.runAgent(); err == nil || !strings.Contains(err.Error(), "--insecure-bootstrap") {
+			t.Fatalf("agent start = %v, want a refusal naming --insecure-bootstrap", err)
+		}
+	})
+	t.Run("with --insecure-bootstrap", func(t *testing.T) {
+		h := newHarness(t)
+		var log syncBuffer
+		h.serverTD, h.agentTD, h.bundleURL, h.insecure, h.log = "acme.test", "", true, true, &log
+		h.startServer()
+		h.startAgent()
+		h.createEntry("spiffe://acme.test/web", 0, myUID())
+		h.waitIDs(has("spiffe://acme.test/web"))
+		if out := log.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "insecure bootstrap") {
+			t.Errorf("no warning about the insecure bootstrap in the log:\n%s", out)
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent's goroutines to log into.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -256,8 +256,8 @@ func (st *state) restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time)
 	return len(st.svids), nil
 }
 
-// parseBundlePEM reads PEM root certificates as a bundle for td.
-func parseBundlePEM(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, error) {
+// parseRootsPEM reads the certificates of a PEM file.
+func parseRootsPEM(data []byte) ([]*x509.Certificate, error) {
 	var roots []*x509.Certificate
 	rest := bytes.TrimSpace(data)
 	for len(rest) > 0 {
@@ -278,5 +278,27 @@ func parseBundlePEM(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle,
 	if len(roots) == 0 {
 		return nil, fmt.Errorf("no PEM certificates found")
 	}
-	return spiffebundle.FromX509Authorities(td, roots), nil
+	return roots, nil
+}
+
+// rootsTrustDomain is the trust domain the roots name in their spiffe:// URI SANs; zero when none does. Roots
+// naming different trust domains are an error.
+func rootsTrustDomain(roots []*x509.Certificate) (spiffeid.TrustDomain, error) {
+	var td spiffeid.TrustDomain
+	for _, c := range roots {
+		for _, u := range c.URIs {
+			if u.Scheme != "spiffe" {
+				continue
+			}
+			t, err := spiffeid.TrustDomainFromURI(u)
+			if err != nil {
+				continue // not a SPIFFE ID; it names nothing
+			}
+			if !td.IsZero() && t != td {
+				return spiffeid.TrustDomain{}, fmt.Errorf("roots name two trust domains, %s and %s: give one server's roots", td.Name(), t.Name())
+			}
+			td = t
+		}
+	}
+	return td, nil
 }

@@ -64,7 +64,7 @@ func (e *env) agentCommand() *cobra.Command {
 	fl.StringVar(&f.DataDir, "data-dir", "", "agent state directory (default /var/lib/kith-agent)")
 	fl.StringVar(&f.Socket, "socket", "", "Workload API + SDS socket (default /run/kith/agent.sock)")
 	fl.StringVar(&f.SDSSocket, "sds-socket", "", "also serve SDS on this socket")
-	fl.StringVar(&f.TrustDomain, "trust-domain", "", "trust domain (default example.org)")
+	fl.StringVar(&f.TrustDomain, "trust-domain", "", "trust domain (default: that of the saved agent SVID, else the one the trust bundle names, else example.org)")
 	fl.StringVar(&f.Log.Level, "log-level", "", "debug, info, warn or error")
 	return cmd
 }

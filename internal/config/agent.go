@@ -14,7 +14,9 @@ import (
 type Agent struct {
 	// Server is the server's agent API address host:port. Default localhost:8081. Env KITH_AGENT_SERVER.
 	Server string `yaml:"server"`
-	// TrustDomain the agent belongs to. Default: taken from the bootstrap bundle's server, else example.org.
+	// TrustDomain the agent belongs to. Default: that of the agent SVID saved in data_dir; on first start,
+	// the one the bootstrap bundle's roots name (their spiffe:// URI SAN, as Kith's own CA roots carry),
+	// else example.org. When set, a saved SVID or a bundle of another trust domain is refused.
 	// Env KITH_AGENT_TRUST_DOMAIN.
 	TrustDomain string `yaml:"trust_domain"`
 	// JoinToken attests the node on first start (not needed once the agent holds an SVID). Env KITH_AGENT_JOIN_TOKEN.
@@ -73,7 +75,6 @@ func (c *Agent) Finish() error {
 		}
 	}
 	def(&c.Server, "localhost:8081")
-	def(&c.TrustDomain, "example.org")
 	def(&c.DataDir, "/var/lib/kith-agent")
 	def(&c.Socket, "/run/kith/agent.sock")
 	def(&c.AuthzSocket, filepath.Join(filepath.Dir(c.Socket), "authz.sock"))
@@ -89,7 +90,7 @@ func (c *Agent) Finish() error {
 	if _, _, err := net.SplitHostPort(c.Server); err != nil {
 		return &FieldError{"server", fmt.Sprintf("%q is not host:port (e.g. kith-server:8081)", c.Server)}
 	}
-	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); c.TrustDomain != "" && err != nil {
 		return &FieldError{"trust_domain", fmt.Sprintf("%q is not a valid trust domain: %v", c.TrustDomain, err)}
 	}
 	for _, p := range []struct{ field, v *string }{{ptr("data_dir"), &c.DataDir}, {ptr("socket"), &c.Socket}, {ptr("authz_socket"), &c.AuthzSocket}} {
