@@ -118,12 +118,12 @@ func run(bin string, calls, warmup int, cpuprofile string) error {
 
 	// The floor: the same client against a stub server in this process that attests nothing and replays the
 	// agent's response, so what is left is go-spiffe's dial, HTTP/2 setup and parsing.
-	floor, err := stubFloor(ctx, p.AgentSocket, calls, warmup)
+	floor, err := stubFloor(ctx, p.AgentSocket, calls, warmup, false)
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}
 	fmt.Printf("fetch: floor (same client, stub server in this process replaying the response, no attestation), %d calls: %s\n", calls, latency.Summarize(floor))
-	floor, err = stubProcessFloor(ctx, p.AgentSocket, calls, warmup)
+	floor, err = stubFloor(ctx, p.AgentSocket, calls, warmup, true)
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}
@@ -160,8 +160,10 @@ func agentResponse(ctx context.Context, agentSocket string) (*workload.X509SVIDR
 	return st.Recv()
 }
 
-// stubFloor measures the client against a stub server in this process.
-func stubFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]time.Duration, error) {
+// stubFloor measures the client against a stub server that replays the agent's response: in this process,
+// or in a child process (this program with -stub-serve), so that the cost of waking another process is in
+// the floor as it is for the agent.
+func stubFloor(ctx context.Context, agentSocket string, calls, warmup int, child bool) ([]time.Duration, error) {
 	resp, err := agentResponse(ctx, agentSocket)
 	if err != nil {
 		return nil, err
@@ -172,6 +174,19 @@ func stubFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]ti
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "stub.sock")
+	start := startStub
+	if child {
+		start = startStubProcess
+	}
+	stop, err := start(sock, resp)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	return measure(ctx, sock, calls, warmup)
+}
+
+func startStub(sock string, resp *workload.X509SVIDResponse) (stop func(), err error) {
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
 		return nil, err
@@ -179,27 +194,14 @@ func stubFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]ti
 	srv := grpc.NewServer()
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &stub{resp: resp})
 	go srv.Serve(lis)
-	defer srv.Stop()
-	return measure(ctx, sock, calls, warmup)
+	return srv.Stop, nil
 }
 
-// stubProcessFloor measures the client against the same stub in a child process (this program with
-// -stub-serve), so that the cost of waking another process is in the floor as it is for the agent.
-func stubProcessFloor(ctx context.Context, agentSocket string, calls, warmup int) ([]time.Duration, error) {
-	resp, err := agentResponse(ctx, agentSocket)
-	if err != nil {
-		return nil, err
-	}
+func startStubProcess(sock string, resp *workload.X509SVIDResponse) (stop func(), err error) {
 	b, err := proto.Marshal(resp)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "kith-bench-stub-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "stub.sock")
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -209,19 +211,19 @@ func stubProcessFloor(ctx context.Context, agentSocket string, calls, warmup int
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
-			break
+			return stop, nil
 		}
 		if time.Now().After(deadline) {
+			stop()
 			return nil, fmt.Errorf("stub process did not listen on %s", sock)
 		}
 	}
-	return measure(ctx, sock, calls, warmup)
 }
 
-// serveStub is the child of stubProcessFloor.
+// serveStub is the child of startStubProcess.
 func serveStub(sock string) error {
 	b, err := io.ReadAll(os.Stdin)
 	if err != nil {

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -37,6 +36,7 @@ import (
 	"github.com/kithid/kith/internal/agent"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
+	"github.com/kithid/kith/internal/testutil"
 )
 
 // TestMain lets the test binary act as a workload in a child process (for the uid isolation test).
@@ -597,7 +597,7 @@ func TestAgentBootstrapsFromTheBundleURL(t *testing.T) {
 	})
 	t.Run("with --insecure-bootstrap", func(t *testing.T) {
 		h := newHarness(t)
-		var log syncBuffer
+		var log testutil.Buffer
 		h.serverTD, h.agentTD, h.bundleURL, h.insecure, h.log = "acme.test", "", true, true, &log
 		h.startServer()
 		h.startAgent()
@@ -607,22 +607,4 @@ func TestAgentBootstrapsFromTheBundleURL(t *testing.T) {
 			t.Errorf("no warning about the insecure bootstrap in the log:\n%s", out)
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for the agent's goroutines to log into.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
