@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -208,13 +209,21 @@ func startStubProcess(sock string, resp *workload.X509SVIDResponse) (stop func()
 	}
 	cmd := exec.Command(self, "-stub-serve", sock)
 	cmd.Stdin, cmd.Stderr = bytes.NewReader(b), os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with the bench, however it ends
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop = func() { _ = cmd.Process.Kill(); <-exited }
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
 			return stop, nil
+		}
+		select {
+		case err := <-exited:
+			return nil, fmt.Errorf("stub process exited: %v", err)
+		default:
 		}
 		if time.Now().After(deadline) {
 			stop()

@@ -229,6 +229,27 @@ func TestAttestFakeProc(t *testing.T) {
 			t.Fatalf("Attest() error = %v, want ErrProcessChanged", err)
 		}
 	})
+	t.Run("a status file that does not parse is an error, and no selectors", func(t *testing.T) {
+		root, creds := fakeProc(t, os.Args[0])
+		if err := os.WriteFile(filepath.Join(root, "4242", "status"), []byte("Name:\tfake\nGroups:\tnot-a-number\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := New(Config{ProcRoot: root}).Attest(t.Context(), creds)
+		if err == nil || errors.Is(err, ErrProcessChanged) || got != nil {
+			t.Fatalf("Attest() = %v, %v; want a parse error that is not ErrProcessChanged", got, err)
+		}
+	})
+	t.Run("a status file that does not parse from a process that changed is a changed process", func(t *testing.T) {
+		root, creds := fakeProc(t, os.Args[0])
+		if err := os.WriteFile(filepath.Join(root, "4242", "status"), []byte("garbage"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		creds.StartTime++ // the pid now belongs to a process started later
+		got, err := New(Config{ProcRoot: root}).Attest(t.Context(), creds)
+		if !errors.Is(err, ErrProcessChanged) || got != nil {
+			t.Fatalf("Attest() = %v, %v; want ErrProcessChanged", got, err)
+		}
+	})
 	t.Run("a cancelled context returns no selectors", func(t *testing.T) {
 		root, creds := fakeProc(t, os.Args[0])
 		ctx, cancel := context.WithCancel(t.Context())
@@ -262,23 +283,38 @@ func BenchmarkAttestOwnProcess(b *testing.B) {
 	}
 }
 
-// Files are read into pooled buffers: a long file, then a short one, each parsed from exactly its own bytes.
+// Files are read into pooled buffers, one after another, each parsed from exactly its own bytes.
 func TestParseFileAtReusesBuffersSafely(t *testing.T) {
 	dir := t.TempDir()
-	long := strings.Repeat("0123456789", 1000) // longer than a pooled buffer
-	for name, content := range map[string]string{"long": long, "short": "abc", "empty": ""} {
+	long := strings.Repeat("0123456789", 1000)  // longer than a pooled buffer: it grows
+	huge := strings.Repeat("0123456789", 7<<10) // over 64 KiB: not put back in the pool
+	for name, content := range map[string]string{"long": long, "huge": huge, "short": "abc", "empty": ""} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	copyOut := func(b []byte) (string, error) { return string(b), nil }
-	for _, tt := range []struct{ name, want string }{{"long", long}, {"short", "abc"}, {"empty", ""}, {"long", long}, {"short", "abc"}} {
-		got, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, tt.name), copyOut)
-		if err != nil || got != tt.want {
-			t.Errorf("%s: got %d bytes (%v), want %d", tt.name, len(got), err, len(tt.want))
+	tests := []struct {
+		name, file, want string
+	}{
+		{name: "a file longer than the buffer", file: "long", want: long},
+		{name: "a short file after a long one", file: "short", want: "abc"},
+		{name: "an empty file", file: "empty", want: ""},
+		{name: "a file over 64 KiB", file: "huge", want: huge},
+		{name: "a short file after a huge one", file: "short", want: "abc"},
+		{name: "a long file again", file: "long", want: long},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, tt.file), copyOut)
+			if err != nil || got != tt.want {
+				t.Errorf("got %d bytes (%v), want %d", len(got), err, len(tt.want))
+			}
+		})
+	}
+	t.Run("a missing file is ErrNotExist", func(t *testing.T) {
+		if _, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, "missing"), copyOut); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("err = %v, want ErrNotExist", err)
 		}
-	}
-	if _, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, "missing"), copyOut); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing file: %v, want ErrNotExist", err)
-	}
+	})
 }

@@ -80,3 +80,41 @@ func TestEachMatchingEntryOnce(t *testing.T) {
 		t.Errorf("matching entries (-want +got):\n%s", diff)
 	}
 }
+
+// Views share the cache's entries: an entry changed later is a new entry, so an update already handed out
+// still shows what it showed, and the next one shows the change.
+func TestAViewKeepsTheEntriesItWasMadeWith(t *testing.T) {
+	s := newSigner(t)
+	c := cache.New()
+	sel := attestation.Selector{Type: "unix", Key: "uid", Value: "1"}
+	c.ReplaceEntries([]cache.Entry{{ID: "a", SPIFFEID: web, Selectors: []attestation.Selector{sel}, Labels: map[string]string{"hint": "old"}, Revision: 1}}, 1)
+	key, chain := s.sign(web)
+	svid, err := cache.NewSVID(web, chain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetSVIDs(map[string]*cache.SVID{"a": svid})
+	sub := c.Subscribe([]attestation.Selector{sel})
+	defer sub.Finish()
+	before := <-sub.Updates()
+
+	c.ApplyDelta([]cache.Entry{{ID: "a", SPIFFEID: web, Selectors: []attestation.Selector{sel}, Labels: map[string]string{"hint": "new"}, Revision: 2}}, nil, 2)
+	after := <-sub.Updates()
+
+	hints := func(u *cache.Update) []string {
+		var out []string
+		for _, id := range u.Identities {
+			out = append(out, id.Entry.Labels["hint"])
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"old"}, hints(before)); diff != "" {
+		t.Errorf("the earlier view changed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"new"}, hints(after)); diff != "" {
+		t.Errorf("the new view (-want +got):\n%s", diff)
+	}
+	if e, _ := c.Entry("a"); e.Revision != 2 {
+		t.Errorf("Entry(a).Revision = %d, want 2", e.Revision)
+	}
+}
