@@ -66,6 +66,7 @@ func (e *env) agentCommand() *cobra.Command {
 	fl.StringVar(&f.SDSSocket, "sds-socket", "", "also serve SDS on this socket")
 	fl.StringVar(&f.TrustDomain, "trust-domain", "", "trust domain (default: that of the saved agent SVID, else the one the trust bundle names, else example.org)")
 	fl.StringVar(&f.Log.Level, "log-level", "", "debug, info, warn or error")
+	cmd.AddCommand(e.agentHealthcheckCommand())
 	return cmd
 }
 

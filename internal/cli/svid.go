@@ -15,7 +15,7 @@ import (
 )
 
 func (e *env) svidCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "svid", Short: "Mint SVIDs directly (administrators; workloads use the agent)"}
+	cmd := &cobra.Command{Use: "svid", Short: "SVIDs: mint them directly (administrators), fetch this process's own from the agent, verify them"}
 	mint := &cobra.Command{Use: "mint", Short: "Mint an X.509-SVID or a JWT-SVID"}
 
 	var x struct {
@@ -127,7 +127,7 @@ func (e *env) svidCommand() *cobra.Command {
 	jwtcmd.Flags().DurationVar(&j.ttl, "ttl", 0, "lifetime (default: the server's svid.jwt_ttl)")
 
 	mint.AddCommand(x509cmd, jwtcmd)
-	cmd.AddCommand(mint, e.svidVerifyCommand())
+	cmd.AddCommand(mint, e.svidFetchCommand(), e.svidVerifyCommand())
 	return cmd
 }
 
