@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -175,6 +176,10 @@ func encodeX509SVIDs(u *cache.Update, log *slog.Logger) (*rawMessage, []sentSVID
 	framing := 0
 	for _, ident := range u.Identities {
 		hint := ident.Entry.Labels[HintLabel]
+		if !utf8.ValidString(hint) { // a string field: clients refuse the whole message over it
+			log.Warn("sending identity without its hint: not valid UTF-8", "entry", ident.Entry.ID)
+			hint = ""
+		}
 		if hint != "" && hints[hint] {
 			log.Warn("skipping identity with a hint already in use", "entry", ident.Entry.ID, "hint", hint)
 			continue

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -263,4 +264,64 @@ func TestStreamsShareOneResponseSafely(t *testing.T) {
 		t.Fatal("sending changed the shared response")
 	}
 	runtime.KeepAlive(msg) // the memo holds it weakly: keep it for the comparison
+}
+
+// Whatever the SVIDs, hints and bundles hold, the pieces concatenate to the generated code's deterministic
+// encoding of the message they describe.
+func FuzzEncodeX509SVIDs(f *testing.F) {
+	f.Add(uint8(1), []byte("leaf"), []byte("inter"), []byte("key"), []byte("root"), "web", "hint", []byte("fed"))
+	f.Add(uint8(3), make([]byte, 300), []byte{}, make([]byte, 138), make([]byte, 600), "a/b/c", "", []byte{})
+	f.Fuzz(func(t *testing.T, n uint8, leaf, inter, key, root []byte, path, hint string, fedRoot []byte) {
+		if len(leaf) == 0 {
+			return // an SVID always has a leaf
+		}
+		mainTD := spiffeid.RequireTrustDomainFromString("example.org")
+		fedTD := spiffeid.RequireTrustDomainFromString("partner.example")
+		bundle := spiffebundle.New(mainTD)
+		if len(root) > 0 {
+			bundle.AddX509Authority(&x509.Certificate{Raw: root})
+		}
+		fed := spiffebundle.New(fedTD)
+		if len(fedRoot) > 0 {
+			fed.AddX509Authority(&x509.Certificate{Raw: fedRoot})
+		}
+		u := &cache.Update{Bundle: bundle, Federated: map[spiffeid.TrustDomain]*spiffebundle.Bundle{fedTD: fed}}
+		want := &workload.X509SVIDResponse{FederatedBundles: map[string][]byte{fedTD.IDString(): x509Roots(fed)}}
+		for i := range int(n%4) + 1 {
+			td := mainTD
+			if i == 2 {
+				td = fedTD
+			}
+			id, err := spiffeid.FromPath(td, "/"+strconv.Itoa(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, err := spiffeid.FromPath(td, "/"+strconv.Itoa(i)+"/"+path); err == nil && path != "" {
+				id = p
+			}
+			h := ""
+			if hint != "" {
+				h = hint + strconv.Itoa(i) // hints are unique, or all but the first are left out
+			}
+			label := h
+			if !utf8.ValidString(h) {
+				h = "" // sent without its hint
+			}
+			s := &cache.SVID{ID: id, Leaf: leaf, Intermediates: inter, Key: key}
+			u.Identities = append(u.Identities, cache.Identity{Entry: &cache.Entry{ID: strconv.Itoa(i), SPIFFEID: id, Labels: map[string]string{HintLabel: label}}, SVID: s})
+			want.Svids = append(want.Svids, &workload.X509SVID{SpiffeId: id.String(), X509Svid: s.Chain(), X509SvidKey: key,
+				Bundle: x509Roots(bundleFor(u, td)), Hint: h})
+		}
+		raw, _ := encodeX509SVIDs(u, slog.New(slog.DiscardHandler))
+		wantBytes, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := raw.parts.Materialize(); !bytes.Equal(got, wantBytes) {
+			t.Fatalf("encoding differs from the generated code's:\n got %x\nwant %x", got, wantBytes)
+		}
+		if raw.size != len(wantBytes) {
+			t.Fatalf("size = %d, want %d", raw.size, len(wantBytes))
+		}
+	})
 }
