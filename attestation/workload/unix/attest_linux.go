@@ -52,9 +52,17 @@ func PeerCredentials(conn *net.UnixConn) (Credentials, error) {
 	if ucred.Pid <= 0 {
 		return Credentials{}, fmt.Errorf("read peer credentials: peer pid is %d: the peer is in a pid namespace this process cannot see", ucred.Pid)
 	}
-	start, err := readStartTime(filepath.Join("/proc", strconv.Itoa(int(ucred.Pid))))
+	dir := filepath.Join("/proc", strconv.Itoa(int(ucred.Pid)))
+	start, err := readStartTime(dir)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: process gone (%v): %w", ucred.Pid, err, ErrProcessChanged)
+	}
+	// What the process runs now, to refuse it later if it has executed something else by then. Unreadable
+	// (another user's process and no CAP_SYS_PTRACE): zero, and no path or hash selectors.
+	var exe FileID
+	var st sysunix.Stat_t
+	if sysunix.Stat(filepath.Join(dir, "exe"), &st) == nil {
+		exe = FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
 	}
 	if perr == nil && pidfd >= 0 {
 		// Signal 0 checks existence only. EPERM means the process exists but belongs to someone else.
@@ -62,7 +70,7 @@ func PeerCredentials(conn *net.UnixConn) (Credentials, error) {
 			return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, ErrProcessChanged)
 		}
 	}
-	return Credentials{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid, StartTime: start}, nil
+	return Credentials{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid, StartTime: start, Exe: exe}, nil
 }
 
 // readStartTime reads the start time from <dir>/stat, where dir is a /proc/<pid> directory.
@@ -175,19 +183,32 @@ func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation
 		add("supplementary_gid", strconv.FormatUint(uint64(g), 10))
 	}
 
-	path, sum, exeErr := a.readExe(ctx, dirfd)
+	exe, exeErr := a.readExe(ctx, dirfd, creds)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, err)
 	}
 	if err := recheck(dirfd, creds); err != nil {
 		return nil, err
 	}
-	if exeErr != nil {
+	if errors.Is(exeErr, ErrProcessChanged) {
+		return nil, fmt.Errorf("attest pid %d: %w", creds.PID, exeErr)
+	}
+	switch {
+	case exeErr != nil:
 		a.log.WarnContext(ctx, "workload executable unreadable: unix:path and unix:sha256 selectors skipped",
 			"pid", creds.PID, "err", exeErr)
-	} else {
-		add("path", path)
-		add("sha256", sum)
+	case exe.pathErr != nil:
+		a.log.WarnContext(ctx, "workload executable path does not name its executable here: unix:path selector skipped",
+			"pid", creds.PID, "path", exe.path, "err", exe.pathErr)
+	default:
+		add("path", exe.path)
+	}
+	if exeErr == nil {
+		if exe.sumErr != nil {
+			a.log.WarnContext(ctx, "workload executable not hashed: unix:sha256 selector skipped", "pid", creds.PID, "path", exe.path, "err", exe.sumErr)
+		} else {
+			add("sha256", exe.sum)
+		}
 	}
 	return attestation.Normalize(sels), nil
 }
@@ -205,30 +226,60 @@ func recheck(dirfd int, creds Credentials) error {
 	return nil
 }
 
-// readExe returns the executable's path and lowercase hex SHA-256, read through the process's
-// exe link so that the running image is hashed even if the file on disk was replaced. Hashes are
-// cached by the fstat of the opened file.
-func (a *Attestor) readExe(ctx context.Context, dirfd int) (string, string, error) {
+// exeInfo is what attestation learns of a process's executable. path is the target of /proc/<pid>/exe as
+// the process sees it; pathErr is set when that path, looked up in the agent's own mount namespace, is not
+// the file the process runs (another mount namespace, a bind mount, a deleted or replaced file), so that a
+// process cannot claim a path it does not run. sum is the SHA-256 of the running file itself.
+type exeInfo struct {
+	path    string
+	pathErr error
+	sum     string
+	sumErr  error
+}
+
+// maxHashSize bounds the executables that are hashed: a larger file gets no unix:sha256 selector, so a
+// process cannot make the agent read gigabytes per connection.
+const maxHashSize = 512 << 20
+
+// readExe reads the process's executable through its exe link, so that the running image is seen even if
+// the file on disk was replaced. It fails with ErrProcessChanged when the process no longer runs the file
+// it ran when it connected (creds.Exe), and with another error when the executable cannot be read or was
+// not known at connect time. Hashes are cached by the fstat of the opened file.
+func (a *Attestor) readExe(ctx context.Context, dirfd int, creds Credentials) (exeInfo, error) {
 	path, err := readlinkAt(dirfd, "exe")
 	if err != nil {
-		return "", "", err
+		return exeInfo{}, err
 	}
 	fd, err := sysunix.Openat(dirfd, "exe", sysunix.O_RDONLY|sysunix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", "", &os.PathError{Op: "open", Path: path, Err: err}
+		return exeInfo{}, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
 	var st sysunix.Stat_t
 	if err := sysunix.Fstat(fd, &st); err != nil {
-		return "", "", &os.PathError{Op: "stat", Path: path, Err: err}
+		return exeInfo{}, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	if st.Mode&sysunix.S_IFMT != sysunix.S_IFREG {
-		return "", "", fmt.Errorf("%s is not a regular file", path)
+		return exeInfo{}, fmt.Errorf("%s is not a regular file", path)
 	}
 	// The process may have exec'd between reading the link and opening it; then path and contents disagree.
 	if again, err := readlinkAt(dirfd, "exe"); err != nil || again != path {
-		return "", "", fmt.Errorf("executable changed while reading (%s, then %s)", path, again)
+		return exeInfo{}, fmt.Errorf("executable changed while reading (%s, then %s): %w", path, again, ErrProcessChanged)
+	}
+	id := FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
+	switch {
+	case !creds.Exe.Known():
+		return exeInfo{}, errors.New("the executable could not be read when the connection was accepted")
+	case id != creds.Exe:
+		return exeInfo{}, fmt.Errorf("the process runs %s, not the program it ran when it connected: %w", path, ErrProcessChanged)
+	}
+	info := exeInfo{path: path}
+	var pst sysunix.Stat_t
+	if err := sysunix.Stat(path, &pst); err != nil {
+		info.pathErr = err
+	} else if (FileID{Dev: uint64(pst.Dev), Ino: pst.Ino}) != id { //nolint:unconvert // as above
+		info.pathErr = errors.New("that path is another file in the agent's mount namespace")
 	}
 	key := exeKey{
 		path:    path,
@@ -238,17 +289,46 @@ func (a *Attestor) readExe(ctx context.Context, dirfd int) (string, string, erro
 		mtimeNs: st.Mtim.Nano(),
 		ctimeNs: st.Ctim.Nano(),
 	}
+	if st.Size > maxHashSize {
+		info.sumErr = fmt.Errorf("%d bytes, more than the %d hashed", st.Size, maxHashSize)
+		return info, nil
+	}
+	info.sum, info.sumErr = a.hash(ctx, key, f)
+	return info, nil
+}
+
+// hash returns the file's SHA-256 from the cache, or reads it: one read per file version however many
+// connections ask at once, and at most hashWorkers files read at a time.
+func (a *Attestor) hash(ctx context.Context, key exeKey, f *os.File) (string, error) {
 	if sum, ok := a.hashes.get(key); ok {
-		return path, sum, nil
+		return sum, nil
+	}
+	c, first := a.inflight.join(key)
+	if !first {
+		select {
+		case <-c.done:
+			return c.sum, c.err
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	defer a.inflight.finish(key, c)
+	select {
+	case a.hashSlots <- struct{}{}:
+		defer func() { <-a.hashSlots }()
+	case <-ctx.Done():
+		c.err = ctx.Err()
+		return "", c.err
 	}
 	h := sha256.New()
 	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 256<<10)); err != nil {
-		return "", "", fmt.Errorf("hash %s: %w", path, err)
+		c.err = fmt.Errorf("hash %s: %w", key.path, err)
+		return "", c.err
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
+	c.sum = hex.EncodeToString(h.Sum(nil))
 	a.hashed.Add(1)
-	a.hashes.put(key, sum)
-	return path, sum, nil
+	a.hashes.put(key, c.sum)
+	return c.sum, nil
 }
 
 func readlinkAt(dirfd int, name string) (string, error) {

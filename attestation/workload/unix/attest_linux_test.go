@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -36,7 +37,18 @@ func processCredentials(t testing.TB, pid int) Credentials {
 	if err != nil {
 		t.Fatalf("read start time of pid %d: %v", pid, err)
 	}
-	return Credentials{PID: int32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), StartTime: start}
+	return Credentials{PID: int32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), StartTime: start,
+		Exe: fileID(t, filepath.Join("/proc", strconv.Itoa(pid), "exe"))}
+}
+
+// fileID is the device and inode of the file at path (following links).
+func fileID(t testing.TB, path string) FileID {
+	t.Helper()
+	var st sysunix.Stat_t
+	if err := sysunix.Stat(path, &st); err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	return FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
 }
 
 func fileSHA256(t testing.TB, path string) string {
@@ -149,7 +161,12 @@ func fakeProc(t *testing.T, exeTarget string) (root string, creds Credentials) {
 	if err := os.Symlink(exeTarget, filepath.Join(dir, "exe")); err != nil {
 		t.Fatal(err)
 	}
-	return root, Credentials{PID: 4242, UID: 1000, GID: 1000, StartTime: 777}
+	creds = Credentials{PID: 4242, UID: 1000, GID: 1000, StartTime: 777}
+	var st sysunix.Stat_t
+	if sysunix.Stat(exeTarget, &st) == nil {
+		creds.Exe = FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // as in fileID
+	}
+	return root, creds
 }
 
 func fakeLookups(cfg Config) Config {
@@ -315,6 +332,110 @@ func TestParseFileAtReusesBuffersSafely(t *testing.T) {
 	t.Run("a missing file is ErrNotExist", func(t *testing.T) {
 		if _, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, "missing"), copyOut); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("err = %v, want ErrNotExist", err)
+		}
+	})
+}
+
+// unix:path is given only when the path, looked up by the agent, is the file the process runs: not for a
+// deleted (or replaced, or bind-mounted) executable. unix:sha256, read from the running file, still is.
+func TestThePathSelectorNamesTheRunningFileOrIsLeftOut(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	bin := filepath.Join(t.TempDir(), "app")
+	copyFile(t, sleep, bin)
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), bin, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	creds := processCredentials(t, cmd.Process.Pid)
+	creds.UID, creds.GID = uint32(os.Getuid()), uint32(os.Getgid())
+	sum := fileSHA256(t, bin)
+
+	got, err := New(Config{}).Attest(t.Context(), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]attestation.Selector{sel("path", bin), sel("sha256", sum)}, byKey(got, "path", "sha256")); diff != "" {
+		t.Errorf("running from its path (-want +got):\n%s", diff)
+	}
+
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	got, err = New(Config{}).Attest(t.Context(), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]attestation.Selector{sel("sha256", sum)}, byKey(got, "path", "sha256")); diff != "" {
+		t.Errorf("deleted (-want +got):\n%s", diff)
+	}
+}
+
+// An executable larger than the agent hashes gets no unix:sha256 (a process cannot make the agent read
+// gigabytes per connection); connections attesting the same new file at once read it once.
+func TestHashingIsBounded(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	start := func(t *testing.T, size int64) (string, Credentials) {
+		t.Helper()
+		bin := filepath.Join(t.TempDir(), "app")
+		copyFile(t, sleep, bin)
+		if size > 0 {
+			if err := os.Truncate(bin, size); err != nil { // sparse: the file still runs
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chmod(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(t.Context(), bin, "30")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return bin, processCredentials(t, cmd.Process.Pid)
+	}
+	t.Run("a file over the limit is not hashed", func(t *testing.T) {
+		bin, creds := start(t, maxHashSize+1)
+		a := New(Config{})
+		got, err := a.Attest(t.Context(), creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]attestation.Selector{sel("path", bin)}, byKey(got, "path", "sha256")); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+		if n := a.hashed.Load(); n != 0 {
+			t.Errorf("hashed %d files, want 0", n)
+		}
+	})
+	t.Run("concurrent attestations read a new file once", func(t *testing.T) {
+		bin, creds := start(t, 0)
+		a := New(Config{})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				got, err := a.Attest(t.Context(), creds)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if diff := cmp.Diff([]attestation.Selector{sel("path", bin), sel("sha256", fileSHA256(t, bin))}, byKey(got, "path", "sha256")); diff != "" {
+					t.Errorf("(-want +got):\n%s", diff)
+				}
+			})
+		}
+		wg.Wait()
+		if n := a.hashed.Load(); n != 1 {
+			t.Errorf("hashed %d times, want 1", n)
 		}
 	})
 }

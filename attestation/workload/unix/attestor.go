@@ -26,17 +26,19 @@ type Config struct {
 
 // Attestor derives unix selectors for workloads from their peer credentials. It is safe for concurrent use.
 type Attestor struct {
-	procRoot string
-	log      *slog.Logger
-	hashes   hashCache
-	hashed   atomic.Int64 // executables hashed (cache misses), for tests
-	users    nameCache
-	groups   nameCache
+	procRoot  string
+	log       *slog.Logger
+	hashes    hashCache
+	inflight  inflight      // hashes being computed
+	hashSlots chan struct{} // bounds the executables read at once
+	hashed    atomic.Int64  // executables hashed (cache misses), for tests
+	users     nameCache
+	groups    nameCache
 }
 
 // New returns an Attestor with the zero fields of cfg filled with defaults.
 func New(cfg Config) *Attestor {
-	a := &Attestor{procRoot: cfg.ProcRoot, log: cfg.Logger, hashes: hashCache{max: hashCacheSize}}
+	a := &Attestor{procRoot: cfg.ProcRoot, log: cfg.Logger, hashes: hashCache{max: hashCacheSize}, hashSlots: make(chan struct{}, hashWorkers)}
 	if a.procRoot == "" {
 		a.procRoot = "/proc"
 	}
@@ -76,6 +78,44 @@ func New(cfg Config) *Attestor {
 
 // hashCacheSize bounds the number of executables whose hashes are remembered.
 const hashCacheSize = 1024
+
+// hashWorkers bounds the executables hashed at the same time.
+const hashWorkers = 2
+
+// inflight is the hashes being computed, so that connections asking for the same file wait for one read.
+type inflight struct {
+	mu sync.Mutex
+	m  map[exeKey]*hashCall
+}
+
+type hashCall struct {
+	done chan struct{}
+	sum  string
+	err  error
+}
+
+// join returns the call computing key, and whether the caller is the first and must compute it.
+func (f *inflight) join(key exeKey) (*hashCall, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.m[key]; ok {
+		return c, false
+	}
+	if f.m == nil {
+		f.m = map[exeKey]*hashCall{}
+	}
+	c := &hashCall{done: make(chan struct{})}
+	f.m[key] = c
+	return c, true
+}
+
+// finish publishes c's result to the callers waiting for it.
+func (f *inflight) finish(key exeKey, c *hashCall) {
+	f.mu.Lock()
+	delete(f.m, key)
+	f.mu.Unlock()
+	close(c.done)
+}
 
 // exeKey identifies one version of one executable file, from the fstat of the opened file.
 type exeKey struct {

@@ -15,7 +15,17 @@ type Credentials struct {
 	PID       int32
 	UID, GID  uint32
 	StartTime uint64 // process start time in clock ticks since boot, /proc/<pid>/stat field 22, read at accept time
+	// Exe is the file the process was executing when the connection was accepted; zero when it could not be
+	// read. A process that has executed another program since is refused (exec keeps the pid and the start
+	// time), and unix:path and unix:sha256 are only given when Exe is known.
+	Exe FileID
 }
+
+// FileID identifies a file by device and inode.
+type FileID struct{ Dev, Ino uint64 }
+
+// Known reports whether f was read.
+func (f FileID) Known() bool { return f != FileID{} }
 
 // AuthInfo is the gRPC AuthInfo attached to connections accepted with [TransportCredentials].
 type AuthInfo struct {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,7 +27,31 @@ import (
 // variable, makes one health check and exits. Tests use it to connect from another uid.
 const dialEnv = "KITH_UNIX_TEST_DIAL"
 
+// execEnv makes the test binary connect to the socket named in the variable and then execute sleep,
+// keeping the connection: the attack of a process that connects as itself and is attested as another
+// program.
+const execEnv = "KITH_UNIX_TEST_CONNECT_THEN_EXEC"
+
 func TestMain(m *testing.M) {
+	if path := os.Getenv(execEnv); path != "" {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "connect:", err)
+			os.Exit(1)
+		}
+		f, err := c.(*net.UnixConn).File() // a dup without close-on-exec: sleep keeps the connection
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "connect:", err)
+			os.Exit(1)
+		}
+		_ = f
+		sleep, err := exec.LookPath("sleep")
+		if err == nil {
+			err = syscall.Exec(sleep, []string{"sleep", "30"}, os.Environ())
+		}
+		fmt.Fprintln(os.Stderr, "exec sleep:", err)
+		os.Exit(1)
+	}
 	if path := os.Getenv(dialEnv); path != "" {
 		if err := healthCheck(context.Background(), path); err != nil {
 			fmt.Fprintln(os.Stderr, "client:", err)
@@ -186,7 +212,7 @@ func TestTransportCredentialsSeesAnotherUID(t *testing.T) {
 	if !ok {
 		t.Fatal("the interceptor recorded no credentials")
 	}
-	want := Credentials{PID: int32(cmd.Process.Pid), UID: nobody, GID: nobody}
+	want := Credentials{PID: int32(cmd.Process.Pid), UID: nobody, GID: nobody, Exe: fileID(t, bin)}
 	if diff := cmp.Diff(want, got, cmpIgnoreStartTime); diff != "" {
 		t.Errorf("credentials mismatch (-want +got):\n%s", diff)
 	}
@@ -235,5 +261,51 @@ func BenchmarkConnectAttestFetch(b *testing.B) {
 		if err := healthCheck(b.Context(), socket); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A process that connects and then executes another program keeps its pid and start time; it is refused,
+// not attested as the program it now runs.
+func TestAProcessThatExecutesAfterConnectingIsRefused(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), execEnv+"="+sock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	conn, err := lis.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	creds, err := PeerCredentials(conn.(*net.UnixConn))
+	if err != nil {
+		t.Fatalf("PeerCredentials: %v", err)
+	}
+	if creds.Exe != fileID(t, os.Args[0]) {
+		t.Skip("the child executed sleep before the connection was read: the race this test needs was lost")
+	}
+	exe := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "exe")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if target, _ := os.Readlink(exe); target == sleep || strings.HasSuffix(target, "/sleep") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child never executed sleep")
+		}
+	}
+	sels, err := New(Config{}).Attest(t.Context(), creds)
+	if !errors.Is(err, ErrProcessChanged) || sels != nil {
+		t.Fatalf("Attest() = %v, %v; want ErrProcessChanged", sels, err)
 	}
 }
