@@ -57,7 +57,7 @@ func (e *env) agentCommand() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVarP(&path, "config", "c", "", "YAML config file (every field optional)")
 	fl.StringVar(&f.Server, "server", "", "server agent API address host:port (default localhost:8081)")
-	fl.StringVar(&f.JoinToken, "join-token", "", "one-time join token from kith token create (first start, or to rejoin after eviction)")
+	fl.StringVar(&f.JoinToken, "join-token", "", "one-time join token from kith token create (first start, or to rejoin after eviction); other users can read a command line: prefer KITH_AGENT_JOIN_TOKEN or join_token in the config file")
 	fl.StringVar(&f.TrustBundle, "trust-bundle", "", "PEM file with the server's roots (from kith bundle show)")
 	fl.StringVar(&f.TrustBundleURL, "trust-bundle-url", "", "fetch the bundle from the server's http://HOST:8080/v1/bundle (needs --insecure-bootstrap)")
 	fl.BoolVar(&f.InsecureBootstrap, "insecure-bootstrap", false, "trust the bundle from --trust-bundle-url without verification (logged)")
