@@ -15,6 +15,8 @@
 //	ALL                  every bundle the agent has, in one validation_context
 //
 // An empty name list means every identity (named by SPIFFE ID) and every bundle (named spiffe://TD).
+// Repeated names are served once. A stream may ask for at most 128 distinct names (a request, or a
+// delta stream's subscriptions together); more ends the stream with InvalidArgument.
 //
 // Validation contexts use Envoy's SPIFFE certificate validator (envoy.tls.cert_validator.spiffe) unless
 // the proxy's node metadata sets "kith.io/validation": "trusted_ca" or SPIRE's
@@ -22,5 +24,7 @@
 //
 // Pushes go only to the streams whose secrets changed. Streams hold no goroutine of their own: one
 // goroutine per distinct selector set watches the agent cache, and a small pool of transient workers
-// sends the new responses.
+// sends the new responses. A proxy that stops reading cannot hold a worker: a push still blocked after
+// a second is left to finish on its own, the stream gets no other push meanwhile, and it is sent the
+// latest secrets once the proxy reads again.
 package sds

@@ -137,6 +137,12 @@ func (e *env) serve(sels []attestation.Selector) *grpc.ClientConn {
 
 func serveSDS(t testing.TB, srv *Server) *grpc.ClientConn {
 	t.Helper()
+	return dialSDS(t, listenSDS(t, srv))
+}
+
+// listenSDS serves srv on a new unix socket and returns the socket's path.
+func listenSDS(t testing.TB, srv *Server) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	g := grpc.NewServer(grpc.Creds(unix.TransportCredentials()))
 	srv.Register(g)
@@ -146,7 +152,14 @@ func serveSDS(t testing.TB, srv *Server) *grpc.ClientConn {
 	}
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return sock
+}
+
+// dialSDS returns a client connection to the server on sock.
+func dialSDS(t testing.TB, sock string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	conn, err := grpc.NewClient("unix://"+sock, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

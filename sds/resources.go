@@ -14,6 +14,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -156,7 +158,37 @@ func resolve(u *cache.Update, name string) (item, error) {
 	return item{}, fmt.Errorf("%w %q: no identity with this SPIFFE ID for this workload", errUnknownName, name)
 }
 
-// resolveNames resolves each name; with strict it fails on the first unknown name, otherwise it skips them.
+// maxNames is the most distinct resource names one stream (or one FetchSecrets call) may ask for. A proxy
+// asks for a handful; the cap keeps a request from making the agent build and hold huge responses.
+const maxNames = 128
+
+// requestedNames returns names without repeats, in first-seen order. More than maxNames distinct names
+// is an InvalidArgument status error.
+func requestedNames(names []string) ([]string, error) {
+	if len(names) <= 1 {
+		return slices.Clone(names), nil
+	}
+	seen := make(map[string]struct{}, min(len(names), maxNames+1))
+	out := make([]string, 0, min(len(names), maxNames))
+	for _, n := range names {
+		if _, ok := seen[n]; ok {
+			continue
+		}
+		if len(seen) == maxNames {
+			return nil, tooManyNames()
+		}
+		seen[n] = struct{}{}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func tooManyNames() error {
+	return status.Errorf(codes.InvalidArgument, "more than %d distinct resource names requested: at most %d are served per request; ask for fewer names, or for none to get everything the workload may have", maxNames, maxNames)
+}
+
+// resolveNames resolves each name (names are distinct: see requestedNames); with strict it fails on the
+// first unknown name, otherwise it skips them.
 func resolveNames(u *cache.Update, names []string, strict bool) ([]item, error) {
 	if len(names) == 0 {
 		return resolveAll(u), nil

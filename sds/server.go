@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -57,6 +58,9 @@ type Server struct {
 	hubs map[string]*hub // by selector set
 }
 
+// pushWait is how long a push worker waits for one Send before leaving it to finish on its own.
+const pushWait = time.Second
+
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
 	if cfg.Attestor == nil {
@@ -76,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 		cache:    cfg.Cache,
 		log:      cfg.Logger,
 		onNACK:   cfg.OnNACK,
-		push:     pusher{max: max(8, 4*runtime.GOMAXPROCS(0))},
+		push:     pusher{max: max(8, 4*runtime.GOMAXPROCS(0)), wait: pushWait},
 		hubs:     map[string]*hub{},
 	}, nil
 }
@@ -140,6 +144,10 @@ func (s *Server) fetch(ctx context.Context, req *discoveryv3.DiscoveryRequest) (
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return nil, err
 	}
+	names, err := requestedNames(req.GetResourceNames())
+	if err != nil {
+		return nil, err
+	}
 	sels, err := s.attest(ctx)
 	if err != nil {
 		return nil, err
@@ -152,7 +160,7 @@ func (s *Server) fetch(ctx context.Context, req *discoveryv3.DiscoveryRequest) (
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	items, err := resolveNames(u, req.GetResourceNames(), true)
+	items, err := resolveNames(u, names, true)
 	if err != nil {
 		return nil, status.Error(codes.NotFound, err.Error())
 	}

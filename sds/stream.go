@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
@@ -28,6 +29,7 @@ type streamState struct {
 	srv     *Server
 	pending atomic.Pointer[cache.Update] // newest update for this stream's selectors
 	queued  atomic.Bool                  // in the pusher's queue
+	send    atomic.Int32                 // push state: sendIdle, sendBusy or sendAgain
 	closed  atomic.Bool                  // handler returned
 
 	mu      sync.Mutex
@@ -66,12 +68,16 @@ func (s *sotwStream) handle(req *discoveryv3.DiscoveryRequest) error {
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return err
 	}
+	names, err := requestedNames(req.GetResourceNames())
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setNode(req.GetNode().GetId(), formFor(req.GetNode()), req.GetNode() != nil)
 	if !s.started {
 		s.started = true
-		s.names = slices.Clone(req.GetResourceNames())
+		s.names = names
 		s.acked = req.GetVersionInfo()
 		return s.respond(true)
 	}
@@ -83,8 +89,8 @@ func (s *sotwStream) handle(req *discoveryv3.DiscoveryRequest) error {
 		s.nack(s.version, s.nonce, req.GetErrorDetail().GetMessage())
 		return nil
 	}
-	if !sameSet(req.GetResourceNames(), s.names) {
-		s.names = slices.Clone(req.GetResourceNames())
+	if !sameSet(names, s.names) {
+		s.names = names
 		return s.respond(true)
 	}
 	s.acked = req.GetVersionInfo() // an ACK: nothing to send
@@ -154,13 +160,20 @@ func (d *deltaStream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return err
 	}
+	subscribe, err := requestedNames(req.GetResourceNamesSubscribe())
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.setNode(req.GetNode().GetId(), formFor(req.GetNode()), req.GetNode() != nil)
 	first := !d.started
 	if first {
+		if len(req.GetInitialResourceVersions()) > maxNames {
+			return status.Errorf(codes.InvalidArgument, "%d initial_resource_versions: at most %d are accepted per stream", len(req.GetInitialResourceVersions()), maxNames)
+		}
 		d.started = true
-		d.wildcard = len(req.GetResourceNamesSubscribe()) == 0
+		d.wildcard = len(subscribe) == 0
 		d.subs = map[string]struct{}{}
 		d.sent = maps.Clone(req.GetInitialResourceVersions())
 		if d.sent == nil {
@@ -172,7 +185,7 @@ func (d *deltaStream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Subscription changes are honoured whatever the nonce; the nonce only qualifies ACKs and NACKs.
 	changed := first
 	u := d.pending.Load()
-	for _, n := range req.GetResourceNamesSubscribe() {
+	for _, n := range subscribe {
 		changed = true
 		if n == wildcardName {
 			d.wildcard = true
@@ -190,6 +203,9 @@ func (d *deltaStream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 			continue
 		}
 		delete(d.subs, n)
+	}
+	if len(d.subs) > maxNames {
+		return status.Errorf(codes.InvalidArgument, "subscribed to %d distinct resource names: at most %d are served per stream; unsubscribe from some names, or subscribe to %q to get everything the workload may have", len(d.subs), maxNames, wildcardName)
 	}
 	if !changed {
 		return nil
@@ -313,11 +329,8 @@ func (s *Server) watch(h *hub) {
 			h.mu.Lock()
 			h.latest = u
 			for st := range h.streams {
-				b := st.state()
-				b.pending.Store(u)
-				if b.queued.CompareAndSwap(false, true) {
-					s.push.enqueue(st)
-				}
+				st.state().pending.Store(u)
+				s.push.offer(st)
 			}
 			h.mu.Unlock()
 		case <-h.done:
@@ -326,13 +339,30 @@ func (s *Server) watch(h *hub) {
 	}
 }
 
-// pusher sends pushes with at most max transient workers, so a stream costs no goroutine of its own
-// and a slow proxy holds up one worker, not its whole hub.
+// pusher sends pushes with at most max workers, so a stream costs no goroutine of its own and a slow
+// proxy holds up one worker, not its whole hub.
+//
+// A proxy that stops reading makes Send block (gRPC flow control) until it reads again or its stream
+// ends. A worker whose push has not returned within wait leaves it to finish on its own goroutine and
+// hands its place to a new worker, so stalled streams cannot pin the workers every other stream needs.
+// A stream gets no further push while one is in flight; when that one returns, the stream is queued
+// again if a newer update came meanwhile. A stalled stream thus holds at most one goroutine, until its
+// proxy reads or goes away.
 type pusher struct {
+	wait time.Duration // how long a worker waits for one push before leaving it
+
 	mu      sync.Mutex
 	queue   []pushable
 	workers int
 	max     int
+	stalled int // pushes left to finish on their own
+}
+
+// offer queues a stream for a push unless it is queued already.
+func (p *pusher) offer(st pushable) {
+	if st.state().queued.CompareAndSwap(false, true) {
+		p.enqueue(st)
+	}
 }
 
 func (p *pusher) enqueue(st pushable) {
@@ -358,7 +388,72 @@ func (p *pusher) work() {
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
-		st.state().queued.Store(false)
-		st.push()
+		if !p.run(st) {
+			return // another worker took this one's place
+		}
 	}
+}
+
+// run pushes to a stream. It reports false if the push outlasted p.wait: the calling goroutine is then
+// no longer a worker and must exit.
+func (p *pusher) run(st pushable) bool {
+	b := st.state()
+	b.queued.Store(false)
+	if !b.beginSend() {
+		return true // a push is in flight; it queues the stream again when it returns
+	}
+	// Whichever comes first, the push returning or the timer, claims the outcome. The timer claims
+	// under p.mu, so stalled never goes below zero.
+	var claimed atomic.Bool
+	t := time.AfterFunc(p.wait, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if claimed.CompareAndSwap(false, true) {
+			p.stalled++
+			go p.work() // in place of the worker stuck in this push
+		}
+	})
+	st.push()
+	if b.endSend() {
+		p.offer(st)
+	}
+	if claimed.CompareAndSwap(false, true) {
+		t.Stop()
+		return true
+	}
+	p.mu.Lock()
+	p.stalled--
+	p.mu.Unlock()
+	return false
+}
+
+// Push states of a stream.
+const (
+	sendIdle  int32 = iota
+	sendBusy        // a push is being sent
+	sendAgain       // a push is being sent and a newer update came meanwhile
+)
+
+// beginSend claims the stream for a push. If a push is in flight it records that another is due and
+// reports false.
+func (b *streamState) beginSend() bool {
+	for {
+		switch b.send.Load() {
+		case sendIdle:
+			if b.send.CompareAndSwap(sendIdle, sendBusy) {
+				return true
+			}
+		case sendBusy:
+			if b.send.CompareAndSwap(sendBusy, sendAgain) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// endSend releases the stream and reports whether another push is due.
+func (b *streamState) endSend() bool {
+	return b.send.Swap(sendIdle) == sendAgain
 }
