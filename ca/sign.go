@@ -18,6 +18,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -200,6 +202,39 @@ type jwtClaims struct {
 	IssuedAt int64    `json:"iat"`
 }
 
+// Limits on the audience of a JWT-SVID, enforced by CheckAudience.
+const (
+	MaxAudiences     = 16  // values in one audience
+	MaxAudienceBytes = 256 // bytes in one audience value
+)
+
+// CheckAudience reports whether audience may be put in a JWT-SVID: 1 to MaxAudiences values, each 1 to
+// MaxAudienceBytes bytes of valid UTF-8 without control characters. The error wraps ErrInvalidRequest and
+// names the bad value by its index, never quoting it.
+func CheckAudience(audience []string) error {
+	if len(audience) == 0 {
+		return invalidf("audience is required: name the service that will receive the token")
+	}
+	if len(audience) > MaxAudiences {
+		return invalidf("%d audience values; a jwt-svid may name at most %d", len(audience), MaxAudiences)
+	}
+	for i, aud := range audience {
+		switch {
+		case aud == "":
+			return invalidf("audience value %d is empty; each value must be 1 to %d bytes", i, MaxAudienceBytes)
+		case len(aud) > MaxAudienceBytes:
+			return invalidf("audience value %d is %d bytes; each value must be 1 to %d bytes", i, len(aud), MaxAudienceBytes)
+		case !utf8.ValidString(aud):
+			return invalidf("audience value %d is not valid UTF-8", i)
+		}
+		if j := strings.IndexFunc(aud, unicode.IsControl); j >= 0 {
+			r, _ := utf8.DecodeRuneInString(aud[j:])
+			return invalidf("audience value %d has the control character %U at byte %d; use printable characters only", i, r, j)
+		}
+	}
+	return nil
+}
+
 // SignJWTSVID returns a JWT-SVID for id: a compact JWS signed ES256 by the active JWT key (header kid =
 // the key's authority ID, typ JWT) with claims sub, aud, exp and iat. audience is required; ttl zero means
 // Config.JWTSVIDTTL. The expiry is capped at the JWT key's NotAfter.
@@ -215,13 +250,8 @@ func (c *CA) signJWTSVID(id spiffeid.ID, audience []string, ttl time.Duration) (
 	if err := c.checkID(id); err != nil {
 		return "", time.Time{}, err
 	}
-	if len(audience) == 0 {
-		return "", time.Time{}, invalidf("audience is required")
-	}
-	for _, aud := range audience {
-		if aud == "" {
-			return "", time.Time{}, invalidf("audience must not contain empty values")
-		}
+	if err := CheckAudience(audience); err != nil {
+		return "", time.Time{}, err
 	}
 	ttl, err := checkTTL(ttl, c.cfg.JWTSVIDTTL, c.cfg.MinSVIDTTL, c.cfg.MaxJWTSVIDTTL)
 	if err != nil {

@@ -212,7 +212,13 @@ func TestSignJWTSVIDRejectsBadRequests(t *testing.T) {
 		wantMsg string
 	}{
 		{"a missing audience", workload, nil, 0, "audience is required"},
-		{"an empty audience value", workload, []string{"a", ""}, 0, "audience must not contain empty values"},
+		{"an empty audience value", workload, []string{"a", ""}, 0, "audience value 1 is empty; each value must be 1 to 256 bytes"},
+		{"more than 16 audience values", workload, strings.Split("a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", ","), 0, "17 audience values; a jwt-svid may name at most 16"},
+		{"an audience value over 256 bytes", workload, []string{"a", strings.Repeat("x", 257)}, 0, "audience value 1 is 257 bytes; each value must be 1 to 256 bytes"},
+		{"an audience value of invalid UTF-8", workload, []string{"a\xffb"}, 0, "audience value 0 is not valid UTF-8"},
+		{"an audience value with a NUL", workload, []string{"admin\x00billing"}, 0, "audience value 0 has the control character U+0000 at byte 5"},
+		{"an audience value with a newline", workload, []string{"db\n"}, 0, "audience value 0 has the control character U+000A at byte 2"},
+		{"an audience value with a C1 control", workload, []string{"db\u0085"}, 0, "audience value 0 has the control character U+0085 at byte 2"},
 		{"a ttl above the maximum", workload, []string{"a"}, 2 * time.Hour, "ttl 2h0m0s is out of bounds"},
 		{"a ttl below the minimum", workload, []string{"a"}, time.Second, "ttl 1s is out of bounds"},
 		{"an ID in another trust domain", other, []string{"a"}, 0, "is not in trust domain"},
@@ -223,6 +229,29 @@ func TestSignJWTSVIDRejectsBadRequests(t *testing.T) {
 			_, _, err := f.ca.SignJWTSVID(context.Background(), tt.id, tt.aud, tt.ttl)
 			if !errors.Is(err, ca.ErrInvalidRequest) || !strings.Contains(fmtErr(err), tt.wantMsg) {
 				t.Errorf("got error %v, want ErrInvalidRequest containing %q", err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestCheckAudienceAcceptsValuesAtTheLimits(t *testing.T) {
+	sixteen := make([]string, ca.MaxAudiences)
+	for i := range sixteen {
+		sixteen[i] = strings.Repeat(string(rune('a'+i)), ca.MaxAudienceBytes)
+	}
+	tests := []struct {
+		name string
+		aud  []string
+	}{
+		{"one short value", []string{"x"}},
+		{"a SPIFFE ID and a URL", []string{"spiffe://example.org/db", "https://api.example.org/v1?x=1"}},
+		{"16 values of 256 bytes", sixteen},
+		{"printable non-ASCII text", []string{"café 東京"}},
+	}
+	for _, tt := range tests {
+		t.Run("accepts "+tt.name, func(t *testing.T) {
+			if err := ca.CheckAudience(tt.aud); err != nil {
+				t.Errorf("CheckAudience: %v", err)
 			}
 		})
 	}

@@ -149,8 +149,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	d, err := s.decider.Decide(ctx, in)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "ext_authz: policy evaluation failed",
-			slog.String("caller", caller.String()), slog.String("target", target.String()),
-			slog.String("method", method), slog.String("path", path), slog.Any("error", err))
+			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
+			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.Any("error", err))
 		return s.deny(ctx, target.String(), caller, method, fullPath, 403, []string{"policy evaluation failed"}, OutcomeError), nil
 	}
 	if reason != "" {
@@ -255,12 +255,12 @@ func (s *Server) allow(ctx context.Context, target, caller spiffeid.ID, method, 
 	switch {
 	case outcome == OutcomeAuditDeny:
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: audit mode lets a denied request through",
-			slog.String("caller", caller.String()), slog.String("target", target.String()),
-			slog.String("method", method), slog.String("path", path), slog.Any("reasons", d.Reasons))
+			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
+			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.Any("reasons", logReasons(d.Reasons)))
 	case s.sample > 0 && s.allows.Add(1)%s.sample == 1%s.sample:
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: allow (sampled)",
-			slog.String("caller", caller.String()), slog.String("target", target.String()),
-			slog.String("method", method), slog.String("path", path), slog.String("grant", d.Grant))
+			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
+			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.String("grant", d.Grant))
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
@@ -297,8 +297,8 @@ func (s *Server) deny(ctx context.Context, target string, caller spiffeid.ID, me
 	}
 	if outcome != OutcomeError { // errors are logged with their cause
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: deny",
-			slog.String("caller", caller.String()), slog.String("target", target),
-			slog.String("method", method), slog.String("path", truncate(path, 1024)), slog.Any("reasons", reasons))
+			slog.String("caller", logID(caller.String())), slog.String("target", logID(target)),
+			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.Any("reasons", logReasons(reasons)))
 	}
 	if status < 400 || status > 599 {
 		status = 403
@@ -357,6 +357,30 @@ func sanitize(s string, max int) string {
 		return r
 	}, s)
 	return truncate(s, max)
+}
+
+// Logged request strings are cut to these many bytes: the request comes from any local process.
+const (
+	logMaxID     = 256  // SPIFFE IDs and methods
+	logMaxPath   = 1024 // paths
+	logMaxReason = 1024 // each reason, which may quote request data
+)
+
+// logID is a SPIFFE ID as logged.
+func logID(id string) string { return truncate(id, logMaxID) }
+
+// logReasons returns reasons with each cut to logMaxReason bytes, copying only when one is longer.
+func logReasons(reasons []string) []string {
+	for i, r := range reasons {
+		if len(r) > logMaxReason {
+			out := slices.Clone(reasons)
+			for j := i; j < len(out); j++ {
+				out[j] = truncate(out[j], logMaxReason)
+			}
+			return out
+		}
+	}
+	return reasons
 }
 
 // truncate cuts s to at most max bytes without splitting a UTF-8 sequence.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -540,4 +541,84 @@ func hugeRequest() *authv3.CheckRequest {
 	}
 	return request{caller: strings.Repeat("spiffe://example.org/", 1<<14), target: payments.String(), method: "GET",
 		path: "/" + strings.Repeat("a/", 1<<19), headers: headers}.proto()
+}
+
+// syncBuffer is a log destination safe to read while the server writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestCheckTruncatesLoggedRequestStrings(t *testing.T) {
+	ctx := context.Background()
+	longTarget := "spiffe://example.org/" + strings.Repeat("t", 10_000)
+	longCaller := "spiffe://example.org/" + strings.Repeat("c", 10_000)
+	longPath := "/" + strings.Repeat("p", 10_000)
+	tests := []struct {
+		name    string
+		decider *fakeDecider
+		req     request
+		message string
+	}{
+		{"a policy denial", &fakeDecider{d: authz.Decision{Reasons: []string{"no grant for " + longTarget}}},
+			request{caller: longCaller, target: longTarget, method: "GET", path: longPath}, "ext_authz: deny"},
+		{"a denial for a caller that is not a SPIFFE ID", &fakeDecider{},
+			request{caller: "x" + longCaller, target: longTarget, method: "GET", path: longPath}, "ext_authz: deny"},
+		{"a failed evaluation", &fakeDecider{err: errors.New("boom")},
+			request{caller: longCaller, target: longTarget, method: strings.Repeat("M", 10_000), path: longPath}, "ext_authz: policy evaluation failed"},
+		{"an audit-mode allow", &fakeDecider{d: authz.Decision{Allowed: true, Reasons: []string{strings.Repeat("r", 10_000)}}},
+			request{caller: longCaller, target: longTarget, method: "GET", path: longPath}, "ext_authz: audit mode lets a denied request through"},
+		{"a sampled allow", &fakeDecider{d: authz.Decision{Allowed: true, PolicyAllowed: true}},
+			request{caller: longCaller, target: longTarget, method: "GET", path: longPath}, "ext_authz: allow (sampled)"},
+	}
+	for _, tt := range tests {
+		t.Run("logs "+tt.name+" with request strings cut short", func(t *testing.T) {
+			var out syncBuffer
+			client := serve(t, "unix", extauthz.Config{Decider: tt.decider, SampleAllows: 1,
+				Logger: slog.New(slog.NewJSONHandler(&out, nil))})
+			if _, err := client.Check(ctx, tt.req.proto()); err != nil {
+				t.Fatal(err)
+			}
+			var rec map[string]any
+			for line := range strings.Lines(out.String()) {
+				var r map[string]any
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatal(err)
+				}
+				if r["msg"] == tt.message {
+					rec = r
+				}
+			}
+			if rec == nil {
+				t.Fatalf("no %q record in:\n%.2000s", tt.message, out.String())
+			}
+			if v, _ := rec["target"].(string); !strings.HasPrefix(v, "spiffe://example.org/ttt") {
+				t.Errorf("target is logged as %.40q…, want the start of the target", v)
+			}
+			limits := map[string]int{"caller": 256, "target": 256, "method": 256, "path": 1024}
+			for k, max := range limits {
+				if v, _ := rec[k].(string); len(v) > max+len("…") {
+					t.Errorf("%s is logged with %d bytes, want at most %d", k, len(v), max+len("…"))
+				}
+			}
+			reasons, _ := rec["reasons"].([]any)
+			for i, r := range reasons {
+				if s, _ := r.(string); len(s) > 1024+len("…") {
+					t.Errorf("reason %d is logged with %d bytes, want at most %d", i, len(s), 1024+len("…"))
+				}
+			}
+		})
+	}
 }

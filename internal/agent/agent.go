@@ -109,12 +109,12 @@ func New(cfg Config) (*Agent, error) {
 		dirty:    make(chan struct{}, 1), signal: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 	a.jwt = newJWTCache(a)
-	a.metrics = newMetrics()
+	a.metrics = newMetrics(a.cache)
 	if a.engine, err = authz.New(authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: cfg.Config.AuthzDecision}); err != nil {
 		return nil, err
 	}
 	if a.authzSrv, err = extauthz.New(extauthz.Config{Decider: a.engine, JWT: a, Logger: cfg.Logger.With("component", "extauthz"),
-		OnDecision: func(target, outcome string) { a.metrics.decisions.WithLabelValues(target, outcome).Inc() }, SampleAllows: 100}); err != nil {
+		OnDecision: a.metrics.decision, SampleAllows: 100}); err != nil {
 		return nil, err
 	}
 	wl, err := workloadapi.New(workloadapi.Config{Attestor: a.attestor, Cache: a.cache, JWT: a.jwt, Logger: cfg.Logger.With("component", "workloadapi")})
@@ -123,7 +123,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.Register(wl.Register)
 	secrets, err := sds.New(sds.Config{Attestor: a.attestor, Cache: a.cache, Logger: cfg.Logger.With("component", "sds"),
-		OnNACK: func(node string) { a.metrics.sdsNACKs.WithLabelValues(node).Inc() }})
+		OnNACK: a.metrics.nack})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,24 +164,59 @@ func (a *Agent) signEntries(ctx context.Context, client agentv1.AgentServiceClie
 	return g.Wait()
 }
 
+// maxJWTSVIDs bounds the JWT-SVIDs the agent keeps: workloads choose audiences, so without a bound any
+// of them could grow the agent without limit.
+const maxJWTSVIDs = 4096
+
+// jwtSweepEvery is how often, at most, inserting a token also drops the expired ones.
+const jwtSweepEvery = time.Minute
+
 // jwtCache mints JWT-SVIDs through the server and reuses each until half its life has passed, so a
-// workload asking again (or asking while the server is briefly away) gets a valid token.
+// workload asking again (or asking while the server is briefly away) gets a valid token. It holds at
+// most maxJWTSVIDs tokens: expired ones are swept, and when it is full the oldest is evicted.
 type jwtCache struct {
-	a      *Agent
-	mu     sync.Mutex
-	tokens map[string]*jwtsvid.SVID
+	a         *Agent
+	mu        sync.Mutex
+	tokens    map[string]jwtToken
+	seq       uint64    // insertion counter, for eviction order
+	nextSweep time.Time // when inserting next drops expired tokens
 }
 
-func newJWTCache(a *Agent) *jwtCache { return &jwtCache{a: a, tokens: map[string]*jwtsvid.SVID{}} }
+type jwtToken struct {
+	svid  *jwtsvid.SVID
+	added uint64
+}
+
+func newJWTCache(a *Agent) *jwtCache { return &jwtCache{a: a, tokens: map[string]jwtToken{}} }
+
+// jwtKey identifies a token by entry, SPIFFE ID and the set of audiences (order does not matter). Each
+// part is length-prefixed, so no choice of audience strings can collide with another.
+func jwtKey(e cache.Entry, audience []string) string {
+	aud := slices.Clone(audience)
+	sort.Strings(aud)
+	var b strings.Builder
+	put := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	put(e.ID)
+	put(e.SPIFFEID.String())
+	for _, a := range aud {
+		put(a)
+	}
+	return b.String()
+}
 
 // FetchJWTSVID returns a JWT-SVID for the entry and audience.
 func (j *jwtCache) FetchJWTSVID(ctx context.Context, e cache.Entry, audience []string) (*jwtsvid.SVID, error) {
-	aud := slices.Clone(audience)
-	sort.Strings(aud)
-	key := e.ID + "\x00" + strings.Join(aud, "\x00")
+	if err := ca.CheckAudience(audience); err != nil {
+		return nil, err
+	}
+	key := jwtKey(e, audience)
 	now := j.a.cfg.Now()
 	j.mu.Lock()
-	cached := j.tokens[key]
+	cached := j.tokens[key].svid
 	j.mu.Unlock()
 	if cached != nil && halfLifeLeft(cached, now) {
 		return cached, nil
@@ -206,15 +242,37 @@ func (j *jwtCache) FetchJWTSVID(ctx context.Context, e cache.Entry, audience []s
 	if svid.ID != e.SPIFFEID {
 		return nil, fmt.Errorf("server returned a jwt-svid for %s, want %s", svid.ID, e.SPIFFEID)
 	}
-	j.mu.Lock()
-	j.tokens[key] = svid
-	for k, t := range j.tokens {
-		if !now.Before(t.Expiry) {
-			delete(j.tokens, k)
-		}
-	}
-	j.mu.Unlock()
+	j.put(key, svid, now)
 	return svid, nil
+}
+
+// put stores a token, first making room: expired tokens go (at most every jwtSweepEvery, or when full),
+// then the oldest while the cache is still full.
+func (j *jwtCache) put(key string, svid *jwtsvid.SVID, now time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_, replacing := j.tokens[key]
+	full := !replacing && len(j.tokens) >= maxJWTSVIDs
+	if full || !now.Before(j.nextSweep) {
+		for k, t := range j.tokens {
+			if !now.Before(t.svid.Expiry) {
+				delete(j.tokens, k)
+			}
+		}
+		j.nextSweep = now.Add(jwtSweepEvery)
+	}
+	for !replacing && len(j.tokens) >= maxJWTSVIDs {
+		oldest, first := "", true
+		var oldestSeq uint64
+		for k, t := range j.tokens {
+			if first || t.added < oldestSeq {
+				oldest, oldestSeq, first = k, t.added, false
+			}
+		}
+		delete(j.tokens, oldest)
+	}
+	j.seq++
+	j.tokens[key] = jwtToken{svid: svid, added: j.seq}
 }
 
 func halfLifeLeft(s *jwtsvid.SVID, now time.Time) bool {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/agent/cache"
 )
 
@@ -313,13 +314,8 @@ func streamBundles[R any, PR interface {
 }
 
 func (h *Handler) fetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
-	if len(req.Audience) == 0 {
-		return nil, codeErrorf(codes.InvalidArgument, "audience must be specified")
-	}
-	for _, aud := range req.Audience {
-		if aud == "" {
-			return nil, codeErrorf(codes.InvalidArgument, "audience must not contain empty values")
-		}
+	if err := ca.CheckAudience(req.Audience); err != nil {
+		return nil, codeErrorf(codes.InvalidArgument, "%w", err)
 	}
 	var want spiffeid.ID
 	if req.SpiffeId != "" {

@@ -561,6 +561,30 @@ func TestJWT(t *testing.T) {
 		})
 	}
 
+	audienceTests := []struct {
+		name     string
+		audience []string
+		wantMsg  string
+	}{
+		{"an empty audience value", []string{"db", ""}, "audience value 1 is empty; each value must be 1 to 256 bytes"},
+		{"17 audience values", []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q"}, "17 audience values; a jwt-svid may name at most 16"},
+		{"a 2 MiB audience value", []string{string(bytes.Repeat([]byte("x"), 2<<20))}, "audience value 0 is 2097152 bytes; each value must be 1 to 256 bytes"},
+		{"a NUL inside an audience value", []string{"admin\x00billing"}, "audience value 0 has the control character U+0000 at byte 5; use printable characters only"},
+		{"a newline in an audience value", []string{"db\nforged: yes"}, "audience value 0 has the control character U+000A at byte 2; use printable characters only"},
+	}
+	for _, tt := range audienceTests {
+		t.Run("fetching with "+tt.name+" is an invalid argument that says what is wrong", func(t *testing.T) {
+			_, err := e.raw().FetchJWTSVID(withHeader(ctx), &workload.JWTSVIDRequest{Audience: tt.audience})
+			got := status.Convert(err)
+			if diff := cmp.Diff(codes.InvalidArgument, got.Code()); diff != "" {
+				t.Errorf("code (-want +got):\n%s (%v)", diff, err)
+			}
+			if diff := cmp.Diff(tt.wantMsg, got.Message()); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+		})
+	}
+
 	t.Run("a failing minter makes fetching unavailable", func(t *testing.T) {
 		e.minter.err = errors.New("server unreachable")
 		defer func() { e.minter.err = nil }()

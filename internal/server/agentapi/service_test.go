@@ -13,6 +13,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -656,10 +657,25 @@ func TestCrossAgent(t *testing.T) {
 		}
 	})
 
-	t.Run("a jwt-svid without audience is an invalid argument", func(t *testing.T) {
-		_, err := client.MintJWTSVID(ctx, &agentv1.MintJWTSVIDRequest{EntryId: mine.ID})
-		wantCode(t, "MintJWTSVID without audience", err, codes.InvalidArgument)
-	})
+	for _, tt := range []struct {
+		name     string
+		audience []string
+		wantMsg  string
+	}{
+		{"without audience", nil, "audience is required"},
+		{"with an empty audience value", []string{"x", ""}, "audience value 1 is empty"},
+		{"with 17 audience values", strings.Split("a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", ","), "17 audience values; a jwt-svid may name at most 16"},
+		{"with a 2 MiB audience value", []string{strings.Repeat("x", 2<<20)}, "audience value 0 is 2097152 bytes; each value must be 1 to 256 bytes"},
+		{"with a NUL in an audience value", []string{"admin\x00billing"}, "audience value 0 has the control character U+0000"},
+	} {
+		t.Run("a jwt-svid "+tt.name+" is an invalid argument", func(t *testing.T) {
+			_, err := client.MintJWTSVID(ctx, &agentv1.MintJWTSVIDRequest{EntryId: mine.ID, Audience: tt.audience})
+			wantCode(t, "MintJWTSVID "+tt.name, err, codes.InvalidArgument)
+			if msg := status.Convert(err).Message(); !strings.Contains(msg, tt.wantMsg) {
+				t.Errorf("message %q, want it to contain %q", msg, tt.wantMsg)
+			}
+		})
+	}
 
 	t.Run("a batch over the cap is an invalid argument", func(t *testing.T) {
 		reqs := make([]*agentv1.X509SVIDRequest, MaxBatch+1)

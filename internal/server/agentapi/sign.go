@@ -59,13 +59,9 @@ func (s *Service) MintJWTSVID(ctx context.Context, req *agentv1.MintJWTSVIDReque
 		return nil, err
 	}
 	start := time.Now()
-	if len(req.GetAudience()) == 0 {
-		return nil, apierr.Invalid("audience is required: name the service that will receive the token")
-	}
-	for _, aud := range req.GetAudience() {
-		if aud == "" {
-			return nil, apierr.Invalid("audience must not be empty")
-		}
+	// Checked before the entry is read, so a bad request costs no store lookup; the CA checks again.
+	if err := ca.CheckAudience(req.GetAudience()); err != nil {
+		return nil, err
 	}
 	e, err := s.servedEntry(ctx, a, attestation.NewSet(a.Selectors...), req.GetEntryId())
 	if err != nil {

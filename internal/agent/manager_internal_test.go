@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/ca/catest"
+	"github.com/kithid/kith/internal/agent/cache"
+)
+
+// jwtClock is the agent's settable clock. The fake server's CA keeps real time, since go-spiffe checks a
+// token's exp and iat against it.
+type jwtClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *jwtClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *jwtClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// fakeMintServer mints JWT-SVIDs with a real CA and counts the calls.
+type fakeMintServer struct {
+	agentv1.AgentServiceClient // other methods are not called
+	ca                         *ca.CA
+	mu                         sync.Mutex
+	mints                      int
+}
+
+func (f *fakeMintServer) MintJWTSVID(ctx context.Context, req *agentv1.MintJWTSVIDRequest, _ ...grpc.CallOption) (*agentv1.MintJWTSVIDResponse, error) {
+	f.mu.Lock()
+	f.mints++
+	f.mu.Unlock()
+	id, err := spiffeid.FromString(req.GetEntryId())
+	if err != nil {
+		return nil, err
+	}
+	tok, _, err := f.ca.SignJWTSVID(ctx, id, req.GetAudience(), 0)
+	if err != nil {
+		return nil, err
+	}
+	return &agentv1.MintJWTSVIDResponse{Token: tok}, nil
+}
+
+func (f *fakeMintServer) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mints
+}
+
+// newJWTFixture returns a JWT cache whose agent talks to a fake server; entries are named by their SPIFFE
+// ID so the fake knows whom to mint for.
+func newJWTFixture(t *testing.T) (*jwtCache, *fakeMintServer, *jwtClock) {
+	t.Helper()
+	clk := &jwtClock{t: time.Now()}
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	srv := &fakeMintServer{ca: catest.NewCA(t, td)}
+	a := &Agent{cfg: Config{Now: clk.Now}, client: srv}
+	return newJWTCache(a), srv, clk
+}
+
+func jwtEntry(path string) cache.Entry {
+	id := spiffeid.RequireFromString("spiffe://example.org" + path)
+	return cache.Entry{ID: id.String(), SPIFFEID: id}
+}
+
+func (j *jwtCache) size() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.tokens)
+}
+
+func TestJWTKeysNeverCollide(t *testing.T) {
+	web, api := jwtEntry("/web"), jwtEntry("/api")
+	renamed := web
+	renamed.SPIFFEID = api.SPIFFEID
+	tests := []struct {
+		name       string
+		e1, e2     cache.Entry
+		aud1, aud2 []string
+		same       bool
+	}{
+		{"one audience holding a NUL differs from two audiences", web, web, []string{"admin\x00billing"}, []string{"billing", "admin"}, false},
+		{"one audience holding a length prefix differs from two audiences", web, web, []string{"5:admin7:billing"}, []string{"admin", "billing"}, false},
+		{"an audience differs from the same audience split in two", web, web, []string{"ab"}, []string{"a", "b"}, false},
+		{"an entry whose SPIFFE ID changed gets a new key", web, renamed, []string{"db"}, []string{"db"}, false},
+		{"entries differ", web, api, []string{"db"}, []string{"db"}, false},
+		{"audience order does not matter", web, web, []string{"billing", "admin"}, []string{"admin", "billing"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k1, k2 := jwtKey(tt.e1, tt.aud1), jwtKey(tt.e2, tt.aud2)
+			if got := k1 == k2; got != tt.same {
+				t.Errorf("keys %q and %q: same = %v, want %v", k1, k2, got, tt.same)
+			}
+		})
+	}
+}
+
+func TestJWTCacheGivesEachAudienceItsOwnToken(t *testing.T) {
+	j, srv, _ := newJWTFixture(t)
+	ctx := context.Background()
+	web := jwtEntry("/web")
+
+	first, err := j.FetchJWTSVID(ctx, web, []string{"billing", "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("the same audiences in another order reuse the token", func(t *testing.T) {
+		again, err := j.FetchJWTSVID(ctx, web, []string{"admin", "billing"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again != first || srv.count() != 1 {
+			t.Errorf("got a new token (%d mints), want the cached one", srv.count())
+		}
+	})
+	t.Run("an audience joining the others with a NUL is refused, not served the cached token", func(t *testing.T) {
+		svid, err := j.FetchJWTSVID(ctx, web, []string{"admin\x00billing"})
+		if !errors.Is(err, ca.ErrInvalidRequest) || svid != nil {
+			t.Errorf("got %v, %v; want ErrInvalidRequest and no token", svid, err)
+		}
+	})
+	t.Run("another audience gets its own token", func(t *testing.T) {
+		svid, err := j.FetchJWTSVID(ctx, web, []string{"admin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svid == first {
+			t.Fatal("got the token for [billing admin]")
+		}
+		if diff := cmp.Diff([]string{"admin"}, svid.Audience); diff != "" {
+			t.Errorf("audience (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestJWTCacheIsBounded(t *testing.T) {
+	j, srv, clk := newJWTFixture(t)
+	ctx := context.Background()
+	web := jwtEntry("/web")
+	aud := func(i int) []string { return []string{"aud-" + strconv.Itoa(i)} }
+
+	for i := range maxJWTSVIDs + 100 {
+		if _, err := j.FetchJWTSVID(ctx, web, aud(i)); err != nil {
+			t.Fatalf("fetch %d: %v", i, err)
+		}
+		if n := j.size(); n > maxJWTSVIDs {
+			t.Fatalf("after %d tokens the cache holds %d, want at most %d", i+1, n, maxJWTSVIDs)
+		}
+	}
+	t.Run("a full cache evicted the oldest tokens", func(t *testing.T) {
+		mints := srv.count()
+		if _, err := j.FetchJWTSVID(ctx, web, aud(maxJWTSVIDs+99)); err != nil {
+			t.Fatal(err)
+		}
+		if srv.count() != mints {
+			t.Error("the newest token was not cached")
+		}
+		if _, err := j.FetchJWTSVID(ctx, web, aud(0)); err != nil {
+			t.Fatal(err)
+		}
+		if srv.count() != mints+1 {
+			t.Error("the oldest token was still cached")
+		}
+	})
+	t.Run("expired tokens are swept", func(t *testing.T) {
+		clk.Advance(time.Hour)
+		if _, err := j.FetchJWTSVID(ctx, web, []string{"fresh"}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(1, j.size()); diff != "" {
+			t.Errorf("tokens held (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("invalid audiences are refused before the server is asked", func(t *testing.T) {
+		mints := srv.count()
+		for _, a := range [][]string{nil, {""}, {string(make([]byte, 2<<20))}, {"a\nb"}} {
+			if _, err := j.FetchJWTSVID(ctx, web, a); !errors.Is(err, ca.ErrInvalidRequest) {
+				t.Errorf("audience of %d values: error %v, want ErrInvalidRequest", len(a), err)
+			}
+		}
+		if srv.count() != mints {
+			t.Errorf("the server was asked %d times", srv.count()-mints)
+		}
+	})
+}
