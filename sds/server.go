@@ -237,7 +237,7 @@ func (s *Server) serveDelta(st deltaServer) error {
 
 // nack records a proxy's rejection of a response.
 func (b *streamState) nack(version, nonce, message string) {
-	b.srv.log.Warn("proxy rejected secrets", "node", b.nodeID, "version", version, "nonce", nonce, "error", message)
+	b.srv.log.Warn("proxy rejected secrets", "node", clip(b.nodeID), "version", clip(version), "nonce", clip(nonce), "error", clip(message))
 	b.srv.onNACK(b.nodeID)
 }
 
@@ -254,4 +254,13 @@ func selectorKey(sels []attestation.Selector) string {
 		sb.WriteByte(0)
 	}
 	return sb.String()
+}
+
+// clip shortens a string the proxy sent before it is logged: a local process chooses it.
+func clip(s string) string {
+	const maxLogged = 256
+	if len(s) <= maxLogged {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxLogged], "") + "…"
 }
