@@ -248,13 +248,19 @@ func (c *sotwClient) quiet(d time.Duration) {
 // fail waits for the stream to end with an error.
 func (c *sotwClient) fail() error {
 	c.t.Helper()
+	return streamError(c.t, c.resps, c.errs, func(r *discoveryv3.DiscoveryResponse) int { return len(r.Resources) })
+}
+
+// streamError waits for a stream to end with an error; a response first fails the test.
+func streamError[R any](t *testing.T, resps <-chan R, errs <-chan error, resources func(R) int) error {
+	t.Helper()
 	select {
-	case r := <-c.resps:
-		c.t.Fatalf("want an error, got a response with %d resources", len(r.Resources))
-	case err := <-c.errs:
+	case r := <-resps:
+		t.Fatalf("want an error, got a response with %d resources", resources(r))
+	case err := <-errs:
 		return err
 	case <-time.After(5 * time.Second):
-		c.t.Fatal("no error within 5s")
+		t.Fatal("no error within 5s")
 	}
 	return nil
 }

@@ -246,13 +246,5 @@ func repeat(names []string, times int) []string {
 // fail waits for the stream to end with an error.
 func (c *deltaClient) fail() error {
 	c.t.Helper()
-	select {
-	case r := <-c.resps:
-		c.t.Fatalf("want an error, got a response with %d resources", len(r.Resources))
-	case err := <-c.errs:
-		return err
-	case <-time.After(5 * time.Second):
-		c.t.Fatal("no error within 5s")
-	}
-	return nil
+	return streamError(c.t, c.resps, c.errs, func(r *discoveryv3.DeltaDiscoveryResponse) int { return len(r.Resources) })
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/extauthz"
+	"github.com/kithid/kith/internal/testutil"
 )
 
 func TestCheck(t *testing.T) {
@@ -543,24 +544,6 @@ func hugeRequest() *authv3.CheckRequest {
 		path: "/" + strings.Repeat("a/", 1<<19), headers: headers}.proto()
 }
 
-// syncBuffer is a log destination safe to read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestCheckTruncatesLoggedRequestStrings(t *testing.T) {
 	ctx := context.Background()
 	longTarget := "spiffe://example.org/" + strings.Repeat("t", 10_000)
@@ -585,7 +568,7 @@ func TestCheckTruncatesLoggedRequestStrings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("logs "+tt.name+" with request strings cut short", func(t *testing.T) {
-			var out syncBuffer
+			var out testutil.Buffer
 			client := serve(t, "unix", extauthz.Config{Decider: tt.decider, SampleAllows: 1,
 				Logger: slog.New(slog.NewJSONHandler(&out, nil))})
 			if _, err := client.Check(ctx, tt.req.proto()); err != nil {
