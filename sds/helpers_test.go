@@ -218,8 +218,8 @@ func (c *sotwClient) ack(names ...string) {
 	c.send(&discoveryv3.DiscoveryRequest{ResourceNames: names, VersionInfo: c.last.GetVersionInfo(), ResponseNonce: c.last.GetNonce()})
 }
 
-// recv waits for the next response.
-func (c *sotwClient) recv() *discoveryv3.DiscoveryResponse {
+// recvWithin waits up to d for the next response (a failure bound, not a speed target).
+func (c *sotwClient) recvWithin(d time.Duration) *discoveryv3.DiscoveryResponse {
 	c.t.Helper()
 	select {
 	case r := <-c.resps:
@@ -227,10 +227,16 @@ func (c *sotwClient) recv() *discoveryv3.DiscoveryResponse {
 		return r
 	case err := <-c.errs:
 		c.t.Fatalf("stream ended: %v", err)
-	case <-time.After(5 * time.Second):
-		c.t.Fatal("no response within 5s")
+	case <-time.After(d):
+		c.t.Fatalf("no response within %s", d)
 	}
 	return nil
+}
+
+// recv waits for the next response.
+func (c *sotwClient) recv() *discoveryv3.DiscoveryResponse {
+	c.t.Helper()
+	return c.recvWithin(5 * time.Second)
 }
 
 // quiet asserts no response arrives within d.

@@ -140,21 +140,6 @@ func (c *stalledClient) recv(deadline <-chan time.Time) (*discoveryv3.DiscoveryR
 	}
 }
 
-// recvWithin waits up to d for the next response (a failure bound, not a speed target).
-func (c *sotwClient) recvWithin(d time.Duration) *discoveryv3.DiscoveryResponse {
-	c.t.Helper()
-	select {
-	case r := <-c.resps:
-		c.last = r
-		return r
-	case err := <-c.errs:
-		c.t.Fatalf("stream ended: %v", err)
-	case <-time.After(d):
-		c.t.Fatalf("no response within %s", d)
-	}
-	return nil
-}
-
 // waitFor polls cond until it holds, failing with its description after 10s.
 func waitFor(t *testing.T, cond func() (bool, string)) {
 	t.Helper()

@@ -170,7 +170,7 @@ func checkDenial(t *testing.T, got result, wantReason string) {
 
 func TestCheckDeniesOnceAGrantExpires(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	e, err := authz.New(authz.Config{Now: clk.Now, Logger: discard()})
 	if err != nil {
 		t.Fatal(err)

@@ -16,26 +16,11 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
 	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/internal/testutil"
 )
 
-// jwtClock is the agent's settable clock. The fake server's CA keeps real time, since go-spiffe checks a
-// token's exp and iat against it.
-type jwtClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *jwtClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *jwtClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// The agent's clock is settable (testutil.Clock); the fake server's CA keeps real time, since go-spiffe
+// checks a token's exp and iat against it.
 
 // fakeMintServer mints JWT-SVIDs with a real CA and counts the calls.
 type fakeMintServer struct {
@@ -68,9 +53,9 @@ func (f *fakeMintServer) count() int {
 
 // newJWTFixture returns a JWT cache whose agent talks to a fake server; entries are named by their SPIFFE
 // ID so the fake knows whom to mint for.
-func newJWTFixture(t *testing.T) (*jwtCache, *fakeMintServer, *jwtClock) {
+func newJWTFixture(t *testing.T) (*jwtCache, *fakeMintServer, *testutil.Clock) {
 	t.Helper()
-	clk := &jwtClock{t: time.Now()}
+	clk := testutil.NewClock(time.Now())
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	srv := &fakeMintServer{ca: catest.NewCA(t, td)}
 	a := &Agent{cfg: Config{Now: clk.Now}, client: srv}
