@@ -209,3 +209,42 @@ func (e *env) bigBundle(n int) *spiffebundle.Bundle {
 	}
 	return b
 }
+
+// A push to a stream whose handler holds its lock (answering a request, maybe blocked in Send to a proxy
+// that stopped reading) returns at once instead of waiting; the handler queues the stream again when it
+// lets go, so the update is not lost.
+func TestAPushDoesNotWaitForTheStreamsHandler(t *testing.T) {
+	srv := &Server{push: pusher{max: 1, wait: time.Hour}}
+	st := &sotwStream{streamState: streamState{srv: srv}}
+	st.started = true
+	st.mu.Lock() // the handler, busy
+
+	done := make(chan struct{})
+	go func() { st.push(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second): // a failure bound, not a speed target
+		t.Fatal("push waited for the handler")
+	}
+	if !st.deferred.Load() {
+		t.Fatal("the push was not left to the handler")
+	}
+	srv.push.mu.Lock()
+	queuedBefore := len(srv.push.queue) + srv.push.workers
+	srv.push.mu.Unlock()
+	if queuedBefore != 0 {
+		t.Fatalf("queued before the handler let go: %d", queuedBefore)
+	}
+
+	st.started = false // the queued push then has nothing to send (this stream has no gRPC stream)
+	st.unlock(st)      // the handler lets go
+	if st.deferred.Load() {
+		t.Error("deferred push still pending after unlock")
+	}
+	srv.push.mu.Lock()
+	queued := len(srv.push.queue) + srv.push.workers
+	srv.push.mu.Unlock()
+	if queued == 0 {
+		t.Error("the stream was not queued again for its push")
+	}
+}

@@ -26,11 +26,12 @@ type pushable interface {
 
 // streamState is the state every stream has. mu serializes Send and guards the fields below it.
 type streamState struct {
-	srv     *Server
-	pending atomic.Pointer[cache.Update] // newest update for this stream's selectors
-	queued  atomic.Bool                  // in the pusher's queue
-	send    atomic.Int32                 // push state: sendIdle, sendBusy or sendAgain
-	closed  atomic.Bool                  // handler returned
+	srv      *Server
+	pending  atomic.Pointer[cache.Update] // newest update for this stream's selectors
+	queued   atomic.Bool                  // in the pusher's queue
+	send     atomic.Int32                 // push state: sendIdle, sendBusy or sendAgain
+	closed   atomic.Bool                  // handler returned
+	deferred atomic.Bool                  // a push found mu held by the handler and left itself to it
 
 	mu      sync.Mutex
 	started bool   // the first request was answered
@@ -41,6 +42,29 @@ type streamState struct {
 }
 
 func (b *streamState) state() *streamState { return b }
+
+// tryLock takes mu for a push. When the stream's handler holds it — answering a request, possibly blocked
+// in Send to a proxy that stopped reading — the push does not wait: it is left to the handler, which
+// queues the stream again when it lets go (unlock), so no worker waits on a stream's own handler.
+func (b *streamState) tryLock() bool {
+	if b.mu.TryLock() {
+		return true
+	}
+	b.deferred.Store(true)
+	if !b.mu.TryLock() {
+		return false
+	}
+	b.deferred.Store(false) // the holder let go meanwhile; it may have queued the stream too, which is harmless
+	return true
+}
+
+// unlock releases mu after a request and queues the stream for the push that tryLock left to it.
+func (b *streamState) unlock(st pushable) {
+	b.mu.Unlock()
+	if b.deferred.Swap(false) && !b.closed.Load() {
+		b.srv.push.offer(st)
+	}
+}
 
 func (b *streamState) setNode(id string, f form, has bool) {
 	if b.nodeID == "" && has {
@@ -73,7 +97,7 @@ func (s *sotwStream) handle(req *discoveryv3.DiscoveryRequest) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock(s)
 	s.setNode(req.GetNode().GetId(), formFor(req.GetNode()), req.GetNode() != nil)
 	if !s.started {
 		s.started = true
@@ -125,7 +149,9 @@ func (s *sotwStream) respond(force bool) error {
 }
 
 func (s *sotwStream) push() {
-	s.mu.Lock()
+	if !s.tryLock() {
+		return
+	}
 	defer s.mu.Unlock()
 	if s.closed.Load() || !s.started {
 		return
@@ -165,7 +191,7 @@ func (d *deltaStream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		return err
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.unlock(d)
 	d.setNode(req.GetNode().GetId(), formFor(req.GetNode()), req.GetNode() != nil)
 	first := !d.started
 	if first {
@@ -266,7 +292,9 @@ func (d *deltaStream) respond(force bool) error {
 }
 
 func (d *deltaStream) push() {
-	d.mu.Lock()
+	if !d.tryLock() {
+		return
+	}
 	defer d.mu.Unlock()
 	if d.closed.Load() || !d.started {
 		return

@@ -197,7 +197,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("workload api socket (socket): %w", err)
 	}
-	srv := grpc.NewServer(grpc.Creds(unix.TransportCredentials()))
+	// Any local process may connect: bound the streams one connection can hold (a Workload API client uses
+	// a few, an Envoy one per secret; the SDS bench, 100).
+	srv := grpc.NewServer(grpc.Creds(unix.TransportCredentials()), grpc.MaxConcurrentStreams(maxStreamsPerConn))
 	for _, reg := range a.services {
 		reg(srv)
 	}
@@ -612,3 +614,6 @@ func ignoreClosed(err error) error {
 	}
 	return err
 }
+
+// maxStreamsPerConn bounds the concurrent streams of one connection to the agent socket.
+const maxStreamsPerConn = 1024
