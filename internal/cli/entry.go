@@ -67,6 +67,7 @@ func (e *env) entryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			e.warnExecutableOnly(resp.GetEntry().GetSelectors())
 			return e.printEntries(resp.GetEntry())
 		},
 	}
@@ -157,6 +158,7 @@ func (e *env) entryCommand() *cobra.Command {
 					return err
 				}
 			}
+			e.warnExecutableOnly(pe.GetSelectors())
 			resp, err := c.UpdateEntry(cmd.Context(), &adminv1.UpdateEntryRequest{Entry: pe})
 			if err != nil {
 				return err
@@ -237,5 +239,23 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 			return fmt.Errorf("%s takes %s", cmd.CommandPath(), what)
 		}
 		return nil
+	}
+}
+
+// warnExecutableOnly warns about an entry that selects workloads by their executable alone: any local
+// user who may run that file, or a process that executes it right after connecting, gets the identity.
+func (e *env) warnExecutableOnly(selectors []string) {
+	byExe, byUser := false, false
+	for _, s := range selectors {
+		switch {
+		case strings.HasPrefix(s, "unix:path:"), strings.HasPrefix(s, "unix:sha256:"):
+			byExe = true
+		case strings.HasPrefix(s, "unix:uid:"), strings.HasPrefix(s, "unix:gid:"), strings.HasPrefix(s, "unix:user:"), strings.HasPrefix(s, "unix:group:"):
+			byUser = true
+		}
+	}
+	if byExe && !byUser {
+		fmt.Fprintln(e.stderr, "kith: warning: this entry selects an executable but no user: any local user who can run that file gets "+
+			"the identity. Add --selector unix:uid:N (or unix:gid:N) of the workload's own user; see docs/attestors/unix.md.")
 	}
 }

@@ -159,3 +159,33 @@ func readCerts(t *testing.T, path string) []*x509.Certificate {
 	}
 	return out
 }
+
+func TestEntryCreateWarnsAboutAnExecutableWithoutAUser(t *testing.T) {
+	d := startDev(t)
+	tests := []struct {
+		name      string
+		selectors []string
+		warn      bool
+	}{
+		{name: "a path alone", selectors: []string{"unix:path:/usr/bin/sleep"}, warn: true},
+		{name: "a hash alone", selectors: []string{"unix:sha256:" + strings.Repeat("ab", 32)}, warn: true},
+		{name: "a path and a uid", selectors: []string{"unix:path:/usr/bin/sleep", "unix:uid:1000"}},
+		{name: "a hash and a group", selectors: []string{"unix:sha256:" + strings.Repeat("cd", 32), "unix:group:app"}},
+		{name: "a uid alone", selectors: []string{"unix:uid:1001"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"entry", "create", "--spiffe-id", "spiffe://kith.test/w" + strconv.Itoa(i)}
+			for _, s := range tt.selectors {
+				args = append(args, "--selector", s)
+			}
+			_, errs, code := d.kith(args...)
+			if code != 0 {
+				t.Fatalf("entry create: %s", errs)
+			}
+			if got := strings.Contains(errs, "warning: this entry selects an executable but no user"); got != tt.warn {
+				t.Errorf("warning printed = %v, want %v (stderr %q)", got, tt.warn, errs)
+			}
+		})
+	}
+}

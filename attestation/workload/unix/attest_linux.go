@@ -293,17 +293,23 @@ func (a *Attestor) readExe(ctx context.Context, dirfd int, creds Credentials) (e
 		info.sumErr = fmt.Errorf("%d bytes, more than the %d hashed", st.Size, maxHashSize)
 		return info, nil
 	}
-	info.sum, info.sumErr = a.hash(ctx, key, f)
+	info.sum, info.sumErr = a.hash(ctx, key, f, creds.UID)
 	return info, nil
 }
 
 // hash returns the file's SHA-256 from the cache, or reads it: one read per file version however many
-// connections ask at once, and at most hashWorkers files read at a time.
-func (a *Attestor) hash(ctx context.Context, key exeKey, f *os.File) (string, error) {
+// connections ask at once, at most hashWorkers files read at a time, and at most one file per uid, so
+// that one user cannot keep the agent reading for everyone (a uid asking for a second new file meanwhile
+// gets no hash, and no unix:sha256, until the first is done). A read, once started, finishes even if the
+// connection that started it goes away: the others waiting for it still need it.
+func (a *Attestor) hash(ctx context.Context, key exeKey, f *os.File, uid uint32) (string, error) {
 	if sum, ok := a.hashes.get(key); ok {
 		return sum, nil
 	}
-	c, first := a.inflight.join(key)
+	c, first, err := a.inflight.join(key, uid)
+	if err != nil {
+		return "", err
+	}
 	if !first {
 		select {
 		case <-c.done:
@@ -312,16 +318,11 @@ func (a *Attestor) hash(ctx context.Context, key exeKey, f *os.File) (string, er
 			return "", ctx.Err()
 		}
 	}
-	defer a.inflight.finish(key, c)
-	select {
-	case a.hashSlots <- struct{}{}:
-		defer func() { <-a.hashSlots }()
-	case <-ctx.Done():
-		c.err = ctx.Err()
-		return "", c.err
-	}
+	defer a.inflight.finish(key, c, uid)
+	a.hashSlots <- struct{}{} // bounded work ahead (≤ hashWorkers reads of ≤ maxHashSize): no cancellation
+	defer func() { <-a.hashSlots }()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 256<<10)); err != nil {
+	if _, err := io.CopyBuffer(h, f, make([]byte, 256<<10)); err != nil {
 		c.err = fmt.Errorf("hash %s: %w", key.path, err)
 		return "", c.err
 	}
@@ -343,17 +344,4 @@ func readlinkAt(dirfd int, name string) (string, error) {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-}
-
-// ctxReader stops a long read when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }

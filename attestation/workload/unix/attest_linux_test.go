@@ -439,3 +439,51 @@ func TestHashingIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// A read, once started, finishes for the connections waiting on it even when the one that started it has
+// gone away; a uid gets one new file read at a time.
+func TestHashReadsAreSharedAndRationed(t *testing.T) {
+	t.Run("the first caller's cancellation does not fail the read", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "app")
+		if err := os.WriteFile(bin, []byte("some program"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		sum, err := New(Config{}).hash(ctx, exeKey{path: bin, ino: 1}, f, 1000)
+		if err != nil || sum != fileSHA256(t, bin) {
+			t.Errorf("hash = %q, %v; want the file's hash", sum, err)
+		}
+	})
+	t.Run("one file per uid at a time; others wait for the same file", func(t *testing.T) {
+		var f inflight
+		k1, k2 := exeKey{path: "a", ino: 1}, exeKey{path: "b", ino: 2}
+		c, first, err := f.join(k1, 1000)
+		if err != nil || !first {
+			t.Fatalf("first join = %v, %v", first, err)
+		}
+		if w, first, err := f.join(k1, 1001); err != nil || first || w != c {
+			t.Errorf("another uid asking for the same file should wait for it: %v, %v", first, err)
+		}
+		if _, _, err := f.join(k2, 1000); err == nil || !strings.Contains(err.Error(), "uid 1000") {
+			t.Errorf("a second new file for uid 1000 = %v, want refused", err)
+		}
+		if _, first, err := f.join(k2, 1001); err != nil || !first {
+			t.Errorf("another uid's new file = %v, %v; want read", first, err)
+		}
+		f.finish(k1, c, 1000)
+		select {
+		case <-c.done:
+		default:
+			t.Error("finish did not release the waiters")
+		}
+		if _, first, err := f.join(k2, 1000); err != nil || first {
+			t.Errorf("after finishing, uid 1000 waits for b like everyone: %v, %v", first, err)
+		}
+	})
+}

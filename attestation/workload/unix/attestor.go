@@ -2,6 +2,7 @@ package unix
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os/user"
 	"sync"
@@ -82,10 +83,12 @@ const hashCacheSize = 1024
 // hashWorkers bounds the executables hashed at the same time.
 const hashWorkers = 2
 
-// inflight is the hashes being computed, so that connections asking for the same file wait for one read.
+// inflight is the hashes being computed, so that connections asking for the same file wait for one read,
+// and the uids whose file is being read.
 type inflight struct {
-	mu sync.Mutex
-	m  map[exeKey]*hashCall
+	mu   sync.Mutex
+	m    map[exeKey]*hashCall
+	uids map[uint32]bool
 }
 
 type hashCall struct {
@@ -94,25 +97,31 @@ type hashCall struct {
 	err  error
 }
 
-// join returns the call computing key, and whether the caller is the first and must compute it.
-func (f *inflight) join(key exeKey) (*hashCall, bool) {
+// join returns the call computing key, and whether the caller is the first and must compute it. A uid
+// with another file being read gets an error instead.
+func (f *inflight) join(key exeKey, uid uint32) (*hashCall, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.m[key]; ok {
-		return c, false
+		return c, false, nil
+	}
+	if f.uids[uid] {
+		return nil, false, fmt.Errorf("another executable of uid %d is being hashed; this one will be on a later connection", uid)
 	}
 	if f.m == nil {
-		f.m = map[exeKey]*hashCall{}
+		f.m, f.uids = map[exeKey]*hashCall{}, map[uint32]bool{}
 	}
 	c := &hashCall{done: make(chan struct{})}
 	f.m[key] = c
-	return c, true
+	f.uids[uid] = true
+	return c, true, nil
 }
 
 // finish publishes c's result to the callers waiting for it.
-func (f *inflight) finish(key exeKey, c *hashCall) {
+func (f *inflight) finish(key exeKey, c *hashCall, uid uint32) {
 	f.mu.Lock()
 	delete(f.m, key)
+	delete(f.uids, uid)
 	f.mu.Unlock()
 	close(c.done)
 }
