@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,33 +23,6 @@ var (
 	workload = spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/payments")
 	t0       = time.Date(2031, 3, 1, 12, 0, 0, 0, time.UTC)
 )
-
-// clock is a settable clock for Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 type fixture struct {
 	ca    *ca.CA

@@ -15,6 +15,7 @@ import (
 	"github.com/kithid/kith/ca/catest"
 	"github.com/kithid/kith/ca/keymanager/disk"
 	"github.com/kithid/kith/ca/keymanager/memory"
+	"github.com/kithid/kith/internal/testutil"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -39,7 +40,7 @@ func sequence(t testing.TB, c *ca.CA) uint64 {
 }
 
 func TestNewCreatesActiveAuthorities(t *testing.T) {
-	f := newFixture(t, newClock(t0).Now)
+	f := newFixture(t, testutil.NewClock(t0).Now)
 	if diff := cmp.Diff([]string{"ca.init"}, f.store.Actions()); diff != "" {
 		t.Errorf("store actions (-want +got):\n%s", diff)
 	}
@@ -110,7 +111,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestIntermediateAndJWTKeyRotation(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	f := newFixture(t, clk.Now)
 	c := f.ca
 	first := active(t, c, ca.KindX509Intermediate)
@@ -201,7 +202,7 @@ func TestIntermediateAndJWTKeyRotation(t *testing.T) {
 }
 
 func TestRotateNow(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	f := newFixture(t, clk.Now)
 	c := f.ca
 	before := issue(t, c, workload, 0)
@@ -254,7 +255,7 @@ func TestRotateNow(t *testing.T) {
 }
 
 func TestRotateKeepsStateWhenTheStoreFails(t *testing.T) {
-	f := newFixture(t, newClock(t0).Now)
+	f := newFixture(t, testutil.NewClock(t0).Now)
 	before := f.ca.Authorities()
 	f.store.SetPutErr(errors.New("disk full"))
 	err := f.ca.Rotate(context.Background(), "alice", false)
@@ -271,7 +272,7 @@ func TestRotateKeepsStateWhenTheStoreFails(t *testing.T) {
 }
 
 func TestRootRotation(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	f := newFixture(t, clk.Now)
 	c := f.ca
 	oldRoot := active(t, c, ca.KindX509Root)
@@ -479,7 +480,7 @@ func TestJWTKeyRotationKeepsTokensValid(t *testing.T) {
 }
 
 func TestRestartLoadsTheSameAuthorities(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	store := catest.NewStore()
 	dir := t.TempDir()
 	open := func() *ca.CA {
@@ -526,7 +527,7 @@ func TestRestartLoadsTheSameAuthorities(t *testing.T) {
 }
 
 func TestNewFailsClearlyWhenAKeyIsMissing(t *testing.T) {
-	f := newFixture(t, newClock(t0).Now)
+	f := newFixture(t, testutil.NewClock(t0).Now)
 	_, err := ca.New(context.Background(), ca.Config{TrustDomain: td, Keys: memory.New(), Store: f.store})
 	if err == nil || !strings.Contains(err.Error(), "load key") || !strings.Contains(err.Error(), "key not found") {
 		t.Errorf("got %v, want a load key error", err)
@@ -534,7 +535,7 @@ func TestNewFailsClearlyWhenAKeyIsMissing(t *testing.T) {
 }
 
 func TestSigningDuringRotation(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	f := newFixture(t, clk.Now)
 	c := f.ca
 	csr := makeCSR(t, newKey(t), workload.String())

@@ -19,13 +19,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/internal/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 func TestSignX509SVIDIssuesVerifiableSVIDs(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	f := newFixture(t, clk.Now)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -93,7 +94,7 @@ func TestSignX509SVIDIssuesVerifiableSVIDs(t *testing.T) {
 }
 
 func TestSignX509SVIDRejectsBadRequests(t *testing.T) {
-	f := newFixture(t, newClock(t0).Now)
+	f := newFixture(t, testutil.NewClock(t0).Now)
 	good := makeCSR(t, newKey(t), workload.String())
 	badSig := append([]byte(nil), good...)
 	badSig[len(badSig)-1] ^= 0xff
@@ -145,7 +146,7 @@ func TestSignX509SVIDRejectsBadRequests(t *testing.T) {
 }
 
 func TestSignX509SVIDCapsNotAfterAtTheIntermediate(t *testing.T) {
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	f := newFixture(t, clk.Now)
 	inter := active(t, f.ca, ca.KindX509Intermediate)
 	clk.Set(inter.NotAfter.Add(-2 * time.Hour)) // no Tick: the intermediate stays active
