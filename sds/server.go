@@ -21,6 +21,7 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload/unix"
 	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/internal/logclip"
 )
 
 // Attestor derives a workload's selectors from its unix peer credentials.
@@ -235,9 +236,13 @@ func (s *Server) serveDelta(st deltaServer) error {
 	})
 }
 
+// maxLogged bounds each string a proxy sent, as logged.
+const maxLogged = 256
+
 // nack records a proxy's rejection of a response.
 func (b *streamState) nack(version, nonce, message string) {
-	b.srv.log.Warn("proxy rejected secrets", "node", clip(b.nodeID), "version", clip(version), "nonce", clip(nonce), "error", clip(message))
+	b.srv.log.Warn("proxy rejected secrets", "node", logclip.Cut(b.nodeID, maxLogged), "version", logclip.Cut(version, maxLogged),
+		"nonce", logclip.Cut(nonce, maxLogged), "error", logclip.Cut(message, maxLogged))
 	b.srv.onNACK(b.nodeID)
 }
 
@@ -254,13 +259,4 @@ func selectorKey(sels []attestation.Selector) string {
 		sb.WriteByte(0)
 	}
 	return sb.String()
-}
-
-// clip shortens a string the proxy sent before it is logged: a local process chooses it.
-func clip(s string) string {
-	const maxLogged = 256
-	if len(s) <= maxLogged {
-		return s
-	}
-	return strings.ToValidUTF8(s[:maxLogged], "") + "…"
 }

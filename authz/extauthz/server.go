@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/internal/logclip"
 )
 
 // Decider decides one request; *authz.Engine is one. An error means no
@@ -128,7 +129,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err != nil {
 		reason := "no target identity"
 		if p := attrs.GetDestination().GetPrincipal(); p != "" {
-			reason = fmt.Sprintf("no target identity: destination principal %q is not a SPIFFE ID", truncate(p, 256))
+			reason = fmt.Sprintf("no target identity: destination principal %q is not a SPIFFE ID", logclip.Cut(p, 256))
 		}
 		return s.deny(ctx, "", spiffeid.ID{}, method, fullPath, 403, []string{reason}, OutcomeDeny), nil
 	}
@@ -150,7 +151,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "ext_authz: policy evaluation failed",
 			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
-			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.Any("error", err))
+			slog.String("method", logclip.Cut(method, logMaxID)), slog.String("path", logclip.Cut(path, logMaxPath)), slog.Any("error", err))
 		return s.deny(ctx, target.String(), caller, method, fullPath, 403, []string{"policy evaluation failed"}, OutcomeError), nil
 	}
 	if reason != "" {
@@ -174,7 +175,7 @@ func (s *Server) caller(attrs *authv3.AttributeContext, h *authv3.AttributeConte
 	if p := attrs.GetSource().GetPrincipal(); p != "" {
 		id, err := spiffeid.FromString(p)
 		if err != nil {
-			return spiffeid.ID{}, fmt.Sprintf("source principal %q is not a SPIFFE ID", truncate(p, 256)), true
+			return spiffeid.ID{}, fmt.Sprintf("source principal %q is not a SPIFFE ID", logclip.Cut(p, 256)), true
 		}
 		return id, "", true
 	}
@@ -256,11 +257,11 @@ func (s *Server) allow(ctx context.Context, target, caller spiffeid.ID, method, 
 	case outcome == OutcomeAuditDeny:
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: audit mode lets a denied request through",
 			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
-			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.Any("reasons", logReasons(d.Reasons)))
+			slog.String("method", logclip.Cut(method, logMaxID)), slog.String("path", logclip.Cut(path, logMaxPath)), slog.Any("reasons", logReasons(d.Reasons)))
 	case s.sample > 0 && s.allows.Add(1)%s.sample == 1%s.sample:
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: allow (sampled)",
 			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
-			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.String("grant", d.Grant))
+			slog.String("method", logclip.Cut(method, logMaxID)), slog.String("path", logclip.Cut(path, logMaxPath)), slog.String("grant", d.Grant))
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
@@ -298,7 +299,7 @@ func (s *Server) deny(ctx context.Context, target string, caller spiffeid.ID, me
 	if outcome != OutcomeError { // errors are logged with their cause
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: deny",
 			slog.String("caller", logID(caller.String())), slog.String("target", logID(target)),
-			slog.String("method", truncate(method, logMaxID)), slog.String("path", truncate(path, logMaxPath)), slog.Any("reasons", logReasons(reasons)))
+			slog.String("method", logclip.Cut(method, logMaxID)), slog.String("path", logclip.Cut(path, logMaxPath)), slog.Any("reasons", logReasons(reasons)))
 	}
 	if status < 400 || status > 599 {
 		status = 403
@@ -347,7 +348,7 @@ func sanitize(s string, max int) string {
 		}
 	}
 	if clean {
-		return truncate(s, max)
+		return logclip.Cut(s, max)
 	}
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.Map(func(r rune) rune {
@@ -356,7 +357,7 @@ func sanitize(s string, max int) string {
 		}
 		return r
 	}, s)
-	return truncate(s, max)
+	return logclip.Cut(s, max)
 }
 
 // Logged request strings are cut to these many bytes: the request comes from any local process.
@@ -367,7 +368,7 @@ const (
 )
 
 // logID is a SPIFFE ID as logged.
-func logID(id string) string { return truncate(id, logMaxID) }
+func logID(id string) string { return logclip.Cut(id, logMaxID) }
 
 // logReasons returns reasons with each cut to logMaxReason bytes, copying only when one is longer.
 func logReasons(reasons []string) []string {
@@ -375,24 +376,12 @@ func logReasons(reasons []string) []string {
 		if len(r) > logMaxReason {
 			out := slices.Clone(reasons)
 			for j := i; j < len(out); j++ {
-				out[j] = truncate(out[j], logMaxReason)
+				out[j] = logclip.Cut(out[j], logMaxReason)
 			}
 			return out
 		}
 	}
 	return reasons
-}
-
-// truncate cuts s to at most max bytes without splitting a UTF-8 sequence.
-func truncate(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // validHeaderName reports whether k is a lower-case HTTP token that is not a
