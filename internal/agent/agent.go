@@ -381,10 +381,6 @@ func (a *Agent) bootstrapBundle(ctx context.Context) error {
 	return nil
 }
 
-// defaultTrustDomain is the agent's trust domain when neither its configuration nor its bootstrap bundle
-// names one: the server's default too.
-const defaultTrustDomain = "example.org"
-
 // settleTrustDomain checks the bootstrap roots (from source) against the configured trust domain, or takes
 // the trust domain from them when none is configured. Kith's CA roots carry their trust domain as a
 // spiffe:// URI SAN; roots from an upstream CA may name none, and then the configured (or default) one
@@ -396,7 +392,7 @@ func (a *Agent) settleTrustDomain(roots []*x509.Certificate, source string) erro
 	}
 	switch {
 	case a.td.IsZero() && named.IsZero():
-		a.td = spiffeid.RequireTrustDomainFromString(defaultTrustDomain)
+		a.td = spiffeid.RequireTrustDomainFromString(config.DefaultTrustDomain)
 		a.log.Info("trust domain not configured and not named by the trust bundle; using the default", "trust_domain", a.td.Name())
 	case a.td.IsZero():
 		a.td = named

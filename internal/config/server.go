@@ -12,6 +12,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
+// DefaultTrustDomain is the server's trust domain unless configured, and the agent's when neither its
+// configuration nor its bootstrap bundle names one.
+const DefaultTrustDomain = "example.org"
+
 // Server is the `kith server` configuration. Every field is optional; the comment gives the default and
 // the environment variable that overrides it.
 type Server struct {
@@ -158,7 +162,7 @@ func (c *Server) Finish() error {
 			*d = Duration(v)
 		}
 	}
-	def(&c.TrustDomain, "example.org")
+	def(&c.TrustDomain, DefaultTrustDomain)
 	def(&c.DataDir, "/var/lib/kith")
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
