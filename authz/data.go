@@ -52,8 +52,8 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 			ids = map[string]any{}
 			callers[g.Caller] = ids
 		}
-		ids[g.ID] = g.storeValue(values)
-		i, p := g.slashes()
+		ids[g.ID] = storeValue(g, values)
+		i, p := slashes(g)
 		idSlashes, pathSlashes = max(idSlashes, i), max(pathSlashes, p)
 	}
 	labels := make(map[string]*ast.Term, len(d.Labels))
@@ -68,7 +68,7 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 		if _, err := spiffeid.FromString(id); err != nil {
 			return fmt.Errorf("mode for %q: %w", id, err)
 		}
-		if err := m.validate(); err != nil {
+		if err := m.Validate(); err != nil {
 			return fmt.Errorf("mode for %s: %w", id, err)
 		}
 		modes[id] = m
@@ -105,7 +105,7 @@ func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
 		return fmt.Errorf("put grant %s: %w", g.ID, err)
 	}
 	e.grants[g.ID] = &storedGrant{Grant: g}
-	i, p := g.slashes()
+	i, p := slashes(g)
 	if p > e.maxPathSlashes.Load() {
 		e.maxPathSlashes.Store(p)
 	}
@@ -157,7 +157,7 @@ func (e *Engine) writeGrant(ctx context.Context, old, g *Grant) error {
 		write := func(op storage.PatchOp, p storage.Path, v any) error { return e.store.Write(ctx, txn, op, p, v) }
 
 		if old != nil && g != nil && old.Target == g.Target && old.Caller == g.Caller {
-			return write(storage.AddOp, storePath(g.Target, g.Caller, g.ID), g.storeValue(e.values))
+			return write(storage.AddOp, storePath(g.Target, g.Caller, g.ID), storeValue(*g, e.values))
 		}
 		if old != nil {
 			var err error
@@ -179,7 +179,7 @@ func (e *Engine) writeGrant(ctx context.Context, old, g *Grant) error {
 		if g == nil {
 			return nil
 		}
-		v := g.storeValue(e.values)
+		v := storeValue(*g, e.values)
 		switch {
 		case !targetExists:
 			return write(storage.AddOp, storePath(g.Target), map[string]any{g.Caller: map[string]any{g.ID: v}})
@@ -234,7 +234,7 @@ func (e *Engine) SetMode(ctx context.Context, target spiffeid.ID, m Mode) error 
 	if target.IsZero() {
 		return errors.New("set mode: empty target SPIFFE ID")
 	}
-	if err := m.validate(); err != nil {
+	if err := m.Validate(); err != nil {
 		return fmt.Errorf("set mode for %s: %w", target, err)
 	}
 	e.mu.Lock()
@@ -247,14 +247,6 @@ func (e *Engine) SetMode(ctx context.Context, target spiffeid.ID, m Mode) error 
 	return nil
 }
 
-func (m Mode) validate() error {
-	switch m {
-	case ModeEnforce, ModeAudit:
-		return nil
-	}
-	return fmt.Errorf("unknown mode %q; want %q or %q", m, ModeEnforce, ModeAudit)
-}
-
 func labelsTerm(labels map[string]string) *ast.Term {
 	obj := ast.NewObject()
 	for k, v := range labels {
@@ -264,8 +256,8 @@ func labelsTerm(labels map[string]string) *ast.Term {
 }
 
 // slashes returns how many prefix keys of a request's IDs and path are
-// needed to find g (see idKeys and pathKeysTerm).
-func (g Grant) slashes() (id, path int32) {
+// needed to find g (see grant.Keys and pathKeysTerm).
+func slashes(g Grant) (id, path int32) {
 	for _, s := range []string{g.Caller, g.Target} {
 		if strings.HasSuffix(s, "/*") {
 			id = max(id, int32(strings.Count(strings.TrimPrefix(s, "spiffe://"), "/")))

@@ -21,6 +21,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/authz/grant"
 )
 
 //go:embed builtin.rego
@@ -105,7 +107,7 @@ type Engine struct {
 
 	mu     sync.RWMutex // guards grants, values, labels, modes and writes to store
 	grants map[string]*storedGrant
-	values map[string]ast.Value // interned grant documents, see Grant.storeValue
+	values map[string]ast.Value // interned grant documents, see storeValue
 	labels map[string]*ast.Term // SPIFFE ID -> labels object
 	modes  map[string]Mode
 
@@ -501,7 +503,7 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 			if g, known := e.grants[id]; known {
 				d.Reasons = append(d.Reasons, g.allowsReason())
 			} else {
-				d.Reasons = append(d.Reasons, "grant "+id+" allows "+Grant{ID: id, Caller: "?", Target: "?"}.describe())
+				d.Reasons = append(d.Reasons, "grant "+id+" allows "+describe(Grant{ID: id, Caller: "?", Target: "?"}))
 			}
 		}
 	}
@@ -532,12 +534,12 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 		return nil
 	}
 	var ids []string
-	for _, tk := range idKeys(in.Target, int(e.maxIDSlashes.Load())) {
+	for _, tk := range grant.Keys(in.Target, int(e.maxIDSlashes.Load())) {
 		callers, _ := valueAt(root, tk).(ast.Object)
 		if callers == nil {
 			continue
 		}
-		for _, ck := range idKeys(in.Caller, int(e.maxIDSlashes.Load())) {
+		for _, ck := range grant.Keys(in.Caller, int(e.maxIDSlashes.Load())) {
 			if grants, _ := valueAt(callers, ck).(ast.Object); grants != nil {
 				for _, k := range grants.Keys() {
 					if s, ok := k.Value.(ast.String); ok {
@@ -554,7 +556,7 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 		if sg, ok := e.grants[id]; ok {
 			g = sg.Grant
 		}
-		switch g.state(now, method, cleaned) {
+		switch grantState(g, now, method, cleaned) {
 		case "expired":
 			out = append(out, fmt.Sprintf("grant %s expired at %s", id, g.ExpiresAt.UTC().Format(time.RFC3339)))
 		case "method":

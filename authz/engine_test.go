@@ -658,42 +658,6 @@ func TestSetPolicyReplacesModules(t *testing.T) {
 	}
 }
 
-func TestGrantValidate(t *testing.T) {
-	valid := Grant{ID: "g", Caller: frontend.String(), Target: "spiffe://example.org/ns/prod/*", Methods: []string{"GET", "POST"}, Paths: []string{"/api/*", "/pkg.S/*", "/a/*/b"}}
-	tests := []struct {
-		name    string
-		change  func(*Grant)
-		wantErr string
-	}{
-		{"a grant with IDs, prefixes, methods and paths is valid", func(*Grant) {}, ""},
-		{"a whole trust domain prefix is valid", func(g *Grant) { g.Caller = "spiffe://example.org/*" }, ""},
-		{"an empty ID is refused", func(g *Grant) { g.ID = "" }, "id is empty"},
-		{"a caller that is not a SPIFFE ID is refused", func(g *Grant) { g.Caller = "frontend" }, `caller: "frontend" is not a SPIFFE ID`},
-		{"a wildcard inside an ID is refused", func(g *Grant) { g.Target = "spiffe://example.org/ns/*/sa/x" }, "only allowed as a trailing /*"},
-		{"a lower-case method is refused with a hint", func(g *Grant) { g.Methods = []string{"get"} }, `method "get" must be upper-case (GET)`},
-		{"an unknown method is refused", func(g *Grant) { g.Methods = []string{"FETCH"} }, `method "FETCH" is not an HTTP method`},
-		{"a relative path is refused", func(g *Grant) { g.Paths = []string{"api"} }, `path "api" must start with /`},
-		{"a path with brackets is refused", func(g *Grant) { g.Paths = []string{"/a[1]"} }, "only * is special"},
-		{"a path with ** is refused", func(g *Grant) { g.Paths = []string{"/a/**"} }, "not **"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			g := valid
-			tt.change(&g)
-			err := g.Validate()
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Errorf("Validate: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("Validate = %v, want an error containing %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestPutGrantRefusesAnInvalidGrant(t *testing.T) {
 	e := newEngine(t, Config{})
 	if err := e.PutGrant(context.Background(), Grant{ID: "g", Caller: "nope", Target: payments.String()}); err == nil {
@@ -701,25 +665,6 @@ func TestPutGrantRefusesAnInvalidGrant(t *testing.T) {
 	}
 	if err := e.SetData(context.Background(), Data{Modes: map[string]Mode{payments.String(): "loud"}}); err == nil {
 		t.Error("SetData accepted an unknown mode")
-	}
-}
-
-func TestIDKeys(t *testing.T) {
-	tests := []struct {
-		id   string
-		max  int
-		want []string
-	}{
-		{"spiffe://example.org/ns/dev/sa/x", 10, []string{"spiffe://example.org/ns/dev/sa/x", "spiffe://example.org/*", "spiffe://example.org/ns/*", "spiffe://example.org/ns/dev/*", "spiffe://example.org/ns/dev/sa/*"}},
-		{"spiffe://example.org/ns/dev/sa/x", 2, []string{"spiffe://example.org/ns/dev/sa/x", "spiffe://example.org/*", "spiffe://example.org/ns/*"}},
-		{"spiffe://example.org", 10, []string{"spiffe://example.org"}},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s has keys up to %d slashes", tt.id, tt.max), func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, idKeys(mustID(tt.id), tt.max)); diff != "" {
-				t.Errorf("idKeys (-want +got):\n%s", diff)
-			}
-		})
 	}
 }
 

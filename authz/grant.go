@@ -2,10 +2,8 @@ package authz
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,112 +11,25 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/authz/grant"
 )
 
-// Mode says what happens when the policy denies a request to a target.
-type Mode string
+// Grant and Mode are defined in package grant, which the store and the APIs use without OPA.
+type (
+	// Grant says that Caller may call Target with the given methods and paths until ExpiresAt; see
+	// [grant.Grant].
+	Grant = grant.Grant
+	// Mode says what happens when the policy denies a request to a target; see [grant.Mode].
+	Mode = grant.Mode
+)
 
 const (
 	// ModeEnforce denies the request. It is the mode of every target without one.
-	ModeEnforce Mode = "enforce"
+	ModeEnforce = grant.ModeEnforce
 	// ModeAudit logs and counts the denial but lets the request through.
-	ModeAudit Mode = "audit"
+	ModeAudit = grant.ModeAudit
 )
-
-// Grant says that Caller may call Target with the given methods and paths
-// until ExpiresAt.
-//
-// Caller and Target are SPIFFE IDs ("spiffe://example.org/ns/prod/sa/payments")
-// or ID prefixes ending in "/*" that match every ID below them
-// ("spiffe://example.org/ns/dev/*" matches "spiffe://example.org/ns/dev/sa/x"
-// but neither "spiffe://example.org/ns/dev" nor "spiffe://example.org/ns/devil/x";
-// "spiffe://example.org/*" matches every ID of the trust domain).
-//
-// Paths are patterns over the request path (without query): a trailing "/*"
-// matches everything below ("/api/*" matches "/api/", "/api/v1" and
-// "/api/v1/users" but not "/api"); a "*" elsewhere matches any run of
-// characters within one segment ("/api/*/users" matches "/api/v1/users");
-// every other character matches itself. gRPC methods are paths
-// ("/pkg.Service/*", "/pkg.Service/Method") called with POST.
-type Grant struct {
-	ID        string
-	Caller    string    // SPIFFE ID or prefix ending in "/*"
-	Target    string    // SPIFFE ID or prefix ending in "/*"
-	Methods   []string  // HTTP methods, upper-case; empty means any
-	Paths     []string  // path patterns; empty means any
-	ExpiresAt time.Time // zero means never
-	Reason    string
-	CreatedBy string
-	CreatedAt time.Time
-	Source    string // "cli" or "git:<commit sha>"
-}
-
-var httpMethods = []string{"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
-
-// Validate reports what is wrong with g, if anything.
-func (g Grant) Validate() error {
-	var errs []error
-	if g.ID == "" {
-		errs = append(errs, errors.New("id is empty"))
-	}
-	if err := validatePattern(g.Caller); err != nil {
-		errs = append(errs, fmt.Errorf("caller: %w", err))
-	}
-	if err := validatePattern(g.Target); err != nil {
-		errs = append(errs, fmt.Errorf("target: %w", err))
-	}
-	for _, m := range g.Methods {
-		if !slices.Contains(httpMethods, m) {
-			if slices.Contains(httpMethods, strings.ToUpper(m)) {
-				errs = append(errs, fmt.Errorf("method %q must be upper-case (%s)", m, strings.ToUpper(m)))
-			} else {
-				errs = append(errs, fmt.Errorf("method %q is not an HTTP method (one of %s; gRPC uses POST)", m, strings.Join(httpMethods, ", ")))
-			}
-		}
-	}
-	for _, p := range g.Paths {
-		if err := validatePath(p); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		if g.ID != "" {
-			return fmt.Errorf("invalid grant %s: %w", g.ID, err)
-		}
-		return fmt.Errorf("invalid grant: %w", err)
-	}
-	return nil
-}
-
-// validatePattern checks a caller or target: a SPIFFE ID or an ID followed by "/*".
-func validatePattern(s string) error {
-	if s == "" {
-		return errors.New("empty; want a SPIFFE ID or a prefix such as spiffe://example.org/ns/dev/*")
-	}
-	id := strings.TrimSuffix(s, "/*")
-	if strings.Contains(id, "*") {
-		return fmt.Errorf("%q: a wildcard is only allowed as a trailing /* (as in spiffe://example.org/ns/dev/*)", s)
-	}
-	if _, err := spiffeid.FromString(id); err != nil {
-		return fmt.Errorf("%q is not a SPIFFE ID or ID prefix: %w", s, err)
-	}
-	return nil
-}
-
-func validatePath(p string) error {
-	switch {
-	case !strings.HasPrefix(p, "/"):
-		return fmt.Errorf("path %q must start with /", p)
-	case strings.ContainsAny(p, "?#"):
-		return fmt.Errorf("path %q must not contain a query or fragment", p)
-	case strings.ContainsAny(p, "[]{}\\"):
-		return fmt.Errorf("path %q: only * is special in a path pattern; [ ] { } \\ are not allowed", p)
-	case strings.Contains(p, "**"):
-		return fmt.Errorf("path %q: use a trailing /* to match everything below a path, not **", p)
-	}
-	return nil
-}
 
 // neverExpires is the expires_at of a grant without expiry.
 const neverExpires = int64(math.MaxInt64)
@@ -128,7 +39,7 @@ const neverExpires = int64(math.MaxInt64)
 // patterns with a "*" inside a segment as globs for glob.match (a trailing
 // "/*" becoming "/**"). Grants with the same methods, paths and expiry
 // share one value, interned in values, which keeps the store small.
-func (g Grant) storeValue(values map[string]ast.Value) ast.Value {
+func storeValue(g Grant, values map[string]ast.Value) ast.Value {
 	exp := neverExpires
 	if !g.ExpiresAt.IsZero() {
 		exp = g.ExpiresAt.UnixNano()
@@ -169,45 +80,19 @@ func (g Grant) storeValue(values map[string]ast.Value) ast.Value {
 	return v
 }
 
-// state says why g does or does not allow a request: "ok", "expired",
+// grantState says why g does or does not allow a request: "ok", "expired",
 // "method" or "path". It is the Go twin of the built-in policy's matching,
 // used to explain denials.
-func (g Grant) state(now time.Time, method, cleanedPath string) string {
+func grantState(g Grant, now time.Time, method, cleanedPath string) string {
 	switch {
 	case !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt):
 		return "expired"
 	case len(g.Methods) > 0 && !slices.Contains(g.Methods, method):
 		return "method"
-	case len(g.Paths) > 0 && !slices.ContainsFunc(g.Paths, func(p string) bool { return pathMatches(p, cleanedPath) }):
+	case len(g.Paths) > 0 && !slices.ContainsFunc(g.Paths, func(p string) bool { return grant.MatchPath(p, cleanedPath) }):
 		return "path"
 	}
 	return "ok"
-}
-
-// pathMatches reports whether the path pattern p matches the request path.
-func pathMatches(p, reqPath string) bool {
-	body, trailing := strings.CutSuffix(p, "/*")
-	if !trailing {
-		ok, _ := path.Match(p, reqPath)
-		return ok
-	}
-	// Match body against as many leading segments of reqPath, then require
-	// a "/" after them.
-	n := strings.Count(body, "/")
-	i := 0
-	for seen := 0; i < len(reqPath); i++ {
-		if reqPath[i] == '/' {
-			if seen == n {
-				break
-			}
-			seen++
-		}
-	}
-	if i >= len(reqPath) {
-		return false
-	}
-	ok, _ := path.Match(body, reqPath[:i])
-	return ok
 }
 
 // depth is the number of "/" in a pattern: how many prefix keys of a
@@ -226,13 +111,13 @@ func (g *storedGrant) allowsReason() string {
 	if r := g.allows.Load(); r != nil {
 		return *r
 	}
-	r := "grant " + g.ID + " allows " + g.describe()
+	r := "grant " + g.ID + " allows " + describe(g.Grant)
 	g.allows.Store(&r)
 	return r
 }
 
 // describe renders what g allows: "CALLER → TARGET GET,POST /api/*".
-func (g Grant) describe() string {
+func describe(g Grant) string {
 	methods := "any method"
 	if len(g.Methods) > 0 {
 		methods = strings.Join(g.Methods, ",")
@@ -242,25 +127,4 @@ func (g Grant) describe() string {
 		paths = strings.Join(g.Paths, ",")
 	}
 	return fmt.Sprintf("%s → %s %s %s", g.Caller, g.Target, methods, paths)
-}
-
-// idKeys returns the grant keys that can match id: the ID itself, then
-// "spiffe://td/*", "spiffe://td/a/*", and so on for each ancestor of its
-// path, at most maxSlashes of them (no grant prefix has more "/" in its
-// path). A zero ID has no keys.
-func idKeys(id spiffeid.ID, maxSlashes int) []string {
-	if id.IsZero() {
-		return nil
-	}
-	s := id.String()
-	td := len("spiffe://") + len(id.TrustDomain().Name())
-	keys := make([]string, 0, 1+min(maxSlashes, strings.Count(s[td:], "/")))
-	keys = append(keys, s)
-	for i, n := td, 0; i < len(s) && n < maxSlashes; i++ {
-		if s[i] == '/' {
-			keys = append(keys, s[:i]+"/*")
-			n++
-		}
-	}
-	return keys
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/authz/grant"
 )
 
 var (
@@ -142,7 +144,7 @@ func needsOf(modules map[string]*ast.Module) inputNeeds {
 // identityTerms are the parts of the input about one SPIFFE ID.
 type identityTerms struct {
 	doc  *ast.Term // {"id": ..., "labels": {...}}
-	keys *ast.Term // idKeys
+	keys *ast.Term // grant.Keys
 }
 
 // idCache holds identityTerms by SPIFFE ID. It is replaced by an empty one
@@ -173,7 +175,7 @@ func (e *Engine) identity(id spiffeid.ID) identityTerms {
 	e.mu.RUnlock()
 	t := identityTerms{
 		doc:  ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm(s)), ast.Item(ast.StringTerm("labels"), labels)),
-		keys: stringsTerm(idKeys(id, int(e.maxIDSlashes.Load()))),
+		keys: stringsTerm(grant.Keys(id, int(e.maxIDSlashes.Load()))),
 	}
 	if c.n.Add(1) > maxCachedIDs {
 		e.ids.CompareAndSwap(c, &idCache{})
@@ -187,7 +189,7 @@ func (e *Engine) identity(id spiffeid.ID) identityTerms {
 // its method_keys term.
 var methodTerms, methodKeyTerms = func() (map[string]*ast.Term, map[string]*ast.Term) {
 	terms, keys := map[string]*ast.Term{}, map[string]*ast.Term{}
-	for _, method := range httpMethods {
+	for _, method := range grant.HTTPMethods() {
 		terms[method] = ast.StringTerm(method)
 		keys[method] = ast.ArrayTerm(terms[method], anyMethod)
 	}

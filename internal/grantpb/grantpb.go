@@ -1,4 +1,4 @@
-// Package grantpb converts authorization grants between the decision engine's form (authz.Grant) and the
+// Package grantpb converts authorization grants between their Go form (grant.Grant) and the
 // agent API's message, for the server that sends them and the agent that receives them.
 package grantpb
 
@@ -6,11 +6,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
-	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 )
 
 // ToProto converts a grant for the agent API.
-func ToProto(g authz.Grant) *agentv1.Grant {
+func ToProto(g grant.Grant) *agentv1.Grant {
 	pg := &agentv1.Grant{Id: g.ID, Caller: g.Caller, Target: g.Target, Methods: g.Methods, Paths: g.Paths,
 		Reason: g.Reason, CreatedBy: g.CreatedBy, Source: g.Source}
 	if !g.ExpiresAt.IsZero() {
@@ -23,8 +23,8 @@ func ToProto(g authz.Grant) *agentv1.Grant {
 }
 
 // FromProto converts a grant from the agent API.
-func FromProto(pg *agentv1.Grant) authz.Grant {
-	g := authz.Grant{ID: pg.GetId(), Caller: pg.GetCaller(), Target: pg.GetTarget(), Methods: pg.GetMethods(), Paths: pg.GetPaths(),
+func FromProto(pg *agentv1.Grant) grant.Grant {
+	g := grant.Grant{ID: pg.GetId(), Caller: pg.GetCaller(), Target: pg.GetTarget(), Methods: pg.GetMethods(), Paths: pg.GetPaths(),
 		Reason: pg.GetReason(), CreatedBy: pg.GetCreatedBy(), Source: pg.GetSource()}
 	if pg.GetExpiresAt() != nil {
 		g.ExpiresAt = pg.GetExpiresAt().AsTime()

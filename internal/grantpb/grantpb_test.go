@@ -6,13 +6,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/grantpb"
 )
 
 func TestRoundTrip(t *testing.T) {
 	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
-	for _, g := range []authz.Grant{
+	for _, g := range []grant.Grant{
 		{ID: "g1", Caller: "spiffe://example.org/frontend", Target: "spiffe://example.org/payments", Methods: []string{"GET"},
 			Paths: []string{"/api/*"}, Reason: "checkout", CreatedBy: "uid:1000", CreatedAt: at, ExpiresAt: at.Add(8 * time.Hour), Source: "cli"},
 		{ID: "g2", Caller: "spiffe://example.org/team/*", Target: "spiffe://example.org/db"}, // no times, no methods

@@ -11,17 +11,18 @@ import (
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/server/apierr"
 )
 
 // GrantStore persists grants and target modes.
 type GrantStore interface {
-	CreateGrant(ctx context.Context, actor string, g authz.Grant) (authz.Grant, error)
-	DeleteGrant(ctx context.Context, actor, id string) (authz.Grant, error)
-	GetGrant(ctx context.Context, id string) (authz.Grant, error)
-	ListGrants(ctx context.Context) ([]authz.Grant, error)
-	SetTargetMode(ctx context.Context, actor, target string, mode authz.Mode) error
-	TargetModes(ctx context.Context) (map[string]authz.Mode, error)
+	CreateGrant(ctx context.Context, actor string, g grant.Grant) (grant.Grant, error)
+	DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error)
+	GetGrant(ctx context.Context, id string) (grant.Grant, error)
+	ListGrants(ctx context.Context) ([]grant.Grant, error)
+	SetTargetMode(ctx context.Context, actor, target string, mode grant.Mode) error
+	TargetModes(ctx context.Context) (map[string]grant.Mode, error)
 }
 
 // Decider evaluates a request with the same engine, grants and policy the agents enforce.
@@ -62,7 +63,7 @@ func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantReque
 	if _, err := rand.Read(idb); err != nil {
 		return nil, fmt.Errorf("grant id: %w", err)
 	}
-	g := authz.Grant{ID: "g-" + hex.EncodeToString(idb), Caller: caller, Target: target, Reason: pg.GetReason(), CreatedBy: s.cfg.Actor(ctx), Source: "cli"}
+	g := grant.Grant{ID: "g-" + hex.EncodeToString(idb), Caller: caller, Target: target, Reason: pg.GetReason(), CreatedBy: s.cfg.Actor(ctx), Source: "cli"}
 	for _, m := range pg.GetMethods() {
 		g.Methods = append(g.Methods, strings.ToUpper(m))
 	}
@@ -131,17 +132,6 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 	return resp, nil
 }
 
-// covers reports whether a grant pattern (ID or prefix/*) covers the ID or pattern q.
-func covers(pattern, q string) bool {
-	if pattern == q {
-		return true
-	}
-	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
-		return strings.HasPrefix(strings.TrimSuffix(q, "*"), prefix)
-	}
-	return false
-}
-
 // ListGrants lists grants, optionally those that apply to a caller and/or target.
 func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest) (*adminv1.ListGrantsResponse, error) {
 	all, err := s.cfg.Grants.ListGrants(ctx)
@@ -150,10 +140,10 @@ func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest
 	}
 	resp := &adminv1.ListGrantsResponse{}
 	for _, g := range all {
-		if c := req.GetCaller(); c != "" && !covers(g.Caller, c) && !covers(c, g.Caller) {
+		if c := req.GetCaller(); c != "" && !grant.Covers(g.Caller, c) && !grant.Covers(c, g.Caller) {
 			continue
 		}
-		if t := req.GetTarget(); t != "" && !covers(g.Target, t) && !covers(t, g.Target) {
+		if t := req.GetTarget(); t != "" && !grant.Covers(g.Target, t) && !grant.Covers(t, g.Target) {
 			continue
 		}
 		resp.Grants = append(resp.Grants, s.grantProto(g))
@@ -167,8 +157,8 @@ func (s *Service) SetTargetMode(ctx context.Context, req *adminv1.SetTargetModeR
 	if err != nil {
 		return nil, err
 	}
-	mode := authz.Mode(req.GetMode())
-	if !slices.Contains([]authz.Mode{authz.ModeEnforce, authz.ModeAudit}, mode) {
+	mode := grant.Mode(req.GetMode())
+	if !slices.Contains([]grant.Mode{grant.ModeEnforce, grant.ModeAudit}, mode) {
 		return nil, apierr.Invalid(fmt.Sprintf("mode %q: use enforce or audit", req.GetMode()))
 	}
 	if err := s.cfg.Grants.SetTargetMode(ctx, s.cfg.Actor(ctx), target.String(), mode); err != nil {
@@ -219,7 +209,7 @@ func (s *Service) Can(ctx context.Context, req *adminv1.CanRequest) (*adminv1.Ca
 		Headers: d.Headers, Grant: d.Grant, PolicyRevision: d.Revision}, nil
 }
 
-func (s *Service) grantProto(g authz.Grant) *adminv1.Grant {
+func (s *Service) grantProto(g grant.Grant) *adminv1.Grant {
 	pg := &adminv1.Grant{Id: g.ID, Caller: g.Caller, Target: g.Target, Methods: g.Methods, Paths: g.Paths,
 		ExpiresAt: ts(g.ExpiresAt), Reason: g.Reason, CreatedBy: g.CreatedBy, CreatedAt: ts(g.CreatedAt), Source: g.Source}
 	pg.Expired = !g.ExpiresAt.IsZero() && !s.cfg.Now().Before(g.ExpiresAt)

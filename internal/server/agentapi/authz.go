@@ -12,6 +12,7 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/grantpb"
 	"github.com/kithid/kith/internal/store"
 )
@@ -62,14 +63,6 @@ func authzRelevant(changes []store.Change) bool {
 	return false
 }
 
-// matchesTarget reports whether a grant target (ID or prefix/*) covers id.
-func matchesTarget(pattern, id string) bool {
-	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
-		return strings.HasPrefix(id, prefix)
-	}
-	return pattern == id
-}
-
 // addAuthz sets msg.Authz when the agent's authorization data differs from what it was last sent: the
 // grants whose target this agent serves, the modes of those targets, and identity labels.
 func (sy *syncer) addAuthz(ctx context.Context, msg *agentv1.SyncResponse) error {
@@ -90,7 +83,7 @@ func (sy *syncer) addAuthz(ctx context.Context, msg *agentv1.SyncResponse) error
 		}
 		if strings.HasSuffix(target, "*") {
 			for id := range served {
-				if matchesTarget(target, id) {
+				if grant.Covers(target, id) {
 					return true
 				}
 			}

@@ -8,16 +8,16 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/store"
 )
 
 // CreateGrant stores a grant (ID assigned as g-<hex> when empty, CreatedAt set) with a grant.create audit row.
-func (s *Store) CreateGrant(ctx context.Context, actor string, g authz.Grant) (authz.Grant, error) {
+func (s *Store) CreateGrant(ctx context.Context, actor string, g grant.Grant) (grant.Grant, error) {
 	if g.ID == "" {
 		b := make([]byte, 6)
 		if _, err := rand.Read(b); err != nil {
-			return authz.Grant{}, fmt.Errorf("grant id: %w", err)
+			return grant.Grant{}, fmt.Errorf("grant id: %w", err)
 		}
 		g.ID = "g-" + hex.EncodeToString(b)
 	}
@@ -29,14 +29,14 @@ func (s *Store) CreateGrant(ctx context.Context, actor string, g authz.Grant) (a
 		return w.audit(actor, "grant.create", g.ID, g)
 	})
 	if err != nil {
-		return authz.Grant{}, err
+		return grant.Grant{}, err
 	}
 	return g, nil
 }
 
 // ReplaceGrantsFromSource replaces every grant whose Source starts with prefix (e.g. "git:") with grants,
 // in one transaction (used for grants that come from a policy repository).
-func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []authz.Grant) error {
+func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []grant.Grant) error {
 	return s.write(ctx, func(w *wtx) error {
 		rows, err := w.tx.QueryContext(w.ctx, "SELECT id FROM grants WHERE substr(source, 1, ?) = ?", len(prefix), prefix)
 		if err != nil {
@@ -77,7 +77,7 @@ func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix strin
 	})
 }
 
-func (w *wtx) putGrant(g authz.Grant) error {
+func (w *wtx) putGrant(g grant.Grant) error {
 	rev, err := w.bump()
 	if err != nil {
 		return err
@@ -97,8 +97,8 @@ func (w *wtx) putGrant(g authz.Grant) error {
 }
 
 // DeleteGrant removes a grant and returns it, with a grant.revoke audit row; store.ErrNotFound if absent.
-func (s *Store) DeleteGrant(ctx context.Context, actor, id string) (authz.Grant, error) {
-	var g authz.Grant
+func (s *Store) DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error) {
+	var g grant.Grant
 	err := s.write(ctx, func(w *wtx) error {
 		var doc string
 		if err := w.queryRow("SELECT doc FROM grants WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
@@ -121,34 +121,34 @@ func (s *Store) DeleteGrant(ctx context.Context, actor, id string) (authz.Grant,
 }
 
 // GetGrant returns one grant; store.ErrNotFound if absent.
-func (s *Store) GetGrant(ctx context.Context, id string) (authz.Grant, error) {
+func (s *Store) GetGrant(ctx context.Context, id string) (grant.Grant, error) {
 	var doc string
 	if err := s.reader.QueryRowContext(ctx, "SELECT doc FROM grants WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-		return authz.Grant{}, fmt.Errorf("grant %s: %w", id, store.ErrNotFound)
+		return grant.Grant{}, fmt.Errorf("grant %s: %w", id, store.ErrNotFound)
 	} else if err != nil {
-		return authz.Grant{}, fmt.Errorf("grant %s: %w", id, err)
+		return grant.Grant{}, fmt.Errorf("grant %s: %w", id, err)
 	}
-	var g authz.Grant
+	var g grant.Grant
 	if err := decodeJSON(doc, &g); err != nil {
-		return authz.Grant{}, fmt.Errorf("decode grant %s: %w", id, err)
+		return grant.Grant{}, fmt.Errorf("decode grant %s: %w", id, err)
 	}
 	return g, nil
 }
 
 // ListGrants returns every grant ordered by target, caller and ID.
-func (s *Store) ListGrants(ctx context.Context) ([]authz.Grant, error) {
+func (s *Store) ListGrants(ctx context.Context) ([]grant.Grant, error) {
 	rows, err := s.reader.QueryContext(ctx, "SELECT doc FROM grants ORDER BY target, caller, id")
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}
 	defer rows.Close()
-	out := []authz.Grant{}
+	out := []grant.Grant{}
 	for rows.Next() {
 		var doc string
 		if err := rows.Scan(&doc); err != nil {
 			return nil, fmt.Errorf("list grants: %w", err)
 		}
-		var g authz.Grant
+		var g grant.Grant
 		if err := decodeJSON(doc, &g); err != nil {
 			return nil, fmt.Errorf("decode grant: %w", err)
 		}
@@ -158,13 +158,13 @@ func (s *Store) ListGrants(ctx context.Context) ([]authz.Grant, error) {
 }
 
 // SetTargetMode sets a target's enforcement mode (enforce removes the row), with a target.mode audit row.
-func (s *Store) SetTargetMode(ctx context.Context, actor, target string, mode authz.Mode) error {
+func (s *Store) SetTargetMode(ctx context.Context, actor, target string, mode grant.Mode) error {
 	return s.write(ctx, func(w *wtx) error {
 		rev, err := w.bump()
 		if err != nil {
 			return err
 		}
-		if mode == authz.ModeEnforce {
+		if mode == grant.ModeEnforce {
 			_, err = w.exec("DELETE FROM target_modes WHERE target = ?", target)
 		} else {
 			_, err = w.exec(`INSERT INTO target_modes (target, mode, updated_at, revision) VALUES (?, ?, ?, ?)
@@ -174,7 +174,7 @@ func (s *Store) SetTargetMode(ctx context.Context, actor, target string, mode au
 		if err != nil {
 			return fmt.Errorf("set mode of %s: %w", target, err)
 		}
-		if err := w.change(store.KindMode, target, mode == authz.ModeEnforce); err != nil {
+		if err := w.change(store.KindMode, target, mode == grant.ModeEnforce); err != nil {
 			return err
 		}
 		return w.audit(actor, "target.mode", target, map[string]string{"mode": string(mode)})
@@ -182,19 +182,19 @@ func (s *Store) SetTargetMode(ctx context.Context, actor, target string, mode au
 }
 
 // TargetModes returns the targets not in enforce mode.
-func (s *Store) TargetModes(ctx context.Context) (map[string]authz.Mode, error) {
+func (s *Store) TargetModes(ctx context.Context) (map[string]grant.Mode, error) {
 	rows, err := s.reader.QueryContext(ctx, "SELECT target, mode FROM target_modes")
 	if err != nil {
 		return nil, fmt.Errorf("list target modes: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]authz.Mode{}
+	out := map[string]grant.Mode{}
 	for rows.Next() {
 		var t, m string
 		if err := rows.Scan(&t, &m); err != nil {
 			return nil, fmt.Errorf("list target modes: %w", err)
 		}
-		out[t] = authz.Mode(m)
+		out[t] = grant.Mode(m)
 	}
 	return out, rows.Err()
 }

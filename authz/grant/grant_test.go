@@ -1,0 +1,42 @@
+package grant
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestGrantValidate(t *testing.T) {
+	valid := Grant{ID: "g", Caller: "spiffe://example.org/ns/prod/sa/frontend", Target: "spiffe://example.org/ns/prod/*", Methods: []string{"GET", "POST"}, Paths: []string{"/api/*", "/pkg.S/*", "/a/*/b"}}
+	tests := []struct {
+		name    string
+		change  func(*Grant)
+		wantErr string
+	}{
+		{"a grant with IDs, prefixes, methods and paths is valid", func(*Grant) {}, ""},
+		{"a whole trust domain prefix is valid", func(g *Grant) { g.Caller = "spiffe://example.org/*" }, ""},
+		{"an empty ID is refused", func(g *Grant) { g.ID = "" }, "id is empty"},
+		{"a caller that is not a SPIFFE ID is refused", func(g *Grant) { g.Caller = "frontend" }, `caller: "frontend" is not a SPIFFE ID`},
+		{"a wildcard inside an ID is refused", func(g *Grant) { g.Target = "spiffe://example.org/ns/*/sa/x" }, "only allowed as a trailing /*"},
+		{"a lower-case method is refused with a hint", func(g *Grant) { g.Methods = []string{"get"} }, `method "get" must be upper-case (GET)`},
+		{"an unknown method is refused", func(g *Grant) { g.Methods = []string{"FETCH"} }, `method "FETCH" is not an HTTP method`},
+		{"a relative path is refused", func(g *Grant) { g.Paths = []string{"api"} }, `path "api" must start with /`},
+		{"a path with brackets is refused", func(g *Grant) { g.Paths = []string{"/a[1]"} }, "only * is special"},
+		{"a path with ** is refused", func(g *Grant) { g.Paths = []string{"/a/**"} }, "not **"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := valid
+			tt.change(&g)
+			err := g.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Errorf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Validate = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
