@@ -1,6 +1,8 @@
 // Package store defines what Kith persists: registration entries, agents, join tokens, CA authorities and
 // the hash-chained audit log. Every change is one transaction with its audit row and bumps the store-wide
-// revision. Implementations live in sub-packages (sqlite is the embedded default).
+// revision. The contract a backend implements is Backend, one small interface per concern (contract.go),
+// stated precisely by the conformance suite in storetest; backends live in sub-packages (sqlite is the
+// embedded default).
 package store
 
 import (

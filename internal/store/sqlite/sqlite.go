@@ -29,11 +29,10 @@ import (
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
-	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/store"
 )
 
-var _ ca.AuthorityStore = (*Store)(nil)
+var _ store.Backend = (*Store)(nil)
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS

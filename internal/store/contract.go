@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/authz/grant"
+	"github.com/kithid/kith/ca"
+)
+
+// The interfaces below are what a backend provides, one per concern. Consumers do not take them whole: each
+// declares the few methods it calls (adminapi.EntryStore, agentapi.ChangeFeed, ...). Every backend must pass
+// the conformance suite in package storetest, which is the precise statement of this contract.
+//
+// Common rules: every method that changes something is one transaction that bumps the store-wide revision
+// exactly once, records one Change per changed object and appends its audit row(s) attributed to actor; a
+// failed call changes nothing. Times are returned in UTC, kept to at least the microsecond. Lists are ordered
+// bytewise (as Go compares strings), whatever the backend's collation.
+
+// Entries persists registration entries.
+type Entries interface {
+	// CreateEntry stores e, assigning ID (when empty), CreatedAt, UpdatedAt and Revision. A duplicate of an
+	// existing entry (same SPIFFE ID, parent and selector sets) or a taken ID is ErrAlreadyExists.
+	CreateEntry(ctx context.Context, actor string, e Entry) (Entry, error)
+	// CreateEntries stores es in one transaction with one revision: all or none.
+	CreateEntries(ctx context.Context, actor string, es []Entry) ([]Entry, error)
+	// UpdateEntry replaces the entry with e.ID (ErrNotFound if none), keeping CreatedAt.
+	UpdateEntry(ctx context.Context, actor string, e Entry) (Entry, error)
+	// DeleteEntry deletes the entry and returns it as it was; ErrNotFound if none.
+	DeleteEntry(ctx context.Context, actor string, id string) (Entry, error)
+	GetEntry(ctx context.Context, id string) (Entry, error)
+	// ListEntries returns the entries matching f ordered by SPIFFE ID then ID.
+	ListEntries(ctx context.Context, f EntryFilter) ([]Entry, error)
+}
+
+// Tokens persists join tokens.
+type Tokens interface {
+	// CreateJoinToken stores t (ID assigned when empty, CreatedAt set). A Name still standing for an unused,
+	// unexpired token or for an agent that is not evicted is ErrAlreadyExists.
+	CreateJoinToken(ctx context.Context, actor string, t JoinToken) (JoinToken, error)
+	// ListJoinTokens returns every token, oldest first.
+	ListJoinTokens(ctx context.Context) ([]JoinToken, error)
+	// LookupJoinToken returns the token whose secret hashes to hash, used or not; ErrTokenInvalid if none.
+	LookupJoinToken(ctx context.Context, hash []byte) (JoinToken, error)
+	// UseJoinToken redeems the token and records the agent in one transaction; ErrTokenInvalid for a token
+	// that is unknown, used or expired at now.
+	UseJoinToken(ctx context.Context, hash []byte, now time.Time, agent Agent) (JoinToken, Agent, error)
+}
+
+// Agents persists attested agents.
+type Agents interface {
+	// UpsertAgent inserts or replaces a (CreatedAt kept, UpdatedAt set) with an audit row for action.
+	UpsertAgent(ctx context.Context, actor, action string, a Agent) (Agent, error)
+	GetAgent(ctx context.Context, id spiffeid.ID) (Agent, error)
+	// ListAgents returns every agent, evicted or not, ordered by ID.
+	ListAgents(ctx context.Context) ([]Agent, error)
+	// EvictAgent marks the agent evicted; ErrNotFound if none.
+	EvictAgent(ctx context.Context, actor string, id spiffeid.ID) (Agent, error)
+}
+
+// Grants persists authorization grants.
+type Grants interface {
+	// CreateGrant stores g (ID assigned when empty, CreatedAt set).
+	CreateGrant(ctx context.Context, actor string, g grant.Grant) (grant.Grant, error)
+	// ReplaceGrantsFromSource replaces every grant whose Source starts with prefix by grants, in one
+	// transaction.
+	ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []grant.Grant) error
+	// DeleteGrant removes the grant and returns it; ErrNotFound if none.
+	DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error)
+	GetGrant(ctx context.Context, id string) (grant.Grant, error)
+	// ListGrants returns every grant ordered by target, caller and ID.
+	ListGrants(ctx context.Context) ([]grant.Grant, error)
+}
+
+// Modes persists the enforcement mode of targets.
+type Modes interface {
+	// SetTargetMode sets the mode of target; ModeEnforce removes it.
+	SetTargetMode(ctx context.Context, actor, target string, mode grant.Mode) error
+	// TargetModes returns the targets not in enforce mode.
+	TargetModes(ctx context.Context) (map[string]grant.Mode, error)
+}
+
+// Policies persists the history of policy bundles and which one is in force.
+type Policies interface {
+	// RecordPolicy appends an attempt; an ok bundle with activate set becomes the active one.
+	RecordPolicy(ctx context.Context, actor string, p PolicyBundle, activate bool) error
+	// ActivatePolicy makes an earlier ok revision active again; ErrNotFound if there is none.
+	ActivatePolicy(ctx context.Context, actor, revision string, pinned bool) (PolicyBundle, error)
+	// ActivePolicy returns the active bundle; ErrNotFound if none.
+	ActivePolicy(ctx context.Context) (PolicyBundle, error)
+	// PolicyHistory returns the newest limit attempts (50 when limit <= 0), newest first, without bundle
+	// bytes and modules.
+	PolicyHistory(ctx context.Context, limit int) ([]PolicyBundle, error)
+}
+
+// PolicyReports persists the policy revision each agent reports it enforces. Reports are not changes:
+// they bump no revision and write no audit row.
+type PolicyReports interface {
+	SetAgentPolicy(ctx context.Context, agentID, revision, errText string) error
+	// AgentPolicies returns every report ordered by agent ID.
+	AgentPolicies(ctx context.Context) ([]AgentPolicy, error)
+}
+
+// Audit is the append-only, hash-chained audit log.
+type Audit interface {
+	// Audit appends an event that changes nothing else (its Revision is 0).
+	Audit(ctx context.Context, actor, action, target string, detail any) error
+	// ListAudit returns events in Seq order.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	// VerifyAudit recomputes the chain and reports the first row that does not fit.
+	VerifyAudit(ctx context.Context) (AuditVerification, error)
+}
+
+// Feed tells consumers what changed.
+type Feed interface {
+	// Revision is the number of change transactions committed so far.
+	Revision(ctx context.Context) (int64, error)
+	// ChangesSince returns every change with a revision greater than rev, in commit order.
+	ChangesSince(ctx context.Context, rev int64) ([]Change, error)
+	// Watch sends each committed revision on a channel that holds one value and coalesces (a slow reader
+	// finds only the newest), before the call that committed it returns. Calls that change nothing send
+	// nothing. The returned func unsubscribes and closes the channel; Close closes it too.
+	Watch() (<-chan int64, func())
+}
+
+// Backend is a whole store: what the server opens and the conformance suite tests. Close closes every
+// Watch channel and may be called more than once.
+type Backend interface {
+	Entries
+	Tokens
+	Agents
+	Grants
+	Modes
+	Policies
+	PolicyReports
+	Audit
+	Feed
+	ca.AuthorityStore
+	Close() error
+}

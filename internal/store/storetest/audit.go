@@ -1,0 +1,145 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kithid/kith/internal/store"
+)
+
+func testAudit(t *testing.T, h harness) {
+	ctx := context.Background()
+	s := h.new(t)
+	e, err := s.CreateEntry(ctx, "cli:uid=0", testEntry(t, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Audit(ctx, "agent:spiffe://kith.test/x", "agent.attest.refused", "x", map[string]string{"why": "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Audit(ctx, "system", "note", "y", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateGrant(ctx, "cli:uid=1000", grantFor(1)); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.ListAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("events are numbered from 1 and carry who, what, to what and the revision", func(t *testing.T) {
+		type row struct {
+			Seq                   int64
+			Actor, Action, Target string
+			Revision              int64
+		}
+		var got []row
+		for _, ev := range evs {
+			got = append(got, row{ev.Seq, ev.Actor, ev.Action, ev.Target, ev.Revision})
+		}
+		want := []row{
+			{1, "cli:uid=0", "entry.create", e.ID, 1},
+			{2, "agent:spiffe://kith.test/x", "agent.attest.refused", "x", 0},
+			{3, "system", "note", "y", 0},
+			{4, "cli:uid=1000", "grant.create", "g-1", 2},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ListAudit (-want +got):\n%s", diff)
+		}
+		for i, ev := range evs {
+			if ev.Time.IsZero() || (i > 0 && ev.Time.Before(evs[i-1].Time)) {
+				t.Errorf("event %d time %v (previous %v)", ev.Seq, ev.Time, evs[max(i-1, 0)].Time)
+			}
+		}
+	})
+
+	t.Run("details are JSON objects; none is {}", func(t *testing.T) {
+		for i, want := range map[int]map[string]any{1: {"why": "test"}, 2: {}} {
+			var got map[string]any
+			if err := json.Unmarshal([]byte(evs[i].Detail), &got); err != nil {
+				t.Fatalf("event %d detail %q: %v", evs[i].Seq, evs[i].Detail, err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("event %d detail (-want +got):\n%s", evs[i].Seq, diff)
+			}
+		}
+	})
+
+	t.Run("each event's prev hash is the hash before it", func(t *testing.T) {
+		seen := map[string]bool{}
+		for i, ev := range evs {
+			if len(ev.Hash) != sha256.Size || seen[string(ev.Hash)] {
+				t.Errorf("event %d hash %x: want a fresh %d-byte hash", ev.Seq, ev.Hash, sha256.Size)
+			}
+			seen[string(ev.Hash)] = true
+			if i > 0 && !bytes.Equal(ev.PrevHash, evs[i-1].Hash) {
+				t.Errorf("event %d prev hash %x, want %x", ev.Seq, ev.PrevHash, evs[i-1].Hash)
+			}
+		}
+	})
+
+	t.Run("verify checks every row and reports the head", func(t *testing.T) {
+		v := mustVerify(t, s)
+		want := store.AuditVerification{Count: 4, OK: true, HeadHash: evs[3].Hash}
+		if diff := cmp.Diff(want, v); diff != "" {
+			t.Errorf("VerifyAudit (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("list pages by seq", func(t *testing.T) {
+		page, err := s.ListAudit(ctx, store.AuditFilter{AfterSeq: 1, Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(evs[1:3], page); diff != "" {
+			t.Errorf("ListAudit(after 1, limit 2) (-want +got):\n%s", diff)
+		}
+		rest, err := s.ListAudit(ctx, store.AuditFilter{AfterSeq: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rest) != 0 {
+			t.Errorf("ListAudit(after 4) = %v, want none", rest)
+		}
+	})
+}
+
+func testAuditTamper(t *testing.T, h harness) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		tamper   func(*testing.T, AuditTamperer)
+		brokenAt int64
+	}{
+		{"an altered detail breaks the chain at that row", func(t *testing.T, a AuditTamperer) { a.AlterAuditDetail(t, 2, "{}") }, 2},
+		{"a deleted row breaks the chain at the next row", func(t *testing.T, a AuditTamperer) { a.DeleteAuditRow(t, 2) }, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := h.new(t)
+			tamperer, ok := s.(AuditTamperer)
+			if !ok {
+				t.Skip("the backend under test cannot alter its audit log (storetest.AuditTamperer)")
+			}
+			for i := range 4 {
+				if _, err := s.CreateEntry(ctx, "test", testEntry(t, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustVerify(t, s)
+			tc.tamper(t, tamperer)
+			v, err := s.VerifyAudit(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.OK || v.BrokenAt != tc.brokenAt || v.Problem == "" {
+				t.Errorf("VerifyAudit = OK %v, BrokenAt %d, Problem %q; want broken at %d with a problem", v.OK, v.BrokenAt, v.Problem, tc.brokenAt)
+			}
+		})
+	}
+}
