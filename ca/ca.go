@@ -59,7 +59,9 @@ type CA struct {
 	keys  KeyManager
 	store AuthorityStore
 
-	leafSubject []byte // DER of cfg.Subject: the subject of leaves without a DNS name
+	leafSubject []byte     // DER of cfg.Subject: the subject of leaves without a DNS name
+	x509Steps   []x509Step // the X.509-SVID issuance checks and modifiers, in order
+	jwtSteps    []jwtStep  // the JWT-SVID issuance checks and modifiers, in order
 
 	mu    sync.Mutex   // serializes transitions; guards auths
 	auths []*authority // every known authority, sorted; entries are never modified, only replaced
@@ -108,6 +110,8 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		keys:        cfg.Keys,
 		store:       cfg.Store,
 		leafSubject: subject,
+		x509Steps:   x509Steps(cfg),
+		jwtSteps:    jwtSteps(cfg),
 		subs:        make(map[chan struct{}]struct{}),
 	}
 	stored, err := cfg.Store.ListAuthorities(ctx)
