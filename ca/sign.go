@@ -39,7 +39,8 @@ func invalidf(format string, args ...any) error {
 }
 
 // SignX509SVID checks the request and its CSR and returns the new X.509-SVID chain: the leaf, then the
-// active intermediate that signed it.
+// active intermediate that signed it, then (with an upstream authority) the upstream's intermediates up to
+// but excluding its root.
 func (c *CA) SignX509SVID(ctx context.Context, req X509SVIDRequest) ([]*x509.Certificate, error) {
 	chain, err := c.signX509SVID(req)
 	if err != nil {
@@ -73,7 +74,9 @@ func (c *CA) signX509SVID(req X509SVIDRequest) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse certificate: %w", err)
 	}
-	return []*x509.Certificate{leaf, st.x509Cert}, nil
+	chain := make([]*x509.Certificate, 1, 1+len(st.x509Chain))
+	chain[0] = leaf
+	return append(chain, st.x509Chain...), nil
 }
 
 type jwtClaims struct {
