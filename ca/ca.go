@@ -33,8 +33,8 @@ type Config struct {
 	// Upstream signs the CA's intermediates and supplies the roots of the bundle. Zero: the CA is its own
 	// root (self-signed roots, rotated with RootOverlap).
 	Upstream UpstreamAuthority
-	Now         func() time.Time     // zero: time.Now
-	Logger      *slog.Logger         // zero: discard
+	Now      func() time.Time // zero: time.Now
+	Logger   *slog.Logger     // zero: discard
 
 	RootTTL         time.Duration // zero: 365 days; unused with an Upstream
 	IntermediateTTL time.Duration // zero: 7 days; also the JWT signing key lifetime
