@@ -185,7 +185,7 @@ func fillConfig(cfg *Config) error {
 		return fmt.Errorf("x509-svid ttl %s is outside [%s, %s]", cfg.X509SVIDTTL, cfg.MinSVIDTTL, cfg.MaxX509SVIDTTL)
 	case cfg.JWTSVIDTTL < cfg.MinSVIDTTL || cfg.JWTSVIDTTL > cfg.MaxJWTSVIDTTL:
 		return fmt.Errorf("jwt-svid ttl %s is outside [%s, %s]", cfg.JWTSVIDTTL, cfg.MinSVIDTTL, cfg.MaxJWTSVIDTTL)
-	case cfg.RootTTL <= cfg.RootOverlap+cfg.IntermediateTTL:
+	case cfg.Upstream == nil && cfg.RootTTL <= cfg.RootOverlap+cfg.IntermediateTTL:
 		return fmt.Errorf("root ttl %s must be longer than root overlap %s plus intermediate ttl %s",
 			cfg.RootTTL, cfg.RootOverlap, cfg.IntermediateTTL)
 	}

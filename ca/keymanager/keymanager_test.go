@@ -2,7 +2,6 @@ package keymanager_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -55,52 +54,6 @@ func TestNew(t *testing.T) {
 			if _, err := km.GenerateKey(context.Background(), "k1"); err != nil {
 				t.Errorf("GenerateKey: %v", err)
 			}
-		})
-	}
-}
-
-type fake struct{ ca.KeyManager }
-
-func TestRegisterAddsAKeyManager(t *testing.T) {
-	boom := errors.New("boom")
-	keymanager.Register("keymanager-test-failing", func(keymanager.Options) (ca.KeyManager, error) { return nil, boom })
-	keymanager.Register("keymanager-test-fake", func(keymanager.Options) (ca.KeyManager, error) { return fake{}, nil })
-	if _, err := keymanager.New("keymanager-test-failing", keymanager.Options{}); !errors.Is(err, boom) {
-		t.Errorf("New of a failing key manager: got %v, want its error", err)
-	}
-	km, err := keymanager.New("keymanager-test-fake", keymanager.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := km.(fake); !ok {
-		t.Errorf("New returned a %T, want the registered fake", km)
-	}
-	names := keymanager.Names()
-	if !slices.IsSorted(names) || !slices.Contains(names, "keymanager-test-fake") {
-		t.Errorf("Names() = %v, want sorted and with keymanager-test-fake", names)
-	}
-}
-
-func TestRegisterPanicsOnMistakes(t *testing.T) {
-	newFake := func(keymanager.Options) (ca.KeyManager, error) { return fake{}, nil }
-	tests := []struct {
-		name  string
-		km    string
-		fn    keymanager.NewFunc
-		panic string
-	}{
-		{"a name registered twice", memory.Name, newFake, "keymanager: memory is registered twice"},
-		{"an empty name", "", newFake, "keymanager: Register with an empty name"},
-		{"a nil func", "keymanager-test-nil", nil, "keymanager: Register keymanager-test-nil with a nil func"},
-	}
-	for _, tt := range tests {
-		t.Run("panics on "+tt.name, func(t *testing.T) {
-			defer func() {
-				if diff := cmp.Diff(tt.panic, recover()); diff != "" {
-					t.Errorf("panic (-want +got):\n%s", diff)
-				}
-			}()
-			keymanager.Register(tt.km, tt.fn)
 		})
 	}
 }
