@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -301,4 +302,47 @@ func TestUpstreamResultsAreChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpstreamRotationsNeverBreakVerification simulates 60 days under an upstream that rotates its root on
+// day 20 and stops returning the old one on day 21, and checks at every step that every SVID still within
+// its lifetime verifies against the CA's bundle.
+func TestUpstreamRotationsNeverBreakVerification(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := catest.NewUpstream(t, nil)
+		f := newFixture(t, nil, withUpstream(up))
+		c := f.ca
+		const stepsPerDay = 4
+		var svids [][]*x509.Certificate
+		oldRoot := up.Roots()[0]
+		for step := 0; step < 60*stepsPerDay; step++ {
+			time.Sleep(day / stepsPerDay)
+			switch step {
+			case 20 * stepsPerDay:
+				up.RotateRoot(t)
+			case 21 * stepsPerDay:
+				up.DropRoot(oldRoot)
+			}
+			tick(t, c)
+			now := time.Now()
+			svids = append(svids, issue(t, c, workload, 24*time.Hour))
+			live := svids[:0]
+			for _, chain := range svids {
+				if now.After(chain[0].NotAfter) {
+					continue
+				}
+				if err := verify(t, c, chain, now); err != nil {
+					t.Fatalf("day %.2f: a live SVID does not verify: %v", float64(step)/stepsPerDay, err)
+				}
+				live = append(live, chain)
+			}
+			svids = live
+		}
+		if diff := cmp.Diff(up.Roots(), c.Bundle().X509Authorities()); diff != "" {
+			t.Errorf("bundle roots at the end are not the upstream's (-want +got):\n%s", diff)
+		}
+		if n := len(up.Mints()); n < 60/7*2 {
+			t.Errorf("%d intermediates minted in 60 days, want at least %d", n, 60/7*2)
+		}
+	})
 }
