@@ -29,15 +29,20 @@ const (
 )
 
 // Authority is the persisted record of one CA key: a root, a signing intermediate or a JWT signing key.
-// The private key itself is held by a KeyManager under KeyID.
+// The private key itself is held by a KeyManager under KeyID. With an UpstreamAuthority the roots are the
+// upstream's: the CA holds no key for them (KeyID is empty) and their ID is the hex of the first 20 bytes
+// of the SHA-256 of the certificate.
 type Authority struct {
-	ID          string // unique; for X.509 the hex subject key ID, for JWT the kid
-	Kind        AuthorityKind
-	State       AuthorityState
-	KeyID       string // key manager identifier of the private key
-	CertDER     []byte // X.509 authorities: the certificate (root self-signed; intermediate signed by ParentID)
+	ID    string // unique; for X.509 the hex subject key ID, for JWT the kid
+	Kind  AuthorityKind
+	State AuthorityState
+	KeyID string // key manager identifier of the private key; empty for an upstream's root
+	// CertDER is, for X.509 authorities, the certificate (root self-signed; intermediate signed by ParentID).
+	// An intermediate minted by an upstream authority is followed by the upstream's own intermediates,
+	// concatenated DER as x509.ParseCertificates reads it, so that the chain survives a restart.
+	CertDER     []byte
 	PublicKey   []byte // JWT authorities: PKIX DER of the public key
-	ParentID    string // intermediates: ID of the root that signed them
+	ParentID    string // intermediates: ID of the root that signed them (or that the upstream's chain ends at)
 	NotBefore   time.Time
 	NotAfter    time.Time
 	CreatedAt   time.Time
@@ -46,7 +51,7 @@ type Authority struct {
 }
 
 // KeyManager creates and holds CA private keys. Implementations: keymanager/disk (PEM files, 0600) and
-// keymanager/memory.
+// keymanager/memory, chosen by name through package keymanager.
 type KeyManager interface {
 	// GenerateKey creates and stores a new P-256 key under id, replacing nothing: an existing id is an error.
 	GenerateKey(ctx context.Context, id string) (crypto.Signer, error)

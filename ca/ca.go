@@ -30,17 +30,20 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain // required
 	Keys        KeyManager           // required: holds the CA private keys
 	Store       AuthorityStore       // required: persists the authority records
-	Now         func() time.Time     // zero: time.Now
-	Logger      *slog.Logger         // zero: discard
+	// Upstream signs the CA's intermediates and supplies the roots of the bundle. Zero: the CA is its own
+	// root (self-signed roots, rotated with RootOverlap).
+	Upstream UpstreamAuthority
+	Now      func() time.Time // zero: time.Now
+	Logger   *slog.Logger     // zero: discard
 
-	RootTTL         time.Duration // zero: 365 days
+	RootTTL         time.Duration // zero: 365 days; unused with an Upstream
 	IntermediateTTL time.Duration // zero: 7 days; also the JWT signing key lifetime
 	X509SVIDTTL     time.Duration // zero: 1h; used when a request asks for 0
 	MaxX509SVIDTTL  time.Duration // zero: 24h
 	MinSVIDTTL      time.Duration // zero: 1m; the shortest X.509- or JWT-SVID a request may ask for
 	JWTSVIDTTL      time.Duration // zero: 5m; used when a request asks for 0
 	MaxJWTSVIDTTL   time.Duration // zero: 1h
-	RootOverlap     time.Duration // zero: 2 × MaxX509SVIDTTL; how long a new root is published before it signs
+	RootOverlap     time.Duration // zero: 2 × MaxX509SVIDTTL; how long a new root is published before it signs; unused with an Upstream
 	Subject         pkix.Name     // zero: O=Kith; the CommonName is set per authority
 	// JWTIssuer is the iss claim of JWT-SVIDs (an OIDC relying party wants the issuer of the discovery
 	// document there). Zero: no iss claim, which the JWT-SVID specification allows.
@@ -59,7 +62,9 @@ type CA struct {
 	keys  KeyManager
 	store AuthorityStore
 
-	leafSubject []byte // DER of cfg.Subject: the subject of leaves without a DNS name
+	leafSubject []byte     // DER of cfg.Subject: the subject of leaves without a DNS name
+	x509Steps   []x509Step // the X.509-SVID issuance checks and modifiers, in order
+	jwtSteps    []jwtStep  // the JWT-SVID issuance checks and modifiers, in order
 
 	mu    sync.Mutex   // serializes transitions; guards auths
 	auths []*authority // every known authority, sorted; entries are never modified, only replaced
@@ -73,14 +78,16 @@ type CA struct {
 // authority is an Authority with its parsed certificate or public key and, unless retired, its key.
 type authority struct {
 	Authority
-	cert   *x509.Certificate // X.509 authorities
+	cert   *x509.Certificate   // X.509 authorities
+	chain  []*x509.Certificate // intermediates minted by an upstream: the upstream's intermediates above cert
 	pub    crypto.PublicKey
 	signer crypto.Signer // nil for retired authorities
 }
 
 // state is an immutable snapshot of what the CA signs with and publishes.
 type state struct {
-	x509Cert    *x509.Certificate // active intermediate
+	x509Cert    *x509.Certificate   // active intermediate
+	x509Chain   []*x509.Certificate // x509Cert and the upstream intermediates above it: what follows the leaf
 	x509Signer  crypto.Signer
 	jwtKID      string
 	jwtSigner   crypto.Signer
@@ -108,6 +115,8 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		keys:        cfg.Keys,
 		store:       cfg.Store,
 		leafSubject: subject,
+		x509Steps:   x509Steps(cfg),
+		jwtSteps:    jwtSteps(cfg),
 		subs:        make(map[chan struct{}]struct{}),
 	}
 	stored, err := cfg.Store.ListAuthorities(ctx)
@@ -176,7 +185,7 @@ func fillConfig(cfg *Config) error {
 		return fmt.Errorf("x509-svid ttl %s is outside [%s, %s]", cfg.X509SVIDTTL, cfg.MinSVIDTTL, cfg.MaxX509SVIDTTL)
 	case cfg.JWTSVIDTTL < cfg.MinSVIDTTL || cfg.JWTSVIDTTL > cfg.MaxJWTSVIDTTL:
 		return fmt.Errorf("jwt-svid ttl %s is outside [%s, %s]", cfg.JWTSVIDTTL, cfg.MinSVIDTTL, cfg.MaxJWTSVIDTTL)
-	case cfg.RootTTL <= cfg.RootOverlap+cfg.IntermediateTTL:
+	case cfg.Upstream == nil && cfg.RootTTL <= cfg.RootOverlap+cfg.IntermediateTTL:
 		return fmt.Errorf("root ttl %s must be longer than root overlap %s plus intermediate ttl %s",
 			cfg.RootTTL, cfg.RootOverlap, cfg.IntermediateTTL)
 	}
@@ -231,15 +240,27 @@ func copyAuthority(a Authority) Authority {
 	return a
 }
 
-// initAuthorities creates the first root, intermediate and JWT key, all active.
+// initAuthorities creates the first root, intermediate and JWT key, all active. With an upstream authority
+// the roots are the upstream's and the intermediate is minted by it.
 func (c *CA) initAuthorities(ctx context.Context) error {
 	ch := c.newChange(c.now())
-	root, err := ch.newRoot(ctx)
-	if err != nil {
-		return ch.abort(ctx, err)
+	var root *authority
+	if c.cfg.Upstream != nil {
+		roots, err := c.cfg.Upstream.X509Roots(ctx)
+		if err != nil {
+			return fmt.Errorf("upstream authority: roots: %w", err)
+		}
+		if err := ch.syncUpstreamRoots(roots); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if root, err = ch.newRoot(ctx); err != nil {
+			return ch.abort(ctx, err)
+		}
+		root = ch.activate(root)
 	}
-	root = ch.activate(root)
-	inter, err := ch.newIntermediate(ctx, root)
+	inter, err := ch.newIntermediate(ctx, c.minter(root))
 	if err != nil {
 		return ch.abort(ctx, err)
 	}
@@ -264,11 +285,14 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 		a := &authority{Authority: copyAuthority(sa)}
 		switch a.Kind {
 		case KindX509Root, KindX509Intermediate:
-			cert, err := x509.ParseCertificate(a.CertDER)
-			if err != nil {
+			certs, err := x509.ParseCertificates(a.CertDER)
+			switch {
+			case err != nil:
 				return fmt.Errorf("parse certificate of %s authority %s: %w", a.Kind, a.ID, err)
+			case len(certs) == 0 || a.Kind == KindX509Root && len(certs) > 1:
+				return fmt.Errorf("parse certificate of %s authority %s: %d certificates", a.Kind, a.ID, len(certs))
 			}
-			a.cert, a.pub = cert, cert.PublicKey
+			a.cert, a.chain, a.pub = certs[0], certs[1:], certs[0].PublicKey
 		case KindJWT:
 			pub, err := x509.ParsePKIXPublicKey(a.PublicKey)
 			if err != nil {
@@ -281,8 +305,12 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 		default:
 			return fmt.Errorf("authority %s has unknown kind %q", a.ID, a.Kind)
 		}
-		switch a.State {
-		case StatePrepared, StateActive:
+		switch {
+		case a.Kind == KindX509Root && a.KeyID == "" && a.State != StateRetired:
+			if c.cfg.Upstream == nil {
+				return fmt.Errorf("root %s came from an upstream authority, and none is configured", a.ID)
+			}
+		case a.State == StatePrepared, a.State == StateActive:
 			signer, err := c.keys.GetKey(ctx, a.KeyID)
 			if err != nil {
 				return fmt.Errorf("load key %q of %s authority %s (is the key directory the one this store was created with?): %w",
@@ -293,14 +321,14 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 				return fmt.Errorf("key %q does not match %s authority %s", a.KeyID, a.Kind, a.ID)
 			}
 			a.signer = signer
-		case StateRetired:
+		case a.State == StateRetired:
 		default:
 			return fmt.Errorf("authority %s has unknown state %q", a.ID, a.State)
 		}
 		auths = append(auths, a)
 	}
 	sortAuthorities(auths)
-	if err := checkAuthorities(auths); err != nil {
+	if err := checkAuthorities(auths, c.cfg.Upstream != nil); err != nil {
 		return err
 	}
 	c.auths = auths
@@ -308,8 +336,10 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 	return nil
 }
 
-// checkAuthorities checks the invariants the rotation logic relies on.
-func checkAuthorities(auths []*authority) error {
+// checkAuthorities checks the invariants the rotation logic relies on. With an upstream authority
+// (upstream true) every root is the upstream's and there may be several; without, every root is the CA's
+// own.
+func checkAuthorities(auths []*authority, upstream bool) error {
 	byID := make(map[string]*authority, len(auths))
 	for _, a := range auths {
 		byID[a.ID] = a
@@ -324,8 +354,13 @@ func checkAuthorities(auths []*authority) error {
 		return n
 	}
 	for _, kind := range []AuthorityKind{KindX509Root, KindX509Intermediate, KindJWT} {
-		if n := count(kind, StateActive); n != 1 {
+		if n := count(kind, StateActive); n != 1 && !(upstream && kind == KindX509Root && n > 1) {
 			return fmt.Errorf("found %d active %s authorities, want exactly 1", n, kind)
+		}
+	}
+	for _, a := range auths {
+		if upstream && a.Kind == KindX509Root && a.State != StateRetired && a.KeyID != "" {
+			return fmt.Errorf("root %s is the ca's own, but an upstream authority is configured: its roots replace the ca's", a.ID)
 		}
 	}
 	if n := count(KindX509Root, StatePrepared); n > 1 {
@@ -342,12 +377,20 @@ func checkAuthorities(auths []*authority) error {
 		switch {
 		case parent == nil || parent.Kind != KindX509Root:
 			return fmt.Errorf("intermediate %s: parent root %q not found", a.ID, a.ParentID)
+		case upstream:
+			// An upstream may have dropped the root; the CA keeps publishing it while this intermediate signs.
 		case a.State == StateActive && parent.State != StateActive:
 			return fmt.Errorf("active intermediate %s is signed by root %s, which is %s", a.ID, parent.ID, parent.State)
 		case parent.State == StateRetired:
 			return fmt.Errorf("prepared intermediate %s is signed by retired root %s", a.ID, parent.ID)
 		}
-		if err := a.cert.CheckSignatureFrom(parent.cert); err != nil {
+		chain := append([]*x509.Certificate{a.cert}, a.chain...)
+		for i := 0; i+1 < len(chain); i++ {
+			if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
+				return fmt.Errorf("intermediate %s: certificate %d of its chain is not signed by the next: %w", a.ID, i, err)
+			}
+		}
+		if err := chain[len(chain)-1].CheckSignatureFrom(parent.cert); err != nil {
 			return fmt.Errorf("intermediate %s is not signed by root %s: %w", a.ID, parent.ID, err)
 		}
 	}
@@ -396,6 +439,7 @@ func (c *CA) publish(now time.Time) {
 		switch a.Kind {
 		case KindX509Intermediate:
 			st.x509Cert, st.x509Signer = a.cert, a.signer
+			st.x509Chain = append([]*x509.Certificate{a.cert}, a.chain...)
 		case KindJWT:
 			st.jwtKID, st.jwtSigner, st.jwtNotAfter = a.ID, a.signer, a.NotAfter
 			st.jwtHeader = base64.RawURLEncoding.EncodeToString(

@@ -9,9 +9,11 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -56,7 +58,9 @@ func (ch *change) activate(a *authority) *authority {
 func (ch *change) retire(a *authority) *authority {
 	n := *a
 	n.State, n.RetiredAt, n.signer = StateRetired, ch.now, nil
-	ch.retired = append(ch.retired, a.KeyID)
+	if a.KeyID != "" {
+		ch.retired = append(ch.retired, a.KeyID)
+	}
 	return ch.set(&n)
 }
 
@@ -110,12 +114,18 @@ func (ch *change) newRoot(ctx context.Context) (*authority, error) {
 	return ch.newX509(id, KindX509Root, keyID, "", tmpl, tmpl, signer, signer)
 }
 
-// newIntermediate creates a prepared intermediate signed by root, capped at the root's NotAfter.
-func (ch *change) newIntermediate(ctx context.Context, root *authority) (*authority, error) {
-	c := ch.c
-	if root.signer == nil {
-		return nil, fmt.Errorf("root %s has no key", root.ID)
+// newIntermediate creates a prepared intermediate minted by up: one of the CA's own roots (see c.minter),
+// which caps it at the root's NotAfter, or the configured upstream authority.
+func (ch *change) newIntermediate(ctx context.Context, up UpstreamAuthority) (*authority, error) {
+	a, err := ch.mintIntermediate(ctx, up)
+	if err != nil && ch.c.cfg.Upstream != nil {
+		return nil, fmt.Errorf("upstream authority: %w", err)
 	}
+	return a, err
+}
+
+func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority) (*authority, error) {
+	c := ch.c
 	keyID, signer, err := ch.generateKey(ctx, "x509-intermediate")
 	if err != nil {
 		return nil, err
@@ -127,15 +137,11 @@ func (ch *change) newIntermediate(ctx context.Context, root *authority) (*author
 	id := hex.EncodeToString(skid)
 	subject := c.cfg.Subject
 	subject.CommonName = "Kith Intermediate CA " + id[:8]
-	notAfter := ch.certNow.Add(c.cfg.IntermediateTTL)
-	if notAfter.After(root.NotAfter) {
-		notAfter = root.NotAfter
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		Subject:               subject,
 		NotBefore:             ch.certNow.Add(-backdate),
-		NotAfter:              notAfter,
+		NotAfter:              ch.certNow.Add(c.cfg.IntermediateTTL),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -144,7 +150,142 @@ func (ch *change) newIntermediate(ctx context.Context, root *authority) (*author
 		SubjectKeyId:          skid,
 		URIs:                  []*url.URL{c.td.ID().URL()},
 	}
-	return ch.newX509(id, KindX509Intermediate, keyID, root.ID, tmpl, root.cert, signer, root.signer)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject, URIs: tmpl.URIs}, signer)
+	if err != nil {
+		return nil, fmt.Errorf("create intermediate csr: %w", err)
+	}
+	res, err := up.MintX509CA(ctx, MintRequest{CSR: csr, Template: tmpl, TTL: c.cfg.IntermediateTTL})
+	if err != nil {
+		return nil, err
+	}
+	parent, err := ch.checkMinted(res, signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	cert := res.Chain[0]
+	var der []byte
+	for _, ic := range res.Chain {
+		der = append(der, ic.Raw...)
+	}
+	a := &authority{
+		Authority: Authority{
+			ID:        id,
+			Kind:      KindX509Intermediate,
+			State:     StatePrepared,
+			KeyID:     keyID,
+			CertDER:   der,
+			ParentID:  parent.ID,
+			NotBefore: cert.NotBefore,
+			NotAfter:  cert.NotAfter,
+			CreatedAt: ch.now,
+		},
+		cert:   cert,
+		chain:  res.Chain[1:],
+		pub:    cert.PublicKey,
+		signer: signer,
+	}
+	return ch.set(a), nil
+}
+
+// checkMinted checks what an upstream returned for the intermediate key pub and returns the root
+// authority its chain ends at; a root the CA did not know yet (only an upstream's) is recorded as active.
+func (ch *change) checkMinted(res MintResult, pub crypto.PublicKey) (*authority, error) {
+	if len(res.Chain) == 0 {
+		return nil, errors.New("mint returned no certificate")
+	}
+	first := res.Chain[0]
+	if k, ok := first.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
+		return nil, errors.New("minted certificate is not for the intermediate's key")
+	}
+	if !first.IsCA {
+		return nil, errors.New("minted certificate is not a CA certificate")
+	}
+	for i := 0; i+1 < len(res.Chain); i++ {
+		if err := res.Chain[i].CheckSignatureFrom(res.Chain[i+1]); err != nil {
+			return nil, fmt.Errorf("minted chain: certificate %d is not signed by certificate %d: %w", i, i+1, err)
+		}
+	}
+	last := res.Chain[len(res.Chain)-1]
+	for _, root := range res.Roots {
+		if last.CheckSignatureFrom(root) == nil {
+			return ch.root(root)
+		}
+	}
+	return nil, errors.New("minted chain does not end at any of the roots returned with it")
+}
+
+// root returns the non-retired root authority for cert. With an upstream authority, a root it has not seen
+// is recorded as active and a retired one is activated again.
+func (ch *change) root(cert *x509.Certificate) (*authority, error) {
+	for _, a := range ch.authorities() {
+		if a.Kind != KindX509Root || !a.cert.Equal(cert) {
+			continue
+		}
+		if a.State != StateRetired {
+			return a, nil
+		}
+		if ch.c.cfg.Upstream != nil {
+			n := *a
+			n.RetiredAt = time.Time{}
+			return ch.activate(&n), nil
+		}
+		return nil, fmt.Errorf("root %s is retired", a.ID)
+	}
+	if ch.c.cfg.Upstream == nil {
+		return nil, fmt.Errorf("root %q is not one of the ca's", cert.Subject.String())
+	}
+	sum := sha256.Sum256(cert.Raw)
+	return ch.activate(&authority{
+		Authority: Authority{
+			ID:        hex.EncodeToString(sum[:20]),
+			Kind:      KindX509Root,
+			State:     StatePrepared,
+			CertDER:   cert.Raw,
+			NotBefore: cert.NotBefore,
+			NotAfter:  cert.NotAfter,
+			CreatedAt: ch.now,
+		},
+		cert: cert,
+		pub:  cert.PublicKey,
+	}), nil
+}
+
+// authorities is the CA's authorities as the change would leave them (unsorted).
+func (ch *change) authorities() []*authority {
+	out := make([]*authority, 0, len(ch.c.auths)+len(ch.put))
+	for _, a := range ch.c.auths {
+		if i := slices.IndexFunc(ch.put, func(p *authority) bool { return p.ID == a.ID }); i >= 0 {
+			continue
+		}
+		out = append(out, a)
+	}
+	return append(out, ch.put...)
+}
+
+// syncUpstreamRoots records roots, an upstream authority's current roots: new ones become active root
+// authorities (without a key) and active ones no longer among them are retired, unless an intermediate
+// under them still signs.
+func (ch *change) syncUpstreamRoots(roots []*x509.Certificate) error {
+	if len(roots) == 0 {
+		return errors.New("upstream authority returned no roots")
+	}
+	for _, r := range roots {
+		if _, err := ch.root(r); err != nil {
+			return err
+		}
+	}
+	auths := ch.authorities()
+	for _, a := range auths {
+		if a.Kind != KindX509Root || a.State == StateRetired ||
+			slices.ContainsFunc(roots, a.cert.Equal) ||
+			slices.ContainsFunc(auths, func(i *authority) bool {
+				return i.Kind == KindX509Intermediate && i.State != StateRetired && i.ParentID == a.ID
+			}) {
+			continue
+		}
+		ch.retire(a)
+	}
+	return nil
 }
 
 func (ch *change) newX509(id string, kind AuthorityKind, keyID, parentID string, tmpl, parent *x509.Certificate,

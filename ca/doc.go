@@ -25,6 +25,16 @@
 // the moment a retired authority left the bundle) in Unix nanoseconds. Transition timestamps are kept
 // strictly increasing, so the sequence number grows with every change, also across restarts.
 //
+// A CA configured with an [UpstreamAuthority] (Config.Upstream: Vault PKI, step-ca, a CA on disk) holds no
+// root of its own: the upstream mints each intermediate from a CSR and names the roots the bundle
+// publishes, and X.509-SVID chains carry the upstream's intermediates after the CA's. Without one, the CA's
+// self-signed root mints the intermediates through the same contract.
+//
+// Issuance runs an ordered list of small steps over one request, as smallstep's sign options do: each
+// checks one thing (SPIFFE ID in the trust domain, TTL bounds, DNS names, CSR signature, key type and
+// size, URI SAN, audience) or sets one part of what is signed (TTL cap at the signing CA's NotAfter, key
+// usage, subject).
+//
 // Signing is lock-free: SignX509SVID and SignJWTSVID read an immutable snapshot of the active keys through
 // an atomic pointer.
 package ca

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -36,7 +37,7 @@ func (c *CA) view() view {
 			continue
 		}
 		switch {
-		case a.ParentID == v.root.ID:
+		case c.cfg.Upstream != nil || a.ParentID == v.root.ID:
 			v.nextInter = a
 		case v.nextRoot != nil && a.ParentID == v.nextRoot.ID:
 			v.nextRootInter = a
@@ -76,11 +77,15 @@ func (c *CA) rootSwitchFirst(v view) bool {
 func (c *CA) Tick(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var rootsErr error
+	if c.cfg.Upstream != nil {
+		rootsErr = c.refreshUpstreamRoots(ctx)
+	}
 	// A few rounds let a CA that was down for a long time catch up; each round applies one transition.
 	for range 8 {
 		did, err := c.tickOnce(ctx, c.now())
 		if err != nil {
-			return fmt.Errorf("ca tick: %w", err)
+			return fmt.Errorf("ca tick: %w", errors.Join(rootsErr, err))
 		}
 		if !did {
 			break
@@ -91,7 +96,24 @@ func (c *CA) Tick(ctx context.Context) error {
 		c.publish(now)
 		c.notify()
 	}
+	if rootsErr != nil {
+		return fmt.Errorf("ca tick: %w", rootsErr)
+	}
 	return nil
+}
+
+// refreshUpstreamRoots records the upstream authority's current roots (see UpstreamAuthority). c.mu must
+// be held.
+func (c *CA) refreshUpstreamRoots(ctx context.Context) error {
+	roots, err := c.cfg.Upstream.X509Roots(ctx)
+	if err != nil {
+		return fmt.Errorf("upstream authority: roots: %w", err)
+	}
+	ch := c.newChange(c.now())
+	if err := ch.syncUpstreamRoots(roots); err != nil {
+		return err
+	}
+	return c.commit(ctx, ch, "system", "ca.upstream.roots")
 }
 
 func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
@@ -113,7 +135,7 @@ func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
 		return true, c.commit(ctx, ch, "system", "ca.activate")
 	case v.nextInter == nil && !now.Before(prepareAt(v.inter)) && !c.rootSwitchFirst(v):
 		ch := c.newChange(now)
-		if _, err := ch.newIntermediate(ctx, v.root); err != nil {
+		if _, err := ch.newIntermediate(ctx, c.minter(v.root)); err != nil {
 			return true, ch.abort(ctx, err)
 		}
 		return true, c.commit(ctx, ch, "system", "ca.prepare")
@@ -123,7 +145,7 @@ func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
 			return true, ch.abort(ctx, err)
 		}
 		return true, c.commit(ctx, ch, "system", "ca.prepare")
-	case v.nextRoot == nil && !now.Before(c.rootRotateAt(v.root)):
+	case c.cfg.Upstream == nil && v.nextRoot == nil && !now.Before(c.rootRotateAt(v.root)):
 		return true, c.startRootRotation(ctx, now, "system")
 	}
 	return false, nil
@@ -135,9 +157,10 @@ func (c *CA) nextTransition(now time.Time) time.Time {
 	defer c.mu.Unlock()
 	v := c.view()
 	times := []time.Time{activateAt(v.inter), activateAt(v.jwt)}
-	if v.nextRoot != nil {
+	switch {
+	case v.nextRoot != nil:
 		times = append(times, c.rootSwitchAt(v.nextRoot))
-	} else {
+	case c.cfg.Upstream == nil:
 		times = append(times, c.rootRotateAt(v.root))
 	}
 	if v.nextInter == nil && !c.rootSwitchFirst(v) {
@@ -166,7 +189,7 @@ func (ch *change) nextIntermediate(ctx context.Context, v view) error {
 	next := v.nextInter
 	if next == nil {
 		var err error
-		if next, err = ch.newIntermediate(ctx, v.root); err != nil {
+		if next, err = ch.newIntermediate(ctx, ch.c.minter(v.root)); err != nil {
 			return err
 		}
 	}
@@ -196,7 +219,7 @@ func (c *CA) startRootRotation(ctx context.Context, now time.Time, actor string)
 	if err != nil {
 		return ch.abort(ctx, err)
 	}
-	if _, err := ch.newIntermediate(ctx, root); err != nil {
+	if _, err := ch.newIntermediate(ctx, c.minter(root)); err != nil {
 		return ch.abort(ctx, err)
 	}
 	return c.commit(ctx, ch, actor, "ca.rotate.root")
@@ -210,7 +233,7 @@ func (c *CA) switchRoot(ctx context.Context, now time.Time, v view) error {
 	inter := v.nextRootInter
 	if inter == nil {
 		var err error
-		if inter, err = ch.newIntermediate(ctx, root); err != nil {
+		if inter, err = ch.newIntermediate(ctx, c.minter(root)); err != nil {
 			return ch.abort(ctx, err)
 		}
 	}
@@ -236,6 +259,9 @@ func (c *CA) Rotate(ctx context.Context, actor string, root bool) error {
 	now := c.now()
 	v := c.view()
 	if root {
+		if c.cfg.Upstream != nil {
+			return invalidf("rotate root: the roots belong to the upstream authority; rotate them there (kith publishes new upstream roots within a minute)")
+		}
 		if v.nextRoot != nil {
 			return invalidf("rotate root: root %s is already being rotated in; it starts signing at %s",
 				v.nextRoot.ID, c.rootSwitchAt(v.nextRoot).UTC().Format(time.RFC3339))

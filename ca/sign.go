@@ -3,11 +3,7 @@ package ca
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -43,7 +39,8 @@ func invalidf(format string, args ...any) error {
 }
 
 // SignX509SVID checks the request and its CSR and returns the new X.509-SVID chain: the leaf, then the
-// active intermediate that signed it.
+// active intermediate that signed it, then (with an upstream authority) the upstream's intermediates up to
+// but excluding its root.
 func (c *CA) SignX509SVID(ctx context.Context, req X509SVIDRequest) ([]*x509.Certificate, error) {
 	chain, err := c.signX509SVID(req)
 	if err != nil {
@@ -53,63 +50,23 @@ func (c *CA) SignX509SVID(ctx context.Context, req X509SVIDRequest) ([]*x509.Cer
 }
 
 func (c *CA) signX509SVID(req X509SVIDRequest) ([]*x509.Certificate, error) {
-	if err := c.checkID(req.ID); err != nil {
-		return nil, err
+	st := c.state.Load()
+	is := &x509Issuance{
+		req:    req,
+		now:    c.now(),
+		signer: st.x509Cert,
 	}
-	ttl, err := checkTTL(req.TTL, c.cfg.X509SVIDTTL, c.cfg.MinSVIDTTL, c.cfg.MaxX509SVIDTTL)
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range req.DNSNames {
-		if err := checkDNSName(name); err != nil {
+	is.leaf.subject = c.leafSubject
+	is.leaf.dnsNames = req.DNSNames
+	for _, step := range c.x509Steps {
+		if err := step.x509(is); err != nil {
 			return nil, err
 		}
 	}
-	csr, err := x509.ParseCertificateRequest(req.CSR)
-	if err != nil {
-		return nil, invalidf("csr is not a valid DER PKCS#10 request: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, invalidf("csr signature is invalid: %w", err)
-	}
-	keyUsage, err := checkLeafKey(csr.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case len(csr.URIs) > 1:
-		return nil, invalidf("csr has %d uri sans; at most one (the requested spiffe id) is allowed", len(csr.URIs))
-	case len(csr.URIs) == 1 && csr.URIs[0].String() != req.ID.String():
-		return nil, invalidf("csr uri san %q is not the requested spiffe id %q", csr.URIs[0].String(), req.ID.String())
-	}
-
-	st := c.state.Load()
-	now := c.now()
-	notAfter := now.Add(ttl)
-	if ca := st.x509Cert.NotAfter; notAfter.After(ca) {
-		notAfter = ca
-	}
-	if !notAfter.After(now) {
-		return nil, fmt.Errorf("signing intermediate %x expired at %s", st.x509Cert.SubjectKeyId, st.x509Cert.NotAfter)
-	}
-	l := leafFields{
-		serial:    randomSerial(),
-		notBefore: now.Add(-backdate),
-		notAfter:  notAfter,
-		subject:   c.leafSubject,
-		publicKey: csr.PublicKey,
-		keyUsage:  keyUsage,
-		uri:       req.ID.URL(),
-		dnsNames:  req.DNSNames,
-	}
-	if len(req.DNSNames) > 0 {
-		subject := c.cfg.Subject
-		subject.CommonName = req.DNSNames[0]
-		if l.subject, err = asn1.Marshal(subject.ToRDNSequence()); err != nil {
-			return nil, fmt.Errorf("marshal subject: %w", err)
-		}
-	}
-	der, err := createLeaf(l, st.x509Cert, st.x509Signer)
+	is.leaf.serial = randomSerial()
+	is.leaf.notBefore = is.now.Add(-backdate)
+	is.leaf.uri = req.ID.URL()
+	der, err := createLeaf(is.leaf, st.x509Cert, st.x509Signer)
 	if err != nil {
 		return nil, fmt.Errorf("create certificate: %w", err)
 	}
@@ -117,81 +74,9 @@ func (c *CA) signX509SVID(req X509SVIDRequest) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse certificate: %w", err)
 	}
-	return []*x509.Certificate{leaf, st.x509Cert}, nil
-}
-
-// checkID accepts workload IDs in the CA's trust domain.
-func (c *CA) checkID(id spiffeid.ID) error {
-	switch {
-	case id.IsZero():
-		return invalidf("spiffe id is required")
-	case id.TrustDomain() != c.td:
-		return invalidf("spiffe id %q is not in trust domain %q", id.String(), c.td.Name())
-	case id.Path() == "":
-		return invalidf("spiffe id %q is the trust domain itself; a workload id needs a path", id.String())
-	}
-	return nil
-}
-
-// checkTTL returns the TTL to use: def for 0, ttl if within [minTTL, maxTTL].
-func checkTTL(ttl, def, minTTL, maxTTL time.Duration) (time.Duration, error) {
-	switch {
-	case ttl == 0:
-		return def, nil
-	case ttl < minTTL || ttl > maxTTL:
-		return 0, invalidf("ttl %s is out of bounds: ask for 0 (default %s) or between %s and %s", ttl, def, minTTL, maxTTL)
-	}
-	return ttl, nil
-}
-
-// checkLeafKey accepts ECDSA P-256/P-384, Ed25519 and RSA of at least 2048 bits, and returns the key usage
-// for a leaf with that key.
-func checkLeafKey(pub crypto.PublicKey) (x509.KeyUsage, error) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return 0, invalidf("csr key uses curve %s; use ECDSA P-256 or P-384, Ed25519 or RSA of 2048 bits or more", k.Curve.Params().Name)
-		}
-		return x509.KeyUsageDigitalSignature, nil
-	case ed25519.PublicKey:
-		return x509.KeyUsageDigitalSignature, nil
-	case *rsa.PublicKey:
-		if n := k.N.BitLen(); n < 2048 {
-			return 0, invalidf("csr rsa key has %d bits; at least 2048 are required", n)
-		}
-		return x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, nil
-	}
-	return 0, invalidf("csr key type %T is not supported; use ECDSA P-256 or P-384, Ed25519 or RSA of 2048 bits or more", pub)
-}
-
-// checkDNSName accepts a DNS name of letters, digits and hyphens, optionally starting with a "*." wildcard.
-func checkDNSName(name string) error {
-	bad := func(why string) error { return invalidf("dns name %q is invalid: %s", name, why) }
-	if name == "" {
-		return bad("empty")
-	}
-	if len(name) > 253 {
-		return bad("longer than 253 characters")
-	}
-	labels := strings.Split(name, ".")
-	for i, l := range labels {
-		if i == 0 && l == "*" && len(labels) > 1 {
-			continue
-		}
-		if l == "" || len(l) > 63 {
-			return bad("each label must have 1 to 63 characters")
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return bad("a label may not start or end with a hyphen")
-		}
-		for j := 0; j < len(l); j++ {
-			ch := l[j]
-			if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '-') {
-				return bad("only letters, digits, hyphens and a leading \"*.\" are allowed")
-			}
-		}
-	}
-	return nil
+	chain := make([]*x509.Certificate, 1, 1+len(st.x509Chain))
+	chain[0] = leaf
+	return append(chain, st.x509Chain...), nil
 }
 
 type jwtClaims struct {
@@ -247,25 +132,14 @@ func (c *CA) SignJWTSVID(ctx context.Context, id spiffeid.ID, audience []string,
 }
 
 func (c *CA) signJWTSVID(id spiffeid.ID, audience []string, ttl time.Duration) (string, time.Time, error) {
-	if err := c.checkID(id); err != nil {
-		return "", time.Time{}, err
-	}
-	if err := CheckAudience(audience); err != nil {
-		return "", time.Time{}, err
-	}
-	ttl, err := checkTTL(ttl, c.cfg.JWTSVIDTTL, c.cfg.MinSVIDTTL, c.cfg.MaxJWTSVIDTTL)
-	if err != nil {
-		return "", time.Time{}, err
-	}
 	st := c.state.Load()
-	now := c.now()
-	exp := now.Add(ttl)
-	if exp.After(st.jwtNotAfter) {
-		exp = st.jwtNotAfter
+	is := &jwtIssuance{id: id, audience: audience, ttl: ttl, now: c.now(), kid: st.jwtKID, keyNotAfter: st.jwtNotAfter}
+	for _, step := range c.jwtSteps {
+		if err := step.jwt(is); err != nil {
+			return "", time.Time{}, err
+		}
 	}
-	if exp.Unix() <= now.Unix() {
-		return "", time.Time{}, fmt.Errorf("jwt key %s expired at %s", st.jwtKID, st.jwtNotAfter)
-	}
+	now, exp := is.now, is.exp
 	payload, err := json.Marshal(jwtClaims{Issuer: c.cfg.JWTIssuer, Subject: id.String(), Audience: audience, Expiry: exp.Unix(), IssuedAt: now.Unix()})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("marshal claims: %w", err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/ca/keymanager"
 )
 
 // DefaultTrustDomain is the server's trust domain unless configured, and the agent's when neither its
@@ -220,7 +222,7 @@ func (c *Server) validate() error {
 			return &FieldError{a.field, fmt.Sprintf("%q is not host:port (e.g. :8081 or 127.0.0.1:8081)", a.addr)}
 		}
 	}
-	if err := oneOf("ca.key_manager", c.CA.KeyManager, "disk", "memory"); err != nil {
+	if err := oneOf("ca.key_manager", c.CA.KeyManager, keymanager.Names()...); err != nil {
 		return err
 	}
 	if err := oneOf("store.driver", c.Store.Driver, "sqlite"); err != nil {

@@ -22,8 +22,7 @@ import (
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/ca"
-	"github.com/kithid/kith/ca/keymanager/disk"
-	"github.com/kithid/kith/ca/keymanager/memory"
+	"github.com/kithid/kith/ca/keymanager"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/agentapi"
@@ -85,15 +84,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	var keys ca.KeyManager
-	switch c.CA.KeyManager {
-	case "memory":
-		keys = memory.New()
-	default:
-		if keys, err = disk.New(filepath.Join(c.DataDir, "keys")); err != nil {
-			st.Close()
-			return nil, fmt.Errorf("open key manager: %w", err)
-		}
+	keys, err := keymanager.New(c.CA.KeyManager, keymanager.Options{Dir: filepath.Join(c.DataDir, "keys")})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open key manager: %w", err)
 	}
 	authority, err := ca.New(ctx, ca.Config{
 		TrustDomain:     td,

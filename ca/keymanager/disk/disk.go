@@ -20,9 +20,17 @@ import (
 	"sync"
 
 	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/ca/keymanager"
 )
 
 var _ ca.KeyManager = (*Manager)(nil)
+
+// Name is the key manager's name in the keymanager registry and in the server's ca.key_manager setting.
+const Name = "disk"
+
+func init() {
+	keymanager.Register(Name, func(opts keymanager.Options) (ca.KeyManager, error) { return New(opts.Dir) })
+}
 
 const pemType = "PRIVATE KEY"
 

@@ -12,9 +12,17 @@ import (
 	"sync"
 
 	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/ca/keymanager"
 )
 
 var _ ca.KeyManager = (*Manager)(nil)
+
+// Name is the key manager's name in the keymanager registry and in the server's ca.key_manager setting.
+const Name = "memory"
+
+func init() {
+	keymanager.Register(Name, func(keymanager.Options) (ca.KeyManager, error) { return New(), nil })
+}
 
 // Manager holds P-256 keys in a map. It is safe for concurrent use.
 type Manager struct {
