@@ -25,7 +25,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
 	"github.com/kithid/kith/ca/keymanager/memory"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 var (

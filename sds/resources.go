@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // SecretType is the xDS type URL of the secrets this package serves.

@@ -20,8 +20,8 @@ import (
 
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload/unix"
-	"github.com/kithid/kith/internal/agent/cache"
-	"github.com/kithid/kith/internal/logclip"
+	"github.com/kithid/kith/logclip"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // Attestor derives a workload's selectors from its unix peer credentials.

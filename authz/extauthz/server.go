@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kithid/kith/authz"
-	"github.com/kithid/kith/internal/logclip"
+	"github.com/kithid/kith/logclip"
 )
 
 // Decider decides one request; *authz.Engine is one. An error means no

@@ -34,11 +34,11 @@ import (
 	"github.com/kithid/kith/attestation/workload/unix"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/extauthz"
-	"github.com/kithid/kith/internal/agent/cache"
 	"github.com/kithid/kith/internal/agent/workloadapi"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/unixsock"
 	"github.com/kithid/kith/sds"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // Config builds an Agent.

@@ -15,8 +15,8 @@ import (
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
-	"github.com/kithid/kith/internal/agent/cache"
 	"github.com/kithid/kith/internal/testutil"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // The agent's clock is settable (testutil.Clock); the fake server's CA keeps real time, since go-spiffe

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // otherTarget labels decisions whose target is not the SPIFFE ID of an entry this agent serves. Targets

@@ -18,7 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // state is what the agent persists so that a restart during a server outage still serves: its own SVID

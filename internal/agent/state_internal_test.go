@@ -18,7 +18,7 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // stateFixture is a cache with a bundle, entries and an SVID for each entry.

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // rawMessage is a response already in its protobuf wire form, as the pieces gRPC writes one after another:

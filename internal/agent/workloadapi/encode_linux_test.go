@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding/gzip"
 )

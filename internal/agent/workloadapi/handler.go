@@ -23,7 +23,7 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload/unix"
 	"github.com/kithid/kith/ca"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 // Attestor derives a workload's selectors from its unix peer credentials.

@@ -16,7 +16,7 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 var (

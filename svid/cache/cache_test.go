@@ -8,7 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/internal/agent/cache"
+	"github.com/kithid/kith/svid/cache"
 )
 
 func TestAWorkloadThatReconnectsSharesTheViewUntilAChange(t *testing.T) {
