@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
 	"github.com/kithid/kith/ca/keymanager/memory"
@@ -39,7 +39,7 @@ var (
 // fixedAttestor attests every caller with the same selectors: one per test server, one server per workload.
 type fixedAttestor struct{ sels []attestation.Selector }
 
-func (f fixedAttestor) Attest(context.Context, unix.Credentials) ([]attestation.Selector, error) {
+func (f fixedAttestor) Attest(context.Context, peer.Credentials) ([]attestation.Selector, error) {
 	return f.sels, nil
 }
 
@@ -144,7 +144,7 @@ func serveSDS(t testing.TB, srv *Server) *grpc.ClientConn {
 func listenSDS(t testing.TB, srv *Server) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	g := grpc.NewServer(grpc.Creds(unix.TransportCredentials()))
+	g := grpc.NewServer(grpc.Creds(peer.TransportCredentials()))
 	srv.Register(g)
 	lis, err := listenUnix(sock)
 	if err != nil {

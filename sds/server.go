@@ -19,14 +19,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/logclip"
 	"github.com/kithid/kith/svid/cache"
 )
 
 // Attestor derives a workload's selectors from its unix peer credentials.
 type Attestor interface {
-	Attest(ctx context.Context, creds unix.Credentials) ([]attestation.Selector, error)
+	Attest(ctx context.Context, creds peer.Credentials) ([]attestation.Selector, error)
 }
 
 // Cache is the agent cache the secrets come from.
@@ -119,7 +119,7 @@ var (
 
 // attest returns the caller's selectors, or a status error.
 func (s *Server) attest(ctx context.Context) ([]attestation.Selector, error) {
-	creds, ok := unix.FromContext(ctx)
+	creds, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no unix peer credentials: connect over the agent's unix socket")
 	}

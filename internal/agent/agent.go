@@ -31,6 +31,7 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/attestation/workload/unix"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/extauthz"
@@ -199,7 +200,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// Any local process may connect: bound the streams one connection can hold (a Workload API client uses
 	// a few, an Envoy one per secret; the SDS bench, 100).
-	srv := grpc.NewServer(grpc.Creds(unix.TransportCredentials()), grpc.MaxConcurrentStreams(maxStreamsPerConn))
+	srv := grpc.NewServer(grpc.Creds(peer.TransportCredentials()), grpc.MaxConcurrentStreams(maxStreamsPerConn))
 	for _, reg := range a.services {
 		reg(srv)
 	}

@@ -8,16 +8,16 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/attestation/peer"
 )
 
 // adminCredentials identify admin socket callers by their unix peer credentials; the socket's 0600 mode is
 // the access control.
-func adminCredentials() credentials.TransportCredentials { return unix.TransportCredentials() }
+func adminCredentials() credentials.TransportCredentials { return peer.TransportCredentials() }
 
 // adminActor names the admin caller for the audit log: "admin:uid=1000(alice)".
 func adminActor(ctx context.Context) string {
-	creds, ok := unix.FromContext(ctx)
+	creds, ok := peer.FromContext(ctx)
 	if !ok {
 		return "admin"
 	}

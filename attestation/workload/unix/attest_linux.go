@@ -7,129 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 
 	sysunix "golang.org/x/sys/unix"
 
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/peer"
+	"github.com/kithid/kith/attestation/procfs"
 )
-
-// PeerCredentials reads the credentials of the process at the other end of a unix connection
-// (SO_PEERCRED) and its start time from /proc/<pid>/stat. Where the kernel supports SO_PEERPIDFD
-// it also checks, after reading the start time, that the connecting process is still alive, so
-// the start time cannot belong to a later process that reused the pid.
-func PeerCredentials(conn *net.UnixConn) (Credentials, error) {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return Credentials{}, fmt.Errorf("read peer credentials: %w", err)
-	}
-	var (
-		ucred      *sysunix.Ucred
-		uerr, perr error
-		pidfd      = -1
-	)
-	if err := raw.Control(func(fd uintptr) {
-		ucred, uerr = sysunix.GetsockoptUcred(int(fd), sysunix.SOL_SOCKET, sysunix.SO_PEERCRED)
-		if uerr == nil {
-			pidfd, perr = sysunix.GetsockoptInt(int(fd), sysunix.SOL_SOCKET, sysunix.SO_PEERPIDFD)
-		}
-	}); err != nil {
-		return Credentials{}, fmt.Errorf("read peer credentials: %w", err)
-	}
-	if uerr != nil {
-		return Credentials{}, fmt.Errorf("read peer credentials: SO_PEERCRED: %w", uerr)
-	}
-	if perr == nil && pidfd >= 0 {
-		defer sysunix.Close(pidfd)
-	} else if errors.Is(perr, syscall.ESRCH) {
-		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, ErrProcessChanged)
-	}
-	if ucred.Pid <= 0 {
-		return Credentials{}, fmt.Errorf("read peer credentials: peer pid is %d: the peer is in a pid namespace this process cannot see", ucred.Pid)
-	}
-	dir := filepath.Join("/proc", strconv.Itoa(int(ucred.Pid)))
-	start, err := readStartTime(dir)
-	if err != nil {
-		return Credentials{}, fmt.Errorf("read peer credentials of pid %d: process gone (%v): %w", ucred.Pid, err, ErrProcessChanged)
-	}
-	// What the process runs now, to refuse it later if it has executed something else by then. Unreadable
-	// (another user's process and no CAP_SYS_PTRACE): zero, and no path or hash selectors.
-	var exe FileID
-	var st sysunix.Stat_t
-	if sysunix.Stat(filepath.Join(dir, "exe"), &st) == nil {
-		exe = FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
-	}
-	if perr == nil && pidfd >= 0 {
-		// Signal 0 checks existence only. EPERM means the process exists but belongs to someone else.
-		if err := sysunix.PidfdSendSignal(pidfd, 0, nil, 0); errors.Is(err, syscall.ESRCH) {
-			return Credentials{}, fmt.Errorf("read peer credentials of pid %d: %w", ucred.Pid, ErrProcessChanged)
-		}
-	}
-	return Credentials{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid, StartTime: start, Exe: exe}, nil
-}
-
-// readStartTime reads the start time from <dir>/stat, where dir is a /proc/<pid> directory.
-func readStartTime(dir string) (uint64, error) {
-	return readStartTimeAt(sysunix.AT_FDCWD, filepath.Join(dir, "stat"))
-}
-
-func readStartTimeAt(dirfd int, name string) (uint64, error) {
-	return parseFileAt(dirfd, name, parseStatStartTime)
-}
-
-// readBufs holds the buffers /proc files are read into: every attestation reads two (status and stat,
-// besides the stat read once per connection for its credentials), and a Workload API or SDS stream is
-// attested when it opens, so ten thousand streams opening would otherwise leave ≈ 95 MB of garbage behind.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// parseFileAt reads a small file relative to dirfd into a pooled buffer and returns what parse makes of
-// it; parse must not keep the bytes. Unlike os.ReadFile it does not fstat first: procfs files report
-// size 0 anyway.
-func parseFileAt[T any](dirfd int, name string, parse func([]byte) (T, error)) (T, error) {
-	bp := readBufs.Get().(*[]byte)
-	buf, err := readFileAt(dirfd, name, (*bp)[:0])
-	defer func() {
-		if cap(buf) <= 64<<10 { // a huge status file is not worth keeping
-			*bp = buf[:0]
-			readBufs.Put(bp)
-		}
-	}()
-	if err != nil {
-		var zero T
-		return zero, err
-	}
-	return parse(buf)
-}
-
-// readFileAt reads a small file relative to dirfd, appending to buf.
-func readFileAt(dirfd int, name string, buf []byte) ([]byte, error) {
-	fd, err := sysunix.Openat(dirfd, name, sysunix.O_RDONLY|sysunix.O_CLOEXEC, 0)
-	if err != nil {
-		return buf, &os.PathError{Op: "open", Path: name, Err: err}
-	}
-	defer sysunix.Close(fd)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := sysunix.Read(fd, buf[len(buf):cap(buf)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return buf, &os.PathError{Op: "read", Path: name, Err: err}
-		}
-		if n == 0 {
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-	}
-}
 
 // Attest derives the workload's selectors from creds: unix:uid, unix:gid, unix:user and unix:group
 // (when the names resolve), unix:supplementary_gid for each group in /proc/<pid>/status, and
@@ -140,7 +27,7 @@ func readFileAt(dirfd int, name string, buf []byte) ([]byte, error) {
 // All reads go through one open /proc/<pid> directory, which the kernel binds to one process,
 // and the last read checks that process's start time, so every selector describes the process
 // that connected even if the pid is reused meanwhile.
-func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation.Selector, error) {
+func (a *Attestor) Attest(ctx context.Context, creds peer.Credentials) ([]attestation.Selector, error) {
 	if creds.PID <= 0 {
 		return nil, fmt.Errorf("attest pid %d: not a process id", creds.PID)
 	}
@@ -172,7 +59,7 @@ func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation
 		a.log.DebugContext(ctx, "workload group name not resolved", "pid", creds.PID, "gid", gid, "err", err)
 	}
 
-	groups, err := parseFileAt(dirfd, "status", parseStatusGroups)
+	groups, err := procfs.ParseAt(dirfd, "status", parseStatusGroups)
 	if err != nil {
 		if cerr := recheck(dirfd, creds); cerr != nil { // a process that exited or changed, not a bad file
 			return nil, cerr
@@ -215,8 +102,8 @@ func (a *Attestor) Attest(ctx context.Context, creds Credentials) ([]attestation
 
 // recheck returns an error wrapping ErrProcessChanged unless the process whose /proc directory is
 // open as dirfd is alive and has creds.StartTime.
-func recheck(dirfd int, creds Credentials) error {
-	start, err := readStartTimeAt(dirfd, "stat")
+func recheck(dirfd int, creds peer.Credentials) error {
+	start, err := procfs.StartTimeAt(dirfd, "stat")
 	if err != nil {
 		return fmt.Errorf("attest pid %d: process gone (%v): %w", creds.PID, err, ErrProcessChanged)
 	}
@@ -245,7 +132,7 @@ const maxHashSize = 512 << 20
 // the file on disk was replaced. It fails with ErrProcessChanged when the process no longer runs the file
 // it ran when it connected (creds.Exe), and with another error when the executable cannot be read or was
 // not known at connect time. Hashes are cached by the fstat of the opened file.
-func (a *Attestor) readExe(ctx context.Context, dirfd int, creds Credentials) (exeInfo, error) {
+func (a *Attestor) readExe(ctx context.Context, dirfd int, creds peer.Credentials) (exeInfo, error) {
 	path, err := readlinkAt(dirfd, "exe")
 	if err != nil {
 		return exeInfo{}, err
@@ -267,7 +154,7 @@ func (a *Attestor) readExe(ctx context.Context, dirfd int, creds Credentials) (e
 	if again, err := readlinkAt(dirfd, "exe"); err != nil || again != path {
 		return exeInfo{}, fmt.Errorf("executable changed while reading (%s, then %s): %w", path, again, ErrProcessChanged)
 	}
-	id := FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
+	id := peer.FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
 	switch {
 	case !creds.Exe.Known():
 		return exeInfo{}, errors.New("the executable could not be read when the connection was accepted")
@@ -278,7 +165,7 @@ func (a *Attestor) readExe(ctx context.Context, dirfd int, creds Credentials) (e
 	var pst sysunix.Stat_t
 	if err := sysunix.Stat(path, &pst); err != nil {
 		info.pathErr = err
-	} else if (FileID{Dev: uint64(pst.Dev), Ino: pst.Ino}) != id { //nolint:unconvert // as above
+	} else if (peer.FileID{Dev: uint64(pst.Dev), Ino: pst.Ino}) != id { //nolint:unconvert // as above
 		info.pathErr = errors.New("that path is another file in the agent's mount namespace")
 	}
 	key := exeKey{

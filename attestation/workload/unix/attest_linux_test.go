@@ -19,6 +19,8 @@ import (
 	sysunix "golang.org/x/sys/unix"
 
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/peer"
+	"github.com/kithid/kith/attestation/procfs"
 )
 
 func sel(key, value string) attestation.Selector {
@@ -26,29 +28,29 @@ func sel(key, value string) attestation.Selector {
 }
 
 // selfCredentials returns the test process's credentials as PeerCredentials would see them.
-func selfCredentials(t testing.TB) Credentials {
+func selfCredentials(t testing.TB) peer.Credentials {
 	t.Helper()
 	return processCredentials(t, os.Getpid())
 }
 
-func processCredentials(t testing.TB, pid int) Credentials {
+func processCredentials(t testing.TB, pid int) peer.Credentials {
 	t.Helper()
-	start, err := readStartTime(filepath.Join("/proc", strconv.Itoa(pid)))
+	start, err := procfs.StartTimeAt(sysunix.AT_FDCWD, filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		t.Fatalf("read start time of pid %d: %v", pid, err)
 	}
-	return Credentials{PID: int32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), StartTime: start,
+	return peer.Credentials{PID: int32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), StartTime: start,
 		Exe: fileID(t, filepath.Join("/proc", strconv.Itoa(pid), "exe"))}
 }
 
 // fileID is the device and inode of the file at path (following links).
-func fileID(t testing.TB, path string) FileID {
+func fileID(t testing.TB, path string) peer.FileID {
 	t.Helper()
 	var st sysunix.Stat_t
 	if err := sysunix.Stat(path, &st); err != nil {
 		t.Fatalf("stat %s: %v", path, err)
 	}
-	return FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
+	return peer.FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // Dev's type differs across architectures.
 }
 
 func fileSHA256(t testing.TB, path string) string {
@@ -144,7 +146,7 @@ func TestAttestRejectsChangedProcess(t *testing.T) {
 }
 
 // fakeProc writes a /proc/<pid> tree for pid 4242 with start time 777 and the given exe link target.
-func fakeProc(t *testing.T, exeTarget string) (root string, creds Credentials) {
+func fakeProc(t *testing.T, exeTarget string) (root string, creds peer.Credentials) {
 	t.Helper()
 	root = t.TempDir()
 	dir := filepath.Join(root, "4242")
@@ -161,10 +163,10 @@ func fakeProc(t *testing.T, exeTarget string) (root string, creds Credentials) {
 	if err := os.Symlink(exeTarget, filepath.Join(dir, "exe")); err != nil {
 		t.Fatal(err)
 	}
-	creds = Credentials{PID: 4242, UID: 1000, GID: 1000, StartTime: 777}
+	creds = peer.Credentials{PID: 4242, UID: 1000, GID: 1000, StartTime: 777}
 	var st sysunix.Stat_t
 	if sysunix.Stat(exeTarget, &st) == nil {
-		creds.Exe = FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // as in fileID
+		creds.Exe = peer.FileID{Dev: uint64(st.Dev), Ino: st.Ino} //nolint:unconvert // as in fileID
 	}
 	return root, creds
 }
@@ -241,7 +243,7 @@ func TestAttestFakeProc(t *testing.T) {
 		}
 	})
 	t.Run("a missing process directory is a changed process", func(t *testing.T) {
-		_, err := New(Config{ProcRoot: t.TempDir()}).Attest(t.Context(), Credentials{PID: 4242, StartTime: 1})
+		_, err := New(Config{ProcRoot: t.TempDir()}).Attest(t.Context(), peer.Credentials{PID: 4242, StartTime: 1})
 		if !errors.Is(err, ErrProcessChanged) {
 			t.Fatalf("Attest() error = %v, want ErrProcessChanged", err)
 		}
@@ -300,42 +302,6 @@ func BenchmarkAttestOwnProcess(b *testing.B) {
 	}
 }
 
-// Files are read into pooled buffers, one after another, each parsed from exactly its own bytes.
-func TestParseFileAtReusesBuffersSafely(t *testing.T) {
-	dir := t.TempDir()
-	long := strings.Repeat("0123456789", 1000)  // longer than a pooled buffer: it grows
-	huge := strings.Repeat("0123456789", 7<<10) // over 64 KiB: not put back in the pool
-	for name, content := range map[string]string{"long": long, "huge": huge, "short": "abc", "empty": ""} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyOut := func(b []byte) (string, error) { return string(b), nil }
-	tests := []struct {
-		name, file, want string
-	}{
-		{name: "a file longer than the buffer", file: "long", want: long},
-		{name: "a short file after a long one", file: "short", want: "abc"},
-		{name: "an empty file", file: "empty", want: ""},
-		{name: "a file over 64 KiB", file: "huge", want: huge},
-		{name: "a short file after a huge one", file: "short", want: "abc"},
-		{name: "a long file again", file: "long", want: long},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, tt.file), copyOut)
-			if err != nil || got != tt.want {
-				t.Errorf("got %d bytes (%v), want %d", len(got), err, len(tt.want))
-			}
-		})
-	}
-	t.Run("a missing file is ErrNotExist", func(t *testing.T) {
-		if _, err := parseFileAt(sysunix.AT_FDCWD, filepath.Join(dir, "missing"), copyOut); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("err = %v, want ErrNotExist", err)
-		}
-	})
-}
-
 // unix:path is given only when the path, looked up by the agent, is the file the process runs: not for a
 // deleted (or replaced, or bind-mounted) executable. unix:sha256, read from the running file, still is.
 func TestThePathSelectorNamesTheRunningFileOrIsLeftOut(t *testing.T) {
@@ -384,7 +350,7 @@ func TestHashingIsBounded(t *testing.T) {
 	if err != nil {
 		t.Skip("no sleep binary")
 	}
-	start := func(t *testing.T, size int64) (string, Credentials) {
+	start := func(t *testing.T, size int64) (string, peer.Credentials) {
 		t.Helper()
 		bin := filepath.Join(t.TempDir(), "app")
 		copyFile(t, sleep, bin)

@@ -8,10 +8,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kithid/kith/attestation/peer"
 )
 
-// ErrProcessChanged reports that the pid no longer belongs to the process that connected.
-var ErrProcessChanged = errors.New("workload process exited or was replaced during attestation")
+// ErrProcessChanged reports that the pid no longer belongs to the process that connected: the error
+// [peer.ErrProcessChanged] of the peer credentials the attestor works from.
+var ErrProcessChanged = peer.ErrProcessChanged
 
 // Config configures an [Attestor]. Every field's zero value is usable.
 type Config struct {

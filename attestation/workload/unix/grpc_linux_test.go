@@ -11,21 +11,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-)
 
-// dialEnv makes the test binary act as a Workload API client: it dials the socket named in the
-// variable, makes one health check and exits. Tests use it to connect from another uid.
-const dialEnv = "KITH_UNIX_TEST_DIAL"
+	"github.com/kithid/kith/attestation/peer"
+)
 
 // execEnv makes the test binary connect to the socket named in the variable and then execute sleep,
 // keeping the connection: the attack of a process that connects as itself and is attested as another
@@ -52,13 +48,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "exec sleep:", err)
 		os.Exit(1)
 	}
-	if path := os.Getenv(dialEnv); path != "" {
-		if err := healthCheck(context.Background(), path); err != nil {
-			fmt.Fprintln(os.Stderr, "client:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
 	os.Exit(m.Run())
 }
 
@@ -74,32 +63,6 @@ func healthCheck(ctx context.Context, socket string) error {
 	return err
 }
 
-// recorder is a gRPC interceptor that records the caller's credentials.
-type recorder struct {
-	mu    sync.Mutex
-	creds []Credentials
-}
-
-func (r *recorder) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	c, ok := FromContext(ctx)
-	if !ok {
-		return nil, errors.New("no unix peer credentials")
-	}
-	r.mu.Lock()
-	r.creds = append(r.creds, c)
-	r.mu.Unlock()
-	return h(ctx, req)
-}
-
-func (r *recorder) last() (Credentials, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.creds) == 0 {
-		return Credentials{}, false
-	}
-	return r.creds[len(r.creds)-1], true
-}
-
 // serve starts a gRPC health server with TransportCredentials on a socket in dir.
 func serve(t testing.TB, dir string, opts ...grpc.ServerOption) string {
 	t.Helper()
@@ -108,7 +71,7 @@ func serve(t testing.TB, dir string, opts ...grpc.ServerOption) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(TransportCredentials())}, opts...)...)
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peer.TransportCredentials())}, opts...)...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	done := make(chan struct{})
 	go func() {
@@ -121,107 +84,6 @@ func serve(t testing.TB, dir string, opts ...grpc.ServerOption) string {
 	})
 	return socket
 }
-
-func TestTransportCredentialsOverGRPC(t *testing.T) {
-	var rec recorder
-	socket := serve(t, t.TempDir(), grpc.UnaryInterceptor(rec.intercept))
-	if err := healthCheck(t.Context(), socket); err != nil {
-		t.Fatalf("health check: %v", err)
-	}
-	got, ok := rec.last()
-	if !ok {
-		t.Fatal("the interceptor recorded no credentials")
-	}
-	want := selfCredentials(t)
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("credentials mismatch (-want +got):\n%s", diff)
-	}
-}
-
-func TestTransportCredentialsRefusesOtherConnections(t *testing.T) {
-	t.Run("a connection that is not a unix socket is refused", func(t *testing.T) {
-		a, b := net.Pipe()
-		defer a.Close()
-		defer b.Close()
-		if _, _, err := TransportCredentials().ServerHandshake(a); err == nil {
-			t.Fatal("ServerHandshake() of a pipe succeeded, want an error")
-		}
-	})
-	t.Run("a client handshake is refused", func(t *testing.T) {
-		if _, _, err := TransportCredentials().ClientHandshake(t.Context(), "x", nil); err == nil {
-			t.Fatal("ClientHandshake() succeeded, want an error")
-		}
-	})
-	t.Run("a context without peer has no credentials", func(t *testing.T) {
-		if _, ok := FromContext(t.Context()); ok {
-			t.Fatal("FromContext() reported credentials for a bare context")
-		}
-	})
-}
-
-func TestPeerCredentialsOfSocketPair(t *testing.T) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "a")
-	defer f.Close()
-	defer syscall.Close(fds[1])
-	c, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	got, err := PeerCredentials(c.(*net.UnixConn))
-	if err != nil {
-		t.Fatalf("PeerCredentials() error: %v", err)
-	}
-	if diff := cmp.Diff(selfCredentials(t), got); diff != "" {
-		t.Errorf("PeerCredentials() mismatch (-want +got):\n%s", diff)
-	}
-}
-
-func TestTransportCredentialsSeesAnotherUID(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to start a process under another uid")
-	}
-	const nobody = 65534
-	dir := t.TempDir()
-	// t.TempDir is <parent>/<n>, both 0700: open them up so that nobody can reach the socket and binary.
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var rec recorder
-	socket := serve(t, dir, grpc.UnaryInterceptor(rec.intercept))
-	if err := os.Chmod(socket, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	// The test binary lives in a 0700 build directory; copy it where nobody can run it.
-	bin := filepath.Join(dir, "client")
-	copyFile(t, os.Args[0], bin)
-
-	cmd := exec.CommandContext(t.Context(), bin, "-test.run=^$")
-	cmd.Env = append(os.Environ(), dialEnv+"="+socket)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("client as uid %d: %v\n%s", nobody, err, out)
-	}
-	got, ok := rec.last()
-	if !ok {
-		t.Fatal("the interceptor recorded no credentials")
-	}
-	want := Credentials{PID: int32(cmd.Process.Pid), UID: nobody, GID: nobody, Exe: fileID(t, bin)}
-	if diff := cmp.Diff(want, got, cmpIgnoreStartTime); diff != "" {
-		t.Errorf("credentials mismatch (-want +got):\n%s", diff)
-	}
-}
-
-var cmpIgnoreStartTime = cmp.Transformer("ignoreStartTime", func(c Credentials) Credentials {
-	c.StartTime = 0
-	return c
-})
 
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
@@ -247,7 +109,7 @@ func copyFile(t *testing.T, from, to string) {
 func BenchmarkConnectAttestFetch(b *testing.B) {
 	a := New(Config{})
 	attest := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		c, ok := FromContext(ctx)
+		c, ok := peer.FromContext(ctx)
 		if !ok {
 			return nil, errors.New("no unix peer credentials")
 		}
@@ -288,7 +150,7 @@ func TestAProcessThatExecutesAfterConnectingIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	creds, err := PeerCredentials(conn.(*net.UnixConn))
+	creds, err := peer.PeerCredentials(conn.(*net.UnixConn))
 	if err != nil {
 		t.Fatalf("PeerCredentials: %v", err)
 	}

@@ -3,7 +3,7 @@
 // A [Handler] implements the gRPC service spiffe.workload.SpiffeWorkloadAPI, wire-compatible with
 // go-spiffe's workloadapi client, spiffe-helper and Envoy-less SPIFFE libraries. For every call it
 // requires the "workload.spiffe.io: true" metadata header, takes the caller's unix peer credentials
-// from the connection (the gRPC server must use unix.TransportCredentials), attests them to
+// from the connection (the gRPC server must use peer.TransportCredentials), attests them to
 // selectors, and answers from the agent's cache:
 //
 //	FetchX509SVID     stream of the caller's X.509-SVIDs, keys and bundles, pushed on every change

@@ -21,14 +21,14 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/svid/cache"
 )
 
 // Attestor derives a workload's selectors from its unix peer credentials.
 type Attestor interface {
-	Attest(ctx context.Context, creds unix.Credentials) ([]attestation.Selector, error)
+	Attest(ctx context.Context, creds peer.Credentials) ([]attestation.Selector, error)
 }
 
 // Cache is what the handler reads from the agent's cache.
@@ -88,7 +88,7 @@ func New(cfg Config) (*Handler, error) {
 	return &Handler{attestor: cfg.Attestor, cache: cfg.Cache, jwt: cfg.JWT, log: log}, nil
 }
 
-// Register registers the handler on s, a gRPC server created with grpc.Creds(unix.TransportCredentials()).
+// Register registers the handler on s, a gRPC server created with grpc.Creds(peer.TransportCredentials()).
 func (h *Handler) Register(s grpc.ServiceRegistrar) {
 	workload.RegisterSpiffeWorkloadAPIServer(s, h)
 }
@@ -130,7 +130,7 @@ func (h *Handler) caller(ctx context.Context, method string) ([]attestation.Sele
 	if v := md.Get(headerKey); len(v) != 1 || v[0] != "true" {
 		return nil, nil, errMissingHeader
 	}
-	creds, ok := unix.FromContext(ctx)
+	creds, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, nil, errNoCredentials
 	}

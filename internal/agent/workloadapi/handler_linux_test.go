@@ -32,7 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kithid/kith/attestation"
-	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
 	"github.com/kithid/kith/svid/cache"
@@ -56,7 +56,7 @@ type fakeAttestor struct {
 	pids []int32
 }
 
-func (a *fakeAttestor) Attest(_ context.Context, creds unix.Credentials) ([]attestation.Selector, error) {
+func (a *fakeAttestor) Attest(_ context.Context, creds peer.Credentials) ([]attestation.Selector, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.pids = append(a.pids, creds.PID)
@@ -133,7 +133,7 @@ func (e *env) serve(a Attestor) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(grpc.Creds(unix.TransportCredentials()))
+	s := grpc.NewServer(grpc.Creds(peer.TransportCredentials()))
 	h.Register(s)
 	go s.Serve(l)
 	t.Cleanup(s.Stop)
@@ -285,9 +285,9 @@ func TestStatusCodes(t *testing.T) {
 			msg:  "security header missing from request",
 		},
 		{
-			name: "a caller that fails attestation is denied", ready: true, err: unix.ErrProcessChanged,
+			name: "a caller that fails attestation is denied", ready: true, err: peer.ErrProcessChanged,
 			want: map[string]codes.Code{"FetchX509SVID": codes.PermissionDenied, "FetchX509Bundles": codes.PermissionDenied, "FetchJWTBundles": codes.PermissionDenied, "FetchJWTSVID": codes.PermissionDenied},
-			msg:  "workload attestation failed: " + unix.ErrProcessChanged.Error(),
+			msg:  "workload attestation failed: " + peer.ErrProcessChanged.Error(),
 		},
 		{
 			name: "a caller without a matching entry is denied", ready: true, sels: []attestation.Selector{strangerS},
@@ -675,7 +675,7 @@ func TestServerWithoutPeerCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer() // no unix.TransportCredentials: a wiring mistake
+	s := grpc.NewServer() // no peer.TransportCredentials: a wiring mistake
 	h.Register(s)
 	go s.Serve(l)
 	t.Cleanup(s.Stop)

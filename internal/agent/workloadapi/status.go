@@ -25,7 +25,7 @@ func codeErrorf(code codes.Code, format string, args ...any) error {
 
 var (
 	errMissingHeader = &apiError{codes.InvalidArgument, errors.New("security header missing from request")}
-	errNoCredentials = &apiError{codes.Internal, errors.New("no unix peer credentials on the connection: the workload api must be served with unix.TransportCredentials")}
+	errNoCredentials = &apiError{codes.Internal, errors.New("no unix peer credentials on the connection: the workload api must be served with peer.TransportCredentials")}
 	errNotReady      = &apiError{codes.Unavailable, errors.New("agent has no identities yet")}
 	errNoIdentity    = &apiError{codes.PermissionDenied, errors.New("no identity issued")}
 )

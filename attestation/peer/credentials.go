@@ -1,4 +1,4 @@
-package unix
+package peer
 
 import (
 	"context"
@@ -7,8 +7,11 @@ import (
 	"net"
 
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
+	grpcpeer "google.golang.org/grpc/peer"
 )
+
+// ErrProcessChanged reports that the pid no longer belongs to the process that connected.
+var ErrProcessChanged = errors.New("workload process exited or was replaced during attestation")
 
 // Credentials are a unix socket peer's credentials captured when the connection was accepted.
 type Credentials struct {
@@ -80,7 +83,7 @@ func (transportCreds) OverrideServerName(string) error { return nil }
 // FromContext returns the caller's Credentials from a gRPC handler context. It reports false when
 // the connection was not accepted with [TransportCredentials].
 func FromContext(ctx context.Context) (Credentials, bool) {
-	p, ok := peer.FromContext(ctx)
+	p, ok := grpcpeer.FromContext(ctx)
 	if !ok || p == nil {
 		return Credentials{}, false
 	}
