@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
+	"github.com/kithid/kith/attestation/node"
+	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/ca"
 )
 
@@ -85,7 +87,12 @@ func (a *Agent) attest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := client.Attest(ctx, &agentv1.AttestRequest{AttestationType: "join_token", Payload: []byte(a.cfg.Config.JoinToken), Csr: csr})
+	var evidence node.Evidence = jointoken.Evidence(a.cfg.Config.JoinToken)
+	payload, err := evidence.Payload(ctx)
+	if err != nil {
+		return fmt.Errorf("attest: %w", err)
+	}
+	resp, err := client.Attest(ctx, &agentv1.AttestRequest{AttestationType: evidence.Type(), Payload: payload, Csr: csr})
 	if err != nil {
 		return fmt.Errorf("attest with join token: %w", errors.New(status.Convert(err).Message()))
 	}

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation/node"
+	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
 	"github.com/kithid/kith/internal/store"
@@ -79,7 +81,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return fmt.Errorf("--trust-domain %q: %w", td, err)
 	}
-	devAgentID, err := spiffeid.FromSegments(trustDomain, "kith", "agent", "join_token", devAgentToken)
+	devAgentID, err := node.AgentID(trustDomain, jointoken.Type, devAgentToken)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/agentapi"
 	"github.com/kithid/kith/internal/server/apierr"
+	"github.com/kithid/kith/internal/server/attestors"
 	"github.com/kithid/kith/internal/store/sqlite"
 	"github.com/kithid/kith/internal/unixsock"
 )
@@ -133,9 +134,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		cfg.Logger.Info("custom policy loaded", "dir", c.Policy.Dir, "revision", rev, "modules", len(modules))
 	}
+	nodeAttestors, err := attestors.Node(td, st, cfg.Now)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.agent, err = agentapi.New(agentapi.Config{
 		Authz: s.authz, Policy: s.authz, Reports: st,
-		TrustDomain: td, Tokens: st, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
+		TrustDomain: td, Attestors: nodeAttestors, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: c.SVID.AgentTTL.D(),
 		Now:      cfg.Now,
 		Logger:   cfg.Logger.With("component", "agentapi"),

@@ -2,10 +2,10 @@
 //
 // When the agent accepts a connection it captures the peer's credentials from the socket
 // (SO_PEERCRED: pid, uid, gid) together with the process start time from /proc/<pid>/stat,
-// using [TransportCredentials] for gRPC servers or [PeerCredentials] directly. Gathering
-// happens while the peer is still connected, so the pid is the connecting process.
+// with package attestation/peer. Gathering happens while the peer is still connected, so the
+// pid is the connecting process.
 //
-// [Attestor.Attest] turns those [Credentials] into selectors:
+// [Attestor.Attest] turns those [peer.Credentials] into selectors:
 //
 //	unix:uid:1000
 //	unix:gid:1000

@@ -20,6 +20,7 @@ import (
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
@@ -229,20 +230,6 @@ func (s *Service) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryReque
 
 var tokenName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
-// AgentIDForToken is the SPIFFE ID an agent receives when it joins with the token.
-func AgentIDForToken(td spiffeid.TrustDomain, t store.JoinToken) spiffeid.ID {
-	name := t.Name
-	if name == "" {
-		name = t.ID
-	}
-	id, err := spiffeid.FromSegments(td, "kith", "agent", "join_token", name)
-	if err != nil {
-		// Names and IDs are validated to be valid path segments before they are stored.
-		panic(fmt.Sprintf("agent id for token %q: %v", name, err))
-	}
-	return id
-}
-
 // CreateJoinToken makes a one-time join token.
 func (s *Service) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTokenRequest) (*adminv1.CreateJoinTokenResponse, error) {
 	if n := req.GetName(); n != "" && !tokenName.MatchString(n) {
@@ -295,7 +282,7 @@ func (s *Service) ListJoinTokens(ctx context.Context, _ *adminv1.ListJoinTokensR
 func (s *Service) tokenToProto(t store.JoinToken) *adminv1.JoinToken {
 	pt := &adminv1.JoinToken{
 		Id: t.ID, Name: t.Name, CreatedAt: ts(t.CreatedAt), ExpiresAt: ts(t.ExpiresAt), UsedAt: ts(t.UsedAt),
-		AgentId: AgentIDForToken(s.cfg.TrustDomain, t).String(),
+		AgentId: jointoken.AgentID(s.cfg.TrustDomain, t.Name, t.ID).String(),
 	}
 	if !t.UsedBy.IsZero() {
 		pt.UsedBy = t.UsedBy.String()

@@ -12,13 +12,14 @@ import (
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
 )
 
 // ReservedPath is the path prefix of Kith's own identities (agents, server); entries and minted SVIDs
-// may not use it, so no workload can impersonate an agent.
-const ReservedPath = "/kith/"
+// may not use it, so no workload can impersonate an agent. It is [node.ReservedPath].
+const ReservedPath = node.ReservedPath
 
 // ParseWorkloadID parses a SPIFFE ID given by an administrator for a workload or person: it must be in
 // the trust domain td, have a path, and not use the reserved /kith/ path.

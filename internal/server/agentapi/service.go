@@ -5,11 +5,13 @@ package agentapi
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,24 +20,18 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/ca"
-	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
 )
-
-// TokenStore redeems join tokens.
-type TokenStore interface {
-	// LookupJoinToken returns the token whose secret hashes to hash, or store.ErrTokenInvalid.
-	LookupJoinToken(ctx context.Context, hash []byte) (store.JoinToken, error)
-	// UseJoinToken atomically redeems the token and records the agent, or returns store.ErrTokenInvalid.
-	UseJoinToken(ctx context.Context, hash []byte, now time.Time, agent store.Agent) (store.JoinToken, store.Agent, error)
-}
 
 // AgentStore reads and updates agent records.
 type AgentStore interface {
@@ -74,12 +70,14 @@ type Authority interface {
 // Config builds a Service.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain // required
-	Tokens      TokenStore           // required
-	Agents      AgentStore           // required
-	Entries     EntryStore           // required
-	Changes     ChangeFeed           // required
-	Audit       AuditLog             // required
-	CA          Authority            // required
+	// Attestors are the node attestation methods agents may attest with, by attestation type (e.g.
+	// "join_token"); at least one is required.
+	Attestors map[string]node.Attestor
+	Agents    AgentStore // required
+	Entries   EntryStore // required
+	Changes   ChangeFeed // required
+	Audit     AuditLog   // required
+	CA        Authority  // required
 	// AgentTTL is the lifetime of agent SVIDs; zero: the CA's default X.509-SVID TTL.
 	AgentTTL time.Duration
 	// Now is the clock for token expiry and certificate checks; zero: time.Now.
@@ -99,12 +97,6 @@ type Config struct {
 // MaxBatch is the most CSRs one SignX509SVIDs call may carry.
 const MaxBatch = 500
 
-// AttestationJoinToken is the attestation type of a join token.
-const AttestationJoinToken = "join_token"
-
-// agentPath is the path prefix of agent SPIFFE IDs.
-const agentPath = "/kith/agent/"
-
 // Service implements agentv1.AgentServiceServer.
 type Service struct {
 	agentv1.UnimplementedAgentServiceServer
@@ -118,9 +110,9 @@ var _ agentv1.AgentServiceServer = (*Service)(nil)
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.TrustDomain.IsZero() || cfg.Tokens == nil || cfg.Agents == nil || cfg.Entries == nil ||
+	if cfg.TrustDomain.IsZero() || len(cfg.Attestors) == 0 || cfg.Agents == nil || cfg.Entries == nil ||
 		cfg.Changes == nil || cfg.Audit == nil || cfg.CA == nil {
-		return nil, errors.New("agentapi: trust domain, stores, audit log and CA are required")
+		return nil, errors.New("agentapi: trust domain, node attestors, stores, audit log and CA are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -172,8 +164,8 @@ func (s *Service) caller(ctx context.Context) (store.Agent, error) {
 	if err != nil {
 		return store.Agent{}, apierr.Denied(fmt.Sprintf("client certificate is not a valid svid of %s: %v", s.cfg.TrustDomain, err))
 	}
-	if id.TrustDomain() != s.cfg.TrustDomain || !strings.HasPrefix(id.Path(), agentPath) {
-		return store.Agent{}, apierr.Denied(fmt.Sprintf("%s is not an agent: only agent SVIDs (under %s) may call the agent API", id, agentPath))
+	if id.TrustDomain() != s.cfg.TrustDomain || !node.IsAgentID(id) {
+		return store.Agent{}, apierr.Denied(fmt.Sprintf("%s is not an agent: only agent SVIDs (under %s) may call the agent API", id, node.AgentPath))
 	}
 	a, err := s.cfg.Agents.GetAgent(ctx, id)
 	switch {
@@ -194,15 +186,18 @@ func evicted(id spiffeid.ID) error {
 	return apierr.Denied(fmt.Sprintf("agent %s was evicted: it must attest again with a new join token (a token with the same name gives it the same agent ID)", id))
 }
 
-// Attest verifies a join token and returns the agent's first SVID and the bundle. The token is only
-// consumed once the CSR has been signed, so a bad CSR does not burn it; the token's redemption and the
-// agent record (with the new SVID's serial) are one store transaction.
+// Attest verifies the agent's attestation with the node attestor of its attestation type and returns the
+// agent's first SVID and the bundle. The attestor's commit (for a join token: redeeming it and recording
+// the agent with the new SVID's serial, in one store transaction) runs only once the CSR has been signed,
+// so a bad CSR does not burn a one-time credential. A refusal is audited and the caller is not told why.
 func (s *Service) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agentv1.AttestResponse, error) {
-	if t := req.GetAttestationType(); t != AttestationJoinToken {
-		return nil, apierr.Invalid(fmt.Sprintf("attestation type %q is not supported: use %q", t, AttestationJoinToken))
+	typ := req.GetAttestationType()
+	attestor, ok := s.cfg.Attestors[typ]
+	if !ok {
+		return nil, apierr.Invalid(fmt.Sprintf("attestation type %q is not supported: use %s", typ, s.supported()))
 	}
 	if len(req.GetPayload()) == 0 {
-		return nil, apierr.Invalid("payload is required: the join token secret")
+		return nil, apierr.Invalid("payload is required: " + attestor.Payload())
 	}
 	if len(req.GetCsr()) == 0 {
 		return nil, apierr.Invalid("csr is required: the agent makes its key and sends a PKCS#10 request")
@@ -215,39 +210,34 @@ func (s *Service) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agen
 		return nil, apierr.Invalid(fmt.Sprintf("csr signature is invalid: %v", err))
 	}
 
-	sum := sha256.Sum256(req.GetPayload())
-	hash := sum[:]
-	now := s.cfg.Now()
-	tok, err := s.cfg.Tokens.LookupJoinToken(ctx, hash)
+	res, err := attestor.Attest(ctx, req.GetPayload(), noChallenge)
+	var refusal *node.Refusal
 	switch {
-	case errors.Is(err, store.ErrTokenInvalid):
-		return nil, s.refuse(ctx, "unknown", "")
+	case errors.As(err, &refusal):
+		return nil, s.refuse(ctx, refusal)
+	case errors.Is(err, node.ErrNoChallenge):
+		return nil, status.Error(codes.Unimplemented, fmt.Sprintf("attestation type %q needs a challenge round trip, which this server's attest call does not carry: %v", typ, err))
 	case err != nil:
 		return nil, fmt.Errorf("attest: %w", err)
-	case !tok.UsedAt.IsZero():
-		return nil, s.refuse(ctx, "already used", tok.ID)
-	case !tok.ExpiresAt.IsZero() && !now.Before(tok.ExpiresAt):
-		return nil, s.refuse(ctx, "expired", tok.ID)
 	}
-	id := adminapi.AgentIDForToken(s.cfg.TrustDomain, tok)
+	id := res.AgentID
+	if id.TrustDomain() != s.cfg.TrustDomain || !node.IsAgentID(id) {
+		return nil, fmt.Errorf("attest: %s attestor returned %s, not an agent id of %s", typ, id, s.cfg.TrustDomain)
+	}
 	chain, err := s.cfg.CA.SignX509SVID(ctx, ca.X509SVIDRequest{ID: id, CSR: req.GetCsr(), TTL: s.cfg.AgentTTL})
 	if err != nil {
 		return nil, fmt.Errorf("attest agent %s: %w", id, err)
 	}
-	sels := []attestation.Selector{{Type: attestation.TypeJoinToken, Key: "id", Value: tok.ID}}
-	if tok.Name != "" {
-		sels = append(sels, attestation.Selector{Type: attestation.TypeJoinToken, Key: "name", Value: tok.Name})
-	}
-	agent := store.Agent{
+	agent := node.Agent{
 		ID:              id,
-		AttestationType: AttestationJoinToken,
-		Selectors:       attestation.Normalize(sels),
+		AttestationType: typ,
+		Selectors:       attestation.Normalize(res.Selectors),
 		SerialNumber:    chain[0].SerialNumber.Text(16),
 		ExpiresAt:       chain[0].NotAfter,
 	}
-	if _, _, err := s.cfg.Tokens.UseJoinToken(ctx, hash, now, agent); err != nil {
-		if errors.Is(err, store.ErrTokenInvalid) {
-			return nil, s.refuse(ctx, "used or expired concurrently", tok.ID)
+	if err := s.commit(ctx, res, agent); err != nil {
+		if errors.As(err, &refusal) {
+			return nil, s.refuse(ctx, refusal)
 		}
 		return nil, fmt.Errorf("attest agent %s: %w", id, err)
 	}
@@ -255,24 +245,58 @@ func (s *Service) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agen
 	if err != nil {
 		return nil, err
 	}
-	s.cfg.Logger.Info("agent attested", "agent_id", id.String(), "token_id", tok.ID, "serial", agent.SerialNumber)
+	args := []any{"agent_id", id.String()}
+	for _, a := range res.Attrs {
+		args = append(args, a.Key, a.Value)
+	}
+	s.cfg.Logger.Info("agent attested", append(args, "serial", agent.SerialNumber)...)
 	return &agentv1.AttestResponse{SvidChain: rawChain(chain), Bundle: b, AgentId: id.String()}, nil
 }
 
+// noChallenge is the challenge round trip of the unary Attest call: there is none.
+func noChallenge(context.Context, []byte) ([]byte, error) { return nil, node.ErrNoChallenge }
+
+// commit records the attested agent: through the attestor's own commit when it has one, else as is.
+func (s *Service) commit(ctx context.Context, res node.Result, a node.Agent) error {
+	if res.Commit != nil {
+		return res.Commit(ctx, a)
+	}
+	_, err := s.cfg.Agents.UpsertAgent(ctx, "agent:"+a.ID.String(), "agent.attest", store.Agent{
+		ID: a.ID, AttestationType: a.AttestationType, Selectors: a.Selectors, SerialNumber: a.SerialNumber, ExpiresAt: a.ExpiresAt,
+	})
+	return err
+}
+
+// supported lists the attestation types agents may use, for the error an unknown type gets.
+func (s *Service) supported() string {
+	types := slices.Sorted(maps.Keys(s.cfg.Attestors))
+	if len(types) == 1 {
+		return strconv.Quote(types[0])
+	}
+	for i, t := range types {
+		types[i] = strconv.Quote(t)
+	}
+	return "one of " + strings.Join(types, ", ")
+}
+
 // refuse audits a refused attestation and returns the error the caller sees, which never says why.
-func (s *Service) refuse(ctx context.Context, reason, tokenID string) error {
+func (s *Service) refuse(ctx context.Context, r *node.Refusal) error {
 	addr := "unknown"
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
-	detail := map[string]any{"reason": reason}
-	if tokenID != "" {
-		detail["token_id"] = tokenID
+	detail := map[string]any{"reason": r.Reason}
+	args := []any{"peer", addr, "reason", r.Reason}
+	for _, a := range r.Attrs {
+		if a.Value != "" {
+			detail[a.Key] = a.Value
+		}
+		args = append(args, a.Key, a.Value)
 	}
 	if err := s.cfg.Audit.Audit(ctx, "agent:unauthenticated", "agent.attest.refused", addr, detail); err != nil {
 		s.cfg.Logger.Error("audit refused attestation", "error", err)
 	}
-	s.cfg.Logger.Warn("attestation refused", "peer", addr, "reason", reason, "token_id", tokenID)
+	s.cfg.Logger.Warn("attestation refused", args...)
 	return store.ErrTokenInvalid
 }
 

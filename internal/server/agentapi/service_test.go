@@ -34,6 +34,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager/memory"
 	"github.com/kithid/kith/internal/server/apierr"
+	"github.com/kithid/kith/internal/server/attestors"
 	"github.com/kithid/kith/internal/store"
 	"github.com/kithid/kith/internal/store/sqlite"
 )
@@ -83,8 +84,12 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{st: st, ca: authority, clock: &clock{}, serverID: spiffeid.RequireFromPath(td, "/kith/server"), issued: map[string]int{}}
+	nodeAttestors, err := attestors.Node(td, st, h.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.svc, err = New(Config{
-		TrustDomain: td, Tokens: st, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
+		TrustDomain: td, Attestors: nodeAttestors, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: time.Hour, Now: h.clock.Now,
 		OnIssue: func(kind string, _ time.Duration) {
 			h.issuedMu.Lock()

@@ -11,8 +11,8 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/ca"
-	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
 )
@@ -89,9 +89,9 @@ func (s *Service) servedEntry(ctx context.Context, a store.Agent, sels attestati
 		return store.Entry{}, fmt.Errorf("read entry %s: %w", id, err)
 	case !serves(a, sels, e):
 		return store.Entry{}, notServed(id)
-	case strings.HasPrefix(e.SPIFFEID.Path()+"/", adminapi.ReservedPath):
+	case strings.HasPrefix(e.SPIFFEID.Path()+"/", node.ReservedPath):
 		// Entries are validated against this at creation; refuse anyway so no workload can become an agent.
-		return store.Entry{}, apierr.Denied(fmt.Sprintf("entry %s names %s under the reserved path %s", id, e.SPIFFEID, adminapi.ReservedPath))
+		return store.Entry{}, apierr.Denied(fmt.Sprintf("entry %s names %s under the reserved path %s", id, e.SPIFFEID, node.ReservedPath))
 	}
 	return e, nil
 }
