@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,7 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager/memory"
 	"github.com/kithid/kith/internal/server/apierr"
@@ -73,6 +75,12 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith serves, beside the server's own node attestors, the extra ones.
+func newHarnessWith(t *testing.T, extra map[string]node.Attestor) *harness {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "kith.db")})
 	if err != nil {
@@ -88,6 +96,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	maps.Copy(nodeAttestors, extra)
 	h.svc, err = New(Config{
 		TrustDomain: td, Attestors: nodeAttestors, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: time.Hour, Now: h.clock.Now,
