@@ -32,7 +32,8 @@ import (
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/peer"
-	"github.com/kithid/kith/attestation/workload/unix"
+	"github.com/kithid/kith/attestation/workload"
+	_ "github.com/kithid/kith/attestation/workload/unix" // the default workload attestor registers itself
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/extauthz"
 	"github.com/kithid/kith/internal/agent/workloadapi"
@@ -55,7 +56,7 @@ type Agent struct {
 	log       *slog.Logger
 	td        spiffeid.TrustDomain
 	cache     *cache.Cache
-	attestor  *unix.Attestor
+	attestor  workload.Attestor
 	agentSVID atomic.Pointer[x509svid.SVID]
 	jwt       *jwtCache
 
@@ -104,9 +105,13 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("trust domain: %w", err)
 		}
 	}
+	attestor, err := workload.New(cfg.Config.WorkloadAttestors, workload.Options{Logger: cfg.Logger.With("component", "attestor")})
+	if err != nil {
+		return nil, fmt.Errorf("workload_attestors: %w", err)
+	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, td: td, cache: cache.New(),
-		attestor: unix.New(unix.Config{Logger: cfg.Logger.With("component", "attestor")}),
+		attestor: attestor,
 		dirty:    make(chan struct{}, 1), signal: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 	a.jwt = newJWTCache(a)
@@ -138,8 +143,8 @@ func (a *Agent) Register(f func(grpc.ServiceRegistrar)) { a.services = append(a.
 // Cache is the agent's cache of entries, SVIDs and bundle.
 func (a *Agent) Cache() *cache.Cache { return a.cache }
 
-// Attestor is the agent's workload attestor.
-func (a *Agent) Attestor() *unix.Attestor { return a.attestor }
+// Attestor is the agent's workload attestor: the configured workload_attestors, merged.
+func (a *Agent) Attestor() workload.Attestor { return a.attestor }
 
 // JWT mints (and caches) JWT-SVIDs through the server.
 func (a *Agent) JWT() *jwtCache { return a.jwt }

@@ -1,12 +1,18 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/attestation/workload"
+	"github.com/kithid/kith/attestation/workload/unix" // registers the unix attestor, the default
 )
 
 // Agent is the `kith agent` configuration. Every field is optional unless noted; the comment gives the
@@ -51,6 +57,9 @@ type Agent struct {
 	// ProfilingEnabled adds Go's profiles (/debug/pprof/) to the metrics listener, for finding where
 	// CPU and memory go. Default false. Env KITH_AGENT_PROFILING_ENABLED.
 	ProfilingEnabled bool `yaml:"profiling_enabled"`
+	// WorkloadAttestors lists the workload attestors the agent runs for every caller of its sockets, by
+	// name; their selectors are merged. Default [unix]. Env KITH_AGENT_WORKLOAD_ATTESTORS (comma-separated).
+	WorkloadAttestors []string `yaml:"workload_attestors"`
 	// AuthzDecision names an OPA-Envoy-style decision in the custom policy to use instead of Kith's built-in
 	// one (must match the server's authz.decision). Env KITH_AGENT_AUTHZ_DECISION.
 	AuthzDecision string `yaml:"authz_decision"`
@@ -84,6 +93,9 @@ func (c *Agent) Finish() error {
 	if c.RotateAtPercent == 0 {
 		c.RotateAtPercent = 50
 	}
+	if len(c.WorkloadAttestors) == 0 {
+		c.WorkloadAttestors = []string{unix.Name}
+	}
 	if c.RetryMax == 0 {
 		c.RetryMax = Duration(30 * time.Second)
 	}
@@ -113,6 +125,18 @@ func (c *Agent) Finish() error {
 	}
 	if c.RotateAtPercent < 10 || c.RotateAtPercent > 90 {
 		return &FieldError{"rotate_at_percent", fmt.Sprintf("%d is outside 10 to 90", c.RotateAtPercent)}
+	}
+	if err := workload.Check(c.WorkloadAttestors); err != nil {
+		var u *workload.UnknownError
+		if errors.As(err, &u) {
+			return &FieldError{"workload_attestors", fmt.Sprintf("%q is not a workload attestor: use one of %s", u.Name, strings.Join(u.Known, ", "))}
+		}
+		return &FieldError{"workload_attestors", err.Error()}
+	}
+	for i, n := range c.WorkloadAttestors {
+		if slices.Contains(c.WorkloadAttestors[:i], n) {
+			return &FieldError{"workload_attestors", fmt.Sprintf("%q is listed twice", n)}
+		}
 	}
 	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		return err

@@ -10,11 +10,23 @@ import (
 	"time"
 
 	"github.com/kithid/kith/attestation/peer"
+	"github.com/kithid/kith/attestation/workload"
 )
 
 // ErrProcessChanged reports that the pid no longer belongs to the process that connected: the error
 // [peer.ErrProcessChanged] of the peer credentials the attestor works from.
 var ErrProcessChanged = peer.ErrProcessChanged
+
+// Name is the name the attestor is registered under, for the agent's workload_attestors list.
+const Name = "unix"
+
+func init() {
+	workload.Register(Name, func(o workload.Options) (workload.Attestor, error) {
+		return New(Config{Logger: o.Logger}), nil
+	})
+}
+
+var _ workload.Attestor = (*Attestor)(nil)
 
 // Config configures an [Attestor]. Every field's zero value is usable.
 type Config struct {
