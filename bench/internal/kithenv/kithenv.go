@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/internal/agent"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
@@ -35,7 +36,7 @@ const TrustDomain = "example.org"
 const NodeName = "bench"
 
 // AgentID is the SPIFFE ID the bench agent receives when it joins.
-var AgentID = spiffeid.RequireFromString("spiffe://" + TrustDomain + "/kith/agent/join_token/" + NodeName)
+var AgentID = jointoken.AgentID(spiffeid.RequireTrustDomainFromString(TrustDomain), NodeName, "")
 
 // Processes is a `kith server` and (optionally) a `kith agent` running as children of this process.
 type Processes struct {
