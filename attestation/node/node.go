@@ -26,9 +26,9 @@ import (
 
 // Attestor is the server half of one node attestation method.
 type Attestor interface {
-	// Payload says what the method's payload is, for the error an agent gets when it sends none,
+	// PayloadName says what the method's payload is, for the error an agent gets when it sends none,
 	// e.g. "the join token secret".
-	Payload() string
+	PayloadName() string
 	// Attest verifies payload (never empty) and returns the agent's identity. It returns a *[Refusal]
 	// when the payload does not prove a node; the caller audits the refusal and tells the agent only
 	// that it was refused. Any other error is the server's own failure.

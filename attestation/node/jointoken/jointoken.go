@@ -68,8 +68,8 @@ func New(cfg Config) (*Attestor, error) {
 	return &Attestor{cfg: cfg}, nil
 }
 
-// Payload describes the payload: the token's secret.
-func (*Attestor) Payload() string { return "the join token secret" }
+// PayloadName says what the payload is: the token's secret.
+func (*Attestor) PayloadName() string { return "the join token secret" }
 
 // Attest finds the token whose secret is payload. An unknown, used or expired token is refused (reason
 // "unknown", "already used", "expired", with the token's ID). The result's Commit redeems the token and

@@ -28,7 +28,7 @@ var _ node.Attestor = passwordNode{}
 
 const passwordType = "password"
 
-func (passwordNode) Payload() string { return "the node name and password" }
+func (passwordNode) PayloadName() string { return "the node name and password" }
 
 func (p passwordNode) Attest(_ context.Context, payload []byte, _ node.Challenge) (node.Result, error) {
 	name, pw, _ := strings.Cut(string(payload), ":")
@@ -49,7 +49,7 @@ func (p passwordNode) Attest(_ context.Context, payload []byte, _ node.Challenge
 // challenging is a method that needs a challenge round trip, which the unary Attest call cannot carry.
 type challenging struct{}
 
-func (challenging) Payload() string { return "anything" }
+func (challenging) PayloadName() string { return "anything" }
 
 func (challenging) Attest(ctx context.Context, _ []byte, challenge node.Challenge) (node.Result, error) {
 	if _, err := challenge(ctx, []byte("nonce")); err != nil {

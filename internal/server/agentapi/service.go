@@ -197,7 +197,7 @@ func (s *Service) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agen
 		return nil, apierr.Invalid(fmt.Sprintf("attestation type %q is not supported: use %s", typ, s.supported()))
 	}
 	if len(req.GetPayload()) == 0 {
-		return nil, apierr.Invalid("payload is required: " + attestor.Payload())
+		return nil, apierr.Invalid("payload is required: " + attestor.PayloadName())
 	}
 	if len(req.GetCsr()) == 0 {
 		return nil, apierr.Invalid("csr is required: the agent makes its key and sends a PKCS#10 request")
