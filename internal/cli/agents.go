@@ -17,24 +17,17 @@ func (e *env) agentsCommand() *cobra.Command {
 		Short: "List agents",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAgents, &adminv1.ListAgentsRequest{})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.ListAgents(cmd.Context(), &adminv1.ListAgentsRequest{})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			var rows [][]string
-			for _, a := range resp.GetAgents() {
-				rows = append(rows, []string{a.GetId(), a.GetAttestationType(), fmtTime(a.GetExpiresAt()), strconv.FormatBool(a.GetConnected()), strconv.FormatBool(a.GetEvicted())})
-			}
-			e.table([]string{"ID", "ATTESTATION", "SVID EXPIRES", "CONNECTED", "EVICTED"}, rows)
-			return nil
+			return e.print(resp, func() {
+				var rows [][]string
+				for _, a := range resp.GetAgents() {
+					rows = append(rows, []string{a.GetId(), a.GetAttestationType(), fmtTime(a.GetExpiresAt()), strconv.FormatBool(a.GetConnected()), strconv.FormatBool(a.GetEvicted())})
+				}
+				e.table([]string{"ID", "ATTESTATION", "SVID EXPIRES", "CONNECTED", "EVICTED"}, rows)
+			})
 		},
 	}
 	show := &cobra.Command{
@@ -42,22 +35,15 @@ func (e *env) agentsCommand() *cobra.Command {
 		Short: "Show one agent",
 		Args:  exactArgs(1, "AGENT-ID (a SPIFFE ID, see kith agents list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetAgent(cmd.Context(), &adminv1.GetAgentRequest{Id: args[0]})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetAgent, &adminv1.GetAgentRequest{Id: args[0]})
 			if err != nil {
 				return err
 			}
 			a := resp.GetAgent()
-			if e.output == "json" {
-				return e.printProto(a)
-			}
-			fmt.Fprintf(e.stdout, "ID:           %s\nAttestation:  %s\nSelectors:    %s\nSVID serial:  %s\nSVID expires: %s\nJoined:       %s\nConnected:    %t\nEvicted:      %t\n",
-				a.GetId(), a.GetAttestationType(), strings.Join(a.GetSelectors(), ", "), a.GetSerialNumber(), fmtTime(a.GetExpiresAt()), fmtTime(a.GetCreatedAt()), a.GetConnected(), a.GetEvicted())
-			return nil
+			return e.print(a, func() {
+				fmt.Fprintf(e.stdout, "ID:           %s\nAttestation:  %s\nSelectors:    %s\nSVID serial:  %s\nSVID expires: %s\nJoined:       %s\nConnected:    %t\nEvicted:      %t\n",
+					a.GetId(), a.GetAttestationType(), strings.Join(a.GetSelectors(), ", "), a.GetSerialNumber(), fmtTime(a.GetExpiresAt()), fmtTime(a.GetCreatedAt()), a.GetConnected(), a.GetEvicted())
+			})
 		},
 	}
 	evict := &cobra.Command{
@@ -65,20 +51,13 @@ func (e *env) agentsCommand() *cobra.Command {
 		Short: "Evict an agent: it cannot renew or sync and must attest again with a new token",
 		Args:  exactArgs(1, "AGENT-ID (a SPIFFE ID, see kith agents list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.EvictAgent, &adminv1.EvictAgentRequest{Id: args[0]})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.EvictAgent(cmd.Context(), &adminv1.EvictAgentRequest{Id: args[0]})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp.GetAgent())
-			}
-			fmt.Fprintf(e.stdout, "evicted %s\n", resp.GetAgent().GetId())
-			return nil
+			return e.print(resp.GetAgent(), func() {
+				fmt.Fprintf(e.stdout, "evicted %s\n", resp.GetAgent().GetId())
+			})
 		},
 	}
 	cmd.AddCommand(list, show, evict)

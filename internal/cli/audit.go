@@ -19,24 +19,17 @@ func (e *env) auditCommand() *cobra.Command {
 		Short: "List audit events",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuditEvents, &adminv1.ListAuditEventsRequest{AfterSeq: after, Limit: limit})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.ListAuditEvents(cmd.Context(), &adminv1.ListAuditEventsRequest{AfterSeq: after, Limit: limit})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			var rows [][]string
-			for _, ev := range resp.GetEvents() {
-				rows = append(rows, []string{strconv.FormatInt(ev.GetSeq(), 10), fmtTime(ev.GetTime()), ev.GetActor(), ev.GetAction(), ev.GetTarget()})
-			}
-			e.table([]string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET"}, rows)
-			return nil
+			return e.print(resp, func() {
+				var rows [][]string
+				for _, ev := range resp.GetEvents() {
+					rows = append(rows, []string{strconv.FormatInt(ev.GetSeq(), 10), fmtTime(ev.GetTime()), ev.GetActor(), ev.GetAction(), ev.GetTarget()})
+				}
+				e.table([]string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET"}, rows)
+			})
 		},
 	}
 	list.Flags().Int64Var(&after, "after", 0, "only events after this sequence number")
@@ -47,21 +40,17 @@ func (e *env) auditCommand() *cobra.Command {
 		Short: "Check the audit log's hash chain; exits 1 if any row was changed or removed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.VerifyAudit, &adminv1.VerifyAuditRequest{})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.VerifyAudit(cmd.Context(), &adminv1.VerifyAuditRequest{})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				if err := e.printProto(resp); err != nil {
-					return err
+			err = e.print(resp, func() {
+				if resp.GetOk() {
+					fmt.Fprintf(e.stdout, "audit log intact: %d events, head %s\n", resp.GetCount(), hex.EncodeToString(resp.GetHeadHash()))
 				}
-			} else if resp.GetOk() {
-				fmt.Fprintf(e.stdout, "audit log intact: %d events, head %s\n", resp.GetCount(), hex.EncodeToString(resp.GetHeadHash()))
+			})
+			if err != nil {
+				return err
 			}
 			if !resp.GetOk() {
 				return &exitError{code: 1, err: fmt.Errorf("audit log broken at event %d: %s", resp.GetBrokenAt(), resp.GetProblem())}

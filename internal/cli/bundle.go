@@ -20,12 +20,7 @@ func (e *env) bundleCommand() *cobra.Command {
 			if format != "pem" && format != "spiffe" {
 				return fmt.Errorf("--format %q: use pem or spiffe", format)
 			}
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetBundle, &adminv1.GetBundleRequest{})
 			if err != nil {
 				return err
 			}

@@ -15,12 +15,7 @@ func (e *env) caCommand() *cobra.Command {
 		Short: "List roots, signing intermediates and JWT keys with state and expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListAuthorities(cmd.Context(), &adminv1.ListAuthoritiesRequest{})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuthorities, &adminv1.ListAuthoritiesRequest{})
 			if err != nil {
 				return err
 			}
@@ -36,12 +31,7 @@ func (e *env) caCommand() *cobra.Command {
 			"to it after ca.root_overlap, so every relying party holds it first.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.RotateCA(cmd.Context(), &adminv1.RotateCARequest{Root: root})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.RotateCA, &adminv1.RotateCARequest{Root: root})
 			if err != nil {
 				return err
 			}
@@ -54,13 +44,11 @@ func (e *env) caCommand() *cobra.Command {
 }
 
 func (e *env) printAuthorities(as []*adminv1.Authority) error {
-	if e.output == "json" {
-		return e.printProto(&adminv1.ListAuthoritiesResponse{Authorities: as})
-	}
-	var rows [][]string
-	for _, a := range as {
-		rows = append(rows, []string{a.GetKind(), a.GetState(), a.GetId(), fmtTime(a.GetNotBefore()), fmtTime(a.GetNotAfter()), strconv.FormatBool(a.GetPublished())})
-	}
-	e.table([]string{"KIND", "STATE", "ID", "NOT BEFORE", "NOT AFTER", "IN BUNDLE"}, rows)
-	return nil
+	return e.print(&adminv1.ListAuthoritiesResponse{Authorities: as}, func() {
+		var rows [][]string
+		for _, a := range as {
+			rows = append(rows, []string{a.GetKind(), a.GetState(), a.GetId(), fmtTime(a.GetNotBefore()), fmtTime(a.GetNotAfter()), strconv.FormatBool(a.GetPublished())})
+		}
+		e.table([]string{"KIND", "STATE", "ID", "NOT BEFORE", "NOT AFTER", "IN BUNDLE"}, rows)
+	})
 }

@@ -153,3 +153,28 @@ func (e *env) table(header []string, rows [][]string) {
 	}
 	w.Flush()
 }
+
+// call dials the admin socket, makes one RPC and closes the connection:
+// call(ctx, e, adminv1.AdminServiceClient.GetBundle, &adminv1.GetBundleRequest{}).
+func call[Req, Resp any](ctx context.Context, e *env, rpc func(adminv1.AdminServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	c, done, err := e.admin()
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	defer done()
+	return rpc(c, ctx, req)
+}
+
+// withAdmin makes a cobra RunE of a verb that needs several admin RPCs: it dials the admin socket, runs the
+// verb with the client and closes the connection.
+func (e *env) withAdmin(run func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, done, err := e.admin()
+		if err != nil {
+			return err
+		}
+		defer done()
+		return run(cmd, args, c)
+	}
+}

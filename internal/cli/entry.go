@@ -58,17 +58,12 @@ func (e *env) entryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.CreateEntry(cmd.Context(), &adminv1.CreateEntryRequest{Entry: pe})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.CreateEntry, &adminv1.CreateEntryRequest{Entry: pe})
 			if err != nil {
 				return err
 			}
 			e.warnExecutableOnly(resp.GetEntry().GetSelectors())
-			return e.printEntries(resp.GetEntry())
+			return e.printEntry(resp.GetEntry())
 		},
 	}
 	cf.bind(create)
@@ -79,19 +74,11 @@ func (e *env) entryCommand() *cobra.Command {
 		Short: "List entries",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListEntries, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			return e.printEntries(resp.GetEntries()...)
+			return e.print(resp, func() { e.entryTable(resp.GetEntries()) })
 		},
 	}
 	list.Flags().StringVar(&lf.spiffeID, "spiffe-id", "", "only entries with this SPIFFE ID")
@@ -102,12 +89,7 @@ func (e *env) entryCommand() *cobra.Command {
 		Short: "Show one entry",
 		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetEntry(cmd.Context(), &adminv1.GetEntryRequest{Id: args[0]})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetEntry, &adminv1.GetEntryRequest{Id: args[0]})
 			if err != nil {
 				return err
 			}
@@ -120,12 +102,7 @@ func (e *env) entryCommand() *cobra.Command {
 		Use:   "update ENTRY-ID [flags]",
 		Short: "Change an entry; flags not given keep their value",
 		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
 			cur, err := c.GetEntry(cmd.Context(), &adminv1.GetEntryRequest{Id: args[0]})
 			if err != nil {
 				return err
@@ -163,8 +140,8 @@ func (e *env) entryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.printEntries(resp.GetEntry())
-		},
+			return e.printEntry(resp.GetEntry())
+		}),
 	}
 	uf.bind(update)
 
@@ -173,33 +150,25 @@ func (e *env) entryCommand() *cobra.Command {
 		Short: "Delete an entry; its workloads lose that identity at once",
 		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.DeleteEntry, &adminv1.DeleteEntryRequest{Id: args[0]})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.DeleteEntry(cmd.Context(), &adminv1.DeleteEntryRequest{Id: args[0]})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp.GetEntry())
-			}
-			fmt.Fprintf(e.stdout, "deleted entry %s (%s)\n", resp.GetEntry().GetId(), resp.GetEntry().GetSpiffeId())
-			return nil
+			return e.print(resp.GetEntry(), func() {
+				fmt.Fprintf(e.stdout, "deleted entry %s (%s)\n", resp.GetEntry().GetId(), resp.GetEntry().GetSpiffeId())
+			})
 		},
 	}
 	cmd.AddCommand(create, list, show, update, del)
 	return cmd
 }
 
-func (e *env) printEntries(es ...*adminv1.Entry) error {
-	if e.output == "json" {
-		if len(es) == 1 {
-			return e.printProto(es[0])
-		}
-		return e.printProto(&adminv1.ListEntriesResponse{Entries: es})
-	}
+// printEntry prints one entry as a one-row table, or as JSON.
+func (e *env) printEntry(pe *adminv1.Entry) error {
+	return e.print(pe, func() { e.entryTable([]*adminv1.Entry{pe}) })
+}
+
+func (e *env) entryTable(es []*adminv1.Entry) {
 	rows := make([][]string, 0, len(es))
 	for _, pe := range es {
 		where := pe.GetParentId()
@@ -209,27 +178,24 @@ func (e *env) printEntries(es ...*adminv1.Entry) error {
 		rows = append(rows, []string{pe.GetId(), pe.GetSpiffeId(), where, strings.Join(pe.GetSelectors(), ","), fmtSeconds(pe.GetX509TtlSeconds()), fmtLabels(pe.GetLabels())})
 	}
 	e.table([]string{"ID", "SPIFFE ID", "PARENT", "SELECTORS", "TTL", "LABELS"}, rows)
-	return nil
 }
 
 func (e *env) printEntryDetail(pe *adminv1.Entry) error {
-	if e.output == "json" {
-		return e.printProto(pe)
-	}
-	w := e.stdout
-	fmt.Fprintf(w, "ID:             %s\n", pe.GetId())
-	fmt.Fprintf(w, "SPIFFE ID:      %s\n", pe.GetSpiffeId())
-	fmt.Fprintf(w, "Parent:         %s\n", orDash(pe.GetParentId()))
-	fmt.Fprintf(w, "Node selectors: %s\n", orDash(strings.Join(pe.GetNodeSelectors(), ", ")))
-	fmt.Fprintf(w, "Selectors:      %s\n", strings.Join(pe.GetSelectors(), ", "))
-	fmt.Fprintf(w, "X.509 TTL:      %s\n", fmtSeconds(pe.GetX509TtlSeconds()))
-	fmt.Fprintf(w, "JWT TTL:        %s\n", fmtSeconds(pe.GetJwtTtlSeconds()))
-	fmt.Fprintf(w, "DNS names:      %s\n", orDash(strings.Join(pe.GetDnsNames(), ", ")))
-	fmt.Fprintf(w, "Labels:         %s\n", fmtLabels(pe.GetLabels()))
-	fmt.Fprintf(w, "Created:        %s\n", fmtTime(pe.GetCreatedAt()))
-	fmt.Fprintf(w, "Updated:        %s\n", fmtTime(pe.GetUpdatedAt()))
-	fmt.Fprintf(w, "Revision:       %d\n", pe.GetRevision())
-	return nil
+	return e.print(pe, func() {
+		w := e.stdout
+		fmt.Fprintf(w, "ID:             %s\n", pe.GetId())
+		fmt.Fprintf(w, "SPIFFE ID:      %s\n", pe.GetSpiffeId())
+		fmt.Fprintf(w, "Parent:         %s\n", orDash(pe.GetParentId()))
+		fmt.Fprintf(w, "Node selectors: %s\n", orDash(strings.Join(pe.GetNodeSelectors(), ", ")))
+		fmt.Fprintf(w, "Selectors:      %s\n", strings.Join(pe.GetSelectors(), ", "))
+		fmt.Fprintf(w, "X.509 TTL:      %s\n", fmtSeconds(pe.GetX509TtlSeconds()))
+		fmt.Fprintf(w, "JWT TTL:        %s\n", fmtSeconds(pe.GetJwtTtlSeconds()))
+		fmt.Fprintf(w, "DNS names:      %s\n", orDash(strings.Join(pe.GetDnsNames(), ", ")))
+		fmt.Fprintf(w, "Labels:         %s\n", fmtLabels(pe.GetLabels()))
+		fmt.Fprintf(w, "Created:        %s\n", fmtTime(pe.GetCreatedAt()))
+		fmt.Fprintf(w, "Updated:        %s\n", fmtTime(pe.GetUpdatedAt()))
+		fmt.Fprintf(w, "Revision:       %d\n", pe.GetRevision())
+	})
 }
 
 // exactArgs is cobra.ExactArgs with a message that says what to give.

@@ -74,3 +74,16 @@ func parseLabels(ss []string) (map[string]string, error) {
 	}
 	return m, nil
 }
+
+// print writes v as JSON for -o json (a proto message with its proto field names), and otherwise runs
+// text, which writes the table or text form to e.stdout.
+func (e *env) print(v any, text func()) error {
+	if e.output != "json" {
+		text()
+		return nil
+	}
+	if m, ok := v.(proto.Message); ok {
+		return e.printProto(m)
+	}
+	return e.printJSON(v)
+}

@@ -57,15 +57,13 @@ func (e *env) grantCommand() *cobra.Command {
 		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT]",
 		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names)",
 		Args:  exactArgs(2, "CALLER and TARGET"),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		PreRunE: func(*cobra.Command, []string) error {
 			if forDur != 0 && until != "" {
 				return fmt.Errorf("give --for or --until, not both")
 			}
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
+			return nil
+		},
+		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
 			caller, err := resolveID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
@@ -91,8 +89,8 @@ func (e *env) grantCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.printGrants(resp.GetGrant())
-		},
+			return e.printGrant(resp.GetGrant())
+		}),
 	}
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
 	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
@@ -112,12 +110,8 @@ func (e *env) revokeCommand() *cobra.Command {
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
+			var err error
 			req := &adminv1.RevokeGrantsRequest{}
 			if len(args) == 1 {
 				req.Id = args[0]
@@ -133,14 +127,12 @@ func (e *env) revokeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			for _, g := range resp.GetGrants() {
-				fmt.Fprintf(e.stdout, "revoked %s (%s → %s)\n", g.GetId(), g.GetCaller(), g.GetTarget())
-			}
-			return nil
-		},
+			return e.print(resp, func() {
+				for _, g := range resp.GetGrants() {
+					fmt.Fprintf(e.stdout, "revoked %s (%s → %s)\n", g.GetId(), g.GetCaller(), g.GetTarget())
+				}
+			})
+		}),
 	}
 }
 
@@ -151,12 +143,8 @@ func (e *env) grantsCommand() *cobra.Command {
 		Use:   "list [--caller X] [--target Y]",
 		Short: "List grants, CLI-made and from the policy repository, with their source and expiry",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
+			var err error
 			req := &adminv1.ListGrantsRequest{}
 			if caller != "" {
 				if req.Caller, err = resolveID(cmd.Context(), c, caller); err != nil {
@@ -172,11 +160,8 @@ func (e *env) grantsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			return e.printGrants(resp.GetGrants()...)
-		},
+			return e.print(resp, func() { e.grantTable(resp.GetGrants()) })
+		}),
 	}
 	list.Flags().StringVar(&caller, "caller", "", "only grants that apply to this caller")
 	list.Flags().StringVar(&target, "target", "", "only grants that apply to this target")
@@ -184,13 +169,12 @@ func (e *env) grantsCommand() *cobra.Command {
 	return cmd
 }
 
-func (e *env) printGrants(gs ...*adminv1.Grant) error {
-	if e.output == "json" {
-		if len(gs) == 1 {
-			return e.printProto(gs[0])
-		}
-		return e.printProto(&adminv1.ListGrantsResponse{Grants: gs})
-	}
+// printGrant prints one grant as a one-row table, or as JSON.
+func (e *env) printGrant(g *adminv1.Grant) error {
+	return e.print(g, func() { e.grantTable([]*adminv1.Grant{g}) })
+}
+
+func (e *env) grantTable(gs []*adminv1.Grant) {
 	var rows [][]string
 	for _, g := range gs {
 		exp := "never"
@@ -203,7 +187,6 @@ func (e *env) printGrants(gs ...*adminv1.Grant) error {
 		rows = append(rows, []string{g.GetId(), g.GetCaller(), g.GetTarget(), orAny(g.GetMethods()), orAny(g.GetPaths()), exp, g.GetSource(), orDash(g.GetReason())})
 	}
 	e.table([]string{"ID", "CALLER", "TARGET", "METHODS", "PATHS", "EXPIRES", "SOURCE", "REASON"}, rows)
-	return nil
 }
 
 func orAny(ss []string) string {
@@ -218,12 +201,7 @@ func (e *env) whoCommand() *cobra.Command {
 		Use:   "who TARGET",
 		Short: "Who may call TARGET, and how",
 		Args:  exactArgs(1, "TARGET"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
 			target, err := resolveID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
@@ -242,26 +220,24 @@ func (e *env) whoCommand() *cobra.Command {
 					live = append(live, g)
 				}
 			}
-			if e.output == "json" {
-				return e.printProto(&adminv1.ListGrantsResponse{Grants: live})
-			}
-			mode := modes.GetModes()[target]
-			if mode == "" {
-				mode = "enforce"
-			}
-			fmt.Fprintf(e.stdout, "%s (mode %s) may be called by:\n", target, mode)
-			if len(live) == 0 {
-				fmt.Fprintln(e.stdout, "  nobody (no grant)")
-			}
-			for _, g := range live {
-				until := ""
-				if g.GetExpiresAt() != nil {
-					until = " until " + fmtTime(g.GetExpiresAt())
+			return e.print(&adminv1.ListGrantsResponse{Grants: live}, func() {
+				mode := modes.GetModes()[target]
+				if mode == "" {
+					mode = "enforce"
 				}
-				fmt.Fprintf(e.stdout, "  %s  methods %s  paths %s%s  [%s, %s]\n", g.GetCaller(), orAny(g.GetMethods()), orAny(g.GetPaths()), until, g.GetId(), g.GetSource())
-			}
-			return nil
-		},
+				fmt.Fprintf(e.stdout, "%s (mode %s) may be called by:\n", target, mode)
+				if len(live) == 0 {
+					fmt.Fprintln(e.stdout, "  nobody (no grant)")
+				}
+				for _, g := range live {
+					until := ""
+					if g.GetExpiresAt() != nil {
+						until = " until " + fmtTime(g.GetExpiresAt())
+					}
+					fmt.Fprintf(e.stdout, "  %s  methods %s  paths %s%s  [%s, %s]\n", g.GetCaller(), orAny(g.GetMethods()), orAny(g.GetPaths()), until, g.GetId(), g.GetSource())
+				}
+			})
+		}),
 	}
 }
 
@@ -280,12 +256,7 @@ func (e *env) graphCommand() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListGrants(cmd.Context(), &adminv1.ListGrantsRequest{})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListGrants, &adminv1.ListGrantsRequest{})
 			if err != nil {
 				return err
 			}
@@ -333,12 +304,7 @@ func (e *env) targetCommand() *cobra.Command {
 		Use:   "mode TARGET enforce|audit",
 		Short: "In audit mode denials are logged and counted but the request is allowed",
 		Args:  exactArgs(2, "TARGET and enforce|audit"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
 			target, err := resolveID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
@@ -348,7 +314,7 @@ func (e *env) targetCommand() *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "%s is now in %s mode\n", target, args[1])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(mode)
 	return cmd
@@ -379,12 +345,9 @@ func (e *env) canCommand() *cobra.Command {
 			if err != nil {
 				return fail(err)
 			}
-			if e.output == "json" {
-				if err := e.printJSON(map[string]any{"allowed": resp.GetAllowed(), "reasons": nonNil(resp.GetReasons()), "mode": resp.GetMode(),
-					"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision()}); err != nil {
-					return fail(err)
-				}
-			} else {
+			out := map[string]any{"allowed": resp.GetAllowed(), "reasons": nonNil(resp.GetReasons()), "mode": resp.GetMode(),
+				"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision()}
+			err = e.print(out, func() {
 				verdict := "DENIED"
 				if resp.GetAllowed() {
 					verdict = "ALLOWED"
@@ -406,6 +369,9 @@ func (e *env) canCommand() *cobra.Command {
 				for k, v := range resp.GetHeaders() {
 					fmt.Fprintf(e.stdout, "  header %s: %s\n", k, v)
 				}
+			})
+			if err != nil {
+				return fail(err)
 			}
 			if !resp.GetAllowed() {
 				return &exitError{code: 1}

@@ -35,12 +35,7 @@ func (e *env) policyStatusCommand() *cobra.Command {
 	return &cobra.Command{
 		Use: "status", Short: "Show the active policy revision, the last attempt and what each agent enforces", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := c.GetPolicyStatus(cmd.Context(), &adminv1.GetPolicyStatusRequest{})
+			st, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetPolicyStatus, &adminv1.GetPolicyStatusRequest{})
 			if err != nil {
 				return err
 			}
@@ -81,12 +76,7 @@ func (e *env) policyHistoryCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "history", Short: "List policy revisions built or rejected, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			h, err := c.ListPolicyHistory(cmd.Context(), &adminv1.ListPolicyHistoryRequest{Limit: limit})
+			h, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListPolicyHistory, &adminv1.ListPolicyHistoryRequest{Limit: limit})
 			if err != nil {
 				return err
 			}
@@ -115,12 +105,7 @@ func (e *env) policySyncCommand() *cobra.Command {
 	return &cobra.Command{
 		Use: "sync", Short: "Fetch the policy repository now", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			r, err := c.SyncPolicy(cmd.Context(), &adminv1.SyncPolicyRequest{})
+			r, err := call(cmd.Context(), e, adminv1.AdminServiceClient.SyncPolicy, &adminv1.SyncPolicyRequest{})
 			if err != nil {
 				return err
 			}
@@ -138,12 +123,7 @@ func (e *env) policyRollbackCommand() *cobra.Command {
 		Use: "rollback REVISION", Short: "Put an earlier good revision in force until the next commit or `kith policy unpin`",
 		Args: exactArgs(1, "REVISION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			if _, err := c.RollbackPolicy(cmd.Context(), &adminv1.RollbackPolicyRequest{Revision: args[0]}); err != nil {
+			if _, err := call(cmd.Context(), e, adminv1.AdminServiceClient.RollbackPolicy, &adminv1.RollbackPolicyRequest{Revision: args[0]}); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "policy %s in force (pinned)\n", args[0])
@@ -156,12 +136,7 @@ func (e *env) policyUnpinCommand() *cobra.Command {
 	return &cobra.Command{
 		Use: "unpin", Short: "End a rollback: the newest good revision is in force again", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			r, err := c.UnpinPolicy(cmd.Context(), &adminv1.UnpinPolicyRequest{})
+			r, err := call(cmd.Context(), e, adminv1.AdminServiceClient.UnpinPolicy, &adminv1.UnpinPolicyRequest{})
 			if err != nil {
 				return err
 			}

@@ -40,12 +40,7 @@ func (e *env) svidCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, done, err := e.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.MintX509SVID(cmd.Context(), &adminv1.MintX509SVIDRequest{SpiffeId: x.id, Csr: csr, TtlSeconds: int64(x.ttl / time.Second), DnsNames: x.dns})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.MintX509SVID, &adminv1.MintX509SVIDRequest{SpiffeId: x.id, Csr: csr, TtlSeconds: int64(x.ttl / time.Second), DnsNames: x.dns})
 			if err != nil {
 				return err
 			}
@@ -67,21 +62,19 @@ func (e *env) svidCommand() *cobra.Command {
 				}
 				keyPEM = nil
 			}
-			if e.output == "json" {
-				out := map[string]any{"spiffe_id": x.id, "expires_at": fmtTime(resp.GetExpiresAt()), "cert_chain_pem": string(certPEM)}
-				if keyPEM != nil {
-					out["key_pem"] = string(keyPEM)
-				} else {
-					out["cert_file"], out["key_file"] = x.outCert, x.outKey
+			out := map[string]any{"spiffe_id": x.id, "expires_at": fmtTime(resp.GetExpiresAt()), "cert_chain_pem": string(certPEM)}
+			if keyPEM != nil {
+				out["key_pem"] = string(keyPEM)
+			} else {
+				out["cert_file"], out["key_file"] = x.outCert, x.outKey
+			}
+			return e.print(out, func() {
+				if x.outCert != "" {
+					fmt.Fprintf(e.stdout, "X.509-SVID for %s, expires %s\nwrote %s and %s\n", x.id, fmtTime(resp.GetExpiresAt()), x.outCert, x.outKey)
+					return
 				}
-				return e.printJSON(out)
-			}
-			if x.outCert != "" {
-				fmt.Fprintf(e.stdout, "X.509-SVID for %s, expires %s\nwrote %s and %s\n", x.id, fmtTime(resp.GetExpiresAt()), x.outCert, x.outKey)
-				return nil
-			}
-			fmt.Fprintf(e.stdout, "%s%s", certPEM, keyPEM)
-			return nil
+				fmt.Fprintf(e.stdout, "%s%s", certPEM, keyPEM)
+			})
 		},
 	}
 	x509cmd.Flags().StringVar(&x.id, "spiffe-id", "", "SPIFFE ID to put in the certificate")
@@ -106,20 +99,13 @@ func (e *env) svidCommand() *cobra.Command {
 			if len(j.audience) == 0 {
 				return fmt.Errorf("--audience is required: name the service that will accept the token")
 			}
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.MintJWTSVID, &adminv1.MintJWTSVIDRequest{SpiffeId: j.id, Audience: j.audience, TtlSeconds: int64(j.ttl / time.Second)})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.MintJWTSVID(cmd.Context(), &adminv1.MintJWTSVIDRequest{SpiffeId: j.id, Audience: j.audience, TtlSeconds: int64(j.ttl / time.Second)})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			fmt.Fprintln(e.stdout, resp.GetToken())
-			return nil
+			return e.print(resp, func() {
+				fmt.Fprintln(e.stdout, resp.GetToken())
+			})
 		},
 	}
 	jwtcmd.Flags().StringVar(&j.id, "spiffe-id", "", "SPIFFE ID (the token's sub)")

@@ -18,21 +18,14 @@ func (e *env) tokenCommand() *cobra.Command {
 		Short: "Create a join token; an agent joins with `kith agent --join-token SECRET`",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.CreateJoinToken, &adminv1.CreateJoinTokenRequest{Name: name, TtlSeconds: int64(ttl / time.Second)})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Name: name, TtlSeconds: int64(ttl / time.Second)})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			t := resp.GetToken()
-			fmt.Fprintf(e.stdout, "Token:    %s\nName:     %s\nAgent ID: %s\nExpires:  %s\n", resp.GetSecret(), orDash(t.GetName()), t.GetAgentId(), fmtTime(t.GetExpiresAt()))
-			return nil
+			return e.print(resp, func() {
+				t := resp.GetToken()
+				fmt.Fprintf(e.stdout, "Token:    %s\nName:     %s\nAgent ID: %s\nExpires:  %s\n", resp.GetSecret(), orDash(t.GetName()), t.GetAgentId(), fmtTime(t.GetExpiresAt()))
+			})
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "token name; the agent joins as spiffe://TD/kith/agent/join_token/NAME and entries can target it with --node-selector join_token:name:NAME; a name is free again once its token expired unused or its agent was evicted")
@@ -43,24 +36,17 @@ func (e *env) tokenCommand() *cobra.Command {
 		Short: "List join tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := e.admin()
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListJoinTokens, &adminv1.ListJoinTokensRequest{})
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.ListJoinTokens(cmd.Context(), &adminv1.ListJoinTokensRequest{})
-			if err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printProto(resp)
-			}
-			var rows [][]string
-			for _, t := range resp.GetTokens() {
-				rows = append(rows, []string{t.GetId(), orDash(t.GetName()), fmtTime(t.GetExpiresAt()), fmtTime(t.GetUsedAt()), orDash(t.GetUsedBy())})
-			}
-			e.table([]string{"ID", "NAME", "EXPIRES", "USED", "USED BY"}, rows)
-			return nil
+			return e.print(resp, func() {
+				var rows [][]string
+				for _, t := range resp.GetTokens() {
+					rows = append(rows, []string{t.GetId(), orDash(t.GetName()), fmtTime(t.GetExpiresAt()), fmtTime(t.GetUsedAt()), orDash(t.GetUsedBy())})
+				}
+				e.table([]string{"ID", "NAME", "EXPIRES", "USED", "USED BY"}, rows)
+			})
 		},
 	}
 	cmd.AddCommand(create, list)

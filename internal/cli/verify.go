@@ -48,11 +48,9 @@ func (e *env) svidVerifyCommand() *cobra.Command {
 					return &exitError{code: 1, err: fmt.Errorf("x509-svid does not verify: %w", err)}
 				}
 				exp := certs[0].NotAfter.UTC().Format(time.RFC3339)
-				if e.output == "json" {
-					return e.printJSON(map[string]any{"valid": true, "spiffe_id": id.String(), "expires_at": exp})
-				}
-				fmt.Fprintf(e.stdout, "valid X.509-SVID for %s, expires %s\n", id, exp)
-				return nil
+				return e.print(map[string]any{"valid": true, "spiffe_id": id.String(), "expires_at": exp}, func() {
+					fmt.Fprintf(e.stdout, "valid X.509-SVID for %s, expires %s\n", id, exp)
+				})
 			}
 			if len(audience) == 0 {
 				return fmt.Errorf("--audience is required with --jwt")
@@ -70,11 +68,9 @@ func (e *env) svidVerifyCommand() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("jwt-svid does not validate: %w", err)}
 			}
-			if e.output == "json" {
-				return e.printJSON(map[string]any{"valid": true, "spiffe_id": svid.ID.String(), "audience": svid.Audience, "expires_at": svid.Expiry.UTC().Format(time.RFC3339)})
-			}
-			fmt.Fprintf(e.stdout, "valid JWT-SVID for %s, audience %s, expires %s\n", svid.ID, strings.Join(svid.Audience, ","), svid.Expiry.UTC().Format(time.RFC3339))
-			return nil
+			return e.print(map[string]any{"valid": true, "spiffe_id": svid.ID.String(), "audience": svid.Audience, "expires_at": svid.Expiry.UTC().Format(time.RFC3339)}, func() {
+				fmt.Fprintf(e.stdout, "valid JWT-SVID for %s, audience %s, expires %s\n", svid.ID, strings.Join(svid.Audience, ","), svid.Expiry.UTC().Format(time.RFC3339))
+			})
 		},
 	}
 	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file with the certificate chain, leaf first")
@@ -110,12 +106,7 @@ func (e *env) loadBundle(ctx context.Context, file string, td spiffeid.TrustDoma
 		}
 		return b, nil
 	}
-	c, done, err := e.admin()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	resp, err := c.GetBundle(ctx, &adminv1.GetBundleRequest{})
+	resp, err := call(ctx, e, adminv1.AdminServiceClient.GetBundle, &adminv1.GetBundleRequest{})
 	if err != nil {
 		return nil, err
 	}

@@ -152,23 +152,21 @@ func (e *env) fetchX509(ctx context.Context, addr, dir string) error {
 	for _, b := range x.Bundles.Bundles() {
 		bundles[b.TrustDomain().Name()] = len(b.X509Authorities())
 	}
-	if e.output == "json" {
-		return e.printJSON(map[string]any{"svids": svids, "bundle_roots": bundles, "written": written})
-	}
-	rows := make([][]string, 0, len(svids))
-	for i, s := range svids {
-		rows = append(rows, []string{s.SPIFFEID, s.Hint, s.ExpiresAt, strconv.Itoa(len(x.SVIDs[i].Certificates))})
-	}
-	e.table([]string{"SPIFFE ID", "HINT", "EXPIRES", "CERTS"}, rows)
-	var tds []string
-	for _, td := range slices.Sorted(maps.Keys(bundles)) {
-		tds = append(tds, fmt.Sprintf("%s (%d roots)", td, bundles[td]))
-	}
-	fmt.Fprintf(e.stdout, "bundles: %s\n", strings.Join(tds, ", "))
-	for _, f := range written {
-		fmt.Fprintf(e.stdout, "wrote %s\n", f)
-	}
-	return nil
+	return e.print(map[string]any{"svids": svids, "bundle_roots": bundles, "written": written}, func() {
+		rows := make([][]string, 0, len(svids))
+		for i, s := range svids {
+			rows = append(rows, []string{s.SPIFFEID, s.Hint, s.ExpiresAt, strconv.Itoa(len(x.SVIDs[i].Certificates))})
+		}
+		e.table([]string{"SPIFFE ID", "HINT", "EXPIRES", "CERTS"}, rows)
+		var tds []string
+		for _, td := range slices.Sorted(maps.Keys(bundles)) {
+			tds = append(tds, fmt.Sprintf("%s (%d roots)", td, bundles[td]))
+		}
+		fmt.Fprintf(e.stdout, "bundles: %s\n", strings.Join(tds, ", "))
+		for _, f := range written {
+			fmt.Fprintf(e.stdout, "wrote %s\n", f)
+		}
+	})
 }
 
 func pemCerts(certs []*x509.Certificate) []byte {
@@ -252,22 +250,20 @@ func (e *env) fetchJWT(ctx context.Context, addr string, audiences []string, sub
 	if err != nil {
 		return &exitError{code: 1, err: workloadError(err, addr)}
 	}
-	if e.output == "json" {
-		out := make([]map[string]any, 0, len(svids))
-		for _, s := range svids {
-			out = append(out, map[string]any{"spiffe_id": s.ID.String(), "hint": s.Hint, "audience": s.Audience,
-				"expires_at": s.Expiry.UTC().Format(time.RFC3339), "token": s.Marshal()})
-		}
-		return e.printJSON(out)
-	}
-	if len(svids) == 1 { // as `kith svid mint jwt`: just the token, for TOKEN=$(...)
-		fmt.Fprintln(e.stdout, svids[0].Marshal())
-		return nil
-	}
+	out := make([]map[string]any, 0, len(svids))
 	for _, s := range svids {
-		fmt.Fprintf(e.stdout, "%s %s\n", s.ID, s.Marshal())
+		out = append(out, map[string]any{"spiffe_id": s.ID.String(), "hint": s.Hint, "audience": s.Audience,
+			"expires_at": s.Expiry.UTC().Format(time.RFC3339), "token": s.Marshal()})
 	}
-	return nil
+	return e.print(out, func() {
+		if len(svids) == 1 { // as `kith svid mint jwt`: just the token, for TOKEN=$(...)
+			fmt.Fprintln(e.stdout, svids[0].Marshal())
+			return
+		}
+		for _, s := range svids {
+			fmt.Fprintf(e.stdout, "%s %s\n", s.ID, s.Marshal())
+		}
+	})
 }
 
 // agentHealthcheckCommand is `kith agent healthcheck`: the agent is healthy when its Workload API answers
