@@ -5,20 +5,24 @@ BIN       := bin/kith
 PKGS      := ./...
 E2E_TAGS  := e2e
 
-.PHONY: build test test-unit test-e2e check-generate bench demo generate lint clean
+.PHONY: build test test-unit test-e2e check-generate check-tidy bench demo generate lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/kith
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-generate lint test-unit test-e2e
+test: check-tidy check-generate lint test-unit test-e2e
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
 
 test-e2e: build
 	KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags $(E2E_TAGS) ./test/e2e/...
+
+# go.mod lists exactly what the code needs, direct requirements as direct.
+check-tidy:
+	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy and commit" >&2; exit 1)
 
 # `make generate` on a clean tree must change nothing.
 check-generate: generate
