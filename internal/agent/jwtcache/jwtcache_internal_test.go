@@ -1,4 +1,4 @@
-package agent
+package jwtcache
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/kithid/kith/internal/testutil"
 )
 
-// The agent's clock is settable (testutil.Clock); the fake server's CA keeps real time, since go-spiffe
+// The cache's clock is settable (testutil.Clock); the fake server's CA keeps real time, since go-spiffe
 // checks a token's exp and iat against it.
 
 // fakeMintServer mints JWT-SVIDs with a real CA and counts the calls.
@@ -51,15 +51,18 @@ func (f *fakeMintServer) count() int {
 	return f.mints
 }
 
-// newJWTFixture returns a JWT cache whose agent talks to a fake server; entries are named by their SPIFFE
+// newJWTFixture returns a JWT cache that talks to a fake server; entries are named by their SPIFFE
 // ID so the fake knows whom to mint for.
-func newJWTFixture(t *testing.T) (*jwtCache, *fakeMintServer, *testutil.Clock) {
+func newJWTFixture(t *testing.T) (*Cache, *fakeMintServer, *testutil.Clock) {
 	t.Helper()
 	clk := testutil.NewClock(time.Now())
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	srv := &fakeMintServer{ca: catest.NewCA(t, td)}
-	a := &Agent{cfg: Config{Now: clk.Now}, client: srv}
-	return newJWTCache(a), srv, clk
+	j, err := New(Config{Minter: func() Minter { return srv }, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, srv, clk
 }
 
 func jwtEntry(path string) cache.Entry {
@@ -67,7 +70,7 @@ func jwtEntry(path string) cache.Entry {
 	return cache.Entry{ID: id.String(), SPIFFEID: id}
 }
 
-func (j *jwtCache) size() int {
+func (j *Cache) size() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return len(j.tokens)
