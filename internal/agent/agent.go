@@ -73,6 +73,8 @@ type Agent struct {
 	services []func(grpc.ServiceRegistrar)
 }
 
+var _ workloadapi.JWTMinter = (*jwtcache.Cache)(nil)
+
 // New prepares the agent; Run starts it.
 func New(cfg Config) (*Agent, error) {
 	if cfg.Config == nil {
