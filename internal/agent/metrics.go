@@ -90,6 +90,3 @@ func (s *servedIDs) rebuild(changed <-chan struct{}) *idSet {
 	s.snap.Store(set)
 	return set
 }
-
-// Metrics returns the agent's metrics registry.
-func (a *Agent) Metrics() *prometheus.Registry { return a.metrics.reg }

@@ -1,4 +1,4 @@
-package agent
+package policy
 
 import (
 	"bytes"
@@ -21,7 +21,10 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{engine: e, log: slog.New(slog.DiscardHandler), dirty: make(chan struct{}, 1)}
+	a, err := New(Config{Engine: e})
+	if err != nil {
+		t.Fatal(err)
+	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, _ := authz.MarshalPublicKey(&key.PublicKey)
 	good, err := authz.BuildSignedBundle("rev1", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
@@ -29,7 +32,7 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("a signed bundle is activated and its key pinned", func(t *testing.T) {
-		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev1", Bundle: good, PublicKey: pub}); err != nil {
+		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev1", Bundle: good, PublicKey: pub}); err != nil {
 			t.Fatal(err)
 		}
 		if e.Revision() != "rev1" || !bytes.Equal(a.policyKey, pub) {
@@ -39,10 +42,10 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 	t.Run("a tampered bundle is refused and the old one stays", func(t *testing.T) {
 		b2, _ := authz.BuildSignedBundle("rev2", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
 		bad := authztest.TamperBundle(t, b2, "DELETE", "GET")
-		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev2", Bundle: bad, PublicKey: pub}); err == nil {
+		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev2", Bundle: bad, PublicKey: pub}); err == nil {
 			t.Fatal("tampered bundle accepted")
 		}
-		if e.Revision() != "rev1" || a.PolicyRevision() != "rev1" {
+		if e.Revision() != "rev1" || a.Revision() != "rev1" {
 			t.Errorf("revision %s", e.Revision())
 		}
 	})
@@ -50,10 +53,10 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		otherPub, _ := authz.MarshalPublicKey(&other.PublicKey)
 		b3, _ := authz.BuildSignedBundle("rev3", map[string]string{}, other)
-		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3, PublicKey: otherPub}); err == nil || !strings.Contains(err.Error(), "pinned") {
+		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3, PublicKey: otherPub}); err == nil || !strings.Contains(err.Error(), "pinned") {
 			t.Errorf("error %v", err)
 		}
-		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3}); err == nil {
+		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3}); err == nil {
 			t.Error("bundle signed by another key accepted without a key in the message")
 		}
 		if e.Revision() != "rev1" {
@@ -62,7 +65,7 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 	})
 	t.Run("an unsigned bundle is refused once a key is pinned", func(t *testing.T) {
 		u, _ := authz.BuildBundle("rev4", map[string]string{})
-		if err := a.applyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev4", Bundle: u}); err == nil {
+		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev4", Bundle: u}); err == nil {
 			t.Error("unsigned bundle accepted")
 		}
 	})

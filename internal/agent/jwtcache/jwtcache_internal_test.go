@@ -1,65 +1,44 @@
-package agent
+package jwtcache
 
 import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
-	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
+	"github.com/kithid/kith/internal/agent/agenttest"
 	"github.com/kithid/kith/internal/testutil"
 	"github.com/kithid/kith/svid/cache"
 )
 
-// The agent's clock is settable (testutil.Clock); the fake server's CA keeps real time, since go-spiffe
+// The cache's clock is settable (testutil.Clock); the fake server's CA keeps real time, since go-spiffe
 // checks a token's exp and iat against it.
 
-// fakeMintServer mints JWT-SVIDs with a real CA and counts the calls.
-type fakeMintServer struct {
-	agentv1.AgentServiceClient // other methods are not called
-	ca                         *ca.CA
-	mu                         sync.Mutex
-	mints                      int
-}
+// mintServer is the fake server, counting the JWT-SVIDs it mints.
+type mintServer struct{ *agenttest.Server }
 
-func (f *fakeMintServer) MintJWTSVID(ctx context.Context, req *agentv1.MintJWTSVIDRequest, _ ...grpc.CallOption) (*agentv1.MintJWTSVIDResponse, error) {
-	f.mu.Lock()
-	f.mints++
-	f.mu.Unlock()
-	id, err := spiffeid.FromString(req.GetEntryId())
-	if err != nil {
-		return nil, err
-	}
-	tok, _, err := f.ca.SignJWTSVID(ctx, id, req.GetAudience(), 0)
-	if err != nil {
-		return nil, err
-	}
-	return &agentv1.MintJWTSVIDResponse{Token: tok}, nil
-}
+func (m *mintServer) count() int { return m.Calls("MintJWTSVID") }
 
-func (f *fakeMintServer) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.mints
-}
-
-// newJWTFixture returns a JWT cache whose agent talks to a fake server; entries are named by their SPIFFE
+// newJWTFixture returns a JWT cache that talks to a fake server; entries are named by their SPIFFE
 // ID so the fake knows whom to mint for.
-func newJWTFixture(t *testing.T) (*jwtCache, *fakeMintServer, *testutil.Clock) {
+func newJWTFixture(t *testing.T) (*Cache, *mintServer, *testutil.Clock) {
 	t.Helper()
 	clk := testutil.NewClock(time.Now())
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	srv := &fakeMintServer{ca: catest.NewCA(t, td)}
-	a := &Agent{cfg: Config{Now: clk.Now}, client: srv}
-	return newJWTCache(a), srv, clk
+	srv := &mintServer{&agenttest.Server{CA: catest.NewCA(t, td)}}
+	j, err := New(Config{Minter: func() Minter { return srv }, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, srv, clk
 }
 
 func jwtEntry(path string) cache.Entry {
@@ -67,7 +46,7 @@ func jwtEntry(path string) cache.Entry {
 	return cache.Entry{ID: id.String(), SPIFFEID: id}
 }
 
-func (j *jwtCache) size() int {
+func (j *Cache) size() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return len(j.tokens)
@@ -185,6 +164,49 @@ func TestJWTCacheIsBounded(t *testing.T) {
 		}
 		if srv.count() != mints {
 			t.Errorf("the server was asked %d times", srv.count()-mints)
+		}
+	})
+}
+
+func TestJWTCacheWhileNotConnected(t *testing.T) {
+	clk := testutil.NewClock(time.Now())
+	srv := &agenttest.Server{CA: catest.NewCA(t, spiffeid.RequireTrustDomainFromString("example.org"))}
+	connected := true
+	j, err := New(Config{Now: clk.Now, Minter: func() Minter {
+		if !connected {
+			return nil
+		}
+		return srv
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	web := jwtEntry("/web")
+	held, err := j.FetchJWTSVID(ctx, web, []string{"db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected = false
+	clk.Advance(4 * time.Minute) // past half its 5 min life: would be replaced if the server were there
+	t.Run("a token still valid is served", func(t *testing.T) {
+		got, err := j.FetchJWTSVID(ctx, web, []string{"db"})
+		if err != nil || got != held {
+			t.Errorf("got %v, %v; want the held token", got, err)
+		}
+	})
+	t.Run("without one the error is Unavailable", func(t *testing.T) {
+		_, err := j.FetchJWTSVID(ctx, web, []string{"cache"})
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("error %v, want Unavailable", err)
+		}
+	})
+	t.Run("a failed mint falls back to the held token", func(t *testing.T) {
+		connected = true
+		srv.Fail("MintJWTSVID", errors.New("server unavailable"))
+		got, err := j.FetchJWTSVID(ctx, web, []string{"db"})
+		if err != nil || got != held {
+			t.Errorf("got %v, %v; want the held token", got, err)
 		}
 	})
 }

@@ -1,11 +1,11 @@
-package agent
+// Package state is the node agent's state on disk: its own SVID and key, the bundle, the entries and
+// revision, the workload SVIDs and keys, and the last authorization data and policy bundle, so that a
+// restart during a server outage still serves. [Persister] saves it after changes.
+package state
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -21,14 +21,14 @@ import (
 	"github.com/kithid/kith/svid/cache"
 )
 
-// state is what the agent persists so that a restart during a server outage still serves: its own SVID
+// State is what the agent persists so that a restart during a server outage still serves: its own SVID
 // and key, the bundle, the entries and revision, and the workload SVIDs and keys. The file is JSON lines,
 // mode 0600, in a 0700 directory, replaced atomically: this header first, then one line per entry and one
 // per workload SVID. Lines are written one at a time, so saving ten thousand SVIDs needs no large buffer.
-type state struct {
+type State struct {
 	Version   int             `json:"version"`
 	AgentID   string          `json:"agent_id"`
-	AgentSVID svidRecord      `json:"agent_svid"`
+	AgentSVID SVIDRecord      `json:"agent_svid"`
 	Bundle    json.RawMessage `json:"bundle,omitempty"` // SPIFFE bundle JSON
 	Revision  int64           `json:"revision"`
 	// Authz is the last authorization data (agentv1.AuthzData, protobuf); Policy the last policy bundle.
@@ -39,10 +39,15 @@ type state struct {
 
 	// Version 1 kept entries and SVIDs (PEM) in this one document; read when restoring such a file.
 	V1Entries []entryRecord         `json:"entries,omitempty"`
-	V1SVIDs   map[string]svidRecord `json:"svids,omitempty"`
+	V1SVIDs   map[string]SVIDRecord `json:"svids,omitempty"`
 
 	entries []cache.Entry          // restored from the lines after the header
 	svids   map[string]*cache.SVID // by entry ID
+}
+
+// Entries is the number of entries read from the file.
+func (st *State) Entries() int {
+	return len(st.entries)
 }
 
 // stateLine is one line after the header: an entry or a workload SVID.
@@ -57,7 +62,8 @@ type svidLine struct {
 	Key     []byte `json:"key"`   // PKCS #8 DER
 }
 
-type svidRecord struct {
+// SVIDRecord is an SVID in PEM.
+type SVIDRecord struct {
 	Chain []byte `json:"chain"` // PEM
 	Key   []byte `json:"key"`   // PEM PKCS#8
 }
@@ -73,19 +79,21 @@ type entryRecord struct {
 	Revision  int64             `json:"revision"`
 }
 
-const stateVersion = 2
+// Version is the format written; older ones are read.
+const Version = 2
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 
-func encodeSVID(s *x509svid.SVID) (svidRecord, error) {
+func encodeSVID(s *x509svid.SVID) (SVIDRecord, error) {
 	certs, key, err := s.Marshal()
 	if err != nil {
-		return svidRecord{}, err
+		return SVIDRecord{}, err
 	}
-	return svidRecord{Chain: certs, Key: key}, nil
+	return SVIDRecord{Chain: certs, Key: key}, nil
 }
 
-func (r svidRecord) decode() (*x509svid.SVID, error) {
+// Decode parses the record.
+func (r SVIDRecord) Decode() (*x509svid.SVID, error) {
 	return x509svid.Parse(r.Chain, r.Key)
 }
 
@@ -107,9 +115,9 @@ func (r entryRecord) decode() (cache.Entry, error) {
 		Labels: r.Labels, Revision: r.Revision}, nil
 }
 
-// loadState reads the persisted state; a missing file returns (nil, nil). Entries and SVIDs that do not
+// Load reads the persisted state; a missing file returns (nil, nil). Entries and SVIDs that do not
 // decode are skipped (the server sends them again).
-func loadState(dir string) (*state, error) {
+func Load(dir string) (*State, error) {
 	f, err := os.Open(statePath(dir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -123,14 +131,14 @@ func loadState(dir string) (*state, error) {
 	}
 	// One JSON document after another: lines of any length (a header with a large policy bundle).
 	dec := json.NewDecoder(bufio.NewReaderSize(f, 64<<10))
-	var st state
+	var st State
 	switch err := dec.Decode(&st); {
 	case errors.Is(err, io.EOF):
 		return nil, corrupt(errors.New("empty file"))
 	case err != nil:
 		return nil, corrupt(err)
 	}
-	if st.Version > stateVersion {
+	if st.Version > Version {
 		return nil, fmt.Errorf("agent state %s was written by a newer kith (version %d): upgrade kith", statePath(dir), st.Version)
 	}
 	st.svids = map[string]*cache.SVID{}
@@ -140,7 +148,7 @@ func loadState(dir string) (*state, error) {
 		}
 	}
 	for id, r := range st.V1SVIDs {
-		if s, err := r.decode(); err == nil {
+		if s, err := r.Decode(); err == nil {
 			if cs, err := cache.FromX509SVID(s); err == nil {
 				st.svids[id] = cs
 			}
@@ -168,9 +176,9 @@ func loadState(dir string) (*state, error) {
 	return &st, nil
 }
 
-// saveState writes the header, then entries and svids, atomically with mode 0600.
-func saveState(dir string, st *state, entries []cache.Entry, svids map[string]*cache.SVID) (err error) {
-	st.Version = stateVersion
+// Save writes the header, then entries and svids, atomically with mode 0600.
+func Save(dir string, st *State, entries []cache.Entry, svids map[string]*cache.SVID) (err error) {
+	st.Version = Version
 	tmp, err := os.CreateTemp(dir, ".state-*.json")
 	if err != nil {
 		return fmt.Errorf("write agent state: %w", err)
@@ -217,9 +225,9 @@ func saveState(dir string, st *state, entries []cache.Entry, svids map[string]*c
 	return os.Rename(tmp.Name(), statePath(dir))
 }
 
-// stateHeader captures the agent's own SVID, bundle and revision for saving.
-func stateHeader(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache) (*state, error) {
-	st := &state{AgentID: agentID.String(), Revision: c.Revision()}
+// Header captures the agent's own SVID, bundle and revision for saving.
+func Header(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache) (*State, error) {
+	st := &State{AgentID: agentID.String(), Revision: c.Revision()}
 	if agentSVID != nil {
 		rec, err := encodeSVID(agentSVID)
 		if err != nil {
@@ -237,8 +245,8 @@ func stateHeader(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache) 
 	return st, nil
 }
 
-// restore loads persisted entries, SVIDs and bundle into the cache. Expired SVIDs are dropped.
-func (st *state) restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time) (restored int, err error) {
+// Restore loads persisted entries, SVIDs and bundle into the cache. Expired SVIDs are dropped.
+func (st *State) Restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time) (restored int, err error) {
 	if len(st.Bundle) > 0 {
 		b, err := spiffebundle.Parse(td, st.Bundle)
 		if err != nil {
@@ -254,51 +262,4 @@ func (st *state) restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time)
 	}
 	c.SetSVIDs(st.svids)
 	return len(st.svids), nil
-}
-
-// parseRootsPEM reads the certificates of a PEM file.
-func parseRootsPEM(data []byte) ([]*x509.Certificate, error) {
-	var roots []*x509.Certificate
-	rest := bytes.TrimSpace(data)
-	for len(rest) > 0 {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
-		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, fmt.Errorf("no PEM certificates found")
-	}
-	return roots, nil
-}
-
-// rootsTrustDomain is the trust domain the roots name in their spiffe:// URI SANs; zero when none does. Roots
-// naming different trust domains are an error.
-func rootsTrustDomain(roots []*x509.Certificate) (spiffeid.TrustDomain, error) {
-	var td spiffeid.TrustDomain
-	for _, c := range roots {
-		for _, u := range c.URIs {
-			if u.Scheme != "spiffe" {
-				continue
-			}
-			t, err := spiffeid.TrustDomainFromURI(u)
-			if err != nil {
-				continue // not a SPIFFE ID; it names nothing
-			}
-			if !td.IsZero() && t != td {
-				return spiffeid.TrustDomain{}, fmt.Errorf("roots name two trust domains, %s and %s: give one server's roots", td.Name(), t.Name())
-			}
-			td = t
-		}
-	}
-	return td, nil
 }

@@ -1,10 +1,8 @@
-package agent
+package state
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,12 +48,12 @@ func stateFixture(t testing.TB, n int) (*ca.CA, *cache.Cache) {
 func TestStateRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	_, c := stateFixture(t, 3)
-	st, err := stateHeader(spiffeid.RequireFromString("spiffe://example.org/kith/agent/join_token/n1"), nil, c)
+	st, err := Header(spiffeid.RequireFromString("spiffe://example.org/kith/agent/join_token/n1"), nil, c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.PolicyRevision = "abc"
-	if err := saveState(dir, st, c.Entries(), c.SVIDs()); err != nil {
+	if err := Save(dir, st, c.Entries(), c.SVIDs()); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(statePath(dir))
@@ -66,15 +64,15 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Errorf("state file mode %v, want 0600", fi.Mode().Perm())
 	}
 
-	got, err := loadState(dir)
+	got, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Version != stateVersion || got.PolicyRevision != "abc" || got.Revision != 3 {
+	if got.Version != Version || got.PolicyRevision != "abc" || got.Revision != 3 {
 		t.Errorf("header: version %d, policy revision %q, revision %d", got.Version, got.PolicyRevision, got.Revision)
 	}
 	restored := cache.New()
-	n, err := got.restore(spiffeid.RequireTrustDomainFromString("example.org"), restored, time.Now())
+	n, err := got.Restore(spiffeid.RequireTrustDomainFromString("example.org"), restored, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +94,7 @@ func TestStateRoundTrip(t *testing.T) {
 
 	// An SVID that expired while the agent was down is not served.
 	none := cache.New()
-	if n, _ := got.restore(spiffeid.RequireTrustDomainFromString("example.org"), none, time.Now().Add(48*time.Hour)); n != 0 {
+	if n, _ := got.Restore(spiffeid.RequireTrustDomainFromString("example.org"), none, time.Now().Add(48*time.Hour)); n != 0 {
 		t.Errorf("restored %d expired SVIDs", n)
 	}
 }
@@ -107,7 +105,7 @@ func TestStateReadsVersion1(t *testing.T) {
 	_, c := stateFixture(t, 2)
 	v1 := map[string]any{"version": 1, "agent_id": "spiffe://example.org/kith/agent/join_token/n1", "revision": 7}
 	var entries []entryRecord
-	svids := map[string]svidRecord{}
+	svids := map[string]SVIDRecord{}
 	for _, e := range c.Entries() {
 		entries = append(entries, toEntryRecord(e))
 		s, err := c.SVIDs()[e.ID].X509SVID()
@@ -126,12 +124,12 @@ func TestStateReadsVersion1(t *testing.T) {
 	if err := os.WriteFile(statePath(dir), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := loadState(dir)
+	st, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	restored := cache.New()
-	if n, err := st.restore(spiffeid.RequireTrustDomainFromString("example.org"), restored, time.Now()); err != nil || n != 2 {
+	if n, err := st.Restore(spiffeid.RequireTrustDomainFromString("example.org"), restored, time.Now()); err != nil || n != 2 {
 		t.Fatalf("restored %d SVIDs (%v), want 2", n, err)
 	}
 	if got := len(restored.Entries()); got != 2 || restored.Revision() != 7 {
@@ -154,13 +152,13 @@ func TestStateRefusesCorruptAndNewerFiles(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := loadState(dir)
+			_, err := Load(dir)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("loadState error = %v, want one containing %q", err, tt.want)
 			}
 		})
 	}
-	if st, err := loadState(t.TempDir()); st != nil || err != nil {
+	if st, err := Load(t.TempDir()); st != nil || err != nil {
 		t.Errorf("missing file: %v, %v; want nil, nil", st, err)
 	}
 }
@@ -169,11 +167,11 @@ func TestStateRefusesCorruptAndNewerFiles(t *testing.T) {
 func FuzzLoadState(f *testing.F) {
 	dir := f.TempDir()
 	_, c := stateFixture(f, 2)
-	st, err := stateHeader(spiffeid.RequireFromString("spiffe://example.org/kith/agent/join_token/n1"), nil, c)
+	st, err := Header(spiffeid.RequireFromString("spiffe://example.org/kith/agent/join_token/n1"), nil, c)
 	if err != nil {
 		f.Fatal(err)
 	}
-	if err := saveState(dir, st, c.Entries(), c.SVIDs()); err != nil {
+	if err := Save(dir, st, c.Entries(), c.SVIDs()); err != nil {
 		f.Fatal(err)
 	}
 	good, err := os.ReadFile(statePath(dir))
@@ -189,51 +187,10 @@ func FuzzLoadState(f *testing.F) {
 		if err := os.WriteFile(statePath(dir), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		st, err := loadState(dir)
+		st, err := Load(dir)
 		if err != nil {
 			return
 		}
-		_, _ = st.restore(td, cache.New(), time.Now())
+		_, _ = st.Restore(td, cache.New(), time.Now())
 	})
-}
-
-func TestRootsTrustDomain(t *testing.T) {
-	root := func(uris ...string) *x509.Certificate {
-		c := &x509.Certificate{}
-		for _, s := range uris {
-			u, err := url.Parse(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.URIs = append(c.URIs, u)
-		}
-		return c
-	}
-	tests := []struct {
-		name    string
-		roots   []*x509.Certificate
-		want    string // "" for none
-		wantErr bool
-	}{
-		{name: "kith roots", roots: []*x509.Certificate{root("spiffe://acme.test"), root("spiffe://acme.test")}, want: "acme.test"},
-		{name: "an upstream root names none", roots: []*x509.Certificate{root(), root("https://ca.example.com")}},
-		{name: "one of two names it", roots: []*x509.Certificate{root(), root("spiffe://acme.test")}, want: "acme.test"},
-		{name: "not a SPIFFE ID", roots: []*x509.Certificate{root("spiffe://UPPER.test")}},
-		{name: "two trust domains", roots: []*x509.Certificate{root("spiffe://acme.test"), root("spiffe://other.test")}, wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			td, err := rootsTrustDomain(tt.roots)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
-			}
-			got := ""
-			if !td.IsZero() {
-				got = td.Name()
-			}
-			if got != tt.want {
-				t.Errorf("trust domain %q, want %q", got, tt.want)
-			}
-		})
-	}
 }
