@@ -34,6 +34,10 @@ const BuiltinModule = "kith/builtin.rego"
 // BuiltinRevision is the revision of the policy before the first SetPolicy.
 const BuiltinRevision = "builtin"
 
+// BuiltinPolicy returns the source of the built-in policy, for tools (such as policy tests) that compile
+// custom modules together with it.
+func BuiltinPolicy() string { return builtinSource }
+
 // builtinQuery asks for the parts of the built-in decision that Go combines
 // exactly as data.kith.authz.allow does; extQuery adds the parts that
 // package kith.ext can set, when it exists.

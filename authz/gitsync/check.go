@@ -183,7 +183,7 @@ func (p *Policy) test(ctx context.Context, cache parseCache) error {
 	if len(p.Tests) == 0 {
 		return nil
 	}
-	parsed[authz.BuiltinModule] = authz.BuiltinModuleParsed()
+	parsed[authz.BuiltinModule] = builtinParsed()
 	ch, err := tester.NewRunner().SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30*time.Second).SetModules(parsed).RunTests(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
@@ -205,6 +205,12 @@ func (p *Policy) test(ctx context.Context, cache parseCache) error {
 	}
 	return nil
 }
+
+// builtinParsed is the built-in policy parsed, once. OPA's compiler and test runner copy the modules they
+// are given, so it is never changed.
+var builtinParsed = sync.OnceValue(func() *ast.Module {
+	return ast.MustParseModuleWithOpts(authz.BuiltinPolicy(), ast.ParserOptions{RegoVersion: ast.RegoV1})
+})
 
 // parseCache holds the modules parsed for the last commit, by file name, so that a commit parses only
 // the files it changed. A nil cache parses everything and keeps nothing. The compiler copies the modules

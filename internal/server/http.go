@@ -30,7 +30,7 @@ func (s *Server) httpHandler() http.Handler {
 	mux.HandleFunc("GET /keys", s.serveJWKS)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveOIDC)
 	mux.HandleFunc("GET /v1/bundle", s.serveBundle)
-	mux.HandleFunc("POST /v1/policy/webhook", s.policy.serveWebhook)
+	mux.HandleFunc("POST /v1/policy/webhook", s.policy.ServeWebhook)
 	return mux
 }
 

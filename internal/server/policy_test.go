@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
-	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/policybundle"
 	"github.com/kithid/kith/authz/gitsync/gitsynctest"
 	"github.com/kithid/kith/internal/config"
 )
@@ -83,8 +83,8 @@ func TestPolicyFromGit(t *testing.T) {
 		}
 	})
 	t.Run("the active bundle is signed with the server key", func(t *testing.T) {
-		rev, b := s.authz.Policy()
-		got, _, err := authz.ReadSignedBundle(b, s.authz.PolicyKey())
+		rev, b := s.policy.Policy()
+		got, _, err := policybundle.ReadSigned(b, s.policy.PolicyKey())
 		if err != nil || got != rev {
 			t.Errorf("verify: %v (revision %q)", err, got)
 		}
@@ -203,4 +203,48 @@ func filepathStat(p string) (uint32, error) {
 		return 0, err
 	}
 	return uint32(fi.Mode().Perm()), nil
+}
+
+// TestPolicyLabelsSurviveRestart checks that the identity labels of the repository's data file are kept
+// in the store: a server restarted on the same data dir, with the repository gone, decides with them.
+func TestPolicyLabelsSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	repo := gitsynctest.New(t)
+	needsLabel := "package kith.ext\n\ndeny contains \"target has no team label\" if not input.kith.target.labels.team\n"
+	data := `{"grants": [{"caller": "` + frontend + `", "target": "` + payments + `", "methods": ["GET"]}],
+		"labels": {"` + payments + `": {"team": "payments"}}}`
+	rev := repo.Commit(map[string]string{"ext.rego": needsLabel, "data.json": data})
+	s := newPolicyServer(t, repo.Dir)
+	if _, err := s.policy.SyncPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("the repository's labels decide", func(t *testing.T) {
+		get, gotRev := can(t, s, "GET")
+		if diff := cmp.Diff([]any{true, rev}, []any{get, gotRev}); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
+	t.Run("after a restart without the repository the labels still decide", func(t *testing.T) {
+		c := s.cfg.Config
+		s.store.Close()
+		if err := os.RemoveAll(repo.Dir); err != nil {
+			t.Fatal(err)
+		}
+		s2, err := New(ctx, Config{Config: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.store.Close()
+		get, gotRev := can(t, s2, "GET")
+		if diff := cmp.Diff([]any{true, rev}, []any{get, gotRev}); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+		r, err := s2.Admin().Can(ctx, &adminv1.CanRequest{Caller: frontend, Target: payments, Method: "GET", Path: "/x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.GetAllowed() {
+			t.Errorf("denied: %v", r.GetReasons())
+		}
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/policy"
 	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/agentapi"
 	"github.com/kithid/kith/internal/server/apierr"
@@ -53,8 +54,7 @@ type Server struct {
 	agent   *agentapi.Service
 	metrics *metrics
 	own     *ownSVID
-	authz   *authzView
-	policy  *policyManager
+	policy  *policy.Policy
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -113,26 +113,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, ready: make(chan struct{})}
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
-	s.authz, err = newAuthzView(st, authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision})
+	s.policy, err = policy.New(ctx, policy.Config{
+		Store: st, DataDir: c.DataDir, Source: c.Policy,
+		Engine:     authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision},
+		Registerer: s.metrics.reg,
+		Logger:     cfg.Logger.With("component", "policy"),
+	})
 	if err != nil {
 		st.Close()
 		return nil, err
-	}
-	s.policy, err = newPolicyManager(ctx, c, s.authz, st, s.metrics.reg, cfg.Logger.With("component", "policy"))
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	if c.Policy.Dir != "" {
-		modules, _, rev, err := readPolicyDir(c.Policy.Dir)
-		if err == nil {
-			err = s.authz.setPolicy(ctx, rev, modules)
-		}
-		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("policy.dir %s: %w", c.Policy.Dir, err)
-		}
-		cfg.Logger.Info("custom policy loaded", "dir", c.Policy.Dir, "revision", rev, "modules", len(modules))
 	}
 	nodeAttestors, err := attestors.Node(td, st, cfg.Now)
 	if err != nil {
@@ -140,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
-		Authz: s.authz, Policy: s.authz, Reports: st,
+		Authz: s.policy, Policy: s.policy, Reports: st,
 		TrustDomain: td, Attestors: nodeAttestors, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: c.SVID.AgentTTL.D(),
 		Now:      cfg.Now,
@@ -153,7 +142,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
-		Grants: st, Decider: s.authz, Policy: s.policy,
+		Grants: st, Decider: s.policy, Policy: s.policy,
 		Logger: cfg.Logger.With("component", "admin"), Now: cfg.Now,
 		Actor:    adminActor,
 		X509TTL:  adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxX509TTL.D()},

@@ -15,6 +15,7 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/policybundle"
 	"github.com/kithid/kith/internal/grantpb"
 )
 
@@ -141,9 +142,9 @@ func (p *Applier) readBundle(data, key []byte) (string, map[string]string, error
 		return p.cfg.VerifyBundle(data)
 	}
 	if len(key) > 0 {
-		return authz.ReadSignedBundle(data, key)
+		return policybundle.ReadSigned(data, key)
 	}
-	return authz.ReadBundle(data)
+	return policybundle.Read(data)
 }
 
 // Revision is the policy revision the agent enforces ("" before the first bundle).

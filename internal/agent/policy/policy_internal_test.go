@@ -13,6 +13,7 @@ import (
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/authztest"
+	"github.com/kithid/kith/authz/policybundle"
 )
 
 func TestAgentVerifiesPolicyBundles(t *testing.T) {
@@ -26,8 +27,8 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	pub, _ := authz.MarshalPublicKey(&key.PublicKey)
-	good, err := authz.BuildSignedBundle("rev1", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
+	pub, _ := policybundle.MarshalPublicKey(&key.PublicKey)
+	good, err := policybundle.BuildSigned("rev1", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 		}
 	})
 	t.Run("a tampered bundle is refused and the old one stays", func(t *testing.T) {
-		b2, _ := authz.BuildSignedBundle("rev2", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
+		b2, _ := policybundle.BuildSigned("rev2", map[string]string{"x.rego": "package kith.ext\n\ndeny contains \"d\" if input.kith.method == \"DELETE\"\n"}, key)
 		bad := authztest.TamperBundle(t, b2, "DELETE", "GET")
 		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev2", Bundle: bad, PublicKey: pub}); err == nil {
 			t.Fatal("tampered bundle accepted")
@@ -51,8 +52,8 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 	})
 	t.Run("a bundle with another key is refused", func(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		otherPub, _ := authz.MarshalPublicKey(&other.PublicKey)
-		b3, _ := authz.BuildSignedBundle("rev3", map[string]string{}, other)
+		otherPub, _ := policybundle.MarshalPublicKey(&other.PublicKey)
+		b3, _ := policybundle.BuildSigned("rev3", map[string]string{}, other)
 		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev3", Bundle: b3, PublicKey: otherPub}); err == nil || !strings.Contains(err.Error(), "pinned") {
 			t.Errorf("error %v", err)
 		}
@@ -64,7 +65,7 @@ func TestAgentVerifiesPolicyBundles(t *testing.T) {
 		}
 	})
 	t.Run("an unsigned bundle is refused once a key is pinned", func(t *testing.T) {
-		u, _ := authz.BuildBundle("rev4", map[string]string{})
+		u, _ := policybundle.Build("rev4", map[string]string{})
 		if err := a.ApplyPolicy(ctx, &agentv1.PolicyBundle{Revision: "rev4", Bundle: u}); err == nil {
 			t.Error("unsigned bundle accepted")
 		}

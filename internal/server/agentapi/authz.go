@@ -1,25 +1,19 @@
 package agentapi
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"sort"
-	"strings"
-
-	"google.golang.org/protobuf/proto"
+	"maps"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
-	"github.com/kithid/kith/authz"
-	"github.com/kithid/kith/authz/grant"
-	"github.com/kithid/kith/internal/grantpb"
+	"github.com/kithid/kith/internal/policy"
 	"github.com/kithid/kith/internal/store"
 )
 
-// AuthzSource gives the authorization data agents enforce with: grants, target modes and labels.
+// AuthzSource gives the authorization data agents enforce with (grants, target modes and labels) at the
+// store's current revision, built once per revision and shared by every stream.
 type AuthzSource interface {
-	Load(ctx context.Context) (authz.Data, error)
+	Snapshot(ctx context.Context) (*policy.Snapshot, error)
 }
 
 // PolicySource gives the active policy bundle (empty revision: none).
@@ -64,61 +58,23 @@ func authzRelevant(changes []store.Change) bool {
 }
 
 // addAuthz sets msg.Authz when the agent's authorization data differs from what it was last sent: the
-// grants whose target this agent serves, the modes of those targets, and identity labels.
+// grants whose target this agent serves (an ID it serves or a prefix "…/*" of one), the modes of those
+// targets, and identity labels.
 func (sy *syncer) addAuthz(ctx context.Context, msg *agentv1.SyncResponse) error {
 	if sy.s.cfg.Authz == nil {
 		return nil
 	}
-	d, err := sy.s.cfg.Authz.Load(ctx)
+	snap, err := sy.s.cfg.Authz.Snapshot(ctx)
 	if err != nil {
 		return fmt.Errorf("sync agent %s: authorization data: %w", sy.agent.ID, err)
 	}
-	served := make(map[string]bool, len(sy.sent))
-	for _, id := range sy.sent {
-		served[id] = true
-	}
-	relevant := func(target string) bool {
-		if served[target] {
-			return true
-		}
-		if strings.HasSuffix(target, "*") {
-			for id := range served {
-				if grant.Covers(target, id) {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	out := &agentv1.AuthzData{Modes: map[string]string{}}
-	for _, g := range d.Grants {
-		if relevant(g.Target) {
-			out.Grants = append(out.Grants, grantpb.ToProto(g))
-		}
-	}
-	for t, m := range d.Modes {
-		if served[t] {
-			out.Modes[t] = string(m)
-		}
-	}
-	ids := make([]string, 0, len(d.Labels))
-	for id := range d.Labels {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		out.Labels = append(out.Labels, &agentv1.IdentityLabels{SpiffeId: id, Labels: d.Labels[id]})
-	}
-	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
-	if err != nil {
-		return err
-	}
-	sum := sha256.Sum256(raw)
-	if sy.authzSent && bytes.Equal(sum[:], sy.authzSum[:]) {
+	share := snap.For(maps.Values(sy.sent))
+	sum := share.Sum()
+	if sy.authzSent && sum == sy.authzSum {
 		return nil
 	}
 	sy.authzSum, sy.authzSent = sum, true
-	msg.Authz = out
+	msg.Authz = share.Message()
 	return nil
 }
 

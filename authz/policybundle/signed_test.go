@@ -1,4 +1,4 @@
-package authz_test
+package policybundle_test
 
 import (
 	"crypto/ecdsa"
@@ -10,23 +10,23 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/authztest"
+	"github.com/kithid/kith/authz/policybundle"
 )
 
 func TestSignedBundle(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	pub, err := authz.MarshalPublicKey(&key.PublicKey)
+	pub, err := policybundle.MarshalPublicKey(&key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	modules := map[string]string{"ext/deny.rego": "package kith.ext\n\ndeny contains \"no\" if input.request.method == \"DELETE\"\n"}
-	b, err := authz.BuildSignedBundle("abc123", modules, key)
+	b, err := policybundle.BuildSigned("abc123", modules, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Run("a signed bundle verifies and round-trips", func(t *testing.T) {
-		rev, got, err := authz.ReadSignedBundle(b, pub)
+		rev, got, err := policybundle.ReadSigned(b, pub)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,32 +36,32 @@ func TestSignedBundle(t *testing.T) {
 	})
 	t.Run("another key is refused", func(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		otherPub, _ := authz.MarshalPublicKey(&other.PublicKey)
-		if _, _, err := authz.ReadSignedBundle(b, otherPub); err == nil {
+		otherPub, _ := policybundle.MarshalPublicKey(&other.PublicKey)
+		if _, _, err := policybundle.ReadSigned(b, otherPub); err == nil {
 			t.Error("bundle verified with the wrong key")
 		}
 	})
 	t.Run("a tampered bundle is refused", func(t *testing.T) {
 		tampered := authztest.TamperBundle(t, b, "DELETE", "GET")
-		if _, _, err := authz.ReadSignedBundle(tampered, pub); err == nil {
+		if _, _, err := policybundle.ReadSigned(tampered, pub); err == nil {
 			t.Error("tampered bundle verified")
 		}
 	})
 	t.Run("a file added after signing is refused", func(t *testing.T) {
 		added := authztest.RewriteBundle(t, b, func(files map[string][]byte) { files["/ext/more.rego"] = []byte("package kith.ext\n\nallow := true\n") })
-		if _, _, err := authz.ReadSignedBundle(added, pub); err == nil || !strings.Contains(err.Error(), "not included in bundle signature") {
+		if _, _, err := policybundle.ReadSigned(added, pub); err == nil || !strings.Contains(err.Error(), "not included in bundle signature") {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("a file removed after signing is refused", func(t *testing.T) {
 		removed := authztest.RewriteBundle(t, b, func(files map[string][]byte) { delete(files, "/ext/deny.rego") })
-		if _, _, err := authz.ReadSignedBundle(removed, pub); err == nil || !strings.Contains(err.Error(), "not found in the target bundle") {
+		if _, _, err := policybundle.ReadSigned(removed, pub); err == nil || !strings.Contains(err.Error(), "not found in the target bundle") {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("an unsigned bundle is refused", func(t *testing.T) {
-		unsigned, _ := authz.BuildBundle("abc123", modules)
-		if _, _, err := authz.ReadSignedBundle(unsigned, pub); err == nil {
+		unsigned, _ := policybundle.Build("abc123", modules)
+		if _, _, err := policybundle.ReadSigned(unsigned, pub); err == nil {
 			t.Error("unsigned bundle verified")
 		}
 	})
@@ -69,7 +69,7 @@ func TestSignedBundle(t *testing.T) {
 
 func TestSignedBundlePackages(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	pub, _ := authz.MarshalPublicKey(&key.PublicKey)
+	pub, _ := policybundle.MarshalPublicKey(&key.PublicKey)
 	for _, tc := range []struct {
 		name   string
 		module string
@@ -86,11 +86,11 @@ func TestSignedBundlePackages(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			modules := map[string]string{"m.rego": tc.module}
-			b, err := authz.BuildSignedBundle("r1", modules, key)
+			b, err := policybundle.BuildSigned("r1", modules, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rev, got, err := authz.ReadSignedBundle(b, pub)
+			rev, got, err := policybundle.ReadSigned(b, pub)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Errorf("error %v, want one containing %q", err, tc.err)
@@ -110,23 +110,23 @@ func TestSignedBundlePackages(t *testing.T) {
 // The fast reader takes only what the server's bundles hold and leaves any other file to OPA's reader.
 func TestReadSignedLeavesUnknownFilesToOPA(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	pub, err := authz.MarshalPublicKey(&key.PublicKey)
+	pub, err := policybundle.MarshalPublicKey(&key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := authz.BuildSignedBundle("r1", map[string]string{"m.rego": "package kith.ext\n\nallow := true\n"}, key)
+	b, err := policybundle.BuildSigned("r1", map[string]string{"m.rego": "package kith.ext\n\nallow := true\n"}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := authz.ReadSignedFast(b, pub); err != nil {
+	if err := policybundle.ReadSignedFast(b, pub); err != nil {
 		t.Fatalf("the server's own bundle: %v", err)
 	}
 	for _, extra := range []string{"patch.json", "sub/.manifest", ".manifest.pb", "sub/data.json"} {
 		withExtra := authztest.RewriteBundle(t, b, func(files map[string][]byte) { files["/"+extra] = []byte("{}") })
-		if err := authz.ReadSignedFast(withExtra, pub); !errors.Is(err, authz.ErrNeedsParse) {
+		if err := policybundle.ReadSignedFast(withExtra, pub); !errors.Is(err, policybundle.ErrNeedsParse) {
 			t.Errorf("%s: fast reader error %v, want ErrNeedsParse", extra, err)
 		}
-		if _, _, err := authz.ReadSignedBundle(withExtra, pub); err == nil {
+		if _, _, err := policybundle.ReadSigned(withExtra, pub); err == nil {
 			t.Errorf("%s: a file that is not signed was accepted", extra)
 		}
 	}

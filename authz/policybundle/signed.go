@@ -1,4 +1,4 @@
-package authz
+package policybundle
 
 import (
 	"bytes"
@@ -14,28 +14,19 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
 )
 
-// BundleKeyID is the key ID of Kith's policy bundle signing key in .signatures.json.
-const BundleKeyID = "kith-policy"
+// KeyID is the key ID of Kith's policy bundle signing key in .signatures.json.
+const KeyID = "kith-policy"
 
-// BundleSigningAlg is the JWS algorithm policy bundles are signed with.
-const BundleSigningAlg = "ES256"
+// SigningAlg is the JWS algorithm policy bundles are signed with.
+const SigningAlg = "ES256"
 
-// BuiltinPolicy returns the source of the built-in policy, for tools (such as policy tests) that compile
-// custom modules together with it.
-func BuiltinPolicy() string { return builtinSource }
-
-// BuiltinModuleParsed returns the built-in policy parsed, the one copy the engine uses. OPA's compiler and
-// test runner copy the modules they are given; callers must not change it otherwise.
-func BuiltinModuleParsed() *ast.Module { return builtinParsed }
-
-// BuildSignedBundle packs Rego modules (file name → source) into an OPA bundle whose manifest carries the
+// BuildSigned packs Rego modules (file name → source) into an OPA bundle whose manifest carries the
 // revision and roots, signed with key (ES256) in OPA's bundle signature format (.signatures.json).
-func BuildSignedBundle(revision string, modules map[string]string, key *ecdsa.PrivateKey) ([]byte, error) {
+func BuildSigned(revision string, modules map[string]string, key *ecdsa.PrivateKey) ([]byte, error) {
 	if key == nil {
 		return nil, errors.New("sign policy bundle: no signing key")
 	}
@@ -44,7 +35,7 @@ func BuildSignedBundle(revision string, modules map[string]string, key *ecdsa.Pr
 		return nil, fmt.Errorf("sign policy bundle %s: %w", revision, err)
 	}
 	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	roots := append([]string(nil), BundleRoots...)
+	roots := append([]string(nil), Roots...)
 	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: revision, Roots: &roots}, Data: map[string]any{}}
 	names := make([]string, 0, len(modules))
 	for name := range modules {
@@ -54,7 +45,7 @@ func BuildSignedBundle(revision string, modules map[string]string, key *ecdsa.Pr
 	for _, name := range names {
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: "/" + name, Path: "/" + name, Raw: []byte(modules[name])})
 	}
-	if err := b.GenerateSignature(bundle.NewSigningConfig(keyPEM, BundleSigningAlg, ""), BundleKeyID, false); err != nil {
+	if err := b.GenerateSignature(bundle.NewSigningConfig(keyPEM, SigningAlg, ""), KeyID, false); err != nil {
 		return nil, fmt.Errorf("sign policy bundle %s: %w", revision, err)
 	}
 	var buf bytes.Buffer
@@ -64,14 +55,14 @@ func BuildSignedBundle(revision string, modules map[string]string, key *ecdsa.Pr
 	return buf.Bytes(), nil
 }
 
-// ReadSignedBundle verifies a bundle's signature with the PEM public key and unpacks its revision and
+// ReadSigned verifies a bundle's signature with the PEM public key and unpacks its revision and
 // modules. A bundle without a valid signature by that key, with any file changed, added or removed after
 // signing, or with a module outside the manifest's roots, is an error.
 //
 // The modules are not parsed (whoever compiles them parses them): the roots are checked against each
 // module's package line. A module whose package line is not a plain dotted name is left to OPA's bundle
 // reader, which parses every module.
-func ReadSignedBundle(data []byte, publicKeyPEM []byte) (string, map[string]string, error) {
+func ReadSigned(data []byte, publicKeyPEM []byte) (string, map[string]string, error) {
 	if len(publicKeyPEM) == 0 {
 		return "", nil, errors.New("read policy bundle: no verification key")
 	}
@@ -89,8 +80,8 @@ func ReadSignedBundle(data []byte, publicKeyPEM []byte) (string, map[string]stri
 // verificationConfig checks bundle signatures against the PEM public key.
 func verificationConfig(publicKeyPEM []byte) *bundle.VerificationConfig {
 	return bundle.NewVerificationConfig(map[string]*keys.Config{
-		BundleKeyID: {Key: string(publicKeyPEM), Algorithm: BundleSigningAlg},
-	}, BundleKeyID, "", nil)
+		KeyID: {Key: string(publicKeyPEM), Algorithm: SigningAlg},
+	}, KeyID, "", nil)
 }
 
 // errNeedsParse is returned by readSigned for a bundle it leaves to OPA's reader: a module whose package

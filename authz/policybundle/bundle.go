@@ -1,4 +1,4 @@
-package authz
+package policybundle
 
 import (
 	"bytes"
@@ -8,12 +8,12 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 )
 
-// BundleRoots are the data and policy roots a Kith policy bundle owns.
-var BundleRoots = []string{"kith/ext", "envoy"}
+// Roots are the data and policy roots a Kith policy bundle owns.
+var Roots = []string{"kith/ext", "envoy"}
 
-// BuildBundle packs Rego modules (file name → source) into an OPA bundle (.tar.gz) whose manifest
+// Build packs Rego modules (file name → source) into an OPA bundle (.tar.gz) whose manifest
 // carries the revision.
-func BuildBundle(revision string, modules map[string]string) ([]byte, error) {
+func Build(revision string, modules map[string]string) ([]byte, error) {
 	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: revision}, Data: map[string]any{}}
 	names := make([]string, 0, len(modules))
 	for name := range modules {
@@ -30,8 +30,8 @@ func BuildBundle(revision string, modules map[string]string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// ReadBundle unpacks a bundle made by BuildBundle into its revision and modules.
-func ReadBundle(data []byte) (string, map[string]string, error) {
+// Read unpacks a bundle made by Build into its revision and modules.
+func Read(data []byte) (string, map[string]string, error) {
 	b, err := bundle.NewReader(bytes.NewReader(data)).WithSkipBundleVerification(true).Read()
 	if err != nil {
 		return "", nil, fmt.Errorf("read policy bundle: %w", err)

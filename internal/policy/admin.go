@@ -1,0 +1,132 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/gitsync"
+	"github.com/kithid/kith/internal/store"
+)
+
+func attemptProto(b store.PolicyBundle) *adminv1.PolicyAttempt {
+	return &adminv1.PolicyAttempt{Revision: b.Revision, CreatedAt: timestamppb.New(b.CreatedAt), Status: b.Status, Error: b.Error}
+}
+
+// PolicyStatus reports the policy in force, where it comes from, the last attempt, any pin, and the
+// revision each agent enforces.
+func (p *Policy) PolicyStatus(ctx context.Context) (*adminv1.GetPolicyStatusResponse, error) {
+	rev, _ := p.Policy()
+	if rev == "" {
+		rev = authz.BuiltinRevision
+	}
+	out := &adminv1.GetPolicyStatusResponse{ActiveRevision: rev}
+	switch {
+	case p.cfg.Source.Git.URL != "":
+		out.Source = p.cfg.Source.Git.URL + "@" + p.cfg.Source.Git.Ref
+	case p.cfg.Source.Dir != "":
+		out.Source = p.cfg.Source.Dir
+	}
+	hist, err := p.cfg.Store.PolicyHistory(ctx, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(hist) > 0 {
+		out.LastAttempt = attemptProto(hist[0])
+	}
+	if active, err := p.cfg.Store.ActivePolicy(ctx); err == nil && active.Pinned {
+		out.PinnedRevision = active.Revision
+	}
+	agents, err := p.cfg.Store.AgentPolicies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range agents {
+		out.Agents = append(out.Agents, &adminv1.AgentPolicy{AgentId: a.AgentID, Revision: a.Revision, Since: timestamppb.New(a.Since), Error: a.Error})
+	}
+	return out, nil
+}
+
+// PolicyHistory returns the newest limit policy attempts, newest first.
+func (p *Policy) PolicyHistory(ctx context.Context, limit int) ([]*adminv1.PolicyAttempt, error) {
+	hist, err := p.cfg.Store.PolicyHistory(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*adminv1.PolicyAttempt, len(hist))
+	for i, h := range hist {
+		out[i] = attemptProto(h)
+	}
+	return out, nil
+}
+
+// SyncPolicy fetches the policy repository now and returns the commit in force.
+func (p *Policy) SyncPolicy(ctx context.Context) (string, error) {
+	if p.syncer == nil {
+		return "", errors.New("no policy repository configured (policy.git.url)")
+	}
+	return p.syncer.Sync(ctx)
+}
+
+// RollbackPolicy puts an earlier good revision in force, pinned until the next sync or unpin.
+func (p *Policy) RollbackPolicy(ctx context.Context, actor, revision string) error {
+	return p.activate(ctx, actor, revision, true)
+}
+
+func (p *Policy) activate(ctx context.Context, actor, revision string, pinned bool) error {
+	hist, err := p.cfg.Store.PolicyHistory(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	for _, h := range hist {
+		if h.Revision == revision && h.Status == store.PolicyOK {
+			a, err := p.cfg.Store.ActivatePolicy(ctx, actor, revision, pinned)
+			if err != nil {
+				return err
+			}
+			return p.setPolicy(ctx, a.Revision, a.Modules)
+		}
+	}
+	return fmt.Errorf("policy revision %s: %w: roll back only to a revision listed ok by kith policy history", revision, store.ErrNotFound)
+}
+
+// UnpinPolicy ends a rollback: the newest good revision is in force again, and returned.
+func (p *Policy) UnpinPolicy(ctx context.Context, actor string) (string, error) {
+	hist, err := p.cfg.Store.PolicyHistory(ctx, 1000)
+	if err != nil {
+		return "", err
+	}
+	for _, h := range hist {
+		if h.Status == store.PolicyOK {
+			return h.Revision, p.activate(ctx, actor, h.Revision, false)
+		}
+	}
+	return "", errors.New("no good policy revision to return to")
+}
+
+// ServeWebhook triggers a sync when the request is signed with the webhook secret.
+func (p *Policy) ServeWebhook(w http.ResponseWriter, r *http.Request) {
+	if p.syncer == nil || p.cfg.Source.Git.WebhookSecret == "" {
+		http.Error(w, "policy webhook not configured (policy.git.webhook_secret)", http.StatusNotFound)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 10<<20))
+	if err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return
+	}
+	if !gitsync.VerifyWebhook(p.cfg.Source.Git.WebhookSecret, r.Header, body) {
+		p.log.Warn("policy webhook with a missing or wrong signature", "remote", r.RemoteAddr)
+		http.Error(w, "missing or wrong webhook signature", http.StatusUnauthorized)
+		return
+	}
+	p.syncer.Trigger()
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write([]byte("sync triggered\n"))
+}
