@@ -16,8 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
-	"github.com/kithid/kith/authz/policybundle"
 	"github.com/kithid/kith/authz/gitsync/gitsynctest"
+	"github.com/kithid/kith/authz/policybundle"
 	"github.com/kithid/kith/internal/config"
 )
 
