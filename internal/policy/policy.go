@@ -111,9 +111,8 @@ type Policy struct {
 	snapMu sync.Mutex // one snapshot build at a time
 	snap   atomic.Pointer[Snapshot]
 
-	engineMu  sync.Mutex
-	engineRev int64  // revision of the snapshot the engine holds; -1: none
-	engineGen uint64 // label generation of that snapshot
+	engineMu   sync.Mutex
+	engineSnap *Snapshot // the snapshot whose data the engine holds; nil: none
 }
 
 // New loads (or makes) the signing key, restores the policy and labels in force from the store, and
@@ -137,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{cfg: cfg, log: cfg.Logger, engine: e, signer: key, pubKey: pub, engineRev: -1,
+	p := &Policy{cfg: cfg, log: cfg.Logger, engine: e, signer: key, pubKey: pub,
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "kith_policy_rejected_total", Help: "Policy commits rejected (fetch, compile, test or validation errors)."}),
 	}
 	p.active.Store(&active{})
@@ -322,26 +321,27 @@ func (p *Policy) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 // Decide evaluates a request with the data at the store's current revision, for `kith can`.
 func (p *Policy) Decide(ctx context.Context, in authz.Input) (authz.Decision, error) {
-	s, err := p.Snapshot(ctx)
-	if err != nil {
+	if _, err := p.Snapshot(ctx); err != nil {
 		return authz.Decision{}, err
 	}
-	if err := p.load(ctx, s); err != nil {
+	if err := p.loadEngine(ctx); err != nil {
 		return authz.Decision{}, err
 	}
 	return p.engine.Decide(ctx, in)
 }
 
-// load puts the snapshot's data in the engine unless it holds it already.
-func (p *Policy) load(ctx context.Context, s *Snapshot) error {
+// loadEngine puts the newest snapshot's data in the engine unless it holds it already. Snapshots are
+// built one at a time, each from data read after the last one's, so the engine never goes back.
+func (p *Policy) loadEngine(ctx context.Context) error {
 	p.engineMu.Lock()
 	defer p.engineMu.Unlock()
-	if s.revision == p.engineRev && s.labelGen == p.engineGen {
+	s := p.snap.Load()
+	if s == p.engineSnap {
 		return nil
 	}
 	if err := p.engine.SetData(ctx, s.Data()); err != nil {
 		return fmt.Errorf("load authorization data: %w", err)
 	}
-	p.engineRev, p.engineGen = s.revision, s.labelGen
+	p.engineSnap = s
 	return nil
 }

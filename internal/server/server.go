@@ -43,6 +43,16 @@ type Config struct {
 	DefaultParent spiffeid.ID
 }
 
+// The policy is what the agent and admin APIs read policy and authorization data from; agents verify its
+// bundles with its key (PolicyKeySource is asserted at run time, so it is pinned here).
+var (
+	_ agentapi.AuthzSource     = (*policy.Policy)(nil)
+	_ agentapi.PolicySource    = (*policy.Policy)(nil)
+	_ agentapi.PolicyKeySource = (*policy.Policy)(nil)
+	_ adminapi.PolicyAdmin     = (*policy.Policy)(nil)
+	_ adminapi.Decider         = (*policy.Policy)(nil)
+)
+
 // Server is a running Kith server.
 type Server struct {
 	cfg     Config
