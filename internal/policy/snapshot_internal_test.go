@@ -1,0 +1,73 @@
+package policy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kithid/kith/authz"
+)
+
+// covers is how a Sync stream used to decide that a grant target concerns an ID it serves.
+func covers(pattern, id string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(id, prefix)
+	}
+	return pattern == id
+}
+
+// TestShareTargetsAreThoseCovering checks the target index against a scan: a share holds exactly the
+// targets that cover one of the served IDs, over random IDs and patterns (including odd ones such as a
+// bare "*" or a "*" right after a name).
+func TestShareTargetsAreThoseCovering(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	segs := []string{"ns", "prod", "dev", "devil", "sa", "x", "y"}
+	randomID := func() string {
+		n := 1 + r.IntN(4)
+		p := make([]string, n)
+		for i := range p {
+			p[i] = segs[r.IntN(len(segs))]
+		}
+		return "spiffe://example.org/" + strings.Join(p, "/")
+	}
+	for round := range 200 {
+		var grants []authz.Grant
+		for i := range 30 {
+			target := randomID()
+			switch r.IntN(5) {
+			case 0:
+				target += "/*"
+			case 1:
+				target = target[:r.IntN(len(target)+1)] + "*"
+			}
+			grants = append(grants, authz.Grant{ID: fmt.Sprint(i), Caller: "spiffe://example.org/c", Target: target})
+		}
+		slices.SortFunc(grants, func(a, b authz.Grant) int { return strings.Compare(a.Target, b.Target) })
+		s, err := newSnapshot(1, 0, authz.Data{Grants: grants})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make([]string, r.IntN(6))
+		for i := range served {
+			served[i] = randomID()
+		}
+		var want []string
+		for _, g := range grants {
+			for _, id := range served {
+				if covers(g.Target, id) {
+					want = append(want, g.Target)
+					break
+				}
+			}
+		}
+		want = slices.Compact(want)
+		got := s.For(slices.Values(served)).targets
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("round %d, served %v: targets (-want +got):\n%s", round, served, diff)
+		}
+	}
+}
