@@ -288,8 +288,9 @@ func (p *Policy) Policy() (revision string, bundle []byte) {
 // PolicyKey is the PEM public key agents verify policy bundles with.
 func (p *Policy) PolicyKey() []byte { return p.pubKey }
 
-// Snapshot returns the authorization data at the store's current revision (or a later one), reading it
-// from the store only when the revision or the repository's labels changed since the last snapshot.
+// Snapshot returns the authorization data at the store's current revision (or a later one). When the
+// revision or the repository's labels moved since the last snapshot, it builds the next one from the last
+// and what changed in between (every grant again when many changed).
 func (p *Policy) Snapshot(ctx context.Context) (*Snapshot, error) {
 	rev, err := p.cfg.Store.Revision(ctx)
 	if err != nil {
@@ -307,13 +308,14 @@ func (p *Policy) Snapshot(ctx context.Context) (*Snapshot, error) {
 	p.labelsMu.Lock()
 	labels, gen := *p.labels.Load(), p.labelGen.Load()
 	p.labelsMu.Unlock()
-	d, err := readData(ctx, p.cfg.Store, labels)
-	if err != nil {
-		return nil, err
+	var s *Snapshot
+	if prev := p.snap.Load(); prev != nil {
+		s, err = next(ctx, p.cfg.Store, prev, rev, gen, labels)
+	} else {
+		s, err = readSnapshot(ctx, p.cfg.Store, rev, gen, labels)
 	}
-	s, err := newSnapshot(rev, gen, d)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read authorization data: %w", err)
 	}
 	p.snap.Store(s)
 	return s, nil

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -10,7 +11,21 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/internal/store"
 )
+
+// grantList is a DataStore holding only grants, and no change feed.
+type grantList []authz.Grant
+
+func (l grantList) ListGrants(context.Context) ([]authz.Grant, error) { return l, nil }
+func (l grantList) GetGrant(context.Context, string) (authz.Grant, error) {
+	return authz.Grant{}, store.ErrNotFound
+}
+func (grantList) TargetModes(context.Context) (map[string]authz.Mode, error) { return nil, nil }
+func (grantList) ListEntries(context.Context, store.EntryFilter) ([]store.Entry, error) {
+	return nil, nil
+}
+func (grantList) ChangesSince(context.Context, int64) ([]store.Change, error) { return nil, nil }
 
 // covers is how a Sync stream used to decide that a grant target concerns an ID it serves.
 func covers(pattern, id string) bool {
@@ -47,7 +62,7 @@ func TestShareTargetsAreThoseCovering(t *testing.T) {
 			grants = append(grants, authz.Grant{ID: fmt.Sprint(i), Caller: "spiffe://example.org/c", Target: target})
 		}
 		slices.SortFunc(grants, func(a, b authz.Grant) int { return strings.Compare(a.Target, b.Target) })
-		s, err := newSnapshot(1, 0, authz.Data{Grants: grants})
+		s, err := readSnapshot(context.Background(), grantList(grants), 1, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

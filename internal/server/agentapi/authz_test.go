@@ -174,6 +174,32 @@ func TestAuthzDataAsBefore(t *testing.T) {
 		}
 		check(t)
 	})
+	t.Run("after a target's last grant goes and an entry's labels change, every agent still receives what it would have before", func(t *testing.T) {
+		if _, err := st.DeleteGrant(ctx, "test", "g-deep"); err != nil {
+			t.Fatal(err)
+		}
+		all, err := st.ListEntries(ctx, store.EntryFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := all[0]
+		e.Labels = map[string]string{"env": "changed", "new": "label"}
+		if _, err := st.UpdateEntry(ctx, "test", e); err != nil {
+			t.Fatal(err)
+		}
+		check(t)
+	})
+	t.Run("after the repository replaces many grants, every agent still receives what it would have before", func(t *testing.T) {
+		var gs []authz.Grant
+		for i := range 1500 {
+			gs = append(gs, authz.Grant{ID: fmt.Sprintf("git-%d", i), Caller: "spiffe://example.org/ns/x/sa/git",
+				Target: fmt.Sprintf("spiffe://example.org/ns/ns%d/sa/svc-%d-%d", i%10, i%12, i%4), Source: "git:2"})
+		}
+		if err := st.ReplaceGrantsFromSource(ctx, "git", "git:", gs); err != nil {
+			t.Fatal(err)
+		}
+		check(t)
+	})
 	t.Run("a stream sends again only when its share changed", func(t *testing.T) {
 		streams := f.syncers(s)
 		for _, sy := range streams {
