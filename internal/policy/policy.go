@@ -26,6 +26,7 @@ import (
 
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/gitsync"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/authz/policybundle"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/store"
@@ -52,7 +53,7 @@ type LabelStore interface {
 
 // GrantSync replaces the grants that come from the policy repository.
 type GrantSync interface {
-	ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []authz.Grant) error
+	ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []grant.Grant) error
 }
 
 // Revisions gives the store-wide revision.
@@ -242,7 +243,7 @@ func (p *Policy) apply(ctx context.Context, c gitsync.Commit) error {
 		return err
 	}
 	built := time.Now()
-	grants := make([]authz.Grant, len(c.Policy.Grants))
+	grants := make([]grant.Grant, len(c.Policy.Grants))
 	for i, g := range c.Policy.Grants {
 		g.Source, g.CreatedBy = "git:"+c.SHA, "git"
 		grants[i] = g

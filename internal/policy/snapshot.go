@@ -16,6 +16,7 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/grantpb"
 	"github.com/kithid/kith/internal/store"
 )
@@ -23,9 +24,9 @@ import (
 // DataStore is what the authorization data is read from: grants, modes, entry labels, and the change
 // feed that says which of them changed since a snapshot.
 type DataStore interface {
-	ListGrants(ctx context.Context) ([]authz.Grant, error)
-	GetGrant(ctx context.Context, id string) (authz.Grant, error)
-	TargetModes(ctx context.Context) (map[string]authz.Mode, error)
+	ListGrants(ctx context.Context) ([]grant.Grant, error)
+	GetGrant(ctx context.Context, id string) (grant.Grant, error)
+	TargetModes(ctx context.Context) (map[string]grant.Mode, error)
 	ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error)
 	ChangesSince(ctx context.Context, rev int64) ([]store.Change, error)
 }
@@ -46,7 +47,7 @@ type Snapshot struct {
 	targetOf   map[string]string        // grant ID → its target
 	prefixes   map[string]string        // pattern without its trailing "*" → the pattern
 	prefixLens []int                    // the distinct lengths of the keys of prefixes, ascending
-	modes      map[string]authz.Mode
+	modes      map[string]grant.Mode
 	labelMap   map[string]map[string]string
 	labels     []*agentv1.IdentityLabels
 	labelsSum  [32]byte
@@ -58,12 +59,12 @@ type Snapshot struct {
 // targetGrants are the grants of one target, ordered by caller then ID as the store lists them, and the
 // same as agents receive them. Never changed once in a snapshot.
 type targetGrants struct {
-	grants []authz.Grant
+	grants []grant.Grant
 	protos []*agentv1.Grant
 	sum    [32]byte // digest of the protos' deterministic encoding
 }
 
-func newTargetGrants(gs []authz.Grant) (*targetGrants, error) {
+func newTargetGrants(gs []grant.Grant) (*targetGrants, error) {
 	t := &targetGrants{grants: gs, protos: make([]*agentv1.Grant, len(gs))}
 	for i, g := range gs {
 		t.protos[i] = grantpb.ToProto(g)
@@ -172,12 +173,12 @@ func next(ctx context.Context, st DataStore, prev *Snapshot, rev int64, labelGen
 	s := &Snapshot{revision: rev, labelGen: labelGen, byTarget: prev.byTarget, targetOf: prev.targetOf, modes: prev.modes}
 	if len(grantIDs) > 0 {
 		s.byTarget, s.targetOf = maps.Clone(prev.byTarget), maps.Clone(prev.targetOf)
-		touched := map[string][]authz.Grant{} // target → its grants so far
-		bucket := func(target string) []authz.Grant {
+		touched := map[string][]grant.Grant{} // target → its grants so far
+		bucket := func(target string) []grant.Grant {
 			if gs, ok := touched[target]; ok {
 				return gs
 			}
-			var gs []authz.Grant
+			var gs []grant.Grant
 			if t := s.byTarget[target]; t != nil {
 				gs = slices.Clone(t.grants)
 			}
@@ -186,7 +187,7 @@ func next(ctx context.Context, st DataStore, prev *Snapshot, rev int64, labelGen
 		}
 		for _, id := range grantIDs {
 			if old, ok := s.targetOf[id]; ok {
-				touched[old] = slices.DeleteFunc(bucket(old), func(g authz.Grant) bool { return g.ID == id })
+				touched[old] = slices.DeleteFunc(bucket(old), func(g grant.Grant) bool { return g.ID == id })
 				delete(s.targetOf, id)
 			}
 			g, err := st.GetGrant(ctx, id)
@@ -238,7 +239,7 @@ func next(ctx context.Context, st DataStore, prev *Snapshot, rev int64, labelGen
 }
 
 // compareGrants orders grants of one target as the store lists them: by caller, then ID.
-func compareGrants(a, b authz.Grant) int {
+func compareGrants(a, b grant.Grant) int {
 	if c := strings.Compare(a.Caller, b.Caller); c != 0 {
 		return c
 	}
@@ -291,7 +292,7 @@ func (s *Snapshot) Data() authz.Data {
 		for _, t := range s.byTarget {
 			n += len(t.grants)
 		}
-		grants := make([]authz.Grant, 0, n)
+		grants := make([]grant.Grant, 0, n)
 		for _, target := range slices.Sorted(maps.Keys(s.byTarget)) {
 			grants = append(grants, s.byTarget[target].grants...)
 		}
@@ -308,8 +309,9 @@ type Share struct {
 }
 
 // For picks the part of the snapshot an agent serving the SPIFFE IDs in served receives: the grants
-// whose target is one of them or a prefix pattern ("…/*") of one, the modes of those IDs, and every
-// identity label. served may repeat IDs.
+// whose target covers one of them ([grant.Covers]: the ID itself or a prefix pattern "…/*" of it), the
+// modes of those IDs, and every identity label. served may repeat IDs. Targets are found by lookups (the
+// ID, and each of its prefixes as long as a pattern), not by matching every target.
 func (s *Snapshot) For(served iter.Seq[string]) Share {
 	sh := Share{s: s}
 	for id := range served {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/store"
 )
 
@@ -27,16 +28,8 @@ func (grantList) ListEntries(context.Context, store.EntryFilter) ([]store.Entry,
 }
 func (grantList) ChangesSince(context.Context, int64) ([]store.Change, error) { return nil, nil }
 
-// covers is how a Sync stream used to decide that a grant target concerns an ID it serves.
-func covers(pattern, id string) bool {
-	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
-		return strings.HasPrefix(id, prefix)
-	}
-	return pattern == id
-}
-
-// TestShareTargetsAreThoseCovering checks the target index against a scan: a share holds exactly the
-// targets that cover one of the served IDs, over random IDs and patterns (including odd ones such as a
+// TestShareTargetsAreThoseCovering checks the target index against a scan with grant.Covers: a share
+// holds exactly the targets that cover one of the served IDs, over random IDs and patterns (including odd ones such as a
 // bare "*" or a "*" right after a name).
 func TestShareTargetsAreThoseCovering(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
@@ -73,7 +66,7 @@ func TestShareTargetsAreThoseCovering(t *testing.T) {
 		var want []string
 		for _, g := range grants {
 			for _, id := range served {
-				if covers(g.Target, id) {
+				if grant.Covers(g.Target, id) {
 					want = append(want, g.Target)
 					break
 				}

@@ -13,6 +13,7 @@ import (
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/grantpb"
 	"github.com/kithid/kith/internal/store"
 	"github.com/kithid/kith/internal/store/sqlite"
@@ -69,9 +70,9 @@ func legacyAuthzData(t *testing.T, st *sqlite.Store, sent map[string]string) *ag
 		if served[target] {
 			return true
 		}
-		if prefix, ok := strings.CutSuffix(target, "*"); ok {
+		if strings.HasSuffix(target, "*") {
 			for id := range served {
-				if strings.HasPrefix(id, prefix) {
+				if grant.Covers(target, id) {
 					return true
 				}
 			}
