@@ -103,6 +103,16 @@ type PolicyReports interface {
 	AgentPolicies(ctx context.Context) ([]AgentPolicy, error)
 }
 
+// RepositoryLabels keeps the identity labels (SPIFFE ID → labels) a policy repository's data file
+// supplies, so that a restarted server applies them again. They are replaced as a whole with each commit
+// applied and, like reports, are not changes: they bump no revision and write no audit row (the commit's
+// policy.activate row covers them).
+type RepositoryLabels interface {
+	SetPolicyLabels(ctx context.Context, labels map[string]map[string]string) error
+	// PolicyLabels returns the labels last set; empty, not nil, if none.
+	PolicyLabels(ctx context.Context) (map[string]map[string]string, error)
+}
+
 // Audit is the append-only, hash-chained audit log.
 type Audit interface {
 	// Audit appends an event that changes nothing else (its Revision is 0).
@@ -135,6 +145,7 @@ type Backend interface {
 	Modes
 	Policies
 	PolicyReports
+	RepositoryLabels
 	Audit
 	Feed
 	ca.AuthorityStore

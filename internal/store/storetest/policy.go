@@ -220,3 +220,59 @@ func testAgentPolicies(t *testing.T, h harness) {
 		}
 	})
 }
+
+func testPolicyLabels(t *testing.T, h harness) {
+	ctx := context.Background()
+	s := h.new(t)
+	first := map[string]map[string]string{
+		"spiffe://kith.test/a": {"env": "prod", "team": "pay"},
+		"spiffe://kith.test/b": {"env": "dev"},
+	}
+	second := map[string]map[string]string{"spiffe://kith.test/c": {"tier": "1"}}
+
+	t.Run("no labels were set: none are returned", func(t *testing.T) {
+		got, err := s.PolicyLabels(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(map[string]map[string]string{}, got); diff != "" {
+			t.Errorf("PolicyLabels (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("labels set are returned", func(t *testing.T) {
+		if err := s.SetPolicyLabels(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.PolicyLabels(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(first, got); diff != "" {
+			t.Errorf("PolicyLabels (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("setting labels replaces all of them", func(t *testing.T) {
+		if err := s.SetPolicyLabels(ctx, second); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.PolicyLabels(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(second, got); diff != "" {
+			t.Errorf("PolicyLabels (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("labels are not changes and are not audited", func(t *testing.T) {
+		if rev := mustRevision(t, s); rev != 0 {
+			t.Errorf("Revision = %d, want 0", rev)
+		}
+		evs, err := s.ListAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 0 {
+			t.Errorf("ListAudit = %d events, want none", len(evs))
+		}
+	})
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, open Open) {
 		{"TargetModes", testTargetModes},
 		{"Policies", testPolicies},
 		{"AgentPolicies", testAgentPolicies},
+		{"PolicyLabels", testPolicyLabels},
 		{"Authorities", testAuthorities},
 		{"Audit", testAudit},
 		{"AuditTamper", testAuditTamper},
