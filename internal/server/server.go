@@ -29,6 +29,7 @@ import (
 	"github.com/kithid/kith/internal/server/agentapi"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/server/attestors"
+	"github.com/kithid/kith/internal/store"
 	"github.com/kithid/kith/internal/store/sqlite"
 	"github.com/kithid/kith/internal/unixsock"
 )
@@ -58,7 +59,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	td      spiffeid.TrustDomain
-	store   *sqlite.Store
+	store   store.Backend
 	ca      *ca.CA
 	admin   *adminapi.Service
 	agent   *agentapi.Service
@@ -91,9 +92,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: c.Store.DSN, Now: cfg.Now, Logger: cfg.Logger})
+	st, err := openStore(ctx, c, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	keys, err := keymanager.New(c.CA.KeyManager, keymanager.Options{Dir: filepath.Join(c.DataDir, "keys")})
 	if err != nil {
@@ -287,3 +288,12 @@ func ignoreClosed(err error) error {
 
 // Admin is the admin API service, for in-process callers such as `kith dev`.
 func (s *Server) Admin() *adminapi.Service { return s.admin }
+
+// openStore opens the configured store backend; everything after it uses the store contract only.
+func openStore(ctx context.Context, c *config.Server, cfg Config) (store.Backend, error) {
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: c.Store.DSN, Now: cfg.Now, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
