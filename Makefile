@@ -7,8 +7,11 @@ E2E_TAGS  := e2e
 
 .PHONY: build test test-unit test-e2e check-generate check-tidy bench demo generate lint clean
 
+# Stamp the VCS revision into the binary (kith version) when building from a git checkout.
+BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo auto || echo false)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/kith
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=$(BUILDVCS) -o $(BIN) ./cmd/kith
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.

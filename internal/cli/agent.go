@@ -20,7 +20,7 @@ func (e *env) agentCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent [-c agent.yaml] [--server host:port] [--join-token T] [--trust-bundle FILE]",
 		Short: "Run the node agent: attest the node, serve the Workload API and SDS to attested workloads",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.LoadAgent(path, lookupEnv(e.getenv))
 			if err != nil {

@@ -15,7 +15,7 @@ func (e *env) agentsCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List agents",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAgents, &adminv1.ListAgentsRequest{})
 			if err != nil {

@@ -17,7 +17,7 @@ func (e *env) auditCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list [--after SEQ] [--limit N]",
 		Short: "List audit events",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuditEvents, &adminv1.ListAuditEventsRequest{AfterSeq: after, Limit: limit})
 			if err != nil {
@@ -38,7 +38,7 @@ func (e *env) auditCommand() *cobra.Command {
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit log's hash chain; exits 1 if any row was changed or removed",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.VerifyAudit, &adminv1.VerifyAuditRequest{})
 			if err != nil {

@@ -15,7 +15,7 @@ func (e *env) bundleCommand() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show [--format pem|spiffe]",
 		Short: "Print the trust bundle",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "pem" && format != "spiffe" {
 				return fmt.Errorf("--format %q: use pem or spiffe", format)

@@ -13,7 +13,7 @@ func (e *env) caCommand() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "List roots, signing intermediates and JWT keys with state and expiry",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuthorities, &adminv1.ListAuthoritiesRequest{})
 			if err != nil {
@@ -29,7 +29,7 @@ func (e *env) caCommand() *cobra.Command {
 		Long: "Without --root, a new intermediate and JWT key are prepared and activated at once (the root is unchanged, so\n" +
 			"existing SVIDs keep verifying). With --root, a new root is published in the bundle now and signing switches\n" +
 			"to it after ca.root_overlap, so every relying party holds it first.",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.RotateCA, &adminv1.RotateCARequest{Root: root})
 			if err != nil {

@@ -27,13 +27,33 @@ var Version = "dev"
 // DefaultAdminSocket is where the CLI looks for the server's admin API.
 const DefaultAdminSocket = "/var/lib/kith/admin.sock"
 
+// Exit codes: 0 success, 1 failure (or "no" from a verb that answers yes or no, such as `kith can`),
+// 2 a usage error (unknown verb or flag, wrong arguments, bad flag value).
+const exitUsage = 2
+
+// usage marks err as a mistake in how a verb was called: kith exits 2.
+func usage(err error) error { return &exitError{code: exitUsage, err: err} }
+
+// noArgs refuses arguments to a verb that takes none, as a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usage(fmt.Errorf("%s takes no arguments, got %q (see %s --help)", cmd.CommandPath(), args[0], cmd.CommandPath()))
+	}
+	return nil
+}
+
 // exitError carries a specific exit code (e.g. `kith can` exits 1 for "denied").
 type exitError struct {
 	code int
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
 
 // env holds what every verb shares: output streams, the output format and the admin socket.
 type env struct {
@@ -60,6 +80,13 @@ func MainEnv(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return 0
 	}
 	var ee *exitError
+	if !errors.As(err, &ee) && !isStatus(err) {
+		if name, ok := strings.CutPrefix(err.Error(), "unknown command \""); ok {
+			// cobra's own message for an unknown top-level verb; say it our way, as a usage error.
+			name, _, _ = strings.Cut(name, "\"")
+			err = usage(unknownCommand(root, name))
+		}
+	}
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.err.Error() != "" {
 			fmt.Fprintln(stderr, "kith: "+ee.err.Error())
@@ -76,8 +103,12 @@ func (e *env) rootCommand() *cobra.Command {
 		Short:         "Kith: identities and certificates for services and people, and who may call whom",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       version().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usage(fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
+	})
 	sock := e.getenv("KITH_ADMIN_SOCKET")
 	if sock == "" {
 		sock = DefaultAdminSocket
@@ -86,7 +117,7 @@ func (e *env) rootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&e.adminSocket, "admin-socket", sock, "server admin API socket (env KITH_ADMIN_SOCKET)")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if e.output != "table" && e.output != "json" {
-			return fmt.Errorf("-o %q: use table or json", e.output)
+			return usage(fmt.Errorf("-o %q: use table or json", e.output))
 		}
 		return nil
 	}
@@ -103,7 +134,51 @@ func (e *env) rootCommand() *cobra.Command {
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(e))
 	}
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every group of verbs (`kith entry`, `kith policy`, …) refuse a
+// subcommand it does not have, with the nearest one it has, instead of printing its help and exiting 0.
+// A group called with no subcommand prints its help and exits 2.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		refuseUnknownSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() || !cmd.HasParent() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			c.SetOut(c.ErrOrStderr())
+			_ = c.Help()
+			return usage(fmt.Errorf("%s needs a subcommand: %s", c.CommandPath(), strings.Join(subcommandNames(c), ", ")))
+		}
+		return usage(unknownCommand(c, args[0]))
+	}
+}
+
+// unknownCommand says that name is not a subcommand of c, and which one was probably meant.
+func unknownCommand(c *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, c.CommandPath())
+	if s := c.SuggestionsFor(name); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+	} else {
+		msg += fmt.Sprintf("; %s has: %s", c.CommandPath(), strings.Join(subcommandNames(c), ", "))
+	}
+	return errors.New(msg)
+}
+
+func subcommandNames(c *cobra.Command) []string {
+	var names []string
+	for _, s := range c.Commands() {
+		if s.IsAvailableCommand() {
+			names = append(names, s.Name())
+		}
+	}
+	return names
 }
 
 // extraCommands lets verbs in other files register themselves.
@@ -119,6 +194,12 @@ func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
 		return nil, nil, fmt.Errorf("connect to admin socket %s: %w", e.adminSocket, err)
 	}
 	return adminv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// isStatus reports whether err came from the admin API.
+func isStatus(err error) bool {
+	_, ok := status.FromError(err)
+	return ok
 }
 
 // describe turns an error into the one line the user sees.

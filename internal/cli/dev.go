@@ -32,7 +32,7 @@ func (e *env) devCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
 		Short: "Run a server and an agent in one process on an embedded store: the one-command way to try Kith",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
 				d, err := os.MkdirTemp("", "kith-dev-")

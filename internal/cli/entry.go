@@ -27,8 +27,8 @@ func (f *entryFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.parent, "parent", "", "SPIFFE ID of the agent that serves this entry")
 	fl.StringSliceVar(&f.nodeSelectors, "node-selector", nil, "serve on every agent whose node has this selector, e.g. join_token:name:node1 (repeatable)")
 	fl.StringSliceVar(&f.selectors, "selector", nil, "workload selector type:key:value, e.g. unix:uid:1000 (repeatable; all must match)")
-	fl.DurationVar(&f.ttl, "ttl", 0, "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
-	fl.DurationVar(&f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
+	durationVar(fl, &f.ttl, "ttl", 0, "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
+	durationVar(fl, &f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
 	fl.StringSliceVar(&f.dnsNames, "dns-name", nil, "DNS SAN to add to the X.509-SVID (repeatable)")
 	fl.StringSliceVar(&f.labels, "label", nil, "label key=value, e.g. env=dev (repeatable)")
 }
@@ -52,7 +52,7 @@ func (e *env) entryCommand() *cobra.Command {
 	create := &cobra.Command{
 		Use:   "create --spiffe-id ID --selector type:key:value... [--parent ID | --node-selector type:key:value...]",
 		Short: "Register a workload",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pe, err := cf.proto()
 			if err != nil {
@@ -72,7 +72,7 @@ func (e *env) entryCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list [--spiffe-id ID] [--parent ID]",
 		Short: "List entries",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListEntries, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
 			if err != nil {
@@ -202,7 +202,7 @@ func (e *env) printEntryDetail(pe *adminv1.Entry) error {
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return fmt.Errorf("%s takes %s", cmd.CommandPath(), what)
+			return usage(fmt.Errorf("%s takes %s (see %s --help)", cmd.CommandPath(), what, cmd.CommandPath()))
 		}
 		return nil
 	}

@@ -6,9 +6,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kithid/kith/internal/config"
 )
 
 var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
@@ -86,4 +89,32 @@ func (e *env) print(v any, text func()) error {
 		return e.printProto(m)
 	}
 	return e.printJSON(v)
+}
+
+// durationValue is a duration flag that takes what config files take: Go durations plus the "d" (24h)
+// unit, e.g. --for 2d or --ttl 90d.
+type durationValue time.Duration
+
+func (d *durationValue) Set(s string) error {
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+func (d *durationValue) String() string {
+	if *d == 0 {
+		return "0"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *durationValue) Type() string { return "duration" }
+
+// durationVar defines a duration flag (see durationValue) with default def.
+func durationVar(fs *pflag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
+	*p = def
+	fs.Var((*durationValue)(p), name, usage)
 }

@@ -57,9 +57,13 @@ func (e *env) grantCommand() *cobra.Command {
 		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT]",
 		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names)",
 		Args:  exactArgs(2, "CALLER and TARGET"),
-		PreRunE: func(*cobra.Command, []string) error {
-			if forDur != 0 && until != "" {
-				return fmt.Errorf("give --for or --until, not both")
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			forGiven := cmd.Flags().Changed("for")
+			switch {
+			case forGiven && until != "":
+				return usage(fmt.Errorf("give --for or --until, not both"))
+			case forGiven && forDur <= 0:
+				return usage(fmt.Errorf("--for %s: the grant must last a positive time, e.g. --for 8h or --for 2d (leave --for out for a grant that does not expire)", forDur))
 			}
 			return nil
 		},
@@ -74,8 +78,6 @@ func (e *env) grantCommand() *cobra.Command {
 			}
 			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason}
 			switch {
-			case forDur < 0:
-				return fmt.Errorf("--for must be positive")
 			case forDur > 0:
 				g.ExpiresAt = timestamppb.New(time.Now().Add(forDur))
 			case until != "":
@@ -94,7 +96,7 @@ func (e *env) grantCommand() *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
 	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
-	cmd.Flags().DurationVar(&forDur, "for", 0, "grant expires after this long, e.g. 8h")
+	durationVar(cmd.Flags(), &forDur, "for", 0, "grant expires after this long, e.g. 8h")
 	cmd.Flags().StringVar(&until, "until", "", "grant expires at this time (RFC 3339)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the grant and the audit log)")
 	return cmd
@@ -142,7 +144,7 @@ func (e *env) grantsCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list [--caller X] [--target Y]",
 		Short: "List grants, CLI-made and from the policy repository, with their source and expiry",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
 			var err error
 			req := &adminv1.ListGrantsRequest{}
@@ -245,7 +247,7 @@ func (e *env) graphCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "graph -o dot|mermaid",
 		Short: "Print who may call whom as a Graphviz or Mermaid graph",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("output") {
 				e.output = "dot"

@@ -33,7 +33,7 @@ func policyTime(t interface{ AsTime() time.Time }) string {
 
 func (e *env) policyStatusCommand() *cobra.Command {
 	return &cobra.Command{
-		Use: "status", Short: "Show the active policy revision, the last attempt and what each agent enforces", Args: cobra.NoArgs,
+		Use: "status", Short: "Show the active policy revision, the last attempt and what each agent enforces", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetPolicyStatus, &adminv1.GetPolicyStatusRequest{})
 			if err != nil {
@@ -74,7 +74,7 @@ func (e *env) policyStatusCommand() *cobra.Command {
 func (e *env) policyHistoryCommand() *cobra.Command {
 	var limit int32
 	cmd := &cobra.Command{
-		Use: "history", Short: "List policy revisions built or rejected, newest first", Args: cobra.NoArgs,
+		Use: "history", Short: "List policy revisions built or rejected, newest first", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListPolicyHistory, &adminv1.ListPolicyHistoryRequest{Limit: limit})
 			if err != nil {
@@ -103,7 +103,7 @@ func firstLine(s string) string {
 
 func (e *env) policySyncCommand() *cobra.Command {
 	return &cobra.Command{
-		Use: "sync", Short: "Fetch the policy repository now", Args: cobra.NoArgs,
+		Use: "sync", Short: "Fetch the policy repository now", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := call(cmd.Context(), e, adminv1.AdminServiceClient.SyncPolicy, &adminv1.SyncPolicyRequest{})
 			if err != nil {
@@ -134,7 +134,7 @@ func (e *env) policyRollbackCommand() *cobra.Command {
 
 func (e *env) policyUnpinCommand() *cobra.Command {
 	return &cobra.Command{
-		Use: "unpin", Short: "End a rollback: the newest good revision is in force again", Args: cobra.NoArgs,
+		Use: "unpin", Short: "End a rollback: the newest good revision is in force again", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := call(cmd.Context(), e, adminv1.AdminServiceClient.UnpinPolicy, &adminv1.UnpinPolicyRequest{})
 			if err != nil {

@@ -19,7 +19,7 @@ func (e *env) serverCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server [-c server.yaml] [--data-dir DIR] [--trust-domain TD]",
 		Short: "Run the Kith server: CA, store, admin and agent APIs, metrics",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.LoadServer(path, lookupEnv(e.getenv))
 			if err != nil {

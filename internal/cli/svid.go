@@ -26,7 +26,7 @@ func (e *env) svidCommand() *cobra.Command {
 	x509cmd := &cobra.Command{
 		Use:   "x509 --spiffe-id ID [--ttl D] [--dns-name N]... [--out-cert FILE --out-key FILE]",
 		Short: "Mint an X.509-SVID; the key is made here and never sent",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if x.id == "" {
 				return fmt.Errorf("--spiffe-id is required, e.g. --spiffe-id spiffe://example.org/app")
@@ -78,7 +78,7 @@ func (e *env) svidCommand() *cobra.Command {
 		},
 	}
 	x509cmd.Flags().StringVar(&x.id, "spiffe-id", "", "SPIFFE ID to put in the certificate")
-	x509cmd.Flags().DurationVar(&x.ttl, "ttl", 0, "lifetime (default: the server's svid.x509_ttl)")
+	durationVar(x509cmd.Flags(), &x.ttl, "ttl", 0, "lifetime (default: the server's svid.x509_ttl)")
 	x509cmd.Flags().StringSliceVar(&x.dns, "dns-name", nil, "DNS SAN (repeatable)")
 	x509cmd.Flags().StringVar(&x.outCert, "out-cert", "", "write the certificate chain (PEM) here")
 	x509cmd.Flags().StringVar(&x.outKey, "out-key", "", "write the private key (PEM, mode 0600) here")
@@ -91,7 +91,7 @@ func (e *env) svidCommand() *cobra.Command {
 	jwtcmd := &cobra.Command{
 		Use:   "jwt --spiffe-id ID --audience AUD... [--ttl D]",
 		Short: "Mint a JWT-SVID",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if j.id == "" {
 				return fmt.Errorf("--spiffe-id is required, e.g. --spiffe-id spiffe://example.org/app")
@@ -110,7 +110,7 @@ func (e *env) svidCommand() *cobra.Command {
 	}
 	jwtcmd.Flags().StringVar(&j.id, "spiffe-id", "", "SPIFFE ID (the token's sub)")
 	jwtcmd.Flags().StringSliceVar(&j.audience, "audience", nil, "audience (repeatable)")
-	jwtcmd.Flags().DurationVar(&j.ttl, "ttl", 0, "lifetime (default: the server's svid.jwt_ttl)")
+	durationVar(jwtcmd.Flags(), &j.ttl, "ttl", 0, "lifetime (default: the server's svid.jwt_ttl)")
 
 	mint.AddCommand(x509cmd, jwtcmd)
 	cmd.AddCommand(mint, e.svidFetchCommand(), e.svidVerifyCommand())

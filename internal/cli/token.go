@@ -16,7 +16,7 @@ func (e *env) tokenCommand() *cobra.Command {
 	create := &cobra.Command{
 		Use:   "create [--name NAME] [--ttl DURATION]",
 		Short: "Create a join token; an agent joins with `kith agent --join-token SECRET`",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.CreateJoinToken, &adminv1.CreateJoinTokenRequest{Name: name, TtlSeconds: int64(ttl / time.Second)})
 			if err != nil {
@@ -29,12 +29,12 @@ func (e *env) tokenCommand() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "token name; the agent joins as spiffe://TD/kith/agent/join_token/NAME and entries can target it with --node-selector join_token:name:NAME; a name is free again once its token expired unused or its agent was evicted")
-	create.Flags().DurationVar(&ttl, "ttl", 0, "how long the token may be used (default: the server's join_token.ttl)")
+	durationVar(create.Flags(), &ttl, "ttl", 0, "how long the token may be used (default: the server's join_token.ttl)")
 
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List join tokens (never their secrets)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListJoinTokens, &adminv1.ListJoinTokensRequest{})
 			if err != nil {

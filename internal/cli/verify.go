@@ -24,7 +24,7 @@ func (e *env) svidVerifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify (--cert CHAIN.pem | --jwt TOKEN --audience AUD) [--bundle FILE]",
 		Short: "Verify an X.509-SVID chain or a JWT-SVID against the trust bundle (the server's, or a SPIFFE bundle file)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (certFile == "") == (jwtToken == "") {
 				return fmt.Errorf("give exactly one of --cert or --jwt")

@@ -100,7 +100,7 @@ The agent attests the process running this command (its uid, gid, executable, ..
 X.509-SVIDs of every entry that matches it; with --audience, JWT-SVIDs for that audience instead.
 --write DIR writes svid.N.pem (certificate chain), svid.N.key (private key, mode 0600), bundle.N.pem (the
 roots of the SVID's trust domain) and federated_bundle.N.M.pem; private keys are never printed.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			addr := e.workloadAddr(socket)
 			if err := checkSocket(addr); err != nil {
@@ -122,7 +122,7 @@ roots of the SVID's trust domain) and federated_bundle.N.M.pem; private keys are
 	fl.StringVar(&write, "write", "", "write the SVIDs, keys and bundles as PEM files into this directory")
 	fl.StringSliceVar(&audiences, "audience", nil, "fetch JWT-SVIDs for this audience (repeat for more)")
 	fl.StringVar(&subject, "spiffe-id", "", "with --audience: only the JWT-SVID for this SPIFFE ID")
-	fl.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the agent")
+	durationVar(fl, &timeout, "timeout", 5*time.Second, "how long to wait for the agent")
 	return cmd
 }
 
@@ -275,7 +275,7 @@ func (e *env) agentHealthcheckCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "healthcheck [--socket PATH]",
 		Short: "Exit 0 if the agent's Workload API serves (for liveness probes), 1 if not",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			addr := e.workloadAddr(socket)
 			if err := checkSocket(addr); err != nil {
@@ -292,6 +292,6 @@ func (e *env) agentHealthcheckCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "Workload API socket, a path or unix:// URI (default $SPIFFE_ENDPOINT_SOCKET, else "+DefaultAgentSocket+")")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the agent")
+	durationVar(cmd.Flags(), &timeout, "timeout", 5*time.Second, "how long to wait for the agent")
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"strconv"
@@ -39,30 +40,50 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
-// ParseDuration parses Go durations plus a "d" (24h) unit, e.g. "7d" or "1d12h".
+// ParseDuration parses Go durations plus a "d" (24h) unit, e.g. "7d" or "1d12h". It is the one duration
+// parser of config files, KITH_* variables and command-line flags.
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return 0, errors.New("empty duration")
+		return 0, errors.New("empty duration: want e.g. 90s, 1h, 7d")
 	}
-	if i := strings.Index(s, "d"); i > 0 {
-		days, err := strconv.Atoi(s[:i])
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: want e.g. 90s, 1h, 7d", s)
+	bad := fmt.Errorf("invalid duration %q: want e.g. 90s, 1h, 7d", s)
+	body, neg := s, false
+	if rest, ok := strings.CutPrefix(body, "-"); ok {
+		body, neg = rest, true
+	} else {
+		body = strings.TrimPrefix(body, "+")
+	}
+	if body == "" || body[0] == '-' || body[0] == '+' {
+		return 0, bad
+	}
+	var d time.Duration
+	if i := strings.Index(body, "d"); i >= 0 {
+		days, err := strconv.ParseUint(body[:i], 10, 63)
+		if err != nil || days > uint64(math.MaxInt64/int64(24*time.Hour)) {
+			return 0, bad
 		}
-		rest := time.Duration(0)
-		if s[i+1:] != "" {
-			if rest, err = time.ParseDuration(s[i+1:]); err != nil {
-				return 0, fmt.Errorf("invalid duration %q: want e.g. 90s, 1h, 7d", s)
-			}
+		d = time.Duration(days) * 24 * time.Hour
+		body = body[i+1:]
+		if body == "" {
+			return sign(d, neg), nil
 		}
-		return time.Duration(days)*24*time.Hour + rest, nil
+		if body[0] < '0' || body[0] > '9' {
+			return 0, bad
+		}
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: want e.g. 90s, 1h, 7d", s)
+	rest, err := time.ParseDuration(body)
+	if err != nil || rest > math.MaxInt64-d {
+		return 0, bad
 	}
-	return d, nil
+	return sign(d+rest, neg), nil
+}
+
+func sign(d time.Duration, neg bool) time.Duration {
+	if neg {
+		return -d
+	}
+	return d
 }
 
 // FieldError is a configuration error tied to one field, named by its YAML path.

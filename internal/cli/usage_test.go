@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// run runs the CLI with no server: the admin socket is a path where nothing listens.
+func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	var out, errb bytes.Buffer
+	code = MainEnv(context.Background(), args, &out, &errb, func(k string) string {
+		if k == "KITH_ADMIN_SOCKET" {
+			return sock
+		}
+		return ""
+	})
+	return out.String(), errb.String(), code
+}
+
+func TestUsageErrorsExit2AndSayWhatWasMeant(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // in stderr
+	}{
+		{"a typo in a subcommand suggests the nearest", []string{"entry", "lsit"}, `unknown command "lsit" for "kith entry"; did you mean "list"?`},
+		{"a typo in a policy subcommand suggests the nearest", []string{"policy", "stauts"}, `unknown command "stauts" for "kith policy"; did you mean "status"?`},
+		{"a subcommand far from any lists what there is", []string{"token", "frobnicate"}, `unknown command "frobnicate" for "kith token"; kith token has: create, list`},
+		{"a group without a subcommand names its subcommands", []string{"grants"}, "kith grants needs a subcommand: list"},
+		{"a typo in a top-level verb suggests the nearest", []string{"polcy"}, `unknown command "polcy" for "kith"; did you mean "policy"?`},
+		{"can without arguments", []string{"can"}, "kith can takes CALLER and TARGET"},
+		{"can with one argument", []string{"can", "frontend"}, "kith can takes CALLER and TARGET"},
+		{"an output format that does not exist", []string{"can", "a", "b", "-o", "yaml"}, `-o "yaml": use table or json`},
+		{"an unknown flag", []string{"entry", "list", "--bogus"}, "unknown flag: --bogus (see kith entry list --help)"},
+		{"arguments to a verb that takes none", []string{"token", "list", "extra"}, `kith token list takes no arguments, got "extra"`},
+		{"a grant for zero time", []string{"grant", "a", "b", "--for", "0"}, "--for 0s: the grant must last a positive time"},
+		{"a grant for zero seconds", []string{"grant", "a", "b", "--for", "0s"}, "--for 0s: the grant must last a positive time"},
+		{"a grant for a negative time", []string{"grant", "a", "b", "--for", "-5m"}, "--for -5m0s: the grant must last a positive time"},
+		{"a grant with --for and --until", []string{"grant", "a", "b", "--for", "1h", "--until", "2030-01-01T00:00:00Z"}, "give --for or --until, not both"},
+		{"a duration that does not parse", []string{"grant", "a", "b", "--for", "2x"}, `invalid duration "2x": want e.g. 90s, 1h, 7d`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, code := run(t, tt.args...)
+			if code != 2 || !strings.Contains(errs, tt.want) {
+				t.Errorf("kith %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tt.args, " "), code, errs, tt.want)
+			}
+		})
+	}
+}
+
+func TestDurationFlagsTakeDays(t *testing.T) {
+	// With no server the verb fails at the admin socket, after its flags parsed: exit 1, not a usage error.
+	for _, args := range [][]string{
+		{"grant", "a", "b", "--for", "2d"},
+		{"token", "create", "--ttl", "1d"},
+		{"entry", "create", "--spiffe-id", "spiffe://example.org/x", "--selector", "unix:uid:1", "--ttl", "90d"},
+		{"svid", "mint", "jwt", "--spiffe-id", "spiffe://example.org/x", "--audience", "a", "--ttl", "1d12h"},
+	} {
+		_, errs, code := run(t, args...)
+		if code != 1 || !strings.Contains(errs, "admin socket") {
+			t.Errorf("kith %s: exit %d, stderr %q; want the flags accepted and exit 1 at the missing admin socket", strings.Join(args, " "), code, errs)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, errs, code := run(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "kith ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("kith version: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	flag, _, _ := run(t, "--version")
+	if flag != out {
+		t.Errorf("kith --version = %q, kith version = %q: want the same line", flag, out)
+	}
+	js, _, code := run(t, "version", "-o", "json")
+	var v buildInfo
+	if err := json.Unmarshal([]byte(js), &v); code != 0 || err != nil || v.Version == "" || v.GoVersion == "" {
+		t.Errorf("kith version -o json: exit %d, %q (%v)", code, js, err)
+	}
+}
