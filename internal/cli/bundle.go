@@ -18,7 +18,14 @@ func (e *env) bundleCommand() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "pem" && format != "spiffe" {
-				return fmt.Errorf("--format %q: use pem or spiffe", format)
+				return usage(fmt.Errorf("--format %q: use pem or spiffe", format))
+			}
+			if e.output == "json" {
+				// -o json is the SPIFFE bundle document, as `--format spiffe`.
+				if cmd.Flags().Changed("format") && format == "pem" {
+					return usage(fmt.Errorf("--format pem and -o json ask for two formats: give one"))
+				}
+				format = "spiffe"
 			}
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetBundle, &adminv1.GetBundleRequest{})
 			if err != nil {
@@ -36,7 +43,7 @@ func (e *env) bundleCommand() *cobra.Command {
 			return nil
 		},
 	}
-	show.Flags().StringVar(&format, "format", "pem", "pem (X.509 roots) or spiffe (SPIFFE bundle JSON with JWT keys)")
+	show.Flags().StringVar(&format, "format", "pem", "pem (X.509 roots) or spiffe (SPIFFE bundle JSON with JWT keys; also -o json)")
 	cmd.AddCommand(show)
 	return cmd
 }

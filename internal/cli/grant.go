@@ -245,15 +245,15 @@ func (e *env) whoCommand() *cobra.Command {
 
 func (e *env) graphCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "graph -o dot|mermaid",
-		Short: "Print who may call whom as a Graphviz or Mermaid graph",
+		Use:   "graph -o dot|mermaid|json",
+		Short: "Print who may call whom as a Graphviz or Mermaid graph, or as JSON nodes and edges",
 		Args:  noArgs,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("output") {
 				e.output = "dot"
 			}
-			if e.output != "dot" && e.output != "mermaid" {
-				return fmt.Errorf("-o %q: use dot or mermaid", e.output)
+			if e.output != "dot" && e.output != "mermaid" && e.output != "json" {
+				return usage(fmt.Errorf("-o %q: use dot, mermaid or json", e.output))
 			}
 			return nil
 		},
@@ -264,14 +264,36 @@ func (e *env) graphCommand() *cobra.Command {
 			}
 			type edge struct{ from, to, label string }
 			var edges []edge
+			type jsonEdge struct {
+				Grant   string   `json:"grant"`
+				Caller  string   `json:"caller"`
+				Target  string   `json:"target"`
+				Methods []string `json:"methods"`
+				Paths   []string `json:"paths"`
+			}
+			graph := struct {
+				Nodes []string   `json:"nodes"`
+				Edges []jsonEdge `json:"edges"`
+			}{Nodes: []string{}, Edges: []jsonEdge{}}
+			seen := map[string]bool{}
 			for _, g := range resp.GetGrants() {
 				if g.GetExpired() {
 					continue
 				}
 				label := orAny(g.GetMethods()) + " " + orAny(g.GetPaths())
 				edges = append(edges, edge{g.GetCaller(), g.GetTarget(), label})
+				graph.Edges = append(graph.Edges, jsonEdge{g.GetId(), g.GetCaller(), g.GetTarget(), nonNil(g.GetMethods()), nonNil(g.GetPaths())})
+				for _, n := range []string{g.GetCaller(), g.GetTarget()} {
+					if !seen[n] {
+						seen[n] = true
+						graph.Nodes = append(graph.Nodes, n)
+					}
+				}
 			}
 			w := e.stdout
+			if e.output == "json" {
+				return e.printJSON(graph)
+			}
 			if e.output == "mermaid" {
 				fmt.Fprintln(w, "graph LR")
 				ids := map[string]string{}

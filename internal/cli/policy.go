@@ -39,35 +39,39 @@ func (e *env) policyStatusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
-			fmt.Fprintf(w, "active revision:\t%s\n", st.GetActiveRevision())
-			if st.GetSource() != "" {
-				fmt.Fprintf(w, "source:\t%s\n", st.GetSource())
-			}
-			if st.GetPinnedRevision() != "" {
-				fmt.Fprintf(w, "pinned:\t%s (rolled back; `kith policy unpin` to follow the repository again)\n", st.GetPinnedRevision())
-			}
-			if a := st.GetLastAttempt(); a != nil {
-				fmt.Fprintf(w, "last attempt:\t%s %s at %s\n", a.GetRevision(), a.GetStatus(), policyTime(a.GetCreatedAt()))
-				if a.GetError() != "" {
-					fmt.Fprintf(w, "error:\t%s\n", a.GetError())
-				}
-			}
-			w.Flush()
-			if len(st.GetAgents()) > 0 {
-				fmt.Fprintln(e.stdout, "\nAGENT\tREVISION\tSINCE")
-				w = tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
-				for _, a := range st.GetAgents() {
-					line := fmt.Sprintf("%s\t%s\t%s", a.GetAgentId(), a.GetRevision(), policyTime(a.GetSince()))
-					if a.GetError() != "" {
-						line += "\trefused newer: " + a.GetError()
-					}
-					fmt.Fprintln(w, line)
-				}
-				w.Flush()
-			}
-			return nil
+			return e.print(st, func() { e.policyStatusText(st) })
 		},
+	}
+}
+
+func (e *env) policyStatusText(st *adminv1.GetPolicyStatusResponse) {
+	w := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintf(w, "active revision:\t%s\n", st.GetActiveRevision())
+	if st.GetSource() != "" {
+		fmt.Fprintf(w, "source:\t%s\n", st.GetSource())
+	}
+	if st.GetPinnedRevision() != "" {
+		fmt.Fprintf(w, "pinned:\t%s (rolled back; `kith policy unpin` to follow the repository again)\n", st.GetPinnedRevision())
+	}
+	if a := st.GetLastAttempt(); a != nil {
+		fmt.Fprintf(w, "last attempt:\t%s %s at %s\n", a.GetRevision(), a.GetStatus(), policyTime(a.GetCreatedAt()))
+		if a.GetError() != "" {
+			fmt.Fprintf(w, "error:\t%s\n", a.GetError())
+		}
+	}
+	w.Flush()
+	if len(st.GetAgents()) > 0 {
+		fmt.Fprintln(e.stdout)
+		w = tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(w, "AGENT\tREVISION\tSINCE")
+		for _, a := range st.GetAgents() {
+			line := fmt.Sprintf("%s\t%s\t%s", a.GetAgentId(), a.GetRevision(), policyTime(a.GetSince()))
+			if a.GetError() != "" {
+				line += "\trefused newer: " + a.GetError()
+			}
+			fmt.Fprintln(w, line)
+		}
+		w.Flush()
 	}
 }
 
@@ -80,12 +84,14 @@ func (e *env) policyHistoryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
-			fmt.Fprintln(w, "REVISION\tSTATUS\tAT\tERROR")
-			for _, a := range h.GetAttempts() {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.GetRevision(), a.GetStatus(), policyTime(a.GetCreatedAt()), firstLine(a.GetError()))
-			}
-			return w.Flush()
+			return e.print(h, func() {
+				w := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+				fmt.Fprintln(w, "REVISION\tSTATUS\tAT\tERROR")
+				for _, a := range h.GetAttempts() {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.GetRevision(), a.GetStatus(), policyTime(a.GetCreatedAt()), firstLine(a.GetError()))
+				}
+				w.Flush()
+			})
 		},
 	}
 	cmd.Flags().Int32Var(&limit, "limit", 50, "how many revisions to show")

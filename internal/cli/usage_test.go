@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 )
 
 // run runs the CLI with no server: the admin socket is a path where nothing listens.
@@ -83,5 +85,68 @@ func TestVersion(t *testing.T) {
 	var v buildInfo
 	if err := json.Unmarshal([]byte(js), &v); code != 0 || err != nil || v.Version == "" || v.GoVersion == "" {
 		t.Errorf("kith version -o json: exit %d, %q (%v)", code, js, err)
+	}
+}
+
+func TestEveryListingVerbHonoursOutputJSON(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/frontend", "--selector", "unix:uid:1001", "--node-selector", "join_token:name:n1")
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/payments", "--selector", "unix:uid:1002", "--node-selector", "join_token:name:n1")
+	s.ok(t, "grant", "spiffe://example.org/frontend", "spiffe://example.org/payments", "--method", "GET")
+	for _, args := range [][]string{
+		{"policy", "status"},
+		{"policy", "history"},
+		{"bundle", "show"},
+		{"graph"},
+		{"entry", "list"},
+		{"grants", "list"},
+		{"token", "list"},
+		{"agents", "list"},
+		{"audit", "list"},
+		{"ca", "show"},
+		{"version"},
+	} {
+		out := s.ok(t, append(args, "-o", "json")...)
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("kith %s -o json is not JSON (%v):\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	var graph struct {
+		Nodes []string
+		Edges []struct{ Caller, Target string }
+	}
+	if err := json.Unmarshal([]byte(s.ok(t, "graph", "-o", "json")), &graph); err != nil || len(graph.Edges) != 1 ||
+		graph.Edges[0].Caller != "spiffe://example.org/frontend" || len(graph.Nodes) != 2 {
+		t.Errorf("kith graph -o json = %+v (%v), want one edge frontend → payments between two nodes", graph, err)
+	}
+	if _, errs, code := s.kith(t, "bundle", "show", "--format", "pem", "-o", "json"); code != 2 || !strings.Contains(errs, "give one") {
+		t.Errorf("bundle show --format pem -o json: exit %d, %q; want a usage error", code, errs)
+	}
+}
+
+func TestPolicyStatusAlignsItsAgentTableWithSpaces(t *testing.T) {
+	e := &env{}
+	var out bytes.Buffer
+	e.stdout = &out
+	e.policyStatusText(&adminv1.GetPolicyStatusResponse{
+		ActiveRevision: "abc",
+		Agents: []*adminv1.AgentPolicy{
+			{AgentId: "spiffe://example.org/kith/agent/join_token/a-long-name", Revision: "abc"},
+			{AgentId: "spiffe://example.org/kith/agent/join_token/n", Revision: "abc"},
+		},
+	})
+	if strings.Contains(out.String(), "\t") {
+		t.Errorf("policy status output has tabs:\n%s", out.String())
+	}
+	lines := strings.Split(out.String(), "\n")
+	var header, row string
+	for i, l := range lines {
+		if strings.HasPrefix(l, "AGENT") {
+			header, row = l, lines[i+1]
+		}
+	}
+	if strings.Index(header, "REVISION") != strings.Index(row, "abc") {
+		t.Errorf("REVISION column not aligned:\n%s\n%s", header, row)
 	}
 }
