@@ -237,14 +237,14 @@ func (e *env) table(header []string, rows [][]string) {
 
 // call dials the admin socket, makes one RPC and closes the connection:
 // call(ctx, e, adminv1.AdminServiceClient.GetBundle, &adminv1.GetBundleRequest{}).
-func call[Req, Resp any](ctx context.Context, e *env, rpc func(adminv1.AdminServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+func call[Req, Resp any](ctx context.Context, e *env, rpc func(adminv1.AdminServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req, opts ...grpc.CallOption) (Resp, error) {
 	c, done, err := e.admin()
 	if err != nil {
 		var zero Resp
 		return zero, err
 	}
 	defer done()
-	return rpc(c, ctx, req)
+	return rpc(c, ctx, req, opts...)
 }
 
 // withAdmin makes a cobra RunE of a verb that needs several admin RPCs: it dials the admin socket, runs the

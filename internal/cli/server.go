@@ -1,15 +1,19 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
 )
@@ -49,6 +53,38 @@ func (e *env) serverCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default /var/lib/kith; env KITH_DATA_DIR)")
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain (default example.org; env KITH_TRUST_DOMAIN)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env KITH_LOG_LEVEL)")
+	cmd.AddCommand(e.serverHealthcheckCommand())
+	return cmd
+}
+
+// serverHealthcheckCommand is `kith server healthcheck`, as `spire-server healthcheck`: the server is
+// healthy when its admin API answers on the admin socket with a trust bundle that has X.509 roots (the
+// store is open and the CA has its keys).
+func (e *env) serverHealthcheckCommand() *cobra.Command {
+	var timeout time.Duration
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "healthcheck [--admin-socket PATH]",
+		Short: "Exit 0 if the server's admin API answers with a trust bundle (for probes), 1 if not",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			resp, err := call(ctx, e, adminv1.AdminServiceClient.GetBundle, &adminv1.GetBundleRequest{}, grpc.WaitForReady(true))
+			if err == nil && len(resp.GetX509Authorities()) == 0 {
+				err = errors.New("the trust bundle has no X.509 roots")
+			}
+			if err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("server is unhealthy: %s", describe(err, e.adminSocket))}
+			}
+			if !quiet {
+				fmt.Fprintln(e.stdout, "Server is healthy.")
+			}
+			return nil
+		},
+	}
+	durationVar(cmd.Flags(), &timeout, "timeout", 5*time.Second, "how long to wait for the server")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "print nothing, only set the exit code")
 	return cmd
 }
 

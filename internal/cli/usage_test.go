@@ -150,3 +150,22 @@ func TestPolicyStatusAlignsItsAgentTableWithSpaces(t *testing.T) {
 		t.Errorf("REVISION column not aligned:\n%s\n%s", header, row)
 	}
 }
+
+func TestServerHealthcheck(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	if out := s.ok(t, "server", "healthcheck"); out != "Server is healthy.\n" {
+		t.Errorf("healthy server: stdout %q", out)
+	}
+	if out := s.ok(t, "server", "healthcheck", "--quiet"); out != "" {
+		t.Errorf("--quiet: stdout %q, want nothing", out)
+	}
+	s.stop()
+	out, errs, code := s.kith(t, "server", "healthcheck", "--timeout", "200ms")
+	if code != 1 || out != "" || !strings.Contains(errs, "server is unhealthy") {
+		t.Errorf("stopped server: exit %d, stdout %q, stderr %q; want exit 1 and 'server is unhealthy'", code, out, errs)
+	}
+	_, errs, code = run(t, "server", "healthcheck")
+	if code != 1 || !strings.Contains(errs, "is `kith server` running?") {
+		t.Errorf("no admin socket: exit %d, stderr %q", code, errs)
+	}
+}
