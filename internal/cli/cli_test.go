@@ -191,7 +191,7 @@ func TestInvalidInputIsRejectedWithAClearError(t *testing.T) {
 		{"a bad label", append(base, "--spiffe-id", "spiffe://example.org/web", "--selector", "unix:uid:1", "--label", "novalue"), "want key=value"},
 		{"a bad dns name", append(base, "--spiffe-id", "spiffe://example.org/web", "--selector", "unix:uid:1", "--dns-name", "bad_name!"), "not a valid hostname"},
 		{"a jwt without audience", []string{"svid", "mint", "jwt", "--spiffe-id", "spiffe://example.org/web"}, "--audience is required"},
-		{"an x509 svid for another trust domain", []string{"svid", "mint", "x509", "--spiffe-id", "spiffe://evil.org/web"}, `trust domain "evil.org"`},
+		{"an x509 svid for another trust domain", []string{"svid", "mint", "x509", "--spiffe-id", "spiffe://evil.org/web", "--out-key", "-"}, `trust domain "evil.org"`},
 		{"a bad output format", []string{"entry", "list", "-o", "yaml"}, "use table or json"},
 		{"a token name with a slash", []string{"token", "create", "--name", "a/b"}, "token name"},
 	}

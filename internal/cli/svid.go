@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,15 +25,18 @@ func (e *env) svidCommand() *cobra.Command {
 		dns                 []string
 	}
 	x509cmd := &cobra.Command{
-		Use:   "x509 --spiffe-id ID [--ttl D] [--dns-name N]... [--out-cert FILE --out-key FILE]",
+		Use:   "x509 --spiffe-id ID [--ttl D] [--dns-name N]... --out-key FILE|- [--out-cert FILE]",
 		Short: "Mint an X.509-SVID; the key is made here and never sent",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if x.id == "" {
 				return fmt.Errorf("--spiffe-id is required, e.g. --spiffe-id spiffe://example.org/app")
 			}
-			if (x.outCert == "") != (x.outKey == "") {
-				return fmt.Errorf("give both --out-cert and --out-key, or neither to print both")
+			if x.outKey == "" {
+				return usage(fmt.Errorf("--out-key is required: give a file to write the private key to (mode 0600), or --out-key - to print it on purpose"))
+			}
+			if x.outCert == "-" {
+				x.outCert = ""
 			}
 			// An unparseable ID is sent as is: the server's error says what is wrong with it.
 			id, _ := spiffeid.FromString(x.id)
@@ -53,25 +57,29 @@ func (e *env) svidCommand() *cobra.Command {
 				certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 			}
 			keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+			out := map[string]any{"spiffe_id": x.id, "expires_at": fmtTime(resp.GetExpiresAt())}
+			var wrote []string
 			if x.outCert != "" {
 				if err := os.WriteFile(x.outCert, certPEM, 0o644); err != nil {
 					return fmt.Errorf("write --out-cert: %w", err)
 				}
+				out["cert_file"], certPEM = x.outCert, nil
+				wrote = append(wrote, x.outCert)
+			} else {
+				out["cert_chain_pem"] = string(certPEM)
+			}
+			if x.outKey != "-" {
 				if err := writePrivate(x.outKey, keyPEM); err != nil {
 					return fmt.Errorf("write --out-key: %w", err)
 				}
-				keyPEM = nil
-			}
-			out := map[string]any{"spiffe_id": x.id, "expires_at": fmtTime(resp.GetExpiresAt()), "cert_chain_pem": string(certPEM)}
-			if keyPEM != nil {
-				out["key_pem"] = string(keyPEM)
+				out["key_file"], keyPEM = x.outKey, nil
+				wrote = append(wrote, x.outKey)
 			} else {
-				out["cert_file"], out["key_file"] = x.outCert, x.outKey
+				out["key_pem"] = string(keyPEM)
 			}
 			return e.print(out, func() {
-				if x.outCert != "" {
-					fmt.Fprintf(e.stdout, "X.509-SVID for %s, expires %s\nwrote %s and %s\n", x.id, fmtTime(resp.GetExpiresAt()), x.outCert, x.outKey)
-					return
+				if len(wrote) > 0 {
+					fmt.Fprintf(e.stdout, "X.509-SVID for %s, expires %s\nwrote %s\n", x.id, fmtTime(resp.GetExpiresAt()), strings.Join(wrote, " and "))
 				}
 				fmt.Fprintf(e.stdout, "%s%s", certPEM, keyPEM)
 			})
@@ -80,8 +88,8 @@ func (e *env) svidCommand() *cobra.Command {
 	x509cmd.Flags().StringVar(&x.id, "spiffe-id", "", "SPIFFE ID to put in the certificate")
 	durationVar(x509cmd.Flags(), &x.ttl, "ttl", 0, "lifetime (default: the server's svid.x509_ttl)")
 	x509cmd.Flags().StringSliceVar(&x.dns, "dns-name", nil, "DNS SAN (repeatable)")
-	x509cmd.Flags().StringVar(&x.outCert, "out-cert", "", "write the certificate chain (PEM) here")
-	x509cmd.Flags().StringVar(&x.outKey, "out-key", "", "write the private key (PEM, mode 0600) here")
+	x509cmd.Flags().StringVar(&x.outCert, "out-cert", "", "write the certificate chain (PEM) here (default: print it)")
+	x509cmd.Flags().StringVar(&x.outKey, "out-key", "", "write the private key (PEM, mode 0600) here; - prints it (required)")
 
 	var j struct {
 		id       string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -167,5 +168,48 @@ func TestServerHealthcheck(t *testing.T) {
 	_, errs, code = run(t, "server", "healthcheck")
 	if code != 1 || !strings.Contains(errs, "is `kith server` running?") {
 		t.Errorf("no admin socket: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestMintX509KeepsTheKeyOffTheTerminalUnlessAsked(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	dir := t.TempDir()
+
+	out, errs, code := s.kith(t, "svid", "mint", "x509", "--spiffe-id", "spiffe://example.org/app")
+	if code != 2 || strings.Contains(out, "PRIVATE KEY") || !strings.Contains(errs, "--out-key is required") {
+		t.Errorf("no --out-key: exit %d, stdout %q, stderr %q; want a usage error and no key", code, out, errs)
+	}
+
+	out = s.ok(t, "svid", "mint", "x509", "--spiffe-id", "spiffe://example.org/app", "--out-key", "-")
+	if !strings.Contains(out, "CERTIFICATE") || !strings.Contains(out, "PRIVATE KEY") {
+		t.Errorf("--out-key -: stdout has no certificate and key:\n%s", out)
+	}
+
+	keyFile := filepath.Join(dir, "app.key")
+	out = s.ok(t, "svid", "mint", "x509", "--spiffe-id", "spiffe://example.org/app", "--out-key", keyFile)
+	if !strings.Contains(out, "CERTIFICATE") || strings.Contains(out, "PRIVATE KEY") || !strings.Contains(out, "wrote "+keyFile) {
+		t.Errorf("--out-key FILE alone: want the chain on stdout and the key in the file:\n%s", out)
+	}
+
+	// The chain written as PEM verifies against the PEM roots of `kith bundle show`, as against the SPIFFE bundle.
+	certFile, roots, doc := filepath.Join(dir, "app.pem"), filepath.Join(dir, "roots.pem"), filepath.Join(dir, "bundle.json")
+	s.ok(t, "svid", "mint", "x509", "--spiffe-id", "spiffe://example.org/app", "--out-cert", certFile, "--out-key", keyFile)
+	writeFile(t, roots, s.ok(t, "bundle", "show"))
+	writeFile(t, doc, s.ok(t, "bundle", "show", "--format", "spiffe"))
+	for _, b := range []string{roots, doc} {
+		if out := s.ok(t, "svid", "verify", "--cert", certFile, "--bundle", b); !strings.Contains(out, "valid X.509-SVID for spiffe://example.org/app") {
+			t.Errorf("verify --bundle %s: %q", filepath.Base(b), out)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "junk"), "not a bundle")
+	if _, errs, code := s.kith(t, "svid", "verify", "--cert", certFile, "--bundle", filepath.Join(dir, "junk")); code == 0 || !strings.Contains(errs, "neither PEM roots nor a SPIFFE bundle") {
+		t.Errorf("verify with a junk bundle: exit %d, %q", code, errs)
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -76,7 +77,7 @@ func (e *env) svidVerifyCommand() *cobra.Command {
 	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file with the certificate chain, leaf first")
 	cmd.Flags().StringVar(&jwtToken, "jwt", "", "the JWT-SVID")
 	cmd.Flags().StringSliceVar(&audience, "audience", nil, "audience the token must carry")
-	cmd.Flags().StringVar(&bundleFile, "bundle", "", "SPIFFE bundle JSON file (default: fetch from the server)")
+	cmd.Flags().StringVar(&bundleFile, "bundle", "", "trust bundle file: PEM roots or SPIFFE bundle JSON (default: fetch from the server)")
 	return cmd
 }
 
@@ -100,9 +101,17 @@ func (e *env) loadBundle(ctx context.Context, file string, td spiffeid.TrustDoma
 		if err != nil {
 			return nil, fmt.Errorf("read --bundle: %w", err)
 		}
+		if bytes.Contains(data, []byte("-----BEGIN")) {
+			// PEM roots, as `kith bundle show` prints them: X.509 only.
+			roots, err := pemutil.ParseCertificateBundle(data)
+			if err != nil || len(roots) == 0 {
+				return nil, fmt.Errorf("--bundle %s holds PEM but no certificates (%v): give PEM roots or a SPIFFE bundle (kith bundle show --format spiffe)", file, err)
+			}
+			return spiffebundle.FromX509Authorities(td, roots), nil
+		}
 		b, err := spiffebundle.Parse(td, data)
 		if err != nil {
-			return nil, fmt.Errorf("--bundle %s is not a SPIFFE bundle (%v); get one with kith bundle show --format spiffe", file, err)
+			return nil, fmt.Errorf("--bundle %s is neither PEM roots nor a SPIFFE bundle (%v); get one with kith bundle show (PEM) or kith bundle show --format spiffe", file, err)
 		}
 		return b, nil
 	}
