@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -135,7 +136,25 @@ func (e *env) rootCommand() *cobra.Command {
 		root.AddCommand(extra(e))
 	}
 	refuseUnknownSubcommands(root)
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "server", "agent", "dev":
+			hideGlobalFlags(c)
+		}
+	}
 	return root
+}
+
+// hideGlobalFlags leaves the CLI's global flags (-o, --admin-socket) out of the help of a long-running
+// command they do not apply to; its subcommands (e.g. `kith server healthcheck`) still list them.
+func hideGlobalFlags(cmd *cobra.Command) {
+	help := cmd.HelpFunc()
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		if c == cmd {
+			c.InheritedFlags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
+		}
+		help(c, args)
+	})
 }
 
 // refuseUnknownSubcommands makes every group of verbs (`kith entry`, `kith policy`, …) refuse a

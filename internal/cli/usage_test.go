@@ -213,3 +213,17 @@ func writeFile(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+func TestLongRunningCommandsListOnlyTheFlagsThatApply(t *testing.T) {
+	for _, verb := range []string{"server", "agent", "dev"} {
+		out, _, code := run(t, verb, "--help")
+		if code != 0 || strings.Contains(out, "--admin-socket") || strings.Contains(out, "--output") || !strings.Contains(out, "--help") {
+			t.Errorf("kith %s --help (exit %d) lists global flags that do not apply:\n%s", verb, code, out)
+		}
+	}
+	for _, args := range [][]string{{"server", "healthcheck", "--help"}, {"entry", "list", "--help"}} {
+		if out, _, _ := run(t, args...); !strings.Contains(out, "--admin-socket") {
+			t.Errorf("kith %s lost the global flags:\n%s", strings.Join(args, " "), out)
+		}
+	}
+}

@@ -247,6 +247,16 @@ func (e *env) fetchJWT(ctx context.Context, addr string, audiences []string, sub
 		params.Subject = id
 	}
 	svids, err := workloadapi.FetchJWTSVIDs(ctx, params, workloadapi.WithAddr(addr))
+	if err != nil && subject != "" {
+		// The agent refuses a subject the caller does not hold as if no entry matched: say which it holds.
+		if own, ferr := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(addr)); ferr == nil && len(own) > 0 {
+			ids := make([]string, len(own))
+			for i, s := range own {
+				ids[i] = s.ID.String()
+			}
+			return &exitError{code: 1, err: fmt.Errorf("--spiffe-id %s is not among this workload's identities; it has %s", subject, strings.Join(ids, ", "))}
+		}
+	}
 	if err != nil {
 		return &exitError{code: 1, err: workloadError(err, addr)}
 	}

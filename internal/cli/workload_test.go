@@ -121,6 +121,15 @@ func TestSVIDFetchAndHealthcheckAsAWorkload(t *testing.T) {
 			t.Errorf("token %q: %v, %v", out, tok, err)
 		}
 	})
+	t.Run("--spiffe-id naming an identity this workload does not hold lists those it holds", func(t *testing.T) {
+		for _, other := range []string{"spiffe://other.test/payments", "spiffe://kith.test/not-me"} {
+			_, errs, code := d.kith("svid", "fetch", "--audience", "orders", "--spiffe-id", other)
+			want := "--spiffe-id " + other + " is not among this workload's identities; it has spiffe://kith.test/me"
+			if code != 1 || !strings.Contains(errs, want) || strings.Contains(errs, "kith entry create") {
+				t.Errorf("fetch --spiffe-id %s = %d %q; want %q", other, code, errs, want)
+			}
+		}
+	})
 	t.Run("--spiffe-id without --audience is refused", func(t *testing.T) {
 		if _, errs, code := d.kith("svid", "fetch", "--spiffe-id", "spiffe://kith.test/me"); code == 0 || !strings.Contains(errs, "give --audience") {
 			t.Errorf("= %d %q", code, errs)
