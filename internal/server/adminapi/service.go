@@ -141,7 +141,7 @@ func (s *Service) CreateEntry(ctx context.Context, req *adminv1.CreateEntryReque
 	e.ID = ""
 	e, err = s.cfg.Entries.CreateEntry(ctx, s.cfg.Actor(ctx), e)
 	if err != nil {
-		return nil, fmt.Errorf("create entry for %s: %w", req.GetEntry().GetSpiffeId(), err)
+		return nil, err // the store's error names the operation and the entry
 	}
 	return &adminv1.CreateEntryResponse{Entry: entryToProto(e)}, nil
 }
@@ -261,7 +261,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTo
 		ExpiresAt: now.Add(ttl),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create join token: %w", err)
+		return nil, err // the store's error names the operation and the token
 	}
 	return &adminv1.CreateJoinTokenResponse{Token: s.tokenToProto(t), Secret: text}, nil
 }
@@ -324,7 +324,7 @@ func (s *Service) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRequest
 	}
 	a, err := s.cfg.Agents.EvictAgent(ctx, s.cfg.Actor(ctx), id)
 	if err != nil {
-		return nil, fmt.Errorf("evict agent %s: %w", id, err)
+		return nil, err // the store's error names the operation and the agent
 	}
 	return &adminv1.EvictAgentResponse{Agent: s.agentToProto(a)}, nil
 }

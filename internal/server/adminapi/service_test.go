@@ -528,7 +528,7 @@ func TestStoreErrorsMapToCodes(t *testing.T) {
 			func(c adminv1.AdminServiceClient) error {
 				_, err := c.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{})
 				return err
-			}, result{codes.PermissionDenied, "create join token"}},
+			}, result{codes.PermissionDenied, "join token is unknown, already used or expired"}}, // store errors name their operation; the API passes them on
 		{"a revision that cannot be read is internal", func(t *testing.T, h *harness) { h.st.Fail("Revision", diskErr) },
 			func(c adminv1.AdminServiceClient) error {
 				_, err := c.GetServerInfo(ctx, &adminv1.GetServerInfoRequest{})
@@ -538,7 +538,7 @@ func TestStoreErrorsMapToCodes(t *testing.T) {
 			func(c adminv1.AdminServiceClient) error {
 				_, err := c.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: node1})
 				return err
-			}, result{codes.Internal, "evict agent " + node1 + ": disk I/O error"}},
+			}, result{codes.Internal, "disk I/O error"}}, // the store's own errors say "evict agent <id>: …"; an injected one is bare
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -625,5 +625,47 @@ func TestCreateGrant(t *testing.T) {
 	}
 	if _, err := h.c.Can(ctx, &adminv1.CanRequest{Caller: web, Target: payments}); err != nil {
 		t.Errorf("Can with valid IDs: %v", err)
+	}
+}
+
+// A failing call names its operation once: the store's error already says what it was doing, and the
+// API does not say it again ("create join token: create join token: …").
+func TestErrorsNameTheOperationOnce(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, false)
+	if _, err := h.c.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{Name: "node1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(nil)}); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"a token name in use": func() error {
+			_, err := h.c.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{Name: "node1"})
+			return err
+		},
+		"a duplicate entry": func() error {
+			_, err := h.c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(nil)})
+			return err
+		},
+		"evicting an unknown agent": func() error {
+			_, err := h.c.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: "spiffe://" + td.Name() + "/kith/agent/join_token/nope"})
+			return err
+		},
+	}
+	for name, call := range calls {
+		err := call()
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			continue
+		}
+		msg := status.Convert(err).Message()
+		parts := strings.Split(msg, ": ")
+		for i := 0; i+1 < len(parts); i++ {
+			a, b := strings.Fields(parts[i]), strings.Fields(parts[i+1])
+			if len(a) >= 2 && len(b) >= 2 && a[0] == b[0] && a[1] == b[1] {
+				t.Errorf("%s: the message repeats %q: %s", name, a[0]+" "+a[1], msg)
+			}
+		}
 	}
 }
