@@ -2,6 +2,7 @@ package adminapi_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/grant"
+	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/catest"
 	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/adminapi/adminapitest"
@@ -667,5 +669,62 @@ func TestErrorsNameTheOperationOnce(t *testing.T) {
 				t.Errorf("%s: the message repeats %q: %s", name, a[0]+" "+a[1], msg)
 			}
 		}
+	}
+}
+
+// Minting an SVID by hand is audited, with what identifies the certificate and never the token; a mint
+// whose audit row cannot be written returns no SVID.
+func TestMintingIsAudited(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, false)
+	_, csr, err := ca.NewKeyAndCSR(spiffeid.RequireFromString(web))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := h.c.MintX509SVID(ctx, &adminv1.MintX509SVIDRequest{SpiffeId: web, Csr: csr, TtlSeconds: 600, DnsNames: []string{"web.internal"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(x.GetCertChain()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := h.c.MintJWTSVID(ctx, &adminv1.MintJWTSVIDRequest{SpiffeId: web, Audience: []string{"orders"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := h.st.ListAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ Action, Target string }
+	var got []row
+	var details []string
+	for _, ev := range events {
+		if strings.HasPrefix(ev.Action, "svid.mint") {
+			got = append(got, row{ev.Action, ev.Target})
+			details = append(details, ev.Detail)
+		}
+	}
+	want := []row{{"svid.mint.x509", web}, {"svid.mint.jwt", web}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("mint audit rows (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(details[0], leaf.SerialNumber.Text(16)) || !strings.Contains(details[0], "web.internal") {
+		t.Errorf("x509 mint detail %s lacks the serial %s or the DNS name", details[0], leaf.SerialNumber.Text(16))
+	}
+	if !strings.Contains(details[1], "orders") || strings.Contains(details[1], j.GetToken()) {
+		t.Errorf("jwt mint detail %s: want the audience and never the token", details[1])
+	}
+	if v, err := h.st.VerifyAudit(ctx); err != nil || !v.OK {
+		t.Errorf("audit chain after minting: %+v %v", v, err)
+	}
+
+	h.st.Fail("Audit", errors.New("disk I/O error"))
+	if resp, err := h.c.MintX509SVID(ctx, &adminv1.MintX509SVIDRequest{SpiffeId: web, Csr: csr}); err == nil || len(resp.GetCertChain()) > 0 {
+		t.Errorf("x509 mint without its audit row: %v, %d certificates; want an error and none", err, len(resp.GetCertChain()))
+	}
+	if resp, err := h.c.MintJWTSVID(ctx, &adminv1.MintJWTSVIDRequest{SpiffeId: web, Audience: []string{"orders"}}); err == nil || resp.GetToken() != "" {
+		t.Errorf("jwt mint without its audit row: %v; want an error and no token", err)
 	}
 }

@@ -232,3 +232,10 @@ func (p *Policy) RolledBack() []string {
 	defer p.mu.Unlock()
 	return append([]string(nil), p.rolledBack...)
 }
+
+func (s *Store) Audit(ctx context.Context, actor, action, target string, detail any) error {
+	if err := s.err("Audit"); err != nil {
+		return err
+	}
+	return s.Backend.Audit(ctx, actor, action, target, detail)
+}
