@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +22,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kithid/kith/attestation/procfs"
+
+	"github.com/kithid/kith/internal/testutil"
 )
 
 // dialEnv makes the test binary act as a Workload API client: it dials the socket named in the
@@ -200,7 +201,7 @@ func TestTransportCredentialsSeesAnotherUID(t *testing.T) {
 	}
 	// The test binary lives in a 0700 build directory; copy it where nobody can run it.
 	bin := filepath.Join(dir, "client")
-	copyFile(t, os.Args[0], bin)
+	testutil.CopyExecutable(t, os.Args[0], bin)
 
 	cmd := exec.CommandContext(t.Context(), bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), dialEnv+"="+socket)
@@ -222,22 +223,3 @@ var cmpIgnoreStartTime = cmp.Transformer("ignoreStartTime", func(c Credentials) 
 	c.StartTime = 0
 	return c
 })
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-}

@@ -21,6 +21,8 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/attestation/procfs"
+
+	"github.com/kithid/kith/internal/testutil"
 )
 
 func sel(key, value string) attestation.Selector {
@@ -310,7 +312,7 @@ func TestThePathSelectorNamesTheRunningFileOrIsLeftOut(t *testing.T) {
 		t.Skip("no sleep binary")
 	}
 	bin := filepath.Join(t.TempDir(), "app")
-	copyFile(t, sleep, bin)
+	testutil.CopyExecutable(t, sleep, bin)
 	if err := os.Chmod(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +355,7 @@ func TestHashingIsBounded(t *testing.T) {
 	start := func(t *testing.T, size int64) (string, peer.Credentials) {
 		t.Helper()
 		bin := filepath.Join(t.TempDir(), "app")
-		copyFile(t, sleep, bin)
+		testutil.CopyExecutable(t, sleep, bin)
 		if size > 0 {
 			if err := os.Truncate(bin, size); err != nil { // sparse: the file still runs
 				t.Fatal(err)

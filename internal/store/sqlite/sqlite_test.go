@@ -16,7 +16,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/store"
 	"github.com/kithid/kith/internal/store/storetest"
@@ -56,40 +55,13 @@ func openTemp(t testing.TB) (*Store, string) {
 	return openAt(t, path), path
 }
 
-func id(t testing.TB, s string) spiffeid.ID {
-	t.Helper()
-	v, err := spiffeid.FromString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func sel(s string) attestation.Selector {
-	typ, rest, _ := strings.Cut(s, ":")
-	key, value, _ := strings.Cut(rest, ":")
-	return attestation.Selector{Type: typ, Key: key, Value: value}
-}
-
-func testEntry(t testing.TB, n int) store.Entry {
-	return store.Entry{
-		SPIFFEID:  id(t, fmt.Sprintf("spiffe://kith.test/workload/%d", n)),
-		ParentID:  id(t, "spiffe://kith.test/kith/agent/join_token/node1"),
-		Selectors: []attestation.Selector{sel(fmt.Sprintf("unix:uid:%d", 1000+n))},
-	}
-}
-
-func mustVerify(t *testing.T, s *Store) store.AuditVerification {
-	t.Helper()
-	v, err := s.VerifyAudit(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !v.OK {
-		t.Fatalf("VerifyAudit: broken at %d: %s", v.BrokenAt, v.Problem)
-	}
-	return v
-}
+// The conformance suite's helpers serve the SQLite-only tests too.
+var (
+	id         = storetest.ID
+	sel        = storetest.Selector
+	testEntry  = storetest.Entry
+	mustVerify = storetest.MustVerify
+)
 
 // TestConformance runs the store contract's suite against SQLite, with the audit tamper checks.
 func TestConformance(t *testing.T) {

@@ -19,11 +19,11 @@ func testJoinTokens(t *testing.T, h harness) {
 	ctx := context.Background()
 	s := h.new(t)
 	hash := func(secret string) []byte { h := sha256.Sum256([]byte(secret)); return h[:] }
-	agentID := id(t, "spiffe://kith.test/kith/agent/join_token/node1")
+	agentID := ID(t, "spiffe://kith.test/kith/agent/join_token/node1")
 	agent := store.Agent{
 		ID:              agentID,
 		AttestationType: "join_token",
-		Selectors:       []attestation.Selector{sel("join_token:name:node1")},
+		Selectors:       []attestation.Selector{Selector("join_token:name:node1")},
 		SerialNumber:    "0abc",
 		ExpiresAt:       t0.Add(time.Hour),
 	}
@@ -141,8 +141,8 @@ func testTokenNameReuse(t *testing.T, h harness) {
 	ctx := context.Background()
 	s := h.new(t)
 	hash := func(secret string) []byte { h := sha256.Sum256([]byte(secret)); return h[:] }
-	agent := store.Agent{ID: id(t, "spiffe://kith.test/kith/agent/join_token/node1"), AttestationType: "join_token",
-		Selectors: []attestation.Selector{sel("join_token:name:node1")}, SerialNumber: "01", ExpiresAt: t0.Add(time.Hour)}
+	agent := store.Agent{ID: ID(t, "spiffe://kith.test/kith/agent/join_token/node1"), AttestationType: "join_token",
+		Selectors: []attestation.Selector{Selector("join_token:name:node1")}, SerialNumber: "01", ExpiresAt: t0.Add(time.Hour)}
 	create := func(name, secret string, expires time.Time) error {
 		_, err := s.CreateJoinToken(ctx, "test", store.JoinToken{Name: name, Hash: hash(secret), ExpiresAt: expires})
 		return err
@@ -198,7 +198,7 @@ func testTokenNameReuse(t *testing.T, h harness) {
 func testAgents(t *testing.T, h harness) {
 	ctx := context.Background()
 	s := h.new(t)
-	a := store.Agent{ID: id(t, "spiffe://kith.test/kith/agent/join_token/n1"), AttestationType: "join_token", SerialNumber: "01"}
+	a := store.Agent{ID: ID(t, "spiffe://kith.test/kith/agent/join_token/n1"), AttestationType: "join_token", SerialNumber: "01"}
 
 	first, err := s.UpsertAgent(ctx, "system", "agent.attest", a)
 	if err != nil {
@@ -231,10 +231,10 @@ func testAgents(t *testing.T, h harness) {
 	})
 
 	t.Run("evicting an unknown agent is not found", func(t *testing.T) {
-		if _, err := s.EvictAgent(ctx, "test", id(t, "spiffe://kith.test/nope")); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.EvictAgent(ctx, "test", ID(t, "spiffe://kith.test/nope")); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("EvictAgent error = %v, want ErrNotFound", err)
 		}
-		if _, err := s.GetAgent(ctx, id(t, "spiffe://kith.test/nope")); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.GetAgent(ctx, ID(t, "spiffe://kith.test/nope")); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("GetAgent error = %v, want ErrNotFound", err)
 		}
 	})

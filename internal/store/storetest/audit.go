@@ -15,7 +15,7 @@ import (
 func testAudit(t *testing.T, h harness) {
 	ctx := context.Background()
 	s := h.new(t)
-	e, err := s.CreateEntry(ctx, "cli:uid=0", testEntry(t, 1))
+	e, err := s.CreateEntry(ctx, "cli:uid=0", Entry(t, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func testAudit(t *testing.T, h harness) {
 	})
 
 	t.Run("verify checks every row and reports the head", func(t *testing.T) {
-		v := mustVerify(t, s)
+		v := MustVerify(t, s)
 		want := store.AuditVerification{Count: 4, OK: true, HeadHash: evs[3].Hash}
 		if diff := cmp.Diff(want, v); diff != "" {
 			t.Errorf("VerifyAudit (-want +got):\n%s", diff)
@@ -127,11 +127,11 @@ func testAuditTamper(t *testing.T, h harness) {
 				t.Skip("the backend under test cannot alter its audit log (storetest.AuditTamperer)")
 			}
 			for i := range 4 {
-				if _, err := s.CreateEntry(ctx, "test", testEntry(t, i)); err != nil {
+				if _, err := s.CreateEntry(ctx, "test", Entry(t, i)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			mustVerify(t, s)
+			MustVerify(t, s)
 			tc.tamper(t, tamperer)
 			v, err := s.VerifyAudit(ctx)
 			if err != nil {

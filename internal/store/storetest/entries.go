@@ -18,9 +18,9 @@ func testEntries(t *testing.T, h harness) {
 	s := h.new(t)
 
 	in := store.Entry{
-		SPIFFEID:      id(t, "spiffe://kith.test/ns/prod/sa/payments"),
-		NodeSelectors: []attestation.Selector{sel("k8s_psat:cluster:prod")},
-		Selectors:     []attestation.Selector{sel("k8s:sa:payments"), sel("k8s:ns:prod")},
+		SPIFFEID:      ID(t, "spiffe://kith.test/ns/prod/sa/payments"),
+		NodeSelectors: []attestation.Selector{Selector("k8s_psat:cluster:prod")},
+		Selectors:     []attestation.Selector{Selector("k8s:sa:payments"), Selector("k8s:ns:prod")},
 		X509TTL:       time.Hour,
 		JWTTTL:        5 * time.Minute,
 		DNSNames:      []string{"payments.prod.svc"},
@@ -50,7 +50,7 @@ func testEntries(t *testing.T, h harness) {
 	})
 
 	t.Run("nil and empty slices and maps read back as they were written", func(t *testing.T) {
-		e := testEntry(t, 7)
+		e := Entry(t, 7)
 		e.DNSNames = []string{}
 		e.Labels = nil
 		c, err := s.CreateEntry(ctx, "test", e)
@@ -71,7 +71,7 @@ func testEntries(t *testing.T, h harness) {
 
 	t.Run("a duplicate is refused naming the existing entry", func(t *testing.T) {
 		dup := in
-		dup.Selectors = []attestation.Selector{sel("k8s:ns:prod"), sel("k8s:sa:payments"), sel("k8s:ns:prod")} // same set, other order
+		dup.Selectors = []attestation.Selector{Selector("k8s:ns:prod"), Selector("k8s:sa:payments"), Selector("k8s:ns:prod")} // same set, other order
 		dup.X509TTL = 0
 		_, err := s.CreateEntry(ctx, "test", dup)
 		if !errors.Is(err, store.ErrAlreadyExists) {
@@ -83,7 +83,7 @@ func testEntries(t *testing.T, h harness) {
 	})
 
 	t.Run("a taken id is refused", func(t *testing.T) {
-		e := testEntry(t, 99)
+		e := Entry(t, 99)
 		e.ID = created.ID
 		if _, err := s.CreateEntry(ctx, "test", e); !errors.Is(err, store.ErrAlreadyExists) {
 			t.Fatalf("CreateEntry error = %v, want ErrAlreadyExists", err)
@@ -92,7 +92,7 @@ func testEntries(t *testing.T, h harness) {
 
 	t.Run("update replaces fields and keeps the creation time", func(t *testing.T) {
 		upd := created
-		upd.Selectors = []attestation.Selector{sel("k8s:sa:payments-v2")}
+		upd.Selectors = []attestation.Selector{Selector("k8s:sa:payments-v2")}
 		upd.Labels = nil
 		upd.CreatedAt = time.Time{} // ignored
 		got, err := s.UpdateEntry(ctx, "test", upd)
@@ -113,7 +113,7 @@ func testEntries(t *testing.T, h harness) {
 	})
 
 	t.Run("update into a duplicate of another entry is refused", func(t *testing.T) {
-		other, err := s.CreateEntry(ctx, "test", testEntry(t, 1))
+		other, err := s.CreateEntry(ctx, "test", Entry(t, 1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +126,7 @@ func testEntries(t *testing.T, h harness) {
 	})
 
 	t.Run("update of an unknown entry is not found", func(t *testing.T) {
-		e := testEntry(t, 2)
+		e := Entry(t, 2)
 		e.ID = "nope"
 		if _, err := s.UpdateEntry(ctx, "test", e); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("UpdateEntry error = %v, want ErrNotFound", err)
@@ -146,7 +146,7 @@ func testEntries(t *testing.T, h harness) {
 		if diff := cmp.Diff(wantIDs, got); diff != "" {
 			t.Errorf("ListEntries (-want +got):\n%s", diff)
 		}
-		byParent, err := s.ListEntries(ctx, store.EntryFilter{ParentID: id(t, "spiffe://kith.test/kith/agent/join_token/node1")})
+		byParent, err := s.ListEntries(ctx, store.EntryFilter{ParentID: ID(t, "spiffe://kith.test/kith/agent/join_token/node1")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +192,7 @@ func testEntries(t *testing.T, h harness) {
 		if diff := cmp.Diff([]string{"entry.create", "entry.update", "entry.delete"}, actions); diff != "" {
 			t.Errorf("audit actions for %s (-want +got):\n%s", created.ID, diff)
 		}
-		mustVerify(t, s)
+		MustVerify(t, s)
 	})
 }
 
@@ -203,7 +203,7 @@ func testCreateEntries(t *testing.T, h harness) {
 		s := h.new(t)
 		var es []store.Entry
 		for i := range 50 {
-			es = append(es, testEntry(t, i))
+			es = append(es, Entry(t, i))
 		}
 		got, err := s.CreateEntries(ctx, "test", es)
 		if err != nil {
@@ -244,12 +244,12 @@ func testCreateEntries(t *testing.T, h harness) {
 		if len(listed) != 50 {
 			t.Errorf("ListEntries returned %d entries, want 50", len(listed))
 		}
-		mustVerify(t, s)
+		MustVerify(t, s)
 	})
 
 	t.Run("a duplicate inside the batch fails the whole batch", func(t *testing.T) {
 		s := h.new(t)
-		_, err := s.CreateEntries(ctx, "test", []store.Entry{testEntry(t, 1), testEntry(t, 2), testEntry(t, 1)})
+		_, err := s.CreateEntries(ctx, "test", []store.Entry{Entry(t, 1), Entry(t, 2), Entry(t, 1)})
 		if !errors.Is(err, store.ErrAlreadyExists) {
 			t.Fatalf("CreateEntries error = %v, want ErrAlreadyExists", err)
 		}

@@ -73,14 +73,14 @@ func testRevisionsAndChanges(t *testing.T, h harness) {
 	ch, stop := s.Watch()
 	defer stop()
 
-	e, err := s.CreateEntry(ctx, "test", testEntry(t, 1))
+	e, err := s.CreateEntry(ctx, "test", Entry(t, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := <-ch; got != 1 {
 		t.Errorf("Watch received %d, want 1", got)
 	}
-	agentID := id(t, "spiffe://kith.test/kith/agent/x/1")
+	agentID := ID(t, "spiffe://kith.test/kith/agent/x/1")
 	steps := []func() error{
 		func() error { e.DNSNames = []string{"a"}; _, err := s.UpdateEntry(ctx, "test", e); return err },
 		func() error {
@@ -164,7 +164,7 @@ func testConcurrentWriters(t *testing.T, h harness) {
 		wg.Go(func() {
 			for i := range each {
 				n := w*each + i
-				if _, err := s.CreateEntry(ctx, "test", testEntry(t, n)); err != nil {
+				if _, err := s.CreateEntry(ctx, "test", Entry(t, n)); err != nil {
 					errs <- err
 				}
 				if _, err := s.ListEntries(ctx, store.EntryFilter{}); err != nil {
@@ -185,7 +185,7 @@ func testConcurrentWriters(t *testing.T, h harness) {
 	if rev != writers*each {
 		t.Errorf("Revision = %d, want %d", rev, writers*each)
 	}
-	v := mustVerify(t, s)
+	v := MustVerify(t, s)
 	if v.Count != writers*each {
 		t.Errorf("audit rows = %d, want %d", v.Count, writers*each)
 	}
@@ -198,19 +198,19 @@ func testOneRevisionPerChange(t *testing.T, h harness) {
 	ctx := context.Background()
 	s := h.new(t)
 	hash := sha256.Sum256([]byte("secret"))
-	agentID := id(t, "spiffe://kith.test/kith/agent/join_token/n1")
+	agentID := ID(t, "spiffe://kith.test/kith/agent/join_token/n1")
 	var e store.Entry
 	steps := []struct {
 		name    string
 		changes bool
 		run     func() error
 	}{
-		{"create an entry", true, func() (err error) { e, err = s.CreateEntry(ctx, "test", testEntry(t, 1)); return err }},
+		{"create an entry", true, func() (err error) { e, err = s.CreateEntry(ctx, "test", Entry(t, 1)); return err }},
 		{"create three entries", true, func() error {
-			_, err := s.CreateEntries(ctx, "test", []store.Entry{testEntry(t, 2), testEntry(t, 3), testEntry(t, 4)})
+			_, err := s.CreateEntries(ctx, "test", []store.Entry{Entry(t, 2), Entry(t, 3), Entry(t, 4)})
 			return err
 		}},
-		{"refuse a duplicate entry", false, func() error { return wantErr(s.CreateEntry(ctx, "test", testEntry(t, 2))) }},
+		{"refuse a duplicate entry", false, func() error { return wantErr(s.CreateEntry(ctx, "test", Entry(t, 2))) }},
 		{"update an entry", true, func() (err error) { e.DNSNames = []string{"a"}; e, err = s.UpdateEntry(ctx, "test", e); return err }},
 		{"delete an entry", true, func() error { _, err := s.DeleteEntry(ctx, "test", e.ID); return err }},
 		{"refuse to delete it again", false, func() error { return wantErr(s.DeleteEntry(ctx, "test", e.ID)) }},
@@ -299,7 +299,7 @@ func testOneRevisionPerChange(t *testing.T, h harness) {
 			}
 		})
 	}
-	mustVerify(t, s)
+	MustVerify(t, s)
 }
 
 // wantErr turns the refusal a step expects into success, and a success into the error.
@@ -319,7 +319,7 @@ func testWatch(t *testing.T, h harness) {
 	defer stop2()
 
 	t.Run("every watcher is told each committed revision", func(t *testing.T) {
-		if _, err := s.CreateEntry(ctx, "test", testEntry(t, 1)); err != nil {
+		if _, err := s.CreateEntry(ctx, "test", Entry(t, 1)); err != nil {
 			t.Fatal(err)
 		}
 		for i, ch := range []<-chan int64{ch1, ch2} {
@@ -336,7 +336,7 @@ func testWatch(t *testing.T, h harness) {
 		if err := s.SetAgentPolicy(ctx, "spiffe://kith.test/kith/agent/x", "r1", ""); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.CreateEntry(ctx, "test", testEntry(t, 1)); err == nil {
+		if _, err := s.CreateEntry(ctx, "test", Entry(t, 1)); err == nil {
 			t.Fatal("a duplicate entry was accepted")
 		}
 		assertNothing(t, ch1)
@@ -344,7 +344,7 @@ func testWatch(t *testing.T, h harness) {
 
 	t.Run("a slow watcher finds only the newest revision", func(t *testing.T) {
 		for i := 2; i <= 4; i++ {
-			if _, err := s.CreateEntry(ctx, "test", testEntry(t, i)); err != nil {
+			if _, err := s.CreateEntry(ctx, "test", Entry(t, i)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -434,7 +434,7 @@ func testConcurrentMixedWriters(t *testing.T, h harness) {
 				var err error
 				switch w % 3 {
 				case 0:
-					_, err = s.CreateEntry(ctx, "test", testEntry(t, n))
+					_, err = s.CreateEntry(ctx, "test", Entry(t, n))
 				case 1:
 					_, err = s.CreateGrant(ctx, "test", grantFor(n))
 				case 2:
@@ -497,7 +497,7 @@ func testConcurrentMixedWriters(t *testing.T, h harness) {
 	if len(entries) != 2*each || len(grants) != 2*each || len(modes) != 2*each {
 		t.Errorf("stored %d entries, %d grants, %d modes; want %d of each", len(entries), len(grants), len(modes), 2*each)
 	}
-	if v := mustVerify(t, s); v.Count != 2*total {
+	if v := MustVerify(t, s); v.Count != 2*total {
 		t.Errorf("audit rows = %d, want %d", v.Count, 2*total)
 	}
 }

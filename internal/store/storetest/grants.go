@@ -129,7 +129,7 @@ func testGrants(t *testing.T, h harness) {
 		if diff := cmp.Diff(wantChanges, g1); diff != "" {
 			t.Errorf("changes of g-1 (-want +got):\n%s", diff)
 		}
-		mustVerify(t, s)
+		MustVerify(t, s)
 	})
 }
 

@@ -159,7 +159,7 @@ func testPolicies(t *testing.T, h harness) {
 			}
 		}
 	})
-	mustVerify(t, s)
+	MustVerify(t, s)
 }
 
 func testAgentPolicies(t *testing.T, h harness) {

@@ -101,7 +101,8 @@ func (c *clock) Now() time.Time {
 
 var idComparer = cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })
 
-func id(t testing.TB, s string) spiffeid.ID {
+// ID parses a SPIFFE ID or fails the test.
+func ID(t testing.TB, s string) spiffeid.ID {
 	t.Helper()
 	v, err := spiffeid.FromString(s)
 	if err != nil {
@@ -110,21 +111,24 @@ func id(t testing.TB, s string) spiffeid.ID {
 	return v
 }
 
-func sel(s string) attestation.Selector {
+// Selector parses "type:key:value" without validation.
+func Selector(s string) attestation.Selector {
 	typ, rest, _ := strings.Cut(s, ":")
 	key, value, _ := strings.Cut(rest, ":")
 	return attestation.Selector{Type: typ, Key: key, Value: value}
 }
 
-func testEntry(t testing.TB, n int) store.Entry {
+// Entry is the n-th test entry: its own SPIFFE ID and uid selector, parented to one agent.
+func Entry(t testing.TB, n int) store.Entry {
 	return store.Entry{
-		SPIFFEID:  id(t, fmt.Sprintf("spiffe://kith.test/workload/%d", n)),
-		ParentID:  id(t, "spiffe://kith.test/kith/agent/join_token/node1"),
-		Selectors: []attestation.Selector{sel(fmt.Sprintf("unix:uid:%d", 1000+n))},
+		SPIFFEID:  ID(t, fmt.Sprintf("spiffe://kith.test/workload/%d", n)),
+		ParentID:  ID(t, "spiffe://kith.test/kith/agent/join_token/node1"),
+		Selectors: []attestation.Selector{Selector(fmt.Sprintf("unix:uid:%d", 1000+n))},
 	}
 }
 
-func mustVerify(t *testing.T, s store.Audit) store.AuditVerification {
+// MustVerify verifies the audit chain and fails the test unless it is intact.
+func MustVerify(t *testing.T, s store.Audit) store.AuditVerification {
 	t.Helper()
 	v, err := s.VerifyAudit(context.Background())
 	if err != nil {
