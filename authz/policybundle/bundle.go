@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 )
@@ -36,13 +37,14 @@ func Read(data []byte) (string, map[string]string, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("read policy bundle: %w", err)
 	}
+	return b.Manifest.Revision, sources(b), nil
+}
+
+// sources returns a read bundle's modules by file name (without the leading slash), as written.
+func sources(b bundle.Bundle) map[string]string {
 	modules := make(map[string]string, len(b.Modules))
 	for _, m := range b.Modules {
-		name := m.Path
-		if len(name) > 0 && name[0] == '/' {
-			name = name[1:]
-		}
-		modules[name] = string(m.Raw)
+		modules[strings.TrimPrefix(m.Path, "/")] = string(m.Raw)
 	}
-	return b.Manifest.Revision, modules, nil
+	return modules
 }

@@ -224,15 +224,7 @@ func readSignedParsed(data []byte, vc *bundle.VerificationConfig) (string, map[s
 	if err != nil {
 		return "", nil, fmt.Errorf("verify policy bundle: %w", err)
 	}
-	modules := make(map[string]string, len(b.Modules))
-	for _, m := range b.Modules {
-		name := m.Path
-		if len(name) > 0 && name[0] == '/' {
-			name = name[1:]
-		}
-		modules[name] = string(m.Raw)
-	}
-	return b.Manifest.Revision, modules, nil
+	return b.Manifest.Revision, sources(b), nil
 }
 
 // MarshalPublicKey encodes a bundle verification key as PEM (PKIX).
