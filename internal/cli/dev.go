@@ -39,6 +39,8 @@ func (e *env) devCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// A temp dir of our own holds throwaway CA keys: it goes when kith dev ends, started or not.
+				defer os.RemoveAll(d)
 				dir = d
 			}
 			abs, err := filepath.Abs(dir)
@@ -50,7 +52,7 @@ func (e *env) devCommand() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&dir, "data-dir", "", "directory for the store, keys and sockets (default: a new temp dir)")
+	fl.StringVar(&dir, "data-dir", "", "directory for the store, keys and sockets, kept after exit (default: a new temp dir, removed on exit)")
 	fl.StringVar(&td, "trust-domain", "kith.test", "trust domain")
 	fl.StringVar(&grpcAddr, "grpc", "127.0.0.1:0", "server agent API address")
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "server HTTP address (health, metrics, JWKS); :0 picks a free port")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,5 +226,23 @@ func TestLongRunningCommandsListOnlyTheFlagsThatApply(t *testing.T) {
 		if out, _, _ := run(t, args...); !strings.Contains(out, "--admin-socket") {
 			t.Errorf("kith %s lost the global flags:\n%s", strings.Join(args, " "), out)
 		}
+	}
+}
+
+func TestAFailedDevStartLeavesNoTempDirBehind(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, errs, code := run(t, "dev", "--http", busy.Addr().String())
+	if code == 0 {
+		t.Fatalf("kith dev on a busy --http port exited 0: %s", errs)
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "kith-dev-*"))
+	if len(left) > 0 {
+		t.Errorf("kith dev failed (%s) and left %v behind", strings.TrimSpace(errs), left)
 	}
 }
