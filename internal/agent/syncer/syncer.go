@@ -62,7 +62,8 @@ type Config struct {
 // Syncer keeps the agent in sync; Run holds the stream.
 type Syncer struct {
 	cfg      Config
-	rejoined bool // attested again after the server refused the persisted svid
+	rejoined bool      // attested again after the server refused the persisted svid
+	lostAt   time.Time // when the last session broke; zero while connected or never broken
 }
 
 // initialBackoff is the first wait before reconnecting, and the wait after a session that ended well.
@@ -119,6 +120,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 			log.Error("server refused this agent; it keeps serving what it has until expiry. If it was evicted, restart it with a new --join-token", "error", err)
 		} else if err != nil {
 			log.Warn("sync with server interrupted; retrying", "error", err, "retry_in", backoff)
+			if s.lostAt.IsZero() {
+				s.lostAt = s.cfg.Now()
+			}
 		}
 		t := time.NewTimer(backoff + rand.N(backoff/2+1))
 		select {
@@ -166,6 +170,10 @@ func (s *Syncer) once(ctx context.Context) error {
 				return nil // time to renew: reconnect
 			}
 			return err
+		}
+		if !s.lostAt.IsZero() {
+			s.cfg.Logger.Info("sync with server restored", "down_for", s.cfg.Now().Sub(s.lostAt).Round(time.Millisecond))
+			s.lostAt = time.Time{}
 		}
 		if err := s.cfg.Apply(ctx, msg); err != nil {
 			s.cfg.Logger.Error("apply sync message", "error", err, "revision", msg.GetRevision())

@@ -3,7 +3,9 @@ package syncer_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -20,6 +22,7 @@ import (
 	"github.com/kithid/kith/internal/agent/agenttest"
 	"github.com/kithid/kith/internal/agent/rotation"
 	"github.com/kithid/kith/internal/agent/syncer"
+	"github.com/kithid/kith/internal/testutil"
 )
 
 // fakeSVID is an agent SVID due for renewal at renewAt; renewing moves that an hour on.
@@ -83,9 +86,14 @@ func (c closer) Close() error { c.c.inc("close"); return nil }
 
 // start runs a Syncer against srv in the current synctest bubble, until the test ends.
 func start(t *testing.T, srv *agenttest.Server, svid *fakeSVID, withAttest bool, applied chan<- *agentv1.SyncResponse) *counter {
+	return startLogging(t, srv, svid, withAttest, applied, nil)
+}
+
+func startLogging(t *testing.T, srv *agenttest.Server, svid *fakeSVID, withAttest bool, applied chan<- *agentv1.SyncResponse, log *slog.Logger) *counter {
 	t.Helper()
 	calls := &counter{}
 	cfg := syncer.Config{
+		Logger:    log,
 		Dial:      func() (syncer.Client, io.Closer, error) { calls.inc("dial"); return srv, closer{calls}, nil },
 		AgentSVID: svid,
 		Revision:  func() int64 { return 7 },
@@ -149,6 +157,33 @@ func TestSyncerAppliesMessagesAndReconnectsWithBackoff(t *testing.T) {
 			t.Errorf("%d streams after 151 ms, want 2", n)
 		}
 		<-srv.Streams()
+	})
+}
+
+func TestSyncerLogsWhenTheServerIsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newServer(t)
+		var logs testutil.Buffer
+		applied := make(chan *agentv1.SyncResponse, 4)
+		startLogging(t, srv, &fakeSVID{renewAt: time.Now().Add(time.Hour)}, false, applied, slog.New(slog.NewTextHandler(&logs, nil)))
+		first := <-srv.Streams()
+		first.Send(&agentv1.SyncResponse{Revision: 8})
+		<-applied
+		first.End(status.Error(codes.Unavailable, "server going away"))
+		second := <-srv.Streams()
+		synctest.Wait()
+		if strings.Contains(logs.String(), "restored") {
+			t.Fatalf("restored logged before the server sent anything:\n%s", logs.String())
+		}
+		second.Send(&agentv1.SyncResponse{Revision: 9})
+		<-applied
+		synctest.Wait()
+		if !strings.Contains(logs.String(), "sync with server interrupted") || !strings.Contains(logs.String(), "msg=\"sync with server restored\" down_for=") {
+			t.Errorf("logs:\n%s\nwant the interruption and then the restoration", logs.String())
+		}
+		if n := strings.Count(logs.String(), "restored"); n != 1 {
+			t.Errorf("restored logged %d times, want once", n)
+		}
 	})
 }
 
