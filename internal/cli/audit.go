@@ -1,39 +1,61 @@
 package cli
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/internal/config"
 )
 
 func (e *env) auditCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "The append-only, hash-chained audit log"}
 	var after int64
 	var limit int32
+	var since string
+	var oldestFirst, follow bool
 	list := &cobra.Command{
-		Use:   "list [--after SEQ] [--limit N]",
-		Short: "List audit events",
+		Use:   "list [--since 1h|TIME] [--limit N] [--oldest-first] [--follow] [--after SEQ]",
+		Short: "List audit events, newest first; --follow prints new ones as they are written",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuditEvents, &adminv1.ListAuditEventsRequest{AfterSeq: after, Limit: limit})
+			if limit < 0 || after < 0 {
+				return usage(fmt.Errorf("--limit and --after must not be negative"))
+			}
+			req := &adminv1.ListAuditEventsRequest{AfterSeq: after, Limit: limit, NewestFirst: !oldestFirst && !follow}
+			if since != "" {
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return usage(err)
+				}
+				req.Since = timestamppb.New(t)
+			}
+			if follow {
+				// The newest --limit events (all with none) in the order written, then each new one.
+				req.NewestFirst = limit > 0
+				return e.followAudit(cmd.Context(), req)
+			}
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuditEvents, req)
 			if err != nil {
 				return err
 			}
-			return e.print(resp, func() {
-				var rows [][]string
-				for _, ev := range resp.GetEvents() {
-					rows = append(rows, []string{strconv.FormatInt(ev.GetSeq(), 10), fmtTime(ev.GetTime()), ev.GetActor(), ev.GetAction(), ev.GetTarget()})
-				}
-				e.table([]string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET"}, rows)
-			})
+			return e.print(resp, func() { e.auditTable(resp.GetEvents(), true) })
 		},
 	}
 	list.Flags().Int64Var(&after, "after", 0, "only events after this sequence number")
-	list.Flags().Int32Var(&limit, "limit", 0, "at most this many events (0: all)")
+	list.Flags().Int32Var(&limit, "limit", 0, "at most this many events, the newest (0: all)")
+	list.Flags().StringVar(&since, "since", "", "only events since this long ago (e.g. 1h, 2d) or this RFC 3339 time")
+	list.Flags().BoolVar(&oldestFirst, "oldest-first", false, "list in the order written")
+	list.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events as they are written (oldest first), until interrupted")
 
 	verify := &cobra.Command{
 		Use:   "verify",
@@ -60,4 +82,98 @@ func (e *env) auditCommand() *cobra.Command {
 	}
 	cmd.AddCommand(list, verify)
 	return cmd
+}
+
+// auditTable writes events as a table, with its header when header is set.
+func (e *env) auditTable(events []*adminv1.AuditEvent, header bool) {
+	rows := make([][]string, 0, len(events))
+	for _, ev := range events {
+		rows = append(rows, []string{strconv.FormatInt(ev.GetSeq(), 10), fmtTime(ev.GetTime()), ev.GetActor(), ev.GetAction(), ev.GetTarget()})
+	}
+	if header {
+		e.table([]string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET"}, rows)
+		return
+	}
+	for _, r := range rows {
+		fmt.Fprintln(e.stdout, strings.Join(r, "  "))
+	}
+}
+
+// auditPoll is how often `kith audit list --follow` asks for new events.
+const auditPoll = time.Second
+
+// followAudit prints the events req selects in the order written, then every new event, until ctx ends.
+// With -o json each event is one JSON object on its own line.
+func (e *env) followAudit(ctx context.Context, req *adminv1.ListAuditEventsRequest) error {
+	c, done, err := e.admin()
+	if err != nil {
+		return err
+	}
+	defer done()
+	show := func(events []*adminv1.AuditEvent, header bool) error {
+		if e.output != "json" {
+			e.auditTable(events, header)
+			return nil
+		}
+		for _, ev := range events {
+			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
+			if err != nil {
+				return fmt.Errorf("encode output: %w", err)
+			}
+			fmt.Fprintln(e.stdout, string(b))
+		}
+		return nil
+	}
+	resp, err := c.ListAuditEvents(ctx, req)
+	if err != nil {
+		return err
+	}
+	events := resp.GetEvents()
+	if req.GetNewestFirst() {
+		slices.Reverse(events)
+	}
+	last := req.GetAfterSeq()
+	if n := len(events); n > 0 {
+		last = events[n-1].GetSeq()
+	}
+	if err := show(events, true); err != nil {
+		return err
+	}
+	t := time.NewTicker(auditPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil // interrupted: the normal end of --follow
+		case <-t.C:
+		}
+		resp, err := c.ListAuditEvents(ctx, &adminv1.ListAuditEventsRequest{AfterSeq: last})
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n := len(resp.GetEvents()); n > 0 {
+			last = resp.GetEvents()[n-1].GetSeq()
+			if err := show(resp.GetEvents(), false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// parseSince reads --since: a duration back from now (1h, 2d) or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := config.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--since %s: give how long ago as a positive duration, e.g. 1h", s)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--since %q: give a duration such as 1h or 2d, or an RFC 3339 time such as 2026-12-06T09:00:00Z", s)
+	}
+	return t, nil
 }

@@ -2,15 +2,21 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/internal/testutil"
 )
 
 // run runs the CLI with no server: the admin socket is a path where nothing listens.
@@ -244,5 +250,77 @@ func TestAFailedDevStartLeavesNoTempDirBehind(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(tmp, "kith-dev-*"))
 	if len(left) > 0 {
 		t.Errorf("kith dev failed (%s) and left %v behind", strings.TrimSpace(errs), left)
+	}
+}
+
+func TestAuditListNewestFirstSinceAndFollow(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	for _, name := range []string{"n1", "n2", "n3"} {
+		s.ok(t, "token", "create", "--name", name)
+	}
+	seqs := func(args ...string) []int64 {
+		t.Helper()
+		var resp struct{ Events []struct{ Seq string } }
+		if err := json.Unmarshal([]byte(s.ok(t, append([]string{"audit", "list", "-o", "json"}, args...)...)), &resp); err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, ev := range resp.Events {
+			n, _ := strconv.ParseInt(ev.Seq, 10, 64)
+			out = append(out, n)
+		}
+		return out
+	}
+	all := seqs()
+	if len(all) < 3 || !slices.IsSortedFunc(all, func(a, b int64) int { return cmp.Compare(b, a) }) {
+		t.Fatalf("audit list: seqs %v, want newest first", all)
+	}
+	if got := seqs("--oldest-first"); !slices.IsSorted(got) || len(got) != len(all) {
+		t.Errorf("--oldest-first: %v", got)
+	}
+	if got := seqs("--limit", "2"); !slices.Equal(got, all[:2]) {
+		t.Errorf("--limit 2: %v, want the newest two %v", got, all[:2])
+	}
+	if got := seqs("--since", "1h"); !slices.Equal(got, all) {
+		t.Errorf("--since 1h: %v, want all %v", got, all)
+	}
+	if got := seqs("--since", "2099-01-01T00:00:00Z"); len(got) != 0 {
+		t.Errorf("--since 2099: %v, want none", got)
+	}
+	if _, errs, code := s.kith(t, "audit", "list", "--since", "yesterday"); code != 2 || !strings.Contains(errs, "RFC 3339") {
+		t.Errorf("--since yesterday: exit %d, %q", code, errs)
+	}
+
+	// --follow prints the newest, then what is written while it runs, until interrupted.
+	ctx, cancel := context.WithCancel(context.Background())
+	var out testutil.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- MainEnv(ctx, []string{"audit", "list", "--follow", "--limit", "1"}, &out, io.Discard, func(k string) string {
+			if k == "KITH_ADMIN_SOCKET" {
+				return s.socket
+			}
+			return ""
+		})
+	}()
+	waitFor := func(events int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(out.String(), "token.create") < events; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("--follow never printed %d events:\n%s", events, out.String())
+			}
+		}
+	}
+	waitFor(1)
+	s.ok(t, "token", "create", "--name", "n4")
+	waitFor(2)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("--follow interrupted: exit %d, want 0", code)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[1], strconv.FormatInt(all[0], 10)+" ") || !strings.HasPrefix(lines[2], strconv.FormatInt(all[0]+1, 10)+" ") {
+		t.Errorf("--follow --limit 1 printed:\n%s\nwant a header, event %d, then the new event %d", out.String(), all[0], all[0]+1)
 	}
 }

@@ -88,8 +88,10 @@ type AuditEvent struct {
 
 // AuditFilter narrows ListAudit.
 type AuditFilter struct {
-	AfterSeq int64 // only events with Seq > AfterSeq
-	Limit    int   // 0 means no limit
+	AfterSeq    int64     // only events with Seq > AfterSeq
+	Limit       int       // 0 means no limit; with NewestFirst, the newest Limit events
+	NewestFirst bool      // Seq descending instead of ascending
+	Since       time.Time // zero: no bound; else only events with Time at or after it
 }
 
 // AuditVerification is the result of checking the audit chain.

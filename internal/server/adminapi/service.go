@@ -462,7 +462,17 @@ func (s *Service) authorities() []*adminv1.Authority {
 
 // ListAuditEvents pages through the audit log.
 func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEventsRequest) (*adminv1.ListAuditEventsResponse, error) {
-	evs, err := s.cfg.Audit.ListAudit(ctx, store.AuditFilter{AfterSeq: req.GetAfterSeq(), Limit: int(req.GetLimit())})
+	if req.GetLimit() < 0 || req.GetAfterSeq() < 0 {
+		return nil, apierr.Invalid("limit and after_seq must not be negative")
+	}
+	f := store.AuditFilter{AfterSeq: req.GetAfterSeq(), Limit: int(req.GetLimit()), NewestFirst: req.GetNewestFirst()}
+	if req.GetSince() != nil {
+		if err := req.GetSince().CheckValid(); err != nil {
+			return nil, apierr.Invalid(fmt.Sprintf("since: %v", err))
+		}
+		f.Since = req.GetSince().AsTime()
+	}
+	evs, err := s.cfg.Audit.ListAudit(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("list audit events: %w", err)
 	}

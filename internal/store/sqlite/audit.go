@@ -113,8 +113,11 @@ func (s *Store) Audit(ctx context.Context, actor, action, target string, detail 
 // ListAudit returns audit events in seq order.
 func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	q := "SELECT seq, time, actor, action, target, detail, revision, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq"
+	if f.NewestFirst {
+		q += " DESC"
+	}
 	args := []any{f.AfterSeq}
-	if f.Limit > 0 {
+	if f.Limit > 0 && f.Since.IsZero() {
 		q += " LIMIT ?"
 		args = append(args, f.Limit)
 	}
@@ -132,6 +135,16 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 		t, err := parseTime(sql.NullString{String: r.time, Valid: true})
 		if err != nil {
 			return nil, fmt.Errorf("list audit: seq %d: %w", r.seq, err)
+		}
+		// Times are compared here, not in SQL: RFC 3339 strings with fractions do not sort as text.
+		if !f.Since.IsZero() && t.Before(f.Since) {
+			if f.NewestFirst {
+				break // the log is appended in time order: all the rest are older
+			}
+			continue
+		}
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
 		}
 		out = append(out, store.AuditEvent{
 			Seq: r.seq, Time: t, Actor: r.actor, Action: r.action, Target: r.target, Detail: r.detail,

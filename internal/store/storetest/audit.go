@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/kithid/kith/internal/store"
 )
@@ -106,6 +109,33 @@ func testAudit(t *testing.T, h harness) {
 		}
 		if len(rest) != 0 {
 			t.Errorf("ListAudit(after 4) = %v, want none", rest)
+		}
+	})
+
+	t.Run("newest first, the newest limit, and since a time", func(t *testing.T) {
+		reversed := slices.Clone(evs)
+		slices.Reverse(reversed)
+		tests := []struct {
+			name string
+			f    store.AuditFilter
+			want []store.AuditEvent
+		}{
+			{"newest first", store.AuditFilter{NewestFirst: true}, reversed},
+			{"the newest two", store.AuditFilter{NewestFirst: true, Limit: 2}, reversed[:2]},
+			{"newest first after seq 2", store.AuditFilter{NewestFirst: true, AfterSeq: 2}, reversed[:2]},
+			{"since the third event's time", store.AuditFilter{Since: evs[2].Time}, evs[2:]},
+			{"since the third, newest first, limit 1", store.AuditFilter{Since: evs[2].Time, NewestFirst: true, Limit: 1}, reversed[:1]},
+			{"since the second, limit 2", store.AuditFilter{Since: evs[1].Time, Limit: 2}, evs[1:3]},
+			{"since after the last", store.AuditFilter{Since: evs[3].Time.Add(time.Second)}, nil},
+		}
+		for _, tt := range tests {
+			got, err := s.ListAudit(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+			}
 		}
 	})
 }

@@ -3395,9 +3395,14 @@ func (x *AuditEvent) GetHash() []byte {
 }
 
 type ListAuditEventsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AfterSeq      int64                  `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	AfterSeq int64                  `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// At most this many events; 0: all. With newest_first, the newest ones.
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Newest first (seq descending) instead of oldest first.
+	NewestFirst bool `protobuf:"varint,3,opt,name=newest_first,json=newestFirst,proto3" json:"newest_first,omitempty"`
+	// Only events at or after this time.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3444,6 +3449,20 @@ func (x *ListAuditEventsRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListAuditEventsRequest) GetNewestFirst() bool {
+	if x != nil {
+		return x.NewestFirst
+	}
+	return false
+}
+
+func (x *ListAuditEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
 }
 
 type ListAuditEventsResponse struct {
@@ -3947,10 +3966,12 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12\x1b\n" +
 	"\tprev_hash\x18\b \x01(\fR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\t \x01(\fR\x04hash\"K\n" +
+	"\x04hash\x18\t \x01(\fR\x04hash\"\xa0\x01\n" +
 	"\x16ListAuditEventsRequest\x12\x1b\n" +
 	"\tafter_seq\x18\x01 \x01(\x03R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"L\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12!\n" +
+	"\fnewest_first\x18\x03 \x01(\bR\vnewestFirst\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"L\n" +
 	"\x17ListAuditEventsResponse\x121\n" +
 	"\x06events\x18\x01 \x03(\v2\x19.kith.admin.v1.AuditEventR\x06events\"\x14\n" +
 	"\x12VerifyAuditRequest\"\x8f\x01\n" +
@@ -4136,72 +4157,73 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	56, // 42: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
 	56, // 43: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
 	71, // 44: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	61, // 45: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	26, // 46: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	28, // 47: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	30, // 48: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	32, // 49: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	34, // 50: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	36, // 51: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	39, // 52: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	41, // 53: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	44, // 54: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	46, // 55: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	48, // 56: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	50, // 57: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	52, // 58: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	54, // 59: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	57, // 60: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	59, // 61: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	62, // 62: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	64, // 63: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	66, // 64: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 65: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 66: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	17, // 67: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	19, // 68: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	21, // 69: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	23, // 70: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	2,  // 71: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 72: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 73: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 74: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 75: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	27, // 76: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	29, // 77: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	31, // 78: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	33, // 79: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	35, // 80: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	37, // 81: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	40, // 82: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	42, // 83: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	45, // 84: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	47, // 85: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	49, // 86: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	51, // 87: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	53, // 88: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	55, // 89: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	58, // 90: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	60, // 91: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	63, // 92: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	65, // 93: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	67, // 94: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 95: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 96: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	18, // 97: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	20, // 98: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	22, // 99: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	24, // 100: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	3,  // 101: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 102: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 103: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 104: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 105: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	76, // [76:106] is the sub-list for method output_type
-	46, // [46:76] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	71, // 45: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	61, // 46: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	26, // 47: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	28, // 48: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	30, // 49: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	32, // 50: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	34, // 51: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	36, // 52: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	39, // 53: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	41, // 54: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	44, // 55: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	46, // 56: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	48, // 57: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	50, // 58: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	52, // 59: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	54, // 60: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	57, // 61: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	59, // 62: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	62, // 63: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	64, // 64: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	66, // 65: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13, // 66: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15, // 67: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	17, // 68: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	19, // 69: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	21, // 70: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	23, // 71: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	2,  // 72: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,  // 73: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,  // 74: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,  // 75: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10, // 76: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	27, // 77: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	29, // 78: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	31, // 79: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	33, // 80: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	35, // 81: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	37, // 82: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	40, // 83: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	42, // 84: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	45, // 85: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	47, // 86: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	49, // 87: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	51, // 88: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	53, // 89: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	55, // 90: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	58, // 91: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	60, // 92: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	63, // 93: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	65, // 94: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	67, // 95: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14, // 96: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16, // 97: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	18, // 98: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	20, // 99: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	22, // 100: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	24, // 101: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	3,  // 102: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,  // 103: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,  // 104: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,  // 105: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11, // 106: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	77, // [77:107] is the sub-list for method output_type
+	47, // [47:77] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
