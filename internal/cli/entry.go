@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 )
@@ -85,16 +87,44 @@ func (e *env) entryCommand() *cobra.Command {
 	list.Flags().StringVar(&lf.parent, "parent", "", "only entries parented to this agent")
 
 	show := &cobra.Command{
-		Use:   "show ENTRY-ID",
-		Short: "Show one entry",
-		Args:  exactArgs(1, "ENTRY-ID (see kith entry list)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetEntry, &adminv1.GetEntryRequest{Id: args[0]})
+		Use:   "show ENTRY-ID|SPIFFE-ID|NAME",
+		Short: "Show an entry by its ID, or the entries of a SPIFFE ID or registered short name",
+		Args:  exactArgs(1, "ENTRY-ID, SPIFFE-ID or a registered short name (see kith entry list)"),
+		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
+			ctx, arg := cmd.Context(), args[0]
+			if !strings.HasPrefix(arg, "spiffe://") {
+				resp, err := c.GetEntry(ctx, &adminv1.GetEntryRequest{Id: arg})
+				if err == nil {
+					return e.printEntryDetail(resp.GetEntry())
+				}
+				if status.Code(err) != codes.NotFound {
+					return err
+				}
+			}
+			id, err := resolveID(ctx, c, arg)
+			if err != nil {
+				return fmt.Errorf("entry %q not found, and it is not a registered identity (%v): see kith entry list", arg, err)
+			}
+			resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{SpiffeId: id})
 			if err != nil {
 				return err
 			}
-			return e.printEntryDetail(resp.GetEntry())
-		},
+			switch es := resp.GetEntries(); len(es) {
+			case 0:
+				return fmt.Errorf("no entry has the SPIFFE ID %s: see kith entry list", id)
+			case 1:
+				return e.printEntryDetail(es[0])
+			default:
+				return e.print(resp, func() {
+					for i, pe := range es {
+						if i > 0 {
+							fmt.Fprintln(e.stdout)
+						}
+						e.entryDetailText(pe)
+					}
+				})
+			}
+		}),
 	}
 
 	var uf entryFlags
@@ -181,21 +211,23 @@ func (e *env) entryTable(es []*adminv1.Entry) {
 }
 
 func (e *env) printEntryDetail(pe *adminv1.Entry) error {
-	return e.print(pe, func() {
-		w := e.stdout
-		fmt.Fprintf(w, "ID:             %s\n", pe.GetId())
-		fmt.Fprintf(w, "SPIFFE ID:      %s\n", pe.GetSpiffeId())
-		fmt.Fprintf(w, "Parent:         %s\n", orDash(pe.GetParentId()))
-		fmt.Fprintf(w, "Node selectors: %s\n", orDash(strings.Join(pe.GetNodeSelectors(), ", ")))
-		fmt.Fprintf(w, "Selectors:      %s\n", strings.Join(pe.GetSelectors(), ", "))
-		fmt.Fprintf(w, "X.509 TTL:      %s\n", fmtSeconds(pe.GetX509TtlSeconds()))
-		fmt.Fprintf(w, "JWT TTL:        %s\n", fmtSeconds(pe.GetJwtTtlSeconds()))
-		fmt.Fprintf(w, "DNS names:      %s\n", orDash(strings.Join(pe.GetDnsNames(), ", ")))
-		fmt.Fprintf(w, "Labels:         %s\n", fmtLabels(pe.GetLabels()))
-		fmt.Fprintf(w, "Created:        %s\n", fmtTime(pe.GetCreatedAt()))
-		fmt.Fprintf(w, "Updated:        %s\n", fmtTime(pe.GetUpdatedAt()))
-		fmt.Fprintf(w, "Revision:       %d\n", pe.GetRevision())
-	})
+	return e.print(pe, func() { e.entryDetailText(pe) })
+}
+
+func (e *env) entryDetailText(pe *adminv1.Entry) {
+	w := e.stdout
+	fmt.Fprintf(w, "ID:             %s\n", pe.GetId())
+	fmt.Fprintf(w, "SPIFFE ID:      %s\n", pe.GetSpiffeId())
+	fmt.Fprintf(w, "Parent:         %s\n", orDash(pe.GetParentId()))
+	fmt.Fprintf(w, "Node selectors: %s\n", orDash(strings.Join(pe.GetNodeSelectors(), ", ")))
+	fmt.Fprintf(w, "Selectors:      %s\n", strings.Join(pe.GetSelectors(), ", "))
+	fmt.Fprintf(w, "X.509 TTL:      %s\n", fmtSeconds(pe.GetX509TtlSeconds()))
+	fmt.Fprintf(w, "JWT TTL:        %s\n", fmtSeconds(pe.GetJwtTtlSeconds()))
+	fmt.Fprintf(w, "DNS names:      %s\n", orDash(strings.Join(pe.GetDnsNames(), ", ")))
+	fmt.Fprintf(w, "Labels:         %s\n", fmtLabels(pe.GetLabels()))
+	fmt.Fprintf(w, "Created:        %s\n", fmtTime(pe.GetCreatedAt()))
+	fmt.Fprintf(w, "Updated:        %s\n", fmtTime(pe.GetUpdatedAt()))
+	fmt.Fprintf(w, "Revision:       %d\n", pe.GetRevision())
 }
 
 // exactArgs is cobra.ExactArgs with a message that says what to give.

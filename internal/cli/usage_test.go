@@ -324,3 +324,24 @@ func TestAuditListNewestFirstSinceAndFollow(t *testing.T) {
 		t.Errorf("--follow --limit 1 printed:\n%s\nwant a header, event %d, then the new event %d", out.String(), all[0], all[0]+1)
 	}
 }
+
+func TestEntryShowTakesAnEntryIDASPIFFEIDOrAShortName(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	var created struct{ Id string }
+	if err := json.Unmarshal([]byte(s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/ns/prod/payments", "--selector", "unix:uid:1001", "--node-selector", "join_token:name:n1", "-o", "json")), &created); err != nil {
+		t.Fatal(err)
+	}
+	for _, arg := range []string{created.Id, "spiffe://example.org/ns/prod/payments", "payments", "prod/payments"} {
+		out, errs, code := s.kith(t, "entry", "show", arg)
+		if code != 0 || !strings.Contains(out, "ID:             "+created.Id) || !strings.Contains(out, "unix:uid:1001") {
+			t.Errorf("entry show %s: exit %d, %q %q", arg, code, out, errs)
+		}
+	}
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/ns/prod/payments", "--selector", "unix:uid:1002", "--node-selector", "join_token:name:n2")
+	if out := s.ok(t, "entry", "show", "payments"); strings.Count(out, "SPIFFE ID:      spiffe://example.org/ns/prod/payments") != 2 {
+		t.Errorf("entry show of a name with two entries shows:\n%s", out)
+	}
+	if _, errs, code := s.kith(t, "entry", "show", "nosuch"); code != 1 || !strings.Contains(errs, `entry "nosuch" not found, and it is not a registered identity`) {
+		t.Errorf("entry show nosuch: exit %d, %q", code, errs)
+	}
+}
