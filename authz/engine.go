@@ -54,6 +54,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives audit-mode denials and policy changes. Zero: slog.Default().
 	Logger *slog.Logger
+	// WhatIf marks an engine that answers hypothetical questions (the server's, for `kith can`) rather than
+	// deciding traffic: an audit-mode denial is then neither logged as a request that would have been
+	// denied nor counted. Zero: a traffic engine (the agent's).
+	WhatIf bool
 	// Decision, when set (e.g. "envoy/authz/allow"), names an OPA-Envoy-style
 	// decision in the custom modules to use instead of Kith's built-in one: a
 	// boolean, or an object with "allowed", "headers" and "http_status" (as
@@ -104,6 +108,7 @@ type Engine struct {
 	log      *slog.Logger
 	query    string
 	decision string // Config.Decision, as given
+	whatIf   bool   // Config.WhatIf
 	store    storage.Store
 
 	policy   atomic.Pointer[policy]
@@ -138,6 +143,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		now:    cfg.Now,
 		log:    cfg.Logger,
+		whatIf: cfg.WhatIf,
 		query:  builtinQuery,
 		grants: map[string]*storedGrant{},
 		values: map[string]ast.Value{},
@@ -337,6 +343,9 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	case d.Mode == ModeAudit:
 		d.Allowed = true
 		d.HTTPStatus = 0
+		if e.whatIf {
+			break
+		}
 		e.auditDenied.Add(1)
 		e.log.LogAttrs(ctx, slog.LevelInfo, "authz audit: request would be denied",
 			slog.String("caller", in.Caller.String()), slog.String("target", in.Target.String()),

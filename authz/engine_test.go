@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -257,6 +258,27 @@ func TestAuditModeAllowsButKeepsTheDenial(t *testing.T) {
 	}
 	if d := decide(t, e, Input{Caller: frontend, Target: payments, Method: "GET", Path: "/"}); d.Allowed {
 		t.Errorf("allowed after switching back to enforce")
+	}
+}
+
+// An engine that answers "what if" (the server's, for kith can) gives the same decision for a target in
+// audit mode, but does not log or count it as a request that would have been denied: no traffic was seen.
+func TestAWhatIfEngineDoesNotLogAuditDenialsAsTraffic(t *testing.T) {
+	for _, whatIf := range []bool{false, true} {
+		var logs bytes.Buffer
+		e := newEngine(t, Config{WhatIf: whatIf, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err := e.SetMode(context.Background(), payments, ModeAudit); err != nil {
+			t.Fatal(err)
+		}
+		d := decide(t, e, Input{Caller: frontend, Target: payments, Method: "GET", Path: "/"})
+		if !d.Allowed || d.PolicyAllowed || d.Mode != ModeAudit {
+			t.Errorf("WhatIf %t: decision %+v, want allowed in audit mode with the policy denying", whatIf, d)
+		}
+		logged := strings.Contains(logs.String(), "would be denied")
+		counted := e.Stats().AuditDenied == 1
+		if logged != !whatIf || counted != !whatIf {
+			t.Errorf("WhatIf %t: logged %t, counted %t; want both %t", whatIf, logged, counted, !whatIf)
+		}
 	}
 }
 

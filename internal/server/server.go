@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
 	s.policy, err = policy.New(ctx, policy.Config{
 		Store: st, DataDir: c.DataDir, Source: c.Policy,
-		Engine:     authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision},
+		Engine:     authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision, WhatIf: true},
 		Registerer: s.metrics.reg,
 		Logger:     cfg.Logger.With("component", "policy"),
 	})
