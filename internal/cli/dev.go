@@ -147,6 +147,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 		_ = g.Wait()
 		return err
 	}
+	srv.AddMetrics(a.Metrics()) // one /metrics for both halves of kith dev
 	g.Go(func() error { return a.Run(gctx) })
 	select {
 	case <-a.Ready():

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -343,5 +344,40 @@ func TestEntryShowTakesAnEntryIDASPIFFEIDOrAShortName(t *testing.T) {
 	}
 	if _, errs, code := s.kith(t, "entry", "show", "nosuch"); code != 1 || !strings.Contains(errs, `entry "nosuch" not found, and it is not a registered identity`) {
 		t.Errorf("entry show nosuch: exit %d, %q", code, errs)
+	}
+}
+
+func TestDevServesTheAgentsMetricsWithTheServers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out testutil.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- MainEnv(ctx, []string{"dev", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--log-level", "warn"}, &out, io.Discard, func(string) string { return "" })
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var addr string
+	for deadline := time.Now().Add(20 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if rest, ok := strings.CutPrefix(line, "HTTP:"); ok {
+				addr, _, _ = strings.Cut(strings.TrimSpace(rest), " ")
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kith dev printed no HTTP address:\n%s", out.String())
+		}
+	}
+	resp, err := http.Get(addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, name := range []string{"kith_store_revision", "kith_sds_nack_total"} { // the server's, the agent's
+		if !strings.Contains(string(body), "\n"+name+" ") {
+			t.Errorf("kith dev's /metrics lacks %s:\n%.2000s", name, body)
+		}
 	}
 }

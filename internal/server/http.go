@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func (s *Server) httpHandler() http.Handler {
@@ -25,7 +27,7 @@ func (s *Server) httpHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.GathererFunc(s.gatherMetrics), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
 	mux.HandleFunc("GET /keys", s.serveJWKS)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveOIDC)
@@ -79,4 +81,19 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// AddMetrics serves g's metrics on /metrics too (kith dev adds its agent's). Names must not collide with
+// the server's own.
+func (s *Server) AddMetrics(g prometheus.Gatherer) {
+	s.extraMu.Lock()
+	defer s.extraMu.Unlock()
+	s.extraMetrics = append(s.extraMetrics, g)
+}
+
+func (s *Server) gatherMetrics() ([]*dto.MetricFamily, error) {
+	s.extraMu.Lock()
+	gs := append(prometheus.Gatherers{s.metrics.reg}, s.extraMetrics...)
+	s.extraMu.Unlock()
+	return gs.Gather()
 }

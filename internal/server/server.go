@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -56,6 +57,9 @@ var (
 
 // Server is a running Kith server.
 type Server struct {
+	extraMu      sync.Mutex
+	extraMetrics []prometheus.Gatherer // see AddMetrics
+
 	cfg     Config
 	log     *slog.Logger
 	td      spiffeid.TrustDomain
