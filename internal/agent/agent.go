@@ -194,31 +194,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.Chmod(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("agent data dir: %w", err)
 	}
-	if err := a.restoreOrAttest(ctx); err != nil {
+	// Every listener is taken before attesting: an agent that cannot serve (another agent holds its
+	// socket or port) must fail before it spends a one-time join token.
+	ls, err := a.listen()
+	if err != nil {
 		return err
 	}
-	lis, err := listenSocket(c.Socket)
-	if err != nil {
-		return fmt.Errorf("workload api socket (socket): %w", err)
+	lis, sdsLis, authzLis, ml := ls.socket, ls.sds, ls.authz, ls.metrics
+	if err := a.restoreOrAttest(ctx); err != nil {
+		ls.close()
+		return err
 	}
 	// Any local process may connect: bound the streams one connection can hold (a Workload API client uses
 	// a few, an Envoy one per secret; the SDS bench, 100).
 	srv := grpc.NewServer(grpc.Creds(peer.TransportCredentials()), grpc.MaxConcurrentStreams(maxStreamsPerConn))
 	for _, reg := range a.services {
 		reg(srv)
-	}
-	var sdsLis net.Listener
-	if c.SDSSocket != "" {
-		if sdsLis, err = listenSocket(c.SDSSocket); err != nil {
-			lis.Close()
-			return fmt.Errorf("sds socket (sds_socket): %w", err)
-		}
-	}
-
-	authzLis, err := listenAuthz(c.AuthzSocket, c.AuthzListen)
-	if err != nil {
-		lis.Close()
-		return err
 	}
 	authzGRPC := grpc.NewServer()
 	a.authzSrv.Register(authzGRPC)
@@ -231,11 +222,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if sdsLis != nil {
 		g.Go(func() error { return ignoreClosed(srv.Serve(sdsLis)) })
 	}
-	if c.MetricsListen != "" {
-		ml, err := net.Listen("tcp", c.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen %s (metrics_listen): %w", c.MetricsListen, err)
-		}
+	if ml != nil {
 		hs := &http.Server{Handler: a.metricsMux(c.ProfilingEnabled), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return ignoreClosed(hs.Serve(ml)) })
 		g.Go(func() error { <-gctx.Done(); return hs.Close() })
@@ -323,3 +310,44 @@ func (a *Agent) save() error {
 
 // maxStreamsPerConn bounds the concurrent streams of one connection to the agent socket.
 const maxStreamsPerConn = 1024
+
+// listeners are the agent's sockets and ports, taken before it attests.
+type listeners struct {
+	socket, sds, metrics net.Listener // sds and metrics: nil when not configured
+	authz                []net.Listener
+}
+
+func (l *listeners) close() {
+	for _, x := range append([]net.Listener{l.socket, l.sds, l.metrics}, l.authz...) {
+		if x != nil {
+			x.Close()
+		}
+	}
+}
+
+// listen takes every listener the configuration names, or none: on an error those already taken are closed.
+func (a *Agent) listen() (*listeners, error) {
+	c := a.cfg.Config
+	l := &listeners{}
+	var err error
+	if l.socket, err = listenSocket(c.Socket); err != nil {
+		return nil, fmt.Errorf("workload api socket (socket): %w", err)
+	}
+	if c.SDSSocket != "" {
+		if l.sds, err = listenSocket(c.SDSSocket); err != nil {
+			l.close()
+			return nil, fmt.Errorf("sds socket (sds_socket): %w", err)
+		}
+	}
+	if l.authz, err = listenAuthz(c.AuthzSocket, c.AuthzListen); err != nil {
+		l.close()
+		return nil, err
+	}
+	if c.MetricsListen != "" {
+		if l.metrics, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			l.close()
+			return nil, fmt.Errorf("metrics listen %s (metrics_listen): %w", c.MetricsListen, err)
+		}
+	}
+	return l, nil
+}

@@ -82,6 +82,8 @@ type harness struct {
 	// --insecure-bootstrap. log receives the agent's log when set.
 	bundleURL, insecure bool
 	log                 io.Writer
+	// authzListen is the agent's ext_authz TCP address ("": off).
+	authzListen string
 }
 
 // agentID is the SPIFFE ID the agent receives when it joins.
@@ -162,6 +164,9 @@ func (h *harness) runAgent() error {
 	t := h.t
 	t.Helper()
 	cfg := &config.Agent{Server: h.grpcAddr, TrustDomain: h.agentTD, DataDir: filepath.Join(h.dir, "agent"), Socket: h.sock, AuthzListen: "off"}
+	if h.authzListen != "" {
+		cfg.AuthzListen = h.authzListen
+	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, "state.json")); err != nil {
 		tok, err := h.srv.Admin().CreateJoinToken(context.Background(), &adminv1.CreateJoinTokenRequest{Name: "node1"})
 		if err != nil {
@@ -607,4 +612,31 @@ func TestAgentBootstrapsFromTheBundleURL(t *testing.T) {
 			t.Errorf("no warning about the insecure bootstrap in the log:\n%s", out)
 		}
 	})
+}
+
+// A second agent on a host (its ext_authz port taken by the first) fails before it attests: its one-time
+// join token is still unused, and it leaves no socket behind.
+func TestAnAgentThatCannotListenKeepsItsJoinTokenUnused(t *testing.T) {
+	h := newHarness(t)
+	h.startServer()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	h.authzListen = busy.Addr().String()
+	err = h.runAgent()
+	if err == nil || !strings.Contains(err.Error(), "authz listen "+busy.Addr().String()) {
+		t.Fatalf("agent with a busy ext_authz port: %v, want the listen error", err)
+	}
+	toks, err := h.srv.Admin().ListJoinTokens(context.Background(), &adminv1.ListJoinTokensRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(toks.GetTokens()) != 1 || toks.GetTokens()[0].GetUsedAt() != nil {
+		t.Errorf("join tokens after the failed start: %v, want one, unused", toks.GetTokens())
+	}
+	if _, err := os.Stat(h.sock); !os.IsNotExist(err) {
+		t.Errorf("the failed agent left its socket: %v", err)
+	}
 }
