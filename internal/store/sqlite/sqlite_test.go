@@ -57,8 +57,6 @@ func openTemp(t testing.TB) (*Store, string) {
 
 // The conformance suite's helpers serve the SQLite-only tests too.
 var (
-	id         = storetest.ID
-	sel        = storetest.Selector
 	testEntry  = storetest.Entry
 	mustVerify = storetest.MustVerify
 )
