@@ -165,6 +165,10 @@ func TestJoinTokenRefusalsAreAudited(t *testing.T) {
 	}
 	h.token(t, "node2", "s2", time.Now().Add(time.Minute))
 	expired := mustLookup(t, h, "s2")
+	revoked := h.token(t, "node3", "s3", time.Now().Add(time.Hour))
+	if _, err := h.st.RevokeJoinToken(ctx, "test", revoked.ID); err != nil {
+		t.Fatal(err)
+	}
 	h.clock.advance(2 * time.Minute)
 	defer h.clock.advance(-2 * time.Minute)
 
@@ -175,6 +179,7 @@ func TestJoinTokenRefusalsAreAudited(t *testing.T) {
 		{name: "a used token", secret: "s1", want: map[string]any{"reason": "already used", "token_id": tok.ID}},
 		{name: "an expired token", secret: "s2", want: map[string]any{"reason": "expired", "token_id": expired.ID}},
 		{name: "an unknown token, with no token id", secret: "never", want: map[string]any{"reason": "unknown"}},
+		{name: "a revoked token, exactly like an unknown one", secret: "s3", want: map[string]any{"reason": "unknown"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+" is refused without saying why, and audited with the reason", func(t *testing.T) {
