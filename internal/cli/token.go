@@ -49,6 +49,20 @@ func (e *env) tokenCommand() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, list)
+	revoke := &cobra.Command{
+		Use:   "revoke TOKEN-ID",
+		Short: "Revoke an unused join token: its secret can no longer be used (a used token's agent is cut off with kith agents ban)",
+		Args:  exactArgs(1, "TOKEN-ID (the ID column of kith token list, not the secret)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.RevokeJoinToken, &adminv1.RevokeJoinTokenRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			return e.print(resp.GetToken(), func() {
+				fmt.Fprintf(e.stdout, "revoked %s\n", resp.GetToken().GetId())
+			})
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

@@ -47,17 +47,25 @@ type Tokens interface {
 	// UseJoinToken redeems the token and records the agent in one transaction; ErrTokenInvalid for a token
 	// that is unknown, used or expired at now.
 	UseJoinToken(ctx context.Context, hash []byte, now time.Time, agent Agent) (JoinToken, Agent, error)
+	// RevokeJoinToken deletes the unused token id (expired or not) and returns it as it was, so that its
+	// secret is from then on unknown; ErrNotFound if none, ErrFailedPrecondition if it was used.
+	RevokeJoinToken(ctx context.Context, actor, id string) (JoinToken, error)
 }
 
 // Agents persists attested agents.
 type Agents interface {
-	// UpsertAgent inserts or replaces a (CreatedAt kept, UpdatedAt set) with an audit row for action.
+	// UpsertAgent inserts or replaces a (CreatedAt and Banned kept, UpdatedAt set) with an audit row for
+	// action.
 	UpsertAgent(ctx context.Context, actor, action string, a Agent) (Agent, error)
 	GetAgent(ctx context.Context, id spiffeid.ID) (Agent, error)
 	// ListAgents returns every agent, evicted or not, ordered by ID.
 	ListAgents(ctx context.Context) ([]Agent, error)
 	// EvictAgent marks the agent evicted; ErrNotFound if none.
 	EvictAgent(ctx context.Context, actor string, id spiffeid.ID) (Agent, error)
+	// BanAgent marks the agent banned and evicted; UnbanAgent clears the ban (it stays evicted until it
+	// attests again). ErrNotFound if none.
+	BanAgent(ctx context.Context, actor string, id spiffeid.ID) (Agent, error)
+	UnbanAgent(ctx context.Context, actor string, id spiffeid.ID) (Agent, error)
 }
 
 // Grants persists authorization grants.

@@ -19,6 +19,8 @@ import (
 var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrFailedPrecondition is a change the object's state does not allow, such as revoking a used token.
+	ErrFailedPrecondition = errors.New("failed precondition")
 	// ErrTokenInvalid covers an unknown, used or expired join token; the caller must not learn which.
 	ErrTokenInvalid = errors.New("join token is unknown, already used or expired")
 	// ErrSchemaTooNew is returned when the database was written by a newer Kith.
@@ -71,6 +73,7 @@ type Agent struct {
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 	Evicted         bool
+	Banned          bool // refused attestation until unbanned; a banned agent is also evicted
 }
 
 // AuditEvent is one row of the append-only, hash-chained audit log.

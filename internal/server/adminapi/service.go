@@ -40,13 +40,16 @@ type EntryStore interface {
 type TokenStore interface {
 	CreateJoinToken(ctx context.Context, actor string, t store.JoinToken) (store.JoinToken, error)
 	ListJoinTokens(ctx context.Context) ([]store.JoinToken, error)
+	RevokeJoinToken(ctx context.Context, actor, id string) (store.JoinToken, error)
 }
 
-// AgentStore reads and evicts agents.
+// AgentStore reads, evicts and bans agents.
 type AgentStore interface {
 	ListAgents(ctx context.Context) ([]store.Agent, error)
 	GetAgent(ctx context.Context, id spiffeid.ID) (store.Agent, error)
 	EvictAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error)
+	BanAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error)
+	UnbanAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error)
 }
 
 // AuditLog reads and verifies the audit chain, and records acts that change nothing in the store (a minted
@@ -281,6 +284,24 @@ func (s *Service) ListJoinTokens(ctx context.Context, _ *adminv1.ListJoinTokensR
 	return resp, nil
 }
 
+var tokenID = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
+
+// RevokeJoinToken deletes an unused join token: its secret can no longer be used.
+func (s *Service) RevokeJoinToken(ctx context.Context, req *adminv1.RevokeJoinTokenRequest) (*adminv1.RevokeJoinTokenResponse, error) {
+	id := req.GetId()
+	switch {
+	case id == "":
+		return nil, apierr.Invalid("token id is required: see the ID column of kith token list")
+	case !tokenID.MatchString(id):
+		return nil, apierr.Invalid(fmt.Sprintf("token id %q is invalid: it is the hex ID from kith token list (not the secret, not the name)", id))
+	}
+	t, err := s.cfg.Tokens.RevokeJoinToken(ctx, s.cfg.Actor(ctx), id)
+	if err != nil {
+		return nil, err // the store's error names the operation and the token
+	}
+	return &adminv1.RevokeJoinTokenResponse{Token: s.tokenToProto(t)}, nil
+}
+
 func (s *Service) tokenToProto(t store.JoinToken) *adminv1.JoinToken {
 	pt := &adminv1.JoinToken{
 		Id: t.ID, Name: t.Name, CreatedAt: ts(t.CreatedAt), ExpiresAt: ts(t.ExpiresAt), UsedAt: ts(t.UsedAt),
@@ -331,11 +352,37 @@ func (s *Service) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRequest
 	return &adminv1.EvictAgentResponse{Agent: s.agentToProto(a)}, nil
 }
 
+// BanAgent evicts an agent and refuses its attestation until it is unbanned.
+func (s *Service) BanAgent(ctx context.Context, req *adminv1.BanAgentRequest) (*adminv1.BanAgentResponse, error) {
+	id, err := ParseID(s.cfg.TrustDomain, "agent id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.cfg.Agents.BanAgent(ctx, s.cfg.Actor(ctx), id)
+	if err != nil {
+		return nil, err // the store's error names the operation and the agent
+	}
+	return &adminv1.BanAgentResponse{Agent: s.agentToProto(a)}, nil
+}
+
+// UnbanAgent lifts a ban: the agent may attest again with a new join token.
+func (s *Service) UnbanAgent(ctx context.Context, req *adminv1.UnbanAgentRequest) (*adminv1.UnbanAgentResponse, error) {
+	id, err := ParseID(s.cfg.TrustDomain, "agent id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.cfg.Agents.UnbanAgent(ctx, s.cfg.Actor(ctx), id)
+	if err != nil {
+		return nil, err // the store's error names the operation and the agent
+	}
+	return &adminv1.UnbanAgentResponse{Agent: s.agentToProto(a)}, nil
+}
+
 func (s *Service) agentToProto(a store.Agent) *adminv1.Agent {
 	return &adminv1.Agent{
 		Id: a.ID.String(), AttestationType: a.AttestationType, Selectors: attestation.Strings(a.Selectors),
 		SerialNumber: a.SerialNumber, ExpiresAt: ts(a.ExpiresAt), CreatedAt: ts(a.CreatedAt), UpdatedAt: ts(a.UpdatedAt),
-		Evicted: a.Evicted, Connected: s.cfg.Connected(a.ID),
+		Evicted: a.Evicted, Banned: a.Banned, Connected: s.cfg.Connected(a.ID),
 	}
 }
 

@@ -283,6 +283,22 @@ func TestRequestValidation(t *testing.T) {
 			_, err := c.GetAgent(ctx, &adminv1.GetAgentRequest{Id: "node1"})
 			return err
 		}, `agent id "node1" is not a valid SPIFFE ID`},
+		{"a token to revoke must be named", func(c adminv1.AdminServiceClient) error {
+			_, err := c.RevokeJoinToken(ctx, &adminv1.RevokeJoinTokenRequest{})
+			return err
+		}, "token id is required: see the ID column of kith token list"},
+		{"a token to revoke is named by its id, not its name", func(c adminv1.AdminServiceClient) error {
+			_, err := c.RevokeJoinToken(ctx, &adminv1.RevokeJoinTokenRequest{Id: "node1"})
+			return err
+		}, `token id "node1" is invalid: it is the hex ID from kith token list`},
+		{"an agent to ban must be named", func(c adminv1.AdminServiceClient) error {
+			_, err := c.BanAgent(ctx, &adminv1.BanAgentRequest{})
+			return err
+		}, "agent id is required"},
+		{"an agent to unban must be a spiffe id", func(c adminv1.AdminServiceClient) error {
+			_, err := c.UnbanAgent(ctx, &adminv1.UnbanAgentRequest{Id: "node1"})
+			return err
+		}, `agent id "node1" is not a valid SPIFFE ID`},
 		{"an agent to evict must be named", func(c adminv1.AdminServiceClient) error {
 			_, err := c.EvictAgent(ctx, &adminv1.EvictAgentRequest{})
 			return err
@@ -479,6 +495,24 @@ func TestStoreErrorsMapToCodes(t *testing.T) {
 			_, err := c.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: node1})
 			return err
 		}, result{codes.NotFound, "evict agent " + node1}},
+		{"revoking an unknown token is not found", nil, func(c adminv1.AdminServiceClient) error {
+			_, err := c.RevokeJoinToken(ctx, &adminv1.RevokeJoinTokenRequest{Id: "abc123"})
+			return err
+		}, result{codes.NotFound, "revoke join token abc123: not found (see kith token list)"}},
+		{"revoking a used token is a failed precondition that says what to do instead", func(t *testing.T, h *harness) {
+			h.st.Fail("RevokeJoinToken", fmt.Errorf("revoke join token abc123: it was already used by %s: %w", node1, store.ErrFailedPrecondition))
+		}, func(c adminv1.AdminServiceClient) error {
+			_, err := c.RevokeJoinToken(ctx, &adminv1.RevokeJoinTokenRequest{Id: "abc123"})
+			return err
+		}, result{codes.FailedPrecondition, "revoke join token abc123: it was already used by " + node1}},
+		{"banning an unknown agent is not found", nil, func(c adminv1.AdminServiceClient) error {
+			_, err := c.BanAgent(ctx, &adminv1.BanAgentRequest{Id: node1})
+			return err
+		}, result{codes.NotFound, "ban agent " + node1}},
+		{"unbanning an unknown agent is not found", nil, func(c adminv1.AdminServiceClient) error {
+			_, err := c.UnbanAgent(ctx, &adminv1.UnbanAgentRequest{Id: node1})
+			return err
+		}, result{codes.NotFound, "unban agent " + node1}},
 		{"revoking an unknown grant is not found", nil, func(c adminv1.AdminServiceClient) error {
 			_, err := c.RevokeGrants(ctx, &adminv1.RevokeGrantsRequest{Id: "g-nope"})
 			return err

@@ -165,6 +165,10 @@ func TestJoinTokenRefusalsAreAudited(t *testing.T) {
 	}
 	h.token(t, "node2", "s2", time.Now().Add(time.Minute))
 	expired := mustLookup(t, h, "s2")
+	revoked := h.token(t, "node3", "s3", time.Now().Add(time.Hour))
+	if _, err := h.st.RevokeJoinToken(ctx, "test", revoked.ID); err != nil {
+		t.Fatal(err)
+	}
 	h.clock.advance(2 * time.Minute)
 	defer h.clock.advance(-2 * time.Minute)
 
@@ -175,6 +179,7 @@ func TestJoinTokenRefusalsAreAudited(t *testing.T) {
 		{name: "a used token", secret: "s1", want: map[string]any{"reason": "already used", "token_id": tok.ID}},
 		{name: "an expired token", secret: "s2", want: map[string]any{"reason": "expired", "token_id": expired.ID}},
 		{name: "an unknown token, with no token id", secret: "never", want: map[string]any{"reason": "unknown"}},
+		{name: "a revoked token, exactly like an unknown one", secret: "s3", want: map[string]any{"reason": "unknown"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+" is refused without saying why, and audited with the reason", func(t *testing.T) {
@@ -226,5 +231,53 @@ func TestAJoinTokenUsedConcurrentlyJoinsOneAgent(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[codes.Code]int{codes.OK: 1, codes.PermissionDenied: n - 1}, count); diff != "" {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+}
+
+// A banned agent is refused when it attests again, even with a fresh token for its name (and so its agent
+// ID), like any refused attestation; the token stays unused. Once unbanned, the same token joins it.
+func TestABannedAgentIsRefusedUntilUnbanned(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	client := h.anon(t)
+	h.token(t, "node1", "s1", time.Now().Add(time.Hour))
+	resp, err := client.Attest(ctx, mustReq(t, "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString(resp.GetAgentId())
+	if _, err := h.st.BanAgent(ctx, "test", id); err != nil {
+		t.Fatal(err)
+	}
+	fresh := h.token(t, "node1", "s2", time.Now().Add(time.Hour))
+
+	_, err = client.Attest(ctx, mustReq(t, "s2"))
+	wantCode(t, "Attest of a banned agent", err, codes.PermissionDenied)
+	if got := status.Convert(err).Message(); got != "join token is unknown, already used or expired" {
+		t.Errorf("message = %q, want the one every refusal gets", got)
+	}
+	ev, detail := lastAudit(t, h)
+	if ev.Action != "agent.attest.refused" {
+		t.Errorf("last audit action = %s, want agent.attest.refused", ev.Action)
+	}
+	if diff := cmp.Diff(map[string]any{"reason": "agent is banned", "agent_id": id.String(), "token_id": fresh.ID}, detail); diff != "" {
+		t.Errorf("audit detail (-want +got):\n%s", diff)
+	}
+	if tok := mustLookup(t, h, "s2"); !tok.UsedAt.IsZero() {
+		t.Errorf("the token of a refused banned agent was used at %v", tok.UsedAt)
+	}
+
+	if _, err := h.st.UnbanAgent(ctx, "test", id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Attest(ctx, mustReq(t, "s2")); err != nil {
+		t.Fatalf("Attest after unban: %v", err)
+	}
+	a, err := h.st.GetAgent(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Banned || a.Evicted {
+		t.Errorf("agent after unban and attest: banned %v, evicted %v; want neither", a.Banned, a.Evicted)
 	}
 }

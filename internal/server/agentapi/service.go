@@ -224,6 +224,9 @@ func (s *Service) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agen
 	if id.TrustDomain() != s.cfg.TrustDomain || !node.IsAgentID(id) {
 		return nil, fmt.Errorf("attest: %s attestor returned %s, not an agent id of %s", typ, id, s.cfg.TrustDomain)
 	}
+	if err := s.checkBan(ctx, id, res.Attrs); err != nil {
+		return nil, err
+	}
 	chain, err := s.cfg.CA.SignX509SVID(ctx, ca.X509SVIDRequest{ID: id, CSR: req.GetCsr(), TTL: s.cfg.AgentTTL})
 	if err != nil {
 		return nil, fmt.Errorf("attest agent %s: %w", id, err)
@@ -251,6 +254,21 @@ func (s *Service) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agen
 	}
 	s.cfg.Logger.Info("agent attested", append(args, "serial", agent.SerialNumber)...)
 	return &agentv1.AttestResponse{SvidChain: rawChain(chain), Bundle: b, AgentId: id.String()}, nil
+}
+
+// checkBan refuses, like any refused attestation, an agent ID an operator banned (kith agents ban). The
+// attestor has not redeemed anything yet: a join token presented by a banned agent stays unused.
+func (s *Service) checkBan(ctx context.Context, id spiffeid.ID, attrs []node.Attr) error {
+	a, err := s.cfg.Agents.GetAgent(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("attest agent %s: %w", id, err)
+	case a.Banned:
+		return s.refuse(ctx, &node.Refusal{Reason: "agent is banned", Attrs: append([]node.Attr{{Key: "agent_id", Value: id.String()}}, attrs...)})
+	}
+	return nil
 }
 
 // noChallenge is the challenge round trip of the unary Attest call: there is none.

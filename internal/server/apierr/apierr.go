@@ -53,6 +53,8 @@ func Code(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, store.ErrAlreadyExists):
 		return codes.AlreadyExists
+	case errors.Is(err, store.ErrFailedPrecondition):
+		return codes.FailedPrecondition
 	case errors.Is(err, ErrPermissionDenied), errors.Is(err, store.ErrTokenInvalid):
 		return codes.PermissionDenied
 	case errors.Is(err, ErrUnavailable):

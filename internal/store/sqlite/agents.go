@@ -18,7 +18,7 @@ import (
 
 const (
 	tokenColumns = "id, name, hash, created_at, expires_at, used_at, used_by"
-	agentColumns = "id, attestation_type, selectors, serial_number, expires_at, created_at, updated_at, evicted"
+	agentColumns = "id, attestation_type, selectors, serial_number, expires_at, created_at, updated_at, evicted, banned"
 )
 
 // newTokenID returns a short random public identifier for a join token.
@@ -147,6 +147,7 @@ type agentDetail struct {
 	SerialNumber    string   `json:"serial_number,omitempty"`
 	ExpiresAt       string   `json:"expires_at,omitempty"`
 	Evicted         bool     `json:"evicted,omitempty"`
+	Banned          bool     `json:"banned,omitempty"`
 	TokenID         string   `json:"token_id,omitempty"`
 	TokenName       string   `json:"token_name,omitempty"`
 }
@@ -159,6 +160,7 @@ func detailOfAgent(a store.Agent) agentDetail {
 		SerialNumber:    a.SerialNumber,
 		ExpiresAt:       timeString(a.ExpiresAt),
 		Evicted:         a.Evicted,
+		Banned:          a.Banned,
 	}
 }
 
@@ -205,6 +207,37 @@ func (s *Store) UseJoinToken(ctx context.Context, hash []byte, now time.Time, ag
 	return tok, agent, nil
 }
 
+// RevokeJoinToken deletes the unused join token id, expired or not, so that its secret is from then on
+// unknown, and returns it as it was; store.ErrNotFound if there is none and store.ErrFailedPrecondition if
+// it was used (revoking it would change nothing: evict or ban its agent instead).
+func (s *Store) RevokeJoinToken(ctx context.Context, actor, id string) (store.JoinToken, error) {
+	var tok store.JoinToken
+	err := s.write(ctx, func(w *wtx) error {
+		var err error
+		tok, err = scanToken(w.queryRow("SELECT "+tokenColumns+" FROM join_tokens WHERE id = ?", id))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("revoke join token %s: %w (see kith token list)", id, store.ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("revoke join token %s: %w", id, err)
+		case !tok.UsedAt.IsZero():
+			return fmt.Errorf("revoke join token %s: it was already used by %s and cannot be used again; to cut that agent off, evict or ban it (kith agents ban %s): %w",
+				id, tok.UsedBy, tok.UsedBy, store.ErrFailedPrecondition)
+		}
+		if _, err := w.exec("DELETE FROM join_tokens WHERE id = ?", id); err != nil {
+			return fmt.Errorf("revoke join token %s: %w", id, err)
+		}
+		if err := w.change(store.KindToken, id, true); err != nil {
+			return err
+		}
+		return w.audit(actor, "token.revoke", id, tokenDetail{ID: tok.ID, Name: tok.Name, ExpiresAt: timeString(tok.ExpiresAt)})
+	})
+	if err != nil {
+		return store.JoinToken{}, err
+	}
+	return tok, nil
+}
+
 // checkTokenName refuses a name for a new token while it still stands for something: an earlier token with
 // the name that is neither used nor expired, or the agent such a token joined while it is not evicted. A
 // name that is free again lets a node re-join under the same agent SPIFFE ID (it derives from the name).
@@ -246,11 +279,13 @@ func (w *wtx) checkTokenName(name string) error {
 	return nil
 }
 
-// putAgent inserts or replaces a, keeping CreatedAt of an existing record, and records the change.
+// putAgent inserts or replaces a, keeping CreatedAt and Banned of an existing record, and records the change.
 func (w *wtx) putAgent(a store.Agent, now time.Time) (store.Agent, error) {
 	var created sql.NullString
-	switch err := w.queryRow("SELECT created_at FROM agents WHERE id = ?", a.ID.String()).Scan(&created); {
+	var banned bool
+	switch err := w.queryRow("SELECT created_at, banned FROM agents WHERE id = ?", a.ID.String()).Scan(&created, &banned); {
 	case err == nil:
+		a.Banned = banned
 		t, err := parseTime(created)
 		if err != nil {
 			return store.Agent{}, fmt.Errorf("put agent %s: %w", a.ID, err)
@@ -268,9 +303,9 @@ func (w *wtx) putAgent(a store.Agent, now time.Time) (store.Agent, error) {
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("put agent %s: %w", a.ID, err)
 	}
-	if _, err := w.exec("INSERT OR REPLACE INTO agents ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+	if _, err := w.exec("INSERT OR REPLACE INTO agents ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		a.ID.String(), a.AttestationType, sels, a.SerialNumber, timeValue(a.ExpiresAt),
-		timeValue(a.CreatedAt), timeValue(a.UpdatedAt), a.Evicted); err != nil {
+		timeValue(a.CreatedAt), timeValue(a.UpdatedAt), a.Evicted, a.Banned); err != nil {
 		return store.Agent{}, fmt.Errorf("put agent %s: %w", a.ID, err)
 	}
 	if err := w.change(store.KindAgent, a.ID.String(), false); err != nil {
@@ -359,6 +394,44 @@ func (s *Store) EvictAgent(ctx context.Context, actor string, id spiffeid.ID) (s
 	return a, nil
 }
 
+// BanAgent marks the agent banned and evicted and returns it; store.ErrNotFound if there is none.
+func (s *Store) BanAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error) {
+	return s.setBanned(ctx, actor, id, true)
+}
+
+// UnbanAgent clears the agent's ban and returns it (still evicted: it attests again with a new join token);
+// store.ErrNotFound if there is none.
+func (s *Store) UnbanAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error) {
+	return s.setBanned(ctx, actor, id, false)
+}
+
+func (s *Store) setBanned(ctx context.Context, actor string, id spiffeid.ID, banned bool) (store.Agent, error) {
+	op, action := "ban", "agent.ban"
+	if !banned {
+		op, action = "unban", "agent.unban"
+	}
+	var a store.Agent
+	err := s.write(ctx, func(w *wtx) error {
+		var err error
+		if a, err = getAgent(w.ctx, w.tx, id); err != nil {
+			return fmt.Errorf("%s agent %s: %w", op, id, err)
+		}
+		a.Banned, a.UpdatedAt = banned, w.now
+		a.Evicted = a.Evicted || banned
+		if _, err := w.exec("UPDATE agents SET banned = ?, evicted = ?, updated_at = ? WHERE id = ?", a.Banned, a.Evicted, timeValue(a.UpdatedAt), id.String()); err != nil {
+			return fmt.Errorf("%s agent %s: %w", op, id, err)
+		}
+		if err := w.change(store.KindAgent, id.String(), false); err != nil {
+			return err
+		}
+		return w.audit(actor, action, id.String(), detailOfAgent(a))
+	})
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return a, nil
+}
+
 func scanAgent(row scanner) (store.Agent, error) {
 	var (
 		a                               store.Agent
@@ -366,7 +439,7 @@ func scanAgent(row scanner) (store.Agent, error) {
 		expiresAt, createdAt, updatedAt sql.NullString
 		err                             error
 	)
-	if err := row.Scan(&id, &a.AttestationType, &sels, &a.SerialNumber, &expiresAt, &createdAt, &updatedAt, &a.Evicted); err != nil {
+	if err := row.Scan(&id, &a.AttestationType, &sels, &a.SerialNumber, &expiresAt, &createdAt, &updatedAt, &a.Evicted, &a.Banned); err != nil {
 		return store.Agent{}, err
 	}
 	if a.ID, err = parseID(id); err != nil {

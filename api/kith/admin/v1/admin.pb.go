@@ -2310,6 +2310,96 @@ func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
 	return nil
 }
 
+// RevokeJoinTokenRequest names an unused token by its ID (see ListJoinTokens); the token is deleted and
+// can no longer be used.
+type RevokeJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenRequest) Reset() {
+	*x = RevokeJoinTokenRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenRequest) ProtoMessage() {}
+
+func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RevokeJoinTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *JoinToken             `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenResponse) Reset() {
+	*x = RevokeJoinTokenResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenResponse) ProtoMessage() {}
+
+func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RevokeJoinTokenResponse) GetToken() *JoinToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 type Agent struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2321,13 +2411,14 @@ type Agent struct {
 	UpdatedAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	Evicted         bool                   `protobuf:"varint,8,opt,name=evicted,proto3" json:"evicted,omitempty"`
 	Connected       bool                   `protobuf:"varint,9,opt,name=connected,proto3" json:"connected,omitempty"`
+	Banned          bool                   `protobuf:"varint,10,opt,name=banned,proto3" json:"banned,omitempty"` // refused attestation until unbanned
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2430,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2443,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Agent) GetId() string {
@@ -2418,6 +2509,13 @@ func (x *Agent) GetConnected() bool {
 	return false
 }
 
+func (x *Agent) GetBanned() bool {
+	if x != nil {
+		return x.Banned
+	}
+	return false
+}
+
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2426,7 +2524,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2536,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2549,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type ListAgentsResponse struct {
@@ -2463,7 +2561,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2573,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2586,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2507,7 +2605,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2617,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2630,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -2551,7 +2649,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2661,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2674,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -2595,7 +2693,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2705,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2718,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -2639,7 +2737,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2749,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,10 +2762,188 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *EvictAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// BanAgentRequest names an agent to evict and refuse on re-attestation until it is unbanned.
+type BanAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanAgentRequest) Reset() {
+	*x = BanAgentRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanAgentRequest) ProtoMessage() {}
+
+func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
+func (*BanAgentRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *BanAgentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type BanAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanAgentResponse) Reset() {
+	*x = BanAgentResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanAgentResponse) ProtoMessage() {}
+
+func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
+func (*BanAgentResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *BanAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// UnbanAgentRequest names a banned agent that may attest again (with a new join token).
+type UnbanAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbanAgentRequest) Reset() {
+	*x = UnbanAgentRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbanAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbanAgentRequest) ProtoMessage() {}
+
+func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbanAgentRequest.ProtoReflect.Descriptor instead.
+func (*UnbanAgentRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *UnbanAgentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UnbanAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbanAgentResponse) Reset() {
+	*x = UnbanAgentResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbanAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbanAgentResponse) ProtoMessage() {}
+
+func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbanAgentResponse.ProtoReflect.Descriptor instead.
+func (*UnbanAgentResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *UnbanAgentResponse) GetAgent() *Agent {
 	if x != nil {
 		return x.Agent
 	}
@@ -2686,7 +2962,7 @@ type MintX509SVIDRequest struct {
 
 func (x *MintX509SVIDRequest) Reset() {
 	*x = MintX509SVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2974,7 @@ func (x *MintX509SVIDRequest) String() string {
 func (*MintX509SVIDRequest) ProtoMessage() {}
 
 func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2987,7 @@ func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *MintX509SVIDRequest) GetSpiffeId() string {
@@ -2752,7 +3028,7 @@ type MintX509SVIDResponse struct {
 
 func (x *MintX509SVIDResponse) Reset() {
 	*x = MintX509SVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +3040,7 @@ func (x *MintX509SVIDResponse) String() string {
 func (*MintX509SVIDResponse) ProtoMessage() {}
 
 func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +3053,7 @@ func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
@@ -2805,7 +3081,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +3093,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3106,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *MintJWTSVIDRequest) GetSpiffeId() string {
@@ -2864,7 +3140,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +3152,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +3165,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -2914,7 +3190,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3202,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3215,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 type GetBundleResponse struct {
@@ -2954,7 +3230,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3242,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3255,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetBundleResponse) GetTrustDomain() string {
@@ -3027,7 +3303,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3039,7 +3315,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3052,7 +3328,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Authority) GetId() string {
@@ -3126,7 +3402,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3414,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3427,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 type ListAuthoritiesResponse struct {
@@ -3163,7 +3439,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3451,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3464,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -3207,7 +3483,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3219,7 +3495,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3232,7 +3508,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -3251,7 +3527,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3539,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3552,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -3303,7 +3579,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3591,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3604,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -3409,7 +3685,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3697,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3710,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -3474,7 +3750,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3762,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3775,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -3517,7 +3793,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3529,7 +3805,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3542,7 +3818,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 type VerifyAuditResponse struct {
@@ -3558,7 +3834,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3570,7 +3846,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3583,7 +3859,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -3629,7 +3905,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3641,7 +3917,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3654,7 +3930,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 type GetServerInfoResponse struct {
@@ -3669,7 +3945,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3957,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3970,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -3886,7 +4162,11 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x17\n" +
 	"\x15ListJoinTokensRequest\"J\n" +
 	"\x16ListJoinTokensResponse\x120\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x18.kith.admin.v1.JoinTokenR\x06tokens\"\xee\x02\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x18.kith.admin.v1.JoinTokenR\x06tokens\"(\n" +
+	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x17RevokeJoinTokenResponse\x12.\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.kith.admin.v1.JoinTokenR\x05token\"\x86\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
 	"\x10attestation_type\x18\x02 \x01(\tR\x0fattestationType\x12\x1c\n" +
@@ -3899,7 +4179,9 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
 	"\aevicted\x18\b \x01(\bR\aevicted\x12\x1c\n" +
-	"\tconnected\x18\t \x01(\bR\tconnected\"\x13\n" +
+	"\tconnected\x18\t \x01(\bR\tconnected\x12\x16\n" +
+	"\x06banned\x18\n" +
+	" \x01(\bR\x06banned\"\x13\n" +
 	"\x11ListAgentsRequest\"B\n" +
 	"\x12ListAgentsResponse\x12,\n" +
 	"\x06agents\x18\x01 \x03(\v2\x14.kith.admin.v1.AgentR\x06agents\"!\n" +
@@ -3910,6 +4192,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x11EvictAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
 	"\x12EvictAgentResponse\x12*\n" +
+	"\x05agent\x18\x01 \x01(\v2\x14.kith.admin.v1.AgentR\x05agent\"!\n" +
+	"\x0fBanAgentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\">\n" +
+	"\x10BanAgentResponse\x12*\n" +
+	"\x05agent\x18\x01 \x01(\v2\x14.kith.admin.v1.AgentR\x05agent\"#\n" +
+	"\x11UnbanAgentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
+	"\x12UnbanAgentResponse\x12*\n" +
 	"\x05agent\x18\x01 \x01(\v2\x14.kith.admin.v1.AgentR\x05agent\"\x82\x01\n" +
 	"\x13MintX509SVIDRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x10\n" +
@@ -3987,7 +4277,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12 \n" +
 	"\fdev_agent_id\x18\x04 \x01(\tR\n" +
-	"devAgentId2\xe4\x14\n" +
+	"devAgentId2\xe6\x16\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -3996,12 +4286,16 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\vUpdateEntry\x12!.kith.admin.v1.UpdateEntryRequest\x1a\".kith.admin.v1.UpdateEntryResponse\x12T\n" +
 	"\vDeleteEntry\x12!.kith.admin.v1.DeleteEntryRequest\x1a\".kith.admin.v1.DeleteEntryResponse\x12`\n" +
 	"\x0fCreateJoinToken\x12%.kith.admin.v1.CreateJoinTokenRequest\x1a&.kith.admin.v1.CreateJoinTokenResponse\x12]\n" +
-	"\x0eListJoinTokens\x12$.kith.admin.v1.ListJoinTokensRequest\x1a%.kith.admin.v1.ListJoinTokensResponse\x12Q\n" +
+	"\x0eListJoinTokens\x12$.kith.admin.v1.ListJoinTokensRequest\x1a%.kith.admin.v1.ListJoinTokensResponse\x12`\n" +
+	"\x0fRevokeJoinToken\x12%.kith.admin.v1.RevokeJoinTokenRequest\x1a&.kith.admin.v1.RevokeJoinTokenResponse\x12Q\n" +
 	"\n" +
 	"ListAgents\x12 .kith.admin.v1.ListAgentsRequest\x1a!.kith.admin.v1.ListAgentsResponse\x12K\n" +
 	"\bGetAgent\x12\x1e.kith.admin.v1.GetAgentRequest\x1a\x1f.kith.admin.v1.GetAgentResponse\x12Q\n" +
 	"\n" +
-	"EvictAgent\x12 .kith.admin.v1.EvictAgentRequest\x1a!.kith.admin.v1.EvictAgentResponse\x12W\n" +
+	"EvictAgent\x12 .kith.admin.v1.EvictAgentRequest\x1a!.kith.admin.v1.EvictAgentResponse\x12K\n" +
+	"\bBanAgent\x12\x1e.kith.admin.v1.BanAgentRequest\x1a\x1f.kith.admin.v1.BanAgentResponse\x12Q\n" +
+	"\n" +
+	"UnbanAgent\x12 .kith.admin.v1.UnbanAgentRequest\x1a!.kith.admin.v1.UnbanAgentResponse\x12W\n" +
 	"\fMintX509SVID\x12\".kith.admin.v1.MintX509SVIDRequest\x1a#.kith.admin.v1.MintX509SVIDResponse\x12T\n" +
 	"\vMintJWTSVID\x12!.kith.admin.v1.MintJWTSVIDRequest\x1a\".kith.admin.v1.MintJWTSVIDResponse\x12N\n" +
 	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12`\n" +
@@ -4036,7 +4330,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),              // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                // 1: kith.admin.v1.AgentPolicy
@@ -4081,53 +4375,59 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*CreateJoinTokenResponse)(nil),    // 40: kith.admin.v1.CreateJoinTokenResponse
 	(*ListJoinTokensRequest)(nil),      // 41: kith.admin.v1.ListJoinTokensRequest
 	(*ListJoinTokensResponse)(nil),     // 42: kith.admin.v1.ListJoinTokensResponse
-	(*Agent)(nil),                      // 43: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),          // 44: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 45: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 46: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),           // 47: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),          // 48: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),         // 49: kith.admin.v1.EvictAgentResponse
-	(*MintX509SVIDRequest)(nil),        // 50: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),       // 51: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),         // 52: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),        // 53: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),           // 54: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),          // 55: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                  // 56: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),     // 57: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),    // 58: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),            // 59: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),           // 60: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                 // 61: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 62: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 63: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),         // 64: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 65: kith.admin.v1.VerifyAuditResponse
-	(*GetServerInfoRequest)(nil),       // 66: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),      // 67: kith.admin.v1.GetServerInfoResponse
-	nil,                                // 68: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                // 69: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                // 70: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
+	(*RevokeJoinTokenRequest)(nil),     // 43: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 44: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                      // 45: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),          // 46: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 47: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 48: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),           // 49: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),          // 50: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),         // 51: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),            // 52: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),           // 53: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),          // 54: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),         // 55: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),        // 56: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),       // 57: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),         // 58: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),        // 59: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),           // 60: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),          // 61: kith.admin.v1.GetBundleResponse
+	(*Authority)(nil),                  // 62: kith.admin.v1.Authority
+	(*ListAuthoritiesRequest)(nil),     // 63: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),    // 64: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),            // 65: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),           // 66: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                 // 67: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 68: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 69: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),         // 70: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 71: kith.admin.v1.VerifyAuditResponse
+	(*GetServerInfoRequest)(nil),       // 72: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),      // 73: kith.admin.v1.GetServerInfoResponse
+	nil,                                // 74: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                // 75: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                // 76: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 77: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	71, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	71, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	77, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	77, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	71, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	77, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	77, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
 	12, // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	12, // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	12, // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	12, // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	68, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	69, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	70, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	71, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	71, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	75, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	76, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	77, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	77, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	25, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	25, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	25, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -4137,93 +4437,102 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	25, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	25, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	25, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	71, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	71, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	77, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	77, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	77, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	38, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	38, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	71, // 30: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 31: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	71, // 32: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	43, // 33: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	43, // 34: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	43, // 35: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	71, // 36: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 37: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 38: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	71, // 39: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	71, // 40: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	71, // 41: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	56, // 42: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	56, // 43: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	71, // 44: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	71, // 45: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	61, // 46: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	26, // 47: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	28, // 48: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	30, // 49: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	32, // 50: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	34, // 51: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	36, // 52: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	39, // 53: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	41, // 54: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	44, // 55: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	46, // 56: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	48, // 57: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	50, // 58: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	52, // 59: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	54, // 60: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	57, // 61: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	59, // 62: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	62, // 63: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	64, // 64: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	66, // 65: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 66: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 67: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	17, // 68: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	19, // 69: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	21, // 70: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	23, // 71: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	2,  // 72: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 73: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 74: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 75: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 76: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	27, // 77: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	29, // 78: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	31, // 79: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	33, // 80: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	35, // 81: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	37, // 82: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	40, // 83: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	42, // 84: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	45, // 85: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	47, // 86: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	49, // 87: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	51, // 88: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	53, // 89: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	55, // 90: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	58, // 91: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	60, // 92: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	63, // 93: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	65, // 94: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	67, // 95: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 96: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 97: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	18, // 98: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	20, // 99: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	22, // 100: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	24, // 101: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	3,  // 102: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 103: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 104: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 105: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 106: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	77, // [77:107] is the sub-list for method output_type
-	47, // [47:77] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	38, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	77, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	77, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	77, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	45, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	45, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	45, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	45, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	77, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	77, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	77, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	77, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	77, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	77, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	62, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	62, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	77, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	77, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	67, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	26, // 50: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	28, // 51: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	30, // 52: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	32, // 53: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	34, // 54: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	36, // 55: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	39, // 56: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	41, // 57: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	43, // 58: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	46, // 59: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	48, // 60: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	50, // 61: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	52, // 62: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	54, // 63: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	56, // 64: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	58, // 65: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	60, // 66: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	63, // 67: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	65, // 68: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	68, // 69: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	70, // 70: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	72, // 71: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13, // 72: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15, // 73: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	17, // 74: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	19, // 75: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	21, // 76: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	23, // 77: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	2,  // 78: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,  // 79: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,  // 80: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,  // 81: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10, // 82: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	27, // 83: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	29, // 84: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	31, // 85: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	33, // 86: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	35, // 87: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	37, // 88: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	40, // 89: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	42, // 90: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	44, // 91: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	47, // 92: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	49, // 93: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	51, // 94: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	53, // 95: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	55, // 96: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	57, // 97: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	59, // 98: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	61, // 99: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	64, // 100: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	66, // 101: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	69, // 102: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	71, // 103: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	73, // 104: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14, // 105: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16, // 106: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	18, // 107: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	20, // 108: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	22, // 109: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	24, // 110: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	3,  // 111: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,  // 112: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,  // 113: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,  // 114: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11, // 115: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	83, // [83:116] is the sub-list for method output_type
+	50, // [50:83] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -4237,7 +4546,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   71,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,9 +29,12 @@ const (
 	AdminService_DeleteEntry_FullMethodName        = "/kith.admin.v1.AdminService/DeleteEntry"
 	AdminService_CreateJoinToken_FullMethodName    = "/kith.admin.v1.AdminService/CreateJoinToken"
 	AdminService_ListJoinTokens_FullMethodName     = "/kith.admin.v1.AdminService/ListJoinTokens"
+	AdminService_RevokeJoinToken_FullMethodName    = "/kith.admin.v1.AdminService/RevokeJoinToken"
 	AdminService_ListAgents_FullMethodName         = "/kith.admin.v1.AdminService/ListAgents"
 	AdminService_GetAgent_FullMethodName           = "/kith.admin.v1.AdminService/GetAgent"
 	AdminService_EvictAgent_FullMethodName         = "/kith.admin.v1.AdminService/EvictAgent"
+	AdminService_BanAgent_FullMethodName           = "/kith.admin.v1.AdminService/BanAgent"
+	AdminService_UnbanAgent_FullMethodName         = "/kith.admin.v1.AdminService/UnbanAgent"
 	AdminService_MintX509SVID_FullMethodName       = "/kith.admin.v1.AdminService/MintX509SVID"
 	AdminService_MintJWTSVID_FullMethodName        = "/kith.admin.v1.AdminService/MintJWTSVID"
 	AdminService_GetBundle_FullMethodName          = "/kith.admin.v1.AdminService/GetBundle"
@@ -67,9 +70,12 @@ type AdminServiceClient interface {
 	DeleteEntry(ctx context.Context, in *DeleteEntryRequest, opts ...grpc.CallOption) (*DeleteEntryResponse, error)
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
 	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error)
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*GetAgentResponse, error)
 	EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*EvictAgentResponse, error)
+	BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*BanAgentResponse, error)
+	UnbanAgent(ctx context.Context, in *UnbanAgentRequest, opts ...grpc.CallOption) (*UnbanAgentResponse, error)
 	MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error)
 	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
@@ -179,6 +185,16 @@ func (c *adminServiceClient) ListJoinTokens(ctx context.Context, in *ListJoinTok
 	return out, nil
 }
 
+func (c *adminServiceClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeJoinTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAgentsResponse)
@@ -203,6 +219,26 @@ func (c *adminServiceClient) EvictAgent(ctx context.Context, in *EvictAgentReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EvictAgentResponse)
 	err := c.cc.Invoke(ctx, AdminService_EvictAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*BanAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BanAgentResponse)
+	err := c.cc.Invoke(ctx, AdminService_BanAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UnbanAgent(ctx context.Context, in *UnbanAgentRequest, opts ...grpc.CallOption) (*UnbanAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnbanAgentResponse)
+	err := c.cc.Invoke(ctx, AdminService_UnbanAgent_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -413,9 +449,12 @@ type AdminServiceServer interface {
 	DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error)
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
 	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error)
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	GetAgent(context.Context, *GetAgentRequest) (*GetAgentResponse, error)
 	EvictAgent(context.Context, *EvictAgentRequest) (*EvictAgentResponse, error)
+	BanAgent(context.Context, *BanAgentRequest) (*BanAgentResponse, error)
+	UnbanAgent(context.Context, *UnbanAgentRequest) (*UnbanAgentResponse, error)
 	MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error)
 	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
@@ -469,6 +508,9 @@ func (UnimplementedAdminServiceServer) CreateJoinToken(context.Context, *CreateJ
 func (UnimplementedAdminServiceServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
 }
+func (UnimplementedAdminServiceServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
+}
 func (UnimplementedAdminServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
 }
@@ -477,6 +519,12 @@ func (UnimplementedAdminServiceServer) GetAgent(context.Context, *GetAgentReques
 }
 func (UnimplementedAdminServiceServer) EvictAgent(context.Context, *EvictAgentRequest) (*EvictAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EvictAgent not implemented")
+}
+func (UnimplementedAdminServiceServer) BanAgent(context.Context, *BanAgentRequest) (*BanAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BanAgent not implemented")
+}
+func (UnimplementedAdminServiceServer) UnbanAgent(context.Context, *UnbanAgentRequest) (*UnbanAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnbanAgent not implemented")
 }
 func (UnimplementedAdminServiceServer) MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MintX509SVID not implemented")
@@ -700,6 +748,24 @@ func _AdminService_ListJoinTokens_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeJoinToken(ctx, req.(*RevokeJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAgentsRequest)
 	if err := dec(in); err != nil {
@@ -750,6 +816,42 @@ func _AdminService_EvictAgent_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).EvictAgent(ctx, req.(*EvictAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_BanAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BanAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).BanAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_BanAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).BanAgent(ctx, req.(*BanAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UnbanAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnbanAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UnbanAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UnbanAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UnbanAgent(ctx, req.(*UnbanAgentRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1136,6 +1238,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_ListJoinTokens_Handler,
 		},
 		{
+			MethodName: "RevokeJoinToken",
+			Handler:    _AdminService_RevokeJoinToken_Handler,
+		},
+		{
 			MethodName: "ListAgents",
 			Handler:    _AdminService_ListAgents_Handler,
 		},
@@ -1146,6 +1252,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EvictAgent",
 			Handler:    _AdminService_EvictAgent_Handler,
+		},
+		{
+			MethodName: "BanAgent",
+			Handler:    _AdminService_BanAgent_Handler,
+		},
+		{
+			MethodName: "UnbanAgent",
+			Handler:    _AdminService_UnbanAgent_Handler,
 		},
 		{
 			MethodName: "MintX509SVID",

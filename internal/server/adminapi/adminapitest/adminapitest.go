@@ -107,6 +107,27 @@ func (s *Store) ListJoinTokens(ctx context.Context) ([]store.JoinToken, error) {
 	return s.Backend.ListJoinTokens(ctx)
 }
 
+func (s *Store) RevokeJoinToken(ctx context.Context, actor, id string) (store.JoinToken, error) {
+	if err := s.err("RevokeJoinToken"); err != nil {
+		return store.JoinToken{}, err
+	}
+	return s.Backend.RevokeJoinToken(ctx, actor, id)
+}
+
+func (s *Store) BanAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error) {
+	if err := s.err("BanAgent"); err != nil {
+		return store.Agent{}, err
+	}
+	return s.Backend.BanAgent(ctx, actor, id)
+}
+
+func (s *Store) UnbanAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error) {
+	if err := s.err("UnbanAgent"); err != nil {
+		return store.Agent{}, err
+	}
+	return s.Backend.UnbanAgent(ctx, actor, id)
+}
+
 func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	if err := s.err("ListAgents"); err != nil {
 		return nil, err
