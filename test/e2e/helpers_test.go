@@ -351,8 +351,10 @@ func (c *cluster) startAgent(name, token string) *proc {
 		}
 		args = append(args, "--join-token", token, "--trust-bundle", bundle)
 	}
-	// ext_authz on TCP would clash between agents and parallel tests; the unix socket is enough.
-	env := []string{"KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_RETRY_MAX=1s"}
+	// ext_authz on TCP would clash between agents and parallel tests; the unix socket is enough, one per
+	// agent as on separate nodes (an agent refuses to start on a socket another one serves).
+	env := []string{"KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_RETRY_MAX=1s",
+		"KITH_AGENT_AUTHZ_SOCKET=" + filepath.Join(filepath.Dir(d.socket), name+"-authz.sock")}
 	return start(c.t, "agent "+name, env, args...)
 }
 
