@@ -1,13 +1,20 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"gopkg.in/yaml.v3"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 )
@@ -51,11 +58,20 @@ func (e *env) entryCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "entry", Short: "Manage registration entries: which workloads get which SPIFFE IDs"}
 
 	var cf entryFlags
+	var dataFile string
 	create := &cobra.Command{
-		Use:   "create --spiffe-id ID --selector type:key:value... [--parent ID | --node-selector type:key:value...]",
-		Short: "Register a workload",
+		Use:   "create --spiffe-id ID --selector type:key:value... [--parent ID | --node-selector type:key:value...] | --data FILE|-",
+		Short: "Register a workload, or every entry of a JSON or YAML file in one transaction",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataFile != "" {
+				for _, name := range []string{"spiffe-id", "parent", "node-selector", "selector", "ttl", "jwt-ttl", "dns-name", "label"} {
+					if cmd.Flags().Changed(name) {
+						return usage(fmt.Errorf("--data and --%s: the file says everything about its entries, give one or the other", name))
+					}
+				}
+				return e.createEntriesFrom(cmd, dataFile)
+			}
 			pe, err := cf.proto()
 			if err != nil {
 				return err
@@ -69,6 +85,7 @@ func (e *env) entryCommand() *cobra.Command {
 		},
 	}
 	cf.bind(create)
+	create.Flags().StringVar(&dataFile, "data", "", "create the entries of this JSON or YAML file (- reads stdin): a list of entries, or {entries: [...]} as kith entry list -o json prints; field names as in that output")
 
 	var lf struct{ spiffeID, parent string }
 	list := &cobra.Command{
@@ -256,4 +273,65 @@ func (e *env) warnExecutableOnly(selectors []string) {
 		fmt.Fprintln(e.stderr, "kith: warning: this entry selects an executable but no user: any local user who can run that file gets "+
 			"the identity. Add --selector unix:uid:N (or unix:gid:N) of the workload's own user; see docs/attestors/unix.md.")
 	}
+}
+
+// createEntriesFrom creates every entry of a JSON or YAML file in one transaction: a list of entries, or
+// an object with "entries" (what `kith entry list -o json` prints, so a listing can be loaded elsewhere).
+// IDs and times in the file are ignored; the server assigns them.
+func (e *env) createEntriesFrom(cmd *cobra.Command, file string) error {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(cmd.InOrStdin())
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return fmt.Errorf("read --data: %w", err)
+	}
+	entries, err := parseEntries(data)
+	if err != nil {
+		return fmt.Errorf("--data %s: %w", file, err)
+	}
+	if len(entries) == 0 {
+		return fmt.Errorf("--data %s holds no entries", file)
+	}
+	for _, pe := range entries {
+		pe.Id, pe.CreatedAt, pe.UpdatedAt, pe.Revision = "", nil, nil, 0
+	}
+	resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.BatchCreateEntries, &adminv1.BatchCreateEntriesRequest{Entries: entries})
+	if err != nil {
+		return err
+	}
+	for _, pe := range resp.GetEntries() {
+		e.warnExecutableOnly(pe.GetSelectors())
+	}
+	return e.print(resp, func() { e.entryTable(resp.GetEntries()) })
+}
+
+// parseEntries reads entries from JSON or YAML (YAML is read as JSON's superset): a list, or {entries: [...]}.
+func parseEntries(data []byte) ([]*adminv1.Entry, error) {
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("neither JSON nor YAML: %w", err)
+	}
+	if list, ok := doc.([]any); ok {
+		doc = map[string]any{"entries": list}
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("want a list of entries or an object with \"entries\", not %T", doc)
+	}
+	if _, ok := obj["entries"]; !ok {
+		return nil, fmt.Errorf("an object with \"entries\" (a list) is wanted; the keys here are %s", strings.Join(slices.Sorted(maps.Keys(obj)), ", "))
+	}
+	js, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	var list adminv1.ListEntriesResponse
+	if err := protojson.Unmarshal(js, &list); err != nil {
+		return nil, fmt.Errorf("%w (fields as kith entry list -o json prints them: spiffe_id, parent_id, node_selectors, selectors, x509_ttl_seconds, jwt_ttl_seconds, dns_names, labels)", err)
+	}
+	return list.GetEntries(), nil
 }

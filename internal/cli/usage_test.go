@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -379,5 +380,67 @@ func TestDevServesTheAgentsMetricsWithTheServers(t *testing.T) {
 		if !strings.Contains(string(body), "\n"+name+" ") {
 			t.Errorf("kith dev's /metrics lacks %s:\n%.2000s", name, body)
 		}
+	}
+}
+
+func TestEntryCreateFromAFile(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	dir := t.TempDir()
+	yamlFile := filepath.Join(dir, "entries.yaml")
+	writeFile(t, yamlFile, `
+- spiffe_id: spiffe://example.org/ns/prod/web
+  node_selectors: [join_token:name:n1]
+  selectors: [unix:uid:1001]
+  x509_ttl_seconds: 600
+  labels: {env: prod}
+- spiffe_id: spiffe://example.org/ns/prod/db
+  parent_id: spiffe://example.org/kith/agent/join_token/n1
+  selectors: [unix:uid:1002, unix:gid:50]
+`)
+	s.ok(t, "entry", "create", "--data", yamlFile)
+	listing := s.ok(t, "entry", "list", "-o", "json")
+	for _, want := range []string{`"spiffe://example.org/ns/prod/web"`, `"spiffe://example.org/ns/prod/db"`, `"x509_ttl_seconds":\s*"600"`, `"env":\s*"prod"`} {
+		if !regexp.MustCompile(want).MatchString(listing) {
+			t.Errorf("after --data, the listing lacks %s:\n%s", want, listing)
+		}
+	}
+
+	// What `kith entry list -o json` prints loads into another server as it is.
+	jsonFile := filepath.Join(dir, "entries.json")
+	writeFile(t, jsonFile, listing)
+	other := startServer(t, t.TempDir())
+	other.ok(t, "entry", "create", "--data", jsonFile)
+	if got := other.ok(t, "entry", "list"); !strings.Contains(got, "spiffe://example.org/ns/prod/web") || !strings.Contains(got, "spiffe://example.org/ns/prod/db") {
+		t.Errorf("the listing did not load into another server:\n%s", got)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, `
+- spiffe_id: spiffe://example.org/ok
+  selectors: [unix:uid:1]
+  node_selectors: [join_token:name:n1]
+- spiffe_id: not-an-id
+  selectors: [unix:uid:1]
+  node_selectors: [join_token:name:n1]
+- spiffe_id: spiffe://example.org/no-selectors
+  node_selectors: [join_token:name:n1]
+`)
+	before := other.ok(t, "entry", "list", "-o", "json")
+	_, errs, code := other.kith(t, "entry", "create", "--data", bad)
+	if code == 0 || !strings.Contains(errs, "2 of 3 entries are invalid, none was created") || !strings.Contains(errs, "entry 1:") || !strings.Contains(errs, "entry 2:") {
+		t.Errorf("a file with two bad entries: exit %d, %q; want both named by index", code, errs)
+	}
+	if after := other.ok(t, "entry", "list", "-o", "json"); after != before {
+		t.Errorf("a refused file changed the entries")
+	}
+	for name, text := range map[string]string{"scalar": "42", "wrong key": "entrys: []", "unknown field": "- spiffe_id: spiffe://example.org/x\n  selector: [unix:uid:1]"} {
+		f := filepath.Join(dir, "junk")
+		writeFile(t, f, text)
+		if _, errs, code := other.kith(t, "entry", "create", "--data", f); code == 0 || !strings.Contains(errs, "--data "+f) {
+			t.Errorf("%s: exit %d, %q", name, code, errs)
+		}
+	}
+	if _, errs, code := other.kith(t, "entry", "create", "--data", bad, "--spiffe-id", "spiffe://example.org/x"); code != 2 || !strings.Contains(errs, "give one or the other") {
+		t.Errorf("--data with --spiffe-id: exit %d, %q", code, errs)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"log/slog"
 	"regexp"
 	"time"
@@ -154,13 +155,21 @@ func (s *Service) CreateEntry(ctx context.Context, req *adminv1.CreateEntryReque
 // BatchCreateEntries registers many workloads in one transaction.
 func (s *Service) BatchCreateEntries(ctx context.Context, req *adminv1.BatchCreateEntriesRequest) (*adminv1.BatchCreateEntriesResponse, error) {
 	es := make([]store.Entry, 0, len(req.GetEntries()))
+	var bad []string // every invalid entry, by its index, so that one pass fixes the file
 	for i, pe := range req.GetEntries() {
 		e, err := s.entryFromProto(pe)
 		if err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
+			if len(bad) == 0 && len(req.GetEntries()) == 1 {
+				return nil, fmt.Errorf("entry %d: %w", i, err)
+			}
+			bad = append(bad, fmt.Sprintf("entry %d: %v", i, err))
+			continue
 		}
 		e.ID = ""
 		es = append(es, e)
+	}
+	if len(bad) > 0 {
+		return nil, apierr.Invalid(fmt.Sprintf("%d of %d entries are invalid, none was created: %s", len(bad), len(req.GetEntries()), strings.Join(bad, "; ")))
 	}
 	created, err := s.cfg.Entries.CreateEntries(ctx, s.cfg.Actor(ctx), es)
 	if err != nil {
