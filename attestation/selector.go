@@ -4,7 +4,9 @@ package attestation
 
 import (
 	"fmt"
+	"path"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -78,7 +80,39 @@ func (s Selector) Validate() error {
 	if strings.ContainsAny(s.Value, "\x00\n") {
 		return fmt.Errorf("selector %q: value contains a control character", s.String())
 	}
+	if check, ok := valueGrammar[s.Type+":"+s.Key]; ok {
+		if want := check(s.Value); want != "" {
+			return fmt.Errorf("selector %q can never match: the %s attestor gives %s %s", s.String(), s.Type, s.Key, want)
+		}
+	}
 	return nil
+}
+
+// valueGrammar checks, per type:key, that a value is one the attestor can produce: a selector that can never
+// match is refused where it is entered, not left to match nothing. Each returns what a value must be, or "".
+var valueGrammar = map[string]func(string) string{
+	"unix:uid":               decimalID,
+	"unix:gid":               decimalID,
+	"unix:supplementary_gid": decimalID,
+	"unix:path": func(v string) string {
+		if !path.IsAbs(v) || path.Clean(v) != v {
+			return "as an absolute, clean path, e.g. /usr/local/bin/server"
+		}
+		return ""
+	},
+	"unix:sha256": func(v string) string {
+		if len(v) != 64 || strings.Trim(v, "0123456789abcdef") != "" {
+			return "as 64 lowercase hex digits (sha256sum's output)"
+		}
+		return ""
+	},
+}
+
+func decimalID(v string) string {
+	if n, err := strconv.ParseUint(v, 10, 32); err != nil || strconv.FormatUint(n, 10) != v {
+		return "as a decimal number, e.g. 1000 (use user or group for names)"
+	}
+	return ""
 }
 
 // String returns the selector as type:key:value.
