@@ -175,6 +175,9 @@ func (e *env) policyCheckCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			for _, w := range p.Warnings() {
+				fmt.Fprintf(e.stderr, "warning: %s\n", w)
+			}
 			fmt.Fprintf(e.stdout, "ok: %d modules, %d test files, %d grants\n", len(p.Modules), len(p.Tests), len(p.Grants))
 			return nil
 		},

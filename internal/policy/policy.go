@@ -244,6 +244,9 @@ func (p *Policy) apply(ctx context.Context, c gitsync.Commit) error {
 		return err
 	}
 	built := time.Now()
+	for _, w := range c.Policy.Warnings() {
+		p.log.Warn("policy commit: "+w, "commit", c.SHA, "path", p.cfg.Source.Git.Path)
+	}
 	grants := make([]grant.Grant, len(c.Policy.Grants))
 	for i, g := range c.Policy.Grants {
 		g.Source, g.CreatedBy = "git:"+c.SHA, "git"
