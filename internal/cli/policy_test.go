@@ -148,6 +148,9 @@ func TestDevLoadsGrantsOfThePolicyPath(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("grants loaded from the example (-want +got):\n%s", diff)
 			}
+			if out, errs, code := d.kith("policy", "unpin"); code != 0 || !strings.Contains(out, "nothing pinned") {
+				t.Errorf("policy unpin with nothing pinned = %d %q %q, want exit 0 saying nothing pinned", code, out, errs)
+			}
 		})
 	}
 }
