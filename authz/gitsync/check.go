@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -31,6 +32,22 @@ type Policy struct {
 	Tests   map[string]string // *_test.rego
 	Grants  []authz.Grant     // static grants from data.json or data.yaml (Source unset)
 	Labels  map[string]map[string]string
+	// Unread are data files below the top of the policy directory (slash-separated paths): the loader reads
+	// data.json / data.yaml only at the top, so their grants and labels are not loaded. See Warnings.
+	Unread []string
+}
+
+// Warnings says what in the directory is not loaded and why, with the path to use instead: data files
+// below the top of the policy directory, whose grants and labels would otherwise be dropped silently.
+func (p *Policy) Warnings() []string {
+	var out []string
+	for _, name := range p.Unread {
+		dir := path.Dir(name)
+		out = append(out, fmt.Sprintf("%s is not read: data files (%s) are read only at the top of the policy path, so its grants and labels are not loaded; "+
+			"to load them use %s as the policy path (kith policy check %s, policy.git.path: %s, kith dev --policy-path %s)",
+			name, strings.Join(dataFiles, ", "), dir, dir, dir, dir))
+	}
+	return out
 }
 
 // dataFile is the shape of data.json / data.yaml: the same grant fields `kith grant` makes.
@@ -52,6 +69,7 @@ var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
 // Read reads the policy files under dir. Hidden directories (such as .git) are skipped.
 func Read(dir string) (*Policy, error) {
 	files := map[string][]byte{}
+	var unread []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -67,6 +85,9 @@ func Read(dir string) (*Policy, error) {
 			return err
 		}
 		rel = filepath.ToSlash(rel)
+		if isUnreadData(rel) {
+			unread = append(unread, rel)
+		}
 		if !isPolicyFile(rel) {
 			return nil
 		}
@@ -80,7 +101,7 @@ func Read(dir string) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
 	}
-	return fromFiles(files)
+	return fromFiles(files, unread)
 }
 
 // isPolicyFile reports whether a file (slash-separated path relative to the policy directory) is read:
@@ -101,9 +122,25 @@ func isPolicyFile(name string) bool {
 	return true
 }
 
-// fromFiles makes a Policy of the files isPolicyFile picked, by slash-separated path.
-func fromFiles(files map[string][]byte) (*Policy, error) {
-	p := &Policy{Modules: map[string]string{}, Tests: map[string]string{}}
+// isUnreadData reports whether a file (slash-separated path relative to the policy directory) is named like
+// a data file but is below the top, outside hidden directories: the loader does not read it.
+func isUnreadData(name string) bool {
+	if !strings.Contains(name, "/") || !slices.Contains(dataFiles, path.Base(name)) {
+		return false
+	}
+	for _, d := range strings.Split(path.Dir(name), "/") {
+		if strings.HasPrefix(d, ".") {
+			return false
+		}
+	}
+	return true
+}
+
+// fromFiles makes a Policy of the files isPolicyFile picked, by slash-separated path, noting the data files
+// isUnreadData found.
+func fromFiles(files map[string][]byte, unread []string) (*Policy, error) {
+	slices.Sort(unread)
+	p := &Policy{Modules: map[string]string{}, Tests: map[string]string{}, Unread: unread}
 	for name, data := range files {
 		switch {
 		case !strings.HasSuffix(name, ".rego"):

@@ -47,3 +47,22 @@ func TestParseCache(t *testing.T) {
 		}
 	})
 }
+
+func TestUnreadDataFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"data.json", false},               // read
+		{"policy/data.json", true},         // below the top: not read
+		{"a/b/data.yaml", true},            // deeper, any data file name
+		{".github/data.json", false},       // hidden directories are not policy
+		{"policy/ext.rego", false},         // rego below the top is read
+		{"policy/data.json.bak", false},    // not a data file name
+		{"policy/.hidden/data.yml", false}, // under a hidden directory
+	} {
+		if got := isUnreadData(tc.name); got != tc.want {
+			t.Errorf("isUnreadData(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -288,7 +288,11 @@ func readCommit(c *object.Commit, dir string) (*Policy, error) {
 		}
 	}
 	files := map[string][]byte{}
+	var unread []string
 	err = tree.Files().ForEach(func(f *object.File) error {
+		if isFile(f.Mode) && isUnreadData(f.Name) {
+			unread = append(unread, f.Name)
+		}
 		if !isFile(f.Mode) || !isPolicyFile(f.Name) {
 			return nil
 		}
@@ -307,5 +311,5 @@ func readCommit(c *object.Commit, dir string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fromFiles(files)
+	return fromFiles(files, unread)
 }

@@ -28,7 +28,7 @@ func init() {
 const devAgentToken = "dev"
 
 func (e *env) devCommand() *cobra.Command {
-	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef string
+	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef, policyPath string
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
 		Short: "Run a server and an agent in one process on an embedded store: the one-command way to try Kith",
@@ -48,7 +48,11 @@ func (e *env) devCommand() *cobra.Command {
 				return err
 			}
 			dir = abs
-			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision, policyRepo: policyRepo, policyRef: policyRef})
+			if !cmd.Flags().Changed("policy-path") {
+				policyPath = e.getenv("KITH_POLICY_GIT_PATH") // as the server's policy.git.path
+			}
+			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision,
+				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath})
 		},
 	}
 	fl := cmd.Flags()
@@ -60,6 +64,7 @@ func (e *env) devCommand() *cobra.Command {
 	fl.StringVar(&policyDir, "policy-dir", "", "directory of custom Rego policy (package kith.ext) enforced by the agent")
 	fl.StringVar(&policyRepo, "policy-repo", "", "Git URL or local path of a policy repository to follow (see docs/policy-git.md)")
 	fl.StringVar(&policyRef, "policy-ref", "", "branch, tag or commit of --policy-repo (default: the remote's HEAD)")
+	fl.StringVar(&policyPath, "policy-path", "", "sub-directory of --policy-repo holding the policy and its data file (default: $KITH_POLICY_GIT_PATH, else the repository root)")
 	fl.StringVar(&decision, "authz-decision", "", "use this OPA-Envoy-style decision from the custom policy, e.g. envoy/authz/allow")
 	return cmd
 }
@@ -67,7 +72,7 @@ func (e *env) devCommand() *cobra.Command {
 // devOptions are kith dev's flags.
 type devOptions struct {
 	dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
-	policyRepo, policyRef                                      string
+	policyRepo, policyRef, policyPath                          string
 }
 
 func (e *env) runDev(ctx context.Context, o devOptions) error {
@@ -91,7 +96,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	scfg.Listen.GRPC, scfg.Listen.HTTP, scfg.Listen.AdminSocket = grpcAddr, httpAddr, filepath.Join(dir, "admin.sock")
 	scfg.Log.Level = logLevel
 	scfg.Policy.Dir, scfg.Authz.Decision = o.policyDir, o.decision
-	scfg.Policy.Git.URL, scfg.Policy.Git.Ref = o.policyRepo, o.policyRef
+	scfg.Policy.Git.URL, scfg.Policy.Git.Ref, scfg.Policy.Git.Path = o.policyRepo, o.policyRef, o.policyPath
 	if err := scfg.Finish(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}

@@ -126,13 +126,14 @@ func (e *env) policySyncCommand() *cobra.Command {
 
 func (e *env) policyRollbackCommand() *cobra.Command {
 	return &cobra.Command{
-		Use: "rollback REVISION", Short: "Put an earlier good revision in force until the next commit or `kith policy unpin`",
+		Use: "rollback REVISION", Short: "Put an earlier good revision (or an unambiguous prefix of it, 4+ characters) in force until the next commit or `kith policy unpin`",
 		Args: exactArgs(1, "REVISION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := call(cmd.Context(), e, adminv1.AdminServiceClient.RollbackPolicy, &adminv1.RollbackPolicyRequest{Revision: args[0]}); err != nil {
+			r, err := call(cmd.Context(), e, adminv1.AdminServiceClient.RollbackPolicy, &adminv1.RollbackPolicyRequest{Revision: args[0]})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "policy %s in force (pinned)\n", args[0])
+			fmt.Fprintf(e.stdout, "policy %s in force (pinned)\n", r.GetRevision())
 			return nil
 		},
 	}
@@ -142,6 +143,14 @@ func (e *env) policyUnpinCommand() *cobra.Command {
 	return &cobra.Command{
 		Use: "unpin", Short: "End a rollback: the newest good revision is in force again", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetPolicyStatus, &adminv1.GetPolicyStatusRequest{})
+			if err != nil {
+				return err
+			}
+			if st.GetPinnedRevision() == "" {
+				fmt.Fprintf(e.stdout, "nothing pinned: policy %s in force, following the repository\n", st.GetActiveRevision())
+				return nil
+			}
 			r, err := call(cmd.Context(), e, adminv1.AdminServiceClient.UnpinPolicy, &adminv1.UnpinPolicyRequest{})
 			if err != nil {
 				return err
@@ -165,6 +174,9 @@ func (e *env) policyCheckCommand() *cobra.Command {
 			p, err := gitsync.Check(cmd.Context(), args[0], authz.Config{Decision: decision})
 			if err != nil {
 				return err
+			}
+			for _, w := range p.Warnings() {
+				fmt.Fprintf(e.stderr, "warning: %s\n", w)
 			}
 			fmt.Fprintf(e.stdout, "ok: %d modules, %d test files, %d grants\n", len(p.Modules), len(p.Tests), len(p.Grants))
 			return nil

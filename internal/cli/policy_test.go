@@ -3,10 +3,18 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kithid/kith/authz/gitsync/gitsynctest"
 )
 
 func TestPolicyCheck(t *testing.T) {
@@ -36,6 +44,112 @@ func TestPolicyCheck(t *testing.T) {
 			code := Main(context.Background(), []string{"policy", "check", write(t, tc.files)}, &out, &errOut)
 			if code != tc.wantCode || !strings.Contains(out.String()+errOut.String(), tc.want) {
 				t.Errorf("exit %d, output %q %q; want exit %d containing %q", code, out.String(), errOut.String(), tc.wantCode, tc.want)
+			}
+		})
+	}
+}
+
+// exampleRepo is a Git repository holding examples/policy-repo where a clone of Kith has it.
+func exampleRepo(t *testing.T) string {
+	t.Helper()
+	repo := gitsynctest.New(t)
+	files := map[string]string{}
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(filepath.Join(root, "examples", "policy-repo"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		files[filepath.ToSlash(rel)] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo.Commit(files)
+	return repo.Dir
+}
+
+func TestPolicyCheckWarnsOfUnreadDataFiles(t *testing.T) {
+	example := filepath.Join("..", "..", "examples", "policy-repo")
+	for _, tc := range []struct {
+		name, dir, wantOut string
+		wantWarn           []string
+	}{
+		{
+			name: "the repository root: its data file is not read, and the warning names the path to use", dir: example,
+			wantOut:  "ok: 1 modules, 1 test files, 0 grants",
+			wantWarn: []string{"warning: policy/data.json is not read", "read only at the top of the policy path", "kith policy check policy", "policy.git.path: policy", "--policy-path policy"},
+		},
+		{name: "the policy path: both grants, no warning", dir: filepath.Join(example, "policy"), wantOut: "ok: 1 modules, 1 test files, 2 grants"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Main(context.Background(), []string{"policy", "check", tc.dir}, &out, &errOut)
+			if code != 0 || !strings.Contains(out.String(), tc.wantOut) {
+				t.Errorf("exit %d, stdout %q; want exit 0 and %q", code, out.String(), tc.wantOut)
+			}
+			for _, w := range tc.wantWarn {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("stderr %q does not say %q", errOut.String(), w)
+				}
+			}
+			if len(tc.wantWarn) == 0 && errOut.Len() > 0 {
+				t.Errorf("stderr %q, want none", errOut.String())
+			}
+		})
+	}
+}
+
+// The try-it command of docs/policy-git.md, run from the root of a clone, loads the example's grants; so
+// does the same with the path from KITH_POLICY_GIT_PATH, as the server reads it.
+func TestDevLoadsGrantsOfThePolicyPath(t *testing.T) {
+	repo := exampleRepo(t)
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		args []string
+	}{
+		{name: "--policy-path", args: []string{"--policy-repo", repo, "--policy-path", "examples/policy-repo/policy"}},
+		{name: "KITH_POLICY_GIT_PATH", vars: map[string]string{"KITH_POLICY_GIT_PATH": "examples/policy-repo/policy"}, args: []string{"--policy-repo", repo}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDevWith(t, tc.vars, tc.args...)
+			var grants struct {
+				Grants []struct {
+					Caller, Target, Source string
+				} `json:"grants"`
+			}
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				out, errs, code := d.kith("grants", "list", "-o", "json")
+				if code != 0 {
+					t.Fatalf("grants list: exit %d: %s", code, errs)
+				}
+				if err := json.Unmarshal([]byte(out), &grants); err != nil {
+					t.Fatalf("grants list -o json: %v\n%s", err, out)
+				}
+				if len(grants.Grants) > 0 || time.Now().After(deadline) {
+					break
+				}
+			}
+			var got []string
+			for _, g := range grants.Grants {
+				got = append(got, g.Caller+" -> "+g.Target)
+			}
+			sort.Strings(got)
+			want := []string{
+				"spiffe://example.org/ns/prod/sa/frontend -> spiffe://example.org/ns/prod/sa/payments",
+				"spiffe://example.org/ns/prod/sa/payments -> spiffe://example.org/ns/prod/sa/ledger",
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("grants loaded from the example (-want +got):\n%s", diff)
+			}
+			if out, errs, code := d.kith("policy", "unpin"); code != 0 || !strings.Contains(out, "nothing pinned") {
+				t.Errorf("policy unpin with nothing pinned = %d %q %q, want exit 0 saying nothing pinned", code, out, errs)
 			}
 		})
 	}

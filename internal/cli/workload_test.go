@@ -24,12 +24,19 @@ type devEnv struct {
 
 func startDev(t *testing.T) *devEnv {
 	t.Helper()
+	return startDevWith(t, nil)
+}
+
+// startDevWith starts kith dev with extra flags, in an environment of vars.
+func startDevWith(t *testing.T, vars map[string]string, extra ...string) *devEnv {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var out, errb bytes.Buffer // written by kith dev only; read after it returns
+	args := append([]string{"dev", "--data-dir", dir, "--http", "127.0.0.1:0", "--log-level", "warn"}, extra...)
 	go func() {
-		done <- MainEnv(ctx, []string{"dev", "--data-dir", dir, "--http", "127.0.0.1:0", "--log-level", "warn"}, &out, &errb, func(string) string { return "" })
+		done <- MainEnv(ctx, args, &out, &errb, func(k string) string { return vars[k] })
 	}()
 	t.Cleanup(func() {
 		cancel()

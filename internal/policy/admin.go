@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/gitsync"
+	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
 )
 
@@ -74,40 +77,73 @@ func (p *Policy) SyncPolicy(ctx context.Context) (string, error) {
 	return p.syncer.Sync(ctx)
 }
 
-// RollbackPolicy puts an earlier good revision in force, pinned until the next sync or unpin.
-func (p *Policy) RollbackPolicy(ctx context.Context, actor, revision string) error {
-	return p.activate(ctx, actor, revision, true)
-}
+// minRevisionPrefix is the shortest revision prefix rollback accepts, as git does.
+const minRevisionPrefix = 4
 
-func (p *Policy) activate(ctx context.Context, actor, revision string, pinned bool) error {
-	hist, err := p.cfg.Store.PolicyHistory(ctx, 1000)
-	if err != nil {
-		return err
-	}
-	for _, h := range hist {
-		if h.Revision == revision && h.Status == store.PolicyOK {
-			a, err := p.cfg.Store.ActivatePolicy(ctx, actor, revision, pinned)
-			if err != nil {
-				return err
-			}
-			return p.setPolicy(ctx, a.Revision, a.Modules)
-		}
-	}
-	return fmt.Errorf("policy revision %s: %w: roll back only to a revision listed ok by kith policy history", revision, store.ErrNotFound)
-}
-
-// UnpinPolicy ends a rollback: the newest good revision is in force again, and returned.
-func (p *Policy) UnpinPolicy(ctx context.Context, actor string) (string, error) {
+// RollbackPolicy puts an earlier good revision in force, pinned until the next sync or unpin, and returns
+// it. revision may be any unambiguous prefix (at least 4 characters) of a revision in the history.
+func (p *Policy) RollbackPolicy(ctx context.Context, actor, revision string) (string, error) {
 	hist, err := p.cfg.Store.PolicyHistory(ctx, 1000)
 	if err != nil {
 		return "", err
 	}
+	full, err := resolveRevision(hist, revision)
+	if err != nil {
+		return "", err
+	}
 	for _, h := range hist {
-		if h.Status == store.PolicyOK {
-			return h.Revision, p.activate(ctx, actor, h.Revision, false)
+		if h.Revision == full && h.Status == store.PolicyOK {
+			a, err := p.cfg.Store.ActivatePolicy(ctx, actor, full, true)
+			if err != nil {
+				return "", err
+			}
+			return full, p.setPolicy(ctx, a.Revision, a.Modules)
 		}
 	}
-	return "", errors.New("no good policy revision to return to")
+	return "", fmt.Errorf("policy revision %s: %w: roll back only to a revision listed ok by kith policy history", full, store.ErrNotFound)
+}
+
+// resolveRevision returns the revision in hist that rev names: the revision itself or, as git does, the one
+// revision it is a prefix of (at least minRevisionPrefix characters).
+func resolveRevision(hist []store.PolicyBundle, rev string) (string, error) {
+	var matches []string
+	seen := map[string]bool{}
+	for _, h := range hist {
+		if h.Revision == rev {
+			return rev, nil
+		}
+		if strings.HasPrefix(h.Revision, rev) && !seen[h.Revision] {
+			seen[h.Revision] = true
+			matches = append(matches, h.Revision)
+		}
+	}
+	switch {
+	case len(rev) < minRevisionPrefix:
+		return "", apierr.Invalid(fmt.Sprintf("policy revision %q is too short: give at least %d characters of a revision listed by kith policy history", rev, minRevisionPrefix))
+	case len(matches) == 0:
+		return "", fmt.Errorf("policy revision %s: %w: roll back only to a revision listed ok by kith policy history", rev, store.ErrNotFound)
+	case len(matches) > 1:
+		sort.Strings(matches)
+		return "", apierr.Invalid(fmt.Sprintf("policy revision %q is ambiguous: it starts %s; give more characters", rev, strings.Join(matches, ", ")))
+	}
+	return matches[0], nil
+}
+
+// UnpinPolicy ends a rollback: the newest good revision is in force again, and returned with unpinned
+// true. When nothing is pinned it changes nothing and returns the revision in force.
+func (p *Policy) UnpinPolicy(ctx context.Context, actor string) (string, bool, error) {
+	a, unpinned, err := p.cfg.Store.UnpinPolicy(ctx, actor)
+	if err != nil {
+		return "", false, err
+	}
+	if !unpinned {
+		rev, _ := p.Policy()
+		if rev == "" {
+			rev = authz.BuiltinRevision
+		}
+		return rev, false, nil
+	}
+	return a.Revision, true, p.setPolicy(ctx, a.Revision, a.Modules)
 }
 
 // ServeWebhook triggers a sync when the request is signed with the webhook secret.

@@ -36,6 +36,7 @@ import (
 type HistoryStore interface {
 	RecordPolicy(ctx context.Context, actor string, p store.PolicyBundle, activate bool) error
 	ActivatePolicy(ctx context.Context, actor, revision string, pinned bool) (store.PolicyBundle, error)
+	UnpinPolicy(ctx context.Context, actor string) (store.PolicyBundle, bool, error)
 	ActivePolicy(ctx context.Context) (store.PolicyBundle, error)
 }
 
@@ -53,7 +54,7 @@ type LabelStore interface {
 
 // GrantSync replaces the grants that come from the policy repository.
 type GrantSync interface {
-	ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []grant.Grant) error
+	ReplaceGrantsFromSource(ctx context.Context, actor, prefix, source string, grants []grant.Grant) error
 }
 
 // Revisions gives the store-wide revision.
@@ -243,12 +244,15 @@ func (p *Policy) apply(ctx context.Context, c gitsync.Commit) error {
 		return err
 	}
 	built := time.Now()
+	for _, w := range c.Policy.Warnings() {
+		p.log.Warn("policy commit: "+w, "commit", c.SHA, "path", p.cfg.Source.Git.Path)
+	}
 	grants := make([]grant.Grant, len(c.Policy.Grants))
 	for i, g := range c.Policy.Grants {
 		g.Source, g.CreatedBy = "git:"+c.SHA, "git"
 		grants[i] = g
 	}
-	if err := p.cfg.Store.ReplaceGrantsFromSource(ctx, "git", "git:", grants); err != nil {
+	if err := p.cfg.Store.ReplaceGrantsFromSource(ctx, "git", "git:", "git:"+c.SHA, grants); err != nil {
 		return fmt.Errorf("store grants: %w", err)
 	}
 	if err := p.setLabels(ctx, c.Policy.Labels); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/kithid/kith/authz/gitsync/gitsynctest"
 	"github.com/kithid/kith/authz/policybundle"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/store"
 )
 
 const (
@@ -247,4 +248,102 @@ func TestPolicyLabelsSurviveRestart(t *testing.T) {
 			t.Errorf("denied: %v", r.GetReasons())
 		}
 	})
+}
+
+func TestPolicyRollbackByPrefixAndAudit(t *testing.T) {
+	ctx := context.Background()
+	repo := gitsynctest.New(t)
+	first := repo.Commit(map[string]string{"ext.rego": denyDel, "data.json": dataJSON})
+	s := newPolicyServer(t, repo.Dir)
+	if _, err := s.policy.SyncPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := repo.Commit(map[string]string{"ext.rego": strings.ReplaceAll(denyDel, "DELETE", "GET")})
+	if _, err := s.policy.SyncPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	actions := func(target string) []string {
+		t.Helper()
+		evs, err := s.store.ListAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, ev := range evs {
+			if ev.Target == target {
+				out = append(out, ev.Action)
+			}
+		}
+		return out
+	}
+
+	t.Run("grant.sync is audited with the commit as target", func(t *testing.T) {
+		got := map[string][]string{"git:": actions("git:"), "git:" + first: actions("git:" + first), "git:" + second: actions("git:" + second)}
+		want := map[string][]string{"git:": nil, "git:" + first: {"grant.sync"}, "git:" + second: {"grant.sync"}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("grant.sync rows by target (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("unpin with nothing pinned writes no audit row", func(t *testing.T) {
+		r, err := s.Admin().UnpinPolicy(ctx, &adminv1.UnpinPolicyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]any{second, []string{"policy.activate"}}, []any{r.GetRevision(), actions(second)}); diff != "" {
+			t.Errorf("unpin with nothing pinned (-want +got):\n%s", diff)
+		}
+	})
+	for _, tc := range []struct {
+		name, rev, wantErr string
+	}{
+		{name: "too short", rev: first[:3], wantErr: "too short"},
+		{name: "unknown", rev: "0000000", wantErr: "not found"},
+	} {
+		t.Run("rollback refuses a revision "+tc.name, func(t *testing.T) {
+			_, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: tc.rev})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("RollbackPolicy(%s) error = %v, want one saying %q", tc.rev, err, tc.wantErr)
+			}
+		})
+	}
+	t.Run("rollback takes the short sha that git log --oneline shows", func(t *testing.T) {
+		r, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: first[:7]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, rev := can(t, s, "GET"); rev != first || r.GetRevision() != first {
+			t.Errorf("rollback to %s answered %s, in force %s; want %s", first[:7], r.GetRevision(), rev, first)
+		}
+	})
+	t.Run("unpin is audited once as policy.unpin", func(t *testing.T) {
+		if _, err := s.Admin().UnpinPolicy(ctx, &adminv1.UnpinPolicyRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"policy.activate", "policy.unpin"}, actions(second)); diff != "" {
+			t.Errorf("audit actions for %s (-want +got):\n%s", second, diff)
+		}
+		if _, rev := can(t, s, "GET"); rev != second {
+			t.Errorf("after unpin revision %s, want %s", rev, second)
+		}
+	})
+}
+
+func TestResolveRevisionAmbiguous(t *testing.T) {
+	ctx := context.Background()
+	repo := gitsynctest.New(t)
+	s := newPolicyServer(t, repo.Dir)
+	// Two recorded revisions that share a 4-character prefix.
+	for _, rev := range []string{"abcd1111", "abcd2222"} {
+		if err := s.store.RecordPolicy(ctx, "test", store.PolicyBundle{Revision: rev, Status: store.PolicyOK, Modules: map[string]string{"ext.rego": denyDel}}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: "abcd"})
+	if err == nil || !strings.Contains(err.Error(), "ambiguous") || !strings.Contains(err.Error(), "abcd1111, abcd2222") {
+		t.Errorf("RollbackPolicy(abcd) error = %v, want ambiguous naming abcd1111, abcd2222", err)
+	}
+	r, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: "abcd2"})
+	if err != nil || r.GetRevision() != "abcd2222" {
+		t.Errorf("RollbackPolicy(abcd2) = %v, %v; want abcd2222", r, err)
+	}
 }

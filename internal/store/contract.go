@@ -73,8 +73,8 @@ type Grants interface {
 	// CreateGrant stores g (ID assigned when empty, CreatedAt set).
 	CreateGrant(ctx context.Context, actor string, g grant.Grant) (grant.Grant, error)
 	// ReplaceGrantsFromSource replaces every grant whose Source starts with prefix by grants, in one
-	// transaction.
-	ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []grant.Grant) error
+	// transaction with a grant.sync audit row whose target is source (the commit, e.g. "git:<sha>").
+	ReplaceGrantsFromSource(ctx context.Context, actor, prefix, source string, grants []grant.Grant) error
 	// DeleteGrant removes the grant and returns it; ErrNotFound if none.
 	DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error)
 	GetGrant(ctx context.Context, id string) (grant.Grant, error)
@@ -96,6 +96,10 @@ type Policies interface {
 	RecordPolicy(ctx context.Context, actor string, p PolicyBundle, activate bool) error
 	// ActivatePolicy makes an earlier ok revision active again; ErrNotFound if there is none.
 	ActivatePolicy(ctx context.Context, actor, revision string, pinned bool) (PolicyBundle, error)
+	// UnpinPolicy ends a rollback: the newest ok revision becomes active, not pinned, with one policy.unpin
+	// audit row, and unpinned is true. When nothing is pinned it changes nothing, writes no audit row and
+	// returns the active bundle (zero if none).
+	UnpinPolicy(ctx context.Context, actor string) (p PolicyBundle, unpinned bool, err error)
 	// ActivePolicy returns the active bundle; ErrNotFound if none.
 	ActivePolicy(ctx context.Context) (PolicyBundle, error)
 	// PolicyHistory returns the newest limit attempts (50 when limit <= 0), newest first, without bundle

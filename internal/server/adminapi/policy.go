@@ -12,8 +12,10 @@ type PolicyAdmin interface {
 	PolicyStatus(ctx context.Context) (*adminv1.GetPolicyStatusResponse, error)
 	PolicyHistory(ctx context.Context, limit int) ([]*adminv1.PolicyAttempt, error)
 	SyncPolicy(ctx context.Context) (revision string, err error)
-	RollbackPolicy(ctx context.Context, actor, revision string) error
-	UnpinPolicy(ctx context.Context, actor string) (revision string, err error)
+	// RollbackPolicy pins the revision revision names (a prefix of it will do) and returns it in full.
+	RollbackPolicy(ctx context.Context, actor, revision string) (string, error)
+	// UnpinPolicy ends a pin and returns the revision in force; unpinned is false when nothing was pinned.
+	UnpinPolicy(ctx context.Context, actor string) (revision string, unpinned bool, err error)
 }
 
 func (s *Service) policy() (PolicyAdmin, error) {
@@ -67,10 +69,11 @@ func (s *Service) RollbackPolicy(ctx context.Context, req *adminv1.RollbackPolic
 	if req.GetRevision() == "" {
 		return nil, apierr.Invalid("give the revision to roll back to (see kith policy history)")
 	}
-	if err := p.RollbackPolicy(ctx, s.cfg.Actor(ctx), req.GetRevision()); err != nil {
+	rev, err := p.RollbackPolicy(ctx, s.cfg.Actor(ctx), req.GetRevision())
+	if err != nil {
 		return nil, err
 	}
-	return &adminv1.RollbackPolicyResponse{Revision: req.GetRevision()}, nil
+	return &adminv1.RollbackPolicyResponse{Revision: rev}, nil
 }
 
 // UnpinPolicy ends a rollback: the repository's newest good revision is in force again.
@@ -79,7 +82,7 @@ func (s *Service) UnpinPolicy(ctx context.Context, _ *adminv1.UnpinPolicyRequest
 	if err != nil {
 		return nil, err
 	}
-	rev, err := p.UnpinPolicy(ctx, s.cfg.Actor(ctx))
+	rev, _, err := p.UnpinPolicy(ctx, s.cfg.Actor(ctx))
 	if err != nil {
 		return nil, err
 	}

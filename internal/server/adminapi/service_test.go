@@ -432,7 +432,7 @@ func TestRequestValidation(t *testing.T) {
 func TestRevokingGitGrantsIsRefused(t *testing.T) {
 	h := newHarness(t, false)
 	ctx := context.Background()
-	if err := h.st.ReplaceGrantsFromSource(ctx, "system", "git:", []grant.Grant{{ID: "git-1", Caller: web, Target: payments, Source: "git:abc"}}); err != nil {
+	if err := h.st.ReplaceGrantsFromSource(ctx, "system", "git:", "git:abc", []grant.Grant{{ID: "git-1", Caller: web, Target: payments, Source: "git:abc"}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := h.c.RevokeGrants(ctx, &adminv1.RevokeGrantsRequest{Id: "git-1"})

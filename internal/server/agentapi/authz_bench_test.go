@@ -83,7 +83,7 @@ func newAuthzFixture(tb testing.TB, agents, perAgent, grants int) *authzFixture 
 		}
 		gs = append(gs, g)
 	}
-	if err := st.ReplaceGrantsFromSource(ctx, "bench", "git:", gs); err != nil {
+	if err := st.ReplaceGrantsFromSource(ctx, "bench", "git:", "git:bench", gs); err != nil {
 		tb.Fatal(err)
 	}
 	for a := 0; a < agents; a += 7 {

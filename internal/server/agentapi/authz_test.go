@@ -196,7 +196,7 @@ func TestAuthzDataAsBefore(t *testing.T) {
 			gs = append(gs, authz.Grant{ID: fmt.Sprintf("git-%d", i), Caller: "spiffe://example.org/ns/x/sa/git",
 				Target: fmt.Sprintf("spiffe://example.org/ns/ns%d/sa/svc-%d-%d", i%10, i%12, i%4), Source: "git:2"})
 		}
-		if err := st.ReplaceGrantsFromSource(ctx, "git", "git:", gs); err != nil {
+		if err := st.ReplaceGrantsFromSource(ctx, "git", "git:", "git:test", gs); err != nil {
 			t.Fatal(err)
 		}
 		check(t)

@@ -35,8 +35,9 @@ func (s *Store) CreateGrant(ctx context.Context, actor string, g grant.Grant) (g
 }
 
 // ReplaceGrantsFromSource replaces every grant whose Source starts with prefix (e.g. "git:") with grants,
-// in one transaction (used for grants that come from a policy repository).
-func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix string, grants []grant.Grant) error {
+// in one transaction (used for grants that come from a policy repository), audited as grant.sync with source
+// (e.g. "git:<sha>", the commit they come from) as the target.
+func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix, source string, grants []grant.Grant) error {
 	return s.write(ctx, func(w *wtx) error {
 		rows, err := w.tx.QueryContext(w.ctx, "SELECT id FROM grants WHERE substr(source, 1, ?) = ?", len(prefix), prefix)
 		if err != nil {
@@ -73,7 +74,7 @@ func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix strin
 				return err
 			}
 		}
-		return w.audit(actor, "grant.sync", prefix, map[string]any{"grants": len(grants), "replaced": len(old)})
+		return w.audit(actor, "grant.sync", source, map[string]any{"grants": len(grants), "replaced": len(old)})
 	})
 }
 

@@ -74,6 +74,43 @@ func (s *Store) ActivatePolicy(ctx context.Context, actor, revision string, pinn
 	return out, err
 }
 
+// UnpinPolicy ends a rollback: the newest ok revision becomes active, not pinned, with one policy.unpin
+// audit row. When nothing is pinned it changes nothing, writes no row and returns the active bundle (if any)
+// with unpinned false.
+func (s *Store) UnpinPolicy(ctx context.Context, actor string) (store.PolicyBundle, bool, error) {
+	var out store.PolicyBundle
+	var unpinned bool
+	err := s.write(ctx, func(w *wtx) error {
+		cur, err := scanPolicy(w.queryRow("SELECT " + policyColumns + " FROM policy_bundles WHERE active = 1 ORDER BY seq DESC LIMIT 1"))
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if !cur.Pinned {
+			out = cur
+			return nil
+		}
+		var seq int64
+		if err := w.queryRow("SELECT seq FROM policy_bundles WHERE status = 'ok' ORDER BY seq DESC LIMIT 1").Scan(&seq); err != nil {
+			return fmt.Errorf("newest good policy revision: %w", err)
+		}
+		if _, err := w.exec("UPDATE policy_bundles SET active = 0, pinned = 0 WHERE active = 1"); err != nil {
+			return err
+		}
+		if _, err := w.exec("UPDATE policy_bundles SET active = 1, pinned = 0 WHERE seq = ?", seq); err != nil {
+			return err
+		}
+		if out, err = scanPolicy(w.queryRow("SELECT "+policyColumns+" FROM policy_bundles WHERE seq = ?", seq)); err != nil {
+			return err
+		}
+		if err := w.change(store.KindPolicy, out.Revision, false); err != nil {
+			return err
+		}
+		unpinned = true
+		return w.audit(actor, "policy.unpin", out.Revision, map[string]any{"pinned_was": cur.Revision})
+	})
+	return out, unpinned, err
+}
+
 // ActivePolicy returns the active policy bundle; store.ErrNotFound if none.
 func (s *Store) ActivePolicy(ctx context.Context) (store.PolicyBundle, error) {
 	p, err := scanPolicy(s.reader.QueryRowContext(ctx, "SELECT "+policyColumns+" FROM policy_bundles WHERE active = 1 ORDER BY seq DESC LIMIT 1"))

@@ -237,7 +237,7 @@ func testOneRevisionPerChange(t *testing.T, h harness) {
 		{"create a grant", true, func() error { _, err := s.CreateGrant(ctx, "test", grantFor(1)); return err }},
 		{"revoke it", true, func() error { _, err := s.DeleteGrant(ctx, "test", "g-1"); return err }},
 		{"replace git grants", true, func() error {
-			return s.ReplaceGrantsFromSource(ctx, "system", "git:", []grant.Grant{{ID: "git-1", Caller: frontend, Target: payments, Source: "git:a"}})
+			return s.ReplaceGrantsFromSource(ctx, "system", "git:", "git:a", []grant.Grant{{ID: "git-1", Caller: frontend, Target: payments, Source: "git:a"}})
 		}},
 		{"set a target mode", true, func() error { return s.SetTargetMode(ctx, "test", payments, grant.ModeAudit) }},
 		{"record and activate a policy", true, func() error {

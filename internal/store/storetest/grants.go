@@ -144,7 +144,7 @@ func testReplaceGrants(t *testing.T, h harness) {
 		{ID: "git-a", Caller: frontend, Target: payments, Source: "git:aaa"},
 		{ID: "git-b", Caller: frontend, Target: "spiffe://kith.test/ns/prod/*", Source: "git:aaa"},
 	}
-	if err := s.ReplaceGrantsFromSource(ctx, "system", "git:", first); err != nil {
+	if err := s.ReplaceGrantsFromSource(ctx, "system", "git:", "git:aaa", first); err != nil {
 		t.Fatal(err)
 	}
 	before := mustRevision(t, s)
@@ -152,7 +152,7 @@ func testReplaceGrants(t *testing.T, h harness) {
 		{ID: "git-b", Caller: frontend, Target: "spiffe://kith.test/ns/prod/*", Methods: []string{"GET"}, Source: "git:bbb"},
 		{ID: "git-c", Caller: "spiffe://kith.test/ns/dev/*", Target: payments, Source: "git:bbb"},
 	}
-	if err := s.ReplaceGrantsFromSource(ctx, "system", "git:", second); err != nil {
+	if err := s.ReplaceGrantsFromSource(ctx, "system", "git:", "git:bbb", second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -201,8 +201,15 @@ func testReplaceGrants(t *testing.T, h harness) {
 		if diff := cmp.Diff(map[string]bool{"git-a": true, "git-b": false, "git-c": false}, got); diff != "" {
 			t.Errorf("changes (id -> deleted) (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff([]string{"grant.sync", "grant.sync"}, auditActions(t, s, "git:")); diff != "" {
-			t.Errorf("audit actions for git: (-want +got):\n%s", diff)
+		// Each sync is audited once, with the commit it comes from as the target.
+		rows := map[string][]string{}
+		for _, target := range []string{"git:", "git:aaa", "git:bbb"} {
+			if a := auditActions(t, s, target); a != nil {
+				rows[target] = a
+			}
+		}
+		if diff := cmp.Diff(map[string][]string{"git:aaa": {"grant.sync"}, "git:bbb": {"grant.sync"}}, rows); diff != "" {
+			t.Errorf("grant.sync audit rows by target (-want +got):\n%s", diff)
 		}
 	})
 }

@@ -129,7 +129,49 @@ func testPolicies(t *testing.T, h harness) {
 		}
 	})
 
+	t.Run("unpin returns to the newest good revision with one policy.unpin row", func(t *testing.T) {
+		before := mustRevision(t, s)
+		got, unpinned, err := s.UnpinPolicy(ctx, "cli:uid=0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Revision != "r2" || !got.Active || got.Pinned || !unpinned {
+			t.Errorf("UnpinPolicy = %+v, %v; want r2 active, not pinned, unpinned", got, unpinned)
+		}
+		if diff := cmp.Diff([]string{"policy.activate", "policy.unpin"}, auditActions(t, s, "r2")); diff != "" {
+			t.Errorf("audit actions for r2 (-want +got):\n%s", diff)
+		}
+		if after := mustRevision(t, s); after != before+1 {
+			t.Errorf("revision %d after unpin, want %d", after, before+1)
+		}
+	})
+
+	t.Run("unpin with nothing pinned changes nothing and writes no row", func(t *testing.T) {
+		before := mustRevision(t, s)
+		evs, err := s.ListAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, unpinned, err := s.UnpinPolicy(ctx, "cli:uid=0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Revision != "r2" || unpinned {
+			t.Errorf("UnpinPolicy = %s, unpinned %v; want r2 and false", got.Revision, unpinned)
+		}
+		after, err := s.ListAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(evs) || mustRevision(t, s) != before {
+			t.Errorf("unpin with nothing pinned wrote %d audit rows and moved the revision %d -> %d", len(after)-len(evs), before, mustRevision(t, s))
+		}
+	})
+
 	t.Run("activating again unpins", func(t *testing.T) {
+		if _, err := s.ActivatePolicy(ctx, "cli:uid=0", "r1", true); err != nil {
+			t.Fatal(err)
+		}
 		got, err := s.ActivatePolicy(ctx, "cli:uid=0", "r2", false)
 		if err != nil {
 			t.Fatal(err)

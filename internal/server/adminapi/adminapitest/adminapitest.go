@@ -235,17 +235,17 @@ func (p *Policy) PolicyHistory(context.Context, int) ([]*adminv1.PolicyAttempt, 
 
 func (p *Policy) SyncPolicy(context.Context) (string, error) { return "", p.Err }
 
-func (p *Policy) RollbackPolicy(_ context.Context, _, revision string) error {
+func (p *Policy) RollbackPolicy(_ context.Context, _, revision string) (string, error) {
 	if p.Err != nil {
-		return p.Err
+		return "", p.Err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rolledBack = append(p.rolledBack, revision)
-	return nil
+	return revision, nil
 }
 
-func (p *Policy) UnpinPolicy(context.Context, string) (string, error) { return "", p.Err }
+func (p *Policy) UnpinPolicy(context.Context, string) (string, bool, error) { return "", false, p.Err }
 
 // RolledBack returns the revisions rolled back to, in order.
 func (p *Policy) RolledBack() []string {
