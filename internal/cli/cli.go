@@ -62,6 +62,7 @@ type env struct {
 	output         string
 	adminSocket    string
 	getenv         func(string) string
+	strict         bool // --strict on verbs that caution
 }
 
 // Main runs the kith command line and returns the process exit code.

@@ -76,6 +76,9 @@ func (e *env) entryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := e.checkEntry(cmd.Context(), pe); err != nil {
+				return err
+			}
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.CreateEntry, &adminv1.CreateEntryRequest{Entry: pe})
 			if err != nil {
 				return err
@@ -85,6 +88,7 @@ func (e *env) entryCommand() *cobra.Command {
 		},
 	}
 	cf.bind(create)
+	e.bindStrict(create)
 	create.Flags().StringVar(&dataFile, "data", "", "create the entries of this JSON or YAML file (- reads stdin): a list of entries, or {entries: [...]} as kith entry list -o json prints; field names as in that output")
 
 	var lf struct{ spiffeID, parent string }
@@ -183,6 +187,9 @@ func (e *env) entryCommand() *cobra.Command {
 				}
 			}
 			e.warnExecutableOnly(pe.GetSelectors())
+			if err := e.checkEntry(cmd.Context(), pe); err != nil {
+				return err
+			}
 			resp, err := c.UpdateEntry(cmd.Context(), &adminv1.UpdateEntryRequest{Entry: pe})
 			if err != nil {
 				return err
@@ -191,6 +198,7 @@ func (e *env) entryCommand() *cobra.Command {
 		}),
 	}
 	uf.bind(update)
+	e.bindStrict(update)
 
 	del := &cobra.Command{
 		Use:   "delete ENTRY-ID",

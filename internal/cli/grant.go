@@ -76,6 +76,9 @@ func (e *env) grantCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := e.checkGrantEnds(cmd.Context(), c, caller, target); err != nil {
+				return err
+			}
 			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason}
 			switch {
 			case forDur > 0:
@@ -97,6 +100,7 @@ func (e *env) grantCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
 	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
 	durationVar(cmd.Flags(), &forDur, "for", 0, "grant expires after this long, e.g. 8h")
+	e.bindStrict(cmd)
 	cmd.Flags().StringVar(&until, "until", "", "grant expires at this time (RFC 3339)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the grant and the audit log)")
 	return cmd

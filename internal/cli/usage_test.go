@@ -444,3 +444,50 @@ func TestEntryCreateFromAFile(t *testing.T) {
 		t.Errorf("--data with --spiffe-id: exit %d, %q", code, errs)
 	}
 }
+
+// What is well-formed but matches nothing known now is warned about (exit 0), or refused with --strict.
+func TestWhatMatchesNothingIsWarnedAboutOrRefusedWithStrict(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/payments", "--selector", "unix:uid:1001", "--node-selector", "join_token:name:n1")
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/frontend", "--selector", "unix:uid:1002", "--node-selector", "join_token:name:n1")
+	tests := []struct {
+		name string
+		args []string
+		warn string // "" : no warning
+	}{
+		{"a grant between registered identities", []string{"grant", "spiffe://example.org/frontend", "spiffe://example.org/payments"}, ""},
+		{"a grant to a typo", []string{"grant", "spiffe://example.org/frontend", "spiffe://example.org/paymnets"}, "no registered identity is spiffe://example.org/paymnets (the target)"},
+		{"a grant from a prefix nothing is under", []string{"grant", "spiffe://example.org/ns/dev/*", "spiffe://example.org/payments"}, "no registered identity falls under spiffe://example.org/ns/dev/* (the caller)"},
+		{"a grant from a prefix something is under", []string{"grant", "spiffe://example.org/*", "spiffe://example.org/payments"}, ""},
+		{"an entry on an agent that never attested", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/a", "--selector", "unix:uid:1", "--parent", "spiffe://example.org/kith/agent/join_token/ghost"}, "no agent spiffe://example.org/kith/agent/join_token/ghost has attested"},
+		{"an entry with a selector no attestor gives", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/b", "--selector", "k8s:ns:default", "--node-selector", "join_token:name:n1"}, "selector k8s:ns:default: no workload attestor of this Kith gives k8s selectors (it has unix)"},
+		{"an entry placed by a node selector no attestor gives", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/c", "--selector", "unix:uid:1", "--node-selector", "k8s_psat:cluster:prod"}, "node selector k8s_psat:cluster:prod: no node attestor of this Kith gives k8s_psat selectors"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, code := s.kith(t, tt.args...)
+			if tt.warn == "" {
+				if code != 0 || strings.Contains(errs, "warning") {
+					t.Errorf("exit %d, stderr %q; want no warning", code, errs)
+				}
+				return
+			}
+			if code != 0 || !strings.Contains(errs, "kith: warning: "+tt.warn) {
+				t.Errorf("exit %d, stderr %q; want exit 0 and the warning %q", code, errs, tt.warn)
+			}
+			strict := append(slices.Clone(tt.args), "--strict")
+			if len(tt.args) > 1 && tt.args[0] == "entry" { // a second entry of the same ID would be a duplicate
+				strict = slices.Clone(tt.args)
+				strict[3] += "-strict"
+				strict = append(strict, "--strict")
+			}
+			before := s.ok(t, "audit", "list", "-o", "json")
+			if _, errs, code := s.kith(t, strict...); code == 0 || !strings.Contains(errs, tt.warn) || !strings.Contains(errs, "refused: --strict") {
+				t.Errorf("with --strict: exit %d, stderr %q; want it refused", code, errs)
+			}
+			if after := s.ok(t, "audit", "list", "-o", "json"); after != before {
+				t.Errorf("--strict refused but something changed")
+			}
+		})
+	}
+}
