@@ -35,6 +35,8 @@ type Policy struct {
 	// Unread are data files below the top of the policy directory (slash-separated paths): the loader reads
 	// data.json / data.yaml only at the top, so their grants and labels are not loaded. See Warnings.
 	Unread []string
+	// dataNotes are what the data file holds that can never take effect: unknown keys, expired grants.
+	dataNotes []string
 }
 
 // Warnings says what in the directory is not loaded and why, with the path to use instead: data files
@@ -47,7 +49,42 @@ func (p *Policy) Warnings() []string {
 			"to load them use %s as the policy path (kith policy check %s, policy.git.path: %s, kith dev --policy-path %s)",
 			name, strings.Join(dataFiles, ", "), dir, dir, dir, dir))
 	}
-	return out
+	return append(out, p.dataNotes...)
+}
+
+// dataKeys and grantKeys are the keys a data file and each of its grants may have.
+var (
+	dataKeys  = []string{"grants", "labels"}
+	grantKeys = []string{"caller", "target", "methods", "paths", "expires_at", "reason"}
+)
+
+// noteUnknownKeys records keys of the data file, and of its grants, that the loader ignores: a misspelt
+// key ("grant", "method") would otherwise drop what it holds without a word.
+func (p *Policy) noteUnknownKeys(name string, raw []byte) {
+	var doc map[string]any
+	var err error
+	if strings.HasSuffix(name, ".json") {
+		err = json.Unmarshal(raw, &doc)
+	} else {
+		err = yaml.Unmarshal(raw, &doc)
+	}
+	if err != nil {
+		return // the typed decoding reports it
+	}
+	for _, k := range slices.Sorted(maps.Keys(doc)) {
+		if !slices.Contains(dataKeys, k) {
+			p.dataNotes = append(p.dataNotes, fmt.Sprintf("%s: unknown key %q is ignored (a data file has %s)", name, k, strings.Join(dataKeys, ", ")))
+		}
+	}
+	grants, _ := doc["grants"].([]any)
+	for i, g := range grants {
+		obj, _ := g.(map[string]any)
+		for _, k := range slices.Sorted(maps.Keys(obj)) {
+			if !slices.Contains(grantKeys, k) {
+				p.dataNotes = append(p.dataNotes, fmt.Sprintf("%s: grants[%d]: unknown key %q is ignored (a grant has %s)", name, i, k, strings.Join(grantKeys, ", ")))
+			}
+		}
+	}
 }
 
 // dataFile is the shape of data.json / data.yaml: the same grant fields `kith grant` makes.
@@ -172,6 +209,7 @@ func (p *Policy) readData(name string, raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	p.noteUnknownKeys(name, raw)
 	var errs []error
 	for i, dg := range df.Grants {
 		g := authz.Grant{Caller: dg.Caller, Target: dg.Target, Methods: dg.Methods, Paths: dg.Paths, Reason: dg.Reason}
@@ -185,6 +223,9 @@ func (p *Policy) readData(name string, raw []byte) error {
 				continue
 			}
 			g.ExpiresAt = t
+			if !t.After(time.Now()) {
+				p.dataNotes = append(p.dataNotes, fmt.Sprintf("%s: grants[%d] (%s → %s) expired at %s: it allows nothing", name, i, dg.Caller, dg.Target, dg.ExpiresAt))
+			}
 		}
 		g.ID = grantID(g)
 		if err := g.Validate(); err != nil {

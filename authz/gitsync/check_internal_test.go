@@ -3,6 +3,8 @@ package gitsync
 import (
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestParseCache(t *testing.T) {
@@ -63,6 +65,31 @@ func TestUnreadDataFiles(t *testing.T) {
 	} {
 		if got := isUnreadData(tc.name); got != tc.want {
 			t.Errorf("isUnreadData(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// What a data file holds that can never take effect is a warning: an unknown key, at the top or in a
+// grant, and a grant that has already expired. The rest loads as before.
+func TestDataFileNotes(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, data string
+		want             []string
+	}{
+		{"clean", "data.yaml", "grants:\n- {caller: spiffe://td/a, target: spiffe://td/b, expires_at: '2999-01-01T00:00:00Z'}\nlabels: {spiffe://td/a: {env: dev}}\n", nil},
+		{"a misspelt top-level key", "data.json", `{"grant": [{"caller": "spiffe://td/a", "target": "spiffe://td/b"}]}`,
+			[]string{`data.json: unknown key "grant" is ignored (a data file has grants, labels)`}},
+		{"a misspelt grant key", "data.yaml", "grants:\n- {caller: spiffe://td/a, target: spiffe://td/b, method: [GET]}\n",
+			[]string{`data.yaml: grants[0]: unknown key "method" is ignored (a grant has caller, target, methods, paths, expires_at, reason)`}},
+		{"an expired grant", "data.yaml", "grants:\n- {caller: spiffe://td/a, target: spiffe://td/b, expires_at: '2001-01-01T00:00:00Z'}\n",
+			[]string{"data.yaml: grants[0] (spiffe://td/a → spiffe://td/b) expired at 2001-01-01T00:00:00Z: it allows nothing"}},
+	} {
+		p := &Policy{}
+		if err := p.readData(tc.file, []byte(tc.data)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if diff := cmp.Diff(tc.want, p.Warnings()); diff != "" {
+			t.Errorf("%s: warnings (-want +got):\n%s", tc.name, diff)
 		}
 	}
 }
