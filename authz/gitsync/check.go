@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"gopkg.in/yaml.v3"
 
@@ -37,6 +38,39 @@ type Policy struct {
 	Unread []string
 	// dataNotes are what the data file holds that can never take effect: unknown keys, expired grants.
 	dataNotes []string
+
+	// Results are the outcomes of the Rego tests, in the order they ran (after Test or Check).
+	Results []TestResult
+	// Coverage is the test coverage of the modules, when CheckWith asked for it.
+	Coverage *Coverage
+	coverage bool
+}
+
+// TestResult is the outcome of one Rego test.
+type TestResult struct {
+	Name     string        // data.<package>.<test>
+	Location string        // file:line
+	Outcome  string        // PASS, FAIL, ERROR or SKIPPED
+	Error    string        // for ERROR
+	Duration time.Duration // how long it ran
+}
+
+// Coverage is how much of the policy modules the tests evaluate, by line.
+type Coverage struct {
+	Percent float64
+	Files   []FileCoverage // by name
+}
+
+// FileCoverage is one module's coverage.
+type FileCoverage struct {
+	Name                string
+	Percent             float64
+	Covered, NotCovered int // lines
+}
+
+// Options are what CheckWith does beyond Check.
+type Options struct {
+	Coverage bool // measure test coverage (Policy.Coverage)
 }
 
 // Warnings says what in the directory is not loaded and why, with the path to use instead: data files
@@ -262,19 +296,52 @@ func (p *Policy) test(ctx context.Context, cache parseCache) error {
 		return nil
 	}
 	parsed[authz.BuiltinModule] = builtinParsed()
-	ch, err := tester.NewRunner().SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30*time.Second).SetModules(parsed).RunTests(ctx, nil)
+	runner := tester.NewRunner().SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30 * time.Second).SetModules(parsed)
+	var cov *cover.Cover
+	if p.coverage {
+		cov = cover.New()
+		runner = runner.SetCoverageQueryTracer(cov)
+	}
+	ch, err := runner.RunTests(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
 	var failed []string
 	n := 0
+	p.Results = p.Results[:0]
 	for r := range ch {
 		n++
+		res := TestResult{Name: r.Package + "." + r.Name, Location: loc(r.Location), Outcome: "PASS", Duration: r.Duration}
 		switch {
 		case r.Error != nil:
+			res.Outcome, res.Error = "ERROR", r.Error.Error()
 			failed = append(failed, fmt.Sprintf("%s: test %s.%s: error: %v", loc(r.Location), r.Package, r.Name, r.Error))
 		case r.Fail:
+			res.Outcome = "FAIL"
 			failed = append(failed, fmt.Sprintf("%s: test %s.%s failed", loc(r.Location), r.Package, r.Name))
+		case r.Skip:
+			res.Outcome = "SKIPPED"
+		}
+		p.Results = append(p.Results, res)
+	}
+	if cov != nil {
+		modules := map[string]*ast.Module{}
+		for name := range p.Modules {
+			modules[name] = parsed[name]
+		}
+		rep := cov.Report(modules)
+		p.Coverage = &Coverage{}
+		covered, total := 0, 0
+		for _, name := range slices.Sorted(maps.Keys(rep.Files)) {
+			f := rep.Files[name]
+			if _, ok := p.Modules[name]; !ok {
+				continue // the tests themselves, Kith's built-in module
+			}
+			p.Coverage.Files = append(p.Coverage.Files, FileCoverage{Name: name, Percent: f.Coverage, Covered: f.CoveredLines, NotCovered: f.NotCoveredLines})
+			covered, total = covered+f.CoveredLines, total+f.CoveredLines+f.NotCoveredLines
+		}
+		if total > 0 {
+			p.Coverage.Percent = 100 * float64(covered) / float64(total)
 		}
 	}
 	if len(failed) > 0 {
@@ -358,12 +425,19 @@ func loc(l *ast.Location) string {
 // Check validates a policy directory the way the server validates a commit: read, compile, run the
 // tests, then evaluate sample requests with a decision engine built from cfg (its Decision matters).
 func Check(ctx context.Context, dir string, cfg authz.Config) (*Policy, error) {
+	return CheckWith(ctx, dir, cfg, Options{})
+}
+
+// CheckWith is Check with options. When the tests fail it returns the policy (with its Results) and the
+// error, so that a caller can show every outcome.
+func CheckWith(ctx context.Context, dir string, cfg authz.Config, opts Options) (*Policy, error) {
 	p, err := Read(dir)
 	if err != nil {
 		return nil, err
 	}
+	p.coverage = opts.Coverage
 	if err := p.Test(ctx); err != nil {
-		return nil, err
+		return p, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

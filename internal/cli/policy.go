@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -163,15 +164,19 @@ func (e *env) policyUnpinCommand() *cobra.Command {
 
 func (e *env) policyCheckCommand() *cobra.Command {
 	var decision string
+	var verbose, coverage bool
 	cmd := &cobra.Command{
-		Use:   "check DIR",
+		Use:   "check DIR [-v] [--coverage]",
 		Short: "Validate a policy directory as the server would (compile, run *_test.rego, sample requests); no server needed",
 		Args:  exactArgs(1, "DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := os.Stat(args[0]); err != nil {
 				return fmt.Errorf("policy dir: %w", err)
 			}
-			p, err := gitsync.Check(cmd.Context(), args[0], authz.Config{Decision: decision})
+			p, err := gitsync.CheckWith(cmd.Context(), args[0], authz.Config{Decision: decision}, gitsync.Options{Coverage: coverage})
+			if p != nil && (verbose || coverage) {
+				e.printTestReport(p, verbose, coverage)
+			}
 			if err != nil {
 				return err
 			}
@@ -183,5 +188,37 @@ func (e *env) policyCheckCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&decision, "authz-decision", "", "the server's authz.decision, if set")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print each Rego test with PASS or FAIL and its duration, as opa test -v")
+	cmd.Flags().BoolVar(&coverage, "coverage", false, "print how much of each module the tests evaluate, by line")
 	return cmd
+}
+
+// printTestReport writes the Rego tests' outcomes (verbose) and the coverage, as `opa test -v` and
+// `opa test --coverage` summarise them.
+func (e *env) printTestReport(p *gitsync.Policy, verbose, coverage bool) {
+	w := e.stdout
+	if verbose {
+		pass := 0
+		for _, r := range p.Results {
+			line := fmt.Sprintf("%s: %s (%s)", r.Name, r.Outcome, r.Duration.Round(time.Microsecond))
+			if r.Error != "" {
+				line += ": " + r.Error
+			}
+			fmt.Fprintf(w, "%s  %s\n", r.Location, line)
+			if r.Outcome == "PASS" {
+				pass++
+			}
+		}
+		fmt.Fprintln(w, strings.Repeat("-", 80))
+		fmt.Fprintf(w, "PASS: %d/%d\n", pass, len(p.Results))
+	}
+	if coverage && p.Coverage != nil {
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(tw, "FILE\tCOVERAGE\tLINES COVERED\tNOT COVERED")
+		for _, f := range p.Coverage.Files {
+			fmt.Fprintf(tw, "%s\t%.1f%%\t%d\t%d\n", f.Name, f.Percent, f.Covered, f.NotCovered)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "coverage: %.1f%%\n", p.Coverage.Percent)
+	}
 }

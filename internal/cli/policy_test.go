@@ -154,3 +154,36 @@ func TestDevLoadsGrantsOfThePolicyPath(t *testing.T) {
 		})
 	}
 }
+
+func TestPolicyCheckVerboseAndCoverage(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"ext.rego": "package kith.ext\n\ndeny contains \"no deletes\" if input.kith.method == \"DELETE\"\n\ndeny contains \"no puts\" if input.kith.method == \"PUT\"\n",
+		"ext_test.rego": "package kith.ext_test\n\nimport data.kith.ext\n\ntest_delete_denied if {\n\t\"no deletes\" in ext.deny with input as {\"kith\": {\"method\": \"DELETE\"}}\n}\n\n" +
+			"test_get_denied if {\n\t\"no deletes\" in ext.deny with input as {\"kith\": {\"method\": \"GET\"}}\n}\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"policy", "check", "-v", "--coverage", dir}, &out, &errOut)
+	got := out.String()
+	for _, want := range []string{
+		"ext_test.rego:5  data.kith.ext_test.test_delete_denied: PASS (",
+		"ext_test.rego:9  data.kith.ext_test.test_get_denied: FAIL (",
+		"PASS: 1/2",
+		"ext.rego ", "coverage: ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("policy check -v --coverage lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "ext_test.rego  ") && strings.Contains(got[strings.Index(got, "FILE"):], "ext_test.rego") {
+		t.Errorf("the coverage table lists the test file:\n%s", got)
+	}
+	if code != 1 || !strings.Contains(errOut.String(), "1 of 2 policy tests failed") {
+		t.Errorf("exit %d, stderr %q; want 1 and the failure", code, errOut.String())
+	}
+}
