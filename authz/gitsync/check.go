@@ -451,3 +451,17 @@ func CheckWith(ctx context.Context, dir string, cfg authz.Config, opts Options) 
 	}
 	return p, nil
 }
+
+// ReadDataFile reads a data file (JSON, or YAML when its name does not end in .json) on its own: its grants,
+// labels and warnings, as Read would take them from the top of a policy directory.
+func ReadDataFile(path string) (*Policy, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := &Policy{}
+	if err := p.readData(filepath.Base(path), raw); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

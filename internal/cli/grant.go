@@ -349,13 +349,20 @@ func (e *env) targetCommand() *cobra.Command {
 }
 
 func (e *env) canCommand() *cobra.Command {
-	var method, path string
+	var method, path, policyDir, dataFile, decision string
 	return withFlags(&cobra.Command{
-		Use:   "can CALLER TARGET [--method M] [--path P]",
-		Short: "Explain whether CALLER may call TARGET; exit 0 allowed, 1 denied, 2 error",
+		Use:   "can CALLER TARGET [--method M] [--path P] [--policy-dir DIR] [--data FILE]",
+		Short: "Explain whether CALLER may call TARGET; exit 0 allowed, 1 denied, 2 error; offline with --policy-dir or --data",
 		Args:  exactArgs(2, "CALLER and TARGET"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return &exitError{code: 2, err: fmt.Errorf("%s", describe(err, e.adminSocket))} }
+			if policyDir != "" || dataFile != "" {
+				resp, err := canOffline(cmd.Context(), args[0], args[1], method, path, policyDir, dataFile, decision)
+				if err != nil {
+					return fail(err)
+				}
+				return e.printCan(resp, args[0], args[1], method, path)
+			}
 			c, done, err := e.admin()
 			if err != nil {
 				return fail(err)
@@ -373,43 +380,52 @@ func (e *env) canCommand() *cobra.Command {
 			if err != nil {
 				return fail(err)
 			}
-			out := map[string]any{"allowed": resp.GetAllowed(), "reasons": nonNil(resp.GetReasons()), "mode": resp.GetMode(),
-				"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision()}
-			err = e.print(out, func() {
-				verdict := "DENIED"
-				if resp.GetAllowed() {
-					verdict = "ALLOWED"
-				}
-				if resp.GetAllowed() && !resp.GetPolicyAllowed() {
-					verdict = "ALLOWED (audit mode: the policy denies it)"
-				}
-				m, p := method, path
-				if m == "" {
-					m = "GET"
-				}
-				if p == "" {
-					p = "/"
-				}
-				fmt.Fprintf(e.stdout, "%s: %s → %s %s %s (mode %s)\n", verdict, caller, target, strings.ToUpper(m), p, resp.GetMode())
-				for _, r := range resp.GetReasons() {
-					fmt.Fprintf(e.stdout, "  - %s\n", r)
-				}
-				for k, v := range resp.GetHeaders() {
-					fmt.Fprintf(e.stdout, "  header %s: %s\n", k, v)
-				}
-			})
-			if err != nil {
-				return fail(err)
-			}
-			if !resp.GetAllowed() {
-				return &exitError{code: 1}
-			}
-			return nil
+			return e.printCan(resp, caller, target, method, path)
 		},
 	}, func(cmd *cobra.Command) {
 		cmd.Flags().StringVar(&method, "method", "GET", "HTTP method")
 		cmd.Flags().StringVar(&path, "path", "/", "request path")
+		cmd.Flags().StringVar(&policyDir, "policy-dir", "", "answer offline from this policy directory (Rego, tests, data file), as kith policy check reads it; no server")
+		cmd.Flags().StringVar(&dataFile, "data", "", "answer offline with the grants and labels of this data file (data.json or data.yaml form); no server")
+		cmd.Flags().StringVar(&decision, "authz-decision", "", "with --policy-dir: the server's authz.decision, if set")
 	})
+}
+
+// printCan writes kith can's answer and returns its exit status: nil when allowed, exit 1 when denied.
+func (e *env) printCan(resp *adminv1.CanResponse, caller, target, method, path string) error {
+	fail := func(err error) error { return &exitError{code: 2, err: err} }
+	out := map[string]any{"allowed": resp.GetAllowed(), "reasons": nonNil(resp.GetReasons()), "mode": resp.GetMode(),
+		"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision()}
+	err := e.print(out, func() {
+		verdict := "DENIED"
+		if resp.GetAllowed() {
+			verdict = "ALLOWED"
+		}
+		if resp.GetAllowed() && !resp.GetPolicyAllowed() {
+			verdict = "ALLOWED (audit mode: the policy denies it)"
+		}
+		m, p := method, path
+		if m == "" {
+			m = "GET"
+		}
+		if p == "" {
+			p = "/"
+		}
+		fmt.Fprintf(e.stdout, "%s: %s → %s %s %s (mode %s)\n", verdict, caller, target, strings.ToUpper(m), p, resp.GetMode())
+		for _, r := range resp.GetReasons() {
+			fmt.Fprintf(e.stdout, "  - %s\n", r)
+		}
+		for k, v := range resp.GetHeaders() {
+			fmt.Fprintf(e.stdout, "  header %s: %s\n", k, v)
+		}
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if !resp.GetAllowed() {
+		return &exitError{code: 1}
+	}
+	return nil
 }
 
 func withFlags(cmd *cobra.Command, f func(*cobra.Command)) *cobra.Command {

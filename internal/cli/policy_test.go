@@ -187,3 +187,38 @@ func TestPolicyCheckVerboseAndCoverage(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 and the failure", code, errOut.String())
 	}
 }
+
+// kith can answers offline, with no server, from a policy directory or a data file: the same engine and
+// the same explanation, and the same exit codes.
+func TestCanOffline(t *testing.T) {
+	dir := filepath.Join("..", "..", "examples", "policy-repo", "policy")
+	const frontend, payments, ledger = "spiffe://example.org/ns/prod/sa/frontend", "spiffe://example.org/ns/prod/sa/payments", "spiffe://example.org/ns/prod/sa/ledger"
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"a grant of the directory allows", []string{frontend, payments, "--path", "/api/orders", "--policy-dir", dir}, 0, "ALLOWED: " + frontend + " → " + payments + " GET /api/orders (mode enforce)"},
+		{"a method the grant lacks is denied, with why", []string{frontend, payments, "--method", "DELETE", "--path", "/api/orders", "--policy-dir", dir}, 1, "does not allow method DELETE"},
+		{"a data file alone", []string{payments, ledger, "--method", "POST", "--path", "/ledger.v1.Ledger/Write", "--data", filepath.Join(dir, "data.json")}, 0, "ALLOWED"},
+		{"no grant in the data file", []string{ledger, payments, "--data", filepath.Join(dir, "data.json")}, 1, "no grant allows " + ledger},
+		{"short names need a server", []string{"frontend", payments, "--data", filepath.Join(dir, "data.json")}, 2, `caller "frontend": offline, give a full SPIFFE ID`},
+		{"a directory that does not check", []string{frontend, payments, "--policy-dir", filepath.Join(dir, "nope")}, 2, "--policy-dir"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			// No admin socket exists at its default path here: the answer cannot come from a server.
+			code := MainEnv(context.Background(), append([]string{"can"}, tt.args...), &out, &errOut, func(k string) string {
+				if k == "KITH_ADMIN_SOCKET" {
+					return filepath.Join(t.TempDir(), "none.sock")
+				}
+				return ""
+			})
+			if code != tt.wantCode || !strings.Contains(out.String()+errOut.String(), tt.want) {
+				t.Errorf("exit %d, %q %q; want exit %d and %q", code, out.String(), errOut.String(), tt.wantCode, tt.want)
+			}
+		})
+	}
+}
