@@ -137,6 +137,7 @@ func (e *env) rootCommand() *cobra.Command {
 		root.AddCommand(extra(e))
 	}
 	refuseUnknownSubcommands(root)
+	e.completeArguments(root)
 	for _, c := range root.Commands() {
 		switch c.Name() {
 		case "server", "agent", "dev":

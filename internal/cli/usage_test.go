@@ -491,3 +491,35 @@ func TestWhatMatchesNothingIsWarnedAboutOrRefusedWithStrict(t *testing.T) {
 		})
 	}
 }
+
+func TestShellCompletionOffersIDsFromTheServer(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/ns/prod/payments", "--selector", "unix:uid:1001", "--node-selector", "join_token:name:n1")
+	s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/ns/prod/frontend", "--selector", "unix:uid:1002", "--node-selector", "join_token:name:n1")
+	var g struct{ Id string }
+	if err := json.Unmarshal([]byte(s.ok(t, "grant", "frontend", "payments", "-o", "json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	complete := func(args ...string) []string {
+		out := s.ok(t, append([]string{"__complete"}, args...)...)
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(l, ":") && !strings.HasPrefix(l, "Completion ended") {
+				got = append(got, l)
+			}
+		}
+		return got
+	}
+	if got := complete("grant", "pay"); !slices.Equal(got, []string{"payments"}) {
+		t.Errorf("kith grant pay<TAB> = %q, want payments", got)
+	}
+	if got := complete("can", "frontend", "spiffe://example.org/ns/prod/p"); !slices.Equal(got, []string{"spiffe://example.org/ns/prod/payments"}) {
+		t.Errorf("kith can frontend spiffe://…/p<TAB> = %q", got)
+	}
+	if got := complete("revoke", "g-"); !slices.Equal(got, []string{g.Id}) {
+		t.Errorf("kith revoke g-<TAB> = %q, want %s", got, g.Id)
+	}
+	if got := complete("agents", "evict", ""); len(got) != 0 {
+		t.Errorf("kith agents evict <TAB> with no agents = %q", got)
+	}
+}
