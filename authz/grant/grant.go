@@ -122,6 +122,13 @@ func validatePath(p string) error {
 		return fmt.Errorf("path %q: only * is special in a path pattern; [ ] { } \\ are not allowed", p)
 	case strings.Contains(p, "**"):
 		return fmt.Errorf("path %q: use a trailing /* to match everything below a path, not **", p)
+	case strings.Contains(p, "//"):
+		return fmt.Errorf("path %q can never match: requests are matched with repeated slashes merged", p)
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("path %q can never match: requests are matched after . and .. segments are resolved", p)
+		}
 	}
 	return nil
 }

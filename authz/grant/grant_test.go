@@ -22,6 +22,11 @@ func TestGrantValidate(t *testing.T) {
 		{"a relative path is refused", func(g *Grant) { g.Paths = []string{"api"} }, `path "api" must start with /`},
 		{"a path with brackets is refused", func(g *Grant) { g.Paths = []string{"/a[1]"} }, "only * is special"},
 		{"a path with ** is refused", func(g *Grant) { g.Paths = []string{"/a/**"} }, "not **"},
+		{"a path with a .. segment can never match", func(g *Grant) { g.Paths = []string{"/api/../admin"} }, `path "/api/../admin" can never match`},
+		{"a path with a . segment can never match", func(g *Grant) { g.Paths = []string{"/api/./x"} }, "after . and .. segments are resolved"},
+		{"a path ending in .. can never match", func(g *Grant) { g.Paths = []string{"/api/.."} }, "can never match"},
+		{"a path with // can never match", func(g *Grant) { g.Paths = []string{"/api//x"} }, "repeated slashes merged"},
+		{"dots inside a segment are fine", func(g *Grant) { g.Paths = []string{"/v1.2/...x/a.b"} }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
