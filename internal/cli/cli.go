@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -210,7 +211,11 @@ func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
 	if _, err := os.Stat(e.adminSocket); err != nil {
 		return nil, nil, fmt.Errorf("admin socket %s: %w (is `kith server` running? set --admin-socket or KITH_ADMIN_SOCKET)", e.adminSocket, errors.Unwrap(err))
 	}
-	conn, err := grpc.NewClient("unix://"+e.adminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	sock, err := filepath.Abs(e.adminSocket) // gRPC's unix:// target takes an absolute path only
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket %s: %w", e.adminSocket, err)
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to admin socket %s: %w", e.adminSocket, err)
 	}

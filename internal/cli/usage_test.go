@@ -523,3 +523,23 @@ func TestShellCompletionOffersIDsFromTheServer(t *testing.T) {
 		t.Errorf("kith agents evict <TAB> with no agents = %q", got)
 	}
 }
+
+func TestARelativeAdminSocketWorks(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	t.Chdir(filepath.Dir(s.socket))
+	rel := filepath.Base(s.socket)
+	var out, errb bytes.Buffer
+	code := MainEnv(context.Background(), []string{"token", "list", "--admin-socket", rel}, &out, &errb, func(string) string { return "" })
+	if code != 0 {
+		t.Errorf("--admin-socket %s: exit %d, %s", rel, code, errb.String())
+	}
+	code = MainEnv(context.Background(), []string{"token", "list"}, &out, &errb, func(k string) string {
+		if k == "KITH_ADMIN_SOCKET" {
+			return "./" + rel
+		}
+		return ""
+	})
+	if code != 0 {
+		t.Errorf("KITH_ADMIN_SOCKET=./%s: exit %d, %s", rel, code, errb.String())
+	}
+}
