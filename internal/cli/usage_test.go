@@ -543,3 +543,18 @@ func TestARelativeAdminSocketWorks(t *testing.T) {
 		t.Errorf("KITH_ADMIN_SOCKET=./%s: exit %d, %s", rel, code, errb.String())
 	}
 }
+
+func TestAnOpenDataDirIsTightened(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	startServer(t, dir)
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir mode after start: %v (%v), want 0700", fi.Mode().Perm(), err)
+	}
+}

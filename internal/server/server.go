@@ -96,6 +96,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	// The data dir holds the CA keys and the store: a pre-existing one open to others is tightened.
+	if fi, err := os.Stat(c.DataDir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	} else if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(c.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir %s is mode %#o, open to other users, and cannot be made 0700: %w", c.DataDir, perm, err)
+		}
+		cfg.Logger.Warn("data dir was open to other users; made it 0700", "data_dir", c.DataDir, "was", fmt.Sprintf("%#o", perm))
+	}
 	st, err := openStore(ctx, c, cfg)
 	if err != nil {
 		return nil, err
