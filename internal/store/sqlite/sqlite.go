@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -94,6 +95,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	writer.SetConnMaxLifetime(0)
 	writer.SetConnMaxIdleTime(0)
 
+	if err := quickCheck(ctx, writer); err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", cfg.Path, err)
+	}
 	version, err := migrate(ctx, writer, cfg.Path, cfg.Logger)
 	if err != nil {
 		writer.Close()
@@ -403,6 +408,36 @@ func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
 	}
 	if _, err := w.exec("INSERT INTO changes (revision, kind, object_id, deleted) VALUES (?, ?, ?, ?)", rev, string(kind), id, deleted); err != nil {
 		return fmt.Errorf("record change of %s %s: %w", kind, id, err)
+	}
+	return nil
+}
+
+// quickCheck runs SQLite's quick_check, so that a corrupted database is refused at start rather than
+// serving reads that fail and accepting writes on top of broken pages.
+func quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return fmt.Errorf("the database is corrupted or not a Kith store (sqlite quick_check: %v): restore it from a backup", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("sqlite quick_check: %w", err)
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("the database is corrupted (sqlite quick_check: %v): restore it from a backup", err)
+	}
+	if len(problems) > 0 {
+		if len(problems) > 5 {
+			problems = append(problems[:5], fmt.Sprintf("and %d more", len(problems)-5))
+		}
+		return fmt.Errorf("the database is corrupted (sqlite quick_check: %s): restore it from a backup", strings.Join(problems, "; "))
 	}
 	return nil
 }
