@@ -10,6 +10,10 @@ import (
 	"strings"
 )
 
+// MaxValueLength bounds a selector's value (a path, a hash, a name), so that no entry stores or pushes an
+// unbounded one.
+const MaxValueLength = 1024
+
 // Selector is one attested fact in the form type:key:value.
 type Selector struct {
 	Type  string
@@ -76,6 +80,9 @@ func (s Selector) Validate() error {
 	}
 	if s.Value == "" {
 		return fmt.Errorf("selector %q: empty value", s.String())
+	}
+	if len(s.Value) > MaxValueLength {
+		return fmt.Errorf("selector %s:%s:…: the value is %d bytes, at most %d", s.Type, s.Key, len(s.Value), MaxValueLength)
 	}
 	if strings.ContainsAny(s.Value, "\x00\n") {
 		return fmt.Errorf("selector %q: value contains a control character", s.String())

@@ -27,6 +27,7 @@ func TestParseSelectorRefusesWhatCanNeverMatch(t *testing.T) {
 		{"unix:sha256:abc", "64 lowercase hex digits"},
 		{"unix:colour:red", "unknown key"},
 		{"nope:uid:1", "unknown type"},
+		{"unix:user:" + strings.Repeat("u", 1025), "the value is 1025 bytes, at most 1024"},
 	}
 	for _, tt := range tests {
 		_, err := ParseSelector(tt.in)

@@ -62,6 +62,14 @@ var httpMethods = []string{"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH
 // HTTPMethods returns the methods a grant may name, upper-case and sorted.
 func HTTPMethods() []string { return slices.Clone(httpMethods) }
 
+// Limits on a grant, so that no grant stores (and pushes to agents) an unbounded value.
+const (
+	maxIDLength     = 2048 // bytes of a caller or target, as the SPIFFE specification bounds an ID
+	MaxPaths        = 64   // path patterns per grant
+	MaxPathLength   = 1024 // bytes of one path pattern
+	MaxReasonLength = 1024 // bytes of the reason
+)
+
 // Validate reports what is wrong with g, if anything.
 func (g Grant) Validate() error {
 	var errs []error
@@ -83,10 +91,23 @@ func (g Grant) Validate() error {
 			}
 		}
 	}
+	if len(g.Paths) > MaxPaths {
+		errs = append(errs, fmt.Errorf("%d paths, at most %d per grant", len(g.Paths), MaxPaths))
+	}
 	for _, p := range g.Paths {
+		if len(p) > MaxPathLength {
+			errs = append(errs, fmt.Errorf("a path of %d bytes, at most %d", len(p), MaxPathLength))
+			continue
+		}
 		if err := validatePath(p); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(g.Methods) > len(httpMethods) {
+		errs = append(errs, fmt.Errorf("%d methods, at most the %d HTTP methods", len(g.Methods), len(httpMethods)))
+	}
+	if len(g.Reason) > MaxReasonLength {
+		errs = append(errs, fmt.Errorf("reason of %d bytes, at most %d", len(g.Reason), MaxReasonLength))
 	}
 	if err := errors.Join(errs...); err != nil {
 		if g.ID != "" {
@@ -101,6 +122,9 @@ func (g Grant) Validate() error {
 func validatePattern(s string) error {
 	if s == "" {
 		return errors.New("empty; want a SPIFFE ID or a prefix such as spiffe://example.org/ns/dev/*")
+	}
+	if len(s) > maxIDLength {
+		return fmt.Errorf("%d bytes: a SPIFFE ID has at most %d", len(s), maxIDLength)
 	}
 	id := strings.TrimSuffix(s, "/*")
 	if strings.Contains(id, "*") {

@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -27,6 +28,10 @@ func TestGrantValidate(t *testing.T) {
 		{"a path ending in .. can never match", func(g *Grant) { g.Paths = []string{"/api/.."} }, "can never match"},
 		{"a path with // can never match", func(g *Grant) { g.Paths = []string{"/api//x"} }, "repeated slashes merged"},
 		{"dots inside a segment are fine", func(g *Grant) { g.Paths = []string{"/v1.2/...x/a.b"} }, ""},
+		{"a 3 MB reason is refused", func(g *Grant) { g.Reason = strings.Repeat("x", 3<<20) }, "reason of 3145728 bytes, at most 1024"},
+		{"a 1025-byte path is refused", func(g *Grant) { g.Paths = []string{"/" + strings.Repeat("a", 1024)} }, "a path of 1025 bytes, at most 1024"},
+		{"65 paths are refused", func(g *Grant) { g.Paths = slices.Repeat([]string{"/a"}, 65) }, "65 paths, at most 64"},
+		{"a caller over 2,048 bytes is refused", func(g *Grant) { g.Caller = "spiffe://example.org/" + strings.Repeat("a", 2048) }, "at most 2048"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

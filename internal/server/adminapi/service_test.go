@@ -173,6 +173,35 @@ func TestRequestValidation(t *testing.T) {
 			_, err := c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://other.test/web" })})
 			return err
 		}, `is in trust domain "other.test" but this server's trust domain is "kith.test"`},
+		{"an entry's spiffe id is at most 2,048 bytes", func(c adminv1.AdminServiceClient) error {
+			_, err := c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://kith.test/" + strings.Repeat("a", 3<<20) })})
+			return err
+		}, "spiffe_id is 3145747 bytes: a SPIFFE ID has at most 2048"},
+		{"an entry has at most 64 selectors", func(c adminv1.AdminServiceClient) error {
+			_, err := c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(func(e *adminv1.Entry) {
+				for i := range 65 {
+					e.Selectors = append(e.Selectors, fmt.Sprintf("unix:uid:%d", i))
+				}
+			})})
+			return err
+		}, "selectors: 66 given, at most 64 per entry"},
+		{"an entry has at most 64 labels", func(c adminv1.AdminServiceClient) error {
+			_, err := c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(func(e *adminv1.Entry) {
+				e.Labels = map[string]string{}
+				for i := range 65 {
+					e.Labels[fmt.Sprintf("k%d", i)] = "v"
+				}
+			})})
+			return err
+		}, "labels: 65 given, at most 64 per entry"},
+		{"a selector value is at most 1,024 bytes", func(c adminv1.AdminServiceClient) error {
+			_, err := c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(func(e *adminv1.Entry) { e.Selectors = []string{"unix:user:" + strings.Repeat("u", 3<<20)} })})
+			return err
+		}, "the value is 3145728 bytes, at most 1024"},
+		{"a grant reason is at most 1,024 bytes", func(c adminv1.AdminServiceClient) error {
+			_, err := c.CreateGrant(ctx, &adminv1.CreateGrantRequest{Grant: pgrant(func(g *adminv1.Grant) { g.Reason = strings.Repeat("r", 3<<20) })})
+			return err
+		}, "reason of 3145728 bytes, at most 1024"},
 		{"an entry's spiffe id needs a path", func(c adminv1.AdminServiceClient) error {
 			_, err := c.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: entry(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://kith.test" })})
 			return err

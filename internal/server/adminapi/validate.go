@@ -21,6 +21,15 @@ import (
 // may not use it, so no workload can impersonate an agent. It is [node.ReservedPath].
 const ReservedPath = node.ReservedPath
 
+// Limits on what one entry may hold, checked at the API edge so that no request can store (and push to
+// every agent) an unbounded value.
+const (
+	MaxIDLength  = 2048 // bytes of a SPIFFE ID, as the SPIFFE specification bounds a URI SAN
+	MaxSelectors = 64   // workload selectors, and node selectors, per entry
+	MaxDNSNames  = 64   // DNS SANs per entry or minted SVID
+	MaxLabels    = 64   // labels per entry
+)
+
 // ParseWorkloadID parses a SPIFFE ID given by an administrator for a workload or person: it must be in
 // the trust domain td, have a path, and not use the reserved /kith/ path.
 func ParseWorkloadID(td spiffeid.TrustDomain, field, s string) (spiffeid.ID, error) {
@@ -42,6 +51,9 @@ func ParseID(td spiffeid.TrustDomain, field, s string) (spiffeid.ID, error) {
 	if s == "" {
 		return spiffeid.ID{}, apierr.Invalid(fmt.Sprintf("%s is required: give a SPIFFE ID such as spiffe://%s/app", field, td))
 	}
+	if len(s) > MaxIDLength {
+		return spiffeid.ID{}, apierr.Invalid(fmt.Sprintf("%s is %d bytes: a SPIFFE ID has at most %d", field, len(s), MaxIDLength))
+	}
 	id, err := spiffeid.FromString(s)
 	if err != nil {
 		return spiffeid.ID{}, apierr.Invalid(fmt.Sprintf("%s %q is not a valid SPIFFE ID: %v", field, s, err))
@@ -59,6 +71,9 @@ var (
 
 // ValidateDNSNames checks DNS SANs: lowercase hostnames, an optional leading wildcard label, no IPs.
 func ValidateDNSNames(names []string) error {
+	if len(names) > MaxDNSNames {
+		return apierr.Invalid(fmt.Sprintf("dns_names: %d given, at most %d", len(names), MaxDNSNames))
+	}
 	for _, n := range names {
 		if n == "" || len(n) > 253 || net.ParseIP(n) != nil {
 			return apierr.Invalid(fmt.Sprintf("dns name %q is not a valid hostname", n))
@@ -109,6 +124,19 @@ func (s *Service) entryFromProto(pe *adminv1.Entry) (store.Entry, error) {
 	id, err := ParseWorkloadID(td, "spiffe_id", pe.GetSpiffeId())
 	if err != nil {
 		return store.Entry{}, err
+	}
+	for _, c := range []struct {
+		field string
+		n, max int
+	}{
+		{"selectors", len(pe.GetSelectors()), MaxSelectors},
+		{"node_selectors", len(pe.GetNodeSelectors()), MaxSelectors},
+		{"dns_names", len(pe.GetDnsNames()), MaxDNSNames},
+		{"labels", len(pe.GetLabels()), MaxLabels},
+	} {
+		if c.n > c.max {
+			return store.Entry{}, apierr.Invalid(fmt.Sprintf("%s: %d given, at most %d per entry", c.field, c.n, c.max))
+		}
 	}
 	e := store.Entry{ID: pe.GetId(), SPIFFEID: id, DNSNames: pe.GetDnsNames(), Labels: pe.GetLabels()}
 	if pe.GetParentId() != "" {
