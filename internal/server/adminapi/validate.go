@@ -126,7 +126,7 @@ func (s *Service) entryFromProto(pe *adminv1.Entry) (store.Entry, error) {
 		return store.Entry{}, err
 	}
 	for _, c := range []struct {
-		field string
+		field  string
 		n, max int
 	}{
 		{"selectors", len(pe.GetSelectors()), MaxSelectors},
