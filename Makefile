@@ -36,6 +36,7 @@ generate:
 	$(BUF) generate
 
 lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt would change these files: run gofmt -w" >&2; exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
 
