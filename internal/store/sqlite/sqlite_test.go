@@ -9,12 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/store"
@@ -23,24 +21,9 @@ import (
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 
-// clock is a fake clock that advances one second per reading.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(time.Second)
-	return c.now
-}
-
-var idComparer = cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })
-
 func openAt(t testing.TB, path string) *Store {
 	t.Helper()
-	c := &clock{now: t0}
+	c := storetest.NewClock(t0)
 	s, err := Open(context.Background(), Config{Path: path, Now: c.Now})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
@@ -59,6 +42,7 @@ func openTemp(t testing.TB) (*Store, string) {
 var (
 	testEntry  = storetest.Entry
 	mustVerify = storetest.MustVerify
+	idComparer = storetest.IDComparer
 )
 
 // TestConformance runs the store contract's suite against SQLite, with the audit tamper checks.
@@ -193,7 +177,7 @@ func TestReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kith.db")
-	s, err := Open(ctx, Config{Path: path, Now: (&clock{now: t0}).Now})
+	s, err := Open(ctx, Config{Path: path, Now: storetest.NewClock(t0).Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func testJoinTokens(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]store.JoinToken{tok, expired}, got, idComparer); diff != "" {
+		if diff := cmp.Diff([]store.JoinToken{tok, expired}, got, IDComparer); diff != "" {
 			t.Errorf("ListJoinTokens (-want +got):\n%s", diff)
 		}
 	})
@@ -62,7 +62,7 @@ func testJoinTokens(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(tok, got, idComparer); diff != "" {
+		if diff := cmp.Diff(tok, got, IDComparer); diff != "" {
 			t.Errorf("LookupJoinToken (-want +got):\n%s", diff)
 		}
 	})
@@ -101,19 +101,19 @@ func testJoinTokens(t *testing.T, h harness) {
 		}
 		wantTok := tok
 		wantTok.UsedAt, wantTok.UsedBy = now, agentID
-		if diff := cmp.Diff(wantTok, used, idComparer); diff != "" {
+		if diff := cmp.Diff(wantTok, used, IDComparer); diff != "" {
 			t.Errorf("UseJoinToken token (-want +got):\n%s", diff)
 		}
 		wantAgent := agent
 		wantAgent.CreatedAt, wantAgent.UpdatedAt = now, now
-		if diff := cmp.Diff(wantAgent, got, idComparer); diff != "" {
+		if diff := cmp.Diff(wantAgent, got, IDComparer); diff != "" {
 			t.Errorf("UseJoinToken agent (-want +got):\n%s", diff)
 		}
 		stored, err := s.GetAgent(ctx, agentID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(wantAgent, stored, idComparer); diff != "" {
+		if diff := cmp.Diff(wantAgent, stored, IDComparer); diff != "" {
 			t.Errorf("GetAgent (-want +got):\n%s", diff)
 		}
 		if _, _, err := s.UseJoinToken(ctx, hash("s1"), now, agent); !errors.Is(err, store.ErrTokenInvalid) {
@@ -225,7 +225,7 @@ func testAgents(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]store.Agent{ev}, list, idComparer); diff != "" {
+		if diff := cmp.Diff([]store.Agent{ev}, list, IDComparer); diff != "" {
 			t.Errorf("ListAgents (-want +got):\n%s", diff)
 		}
 	})

@@ -39,7 +39,7 @@ func testRevokeJoinToken(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(unused, got, idComparer); diff != "" {
+		if diff := cmp.Diff(unused, got, IDComparer); diff != "" {
 			t.Errorf("RevokeJoinToken (-want +got):\n%s", diff)
 		}
 		if after, _ := s.Revision(ctx); after != before+1 {
@@ -113,7 +113,7 @@ func testBanAgent(t *testing.T, h harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(banned, got, idComparer); diff != "" {
+	if diff := cmp.Diff(banned, got, IDComparer); diff != "" {
 		t.Errorf("GetAgent after ban (-want +got):\n%s", diff)
 	}
 	a.SerialNumber = "02"

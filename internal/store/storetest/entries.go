@@ -35,7 +35,7 @@ func testEntries(t *testing.T, h harness) {
 	}
 	want := in
 	want.ID, want.Revision, want.CreatedAt, want.UpdatedAt = created.ID, 1, created.CreatedAt, created.UpdatedAt
-	if diff := cmp.Diff(want, created, idComparer); diff != "" {
+	if diff := cmp.Diff(want, created, IDComparer); diff != "" {
 		t.Errorf("CreateEntry returned (-want +got):\n%s", diff)
 	}
 
@@ -44,7 +44,7 @@ func testEntries(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(created, got, idComparer); diff != "" {
+		if diff := cmp.Diff(created, got, IDComparer); diff != "" {
 			t.Errorf("GetEntry (-want +got):\n%s", diff)
 		}
 	})
@@ -106,7 +106,7 @@ func testEntries(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(got, read, idComparer); diff != "" {
+		if diff := cmp.Diff(got, read, IDComparer); diff != "" {
 			t.Errorf("GetEntry after update (-want +got):\n%s", diff)
 		}
 		created = got
@@ -157,7 +157,7 @@ func testEntries(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]store.Entry{created}, bySPIFFE, idComparer); diff != "" {
+		if diff := cmp.Diff([]store.Entry{created}, bySPIFFE, IDComparer); diff != "" {
 			t.Errorf("ListEntries by spiffe id (-want +got):\n%s", diff)
 		}
 	})
@@ -167,7 +167,7 @@ func testEntries(t *testing.T, h harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(created, got, idComparer); diff != "" {
+		if diff := cmp.Diff(created, got, IDComparer); diff != "" {
 			t.Errorf("DeleteEntry (-want +got):\n%s", diff)
 		}
 		if _, err := s.GetEntry(ctx, created.ID); !errors.Is(err, store.ErrNotFound) {

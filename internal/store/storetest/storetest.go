@@ -84,24 +84,29 @@ type harness struct{ open Open }
 // new opens a fresh backend whose clock starts at t0 and advances one second per reading.
 func (h harness) new(t *testing.T) store.Backend {
 	t.Helper()
-	c := &clock{now: t0}
+	c := NewClock(t0)
 	return h.open(t, c.Now)
 }
 
-// clock is a fake clock that advances one second per reading.
-type clock struct {
+// Clock is a fake clock that advances one second per reading, so that every stored time is distinct.
+type Clock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
-func (c *clock) Now() time.Time {
+// NewClock returns a Clock whose first reading is one second after start.
+func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+
+// Now advances the clock by one second and returns it.
+func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(time.Second)
 	return c.now
 }
 
-var idComparer = cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })
+// IDComparer compares SPIFFE IDs for go-cmp.
+var IDComparer = cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })
 
 // ID parses a SPIFFE ID or fails the test.
 func ID(t testing.TB, s string) spiffeid.ID {
