@@ -35,13 +35,9 @@ func (e *env) caution(msg string) error {
 
 // checkGrantEnds cautions about a grant whose caller or target no registration entry has (or, for a
 // prefix, no entry falls under): a typo such as spiffe://kith.test/paymnets would never match.
-func (e *env) checkGrantEnds(ctx context.Context, c adminv1.AdminServiceClient, caller, target string) error {
-	resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{})
-	if err != nil {
-		return err
-	}
+func (e *env) checkGrantEnds(entries []*adminv1.Entry, caller, target string) error {
 	for _, end := range []struct{ role, pattern string }{{"caller", caller}, {"target", target}} {
-		covered := slices.ContainsFunc(resp.GetEntries(), func(pe *adminv1.Entry) bool { return grant.Covers(end.pattern, pe.GetSpiffeId()) })
+		covered := slices.ContainsFunc(entries, func(pe *adminv1.Entry) bool { return grant.Covers(end.pattern, pe.GetSpiffeId()) })
 		if covered {
 			continue
 		}

@@ -28,9 +28,17 @@ func resolveID(ctx context.Context, c adminv1.AdminServiceClient, arg string) (s
 	if err != nil {
 		return "", err
 	}
+	return resolveIn(resp.GetEntries(), arg)
+}
+
+// resolveIn is resolveID over entries already listed.
+func resolveIn(entries []*adminv1.Entry, arg string) (string, error) {
+	if strings.HasPrefix(arg, "spiffe://") {
+		return arg, nil
+	}
 	seen := map[string]bool{}
 	var matches []string
-	for _, e := range resp.GetEntries() {
+	for _, e := range entries {
 		id := e.GetSpiffeId()
 		path := id[strings.Index(id[len("spiffe://"):], "/")+len("spiffe://"):]
 		if (strings.HasSuffix(path, "/"+arg) || path == "/"+arg) && !seen[id] {
@@ -68,15 +76,20 @@ func (e *env) grantCommand() *cobra.Command {
 			return nil
 		},
 		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
-			caller, err := resolveID(cmd.Context(), c, args[0])
+			// One listing serves the short names and the check that the grant can match.
+			list, err := c.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{})
 			if err != nil {
 				return err
 			}
-			target, err := resolveID(cmd.Context(), c, args[1])
+			caller, err := resolveIn(list.GetEntries(), args[0])
 			if err != nil {
 				return err
 			}
-			if err := e.checkGrantEnds(cmd.Context(), c, caller, target); err != nil {
+			target, err := resolveIn(list.GetEntries(), args[1])
+			if err != nil {
+				return err
+			}
+			if err := e.checkGrantEnds(list.GetEntries(), caller, target); err != nil {
 				return err
 			}
 			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason}
