@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package tools pins the Kubernetes API server the Kubernetes tests run against.
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
