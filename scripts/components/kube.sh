@@ -18,8 +18,8 @@ trap 'rm -rf "$tmp"' EXIT
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 if [[ ! -x "$cache/etcd" ]]; then
 	echo "building etcd $ETCD_VERSION (about 2 minutes)..." >&2
-	GOBIN="$tmp" go install -trimpath -ldflags="-s -w" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
-	mv "$tmp/v3" "$cache/etcd" 2>/dev/null || mv "$tmp/server" "$cache/etcd"
+	(cd "$root/tools/etcd" && go build -trimpath -ldflags="-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3) >&2
+	mv "$tmp/etcd" "$cache/etcd"
 fi
 if [[ ! -x "$cache/kube-apiserver" ]]; then
 	echo "building kube-apiserver $KUBE_VERSION (tens of minutes cold; cached afterwards)..." >&2
