@@ -32,7 +32,11 @@ func (p *Policy) PolicyStatus(ctx context.Context) (*adminv1.GetPolicyStatusResp
 	out := &adminv1.GetPolicyStatusResponse{ActiveRevision: rev}
 	switch {
 	case p.cfg.Source.Git.URL != "":
-		out.Source = p.cfg.Source.Git.URL + "@" + p.cfg.Source.Git.Ref
+		ref := p.cfg.Source.Git.Ref
+		if ref == "" {
+			ref = "HEAD" // what an empty ref follows: the remote's HEAD
+		}
+		out.Source = p.cfg.Source.Git.URL + "@" + ref
 	case p.cfg.Source.Dir != "":
 		out.Source = p.cfg.Source.Dir
 	}

@@ -213,3 +213,32 @@ func TestSnapshot(t *testing.T) {
 		}
 	})
 }
+
+// TestPolicyStatusNamesTheSource checks the source line of `kith policy status`: a repository without a
+// ref follows its HEAD, and says so (it printed "URL@" with nothing after the @).
+func TestPolicyStatusNamesTheSource(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		src  config.Policy
+		want string
+	}{
+		{"a repository without a ref follows its HEAD", config.Policy{Git: config.PolicyGit{URL: "https://example.org/p.git"}}, "https://example.org/p.git@HEAD"},
+		{"a repository with a ref names it", config.Policy{Git: config.PolicyGit{URL: "https://example.org/p.git", Ref: "main"}}, "https://example.org/p.git@main"},
+		{"no source: nothing", config.Policy{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := policy.New(ctx, policy.Config{Store: openStore(t), DataDir: t.TempDir(), Source: tc.src, Engine: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := p.PolicyStatus(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, st.GetSource()); diff != "" {
+				t.Errorf("source (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -32,12 +32,15 @@ import (
 //	                                        for its shown output before the next block
 //	<!-- doc-test: not run: REASON -->      the block is not run (a reason is required)
 //	<!-- doc-test: setup: SHELL -->         SHELL runs (hidden) in the page's session before the block
-//	<!-- doc-test: let WORD = SHELL -->     every WORD in the block is replaced by SHELL's output (for
-//	                                        placeholders such as TOKEN-ID that a reader fills in)
+//	<!-- doc-test: let WORD = SHELL -->     every WORD in the block and its shown output is replaced by
+//	                                        SHELL's output (placeholders such as TOKEN-ID that a reader
+//	                                        fills in)
 //	<!-- doc-test: on kith dev ARGS -->     anywhere on the page: the page runs against `kith dev ARGS`
 //	                                        started before its first block, with its two export lines run
 //
-// An sh block that is not marked `not run` is run; there is no other way to skip one.
+// An sh block that is not marked `not run` is run; there is no other way to skip one. So is a transcript:
+// an untagged block of `$ COMMAND` lines, each followed by what it prints (its exit status is not
+// checked: a transcript does not show it).
 //
 // Shown output: an untagged or ```text block right after an sh block (blank lines between allowed) is what
 // the block prints. Each shown line must match a line of the output (stdout and stderr together), in order;
@@ -80,8 +83,10 @@ type docBlock struct {
 	daemon  bool     // until Ctrl-C
 	setup   []string // hidden shell lines run first
 	lets    [][2]string
-	dev     string // on kith dev ARGS: the page's kith dev (only in docPage.dev)
 	isShown bool
+	// transcript is set for an untagged block of `$ COMMAND` lines, each followed by its output: each
+	// command runs (its exit status is not shown, so not checked) and must print what follows it.
+	transcript [][2]string
 }
 
 // docPage is a page's sh blocks and the kith dev it runs against ("" for none).
@@ -144,9 +149,26 @@ func parseDocPage(path, text string) (docPage, error) {
 		if i == len(lines) {
 			return page, fmt.Errorf("%s:%d: unclosed ``` block", path, start+1)
 		}
+		if (lang == "" || lang == "text") && len(body) > 0 && strings.HasPrefix(body[0], "$ ") {
+			b := pending
+			pending, havePending = docBlock{}, false
+			if b.daemon {
+				return page, fmt.Errorf("%s:%d: a transcript cannot run until Ctrl-C", path, start+1)
+			}
+			b.line = start + 1
+			for _, l := range body {
+				if cmd, ok := strings.CutPrefix(l, "$ "); ok {
+					b.transcript = append(b.transcript, [2]string{cmd, ""})
+				} else {
+					b.transcript[len(b.transcript)-1][1] += l + "\n"
+				}
+			}
+			page.blocks = append(page.blocks, b)
+			continue
+		}
 		if lang != "sh" {
 			if havePending {
-				return page, fmt.Errorf("%s:%d: doc-test markers before a ```%s block: they apply only to ```sh blocks", path, start+1, lang)
+				return page, fmt.Errorf("%s:%d: doc-test markers before a ```%s block: they apply only to ```sh blocks and transcripts", path, start+1, lang)
 			}
 			continue
 		}
@@ -158,7 +180,7 @@ func parseDocPage(path, text string) (docPage, error) {
 		for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
 			j++
 		}
-		if j < len(lines) && (lines[j] == "```" || lines[j] == "```text") {
+		if j+1 < len(lines) && (lines[j] == "```" || lines[j] == "```text") && !strings.HasPrefix(lines[j+1], "$ ") {
 			var shown []string
 			for j++; j < len(lines) && !strings.HasPrefix(lines[j], "```"); j++ {
 				shown = append(shown, lines[j])
@@ -267,6 +289,11 @@ func TestDocParserAndMatcher(t *testing.T) {
 		"```sh",
 		"envoy -c x.yaml",
 		"```",
+		"```",
+		"$ kith can a b",
+		"DENIED: a → b",
+		"$ kith version",
+		"```",
 		"<!-- doc-test: let TOKEN-ID = kith token list | awk 'NR==2{print $1}' -->",
 		"```sh",
 		"kith token revoke TOKEN-ID",
@@ -278,10 +305,12 @@ func TestDocParserAndMatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if page.dev != "--trust-domain example.org" || len(page.blocks) != 3 {
+	if page.dev != "--trust-domain example.org" || len(page.blocks) != 4 {
 		t.Fatalf("parsed %+v", page)
 	}
-	if page.blocks[0].shown != "ID <id>" || page.blocks[1].notRun != "needs Envoy" || len(page.blocks[2].lets) != 1 {
+	wantTranscript := [][2]string{{"kith can a b", "DENIED: a → b\n"}, {"kith version", ""}}
+	if page.blocks[0].shown != "ID <id>" || page.blocks[1].notRun != "needs Envoy" ||
+		fmt.Sprint(page.blocks[2].transcript) != fmt.Sprint(wantTranscript) || len(page.blocks[3].lets) != 1 {
 		t.Errorf("parsed %+v", page.blocks)
 	}
 	for _, bad := range []string{
@@ -537,7 +566,20 @@ func TestDocCommandBlocksRun(t *testing.T) {
 						t.Fatalf("%s: setup %q: %v\n%s", where, sh, err, out)
 					}
 				}
-				script := b.script
+				if b.transcript != nil {
+					for _, step := range b.transcript {
+						out, err := s.run("{ "+step[0]+"\n} || :", time.Minute)
+						if err != nil {
+							t.Fatalf("%s: $ %s: %v\n%s", where, step[0], err, out)
+						}
+						t.Logf("%s: $ %s\n%s", where, step[0], out)
+						if err := matchShown(step[1], out); err != nil {
+							t.Errorf("%s: $ %s: %v\noutput:\n%s", where, step[0], err, out)
+						}
+					}
+					continue
+				}
+				script, shown := b.script, b.shown
 				for _, let := range b.lets {
 					out, err := s.run(let[1], time.Minute)
 					if err != nil {
@@ -548,9 +590,10 @@ func TestDocCommandBlocksRun(t *testing.T) {
 						t.Fatalf("%s: let %s = %s gave %q: want one line", where, let[0], let[1], out)
 					}
 					script = strings.ReplaceAll(script, let[0], value)
+					shown = strings.ReplaceAll(shown, let[0], value)
 				}
 				if b.daemon {
-					out, err := s.startDaemon(script, b.shown, 45*time.Second)
+					out, err := s.startDaemon(script, shown, 45*time.Second)
 					if err != nil {
 						t.Fatalf("%s: block (until Ctrl-C):\n%s\n%v\noutput:\n%s", where, script, err, out)
 					}
@@ -560,8 +603,9 @@ func TestDocCommandBlocksRun(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: block:\n%s\n%v\noutput:\n%s%s", where, script, err, out, s.stderr.String())
 				}
+				t.Logf("%s:\n%s\n--- printed:\n%s", where, script, out)
 				if b.isShown {
-					if err := matchShown(b.shown, out); err != nil {
+					if err := matchShown(shown, out); err != nil {
 						t.Errorf("%s: %v\nblock:\n%s\noutput:\n%s", where, err, script, out)
 					}
 				}
