@@ -5,8 +5,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -15,6 +17,7 @@ import (
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/attestation/node/jointoken"
+	"github.com/kithid/kith/internal/agent/state"
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/server"
 	"github.com/kithid/kith/internal/store"
@@ -121,8 +124,14 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	}
 	acfg.Log.Level = logLevel
 	acfg.AuthzDecision = o.decision
-	if _, err := os.Stat(filepath.Join(acfg.DataDir, "state.json")); errors.Is(err, os.ErrNotExist) {
-		secret, err := devJoinToken(gctx, srv)
+	mustJoin, err := devAgentMustJoin(acfg.DataDir, time.Now(), log)
+	if err != nil {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
+	if mustJoin {
+		secret, err := devJoinToken(gctx, srv, devAgentID, log)
 		if err != nil {
 			cancel()
 			_ = g.Wait()
@@ -173,14 +182,68 @@ Press Ctrl-C to stop.
 	return plain(g.Wait())
 }
 
-// devJoinToken creates the dev agent's join token in-process.
-func devJoinToken(ctx context.Context, srv *server.Server) (string, error) {
-	resp, err := srv.Admin().CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{Name: devAgentToken, TtlSeconds: 600})
+// devAgentMustJoin reports whether the dev agent must join with a new token: it has no state, its state is
+// corrupt, or its SVID in it is unreadable or expired. `kith dev` takes no --join-token, so it does not stop
+// there as `kith agent` does: a corrupt file is moved aside as state.json.corrupt-<time> (kept, not deleted)
+// and the dev agent joins again, with a log line saying so.
+func devAgentMustJoin(agentDir string, now time.Time, log *slog.Logger) (bool, error) {
+	st, err := state.Load(agentDir)
+	switch {
+	case errors.Is(err, state.ErrCorrupt):
+		path := state.Path(agentDir)
+		aside := path + ".corrupt-" + now.UTC().Format("20060102T150405.000Z")
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return false, fmt.Errorf("%w; moving it aside failed: %v", err, rerr)
+		}
+		log.Warn("dev agent state is corrupt; moved it aside, joining again", "path", aside, "error", err)
+		return true, nil
+	case err != nil:
+		return false, err
+	case st == nil:
+		return true, nil
+	}
+	svid, err := st.AgentSVID.Decode()
+	if err != nil || !now.Before(svid.Certificates[0].NotAfter) {
+		return true, nil // the agent logs which, and attests with the token
+	}
+	return false, nil
+}
+
+// devJoinToken creates the dev agent's join token in-process. When the dev agent joined this --data-dir
+// before (its state is gone, corrupt or expired), the name "dev" is taken: the old dev agent is evicted
+// (and an unused dev token revoked) so that it joins again under the same SPIFFE ID.
+func devJoinToken(ctx context.Context, srv *server.Server, agentID spiffeid.ID, log *slog.Logger) (string, error) {
+	req := &adminv1.CreateJoinTokenRequest{Name: devAgentToken, TtlSeconds: 600}
+	resp, err := srv.Admin().CreateJoinToken(ctx, req)
 	if errors.Is(err, store.ErrAlreadyExists) {
-		return "", fmt.Errorf("the dev agent already joined this --data-dir but its state is gone: use a new --data-dir")
+		log.Warn("the dev agent joined this --data-dir before but its state is gone or expired; evicting it and joining again", "agent_id", agentID.String())
+		if err := freeDevTokenName(ctx, srv, agentID); err != nil {
+			return "", err
+		}
+		resp, err = srv.Admin().CreateJoinToken(ctx, req)
 	}
 	if err != nil {
-		return "", fmt.Errorf("create dev join token: %w", err)
+		return "", fmt.Errorf("create the dev agent's join token: %w", err)
 	}
 	return resp.GetSecret(), nil
+}
+
+// freeDevTokenName evicts the dev agent and revokes any unused dev token, so the name "dev" is free again.
+func freeDevTokenName(ctx context.Context, srv *server.Server, agentID spiffeid.ID) error {
+	admin := srv.Admin()
+	if _, err := admin.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: agentID.String()}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("evict the old dev agent: %w", err)
+	}
+	tokens, err := admin.ListJoinTokens(ctx, &adminv1.ListJoinTokensRequest{})
+	if err != nil {
+		return fmt.Errorf("list join tokens: %w", err)
+	}
+	for _, t := range tokens.GetTokens() {
+		if t.GetName() == devAgentToken && t.GetUsedAt() == nil {
+			if _, err := admin.RevokeJoinToken(ctx, &adminv1.RevokeJoinTokenRequest{Id: t.GetId()}); err != nil {
+				return fmt.Errorf("revoke the unused dev join token %s: %w", t.GetId(), err)
+			}
+		}
+	}
+	return nil
 }

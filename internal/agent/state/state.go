@@ -84,6 +84,23 @@ const Version = 2
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 
+// Path is the state file of an agent data dir.
+func Path(dir string) string { return statePath(dir) }
+
+// ErrCorrupt is what Load's error is (errors.Is) for a state file that does not parse.
+var ErrCorrupt = errors.New("agent state is corrupt")
+
+type corruptError struct {
+	path string
+	err  error
+}
+
+func (e *corruptError) Error() string {
+	return fmt.Sprintf("agent state %s is corrupt (%v): remove it and attest again with --join-token", e.path, e.err)
+}
+
+func (e *corruptError) Is(target error) bool { return target == ErrCorrupt }
+
 func encodeSVID(s *x509svid.SVID) (SVIDRecord, error) {
 	certs, key, err := s.Marshal()
 	if err != nil {
@@ -126,9 +143,7 @@ func Load(dir string) (*State, error) {
 		return nil, fmt.Errorf("read agent state: %w", err)
 	}
 	defer f.Close()
-	corrupt := func(err error) error {
-		return fmt.Errorf("agent state %s is corrupt (%v): remove it and attest again with --join-token", statePath(dir), err)
-	}
+	corrupt := func(err error) error { return &corruptError{path: statePath(dir), err: err} }
 	// One JSON document after another: lines of any length (a header with a large policy bundle).
 	dec := json.NewDecoder(bufio.NewReaderSize(f, 64<<10))
 	var st State

@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,6 +156,9 @@ func TestStateRefusesCorruptAndNewerFiles(t *testing.T) {
 			_, err := Load(dir)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("loadState error = %v, want one containing %q", err, tt.want)
+			}
+			if corrupt := tt.want == "is corrupt"; errors.Is(err, ErrCorrupt) != corrupt {
+				t.Errorf("errors.Is(%v, ErrCorrupt) = %v, want %v (kith dev moves a corrupt file aside)", err, !corrupt, corrupt)
 			}
 		})
 	}
