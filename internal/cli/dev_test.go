@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,6 +92,33 @@ func TestDevStartsAgainWhenItsAgentStateIsDamaged(t *testing.T) {
 				if !strings.Contains(d.stderr.String(), aside[0]) {
 					t.Errorf("the log does not name %s:\n%s", aside[0], d.stderr.String())
 				}
+			}
+		})
+	}
+}
+
+// devAgentMustJoin decides from the agent state whether the dev agent joins with a new token: also when the
+// SVID in a readable state has expired (the agent would otherwise ask for --join-token).
+func TestDevAgentMustJoin(t *testing.T) {
+	dir := t.TempDir()
+	runDevOn(t, dir).stop()
+	agentDir := filepath.Join(dir, "agent")
+	now := time.Now()
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name string
+		dir  string
+		now  time.Time
+		want bool
+	}{
+		{"a state with a valid agent svid is restored", agentDir, now, false},
+		{"a state whose agent svid has expired joins again", agentDir, now.Add(2 * time.Hour), true},
+		{"no state joins", t.TempDir(), now, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := devAgentMustJoin(tc.dir, tc.now, log)
+			if err != nil || got != tc.want {
+				t.Errorf("devAgentMustJoin = %v, %v; want %v, nil", got, err, tc.want)
 			}
 		})
 	}
