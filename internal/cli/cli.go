@@ -236,6 +236,10 @@ func describe(err error, socket string) string {
 	}
 	switch s.Code() {
 	case codes.Unavailable:
+		if m := s.Message(); strings.Contains(m, "before server preface") || strings.Contains(m, "reading server preface") {
+			// The server disconnects callers whose uid and gid it does not allow before saying anything.
+			return fmt.Sprintf("the server on %s closed the connection: it refuses uid %d gid %d unless they are in its admin.allowed_uids or admin.allowed_gids (default: the server's uid and root); run as one of those or ask to be added", socket, os.Getuid(), os.Getgid())
+		}
 		return fmt.Sprintf("cannot reach the server on %s: %s (is `kith server` running? set --admin-socket or KITH_ADMIN_SOCKET)", socket, s.Message())
 	case codes.PermissionDenied:
 		return "permission denied: " + s.Message()

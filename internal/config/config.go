@@ -171,11 +171,23 @@ func setFromString(v reflect.Value, raw string) error {
 		}
 		v.SetInt(n)
 	case reflect.Slice:
-		if v.Type().Elem().Kind() != reflect.String {
+		parts := strings.Split(raw, ",")
+		switch v.Type().Elem().Kind() {
+		case reflect.String:
+			v.Set(reflect.ValueOf(parts))
+		case reflect.Int:
+			ns := make([]int, 0, len(parts))
+			for _, p := range parts {
+				n, err := strconv.Atoi(strings.TrimSpace(p))
+				if err != nil {
+					return fmt.Errorf("want comma-separated integers, got %q", raw)
+				}
+				ns = append(ns, n)
+			}
+			v.Set(reflect.ValueOf(ns))
+		default:
 			return fmt.Errorf("cannot be set from the environment")
 		}
-		parts := strings.Split(raw, ",")
-		v.Set(reflect.ValueOf(parts))
 	default:
 		return fmt.Errorf("cannot be set from the environment")
 	}

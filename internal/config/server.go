@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -27,6 +28,7 @@ type Server struct {
 	DataDir string `yaml:"data_dir"`
 	Log     Log    `yaml:"log"`
 	Listen  Listen `yaml:"listen"`
+	Admin   Admin  `yaml:"admin"`
 	CA      CA     `yaml:"ca"`
 	SVID    SVID   `yaml:"svid"`
 	Store   Store  `yaml:"store"`
@@ -89,6 +91,16 @@ type Listen struct {
 	// AdvertiseHTTP is the public base URL of the HTTP port used as the OIDC issuer.
 	// Default http://<listen.http with localhost for an empty host>. Env KITH_LISTEN_ADVERTISE_HTTP.
 	AdvertiseHTTP string `yaml:"advertise_http"`
+}
+
+// Admin configures who may use the admin socket. Every connection's peer credentials (SO_PEERCRED) are
+// checked against these lists, whatever the socket file's mode; other callers are disconnected at once.
+type Admin struct {
+	// AllowedUIDs may connect. Default: the uid the server runs as, and root (0). Env KITH_ADMIN_ALLOWED_UIDS
+	// (comma-separated).
+	AllowedUIDs []int `yaml:"allowed_uids"`
+	// AllowedGIDs may connect too (a caller's primary gid). Default none. Env KITH_ADMIN_ALLOWED_GIDS.
+	AllowedGIDs []int `yaml:"allowed_gids"`
 }
 
 // CA configures the certificate authority.
@@ -220,6 +232,16 @@ func (c *Server) validate() error {
 	for _, a := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.http", c.Listen.HTTP}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return &FieldError{a.field, fmt.Sprintf("%q is not host:port (e.g. :8081 or 127.0.0.1:8081)", a.addr)}
+		}
+	}
+	for _, ids := range []struct {
+		field string
+		ids   []int
+	}{{"admin.allowed_uids", c.Admin.AllowedUIDs}, {"admin.allowed_gids", c.Admin.AllowedGIDs}} {
+		for _, id := range ids.ids {
+			if id < 0 || id > math.MaxUint32-1 {
+				return &FieldError{ids.field, fmt.Sprintf("%d is not a uid or gid (0 to 4294967294)", id)}
+			}
 		}
 	}
 	if err := oneOf("ca.key_manager", c.CA.KeyManager, keymanager.Names()...); err != nil {

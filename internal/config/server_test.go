@@ -1,8 +1,11 @@
 package config
 
 import (
+	"maps"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestServerJWTIssuer(t *testing.T) {
@@ -31,5 +34,41 @@ func TestServerJWTIssuer(t *testing.T) {
 		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 			t.Errorf("%q: error %v, want one naming %s", tt.issuer, err, tt.wantErr)
 		}
+	}
+}
+
+func TestServerAdminAllowedIDs(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		env           map[string]string
+		uids, gids    []int
+		wantErrSubstr string
+	}{
+		{name: "unset leaves both empty (the server's uid and root)"},
+		{name: "uids and gids from the environment", env: map[string]string{"KITH_ADMIN_ALLOWED_UIDS": "0, 1000", "KITH_ADMIN_ALLOWED_GIDS": "50"},
+			uids: []int{0, 1000}, gids: []int{50}},
+		{name: "a name is refused", env: map[string]string{"KITH_ADMIN_ALLOWED_UIDS": "alice"}, wantErrSubstr: "admin.allowed_uids"},
+		{name: "a negative id is refused", env: map[string]string{"KITH_ADMIN_ALLOWED_GIDS": "-1"}, wantErrSubstr: "admin.allowed_gids"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"KITH_DATA_DIR": t.TempDir()}
+			maps.Copy(env, tt.env)
+			cfg, err := LoadServer("", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			if err == nil {
+				err = cfg.Finish()
+			}
+			if tt.wantErrSubstr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErrSubstr) {
+					t.Fatalf("error %v, want one naming %s", err, tt.wantErrSubstr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(Admin{AllowedUIDs: tt.uids, AllowedGIDs: tt.gids}, cfg.Admin); diff != "" {
+				t.Errorf("admin (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

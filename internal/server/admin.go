@@ -3,17 +3,39 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/user"
 	"strconv"
 
 	"google.golang.org/grpc/credentials"
 
 	"github.com/kithid/kith/attestation/peer"
+	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/unixsock"
 )
 
-// adminCredentials identify admin socket callers by their unix peer credentials; the socket's 0600 mode is
-// the access control.
+// adminCredentials identify admin socket callers by their unix peer credentials for the audit log. Access
+// control is the socket's 0600 mode and, whatever the mode, the allow list checked on accept (adminAllow).
 func adminCredentials() credentials.TransportCredentials { return peer.TransportCredentials() }
+
+// adminAllow is who may connect to the admin socket: the configured uids and gids, or by default the
+// server's own uid and root.
+func adminAllow(c config.Admin) unixsock.Allow {
+	var a unixsock.Allow
+	for _, id := range c.AllowedUIDs {
+		a.UIDs = append(a.UIDs, uint32(id))
+	}
+	for _, id := range c.AllowedGIDs {
+		a.GIDs = append(a.GIDs, uint32(id))
+	}
+	if len(a.UIDs) == 0 && len(a.GIDs) == 0 {
+		a.UIDs = []uint32{uint32(os.Geteuid())}
+		if os.Geteuid() != 0 {
+			a.UIDs = append(a.UIDs, 0)
+		}
+	}
+	return a
+}
 
 // adminActor names the admin caller for the audit log: "admin:uid=1000(alice)".
 func adminActor(ctx context.Context) string {

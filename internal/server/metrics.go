@@ -14,6 +14,8 @@ type metrics struct {
 	reg     *prometheus.Registry
 	issued  *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// adminRefused counts admin socket connections refused by their peer's uid and gid.
+	adminRefused prometheus.Counter
 }
 
 func newMetrics(authorities func() []ca.Authority, revision func(context.Context) (int64, error), now func() time.Time) *metrics {
@@ -27,7 +29,10 @@ func newMetrics(authorities func() []ca.Authority, revision func(context.Context
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
 		}, []string{"type"}),
 	}
-	m.reg.MustRegister(m.issued, m.latency,
+	m.adminRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kith_admin_socket_refused_total", Help: "Admin socket connections refused: the peer's uid and gid are not in admin.allowed_uids/allowed_gids.",
+	})
+	m.reg.MustRegister(m.issued, m.latency, m.adminRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&caCollector{authorities: authorities, now: now},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kith_store_revision", Help: "Current store revision."}, func() float64 {

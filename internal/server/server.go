@@ -216,6 +216,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
+	adminLis = unixsock.Restrict(adminLis, unixsock.RestrictConfig{
+		Name: "admin socket", Allow: adminAllow(c.Admin), Logger: s.log, Now: s.cfg.Now,
+		OnRefuse: s.metrics.adminRefused.Inc,
+	})
 	httpLis, err := net.Listen("tcp", c.Listen.HTTP)
 	if err != nil {
 		adminLis.Close()

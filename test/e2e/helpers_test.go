@@ -30,6 +30,37 @@ import (
 	"github.com/kithid/kith/internal/testutil"
 )
 
+// helperModes are other roles the test binary can play instead of running tests, chosen by an
+// environment variable (its key) whose value is the function's argument; the function returns the exit
+// code. Tests start one with helperProcess, e.g. to act under another uid.
+var helperModes = map[string]func(arg string) int{}
+
+func TestMain(m *testing.M) {
+	for env, f := range helperModes {
+		if v := os.Getenv(env); v != "" {
+			os.Exit(f(v))
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// helperProcess prepares the test binary to run in helper mode mode (a helperModes key) with arg, as uid
+// and gid: the binary is copied into dir (the build directory is 0700), which uid must be able to read.
+func helperProcess(t *testing.T, dir, mode, arg string, uid uint32) *exec.Cmd {
+	t.Helper()
+	if _, ok := helperModes[mode]; !ok {
+		t.Fatalf("no helper mode %s", mode)
+	}
+	bin := filepath.Join(dir, "e2e-helper")
+	if _, err := os.Stat(bin); err != nil {
+		testutil.CopyExecutable(t, os.Args[0], bin)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), mode+"="+arg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	return cmd
+}
+
 // kithBin is the binary under test; tests skip without it.
 func kithBin(t *testing.T) string {
 	t.Helper()
@@ -84,8 +115,21 @@ type proc struct {
 // of the test if still running, and its output is logged if the test failed.
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(kithBin(t), args...)
+	return startCmd(t, name, env, exec.Command(kithBin(t), args...))
+}
+
+// startUmask is start with the process's umask set to umask (through sh, as an operator's shell would).
+func startUmask(t *testing.T, name string, umask os.FileMode, env []string, args ...string) *proc {
+	t.Helper()
+	script := fmt.Sprintf("umask %03o && exec \"$0\" \"$@\"", umask)
+	return startCmd(t, name, env, exec.Command("sh", append([]string{"-c", script, kithBin(t)}, args...)...))
+}
+
+// startCmd is start for a prepared command (path and arguments set).
+func startCmd(t *testing.T, name string, env []string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	args := cmd.Args[1:]
+	p := &proc{t: t, name: name, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
