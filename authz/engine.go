@@ -271,7 +271,8 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 	for i, in := range sampleInputs() {
 		var builtinErrs []topdown.Error
 		now := e.now()
-		v, err := e.input(in, now, p.needs)
+		cleaned, _ := cleanPath(in.Path)
+		v, err := e.input(in, cleaned, now, p.needs)
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +317,16 @@ func sampleInputs() []Input {
 func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	p := e.policy.Load()
 	now := e.now()
-	v, err := e.input(in, now, p.needs)
+	rawPath, _, _ := strings.Cut(in.Path, "?")
+	cleaned, err := grant.NormalizePath(rawPath)
+	if err != nil {
+		// Refused whatever the policy and the target's mode, as Envoy refuses it when configured as
+		// deploy/envoy/sidecar.yaml is: what the server behind the proxy would make of it is unknown.
+		e.denied.Add(1)
+		return Decision{HTTPStatus: 400, Revision: p.revision, Mode: e.mode(in.Target),
+			Reasons: []string{fmt.Sprintf("request path refused: %v", err)}}, nil
+	}
+	v, err := e.input(in, cleaned, now, p.needs)
 	if err != nil {
 		e.errs.Add(1)
 		return Decision{HTTPStatus: 403, Revision: p.revision}, err
@@ -537,7 +547,7 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 func (e *Engine) explainMisses(in Input, now time.Time) []string {
 	method := strings.ToUpper(in.Method)
 	rawPath, _, _ := strings.Cut(in.Path, "?")
-	cleaned := cleanPath(rawPath)
+	cleaned, _ := cleanPath(rawPath) // Decide refused the path if it was not valid
 	v, err := storage.ReadOne(context.Background(), e.store, grantsPath)
 	if err != nil {
 		return []string{fmt.Sprintf("cannot read grants: %v", err)}

@@ -3,7 +3,6 @@ package authz
 import (
 	"fmt"
 	"net/url"
-	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,10 +25,11 @@ var (
 // Only the parts that the policy refers to are built: the built-in policy
 // reads input.kith alone, so the Envoy attributes are converted only for
 // custom policies that read them.
-func (e *Engine) input(in Input, now time.Time, needs inputNeeds) (ast.Value, error) {
+//
+// cleaned is the request path as grants match it (grant.NormalizePath).
+func (e *Engine) input(in Input, cleaned string, now time.Time, needs inputNeeds) (ast.Value, error) {
 	method := strings.ToUpper(in.Method)
 	rawPath, rawQuery, _ := strings.Cut(in.Path, "?")
-	cleaned := cleanPath(rawPath)
 	items := make([][2]*ast.Term, 0, 4)
 	if needs.attributes {
 		attrs, err := attributes(in, method, rawPath)
@@ -41,7 +41,7 @@ func (e *Engine) input(in Input, now time.Time, needs inputNeeds) (ast.Value, er
 	if needs.parsedPath {
 		parsedPath := in.ParsedPath
 		if parsedPath == nil {
-			parsedPath = splitPath(rawPath)
+			parsedPath = splitPath(cleaned)
 		}
 		items = append(items, ast.Item(keyParsedPath, stringsTerm(parsedPath)))
 	}
@@ -312,39 +312,9 @@ func parseQuery(raw string, attrs map[string]any) map[string][]string {
 	return q
 }
 
-// cleanPath is the path grants are matched against: lexically cleaned
-// ("/api/../admin" is "/admin"), keeping a trailing slash, so that dot
-// segments cannot escape a path grant. Configure Envoy with normalize_path
-// and merge_slashes so that the upstream sees the same path.
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if isClean(p) {
-		return p
-	}
-	c := path.Clean("/" + p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
-	}
-	return c
-}
-
-// isClean reports whether cleanPath(p) is p: p starts with "/" and has no
-// empty segment (other than a trailing one), "." or "..".
-func isClean(p string) bool {
-	if p == "" || p[0] != '/' {
-		return false
-	}
-	for i := 0; i < len(p); {
-		j := i + 1
-		for j < len(p) && p[j] != '/' {
-			j++
-		}
-		if seg := p[i+1 : j]; seg == "." || seg == ".." || seg == "" && j < len(p) {
-			return false
-		}
-		i = j
-	}
-	return true
+// cleanPath is the path grants are matched against (grant.NormalizePath),
+// and ok false for a path that is refused.
+func cleanPath(p string) (string, bool) {
+	n, err := grant.NormalizePath(p)
+	return n, err == nil
 }

@@ -73,6 +73,24 @@ func TestCheck(t *testing.T) {
 			wantReason: "no grant allows",
 		},
 		{
+			name:       "encoded dot segments do not escape a path grant",
+			req:        request{caller: frontend.String(), target: payments.String(), method: "GET", path: "/api/%2e%2e/admin"},
+			want:       result{Code: 7, HTTPStatus: 403},
+			wantReason: "no grant allows",
+		},
+		{
+			name:       "an encoded slash is refused with 400",
+			req:        request{caller: frontend.String(), target: payments.String(), method: "GET", path: "/api/..%2fadmin"},
+			want:       result{Code: 7, HTTPStatus: 400},
+			wantReason: "request path refused",
+		},
+		{
+			name:       "an encoded slash is refused for an audit-mode target too",
+			req:        request{caller: batch.String(), target: ledger.String(), method: "GET", path: "/ledger/..%2Fadmin"},
+			want:       result{Code: 7, HTTPStatus: 400},
+			wantReason: "request path refused",
+		},
+		{
 			name: "a prefix grant allows every caller and target below it",
 			req:  request{caller: devTool.String(), target: ledger.String(), method: "POST", path: "/debug/pprof"},
 			want: result{Code: 0, Headers: allow(devTool.String())},

@@ -154,5 +154,10 @@ func validatePath(p string) error {
 			return fmt.Errorf("path %q can never match: requests are matched after . and .. segments are resolved", p)
 		}
 	}
+	if n, err := NormalizePath(p); err != nil {
+		return fmt.Errorf("path %q can never match: %w", p, err)
+	} else if n != p {
+		return fmt.Errorf("path %q can never match: requests are matched with letters, digits and - . _ ~ decoded and other percent-encodings upper-cased: write %q", p, n)
+	}
 	return nil
 }

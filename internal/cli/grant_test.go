@@ -25,6 +25,14 @@ func TestGrantCanWhoRevoke(t *testing.T) {
 	if out, code := can("frontend", "payments", "--method", "DELETE", "--path", "/api/orders"); code != 1 || !strings.Contains(out, "DENIED") {
 		t.Errorf("can with a method the grant lacks: exit %d, %q; want denied (1)", code, out)
 	}
+	for _, tt := range []struct{ path, wantReason string }{
+		{"/api/%2e%2e/admin", "does not allow path"},
+		{"/api/..%2fadmin", "request path refused"},
+	} {
+		if out, code := can("frontend", "payments", "--path", tt.path); code != 1 || !strings.Contains(out, "DENIED") || !strings.Contains(out, tt.wantReason) {
+			t.Errorf("can frontend payments GET %s: exit %d, %q; want denied (1) saying %q", tt.path, code, out, tt.wantReason)
+		}
+	}
 	out, code := can("scott", "payments", "-o", "json")
 	var verdict struct {
 		Allowed bool     `json:"allowed"`
