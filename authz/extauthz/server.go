@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -50,6 +51,10 @@ const (
 	OutcomeDeny      = "deny"
 	OutcomeAuditDeny = "audit_deny"
 	OutcomeError     = "error"
+	// OutcomeTimeout: denied because no decision was made within Config.Deadline, either the policy took
+	// too long or the request waited too long for an evaluation slot (Config.MaxPerCaller,
+	// Config.MaxEvaluations).
+	OutcomeTimeout = "timeout"
 )
 
 // Response headers.
@@ -76,6 +81,17 @@ type Config struct {
 	// SampleAllows logs one allowed check in SampleAllows. Zero: allows are
 	// not logged. Denials are always logged.
 	SampleAllows int
+	// Deadline bounds each check: waiting for an evaluation slot and evaluating the policy (cancelled
+	// through OPA when it passes). A check that misses it is denied (403, OutcomeTimeout) with the reason.
+	// Keep it well under Envoy's ext_authz timeout so that Envoy gets Kith's answer rather than its own.
+	// Zero: DefaultDeadline (50 ms).
+	Deadline time.Duration
+	// MaxEvaluations bounds the evaluations in flight in all. Zero: DefaultMaxEvaluations().
+	MaxEvaluations int
+	// MaxPerCaller bounds the evaluations in flight for one caller (SPIFFE ID; requests without one share
+	// a bound), so that one caller's costly requests cannot take the CPUs from the others: more wait for
+	// a slot until their deadline. Zero: DefaultMaxPerCaller().
+	MaxPerCaller int
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -88,7 +104,12 @@ type Server struct {
 	onDecision func(string, string)
 	sample     uint64
 	allows     atomic.Uint64
+	deadline   time.Duration
+	limit      *limiter
 }
+
+// errDeadline is the cause of a check's context when its deadline passes.
+var errDeadline = errors.New("ext_authz deadline passed")
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
 
@@ -100,12 +121,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SampleAllows < 0 {
 		return nil, fmt.Errorf("new ext_authz server: sample allows is %d, want 0 or more", cfg.SampleAllows)
 	}
+	if cfg.Deadline < 0 || cfg.MaxEvaluations < 0 || cfg.MaxPerCaller < 0 {
+		return nil, fmt.Errorf("new ext_authz server: deadline %s, max evaluations %d, max per caller %d: none may be negative",
+			cfg.Deadline, cfg.MaxEvaluations, cfg.MaxPerCaller)
+	}
+	if cfg.Deadline == 0 {
+		cfg.Deadline = DefaultDeadline
+	}
+	if cfg.MaxEvaluations == 0 {
+		cfg.MaxEvaluations = DefaultMaxEvaluations()
+	}
+	if cfg.MaxPerCaller == 0 {
+		cfg.MaxPerCaller = min(DefaultMaxPerCaller(), cfg.MaxEvaluations)
+	}
 	s := &Server{
 		decider:    cfg.Decider,
 		jwt:        cfg.JWT,
 		log:        cfg.Logger,
 		onDecision: cfg.OnDecision,
 		sample:     uint64(cfg.SampleAllows),
+		deadline:   cfg.Deadline,
+		limit:      newLimiter(cfg.MaxEvaluations, cfg.MaxPerCaller),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -146,8 +182,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		in.Attributes = Attributes(attrs)
 	}
 
+	ctx, cancel := context.WithTimeoutCause(ctx, s.deadline, errDeadline)
+	defer cancel()
+	release, err := s.limit.acquire(ctx, caller.String())
+	if err != nil {
+		return s.timeout(ctx, target, caller, method, fullPath, err.Error()), nil
+	}
 	growStack()
 	d, err := s.decider.Decide(ctx, in)
+	release()
+	if err != nil && errors.Is(context.Cause(ctx), errDeadline) {
+		return s.timeout(ctx, target, caller, method, fullPath, "the policy did not decide in time"), nil
+	}
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "ext_authz: policy evaluation failed",
 			slog.String("caller", logID(caller.String())), slog.String("target", logID(target.String())),
@@ -165,6 +211,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		return s.deny(ctx, target.String(), caller, method, fullPath, status, d.Reasons, OutcomeDeny), nil
 	}
 	return s.allow(ctx, target, caller, method, fullPath, httpReq, d), nil
+}
+
+// timeout denies a request that got no decision within the deadline, saying why.
+func (s *Server) timeout(ctx context.Context, target, caller spiffeid.ID, method, path, why string) *authv3.CheckResponse {
+	reason := fmt.Sprintf("no decision within the %s ext_authz deadline (authz_deadline): %s", s.deadline, why)
+	return s.deny(ctx, target.String(), caller, method, path, 403, []string{reason}, OutcomeTimeout)
 }
 
 // caller finds the caller identity: the source principal, else a bearer

@@ -139,7 +139,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	if a.authzSrv, err = extauthz.New(extauthz.Config{Decider: a.engine, JWT: a, Logger: cfg.Logger.With("component", "extauthz"),
-		OnDecision: a.metrics.decision, SampleAllows: 100}); err != nil {
+		OnDecision: a.metrics.decision, SampleAllows: 100,
+		Deadline: c.AuthzDeadline.D(), MaxEvaluations: c.AuthzMaxEvaluations, MaxPerCaller: c.AuthzMaxPerCaller}); err != nil {
 		return nil, err
 	}
 	wl, err := workloadapi.New(workloadapi.Config{Attestor: a.attestor, Cache: a.cache, JWT: a.jwt, Logger: cfg.Logger.With("component", "workloadapi")})

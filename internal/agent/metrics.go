@@ -32,7 +32,7 @@ func newMetrics(c *cache.Cache) *metrics {
 	}
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kith_authz_decisions_total",
-		Help: `Authorization decisions on this agent, by target and outcome (allow, deny, audit_deny, error). The target is "other" unless it is the SPIFFE ID of an entry this agent serves.`,
+		Help: `Authorization decisions on this agent, by target and outcome (allow, deny, audit_deny, error, timeout: no decision within authz_deadline). The target is "other" unless it is the SPIFFE ID of an entry this agent serves.`,
 	}, []string{"target", "outcome"})
 	m.reg.MustRegister(m.sdsNACKs, m.decisions)
 	return m

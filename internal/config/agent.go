@@ -63,7 +63,18 @@ type Agent struct {
 	// AuthzDecision names an OPA-Envoy-style decision in the custom policy to use instead of Kith's built-in
 	// one (must match the server's authz.decision). Env KITH_AGENT_AUTHZ_DECISION.
 	AuthzDecision string `yaml:"authz_decision"`
-	Log           Log    `yaml:"log"`
+	// AuthzDeadline bounds each ext_authz check (waiting for an evaluation slot and evaluating); a check
+	// that misses it is denied with the reason. Keep it well under Envoy's ext_authz timeout (200 ms by
+	// default). Default 50ms. Env KITH_AGENT_AUTHZ_DEADLINE.
+	AuthzDeadline Duration `yaml:"authz_deadline"`
+	// AuthzMaxEvaluations bounds the policy evaluations in flight. Default 0: 4 × the CPUs Go uses, at
+	// least 8. Env KITH_AGENT_AUTHZ_MAX_EVALUATIONS.
+	AuthzMaxEvaluations int `yaml:"authz_max_evaluations"`
+	// AuthzMaxPerCaller bounds the evaluations in flight for one caller SPIFFE ID, so that one caller's
+	// costly requests cannot starve the others. Default 0: half the CPUs Go uses, at least 1.
+	// Env KITH_AGENT_AUTHZ_MAX_PER_CALLER.
+	AuthzMaxPerCaller int `yaml:"authz_max_per_caller"`
+	Log               Log `yaml:"log"`
 }
 
 // LoadAgent reads the agent config from path (may be empty) and applies KITH_AGENT_* environment
@@ -95,6 +106,15 @@ func (c *Agent) Finish() error {
 	}
 	if len(c.WorkloadAttestors) == 0 {
 		c.WorkloadAttestors = []string{unix.Name}
+	}
+	if c.AuthzDeadline == 0 {
+		c.AuthzDeadline = Duration(50 * time.Millisecond)
+	}
+	if d := c.AuthzDeadline.D(); d < time.Millisecond || d > 10*time.Second {
+		return &FieldError{"authz_deadline", fmt.Sprintf("%s is outside 1ms to 10s: keep it under Envoy's ext_authz timeout", d)}
+	}
+	if c.AuthzMaxEvaluations < 0 || c.AuthzMaxPerCaller < 0 || c.AuthzMaxEvaluations > 0 && c.AuthzMaxPerCaller > c.AuthzMaxEvaluations {
+		return &FieldError{"authz_max_per_caller", fmt.Sprintf("authz_max_evaluations %d and authz_max_per_caller %d: neither may be negative, and the per-caller bound may not exceed the total", c.AuthzMaxEvaluations, c.AuthzMaxPerCaller)}
 	}
 	if c.RetryMax == 0 {
 		c.RetryMax = Duration(30 * time.Second)
