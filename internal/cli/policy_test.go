@@ -38,6 +38,8 @@ func TestPolicyCheck(t *testing.T) {
 		{"a good directory passes", map[string]string{"ext.rego": policy, "data.json": `{"grants": []}`}, 0, "ok: 1 modules, 0 test files, 0 grants"},
 		{"a failing test fails with its file and line", map[string]string{"ext.rego": policy, "ext_test.rego": test}, 1, "ext_test.rego:5: test data.kith.ext_test.test_delete failed"},
 		{"a compile error fails with its file and line", map[string]string{"ext.rego": "package kith.ext\n\ndeny contains x if {\n"}, 1, "ext.rego:"},
+		{"a rule too costly for the evaluation budget fails, naming it", map[string]string{"ext.rego": policy, "slow.rego": "package kith.ext\n\ndeny contains \"never\" if {\n\tsome i in numbers.range(1, 100000)\n\tsome j in numbers.range(1, 100000)\n\ti * j == -1\n}\n"},
+			1, "took longer than the 25ms evaluation budget (most of the time in rule data.kith.ext.deny, slow.rego:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
