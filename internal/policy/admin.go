@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -150,20 +151,48 @@ func (p *Policy) UnpinPolicy(ctx context.Context, actor string) (string, bool, e
 	return a.Revision, true, p.setPolicy(ctx, a.Revision, a.Modules)
 }
 
-// ServeWebhook triggers a sync when the request is signed with the webhook secret.
+// ServeWebhook triggers a sync when the request is signed with the webhook secret. In order: a body over
+// gitsync.MaxWebhookBody is refused (413) before anything else; a missing or wrong signature (401); a
+// timestamp header too far from now (400); a delivery already received within the replay window, by its
+// delivery ID or its body and signature, is refused with 409 and triggers nothing (Git senders do not
+// retry on 4xx, and the repository is polled anyway).
 func (p *Policy) ServeWebhook(w http.ResponseWriter, r *http.Request) {
 	if p.syncer == nil || p.cfg.Source.Git.WebhookSecret == "" {
 		http.Error(w, "policy webhook not configured (policy.git.webhook_secret)", http.StatusNotFound)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 10<<20))
-	if err != nil {
+	tooLarge := func() {
+		p.log.Warn("policy webhook body over the limit", "remote", r.RemoteAddr, "limit_bytes", gitsync.MaxWebhookBody)
+		http.Error(w, fmt.Sprintf("webhook body over %d bytes: refused", gitsync.MaxWebhookBody), http.StatusRequestEntityTooLarge)
+	}
+	if r.ContentLength > gitsync.MaxWebhookBody {
+		tooLarge()
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, gitsync.MaxWebhookBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		tooLarge()
+		return
+	case err != nil:
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
 	if !gitsync.VerifyWebhook(p.cfg.Source.Git.WebhookSecret, r.Header, body) {
 		p.log.Warn("policy webhook with a missing or wrong signature", "remote", r.RemoteAddr)
 		http.Error(w, "missing or wrong webhook signature", http.StatusUnauthorized)
+		return
+	}
+	if err := p.replays.CheckTime(r.Header); err != nil {
+		p.log.Warn("policy webhook refused", "remote", r.RemoteAddr, "error", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if by, first, replayed := p.replays.Record(r.Header, body); replayed {
+		p.log.Warn("policy webhook delivery replayed: ignored", "remote", r.RemoteAddr, "known_by", by, "first_received", first)
+		http.Error(w, fmt.Sprintf("delivery already received at %s (%s): ignored; deliveries are remembered for %s",
+			first.UTC().Format(time.RFC3339), by, p.replays.Window()), http.StatusConflict)
 		return
 	}
 	p.syncer.Trigger()

@@ -103,6 +103,7 @@ type Policy struct {
 	signer   *ecdsa.PrivateKey
 	pubKey   []byte          // PEM of signer's public key
 	syncer   *gitsync.Syncer // nil without a policy repository
+	replays  *gitsync.Replays
 	rejected prometheus.Counter
 	active   atomic.Pointer[active]
 
@@ -140,6 +141,7 @@ func New(ctx context.Context, cfg Config) (*Policy, error) {
 	}
 	p := &Policy{cfg: cfg, log: cfg.Logger, engine: e, signer: key, pubKey: pub,
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "kith_policy_rejected_total", Help: "Policy commits rejected (fetch, compile, test or validation errors)."}),
+		replays:  gitsync.NewReplays(gitsync.DefaultReplayWindow, cfg.Engine.Now),
 	}
 	p.active.Store(&active{})
 	if cfg.Registerer != nil {

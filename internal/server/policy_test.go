@@ -6,12 +6,14 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -345,5 +347,66 @@ func TestResolveRevisionAmbiguous(t *testing.T) {
 	r, err := s.Admin().RollbackPolicy(ctx, &adminv1.RollbackPolicyRequest{Revision: "abcd2"})
 	if err != nil || r.GetRevision() != "abcd2222" {
 		t.Errorf("RollbackPolicy(abcd2) = %v, %v; want abcd2222", r, err)
+	}
+}
+
+func TestPolicyWebhookRefusesOversizedBodiesAndReplays(t *testing.T) {
+	repo := gitsynctest.New(t)
+	repo.Commit(map[string]string{"ext.rego": denyDel})
+	h := newPolicyServer(t, repo.Dir).httpHandler()
+	sign := func(body []byte) string {
+		mac := hmac.New(sha256.New, []byte("s3cret"))
+		mac.Write(body)
+		return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	}
+	push := func(n int) []byte { return []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":"%040d"}`, n)) }
+	big := bytes.Repeat([]byte("x"), 11<<20)
+	for _, tc := range []struct {
+		name      string
+		body      []byte
+		header    map[string]string
+		chunked   bool // no Content-Length: the limit is found while reading
+		want      int
+		wantInMsg string
+	}{
+		{name: "a signed delivery is accepted", body: push(1),
+			header: map[string]string{"X-Hub-Signature-256": sign(push(1)), "X-GitHub-Delivery": "d-1"}, want: http.StatusAccepted},
+		{name: "the same delivery again is refused as a replay", body: push(1),
+			header: map[string]string{"X-Hub-Signature-256": sign(push(1)), "X-GitHub-Delivery": "d-1"}, want: http.StatusConflict, wantInMsg: "already received"},
+		{name: "the same body and signature under a new delivery ID is a replay too", body: push(1),
+			header: map[string]string{"X-Hub-Signature-256": sign(push(1)), "X-GitHub-Delivery": "d-forged"}, want: http.StatusConflict, wantInMsg: "same body and signature"},
+		{name: "a new body under a delivery ID seen is a replay", body: push(2),
+			header: map[string]string{"X-Hub-Signature-256": sign(push(2)), "X-GitHub-Delivery": "d-1"}, want: http.StatusConflict, wantInMsg: "X-GitHub-Delivery d-1"},
+		{name: "a gitlab delivery ID is remembered", body: push(3),
+			header: map[string]string{"X-Gitlab-Token": "s3cret", "X-Gitlab-Event-UUID": "u-3"}, want: http.StatusAccepted},
+		{name: "and its replay refused", body: push(4),
+			header: map[string]string{"X-Gitlab-Token": "s3cret", "X-Gitlab-Event-UUID": "u-3"}, want: http.StatusConflict},
+		{name: "a timestamp within the window is accepted", body: push(5),
+			header: map[string]string{"X-Hub-Signature-256": sign(push(5)), "Webhook-Timestamp": fmt.Sprint(time.Now().Unix())}, want: http.StatusAccepted},
+		{name: "a timestamp an hour old is refused", body: push(6),
+			header: map[string]string{"X-Hub-Signature-256": sign(push(6)), "Webhook-Timestamp": fmt.Sprint(time.Now().Add(-time.Hour).Unix())}, want: http.StatusBadRequest, wantInMsg: "possible replay"},
+		{name: "a replay with a wrong signature is refused as unsigned, not as a replay", body: push(1),
+			header: map[string]string{"X-Hub-Signature-256": "sha256=00", "X-GitHub-Delivery": "d-1"}, want: http.StatusUnauthorized},
+		{name: "a body over the limit signed only in its first 10 MiB is refused before the signature", body: big,
+			header: map[string]string{"X-Hub-Signature-256": sign(big[:10<<20])}, want: http.StatusRequestEntityTooLarge},
+		{name: "a body over the limit signed in full is refused", body: big[:2<<20],
+			header: map[string]string{"X-Hub-Signature-256": sign(big[:2<<20])}, want: http.StatusRequestEntityTooLarge},
+		{name: "a chunked body over the limit is refused", body: big[:2<<20], chunked: true,
+			header: map[string]string{"X-Hub-Signature-256": sign(big[:2<<20])}, want: http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/v1/policy/webhook", bytes.NewReader(tc.body))
+			if tc.chunked {
+				r.ContentLength = -1
+			}
+			for k, v := range tc.header {
+				r.Header.Set(k, v)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.want || !strings.Contains(w.Body.String(), tc.wantInMsg) {
+				t.Errorf("status %d %q, want %d containing %q", w.Code, w.Body.String(), tc.want, tc.wantInMsg)
+			}
+		})
 	}
 }
