@@ -33,3 +33,14 @@ func ExampleGrant_Validate() {
 	// Output:
 	// invalid grant g-1: method "get" must be upper-case (GET)
 }
+
+func ExampleNormalizePath() {
+	for _, p := range []string{"/api/%2e%2e/admin", "//api/./v1/", "/api/..%2fadmin"} {
+		n, err := grant.NormalizePath(p)
+		fmt.Printf("%s -> %q %v\n", p, n, err)
+	}
+	// Output:
+	// /api/%2e%2e/admin -> "/admin" <nil>
+	// //api/./v1/ -> "/api/v1/" <nil>
+	// /api/..%2fadmin -> "" path "/api/..%2fadmin": an encoded slash (%2F) or backslash (%5C) cannot be matched safely
+}
