@@ -1,6 +1,9 @@
 //go:build tools
 
-// Package tools pins the Kubernetes API server the Kubernetes tests run against.
+// Package tools pins the Kubernetes API server (and kubectl) the Kubernetes tests run against.
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
