@@ -32,6 +32,7 @@ const devAgentToken = "dev"
 
 func (e *env) devCommand() *cobra.Command {
 	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef, policyPath string
+	var reinit bool
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
 		Short: "Run a server and an agent in one process on an embedded store: the one-command way to try Kith",
@@ -55,7 +56,7 @@ func (e *env) devCommand() *cobra.Command {
 				policyPath = e.getenv("KITH_POLICY_GIT_PATH") // as the server's policy.git.path
 			}
 			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision,
-				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath})
+				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath, reinit: reinit})
 		},
 	}
 	fl := cmd.Flags()
@@ -68,6 +69,7 @@ func (e *env) devCommand() *cobra.Command {
 	fl.StringVar(&policyRepo, "policy-repo", "", "Git URL or local path of a policy repository to follow (see docs/policy-git.md)")
 	fl.StringVar(&policyRef, "policy-ref", "", "branch, tag or commit of --policy-repo (default: the remote's HEAD)")
 	fl.StringVar(&policyPath, "policy-path", "", "sub-directory of --policy-repo holding the policy and its data file (default: $KITH_POLICY_GIT_PATH, else the repository root)")
+	fl.BoolVar(&reinit, "reinit", false, "as kith server --reinit: start over with a new CA when --data-dir's database is missing or empty (the old files are kept aside)")
 	fl.StringVar(&decision, "authz-decision", "", "use this OPA-Envoy-style decision from the custom policy, e.g. envoy/authz/allow")
 	return cmd
 }
@@ -76,6 +78,7 @@ func (e *env) devCommand() *cobra.Command {
 type devOptions struct {
 	dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
 	policyRepo, policyRef, policyPath                          string
+	reinit                                                     bool
 }
 
 func (e *env) runDev(ctx context.Context, o devOptions) error {
@@ -104,7 +107,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := newLogger(e.stderr, scfg.Log)
-	srv, err := server.New(ctx, server.Config{Config: scfg, Logger: log.With("process", "server"), Version: Version, DefaultParent: devAgentID})
+	srv, err := server.New(ctx, server.Config{Config: scfg, Logger: log.With("process", "server"), Version: Version, DefaultParent: devAgentID, Reinit: o.reinit})
 	if err != nil {
 		return err
 	}
@@ -124,6 +127,15 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	}
 	acfg.Log.Level = logLevel
 	acfg.AuthzDecision = o.decision
+	if srv.Reinitialised() {
+		// The dev agent's state trusts the old CA: keep it aside and join the new one.
+		state := filepath.Join(acfg.DataDir, "state.json")
+		if err := os.Rename(state, state+".replaced"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			cancel()
+			_ = g.Wait()
+			return fmt.Errorf("--reinit: move the dev agent's old state aside: %w", err)
+		}
+	}
 	mustJoin, err := devAgentMustJoin(acfg.DataDir, time.Now(), log)
 	if err != nil {
 		cancel()

@@ -20,6 +20,7 @@ import (
 
 func (e *env) serverCommand() *cobra.Command {
 	var path, dataDir, td, logLevel string
+	var reinit bool
 	cmd := &cobra.Command{
 		Use:   "server [-c server.yaml] [--data-dir DIR] [--trust-domain TD]",
 		Short: "Run the Kith server: CA, store, admin and agent APIs, metrics",
@@ -42,7 +43,7 @@ func (e *env) serverCommand() *cobra.Command {
 				return fmt.Errorf("invalid configuration: %w", err)
 			}
 			log := newLogger(e.stderr, cfg.Log)
-			srv, err := server.New(cmd.Context(), server.Config{Config: cfg, Logger: log, Version: Version})
+			srv, err := server.New(cmd.Context(), server.Config{Config: cfg, Logger: log, Version: Version, Reinit: reinit})
 			if err != nil {
 				return err
 			}
@@ -53,6 +54,7 @@ func (e *env) serverCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default /var/lib/kith; env KITH_DATA_DIR)")
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain (default example.org; env KITH_TRUST_DOMAIN)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env KITH_LOG_LEVEL)")
+	cmd.Flags().BoolVar(&reinit, "reinit", false, "start over with a new CA on a data dir whose database is missing or empty: the old keys and database are moved aside to <data-dir>/replaced-<time>, and the new audit log records the old root's fingerprint")
 	cmd.AddCommand(e.serverHealthcheckCommand())
 	return cmd
 }

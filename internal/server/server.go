@@ -43,6 +43,10 @@ type Config struct {
 	Version string
 	// DefaultParent parents entries created without a parent or node selector (kith dev).
 	DefaultParent spiffeid.ID
+	// Reinit starts over on an initialised data dir whose database is missing, empty or without a CA:
+	// the old keys and database are moved aside, a new CA is made, and the new audit log's first rows
+	// record the old root's fingerprint (kith server --reinit). Without it such a data dir is refused.
+	Reinit bool
 }
 
 // The policy is what the agent and admin APIs read policy and authorization data from; agents verify its
@@ -70,6 +74,8 @@ type Server struct {
 	metrics *metrics
 	own     *ownSVID
 	policy  *policy.Policy
+	dd      dataDir
+	reinit  *reinitRecord // set when New re-initialised the data dir
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -105,6 +111,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		cfg.Logger.Warn("data dir was open to other users; made it 0700", "data_dir", c.DataDir, "was", fmt.Sprintf("%#o", perm))
 	}
+	dd := dataDir{dir: c.DataDir, dbPath: c.Store.DSN, now: cfg.Now}
+	reinit, err := dd.prepare(ctx, cfg.Reinit, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStore(ctx, c, cfg)
 	if err != nil {
 		return nil, err
@@ -135,7 +146,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("start ca: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, ready: make(chan struct{})}
+	if reinit != nil {
+		if err := st.Audit(ctx, "system", "server.reinit", c.DataDir, reinit); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("reinit: record it in the audit log: %w", err)
+		}
+		cfg.Logger.Warn("data dir re-initialised with a new CA; the old keys and database were kept",
+			"moved_to", reinit.MovedTo, "old_root_sha256", reinit.OldRootSHA256)
+	}
+	if err := dd.writeMarker(td.Name(), authority.Authorities()); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("data dir: write %s: %w", dd.markerPath(), err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, dd: dd, reinit: reinit, ready: make(chan struct{})}
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
 	s.policy, err = policy.New(ctx, policy.Config{
 		Store: st, DataDir: c.DataDir, Source: c.Policy,
@@ -183,6 +206,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	return s, nil
 }
+
+// Reinitialised reports whether New started over with a new CA (Config.Reinit on a data dir whose
+// database was lost).
+func (s *Server) Reinitialised() bool { return s.reinit != nil }
 
 // TrustDomain returns the server's trust domain.
 func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
@@ -259,6 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stop()
 		return s.own.Run(gctx, changed)
 	})
+	g.Go(func() error { return s.keepMarker(gctx) })
 	g.Go(func() error { return ignoreClosed(adminSrv.Serve(adminLis)) })
 	g.Go(func() error { return ignoreClosed(agentSrv.Serve(grpcLis)) })
 	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLis)) })
