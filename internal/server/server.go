@@ -76,6 +76,7 @@ type Server struct {
 	policy  *policy.Policy
 	dd      dataDir
 	reinit  *reinitRecord // set when New re-initialised the data dir
+	health  *readiness
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -160,6 +161,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, dd: dd, reinit: reinit, ready: make(chan struct{})}
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
+	s.health = &readiness{store: st, now: cfg.Now}
+	s.health.probe(ctx)
 	s.policy, err = policy.New(ctx, policy.Config{
 		Store: st, DataDir: c.DataDir, Source: c.Policy,
 		Engine:     authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision, WhatIf: true},
@@ -199,6 +202,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		OnIssue:       s.metrics.observeIssue,
 		Connected:     s.agent.Connected,
 		Version:       cfg.Version,
+		StoreCheck:    st,
 	})
 	if err != nil {
 		st.Close()
@@ -287,6 +291,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return s.own.Run(gctx, changed)
 	})
 	g.Go(func() error { return s.keepMarker(gctx) })
+	g.Go(func() error { return s.health.Run(gctx) })
 	g.Go(func() error { return ignoreClosed(adminSrv.Serve(adminLis)) })
 	g.Go(func() error { return ignoreClosed(agentSrv.Serve(grpcLis)) })
 	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLis)) })

@@ -135,6 +135,16 @@ type Audit interface {
 	VerifyAudit(ctx context.Context) (AuditVerification, error)
 }
 
+// Health is the backend checking itself, for readiness and `kith store check`.
+type Health interface {
+	// Probe is a cheap read that touches every table (its newest rows); an error means the store cannot
+	// read. It honours ctx's deadline.
+	Probe(ctx context.Context) error
+	// Check runs the backend's integrity check now and returns what it ran and the problems it found (none:
+	// intact). It may read the whole database.
+	Check(ctx context.Context) (check string, problems []string, err error)
+}
+
 // Feed tells consumers what changed.
 type Feed interface {
 	// Revision is the number of change transactions committed so far.
@@ -160,6 +170,7 @@ type Backend interface {
 	RepositoryLabels
 	Audit
 	Feed
+	Health
 	ca.AuthorityStore
 	Close() error
 }

@@ -6,7 +6,10 @@
 package store
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -130,3 +133,36 @@ type Change struct {
 
 // Authority re-exports the CA's persisted authority record.
 type Authority = ca.Authority
+
+// auditLister is the part of Audit that CheckHead reads.
+type auditLister interface {
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+}
+
+// CheckHead compares a log whose chain verified (v, read after the head was taken) with a head recorded
+// elsewhere: count events ending in hash. Rows removed from the end leave a chain that verifies; only such
+// a head shows it. It returns the first seq that does not match and why, or 0 and "" when the log still
+// reaches the head.
+func CheckHead(ctx context.Context, a auditLister, count int64, hash []byte, v AuditVerification) (int64, string, error) {
+	switch {
+	case count <= 0:
+		return 0, "", nil
+	case v.Count < count:
+		missing := fmt.Sprintf("events %d to %d were removed from the end", v.Count+1, count)
+		if v.Count+1 == count {
+			missing = fmt.Sprintf("event %d was removed from the end", count)
+		}
+		return v.Count + 1, fmt.Sprintf("the log has %d events but its head was recorded at %d: %s", v.Count, count, missing), nil
+	}
+	evs, err := a.ListAudit(ctx, AuditFilter{AfterSeq: count - 1, Limit: 1})
+	if err != nil {
+		return 0, "", err
+	}
+	if len(evs) != 1 || evs[0].Seq != count {
+		return count, fmt.Sprintf("event %d, where the head was recorded, cannot be read", count), nil
+	}
+	if !bytes.Equal(evs[0].Hash, hash) {
+		return count, fmt.Sprintf("event %d's hash is not the recorded head's: the log was rewritten from there", count), nil
+	}
+	return 0, "", nil
+}

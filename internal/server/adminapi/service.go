@@ -99,6 +99,22 @@ type Config struct {
 	OnIssue func(kind string, took time.Duration)
 	// Version is reported by GetServerInfo.
 	Version string
+	// StoreCheck runs the store's integrity check for CheckStore; zero: CheckStore fails.
+	StoreCheck StoreChecker
+	// AuditHead is the audit log's signed checkpoint: VerifyAudit compares the log with it and GetAuditHead
+	// returns it; zero: VerifyAudit checks the chain only and GetAuditHead fails.
+	AuditHead AuditHeadSource
+}
+
+// StoreChecker runs the store's integrity check (store.Health).
+type StoreChecker interface {
+	Check(ctx context.Context) (check string, problems []string, err error)
+}
+
+// AuditHeadSource holds the newest signed head of the audit log.
+type AuditHeadSource interface {
+	// Head returns the newest signed checkpoint, nil if there is none yet.
+	Head() *adminv1.AuditHead
 }
 
 // Service implements adminv1.AdminServiceServer.
@@ -542,13 +558,55 @@ func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEve
 	return resp, nil
 }
 
-// VerifyAudit checks the audit hash chain.
+// VerifyAudit checks the audit hash chain, and that the log still reaches the signed checkpoint: rows
+// removed from the end leave an intact chain, which only the checkpoint kept outside the database shows.
 func (s *Service) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
+	// The checkpoint is read before the log: it is written after each commit, so the log read next has at
+	// least its events.
+	var head *adminv1.AuditHead
+	if s.cfg.AuditHead != nil {
+		head = s.cfg.AuditHead.Head()
+	}
 	v, err := s.cfg.Audit.VerifyAudit(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("verify audit log: %w", err)
 	}
-	return &adminv1.VerifyAuditResponse{Ok: v.OK, Count: v.Count, BrokenAt: v.BrokenAt, Problem: v.Problem, HeadHash: v.HeadHash}, nil
+	resp := &adminv1.VerifyAuditResponse{Ok: v.OK, Count: v.Count, BrokenAt: v.BrokenAt, Problem: v.Problem, HeadHash: v.HeadHash, Checkpoint: head}
+	if v.OK && head != nil {
+		at, problem, err := store.CheckHead(ctx, s.cfg.Audit, head.GetCount(), head.GetHash(), v)
+		if err != nil {
+			return nil, fmt.Errorf("verify audit log against its checkpoint: %w", err)
+		}
+		if problem != "" {
+			resp.Ok, resp.BrokenAt, resp.Problem = false, at, problem+" (checkpoint signed "+head.GetTime().AsTime().UTC().Format(time.RFC3339)+")"
+		}
+	}
+	return resp, nil
+}
+
+// GetAuditHead returns the audit log's newest signed checkpoint.
+func (s *Service) GetAuditHead(_ context.Context, _ *adminv1.GetAuditHeadRequest) (*adminv1.GetAuditHeadResponse, error) {
+	if s.cfg.AuditHead == nil {
+		return nil, fmt.Errorf("this server keeps no audit checkpoint: %w", store.ErrFailedPrecondition)
+	}
+	head := s.cfg.AuditHead.Head()
+	if head == nil {
+		return nil, fmt.Errorf("no audit checkpoint yet: the log is empty: %w", store.ErrFailedPrecondition)
+	}
+	return &adminv1.GetAuditHeadResponse{Head: head}, nil
+}
+
+// CheckStore runs the store's integrity check now.
+func (s *Service) CheckStore(ctx context.Context, _ *adminv1.CheckStoreRequest) (*adminv1.CheckStoreResponse, error) {
+	if s.cfg.StoreCheck == nil {
+		return nil, fmt.Errorf("this server's store has no integrity check: %w", store.ErrFailedPrecondition)
+	}
+	start := s.cfg.Now()
+	check, problems, err := s.cfg.StoreCheck.Check(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check store: %w", err)
+	}
+	return &adminv1.CheckStoreResponse{Ok: len(problems) == 0, Check: check, Problems: problems, TookMs: s.cfg.Now().Sub(start).Milliseconds()}, nil
 }
 
 // GetServerInfo describes the server.

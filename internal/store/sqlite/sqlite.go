@@ -415,23 +415,9 @@ func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
 // quickCheck runs SQLite's quick_check, so that a corrupted database is refused at start rather than
 // serving reads that fail and accepting writes on top of broken pages.
 func quickCheck(ctx context.Context, db *sql.DB) error {
-	rows, err := db.QueryContext(ctx, "PRAGMA quick_check")
+	problems, err := quickCheckProblems(ctx, db)
 	if err != nil {
-		return fmt.Errorf("the database is corrupted or not a Kith store (sqlite quick_check: %v): restore it from a backup", err)
-	}
-	defer rows.Close()
-	var problems []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			return fmt.Errorf("sqlite quick_check: %w", err)
-		}
-		if line != "ok" {
-			problems = append(problems, line)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("the database is corrupted (sqlite quick_check: %v): restore it from a backup", err)
+		return fmt.Errorf("the database is corrupted or not a Kith store (%v): restore it from a backup", err)
 	}
 	if len(problems) > 0 {
 		if len(problems) > 5 {
@@ -440,4 +426,88 @@ func quickCheck(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("the database is corrupted (sqlite quick_check: %s): restore it from a backup", strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// quickCheckName is what Check runs.
+const quickCheckName = "sqlite quick_check"
+
+// quickCheckProblems runs PRAGMA quick_check and returns the lines other than "ok". An error that stops
+// the check itself (a page that cannot be read at all) is returned as an error.
+func quickCheckProblems(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", quickCheckName, err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return nil, fmt.Errorf("%s: %w", quickCheckName, err)
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", quickCheckName, err)
+	}
+	return problems, nil
+}
+
+// Check runs quick_check on a read connection: it reads every page, in time proportional to the
+// database's size (and does not block writers: WAL).
+func (s *Store) Check(ctx context.Context) (string, []string, error) {
+	problems, err := quickCheckProblems(ctx, s.reader)
+	if err != nil {
+		// A page so broken that the check stops is a problem found, not a failure to check.
+		if ctx.Err() != nil {
+			return quickCheckName, nil, err
+		}
+		return quickCheckName, []string{err.Error()}, nil
+	}
+	return quickCheckName, problems, nil
+}
+
+// probeQueries read the newest row of every table: the pages most reads and every write touch.
+var probeQueries = func() []string {
+	var qs []string
+	for _, t := range []string{"revision", "changes", "entries", "join_tokens", "agents", "grants", "target_modes", "audit", "authorities", "policy_bundles", "agent_policy", "policy_labels"} {
+		qs = append(qs, "SELECT count(*) FROM (SELECT * FROM "+t+" ORDER BY rowid DESC LIMIT 1)")
+	}
+	return qs
+}()
+
+// Probe reads the newest row of each main table, on one read connection.
+func (s *Store) Probe(ctx context.Context) error {
+	conn, err := s.reader.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store probe: %w", err)
+	}
+	defer conn.Close()
+	for _, q := range probeQueries {
+		var n int
+		if err := conn.QueryRowContext(ctx, q).Scan(&n); err != nil {
+			return fmt.Errorf("store probe: %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// CheckFile runs quick_check on the database at path, read-only and without migrating it: `kith store
+// check --data-dir` on a stopped server (or beside a running one: WAL lets it read alongside).
+func CheckFile(ctx context.Context, path string) (string, []string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return quickCheckName, nil, err
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return quickCheckName, nil, err
+	}
+	defer db.Close()
+	problems, err := quickCheckProblems(ctx, db)
+	if err != nil {
+		return quickCheckName, []string{err.Error()}, nil
+	}
+	return quickCheckName, problems, nil
 }

@@ -71,6 +71,7 @@ func Run(t *testing.T, open Open) {
 		{"Watch", testWatch},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentMixedWriters", testConcurrentMixedWriters},
+		{"Health", testHealth},
 	} {
 		t.Run(part.name, func(t *testing.T) { part.run(t, h) })
 	}
@@ -170,4 +171,32 @@ func auditActions(t *testing.T, s store.Audit, target string) []string {
 		}
 	}
 	return actions
+}
+
+func testHealth(t *testing.T, h harness) {
+	ctx := context.Background()
+	s := h.new(t)
+	for i := range 3 {
+		if _, err := s.CreateEntry(ctx, "test", Entry(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("a healthy store probes without error", func(t *testing.T) {
+		if err := s.Probe(ctx); err != nil {
+			t.Fatalf("Probe = %v", err)
+		}
+	})
+	t.Run("a healthy store's integrity check finds nothing and names what it ran", func(t *testing.T) {
+		check, problems, err := s.Check(ctx)
+		if err != nil || check == "" || len(problems) != 0 {
+			t.Fatalf("Check = %q, %v, %v; want a check name and no problems", check, problems, err)
+		}
+	})
+	t.Run("a probe past its deadline fails", func(t *testing.T) {
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := s.Probe(done); err == nil {
+			t.Fatal("Probe with a cancelled context = nil, want an error")
+		}
+	})
 }

@@ -42,6 +42,8 @@ const (
 	AdminService_RotateCA_FullMethodName           = "/kith.admin.v1.AdminService/RotateCA"
 	AdminService_ListAuditEvents_FullMethodName    = "/kith.admin.v1.AdminService/ListAuditEvents"
 	AdminService_VerifyAudit_FullMethodName        = "/kith.admin.v1.AdminService/VerifyAudit"
+	AdminService_GetAuditHead_FullMethodName       = "/kith.admin.v1.AdminService/GetAuditHead"
+	AdminService_CheckStore_FullMethodName         = "/kith.admin.v1.AdminService/CheckStore"
 	AdminService_GetServerInfo_FullMethodName      = "/kith.admin.v1.AdminService/GetServerInfo"
 	AdminService_CreateGrant_FullMethodName        = "/kith.admin.v1.AdminService/CreateGrant"
 	AdminService_RevokeGrants_FullMethodName       = "/kith.admin.v1.AdminService/RevokeGrants"
@@ -83,6 +85,10 @@ type AdminServiceClient interface {
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+	// GetAuditHead returns the audit log's head as last signed into the checkpoint outside the database.
+	GetAuditHead(ctx context.Context, in *GetAuditHeadRequest, opts ...grpc.CallOption) (*GetAuditHeadResponse, error)
+	// CheckStore runs the store's integrity check (SQLite: PRAGMA quick_check) now.
+	CheckStore(ctx context.Context, in *CheckStoreRequest, opts ...grpc.CallOption) (*CheckStoreResponse, error)
 	GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error)
 	CreateGrant(ctx context.Context, in *CreateGrantRequest, opts ...grpc.CallOption) (*CreateGrantResponse, error)
 	RevokeGrants(ctx context.Context, in *RevokeGrantsRequest, opts ...grpc.CallOption) (*RevokeGrantsResponse, error)
@@ -315,6 +321,26 @@ func (c *adminServiceClient) VerifyAudit(ctx context.Context, in *VerifyAuditReq
 	return out, nil
 }
 
+func (c *adminServiceClient) GetAuditHead(ctx context.Context, in *GetAuditHeadRequest, opts ...grpc.CallOption) (*GetAuditHeadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAuditHeadResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetAuditHead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CheckStore(ctx context.Context, in *CheckStoreRequest, opts ...grpc.CallOption) (*CheckStoreResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckStoreResponse)
+	err := c.cc.Invoke(ctx, AdminService_CheckStore_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetServerInfoResponse)
@@ -462,6 +488,10 @@ type AdminServiceServer interface {
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	// GetAuditHead returns the audit log's head as last signed into the checkpoint outside the database.
+	GetAuditHead(context.Context, *GetAuditHeadRequest) (*GetAuditHeadResponse, error)
+	// CheckStore runs the store's integrity check (SQLite: PRAGMA quick_check) now.
+	CheckStore(context.Context, *CheckStoreRequest) (*CheckStoreResponse, error)
 	GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error)
 	CreateGrant(context.Context, *CreateGrantRequest) (*CreateGrantResponse, error)
 	RevokeGrants(context.Context, *RevokeGrantsRequest) (*RevokeGrantsResponse, error)
@@ -546,6 +576,12 @@ func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAud
 }
 func (UnimplementedAdminServiceServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedAdminServiceServer) GetAuditHead(context.Context, *GetAuditHeadRequest) (*GetAuditHeadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAuditHead not implemented")
+}
+func (UnimplementedAdminServiceServer) CheckStore(context.Context, *CheckStoreRequest) (*CheckStoreResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckStore not implemented")
 }
 func (UnimplementedAdminServiceServer) GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetServerInfo not implemented")
@@ -982,6 +1018,42 @@ func _AdminService_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetAuditHead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAuditHeadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetAuditHead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetAuditHead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetAuditHead(ctx, req.(*GetAuditHeadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CheckStore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckStoreRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CheckStore(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CheckStore_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CheckStore(ctx, req.(*CheckStoreRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetServerInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetServerInfoRequest)
 	if err := dec(in); err != nil {
@@ -1288,6 +1360,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyAudit",
 			Handler:    _AdminService_VerifyAudit_Handler,
+		},
+		{
+			MethodName: "GetAuditHead",
+			Handler:    _AdminService_GetAuditHead_Handler,
+		},
+		{
+			MethodName: "CheckStore",
+			Handler:    _AdminService_CheckStore_Handler,
 		},
 		{
 			MethodName: "GetServerInfo",
