@@ -55,7 +55,7 @@ type Authority struct {
 type KeyManager interface {
 	// GenerateKey creates and stores a new P-256 key under id, replacing nothing: an existing id is an error.
 	GenerateKey(ctx context.Context, id string) (crypto.Signer, error)
-	// GetKey returns the key stored under id.
+	// GetKey returns the key stored under id; a missing key's error wraps fs.ErrNotExist.
 	GetKey(ctx context.Context, id string) (crypto.Signer, error)
 	// DeleteKey removes the key stored under id; a missing key is not an error.
 	DeleteKey(ctx context.Context, id string) error

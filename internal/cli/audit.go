@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -14,7 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/internal/audithead"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/store"
 )
 
 func (e *env) auditCommand() *cobra.Command {
@@ -57,18 +60,56 @@ func (e *env) auditCommand() *cobra.Command {
 	list.Flags().BoolVar(&oldestFirst, "oldest-first", false, "list in the order written")
 	list.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events as they are written (oldest first), until interrupted")
 
+	var witnessed string
 	verify := &cobra.Command{
-		Use:   "verify",
-		Short: "Check the audit log's hash chain; exits 1 if any row was changed or removed",
-		Args:  noArgs,
+		Use:   "verify [--head FILE|JSON]",
+		Short: "Check the audit log's hash chain and its signed head; exits 1 if any row was changed or removed",
+		Long: "The server recomputes the hash chain (a changed or removed row breaks it) and compares the log with the\n" +
+			"head it signs into audit-head.json outside the database after every append (rows removed from the end\n" +
+			"leave an intact chain; only the head shows them). --head also checks the log against a head kept\n" +
+			"elsewhere (the output of `kith audit head -o json`, as a file or the JSON text): the log must still\n" +
+			"reach it, with the same hash at its count.",
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var head *adminv1.AuditHead
+			if witnessed != "" {
+				h, err := audithead.Parse(witnessed)
+				if err != nil {
+					return usage(fmt.Errorf("--head: %w", err))
+				}
+				if err := audithead.Verify(h); err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("--head: %w: it was altered, or is not a kith audit head", err)}
+				}
+				head = h
+			}
 			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.VerifyAudit, &adminv1.VerifyAuditRequest{})
 			if err != nil {
 				return err
 			}
+			if resp.GetOk() && head != nil {
+				c, done, err := e.admin()
+				if err != nil {
+					return err
+				}
+				defer done()
+				at, problem, err := store.CheckHead(cmd.Context(), auditLister{c: c}, head.GetCount(), head.GetHash(),
+					store.AuditVerification{OK: true, Count: resp.GetCount()})
+				if err != nil {
+					return err
+				}
+				if problem != "" {
+					resp.Ok, resp.BrokenAt, resp.Problem = false, at, problem+" (the head given with --head, signed "+fmtTime(head.GetTime())+")"
+				}
+			}
 			err = e.print(resp, func() {
 				if resp.GetOk() {
 					fmt.Fprintf(e.stdout, "audit log intact: %d events, head %s\n", resp.GetCount(), hex.EncodeToString(resp.GetHeadHash()))
+					if cp := resp.GetCheckpoint(); cp != nil {
+						fmt.Fprintf(e.stdout, "reaches its signed checkpoint: event %d at %s\n", cp.GetCount(), fmtTime(cp.GetTime()))
+					}
+					if head != nil {
+						fmt.Fprintf(e.stdout, "reaches the head given with --head: event %d at %s\n", head.GetCount(), fmtTime(head.GetTime()))
+					}
 				}
 			})
 			if err != nil {
@@ -80,8 +121,53 @@ func (e *env) auditCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, verify)
+	verify.Flags().StringVar(&witnessed, "head", "", "also check the log against this head (a file, or JSON text, from kith audit head -o json)")
+
+	head := &cobra.Command{
+		Use:   "head",
+		Short: "Print the audit log's signed head (count, last hash, time, signature) to keep elsewhere",
+		Long: "The head is what the server signed after the last append: the number of events, the hash of the last,\n" +
+			"the time, and an ECDSA P-256 signature by the server's audit-checkpoint key (its public key included).\n" +
+			"Keep copies outside the server (-o json) and check the log against them later with\n" +
+			"`kith audit verify --head FILE`: a log cut back below a witnessed head fails.",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.GetAuditHead, &adminv1.GetAuditHeadRequest{})
+			if err != nil {
+				return err
+			}
+			h := resp.GetHead()
+			if e.output == "json" {
+				b, err := audithead.Marshal(h)
+				if err != nil {
+					return fmt.Errorf("encode output: %w", err)
+				}
+				_, err = e.stdout.Write(b)
+				return err
+			}
+			fmt.Fprintf(e.stdout, "count      %d\nhash       %s\ntime       %s\nkey        %s (public key sha256 %s)\nsignature  %s\n",
+				h.GetCount(), hex.EncodeToString(h.GetHash()), h.GetTime().AsTime().UTC().Format(time.RFC3339Nano),
+				h.GetKeyId(), audithead.KeyFingerprint(h), base64.StdEncoding.EncodeToString(h.GetSignature()))
+			return nil
+		},
+	}
+	cmd.AddCommand(list, verify, head)
 	return cmd
+}
+
+// auditLister reads audit events through the admin API, for store.CheckHead.
+type auditLister struct{ c adminv1.AdminServiceClient }
+
+func (l auditLister) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	resp, err := l.c.ListAuditEvents(ctx, &adminv1.ListAuditEventsRequest{AfterSeq: f.AfterSeq, Limit: int32(f.Limit)})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.AuditEvent, 0, len(resp.GetEvents()))
+	for _, ev := range resp.GetEvents() {
+		out = append(out, store.AuditEvent{Seq: ev.GetSeq(), Hash: ev.GetHash()})
+	}
+	return out, nil
 }
 
 // auditTable writes events as a table, with its header when header is set.

@@ -69,7 +69,7 @@ func TestALostDatabaseIsRefusedNotReplacedByANewCA(t *testing.T) {
 			}
 			// A fresh schema with no CA in it: what the server would have created itself.
 			empty := filepath.Join(t.TempDir(), "kith.db")
-			st, err := openStore(context.Background(), &config.Server{Store: config.Store{DSN: empty}}, Config{})
+			st, err := openStore(context.Background(), &config.Server{Store: config.Store{DSN: empty}}, Config{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

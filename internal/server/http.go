@@ -26,6 +26,10 @@ func (s *Server) httpHandler() http.Handler {
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
+		// A damaged audit log does not stop issuance (see auditAnchor.verify): it is reported, not failed.
+		if ok, problem := s.anchor.intact(); !ok {
+			_, _ = w.Write([]byte("warning: audit log: " + problem + "\n"))
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.GathererFunc(s.gatherMetrics), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)

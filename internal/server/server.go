@@ -77,6 +77,7 @@ type Server struct {
 	dd      dataDir
 	reinit  *reinitRecord // set when New re-initialised the data dir
 	health  *readiness
+	anchor  *auditAnchor
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -117,14 +118,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, c, cfg)
+	_, markerErr := os.Stat(dd.markerPath())
+	keys, err := keymanager.New(c.CA.KeyManager, keymanager.Options{Dir: filepath.Join(c.DataDir, "keys")})
+	if err != nil {
+		return nil, fmt.Errorf("open key manager: %w", err)
+	}
+	anchor, err := newAuditAnchor(ctx, c.DataDir, td.Name(), keys, cfg.Now, cfg.Logger.With("component", "audit"))
 	if err != nil {
 		return nil, err
 	}
-	keys, err := keymanager.New(c.CA.KeyManager, keymanager.Options{Dir: filepath.Join(c.DataDir, "keys")})
+	st, err := openStore(ctx, c, cfg, anchor.record)
 	if err != nil {
+		return nil, err
+	}
+	if err := anchor.verify(ctx, st, markerErr == nil); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("open key manager: %w", err)
+		return nil, err
 	}
 	authority, err := ca.New(ctx, ca.Config{
 		TrustDomain:     td,
@@ -159,8 +168,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("data dir: write %s: %w", dd.markerPath(), err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, dd: dd, reinit: reinit, ready: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, dd: dd, reinit: reinit, anchor: anchor, ready: make(chan struct{})}
 	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kith_audit_chain_intact",
+		Help: "1 if the audit log verified at start and reached its signed checkpoint, 0 if rows were altered or removed (see the server log).",
+	}, func() float64 {
+		if ok, _ := anchor.intact(); ok {
+			return 1
+		}
+		return 0
+	}))
 	s.health = &readiness{store: st, now: cfg.Now}
 	s.health.probe(ctx)
 	s.policy, err = policy.New(ctx, policy.Config{
@@ -203,6 +221,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Connected:     s.agent.Connected,
 		Version:       cfg.Version,
 		StoreCheck:    st,
+		AuditHead:     anchor,
 	})
 	if err != nil {
 		st.Close()
@@ -340,8 +359,8 @@ func ignoreClosed(err error) error {
 func (s *Server) Admin() *adminapi.Service { return s.admin }
 
 // openStore opens the configured store backend; everything after it uses the store contract only.
-func openStore(ctx context.Context, c *config.Server, cfg Config) (store.Backend, error) {
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: c.Store.DSN, Now: cfg.Now, Logger: cfg.Logger})
+func openStore(ctx context.Context, c *config.Server, cfg Config, onAuditHead func(int64, []byte)) (store.Backend, error) {
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: c.Store.DSN, Now: cfg.Now, Logger: cfg.Logger, OnAuditHead: onAuditHead})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"io/fs"
 	"sync"
 
 	"github.com/kithid/kith/ca"
@@ -53,13 +54,14 @@ func (m *Manager) GenerateKey(_ context.Context, id string) (crypto.Signer, erro
 	return key, nil
 }
 
-// GetKey returns the key stored under id.
+// GetKey returns the key stored under id. A missing key's error wraps fs.ErrNotExist, as the disk
+// manager's does.
 func (m *Manager) GetKey(_ context.Context, id string) (crypto.Signer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key, ok := m.keys[id]
 	if !ok {
-		return nil, fmt.Errorf("get key %q: key not found", id)
+		return nil, fmt.Errorf("get key %q: key not found: %w", id, fs.ErrNotExist)
 	}
 	return key, nil
 }

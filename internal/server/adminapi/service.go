@@ -115,6 +115,9 @@ type StoreChecker interface {
 type AuditHeadSource interface {
 	// Head returns the newest signed checkpoint, nil if there is none yet.
 	Head() *adminv1.AuditHead
+	// Problem is what was found at start when the log did not reach the checkpoint then (the first event
+	// that does not fit, and why); "" if it did. The checkpoint has moved on since, so only this says it.
+	Problem() (int64, string)
 }
 
 // Service implements adminv1.AdminServiceServer.
@@ -572,6 +575,12 @@ func (s *Service) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest
 		return nil, fmt.Errorf("verify audit log: %w", err)
 	}
 	resp := &adminv1.VerifyAuditResponse{Ok: v.OK, Count: v.Count, BrokenAt: v.BrokenAt, Problem: v.Problem, HeadHash: v.HeadHash, Checkpoint: head}
+	if s.cfg.AuditHead != nil && v.OK {
+		if at, problem := s.cfg.AuditHead.Problem(); problem != "" {
+			resp.Ok, resp.BrokenAt, resp.Problem = false, at, "at the server's start: "+problem
+			return resp, nil
+		}
+	}
 	if v.OK && head != nil {
 		at, problem, err := store.CheckHead(ctx, s.cfg.Audit, head.GetCount(), head.GetHash(), v)
 		if err != nil {

@@ -47,12 +47,17 @@ type Config struct {
 	Path   string           // database file path (required); its directory is created 0700 if missing
 	Now    func() time.Time // zero means time.Now
 	Logger *slog.Logger     // zero means discard
+	// OnAuditHead is called after each commit that appended audit rows, with the new head (the last seq and
+	// its hash), before the next write starts: calls come in commit order. It runs inside the write lock, so
+	// it must be quick; the server signs the head into a checkpoint file with it. Zero: nothing is called.
+	OnAuditHead func(seq int64, hash []byte)
 }
 
 // Store is the SQLite store. It is safe for concurrent use.
 type Store struct {
 	path   string
 	now    func() time.Time
+	onHead func(seq int64, hash []byte)
 	log    *slog.Logger
 	writer *sql.DB // exactly one connection: writes are serialized
 	reader *sql.DB // read-only pool
@@ -117,6 +122,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{
 		path:     cfg.Path,
 		now:      cfg.Now,
+		onHead:   cfg.OnAuditHead,
 		log:      cfg.Logger,
 		writer:   writer,
 		reader:   reader,
@@ -364,6 +370,9 @@ func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if w.headLoaded && s.onHead != nil {
+		s.onHead(w.headSeq, w.headHash)
 	}
 	if w.rev != 0 {
 		s.notify(w.rev)
