@@ -2,11 +2,16 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kithid/kith/ca/keymanager"
+	_ "github.com/kithid/kith/ca/keymanager/memory"
 )
 
 // The checkpoint itself is checked at start: deleting it, editing it or replacing it does not pass for a
@@ -70,5 +75,27 @@ func TestAuditCheckpointTamperingIsSeenAtStart(t *testing.T) {
 				t.Errorf("intact = %v, %q; want false with %q", ok, problem, tc.problem)
 			}
 		})
+	}
+}
+
+// BenchmarkAuditCheckpoint is one checkpoint write: sign the head (ECDSA P-256) and write the file (temp
+// file + rename, no fsync). While the server runs, one write covers the commits of checkpointDelay.
+func BenchmarkAuditCheckpoint(b *testing.B) {
+	keys, err := keymanager.New("memory", keymanager.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := newAuditAnchor(context.Background(), b.TempDir(), "example.org", keys, time.Now, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	hash := make([]byte, 32)
+	var seq int64
+	for b.Loop() {
+		seq++
+		a.record(seq, hash)
+	}
+	if a.Head().GetCount() != seq {
+		b.Fatalf("head at %d, want %d", a.Head().GetCount(), seq)
 	}
 }

@@ -311,6 +311,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.keepMarker(gctx) })
 	g.Go(func() error { return s.health.Run(gctx) })
+	g.Go(func() error { return s.anchor.Run(gctx) })
 	g.Go(func() error { return ignoreClosed(adminSrv.Serve(adminLis)) })
 	g.Go(func() error { return ignoreClosed(agentSrv.Serve(grpcLis)) })
 	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLis)) })
