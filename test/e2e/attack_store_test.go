@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	_ "modernc.org/sqlite"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 )
@@ -129,4 +131,37 @@ func TestAttackDevLostDatabase(t *testing.T) {
 	}
 	again := start(t, "kith dev --reinit", nil, append(args, "--reinit")...)
 	again.waitOutput("Press Ctrl-C", 30*time.Second)
+}
+
+// Removing the newest audit rows with sqlite while the server is stopped left a chain that verified
+// ("intact"). The signed checkpoint outside the database shows it: the restarted server logs it loudly and
+// kith audit verify exits 1.
+func TestAttackAuditRowsRemovedFromTheEnd(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	for _, name := range []string{"a", "b", "c"} {
+		mustKith(t, c.adminSocket, "entry", "create", "--spiffe-id", "spiffe://e2e.test/"+name, "--selector", uidSelector(), "--node-selector", "join_token:name:n1")
+	}
+	if code := c.server.stop(); code != 0 {
+		t.Fatalf("server exit %d", code)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(c.dir, "server", "kith.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"DROP TRIGGER audit_no_delete", "DELETE FROM audit WHERE seq > (SELECT max(seq) - 2 FROM audit)"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	c.startServer()
+	if !strings.Contains(c.server.stderr.String(), "AUDIT LOG TAMPERED OR DAMAGED") {
+		t.Errorf("the restarted server did not log the removal:\n%s", c.server.stderr.String())
+	}
+	r := kith(t, c.adminSocket, "audit", "verify")
+	if r.code != 1 || !strings.Contains(r.stderr, "removed from the end") {
+		t.Errorf("kith audit verify: exit %d, stderr %q; want exit 1 naming the removed events", r.code, r.stderr)
+	}
 }
