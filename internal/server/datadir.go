@@ -110,16 +110,12 @@ func (d dataDir) storeState(ctx context.Context) (storeState, error) {
 		}
 		return storeEmpty, nil
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: d.dbPath, Now: d.now})
+	has, err := sqlite.HasAuthorities(ctx, d.dbPath)
 	if err != nil {
-		return 0, fmt.Errorf("open store: %w", err)
+		// Not readable as a database: Open says what is wrong with it (and refuses it) next.
+		return storeHasCA, nil
 	}
-	defer st.Close()
-	auths, err := st.ListAuthorities(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("open store: %w", err)
-	}
-	if len(auths) == 0 {
+	if !has {
 		return storeNoCA, nil
 	}
 	return storeHasCA, nil

@@ -528,3 +528,26 @@ func CheckFile(ctx context.Context, path string) (string, []string, error) {
 	}
 	return quickCheckName, problems, nil
 }
+
+// HasAuthorities reports whether the database at path holds CA authorities, reading it read-only, without
+// the integrity check or migrations of Open (the server asks before it opens its store, to tell an
+// initialised data dir's lost database from its own). A database without the table has none.
+func HasAuthorities(ctx context.Context, path string) (bool, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	var tables int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'authorities'").Scan(&tables); err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if tables == 0 {
+		return false, nil
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM authorities LIMIT 1)").Scan(&n); err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return n > 0, nil
+}
