@@ -35,6 +35,9 @@ var knownTypes = []string{TypeUnix, TypeK8s, TypeJoinToken, TypeK8sPSAT}
 var knownKeys = map[string][]string{
 	TypeUnix:      {"uid", "gid", "user", "group", "path", "sha256", "supplementary_gid"},
 	TypeJoinToken: {"name", "id"},
+	TypeK8sPSAT: {"cluster", "agent_ns", "agent_sa", "agent_pod_name", "agent_pod_uid", "agent_node_name", "agent_node_uid",
+		"agent_node_label", "agent_pod_label"},
+	TypeK8s: {"ns", "sa", "pod-name", "pod-uid", "pod-label", "pod-image", "container-name", "container-image", "node-name"},
 }
 
 // ParseSelector parses "type:key:value". The value may itself contain colons.

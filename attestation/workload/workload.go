@@ -28,6 +28,11 @@ type Attestor interface {
 // Options are what the agent gives every attestor it builds.
 type Options struct {
 	Logger *slog.Logger // never nil
+	// Config is the attestor's own configuration, from Configs by its name: a value of the type its
+	// package documents (for "k8s", k8s.Config), or nil for the defaults.
+	Config any
+	// Configs holds each attestor's configuration by name, for [New]; a factory reads Config.
+	Configs map[string]any
 }
 
 // Factory builds an attestor.
@@ -111,7 +116,9 @@ func New(names []string, opts Options) (Attestor, error) {
 		if !ok {
 			return nil, &UnknownError{Name: n, Known: Names()}
 		}
-		a, err := f(opts)
+		o := opts
+		o.Config = opts.Configs[n]
+		a, err := f(o)
 		if err != nil {
 			return nil, fmt.Errorf("workload attestor %s: %w", n, err)
 		}
