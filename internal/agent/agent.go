@@ -28,6 +28,7 @@ import (
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/attestation/workload"
+	"github.com/kithid/kith/attestation/workload/k8s"
 	_ "github.com/kithid/kith/attestation/workload/unix" // the default workload attestor registers itself
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/extauthz"
@@ -96,7 +97,12 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("trust domain: %w", err)
 		}
 	}
-	attestor, err := workload.New(cfg.Config.WorkloadAttestors, workload.Options{Logger: cfg.Logger.With("component", "attestor")})
+	k := cfg.Config.K8s
+	attestor, err := workload.New(cfg.Config.WorkloadAttestors, workload.Options{Logger: cfg.Logger.With("component", "attestor"),
+		Configs: map[string]any{k8s.Name: k8s.Config{
+			KubeletURL: k.KubeletURL, TokenPath: k.TokenPath, KubeletCA: k.KubeletCA, SkipKubeletVerification: k.SkipKubeletVerification,
+			PollInterval: k.PollInterval.D(), MaxWait: k.MaxWait.D(), CacheTTL: k.CacheTTL.D(),
+		}}})
 	if err != nil {
 		return nil, fmt.Errorf("workload_attestors: %w", err)
 	}
@@ -132,7 +138,7 @@ func New(cfg Config) (*Agent, error) {
 		Dial: a.dialSession, AgentSVID: a.svid, Revision: a.cache.Revision, Apply: a.applySync, Save: a.save,
 		OnConnect: a.connected, OnDisconnect: a.link.Down, RetryMax: c.RetryMax.D(), Now: cfg.Now, Logger: cfg.Logger,
 	}
-	if c.JoinToken != "" {
+	if a.canAttest() {
 		sc.Attest = a.attest
 	}
 	if a.sync, err = syncer.New(sc); err != nil {

@@ -48,8 +48,8 @@ func (a *Agent) restoreOrAttest(ctx context.Context) error {
 			return nil
 		}
 	}
-	if c.JoinToken == "" {
-		return errors.New("agent has no valid svid and no join token: create one with `kith token create` and pass --join-token")
+	if !a.canAttest() {
+		return errors.New("agent has no valid svid and no join token: create one with `kith token create` and pass --join-token (in a Kubernetes pod, set node_attestor: k8s_psat instead)")
 	}
 	if err := a.bootstrapBundle(ctx); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/attestation/node/jointoken"
+	"github.com/kithid/kith/attestation/node/k8spsat"
 	"github.com/kithid/kith/ca"
 )
 
@@ -50,6 +51,22 @@ func (a *Agent) dial(withSVID bool) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// evidence is what the agent proves its node with: its projected service-account token (node_attestor
+// k8s_psat) or its join token.
+func (a *Agent) evidence() node.Evidence {
+	c := a.cfg.Config
+	if c.NodeAttestor == k8spsat.Type {
+		return k8spsat.Evidence{Cluster: c.K8sPSAT.Cluster, TokenPath: c.K8sPSAT.TokenPath}
+	}
+	return jointoken.Evidence(c.JoinToken)
+}
+
+// canAttest reports whether the agent can attest (again) without an operator: with a join token it was
+// given, or a projected token the kubelet keeps fresh.
+func (a *Agent) canAttest() bool {
+	return a.cfg.Config.JoinToken != "" || a.cfg.Config.NodeAttestor == k8spsat.Type
+}
+
 // attest proves the node with the join token and takes the agent SVID it gets.
 func (a *Agent) attest(ctx context.Context) error {
 	conn, err := a.dial(false)
@@ -61,14 +78,14 @@ func (a *Agent) attest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var evidence node.Evidence = jointoken.Evidence(a.cfg.Config.JoinToken)
+	evidence := a.evidence()
 	payload, err := evidence.Payload(ctx)
 	if err != nil {
 		return fmt.Errorf("attest: %w", err)
 	}
 	resp, err := agentv1.NewAgentServiceClient(conn).Attest(ctx, &agentv1.AttestRequest{AttestationType: evidence.Type(), Payload: payload, Csr: csr})
 	if err != nil {
-		return fmt.Errorf("attest with join token: %w", errors.New(status.Convert(err).Message()))
+		return fmt.Errorf("attest with %s: %w", evidence.Type(), errors.New(status.Convert(err).Message()))
 	}
 	return a.svid.Accept(resp.GetSvidChain(), key, resp.GetBundle())
 }

@@ -12,7 +12,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/attestation/workload"
-	"github.com/kithid/kith/attestation/workload/unix" // registers the unix attestor, the default
+	_ "github.com/kithid/kith/attestation/workload/k8s" // registers the k8s attestor
+	"github.com/kithid/kith/attestation/workload/unix"  // registers the unix attestor, the default
 )
 
 // Agent is the `kith agent` configuration. Every field is optional unless noted; the comment gives the
@@ -25,6 +26,13 @@ type Agent struct {
 	// else example.org. When set, a saved SVID or a bundle of another trust domain is refused.
 	// Env KITH_AGENT_TRUST_DOMAIN.
 	TrustDomain string `yaml:"trust_domain"`
+	// NodeAttestor is how the agent proves its node: join_token or k8s_psat. Default join_token.
+	// Env KITH_AGENT_NODE_ATTESTOR.
+	NodeAttestor string `yaml:"node_attestor"`
+	// K8sPSAT configures node_attestor k8s_psat.
+	K8sPSAT AgentK8sPSAT `yaml:"k8s_psat"`
+	// K8s configures the k8s workload attestor (when workload_attestors lists it).
+	K8s AgentK8s `yaml:"k8s"`
 	// JoinToken attests the node on first start (not needed once the agent holds an SVID). Env KITH_AGENT_JOIN_TOKEN.
 	JoinToken string `yaml:"join_token"`
 	// TrustBundle is a PEM file with the server's root CAs, used to authenticate the server on first start.
@@ -77,6 +85,38 @@ type Agent struct {
 	Log               Log `yaml:"log"`
 }
 
+// AgentK8sPSAT configures Kubernetes projected service-account token node attestation.
+type AgentK8sPSAT struct {
+	// Cluster is this cluster's name, as the server's node_attestors.k8s_psat.clusters names it. Required
+	// with node_attestor k8s_psat. Env KITH_AGENT_K8S_PSAT_CLUSTER.
+	Cluster string `yaml:"cluster"`
+	// TokenPath is the projected service-account token (audience kith). Default
+	// /var/run/secrets/tokens/kith-agent. Env KITH_AGENT_K8S_PSAT_TOKEN_PATH.
+	TokenPath string `yaml:"token_path"`
+}
+
+// AgentK8s configures the k8s workload attestor (docs/attestors/k8s.md).
+type AgentK8s struct {
+	// KubeletURL is the kubelet's secure port. Default https://127.0.0.1:10250. Env KITH_AGENT_K8S_KUBELET_URL.
+	KubeletURL string `yaml:"kubelet_url"`
+	// TokenPath is the service-account token sent to the kubelet. Default
+	// /var/run/secrets/kubernetes.io/serviceaccount/token. Env KITH_AGENT_K8S_TOKEN_PATH.
+	TokenPath string `yaml:"token_path"`
+	// KubeletCA is a PEM file the kubelet's certificate is verified against. Default
+	// /var/run/secrets/kubernetes.io/serviceaccount/ca.crt. Env KITH_AGENT_K8S_KUBELET_CA.
+	KubeletCA string `yaml:"kubelet_ca"`
+	// SkipKubeletVerification does not verify the kubelet's certificate. Default false.
+	// Env KITH_AGENT_K8S_SKIP_KUBELET_VERIFICATION.
+	SkipKubeletVerification bool `yaml:"skip_kubelet_verification"`
+	// PollInterval is the wait between asking the kubelet again for a pod or container it does not list
+	// yet. Default 250ms. Env KITH_AGENT_K8S_POLL_INTERVAL.
+	PollInterval Duration `yaml:"poll_interval"`
+	// MaxWait bounds that waiting. Default 10s. Env KITH_AGENT_K8S_MAX_WAIT.
+	MaxWait Duration `yaml:"max_wait"`
+	// CacheTTL is how long the kubelet's pod list is reused. Default 5s. Env KITH_AGENT_K8S_CACHE_TTL.
+	CacheTTL Duration `yaml:"cache_ttl"`
+}
+
 // LoadAgent reads the agent config from path (may be empty) and applies KITH_AGENT_* environment
 // overrides (and KITH_LOG_* for log).
 func LoadAgent(path string, env func(string) (string, bool)) (*Agent, error) {
@@ -95,6 +135,7 @@ func (c *Agent) Finish() error {
 		}
 	}
 	def(&c.Server, "localhost:8081")
+	def(&c.NodeAttestor, "join_token")
 	def(&c.DataDir, "/var/lib/kith-agent")
 	def(&c.Socket, "/run/kith/agent.sock")
 	def(&c.AuthzSocket, filepath.Join(filepath.Dir(c.Socket), "authz.sock"))
@@ -156,6 +197,23 @@ func (c *Agent) Finish() error {
 	for i, n := range c.WorkloadAttestors {
 		if slices.Contains(c.WorkloadAttestors[:i], n) {
 			return &FieldError{"workload_attestors", fmt.Sprintf("%q is listed twice", n)}
+		}
+	}
+	if err := oneOf("node_attestor", c.NodeAttestor, "join_token", "k8s_psat"); err != nil {
+		return err
+	}
+	if c.NodeAttestor == "k8s_psat" && c.K8sPSAT.Cluster == "" {
+		return &FieldError{"k8s_psat.cluster", "is required with node_attestor k8s_psat: the cluster's name as the server lists it"}
+	}
+	if c.NodeAttestor == "k8s_psat" && c.JoinToken != "" {
+		return &FieldError{"join_token", "is set but node_attestor is k8s_psat: remove one"}
+	}
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{{"k8s.poll_interval", c.K8s.PollInterval}, {"k8s.max_wait", c.K8s.MaxWait}, {"k8s.cache_ttl", c.K8s.CacheTTL}} {
+		if d.v < 0 {
+			return &FieldError{d.field, "must not be negative"}
 		}
 	}
 	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -35,6 +36,36 @@ type Server struct {
 	Token   Token  `yaml:"join_token"`
 	Policy  Policy `yaml:"policy"`
 	Authz   Authz  `yaml:"authz"`
+	// NodeAttestors configures node attestation besides join tokens (always on).
+	NodeAttestors NodeAttestors `yaml:"node_attestors"`
+}
+
+// NodeAttestors configures the node attestation methods agents may use besides join tokens.
+type NodeAttestors struct {
+	K8sPSAT K8sPSAT `yaml:"k8s_psat"`
+}
+
+// K8sPSAT configures Kubernetes projected service-account token attestation (docs/attestors/k8s_psat.md).
+type K8sPSAT struct {
+	// Clusters whose agents may attest with their projected service-account token. Default none:
+	// k8s_psat is off. Not settable from the environment.
+	Clusters []K8sCluster `yaml:"clusters"`
+}
+
+// K8sCluster is one cluster for k8s_psat.
+type K8sCluster struct {
+	// Name of the cluster in agent IDs and the k8s_psat:cluster selector; the agents send it. Required.
+	Name string `yaml:"name"`
+	// Kubeconfig file to reach the cluster's API server. Default none: in-cluster (the server runs in it).
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Audience the agents' tokens are projected for. Default kith.
+	Audience string `yaml:"audience"`
+	// ServiceAccounts agents run as, "namespace:name"; any other is refused. Required.
+	ServiceAccounts []string `yaml:"service_accounts"`
+	// NodeLabelKeys limits the agent_node_label selectors to these keys. Default: every label.
+	NodeLabelKeys []string `yaml:"node_label_keys"`
+	// PodLabelKeys limits the agent_pod_label selectors to these keys. Default: every label.
+	PodLabelKeys []string `yaml:"pod_label_keys"`
 }
 
 // Policy configures custom Rego policy.
@@ -280,6 +311,44 @@ func (c *Server) validate() error {
 	}
 	if c.CA.RootOverlap.D() < 0 {
 		return &FieldError{"ca.root_overlap", "must not be negative"}
+	}
+	return c.NodeAttestors.K8sPSAT.validate()
+}
+
+// clusterName is what a k8s_psat cluster name may be: one SPIFFE ID path segment, short and plain.
+var clusterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func (k *K8sPSAT) validate() error {
+	seen := map[string]bool{}
+	for i := range k.Clusters {
+		c := &k.Clusters[i]
+		field := fmt.Sprintf("node_attestors.k8s_psat.clusters[%d]", i)
+		if !clusterName.MatchString(c.Name) {
+			return &FieldError{field + ".name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-' (e.g. prod-eu)", c.Name)}
+		}
+		if seen[c.Name] {
+			return &FieldError{field + ".name", fmt.Sprintf("cluster %q is listed twice", c.Name)}
+		}
+		seen[c.Name] = true
+		if len(c.ServiceAccounts) == 0 {
+			return &FieldError{field + ".service_accounts", "list the service accounts agents run as, e.g. [kith:kith-agent]; any other is refused"}
+		}
+		for _, sa := range c.ServiceAccounts {
+			ns, name, ok := strings.Cut(sa, ":")
+			if !ok || ns == "" || name == "" || strings.Contains(name, ":") {
+				return &FieldError{field + ".service_accounts", fmt.Sprintf("%q is not namespace:name (e.g. kith:kith-agent)", sa)}
+			}
+		}
+		if c.Audience == "" {
+			c.Audience = "kith"
+		}
+		if c.Kubeconfig != "" {
+			abs, err := filepath.Abs(c.Kubeconfig)
+			if err != nil {
+				return &FieldError{field + ".kubeconfig", err.Error()}
+			}
+			c.Kubeconfig = abs
+		}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -68,6 +70,45 @@ func TestServerAdminAllowedIDs(t *testing.T) {
 			}
 			if diff := cmp.Diff(Admin{AllowedUIDs: tt.uids, AllowedGIDs: tt.gids}, cfg.Admin); diff != "" {
 				t.Errorf("admin (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestServerK8sPSATClusters(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string
+	}{
+		{name: "a cluster", yaml: "node_attestors: {k8s_psat: {clusters: [{name: prod, service_accounts: [kith:kith-agent]}]}}"},
+		{name: "no allow-list", yaml: "node_attestors: {k8s_psat: {clusters: [{name: prod}]}}",
+			wantErr: "node_attestors.k8s_psat.clusters[0].service_accounts: list the service accounts"},
+		{name: "a bad service account", yaml: "node_attestors: {k8s_psat: {clusters: [{name: prod, service_accounts: [kith/agent]}]}}",
+			wantErr: `node_attestors.k8s_psat.clusters[0].service_accounts: "kith/agent" is not namespace:name`},
+		{name: "a name with a slash", yaml: "node_attestors: {k8s_psat: {clusters: [{name: a/b, service_accounts: [kith:a]}]}}",
+			wantErr: `node_attestors.k8s_psat.clusters[0].name: "a/b" is not`},
+		{name: "a cluster twice", yaml: "node_attestors: {k8s_psat: {clusters: [{name: a, service_accounts: [kith:a]}, {name: a, service_accounts: [kith:a]}]}}",
+			wantErr: `node_attestors.k8s_psat.clusters[1].name: cluster "a" is listed twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "server.yaml")
+			if err := os.WriteFile(p, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := LoadServer(p, func(string) (string, bool) { return "", false })
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Finish()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Finish: %v", err)
+			case tt.wantErr == "" && cfg.NodeAttestors.K8sPSAT.Clusters[0].Audience != "kith":
+				t.Errorf("audience %q, want the default kith", cfg.NodeAttestors.K8sPSAT.Clusters[0].Audience)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Finish = %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
 	}

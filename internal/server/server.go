@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation/node/k8spsat"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager"
@@ -195,6 +196,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if clusters := c.NodeAttestors.K8sPSAT.Clusters; len(clusters) > 0 {
+		psat, err := attestors.K8sPSAT(td, clusters)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		nodeAttestors[k8spsat.Type] = psat
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
 		Authz: s.policy, Policy: s.policy, Reports: st,
