@@ -5,7 +5,7 @@ BIN       := bin/kith
 PKGS      := ./...
 E2E_TAGS  := e2e
 
-.PHONY: build test test-unit test-e2e check-generate check-tidy bench demo generate lint clean
+.PHONY: build test test-unit test-e2e test-k8s check-generate check-tidy bench demo generate lint clean
 
 # Stamp the VCS revision into the binary (kith version) when building from a git checkout.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo auto || echo false)
@@ -15,13 +15,20 @@ build:
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-tidy check-generate lint test-unit test-e2e
+test: check-tidy check-generate lint test-unit test-e2e test-k8s
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
 
 test-e2e: build
 	KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags $(E2E_TAGS) ./test/e2e/...
+
+# The tests against a real kube-apiserver and etcd (build tag k8s, tests named TestK8s*): the script builds
+# both once from the Go module proxy into ~/.cache/kith-test (tens of minutes cold) and prints that directory.
+K8S_PKGS  = $(shell grep -rl --include='*_test.go' '^//go:build k8s' . | xargs -n1 dirname | sort -u)
+test-k8s:
+	@assets="$$(./scripts/components/kube.sh)" && \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -count=1 -tags k8s -run '^TestK8s' $(K8S_PKGS)
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -109,11 +111,15 @@ func (c *Cluster) KubeConfigFile(tb testing.TB) string {
 // running code with only the RBAC that user is granted.
 func (c *Cluster) User(tb testing.TB, name string, groups ...string) *rest.Config {
 	tb.Helper()
-	u, err := c.Env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	u, err := c.Env.AddUser(envtestUser(name, groups), nil)
 	if err != nil {
 		tb.Fatalf("add user %s: %v", name, err)
 	}
 	return u.Config()
+}
+
+func envtestUser(name string, groups []string) envtest.User {
+	return envtest.User{Name: name, Groups: groups}
 }
 
 // ServiceAccountSigningKeyFile is the PEM private key the API server signs service-account tokens with,
@@ -227,7 +233,7 @@ func (c *Cluster) SetContainerStatuses(tb testing.TB, p *corev1.Pod, statuses []
 	}
 	cur.Status.Phase = corev1.PodRunning
 	cur.Status.ContainerStatuses = statuses
-	got, err := c.Client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx(tb), cur, metav1.UpdateOptions{})
+	got, err := c.Client.CoreV1().Pods(cur.Namespace).UpdateStatus(ctx(tb), cur, metav1.UpdateOptions{})
 	if err != nil {
 		tb.Fatalf("update status of pod %s/%s: %v", p.Namespace, p.Name, err)
 	}
@@ -266,4 +272,52 @@ func (c *Cluster) Token(tb testing.TB, ns, sa string, o TokenOptions) string {
 func isAlreadyExists(err error) bool {
 	var s interface{ Status() metav1.Status }
 	return errors.As(err, &s) && s.Status().Reason == metav1.StatusReasonAlreadyExists
+}
+
+// Rule is one RBAC rule: verbs on resources of an API group ("" for core).
+type Rule struct {
+	Group     string
+	Resources []string
+	Verbs     []string
+}
+
+// Grant gives user the rules cluster-wide (a ClusterRole and its binding named after the user) and
+// waits until the API server's authorizer applies them.
+func (c *Cluster) Grant(tb testing.TB, user string, rules ...Rule) {
+	tb.Helper()
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}}
+	for _, r := range rules {
+		role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{r.Group}, Resources: r.Resources, Verbs: r.Verbs})
+	}
+	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx(tb), role, metav1.CreateOptions{}); err != nil {
+		tb.Fatalf("cluster role %s: %v", user, err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: user}},
+	}
+	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx(tb), binding, metav1.CreateOptions{}); err != nil {
+		tb.Fatalf("cluster role binding %s: %v", user, err)
+	}
+	// The authorizer reads RBAC from an informer: wait until it allows the last rule.
+	last := rules[len(rules)-1]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Group: last.Group, Resource: last.Resources[0], Verb: last.Verbs[0]},
+		}}
+		got, err := c.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx(tb), sar, metav1.CreateOptions{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if got.Status.Allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("user %s is still not allowed to %s %s after 10s", user, last.Verbs[0], last.Resources[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
