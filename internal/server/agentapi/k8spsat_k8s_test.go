@@ -126,8 +126,10 @@ func TestK8sPSATAttestation(t *testing.T) {
 		reason []string // one of
 	}{
 		{
-			name:   "a token for another audience",
-			token:  func(t *testing.T) string { return kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Audience: "vault", Pod: agentPod}) },
+			name: "a token for another audience",
+			token: func(t *testing.T) string {
+				return kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Audience: "vault", Pod: agentPod})
+			},
 			reason: []string{"token not authenticated by the api server: "},
 		},
 		{
@@ -146,8 +148,10 @@ func TestK8sPSATAttestation(t *testing.T) {
 			reason: []string{"token not authenticated by the api server: "},
 		},
 		{
-			name:   "a token of a service account outside the allow-list",
-			token:  func(t *testing.T) string { return kc.Token(t, "kith", "builder", k8stest.TokenOptions{Pod: builderPod}) },
+			name: "a token of a service account outside the allow-list",
+			token: func(t *testing.T) string {
+				return kc.Token(t, "kith", "builder", k8stest.TokenOptions{Pod: builderPod})
+			},
 			reason: []string{"service account not allowed"},
 		},
 		{
