@@ -22,13 +22,13 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload"
 	"github.com/kithid/kith/attestation/workload/k8s/kubelettest"
-	"github.com/kithid/kith/internal/k8stest"
+	"github.com/kithid/kith/internal/kubernetes/kubetest"
 )
 
 // realKubelet is a test kubelet for node over a real API server: it authenticates bearer tokens with
 // TokenReview and authorizes them with a SubjectAccessReview for get nodes/proxy, as a kubelet does, and
 // lists the API server's pods bound to node.
-func realKubelet(t *testing.T, kc *k8stest.Cluster, node string) *kubelettest.Server {
+func realKubelet(t *testing.T, kc *kubetest.Cluster, node string) *kubelettest.Server {
 	return kubelettest.Start(t, kubelettest.Config{
 		Authenticate: func(ctx context.Context, tok string) error {
 			tr, err := kc.Client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: tok}}, metav1.CreateOptions{})
@@ -79,17 +79,17 @@ func containerIDFor(n int) string { return fmt.Sprintf("%064x", n+0xc0ffee) }
 // A real process, placed in a pod by its cgroup file, resolves through a kubelet serving the API
 // server's pods to that pod's selectors, merged with its unix ones.
 func TestK8sWorkloadAttestation(t *testing.T) {
-	kc := k8stest.Start(t)
+	kc := kubetest.Start(t)
 	kc.Node(t, "node-1", nil)
 	kc.ServiceAccount(t, "kith", "kith-agent")
-	kc.Grant(t, "system:serviceaccount:kith:kith-agent", k8stest.Rule{Group: "", Resources: []string{"nodes/proxy"}, Verbs: []string{"get"}})
+	kc.Grant(t, "system:serviceaccount:kith:kith-agent", kubetest.Rule{Group: "", Resources: []string{"nodes/proxy"}, Verbs: []string{"get"}})
 	kubelet := realKubelet(t, kc, "node-1")
 	// The agent's token, for the API server's own audience (as the kubelet reviews it).
-	agentToken := tokenFile(t, kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Audience: kc.Issuer()}))
+	agentToken := tokenFile(t, kc.Token(t, "kith", "kith-agent", kubetest.TokenOptions{Audience: kc.Issuer()}))
 	cfg := Config{KubeletURL: kubelet.URL, KubeletCA: kubelet.CAFile, TokenPath: agentToken, PollInterval: 50 * time.Millisecond, MaxWait: 5 * time.Second}
 
 	containers := []corev1.Container{{Name: "web", Image: "registry.example/web:2"}, {Name: "envoy", Image: "envoyproxy/envoy:v1.34"}}
-	web := kc.Pod(t, k8stest.PodSpec{Namespace: "shop", Name: "web-0", ServiceAccount: "web", Node: "node-1", Labels: map[string]string{"app": "web"}, Containers: containers})
+	web := kc.Pod(t, kubetest.PodSpec{Namespace: "shop", Name: "web-0", ServiceAccount: "web", Node: "node-1", Labels: map[string]string{"app": "web"}, Containers: containers})
 	web = kc.SetContainerStatuses(t, web, []corev1.ContainerStatus{
 		{Name: "web", Image: "registry.example/web:2", ContainerID: "containerd://" + containerIDFor(1)},
 		{Name: "envoy", Image: "docker.io/envoyproxy/envoy:v1.34", ContainerID: "containerd://" + containerIDFor(2)},
@@ -123,7 +123,7 @@ func TestK8sWorkloadAttestation(t *testing.T) {
 	})
 
 	t.Run("a container that started before its pod's status lists it", func(t *testing.T) {
-		late := kc.Pod(t, k8stest.PodSpec{Namespace: "shop", Name: "late-0", ServiceAccount: "web", Node: "node-1"})
+		late := kc.Pod(t, kubetest.PodSpec{Namespace: "shop", Name: "late-0", ServiceAccount: "web", Node: "node-1"})
 		pid := child(t)
 		root, creds := procFixture(t, pid, cgroupOf(string(late.UID), containerIDFor(3)))
 		cfg := cfg
@@ -160,7 +160,7 @@ func TestK8sWorkloadAttestation(t *testing.T) {
 		root, creds := procFixture(t, pid, cgroupOf(string(web.UID), containerIDFor(1)))
 		cfg := cfg
 		cfg.ProcRoot = root
-		cfg.TokenPath = tokenFile(t, kc.Token(t, "kith", "nobody", k8stest.TokenOptions{Audience: kc.Issuer()}))
+		cfg.TokenPath = tokenFile(t, kc.Token(t, "kith", "nobody", kubetest.TokenOptions{Audience: kc.Issuer()}))
 		a, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)

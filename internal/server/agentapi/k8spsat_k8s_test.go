@@ -19,7 +19,7 @@ import (
 	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/attestation/node/k8spsat"
 	"github.com/kithid/kith/internal/config"
-	"github.com/kithid/kith/internal/k8stest"
+	"github.com/kithid/kith/internal/kubernetes/kubetest"
 	"github.com/kithid/kith/internal/server/attestors"
 	"github.com/kithid/kith/internal/store"
 )
@@ -27,16 +27,16 @@ import (
 // k8s_psat against a real kube-apiserver: tokens come from the TokenRequest API, bound to pods on
 // nodes, and the server checks them with only the RBAC docs/attestors/k8s_psat.md lists.
 func TestK8sPSATAttestation(t *testing.T) {
-	kc := k8stest.Start(t)
+	kc := kubetest.Start(t)
 	node1 := kc.Node(t, "node-1", map[string]string{"topology.kubernetes.io/zone": "zone-a", "team": "anyone-can-set-this"})
-	agentPod := kc.Pod(t, k8stest.PodSpec{Namespace: "kith", Name: "kith-agent-x1", ServiceAccount: "kith-agent", Node: "node-1", Labels: map[string]string{"app": "kith-agent"}})
-	builderPod := kc.Pod(t, k8stest.PodSpec{Namespace: "kith", Name: "builder", ServiceAccount: "builder", Node: "node-1"})
-	doomedPod := kc.Pod(t, k8stest.PodSpec{Namespace: "kith", Name: "kith-agent-doomed", ServiceAccount: "kith-agent", Node: "node-1"})
+	agentPod := kc.Pod(t, kubetest.PodSpec{Namespace: "kith", Name: "kith-agent-x1", ServiceAccount: "kith-agent", Node: "node-1", Labels: map[string]string{"app": "kith-agent"}})
+	builderPod := kc.Pod(t, kubetest.PodSpec{Namespace: "kith", Name: "builder", ServiceAccount: "builder", Node: "node-1"})
+	doomedPod := kc.Pod(t, kubetest.PodSpec{Namespace: "kith", Name: "kith-agent-doomed", ServiceAccount: "kith-agent", Node: "node-1"})
 
 	// The server reaches the cluster as a user with only: create tokenreviews, get pods, get nodes.
 	kc.Grant(t, "kith-server",
-		k8stest.Rule{Group: "", Resources: []string{"pods", "nodes"}, Verbs: []string{"get"}},
-		k8stest.Rule{Group: "authentication.k8s.io", Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+		kubetest.Rule{Group: "", Resources: []string{"pods", "nodes"}, Verbs: []string{"get"}},
+		kubetest.Rule{Group: "authentication.k8s.io", Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 	)
 	psat, err := attestors.K8sPSAT(td, []config.K8sCluster{{
 		Name: "test", Kubeconfig: kc.UserKubeConfigFile(t, "kith-server"), Audience: "kith",
@@ -58,7 +58,7 @@ func TestK8sPSATAttestation(t *testing.T) {
 		return svidOf(t, resp.GetSvidChain(), key), nil
 	}
 	wantID := spiffeid.RequireFromPath(td, "/kith/agent/k8s_psat/test/"+string(node1.UID))
-	good := kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Pod: agentPod})
+	good := kc.Token(t, "kith", "kith-agent", kubetest.TokenOptions{Pod: agentPod})
 
 	var first *x509svid.SVID
 	t.Run("a token bound to the agent's pod on its node is accepted", func(t *testing.T) {
@@ -89,8 +89,8 @@ func TestK8sPSATAttestation(t *testing.T) {
 			t.Skip("the first attestation failed")
 		}
 		// A new agent pod on the same node (a DaemonSet rollout) with its own token.
-		newPod := kc.Pod(t, k8stest.PodSpec{Namespace: "kith", Name: "kith-agent-x2", ServiceAccount: "kith-agent", Node: "node-1"})
-		second, err := attest(t, kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Pod: newPod}))
+		newPod := kc.Pod(t, kubetest.PodSpec{Namespace: "kith", Name: "kith-agent-x2", ServiceAccount: "kith-agent", Node: "node-1"})
+		second, err := attest(t, kc.Token(t, "kith", "kith-agent", kubetest.TokenOptions{Pod: newPod}))
 		if err != nil {
 			t.Fatalf("Attest again: %v", err)
 		}
@@ -128,13 +128,13 @@ func TestK8sPSATAttestation(t *testing.T) {
 		{
 			name: "a token for another audience",
 			token: func(t *testing.T) string {
-				return kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Audience: "vault", Pod: agentPod})
+				return kc.Token(t, "kith", "kith-agent", kubetest.TokenOptions{Audience: "vault", Pod: agentPod})
 			},
 			reason: []string{"token not authenticated by the api server: "},
 		},
 		{
 			name:   "a token bound to no pod",
-			token:  func(t *testing.T) string { return kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{}) },
+			token:  func(t *testing.T) string { return kc.Token(t, "kith", "kith-agent", kubetest.TokenOptions{}) },
 			reason: []string{"token is not bound to a pod (use a projected service-account token)"},
 		},
 		{
@@ -150,14 +150,14 @@ func TestK8sPSATAttestation(t *testing.T) {
 		{
 			name: "a token of a service account outside the allow-list",
 			token: func(t *testing.T) string {
-				return kc.Token(t, "kith", "builder", k8stest.TokenOptions{Pod: builderPod})
+				return kc.Token(t, "kith", "builder", kubetest.TokenOptions{Pod: builderPod})
 			},
 			reason: []string{"service account not allowed"},
 		},
 		{
 			name: "a token whose pod was deleted",
 			token: func(t *testing.T) string {
-				tok := kc.Token(t, "kith", "kith-agent", k8stest.TokenOptions{Pod: doomedPod})
+				tok := kc.Token(t, "kith", "kith-agent", kubetest.TokenOptions{Pod: doomedPod})
 				kc.DeletePod(t, doomedPod)
 				return tok
 			},

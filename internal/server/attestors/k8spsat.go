@@ -4,12 +4,10 @@ import (
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kithid/kith/attestation/node/k8spsat"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/kubernetes"
 )
 
 // K8sPSAT builds the k8s_psat attestor for the configured clusters, each reached with its kubeconfig,
@@ -18,11 +16,7 @@ import (
 func K8sPSAT(td spiffeid.TrustDomain, clusters []config.K8sCluster) (*k8spsat.Attestor, error) {
 	cs := make([]k8spsat.Cluster, 0, len(clusters))
 	for _, c := range clusters {
-		rc, err := RESTConfig(c.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("k8s_psat cluster %s: %w", c.Name, err)
-		}
-		client, err := kubernetes.NewForConfig(rc)
+		client, err := kubernetes.NewClient(c.Kubeconfig, "kith-server")
 		if err != nil {
 			return nil, fmt.Errorf("k8s_psat cluster %s: %w", c.Name, err)
 		}
@@ -32,25 +26,4 @@ func K8sPSAT(td spiffeid.TrustDomain, clusters []config.K8sCluster) (*k8spsat.At
 		})
 	}
 	return k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: cs})
-}
-
-// RESTConfig is the client configuration of a cluster: from the kubeconfig file, or, when kubeconfig is
-// empty, in-cluster (the pod's service account).
-func RESTConfig(kubeconfig string) (*rest.Config, error) {
-	var rc *rest.Config
-	var err error
-	if kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster config: %w (outside the cluster, set its kubeconfig)", err)
-		}
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
-		}
-	}
-	rc.UserAgent = "kith-server"
-	rc.QPS, rc.Burst = 50, 100
-	return rc, nil
 }

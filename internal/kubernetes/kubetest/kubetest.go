@@ -1,4 +1,4 @@
-// Package k8stest starts a real kube-apiserver with etcd on loopback for the tests that need Kubernetes
+// Package kubetest starts a real kube-apiserver with etcd on loopback for the tests that need Kubernetes
 // (controller-runtime's envtest), and makes the objects those tests attest against: nodes, pods, service
 // accounts, and bound service-account tokens from the TokenRequest API.
 //
@@ -6,7 +6,7 @@
 // a cache outside the repository. The tests that use this package carry the build tag k8s and run in
 // `make test` (target test-k8s, which runs the script first). Without the binaries, [Start] fails the test
 // and says how to get them: a Kubernetes test is never skipped silently.
-package k8stest
+package kubetest
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package k8stest
+package kubetest
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 
 // The versions the tests look for are the ones the build script makes.
 func TestVersionsMatchScript(t *testing.T) {
-	script, err := os.ReadFile("../../scripts/components/kube.sh")
+	script, err := os.ReadFile("../../../scripts/components/kube.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +19,7 @@ func TestVersionsMatchScript(t *testing.T) {
 			continue
 		}
 		if got := string(m[1]); got != want {
-			t.Errorf("kube.sh builds %s %s, k8stest looks for %s: change both", name, got, want)
+			t.Errorf("kube.sh builds %s %s, kubetest looks for %s: change both", name, got, want)
 		}
 	}
 }

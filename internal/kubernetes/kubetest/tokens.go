@@ -1,4 +1,4 @@
-package k8stest
+package kubetest
 
 import (
 	"crypto/x509"
