@@ -22,6 +22,7 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/workload"
 	"github.com/kithid/kith/attestation/workload/k8s/kubelettest"
+	_ "github.com/kithid/kith/attestation/workload/unix" // merged with k8s, as the agent runs them
 	"github.com/kithid/kith/internal/kubernetes/kubetest"
 )
 

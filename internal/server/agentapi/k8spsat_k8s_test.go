@@ -40,7 +40,7 @@ func TestK8sPSATAttestation(t *testing.T) {
 	)
 	psat, err := attestors.K8sPSAT(td, []config.K8sCluster{{
 		Name: "test", Kubeconfig: kc.UserKubeConfigFile(t, "kith-server"), Audience: "kith",
-		ServiceAccounts: []string{"kith:kith-agent"}, NodeLabelKeys: []string{"topology.kubernetes.io/zone"},
+		ServiceAccounts: []string{"kith:kith-agent"}, NodeLabelKeys: []string{"topology.kubernetes.io/zone"}, PodLabelKeys: []string{"app"},
 	}})
 	if err != nil {
 		t.Fatal(err)
