@@ -83,8 +83,8 @@ func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
 		if err != nil {
 			continue
 		}
-		if typ := sel.Type; typ != jointoken.Type {
-			if err := e.caution(fmt.Sprintf("node selector %s: no node attestor of this Kith gives %s selectors (it has %s), so no agent serves the entry", s, typ, attestation.TypeJoinToken)); err != nil {
+		if typ := sel.Type; typ != jointoken.Type && typ != attestation.TypeK8sPSAT {
+			if err := e.caution(fmt.Sprintf("node selector %s: no node attestor of this Kith gives %s selectors (it has %s, %s), so no agent serves the entry", s, typ, attestation.TypeJoinToken, attestation.TypeK8sPSAT)); err != nil {
 				return err
 			}
 		}

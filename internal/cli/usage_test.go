@@ -460,8 +460,9 @@ func TestWhatMatchesNothingIsWarnedAboutOrRefusedWithStrict(t *testing.T) {
 		{"a grant from a prefix nothing is under", []string{"grant", "spiffe://example.org/ns/dev/*", "spiffe://example.org/payments"}, "no registered identity falls under spiffe://example.org/ns/dev/* (the caller)"},
 		{"a grant from a prefix something is under", []string{"grant", "spiffe://example.org/*", "spiffe://example.org/payments"}, ""},
 		{"an entry on an agent that never attested", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/a", "--selector", "unix:uid:1", "--parent", "spiffe://example.org/kith/agent/join_token/ghost"}, "no agent spiffe://example.org/kith/agent/join_token/ghost has attested"},
-		{"an entry with a selector no attestor gives", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/b", "--selector", "k8s:ns:default", "--node-selector", "join_token:name:n1"}, "selector k8s:ns:default: no workload attestor of this Kith gives k8s selectors (it has unix)"},
-		{"an entry placed by a node selector no attestor gives", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/c", "--selector", "unix:uid:1", "--node-selector", "k8s_psat:cluster:prod"}, "node selector k8s_psat:cluster:prod: no node attestor of this Kith gives k8s_psat selectors"},
+		{"an entry with a selector no workload attestor gives", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/b", "--selector", "join_token:name:n1", "--node-selector", "join_token:name:n1"}, "selector join_token:name:n1: no workload attestor of this Kith gives join_token selectors (it has k8s, unix)"},
+		{"an entry placed by a node selector no node attestor gives", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/c", "--selector", "unix:uid:1", "--node-selector", "unix:uid:0"}, "node selector unix:uid:0: no node attestor of this Kith gives unix selectors (it has join_token, k8s_psat)"},
+		{"an entry of pods placed by their cluster's agents", []string{"entry", "create", "--spiffe-id", "spiffe://example.org/d", "--selector", "k8s:ns:default", "--node-selector", "k8s_psat:cluster:prod"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
