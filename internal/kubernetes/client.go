@@ -6,24 +6,15 @@ package kubernetes
 import (
 	"fmt"
 
-	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// NewClient returns a client of the cluster the kubeconfig file names, or, when kubeconfig is empty,
-// of the cluster the process runs in (its pod's service account). It does not contact the cluster.
-func NewClient(kubeconfig, userAgent string) (clientset.Interface, error) {
-	rc, err := RESTConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	rc.UserAgent = userAgent
-	return clientset.NewForConfig(rc)
-}
-
-// RESTConfig is the client configuration of NewClient.
-func RESTConfig(kubeconfig string) (*rest.Config, error) {
+// RESTConfig is the client configuration of the cluster the kubeconfig file names, or, when kubeconfig
+// is empty, of the cluster the process runs in (its pod's service account). It does not contact the
+// cluster. Build typed clients of the API groups needed from it rather than the whole clientset, which
+// links every group's client into the binary.
+func RESTConfig(kubeconfig, userAgent string) (*rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -38,5 +29,6 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 		}
 	}
 	rc.QPS, rc.Burst = 50, 100
+	rc.UserAgent = userAgent
 	return rc, nil
 }

@@ -16,12 +16,16 @@ import (
 func K8sPSAT(td spiffeid.TrustDomain, clusters []config.K8sCluster) (*k8spsat.Attestor, error) {
 	cs := make([]k8spsat.Cluster, 0, len(clusters))
 	for _, c := range clusters {
-		client, err := kubernetes.NewClient(c.Kubeconfig, "kith-server")
+		rc, err := kubernetes.RESTConfig(c.Kubeconfig, "kith-server")
+		if err != nil {
+			return nil, fmt.Errorf("k8s_psat cluster %s: %w", c.Name, err)
+		}
+		client, err := k8spsat.NewClient(rc)
 		if err != nil {
 			return nil, fmt.Errorf("k8s_psat cluster %s: %w", c.Name, err)
 		}
 		cs = append(cs, k8spsat.Cluster{
-			Name: c.Name, Kube: k8spsat.Client{Interface: client}, Audience: c.Audience,
+			Name: c.Name, Kube: client, Audience: c.Audience,
 			ServiceAccounts: c.ServiceAccounts, NodeLabelKeys: c.NodeLabelKeys, PodLabelKeys: c.PodLabelKeys,
 		})
 	}
