@@ -88,13 +88,30 @@ func TestK8sManifestsApply(t *testing.T) {
 			kubectl(t, kc, admin, nil, "delete", "statefulset", "kith-server", "-n", "kith", "--ignore-not-found")
 			out := kubectl(t, kc, admin, nil, "apply", "--server-side", "--force-conflicts", "-k", dir)
 			for _, want := range []string{"namespace/kith serverside-applied", "statefulset.apps/kith-server serverside-applied", "daemonset.apps/kith-agent serverside-applied",
-				"clusterrole.rbac.authorization.k8s.io/kith-server serverside-applied", "poddisruptionbudget.policy/kith-server serverside-applied"} {
+				"clusterrole.rbac.authorization.k8s.io/kith-server serverside-applied", "poddisruptionbudget.policy/kith-server serverside-applied",
+				"customresourcedefinition.apiextensions.k8s.io/kithidentities.kith.io serverside-applied",
+				"customresourcedefinition.apiextensions.k8s.io/kithgrants.kith.io serverside-applied"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("kubectl apply printed\n%s\nwithout %q", out, want)
 				}
 			}
 		})
 	}
+	t.Run("the example applies: two services, a KithIdentity and a KithGrant", func(t *testing.T) {
+		kubectl(t, kc, admin, nil, "wait", "--for", "condition=established", "--timeout", "30s", "crd/kithidentities.kith.io", "crd/kithgrants.kith.io")
+		out := kubectl(t, kc, admin, nil, "apply", "--server-side", "-k", "deploy/kubernetes/examples/two-services")
+		for _, want := range []string{"kithidentity.kith.io/by-service-account serverside-applied", "kithgrant.kith.io/frontend-to-backend serverside-applied",
+			"deployment.apps/frontend serverside-applied", "deployment.apps/backend serverside-applied"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("kubectl apply printed\n%s\nwithout %q", out, want)
+			}
+		}
+		out = kubectl(t, kc, admin, nil, "get", "kithgrants", "-n", "shop")
+		if !strings.Contains(out, "frontend-to-backend") {
+			t.Errorf("kubectl get kithgrants -n shop printed\n%s", out)
+		}
+	})
+
 	// What the docs show after installing: the objects exist (no kubelet runs them here).
 	ctx := context.Background()
 	ds, err := kc.Client.AppsV1().DaemonSets("kith").Get(ctx, "kith-agent", metav1.GetOptions{})

@@ -50,7 +50,12 @@ func TestDeployEnvoyBootstraps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 2 {
+	examples, err := filepath.Glob("../deploy/kubernetes/examples/*/envoy-*.yaml")
+	files = append(files, examples...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 4 {
 		t.Fatalf("found %v, want the sidecar examples", files)
 	}
 	for _, f := range files {
