@@ -24,11 +24,12 @@ test-e2e: build
 	KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags $(E2E_TAGS) ./test/e2e/...
 
 # The tests against a real kube-apiserver and etcd (build tag k8s, tests named TestK8s*): the script builds
-# both once from the Go module proxy into ~/.cache/kith-test (tens of minutes cold) and prints that directory.
+# both once from the Go module proxy into ~/.cache/kith-test (tens of minutes cold) and prints that directory;
+# helm.sh builds helm for the chart's tests (deploy/) the same way.
 K8S_PKGS  = $(shell grep -rl --include='*_test.go' '^//go:build k8s' . | xargs -n1 dirname | sort -u)
 test-k8s:
-	@assets="$$(./scripts/components/kube.sh)" && \
-	KUBEBUILDER_ASSETS="$$assets" $(GO) test -count=1 -tags k8s -run '^TestK8s' $(K8S_PKGS)
+	@assets="$$(./scripts/components/kube.sh)" && helm="$$(./scripts/components/helm.sh)" && \
+	KUBEBUILDER_ASSETS="$$assets" KITH_HELM="$$helm" $(GO) test -count=1 -tags k8s -run '^TestK8s' $(K8S_PKGS)
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:
