@@ -228,4 +228,26 @@ func TestK8sManifestsApply(t *testing.T) {
 			t.Errorf("list secrets as %s = %v, want forbidden", serverSA, err)
 		}
 	})
+
+	t.Run("components/kubelet-nodes-proxy lets the agent use the kubelet proxy (clusters before 1.33)", func(t *testing.T) {
+		dir, err := os.MkdirTemp("kubernetes", "overlay-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		overlay := "resources: [../base]\ncomponents: [../components/kubelet-nodes-proxy]\n"
+		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		kubectl(t, kc, admin, nil, "delete", "statefulset", "kith-server", "-n", "kith", "--ignore-not-found")
+		kubectl(t, kc, admin, nil, "apply", "--server-side", "--force-conflicts", "-k", filepath.Join("deploy", dir))
+		attr := authorizationv1.ResourceAttributes{Verb: "get", Resource: "nodes", Subresource: "proxy", Name: "node-1"}
+		deadline := time.Now().Add(10 * time.Second)
+		for !sar(t, agentSA, attr) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s may still not get nodes/proxy", agentSA)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 }

@@ -145,3 +145,31 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("ENTRYPOINT %s, and the agent's probes must run the same binary", entrypoint)
 	}
 }
+
+// The chart ships the CRDs of the kustomize base, byte for byte (Helm installs crds/ before the templates).
+func TestHelmCRDsAreTheBase(t *testing.T) {
+	base, err := filepath.Glob("kubernetes/base/crds/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart, err := filepath.Glob("helm/kith/crds/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(ps []string) (out []string) {
+		for _, p := range ps {
+			out = append(out, filepath.Base(p))
+		}
+		return out
+	}
+	if diff := cmp.Diff(names(base), names(chart)); diff != "" || len(base) == 0 {
+		t.Fatalf("CRD files (-base +chart):\n%s", diff)
+	}
+	for i := range base {
+		a, _ := os.ReadFile(base[i])
+		b, _ := os.ReadFile(chart[i])
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs from %s: cp deploy/kubernetes/base/crds/*.yaml deploy/helm/kith/crds/", chart[i], base[i])
+		}
+	}
+}
