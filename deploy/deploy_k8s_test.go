@@ -97,6 +97,17 @@ func TestK8sManifestsApply(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the bundle ConfigMap is made as docs/kubernetes.md shows", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "bundle.pem"), kc.Config.CAData, 0o600); err != nil { // any PEM roots
+			t.Fatal(err)
+		}
+		out := kubectl(t, kc, admin, nil, "-n", "kith", "create", "configmap", "kith-bundle", "--from-file="+filepath.Join(dir, "bundle.pem"))
+		if !strings.Contains(out, "configmap/kith-bundle created") {
+			t.Errorf("kubectl create configmap printed %q", out)
+		}
+	})
+
 	t.Run("the example applies: two services, a KithIdentity and a KithGrant", func(t *testing.T) {
 		kubectl(t, kc, admin, nil, "wait", "--for", "condition=established", "--timeout", "30s", "crd/kithidentities.kith.io", "crd/kithgrants.kith.io")
 		out := kubectl(t, kc, admin, nil, "apply", "--server-side", "-k", "deploy/kubernetes/examples/two-services")
