@@ -128,6 +128,14 @@ func TestK8sHelmChartMatchesKustomize(t *testing.T) {
 		{"StatefulSet/kith-server", []string{"spec", "selector"}},
 		{"DaemonSet/kith-agent", []string{"spec", "selector"}},
 		{"DaemonSet/kith-agent", []string{"spec", "updateStrategy"}},
+		{"StatefulSet/kith-server", []string{"spec", "template", "metadata", "labels"}},
+		{"DaemonSet/kith-agent", []string{"spec", "template", "metadata", "labels"}},
+	}
+	for _, k := range kinds {
+		same = append(same, struct {
+			obj  string
+			path []string
+		}{k, []string{"metadata", "namespace"}})
 	}
 	for _, kind := range []string{"StatefulSet/kith-server", "DaemonSet/kith-agent"} {
 		for _, f := range []string{"hostPID", "securityContext", "serviceAccountName", "volumes", "tolerations"} {
