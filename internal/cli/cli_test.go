@@ -39,7 +39,13 @@ type testServer struct {
 
 func startServer(t *testing.T, dir string) *testServer {
 	t.Helper()
-	cfg := &config.Server{DataDir: dir, TrustDomain: "example.org"}
+	return startServerWith(t, &config.Server{DataDir: dir, TrustDomain: "example.org"})
+}
+
+// startServerWith starts a server of cfg (its listeners set here).
+func startServerWith(t *testing.T, cfg *config.Server) *testServer {
+	t.Helper()
+	dir := cfg.DataDir
 	cfg.Listen.GRPC = "127.0.0.1:0"
 	cfg.Listen.HTTP = "127.0.0.1:0"
 	if err := cfg.Finish(); err != nil {

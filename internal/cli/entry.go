@@ -91,13 +91,13 @@ func (e *env) entryCommand() *cobra.Command {
 	e.bindStrict(create)
 	create.Flags().StringVar(&dataFile, "data", "", "create the entries of this JSON or YAML file (- reads stdin): a list of entries, or {entries: [...]} as kith entry list -o json prints; field names as in that output")
 
-	var lf struct{ spiffeID, parent string }
+	var lf struct{ spiffeID, parent, source string }
 	list := &cobra.Command{
-		Use:   "list [--spiffe-id ID] [--parent ID]",
+		Use:   "list [--spiffe-id ID] [--parent ID] [--source k8s]",
 		Short: "List entries",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListEntries, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListEntries, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent, Source: lf.source})
 			if err != nil {
 				return err
 			}
@@ -106,6 +106,7 @@ func (e *env) entryCommand() *cobra.Command {
 	}
 	list.Flags().StringVar(&lf.spiffeID, "spiffe-id", "", "only entries with this SPIFFE ID")
 	list.Flags().StringVar(&lf.parent, "parent", "", "only entries parented to this agent")
+	list.Flags().StringVar(&lf.source, "source", "", "only entries whose source starts with this: cli, or k8s (kept by the Kubernetes controller for KithIdentity resources)")
 
 	show := &cobra.Command{
 		Use:   "show ENTRY-ID|SPIFFE-ID|NAME",

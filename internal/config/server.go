@@ -66,6 +66,10 @@ type K8sCluster struct {
 	NodeLabelKeys []string `yaml:"node_label_keys"`
 	// PodLabelKeys limits the agent_pod_label selectors to these keys. Default: every label.
 	PodLabelKeys []string `yaml:"pod_label_keys"`
+	// Controllers watches this cluster's KithIdentity and KithGrant resources: every pod a KithIdentity
+	// selects gets an entry on its node's agent, and every KithGrant becomes a grant (docs/kubernetes.md).
+	// At most one cluster. Default false.
+	Controllers bool `yaml:"controllers"`
 }
 
 // Policy configures custom Rego policy.
@@ -325,6 +329,13 @@ func (k *K8sPSAT) validate() error {
 		field := fmt.Sprintf("node_attestors.k8s_psat.clusters[%d]", i)
 		if !clusterName.MatchString(c.Name) {
 			return &FieldError{field + ".name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-' (e.g. prod-eu)", c.Name)}
+		}
+		if c.Controllers {
+			for _, o := range k.Clusters[:i] {
+				if o.Controllers {
+					return &FieldError{field + ".controllers", fmt.Sprintf("cluster %q has them already: KithIdentity and KithGrant are watched in one cluster", o.Name)}
+				}
+			}
 		}
 		if seen[c.Name] {
 			return &FieldError{field + ".name", fmt.Sprintf("cluster %q is listed twice", c.Name)}

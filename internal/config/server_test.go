@@ -88,6 +88,9 @@ func TestServerK8sPSATClusters(t *testing.T) {
 			wantErr: `node_attestors.k8s_psat.clusters[0].service_accounts: "kith/agent" is not namespace:name`},
 		{name: "a name with a slash", yaml: "node_attestors: {k8s_psat: {clusters: [{name: a/b, service_accounts: [kith:a]}]}}",
 			wantErr: `node_attestors.k8s_psat.clusters[0].name: "a/b" is not`},
+		{name: "controllers in two clusters", yaml: "node_attestors: {k8s_psat: {clusters: [{name: a, service_accounts: [kith:a], controllers: true}, {name: b, service_accounts: [kith:a], controllers: true}]}}",
+			wantErr: `node_attestors.k8s_psat.clusters[1].controllers: cluster "a" has them already`},
+		{name: "controllers in one cluster", yaml: "node_attestors: {k8s_psat: {clusters: [{name: a, service_accounts: [kith:a], controllers: true}, {name: b, service_accounts: [kith:a]}]}}"},
 		{name: "a cluster twice", yaml: "node_attestors: {k8s_psat: {clusters: [{name: a, service_accounts: [kith:a]}, {name: a, service_accounts: [kith:a]}]}}",
 			wantErr: `node_attestors.k8s_psat.clusters[1].name: cluster "a" is listed twice`},
 	}

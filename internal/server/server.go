@@ -26,6 +26,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/kubernetes/controllers"
 	"github.com/kithid/kith/internal/policy"
 	"github.com/kithid/kith/internal/server/adminapi"
 	"github.com/kithid/kith/internal/server/agentapi"
@@ -65,20 +66,22 @@ type Server struct {
 	extraMu      sync.Mutex
 	extraMetrics []prometheus.Gatherer // see AddMetrics
 
-	cfg     Config
-	log     *slog.Logger
-	td      spiffeid.TrustDomain
-	store   store.Backend
-	ca      *ca.CA
-	admin   *adminapi.Service
-	agent   *agentapi.Service
-	metrics *metrics
-	own     *ownSVID
-	policy  *policy.Policy
-	dd      dataDir
-	reinit  *reinitRecord // set when New re-initialised the data dir
-	health  *readiness
-	anchor  *auditAnchor
+	cfg Config
+	log *slog.Logger
+	td  spiffeid.TrustDomain
+	// controllers run with the server: the Kubernetes controllers when a cluster has them.
+	controllers []func(context.Context) error
+	store       store.Backend
+	ca          *ca.CA
+	admin       *adminapi.Service
+	agent       *agentapi.Service
+	metrics     *metrics
+	own         *ownSVID
+	policy      *policy.Policy
+	dd          dataDir
+	reinit      *reinitRecord // set when New re-initialised the data dir
+	health      *readiness
+	anchor      *auditAnchor
 
 	mu       sync.Mutex
 	ready    chan struct{}
@@ -204,6 +207,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 		nodeAttestors[k8spsat.Type] = psat
+		for _, cl := range clusters {
+			if !cl.Controllers {
+				continue
+			}
+			runs, err := controllers.New(td, cl.Name, cl.Kubeconfig, st, cfg.Logger.With("component", "kubernetes", "cluster", cl.Name))
+			if err != nil {
+				st.Close()
+				return nil, err
+			}
+			s.controllers = append(s.controllers, runs...)
+		}
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
 		Authz: s.policy, Policy: s.policy, Reports: st,
@@ -313,6 +327,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.ca.Run(gctx) })
 	g.Go(func() error { return s.policy.Run(gctx) })
+	for _, run := range s.controllers {
+		g.Go(func() error { return run(gctx) })
+	}
 	g.Go(func() error {
 		changed, stop := s.ca.Subscribe()
 		defer stop()

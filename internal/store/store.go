@@ -46,12 +46,17 @@ type Entry struct {
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	Revision      int64 // store revision of the last change to this entry
+	// Source says where the entry comes from: "cli" (the default: the admin API) or "k8s:<resource>" (the
+	// Kubernetes controller keeps it; the admin API refuses to change or delete it).
+	Source string
 }
 
 // EntryFilter narrows ListEntries. Zero fields do not filter.
 type EntryFilter struct {
 	SPIFFEID spiffeid.ID
 	ParentID spiffeid.ID
+	// SourcePrefix keeps the entries whose Source starts with it ("k8s:").
+	SourcePrefix string
 }
 
 // JoinToken is a one-time secret an agent presents to attest its node. Only the SHA-256 of the secret is

@@ -93,6 +93,9 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 		if err != nil {
 			return nil, fmt.Errorf("revoke: %w (see kith grants list)", err)
 		}
+		if res, ok := strings.CutPrefix(g.Source, "k8s:"); ok {
+			return nil, apierr.Invalid(fmt.Sprintf("grant %s comes from the KithGrant %s (%s): delete that resource to revoke it (kubectl delete kithgrant -n %s)", g.ID, res, g.Source, strings.Replace(res, "/", " ", 1)))
+		}
 		if g.Source != "cli" {
 			return nil, apierr.Invalid(fmt.Sprintf("grant %s comes from the policy repository (%s): change the repository to remove it", g.ID, g.Source))
 		}

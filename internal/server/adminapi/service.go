@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -225,6 +226,7 @@ func (s *Service) ListEntries(ctx context.Context, req *adminv1.ListEntriesReque
 			return nil, err
 		}
 	}
+	f.SourcePrefix = req.GetSource()
 	es, err := s.cfg.Entries.ListEntries(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("list entries: %w", err)
@@ -241,6 +243,9 @@ func (s *Service) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryReque
 	if req.GetEntry().GetId() == "" {
 		return nil, apierr.Invalid("entry id is required: see kith entry list")
 	}
+	if err := s.refuseKept(ctx, "update", req.GetEntry().GetId()); err != nil {
+		return nil, err
+	}
 	e, err := s.entryFromProto(req.GetEntry())
 	if err != nil {
 		return nil, err
@@ -254,11 +259,30 @@ func (s *Service) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryReque
 
 // DeleteEntry removes an entry.
 func (s *Service) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.DeleteEntryResponse, error) {
+	if err := s.refuseKept(ctx, "delete", req.GetId()); err != nil {
+		return nil, err
+	}
 	e, err := s.cfg.Entries.DeleteEntry(ctx, s.cfg.Actor(ctx), req.GetId())
 	if err != nil {
 		return nil, fmt.Errorf("delete entry %q: %w", req.GetId(), err)
 	}
 	return &adminv1.DeleteEntryResponse{Entry: entryToProto(e)}, nil
+}
+
+// refuseKept refuses to change an entry that something other than the admin API keeps (source
+// "k8s:...": the Kubernetes controller would put it back or fight the change), as git grants are refused.
+func (s *Service) refuseKept(ctx context.Context, verb, id string) error {
+	old, err := s.cfg.Entries.GetEntry(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // the update or delete says so
+	}
+	if err != nil {
+		return fmt.Errorf("%s entry %q: %w", verb, id, err)
+	}
+	if src := old.Source; src != "" && src != "cli" {
+		return apierr.Invalid(fmt.Sprintf("entry %s comes from %s: change or delete the Kubernetes resource (KithIdentity, or the pod) instead", id, src))
+	}
+	return nil
 }
 
 var tokenName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)

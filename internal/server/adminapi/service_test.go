@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/ca"
@@ -471,6 +472,41 @@ func TestRevokingGitGrantsIsRefused(t *testing.T) {
 	if _, err := h.st.GetGrant(ctx, "git-1"); err != nil {
 		t.Errorf("the git grant is gone: %v", err)
 	}
+}
+
+// Entries the Kubernetes controller keeps and grants from KithGrants are not changed through the admin
+// API: the controller would put them back, and the resource is where they are managed.
+func TestKubernetesEntriesAndGrantsAreRefused(t *testing.T) {
+	h := newHarness(t, false)
+	ctx := context.Background()
+	e, err := h.st.CreateEntry(ctx, "k8s", store.Entry{SPIFFEID: spiffeid.RequireFromString(payments),
+		Selectors: []attestation.Selector{{Type: "k8s", Key: "pod-uid", Value: "u1"}}, Source: "k8s:kithidentity/all/prod/payments-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.c.DeleteEntry(ctx, &adminv1.DeleteEntryRequest{Id: e.ID})
+	check(t, err, result{Code: codes.InvalidArgument, Msg: "comes from k8s:kithidentity/all/prod/payments-1: change or delete the Kubernetes resource"})
+	pe := entryToProtoForTest(e)
+	pe.DnsNames = []string{"x.example"}
+	_, err = h.c.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: pe})
+	check(t, err, result{Code: codes.InvalidArgument, Msg: "comes from k8s:kithidentity/all/prod/payments-1"})
+	if got, err := h.st.GetEntry(ctx, e.ID); err != nil || len(got.DNSNames) != 0 {
+		t.Errorf("the entry changed: %+v, %v", got, err)
+	}
+	list, err := h.c.ListEntries(ctx, &adminv1.ListEntriesRequest{Source: "k8s"})
+	if err != nil || len(list.GetEntries()) != 1 || list.GetEntries()[0].GetSource() != e.Source {
+		t.Errorf("ListEntries(source k8s) = %v, %v; want the one entry with its source", list.GetEntries(), err)
+	}
+	if err := h.st.ReplaceGrantsFromSource(ctx, "k8s", "k8s:prod/web-to-payments", "k8s:prod/web-to-payments",
+		[]grant.Grant{{ID: "k8s-1", Caller: web, Target: payments, Source: "k8s:prod/web-to-payments"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.c.RevokeGrants(ctx, &adminv1.RevokeGrantsRequest{Id: "k8s-1"})
+	check(t, err, result{Code: codes.InvalidArgument, Msg: "comes from the KithGrant prod/web-to-payments (k8s:prod/web-to-payments): delete that resource"})
+}
+
+func entryToProtoForTest(e store.Entry) *adminv1.Entry {
+	return &adminv1.Entry{Id: e.ID, SpiffeId: e.SPIFFEID.String(), Selectors: attestation.Strings(e.Selectors)}
 }
 
 // Store errors reach the caller as the gRPC code their sentinel stands for, whether the real store returns

@@ -193,6 +193,7 @@ func entryToProto(e store.Entry) *adminv1.Entry {
 		CreatedAt:      ts(e.CreatedAt),
 		UpdatedAt:      ts(e.UpdatedAt),
 		Revision:       e.Revision,
+		Source:         e.Source,
 	}
 	if !e.ParentID.IsZero() {
 		pe.ParentId = e.ParentID.String()

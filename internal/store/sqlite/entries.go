@@ -19,6 +19,23 @@ import (
 
 const entryColumns = "id, spiffe_id, parent_id, node_selectors, selectors, x509_ttl, jwt_ttl, dns_names, labels, created_at, updated_at, revision"
 
+// entryReadColumns are what reads select: entryColumns and the source (written by setSource).
+const entryReadColumns = entryColumns + ", source"
+
+// sourceOf is the source an entry is stored with: "cli" when it names none.
+func sourceOf(e store.Entry) string {
+	if e.Source == "" {
+		return "cli"
+	}
+	return e.Source
+}
+
+// setSource records e's source (a column apart from entryArgs').
+func (w *wtx) setSource(e store.Entry) error {
+	_, err := w.exec("UPDATE entries SET source = ? WHERE id = ?", e.Source, e.ID)
+	return err
+}
+
 // dedupKey identifies what an entry matches: its SPIFFE ID, parent and the sets of node selectors and
 // selectors (order and repeats do not matter). Two entries with the same key are duplicates.
 func dedupKey(e store.Entry) string {
@@ -54,6 +71,7 @@ type entryDetail struct {
 	JWTTTL        string            `json:"jwt_ttl,omitempty"`
 	DNSNames      []string          `json:"dns_names,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
+	Source        string            `json:"source,omitempty"`
 	Revision      int64             `json:"revision"`
 }
 
@@ -66,6 +84,7 @@ func detailOfEntry(e store.Entry) entryDetail {
 		Selectors:     attestation.Strings(e.Selectors),
 		DNSNames:      e.DNSNames,
 		Labels:        e.Labels,
+		Source:        e.Source,
 		Revision:      e.Revision,
 	}
 	if e.X509TTL != 0 {
@@ -139,7 +158,7 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, es []store.Entr
 			if e.ID == "" {
 				e.ID = uuid.NewString()
 			}
-			e.CreatedAt, e.UpdatedAt, e.Revision = w.now, w.now, rev
+			e.CreatedAt, e.UpdatedAt, e.Revision, e.Source = w.now, w.now, rev, sourceOf(e)
 			args, err := entryArgs(e)
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
@@ -152,6 +171,9 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, es []store.Entr
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			} else if n == 0 {
 				return w.entryConflict(e, args[len(args)-1].(string))
+			}
+			if err := w.setSource(e); err != nil {
+				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
 			if err := w.change(store.KindEntry, e.ID, false); err != nil {
 				return err
@@ -206,7 +228,7 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 		if err != nil {
 			return err
 		}
-		e.CreatedAt, e.UpdatedAt, e.Revision = old.CreatedAt, w.now, rev
+		e.CreatedAt, e.UpdatedAt, e.Revision, e.Source = old.CreatedAt, w.now, rev, sourceOf(e)
 		args, err := entryArgs(e)
 		if err != nil {
 			return fmt.Errorf("update entry %s: %w", e.ID, err)
@@ -215,6 +237,9 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 		if _, err := w.exec(`UPDATE entries SET spiffe_id = ?, parent_id = ?, node_selectors = ?, selectors = ?,
 			x509_ttl = ?, jwt_ttl = ?, dns_names = ?, labels = ?, created_at = ?, updated_at = ?, revision = ?, dedup_key = ?
 			WHERE id = ?`, append(args[1:], e.ID)...); err != nil {
+			return fmt.Errorf("update entry %s: %w", e.ID, err)
+		}
+		if err := w.setSource(e); err != nil {
 			return fmt.Errorf("update entry %s: %w", e.ID, err)
 		}
 		if err := w.change(store.KindEntry, e.ID, false); err != nil {
@@ -278,7 +303,11 @@ func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.E
 		where = append(where, "parent_id = ?")
 		args = append(args, f.ParentID.String())
 	}
-	q := "SELECT " + entryColumns + " FROM entries"
+	if p := f.SourcePrefix; p != "" {
+		where = append(where, "substr(source, 1, ?) = ?")
+		args = append(args, len(p), p)
+	}
+	q := "SELECT " + entryReadColumns + " FROM entries"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -312,7 +341,7 @@ type scanner interface {
 }
 
 func getEntry(ctx context.Context, q querier, id string) (store.Entry, error) {
-	e, err := scanEntry(q.QueryRowContext(ctx, "SELECT "+entryColumns+" FROM entries WHERE id = ?", id))
+	e, err := scanEntry(q.QueryRowContext(ctx, "SELECT "+entryReadColumns+" FROM entries WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Entry{}, store.ErrNotFound
 	}
@@ -327,7 +356,7 @@ func scanEntry(row scanner) (store.Entry, error) {
 		x509TTL, jwtTTL                    int64
 		createdAt, updatedAt               sql.NullString
 	)
-	if err := row.Scan(&e.ID, &spiffeID, &parentID, &nodeSels, &sels, &x509TTL, &jwtTTL, &dns, &labels, &createdAt, &updatedAt, &e.Revision); err != nil {
+	if err := row.Scan(&e.ID, &spiffeID, &parentID, &nodeSels, &sels, &x509TTL, &jwtTTL, &dns, &labels, &createdAt, &updatedAt, &e.Revision, &e.Source); err != nil {
 		return store.Entry{}, err
 	}
 	var err error

@@ -34,7 +34,7 @@ func testEntries(t *testing.T, h harness) {
 		t.Fatalf("CreateEntry assigned ID %q, revision %d, times %v/%v", created.ID, created.Revision, created.CreatedAt, created.UpdatedAt)
 	}
 	want := in
-	want.ID, want.Revision, want.CreatedAt, want.UpdatedAt = created.ID, 1, created.CreatedAt, created.UpdatedAt
+	want.ID, want.Revision, want.CreatedAt, want.UpdatedAt, want.Source = created.ID, 1, created.CreatedAt, created.UpdatedAt, "cli"
 	if diff := cmp.Diff(want, created, IDComparer); diff != "" {
 		t.Errorf("CreateEntry returned (-want +got):\n%s", diff)
 	}
@@ -46,6 +46,46 @@ func testEntries(t *testing.T, h harness) {
 		}
 		if diff := cmp.Diff(created, got, IDComparer); diff != "" {
 			t.Errorf("GetEntry (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("source is kept, defaults to cli and filters lists", func(t *testing.T) {
+		k := Entry(t, 8)
+		k.Source = "k8s:kithidentity/all/shop/web-1"
+		c, err := s.CreateEntry(ctx, "k8s", k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetEntry(ctx, c.ID); err != nil || got.Source != k.Source {
+			t.Fatalf("GetEntry: source %q, %v; want %q", got.Source, err, k.Source)
+		}
+		c.DNSNames = []string{"web-1.shop.svc"}
+		if u, err := s.UpdateEntry(ctx, "k8s", c); err != nil || u.Source != k.Source {
+			t.Fatalf("UpdateEntry: source %q, %v; want %q", u.Source, err, k.Source)
+		}
+		for _, tt := range []struct {
+			prefix string
+			want   []string
+		}{
+			{prefix: "k8s:", want: []string{c.ID}},
+			{prefix: "k8s:kithidentity/all/", want: []string{c.ID}},
+			{prefix: "k8s:kithidentity/other/"},
+			{prefix: "cli", want: []string{created.ID}},
+		} {
+			got, err := s.ListEntries(ctx, store.EntryFilter{SourcePrefix: tt.prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, e := range got {
+				ids = append(ids, e.ID)
+			}
+			if diff := cmp.Diff(tt.want, ids); diff != "" {
+				t.Errorf("ListEntries(SourcePrefix %q) (-want +got):\n%s", tt.prefix, diff)
+			}
+		}
+		if _, err := s.DeleteEntry(ctx, "k8s", c.ID); err != nil {
+			t.Fatal(err)
 		}
 	})
 

@@ -1372,8 +1372,11 @@ type Entry struct {
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	Revision       int64                  `protobuf:"varint,12,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where the entry comes from: "cli", or "k8s:<resource>" for entries the Kubernetes controller keeps
+	// (a KithIdentity's, for one pod), which the admin API does not change or delete. Output only.
+	Source        string `protobuf:"bytes,20,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -1488,6 +1491,13 @@ func (x *Entry) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *Entry) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
 }
 
 type CreateEntryRequest struct {
@@ -1763,9 +1773,11 @@ func (x *GetEntryResponse) GetEntry() *Entry {
 }
 
 type ListEntriesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	ParentId      string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ParentId string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// Only entries whose source starts with this ("k8s", "k8s:kithidentity/web/").
+	Source        string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1810,6 +1822,13 @@ func (x *ListEntriesRequest) GetSpiffeId() string {
 func (x *ListEntriesRequest) GetParentId() string {
 	if x != nil {
 		return x.ParentId
+	}
+	return ""
+}
+
+func (x *ListEntriesRequest) GetSource() string {
+	if x != nil {
+		return x.Source
 	}
 	return ""
 }
@@ -4389,7 +4408,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\a \x01(\tR\x0epolicyRevision\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x04\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -4405,7 +4424,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
-	"\brevision\x18\f \x01(\x03R\brevision\x1a9\n" +
+	"\brevision\x18\f \x01(\x03R\brevision\x12\x16\n" +
+	"\x06source\x18\x14 \x01(\tR\x06source\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
@@ -4421,10 +4441,12 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\">\n" +
 	"\x10GetEntryResponse\x12*\n" +
-	"\x05entry\x18\x01 \x01(\v2\x14.kith.admin.v1.EntryR\x05entry\"N\n" +
+	"\x05entry\x18\x01 \x01(\v2\x14.kith.admin.v1.EntryR\x05entry\"f\n" +
 	"\x12ListEntriesRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1b\n" +
-	"\tparent_id\x18\x02 \x01(\tR\bparentId\"E\n" +
+	"\tparent_id\x18\x02 \x01(\tR\bparentId\x12\x16\n" +
+	"\x06source\x18\n" +
+	" \x01(\tR\x06source\"E\n" +
 	"\x13ListEntriesResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.kith.admin.v1.EntryR\aentries\"@\n" +
 	"\x12UpdateEntryRequest\x12*\n" +

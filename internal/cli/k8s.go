@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+)
+
+func init() {
+	extraCommands = append(extraCommands, (*env).k8sCommand)
+}
+
+// k8sStatus is what kith k8s status prints (-o json).
+type k8sStatus struct {
+	Clusters   []k8sCluster  `json:"clusters"`
+	Identities []k8sIdentity `json:"identities"`
+	Grants     []k8sGrant    `json:"grants"`
+}
+
+type k8sCluster struct {
+	Name   string     `json:"name"`
+	Agents []k8sAgent `json:"agents"`
+}
+
+type k8sAgent struct {
+	Node      string `json:"node"`
+	ID        string `json:"id"`
+	Entries   int    `json:"entries"`
+	Connected bool   `json:"connected"`
+	Evicted   bool   `json:"evicted"`
+}
+
+type k8sIdentity struct {
+	Name    string `json:"name"`
+	Entries int    `json:"entries"`
+	Example string `json:"example"` // one SPIFFE ID it gave
+}
+
+type k8sGrant struct {
+	Resource string   `json:"resource"` // namespace/name
+	ID       string   `json:"id"`
+	Caller   string   `json:"caller"`
+	Target   string   `json:"target"`
+	Methods  []string `json:"methods,omitempty"`
+	Paths    []string `json:"paths,omitempty"`
+}
+
+func (e *env) k8sCommand() *cobra.Command {
+	k := &cobra.Command{Use: "k8s", Short: "What Kith keeps for Kubernetes: clusters, agents by node, identities, grants from resources"}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Clusters and their agents by node, entries by KithIdentity, grants from KithGrant resources",
+		Args:  noArgs,
+		RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
+			ctx := cmd.Context()
+			agents, err := c.ListAgents(ctx, &adminv1.ListAgentsRequest{})
+			if err != nil {
+				return err
+			}
+			entries, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{Source: "k8s:"})
+			if err != nil {
+				return err
+			}
+			grants, err := c.ListGrants(ctx, &adminv1.ListGrantsRequest{})
+			if err != nil {
+				return err
+			}
+			st := k8sStatusOf(agents.GetAgents(), entries.GetEntries(), grants.GetGrants())
+			return e.print(st, func() { e.k8sStatusText(st) })
+		}),
+	}
+	k.AddCommand(status)
+	return k
+}
+
+func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*adminv1.Grant) k8sStatus {
+	perParent := map[string]int{}
+	ids := map[string]*k8sIdentity{}
+	for _, en := range entries {
+		perParent[en.GetParentId()]++
+		// k8s:kithidentity/<identity>/<namespace>/<pod>
+		rest, ok := strings.CutPrefix(en.GetSource(), "k8s:kithidentity/")
+		if !ok {
+			continue
+		}
+		name, _, _ := strings.Cut(rest, "/")
+		if ids[name] == nil {
+			ids[name] = &k8sIdentity{Name: name, Example: en.GetSpiffeId()}
+		}
+		ids[name].Entries++
+	}
+	clusters := map[string]*k8sCluster{}
+	for _, a := range agents {
+		if a.GetAttestationType() != "k8s_psat" {
+			continue
+		}
+		ag := k8sAgent{ID: a.GetId(), Entries: perParent[a.GetId()], Connected: a.GetConnected(), Evicted: a.GetEvicted()}
+		var cluster string
+		for _, s := range a.GetSelectors() {
+			if v, ok := strings.CutPrefix(s, "k8s_psat:cluster:"); ok {
+				cluster = v
+			}
+			if v, ok := strings.CutPrefix(s, "k8s_psat:agent_node_name:"); ok {
+				ag.Node = v
+			}
+		}
+		if clusters[cluster] == nil {
+			clusters[cluster] = &k8sCluster{Name: cluster}
+		}
+		clusters[cluster].Agents = append(clusters[cluster].Agents, ag)
+	}
+	st := k8sStatus{Clusters: []k8sCluster{}, Identities: []k8sIdentity{}, Grants: []k8sGrant{}}
+	for _, name := range slices.Sorted(maps.Keys(clusters)) {
+		cl := clusters[name]
+		slices.SortFunc(cl.Agents, func(a, b k8sAgent) int { return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID)) })
+		st.Clusters = append(st.Clusters, *cl)
+	}
+	for _, name := range slices.Sorted(maps.Keys(ids)) {
+		st.Identities = append(st.Identities, *ids[name])
+	}
+	for _, g := range grants {
+		if res, ok := strings.CutPrefix(g.GetSource(), "k8s:"); ok {
+			st.Grants = append(st.Grants, k8sGrant{Resource: res, ID: g.GetId(), Caller: g.GetCaller(), Target: g.GetTarget(), Methods: g.GetMethods(), Paths: g.GetPaths()})
+		}
+	}
+	slices.SortFunc(st.Grants, func(a, b k8sGrant) int { return cmp.Compare(a.Resource, b.Resource) })
+	return st
+}
+
+func (e *env) k8sStatusText(st k8sStatus) {
+	w := e.stdout
+	if len(st.Clusters) == 0 {
+		fmt.Fprintln(w, "No k8s_psat agents yet (node_attestors.k8s_psat in the server's config; docs/kubernetes.md).")
+	}
+	for _, cl := range st.Clusters {
+		fmt.Fprintf(w, "Cluster %s: %d agents\n", cl.Name, len(cl.Agents))
+		rows := make([][]string, 0, len(cl.Agents))
+		for _, a := range cl.Agents {
+			state := "connected"
+			switch {
+			case a.Evicted:
+				state = "evicted"
+			case !a.Connected:
+				state = "not connected"
+			}
+			rows = append(rows, []string{orDash(a.Node), a.ID, fmt.Sprint(a.Entries), state})
+		}
+		e.table([]string{"NODE", "AGENT", "ENTRIES", "STATE"}, rows)
+	}
+	fmt.Fprintf(w, "\nIdentities (KithIdentity): %d\n", len(st.Identities))
+	if len(st.Identities) > 0 {
+		rows := make([][]string, 0, len(st.Identities))
+		for _, id := range st.Identities {
+			rows = append(rows, []string{id.Name, fmt.Sprint(id.Entries), id.Example})
+		}
+		e.table([]string{"KITHIDENTITY", "ENTRIES", "E.G."}, rows)
+	}
+	fmt.Fprintf(w, "\nGrants from KithGrant resources: %d\n", len(st.Grants))
+	if len(st.Grants) > 0 {
+		rows := make([][]string, 0, len(st.Grants))
+		for _, g := range st.Grants {
+			rows = append(rows, []string{g.Resource, g.ID, g.Caller, g.Target, orDash(strings.Join(g.Methods, ",")), orDash(strings.Join(g.Paths, ","))})
+		}
+		e.table([]string{"RESOURCE", "GRANT", "CALLER", "TARGET", "METHODS", "PATHS"}, rows)
+	}
+}

@@ -1,0 +1,45 @@
+// Package controllers makes the server's Kubernetes controllers of one cluster: entries for the pods
+// KithIdentity resources select (package identity), grants from KithGrant resources (package kithgrant).
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/kithid/kith/internal/kubernetes"
+	"github.com/kithid/kith/internal/kubernetes/identity"
+	"github.com/kithid/kith/internal/kubernetes/kithgrant"
+)
+
+// Store is what the controllers write.
+type Store interface {
+	identity.Store
+	kithgrant.Store
+}
+
+// New returns the Run functions of the controllers of the cluster named cluster, reached by the
+// kubeconfig file (empty: in-cluster).
+func New(td spiffeid.TrustDomain, cluster, kubeconfig string, st Store, log *slog.Logger) ([]func(context.Context) error, error) {
+	rc, err := kubernetes.RESTConfig(kubeconfig, "kith-server")
+	if err != nil {
+		return nil, fmt.Errorf("node_attestors.k8s_psat cluster %s: %w", cluster, err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, err)
+	}
+	ids, err := identity.New(identity.Config{TrustDomain: td, Cluster: cluster, Dynamic: dyn, Store: st,
+		Logger: log.With("controller", "kithidentity")})
+	if err != nil {
+		return nil, err
+	}
+	grants, err := kithgrant.New(kithgrant.Config{TrustDomain: td, Dynamic: dyn, Store: st, Logger: log.With("controller", "kithgrant")})
+	if err != nil {
+		return nil, err
+	}
+	return []func(context.Context) error{ids.Run, grants.Run}, nil
+}
