@@ -14,7 +14,6 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/attestation/workload"
-	"github.com/kithid/kith/authz/grant"
 )
 
 // bindStrict gives a verb --strict: what it would warn about (a value that is well-formed but matches
@@ -34,11 +33,21 @@ func (e *env) caution(msg string) error {
 }
 
 // checkGrantEnds cautions about a grant whose caller or target no registration entry has (or, for a
-// prefix, no entry falls under): a typo such as spiffe://kith.test/paymnets would never match.
-func (e *env) checkGrantEnds(entries []*adminv1.Entry, caller, target string) error {
+// prefix, no entry falls under): a typo such as spiffe://kith.test/paymnets would never match. Each end
+// is one indexed lookup of at most one entry.
+func (e *env) checkGrantEnds(ctx context.Context, c adminv1.AdminServiceClient, caller, target string) error {
 	for _, end := range []struct{ role, pattern string }{{"caller", caller}, {"target", target}} {
-		covered := slices.ContainsFunc(entries, func(pe *adminv1.Entry) bool { return grant.Covers(end.pattern, pe.GetSpiffeId()) })
-		if covered {
+		req := &adminv1.ListEntriesRequest{SpiffeId: end.pattern, PageSize: 1}
+		if prefix, ok := strings.CutSuffix(end.pattern, "*"); ok {
+			req = &adminv1.ListEntriesRequest{SpiffeIdPrefix: prefix, PageSize: 1}
+		}
+		resp, err := c.ListEntries(ctx, req)
+		switch {
+		case status.Code(err) == codes.InvalidArgument:
+			continue // not an ID of this trust domain: creating the grant says what is wrong
+		case err != nil:
+			return err
+		case len(resp.GetEntries()) > 0:
 			continue
 		}
 		what := "no registered identity is " + end.pattern

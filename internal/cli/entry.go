@@ -97,7 +97,12 @@ func (e *env) entryCommand() *cobra.Command {
 		Short: "List entries",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListEntries, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := listEntries(cmd.Context(), c, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent})
 			if err != nil {
 				return err
 			}
@@ -126,7 +131,7 @@ func (e *env) entryCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("entry %q not found, and it is not a registered identity (%v): see kith entry list", arg, err)
 			}
-			resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{SpiffeId: id})
+			resp, err := listEntries(ctx, c, &adminv1.ListEntriesRequest{SpiffeId: id})
 			if err != nil {
 				return err
 			}

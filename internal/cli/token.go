@@ -36,7 +36,7 @@ func (e *env) tokenCommand() *cobra.Command {
 		Short: "List join tokens (never their secrets)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListJoinTokens, &adminv1.ListJoinTokensRequest{})
+			resp, err := withClient(cmd.Context(), e, listJoinTokens)
 			if err != nil {
 				return err
 			}

@@ -277,6 +277,8 @@ func (x *GetPolicyStatusResponse) GetAgents() []*AgentPolicy {
 type ListPolicyHistoryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,9 +320,24 @@ func (x *ListPolicyHistoryRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *ListPolicyHistoryRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPolicyHistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListPolicyHistoryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Attempts      []*PolicyAttempt       `protobuf:"bytes,1,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -360,6 +377,13 @@ func (x *ListPolicyHistoryResponse) GetAttempts() []*PolicyAttempt {
 		return x.Attempts
 	}
 	return nil
+}
+
+func (x *ListPolicyHistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type SyncPolicyRequest struct {
@@ -938,6 +962,8 @@ type ListGrantsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Caller        string                 `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"` // only grants whose caller matches this ID (exactly or by prefix)
 	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // only grants whose target matches this ID (exactly or by prefix)
+	PageSize      int32                  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -986,9 +1012,24 @@ func (x *ListGrantsRequest) GetTarget() string {
 	return ""
 }
 
+func (x *ListGrantsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListGrantsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListGrantsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Grants        []*Grant               `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1028,6 +1069,13 @@ func (x *ListGrantsResponse) GetGrants() []*Grant {
 		return x.Grants
 	}
 	return nil
+}
+
+func (x *ListGrantsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type SetTargetModeRequest struct {
@@ -1120,6 +1168,8 @@ func (*SetTargetModeResponse) Descriptor() ([]byte, []int) {
 
 type ListTargetModesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1154,9 +1204,24 @@ func (*ListTargetModesRequest) Descriptor() ([]byte, []int) {
 	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
+func (x *ListTargetModesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTargetModesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListTargetModesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Modes         map[string]string      `protobuf:"bytes,1,rep,name=modes,proto3" json:"modes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1196,6 +1261,13 @@ func (x *ListTargetModesResponse) GetModes() map[string]string {
 		return x.Modes
 	}
 	return nil
+}
+
+func (x *ListTargetModesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CanRequest struct {
@@ -1762,12 +1834,22 @@ func (x *GetEntryResponse) GetEntry() *Entry {
 	return nil
 }
 
+// Lists and their paging: every List RPC returns at most page_size items (0: 500; above 5,000: 5,000),
+// fewer when the response would pass 2 MiB, in a stable order. When next_page_token is set, more may
+// follow: pass it back as page_token, with the same filters, for the next page. Tokens are opaque.
 type ListEntriesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	ParentId      string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ParentId string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// Only entries known by this short name: their SPIFFE ID's path ends in "/" + name ("payments",
+	// "sa/payments").
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Only entries whose SPIFFE ID starts with this (e.g. "spiffe://td/ns/prod/").
+	SpiffeIdPrefix string `protobuf:"bytes,4,opt,name=spiffe_id_prefix,json=spiffeIdPrefix,proto3" json:"spiffe_id_prefix,omitempty"`
+	PageSize       int32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken      string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListEntriesRequest) Reset() {
@@ -1814,9 +1896,38 @@ func (x *ListEntriesRequest) GetParentId() string {
 	return ""
 }
 
+func (x *ListEntriesRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListEntriesRequest) GetSpiffeIdPrefix() string {
+	if x != nil {
+		return x.SpiffeIdPrefix
+	}
+	return ""
+}
+
+func (x *ListEntriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEntriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListEntriesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1856,6 +1967,13 @@ func (x *ListEntriesResponse) GetEntries() []*Entry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListEntriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type UpdateEntryRequest struct {
@@ -2232,6 +2350,8 @@ func (x *CreateJoinTokenResponse) GetSecret() string {
 
 type ListJoinTokensRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2266,9 +2386,24 @@ func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
 	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
+func (x *ListJoinTokensRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListJoinTokensRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListJoinTokensResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tokens        []*JoinToken           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2308,6 +2443,13 @@ func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
 		return x.Tokens
 	}
 	return nil
+}
+
+func (x *ListJoinTokensResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // RevokeJoinTokenRequest names an unused token by its ID (see ListJoinTokens); the token is deleted and
@@ -2518,6 +2660,8 @@ func (x *Agent) GetBanned() bool {
 
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2552,9 +2696,24 @@ func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
 	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
+func (x *ListAgentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAgentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2594,6 +2753,13 @@ func (x *ListAgentsResponse) GetAgents() []*Agent {
 		return x.Agents
 	}
 	return nil
+}
+
+func (x *ListAgentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetAgentRequest struct {
@@ -3396,6 +3562,8 @@ func (x *Authority) GetPublished() bool {
 
 type ListAuthoritiesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3430,9 +3598,24 @@ func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
 	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
+func (x *ListAuthoritiesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuthoritiesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAuthoritiesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Authorities   []*Authority           `protobuf:"bytes,1,rep,name=authorities,proto3" json:"authorities,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3472,6 +3655,13 @@ func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
 		return x.Authorities
 	}
 	return nil
+}
+
+func (x *ListAuthoritiesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type RotateCARequest struct {
@@ -3678,7 +3868,11 @@ type ListAuditEventsRequest struct {
 	// Newest first (seq descending) instead of oldest first.
 	NewestFirst bool `protobuf:"varint,3,opt,name=newest_first,json=newestFirst,proto3" json:"newest_first,omitempty"`
 	// Only events at or after this time.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// A page holds at most min(limit, page_size) events; next_page_token continues in the same order (and
+	// limit, when set, still counts from the first page: the caller lowers it as events arrive).
+	PageSize      int32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3741,9 +3935,24 @@ func (x *ListAuditEventsRequest) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ListAuditEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAuditEventsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*AuditEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3783,6 +3992,13 @@ func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ListAuditEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type VerifyAuditRequest struct {
@@ -4315,11 +4531,15 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\flast_attempt\x18\x02 \x01(\v2\x1c.kith.admin.v1.PolicyAttemptR\vlastAttempt\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12'\n" +
 	"\x0fpinned_revision\x18\x04 \x01(\tR\x0epinnedRevision\x122\n" +
-	"\x06agents\x18\x05 \x03(\v2\x1a.kith.admin.v1.AgentPolicyR\x06agents\"0\n" +
+	"\x06agents\x18\x05 \x03(\v2\x1a.kith.admin.v1.AgentPolicyR\x06agents\"l\n" +
 	"\x18ListPolicyHistoryRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"U\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"}\n" +
 	"\x19ListPolicyHistoryResponse\x128\n" +
-	"\battempts\x18\x01 \x03(\v2\x1c.kith.admin.v1.PolicyAttemptR\battempts\"\x13\n" +
+	"\battempts\x18\x01 \x03(\v2\x1c.kith.admin.v1.PolicyAttemptR\battempts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x13\n" +
 	"\x11SyncPolicyRequest\"F\n" +
 	"\x12SyncPolicyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x12\x14\n" +
@@ -4356,19 +4576,27 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\"D\n" +
 	"\x14RevokeGrantsResponse\x12,\n" +
-	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\"C\n" +
+	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\"\x7f\n" +
 	"\x11ListGrantsRequest\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\tR\x06target\"B\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"j\n" +
 	"\x12ListGrantsResponse\x12,\n" +
-	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\"B\n" +
+	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
 	"\x14SetTargetModeRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\"\x17\n" +
-	"\x15SetTargetModeResponse\"\x18\n" +
-	"\x16ListTargetModesRequest\"\x9c\x01\n" +
+	"\x15SetTargetModeResponse\"T\n" +
+	"\x16ListTargetModesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\xc4\x01\n" +
 	"\x17ListTargetModesResponse\x12G\n" +
-	"\x05modes\x18\x01 \x03(\v21.kith.admin.v1.ListTargetModesResponse.ModesEntryR\x05modes\x1a8\n" +
+	"\x05modes\x18\x01 \x03(\v21.kith.admin.v1.ListTargetModesResponse.ModesEntryR\x05modes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x1a8\n" +
 	"\n" +
 	"ModesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -4421,12 +4649,18 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\">\n" +
 	"\x10GetEntryResponse\x12*\n" +
-	"\x05entry\x18\x01 \x01(\v2\x14.kith.admin.v1.EntryR\x05entry\"N\n" +
+	"\x05entry\x18\x01 \x01(\v2\x14.kith.admin.v1.EntryR\x05entry\"\xc8\x01\n" +
 	"\x12ListEntriesRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1b\n" +
-	"\tparent_id\x18\x02 \x01(\tR\bparentId\"E\n" +
+	"\tparent_id\x18\x02 \x01(\tR\bparentId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12(\n" +
+	"\x10spiffe_id_prefix\x18\x04 \x01(\tR\x0espiffeIdPrefix\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"m\n" +
 	"\x13ListEntriesResponse\x12.\n" +
-	"\aentries\x18\x01 \x03(\v2\x14.kith.admin.v1.EntryR\aentries\"@\n" +
+	"\aentries\x18\x01 \x03(\v2\x14.kith.admin.v1.EntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"@\n" +
 	"\x12UpdateEntryRequest\x12*\n" +
 	"\x05entry\x18\x01 \x01(\v2\x14.kith.admin.v1.EntryR\x05entry\"A\n" +
 	"\x13UpdateEntryResponse\x12*\n" +
@@ -4451,10 +4685,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"ttlSeconds\"a\n" +
 	"\x17CreateJoinTokenResponse\x12.\n" +
 	"\x05token\x18\x01 \x01(\v2\x18.kith.admin.v1.JoinTokenR\x05token\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x17\n" +
-	"\x15ListJoinTokensRequest\"J\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"S\n" +
+	"\x15ListJoinTokensRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"r\n" +
 	"\x16ListJoinTokensResponse\x120\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x18.kith.admin.v1.JoinTokenR\x06tokens\"(\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x18.kith.admin.v1.JoinTokenR\x06tokens\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
 	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
 	"\x17RevokeJoinTokenResponse\x12.\n" +
@@ -4473,10 +4711,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\aevicted\x18\b \x01(\bR\aevicted\x12\x1c\n" +
 	"\tconnected\x18\t \x01(\bR\tconnected\x12\x16\n" +
 	"\x06banned\x18\n" +
-	" \x01(\bR\x06banned\"\x13\n" +
-	"\x11ListAgentsRequest\"B\n" +
+	" \x01(\bR\x06banned\"O\n" +
+	"\x11ListAgentsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"j\n" +
 	"\x12ListAgentsResponse\x12,\n" +
-	"\x06agents\x18\x01 \x03(\v2\x14.kith.admin.v1.AgentR\x06agents\"!\n" +
+	"\x06agents\x18\x01 \x03(\v2\x14.kith.admin.v1.AgentR\x06agents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"!\n" +
 	"\x0fGetAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\">\n" +
 	"\x10GetAgentResponse\x12*\n" +
@@ -4530,10 +4772,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\factivated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x129\n" +
 	"\n" +
 	"retired_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12\x1c\n" +
-	"\tpublished\x18\t \x01(\bR\tpublished\"\x18\n" +
-	"\x16ListAuthoritiesRequest\"U\n" +
+	"\tpublished\x18\t \x01(\bR\tpublished\"T\n" +
+	"\x16ListAuthoritiesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"}\n" +
 	"\x17ListAuthoritiesResponse\x12:\n" +
-	"\vauthorities\x18\x01 \x03(\v2\x18.kith.admin.v1.AuthorityR\vauthorities\"%\n" +
+	"\vauthorities\x18\x01 \x03(\v2\x18.kith.admin.v1.AuthorityR\vauthorities\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
 	"\x0fRotateCARequest\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\bR\x04root\"N\n" +
 	"\x10RotateCAResponse\x12:\n" +
@@ -4548,14 +4794,18 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12\x1b\n" +
 	"\tprev_hash\x18\b \x01(\fR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\t \x01(\fR\x04hash\"\xa0\x01\n" +
+	"\x04hash\x18\t \x01(\fR\x04hash\"\xdc\x01\n" +
 	"\x16ListAuditEventsRequest\x12\x1b\n" +
 	"\tafter_seq\x18\x01 \x01(\x03R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12!\n" +
 	"\fnewest_first\x18\x03 \x01(\bR\vnewestFirst\x120\n" +
-	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"L\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"t\n" +
 	"\x17ListAuditEventsResponse\x121\n" +
-	"\x06events\x18\x01 \x03(\v2\x19.kith.admin.v1.AuditEventR\x06events\"\x14\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.kith.admin.v1.AuditEventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x14\n" +
 	"\x12VerifyAuditRequest\"\xc9\x01\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
