@@ -24,9 +24,9 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/ca"
-	"github.com/kithid/kith/logclip"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/logclip"
 )
 
 // EntryStore persists registration entries.
