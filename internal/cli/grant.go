@@ -53,10 +53,10 @@ func resolveID(ctx context.Context, c adminv1.AdminServiceClient, arg string) (s
 
 func (e *env) grantCommand() *cobra.Command {
 	var methods, paths []string
-	var forDur time.Duration
+	var forDur, wait time.Duration
 	var until, reason string
 	cmd := &cobra.Command{
-		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT]",
+		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT] [--wait[=30s]]",
 		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names)",
 		Args:  exactArgs(2, "CALLER and TARGET"),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -96,12 +96,16 @@ func (e *env) grantCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.printGrant(resp.GetGrant())
+			if err := e.printGrant(resp.GetGrant()); err != nil {
+				return err
+			}
+			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), wait)
 		}),
 	}
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
 	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
 	durationVar(cmd.Flags(), &forDur, "for", 0, "grant expires after this long, e.g. 8h")
+	bindWait(cmd, &wait)
 	e.bindStrict(cmd)
 	cmd.Flags().StringVar(&until, "until", "", "grant expires at this time (RFC 3339)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the grant and the audit log)")
@@ -109,8 +113,9 @@ func (e *env) grantCommand() *cobra.Command {
 }
 
 func (e *env) revokeCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke GRANT-ID | revoke CALLER TARGET",
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "revoke GRANT-ID | revoke CALLER TARGET [--wait[=30s]]",
 		Short: "Remove a grant (by ID, or every CLI grant from CALLER to TARGET)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 && len(args) != 2 {
@@ -135,13 +140,19 @@ func (e *env) revokeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.print(resp, func() {
+			err = e.print(resp, func() {
 				for _, g := range resp.GetGrants() {
 					fmt.Fprintf(e.stdout, "revoked %s (%s → %s)\n", g.GetId(), g.GetCaller(), g.GetTarget())
 				}
 			})
+			if err != nil {
+				return err
+			}
+			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), wait)
 		}),
 	}
+	bindWait(cmd, &wait)
+	return cmd
 }
 
 func (e *env) grantsCommand() *cobra.Command {

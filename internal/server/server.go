@@ -228,6 +228,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DefaultParent: cfg.DefaultParent,
 		OnIssue:       s.metrics.observeIssue,
 		Connected:     s.agent.Connected,
+		Enforcement:   s.agent,
 		Version:       cfg.Version,
 		StoreCheck:    st,
 		AuditHead:     anchor,

@@ -83,7 +83,11 @@ func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantReque
 	if err != nil {
 		return nil, fmt.Errorf("create grant: %w", err)
 	}
-	return &adminv1.CreateGrantResponse{Grant: s.grantProto(g)}, nil
+	rev, err := s.cfg.Audit.Revision(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read revision: %w", err)
+	}
+	return &adminv1.CreateGrantResponse{Grant: s.grantProto(g), Revision: rev}, nil
 }
 
 // RevokeGrants removes a grant by ID, or every CLI grant from caller to target.
@@ -133,6 +137,29 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 			return nil, fmt.Errorf("revoke grant %s: %w", id, err)
 		}
 		resp.Grants = append(resp.Grants, s.grantProto(g))
+	}
+	var err error
+	if resp.Revision, err = s.cfg.Audit.Revision(ctx); err != nil {
+		return nil, fmt.Errorf("read revision: %w", err)
+	}
+	return resp, nil
+}
+
+// Enforcement sorts the connected agents by whether they enforce a store revision's authorization data
+// (see agentapi.Service.Enforcement).
+type Enforcement interface {
+	Enforcement(rev int64) (acknowledged, pending, undecided []string)
+}
+
+// GetEnforcement says which connected agents acknowledged the authorization data of a revision, which
+// were sent it and have not yet, and which have not been brought to it yet.
+func (s *Service) GetEnforcement(ctx context.Context, req *adminv1.GetEnforcementRequest) (*adminv1.GetEnforcementResponse, error) {
+	if req.GetRevision() <= 0 {
+		return nil, apierr.Invalid("revision must be positive: give the revision kith grant or kith revoke returned")
+	}
+	resp := &adminv1.GetEnforcementResponse{}
+	if s.cfg.Enforcement != nil {
+		resp.Acknowledged, resp.Pending, resp.Undecided = s.cfg.Enforcement.Enforcement(req.GetRevision())
 	}
 	return resp, nil
 }

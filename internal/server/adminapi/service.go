@@ -97,6 +97,9 @@ type Config struct {
 	DefaultParent spiffeid.ID
 	// Connected reports whether an agent holds a sync stream now; zero: never.
 	Connected func(id spiffeid.ID) bool
+	// Enforcement says which connected agents enforce a store revision's authorization data; zero:
+	// GetEnforcement reports no agent.
+	Enforcement Enforcement
 	// OnIssue observes each SVID issued ("x509" or "jwt") and how long it took.
 	OnIssue func(kind string, took time.Duration)
 	// Version is reported by GetServerInfo.

@@ -813,6 +813,7 @@ func (x *CreateGrantRequest) GetGrant() *Grant {
 type CreateGrantResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Grant         *Grant                 `protobuf:"bytes,1,opt,name=grant,proto3" json:"grant,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // the store revision the grant is in force from (see GetEnforcement)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -852,6 +853,13 @@ func (x *CreateGrantResponse) GetGrant() *Grant {
 		return x.Grant
 	}
 	return nil
+}
+
+func (x *CreateGrantResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type RevokeGrantsRequest struct {
@@ -917,6 +925,7 @@ func (x *RevokeGrantsRequest) GetTarget() string {
 type RevokeGrantsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Grants        []*Grant               `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // the store revision the revocation is in force from (see GetEnforcement)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -958,6 +967,123 @@ func (x *RevokeGrantsResponse) GetGrants() []*Grant {
 	return nil
 }
 
+func (x *RevokeGrantsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// GetEnforcementRequest asks which connected agents enforce the authorization data of a store revision
+// (a grant or revoke's revision).
+type GetEnforcementRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEnforcementRequest) Reset() {
+	*x = GetEnforcementRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEnforcementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEnforcementRequest) ProtoMessage() {}
+
+func (x *GetEnforcementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEnforcementRequest.ProtoReflect.Descriptor instead.
+func (*GetEnforcementRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetEnforcementRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// GetEnforcementResponse: the agents that must enforce the change are the connected ones whose
+// authorization data changed at that revision or later (the grant's target or caller is theirs).
+type GetEnforcementResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Acknowledged []string               `protobuf:"bytes,1,rep,name=acknowledged,proto3" json:"acknowledged,omitempty"` // agents that report enforcing the revision or a later one
+	Pending      []string               `protobuf:"bytes,2,rep,name=pending,proto3" json:"pending,omitempty"`           // agents sent the change that have not yet acknowledged it
+	// Connected agents whose Sync stream has not reached the revision yet: whether they must enforce the
+	// change is not known yet.
+	Undecided     []string `protobuf:"bytes,3,rep,name=undecided,proto3" json:"undecided,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEnforcementResponse) Reset() {
+	*x = GetEnforcementResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEnforcementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEnforcementResponse) ProtoMessage() {}
+
+func (x *GetEnforcementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEnforcementResponse.ProtoReflect.Descriptor instead.
+func (*GetEnforcementResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetEnforcementResponse) GetAcknowledged() []string {
+	if x != nil {
+		return x.Acknowledged
+	}
+	return nil
+}
+
+func (x *GetEnforcementResponse) GetPending() []string {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *GetEnforcementResponse) GetUndecided() []string {
+	if x != nil {
+		return x.Undecided
+	}
+	return nil
+}
+
 type ListGrantsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Caller        string                 `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"` // only grants whose caller matches this ID (exactly or by prefix)
@@ -970,7 +1096,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1108,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1121,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListGrantsRequest) GetCaller() string {
@@ -1036,7 +1162,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1174,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1187,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -1088,7 +1214,7 @@ type SetTargetModeRequest struct {
 
 func (x *SetTargetModeRequest) Reset() {
 	*x = SetTargetModeRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1226,7 @@ func (x *SetTargetModeRequest) String() string {
 func (*SetTargetModeRequest) ProtoMessage() {}
 
 func (x *SetTargetModeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1239,7 @@ func (x *SetTargetModeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTargetModeRequest.ProtoReflect.Descriptor instead.
 func (*SetTargetModeRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetTargetModeRequest) GetTarget() string {
@@ -1138,7 +1264,7 @@ type SetTargetModeResponse struct {
 
 func (x *SetTargetModeResponse) Reset() {
 	*x = SetTargetModeResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1276,7 @@ func (x *SetTargetModeResponse) String() string {
 func (*SetTargetModeResponse) ProtoMessage() {}
 
 func (x *SetTargetModeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1289,7 @@ func (x *SetTargetModeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTargetModeResponse.ProtoReflect.Descriptor instead.
 func (*SetTargetModeResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListTargetModesRequest struct {
@@ -1176,7 +1302,7 @@ type ListTargetModesRequest struct {
 
 func (x *ListTargetModesRequest) Reset() {
 	*x = ListTargetModesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1314,7 @@ func (x *ListTargetModesRequest) String() string {
 func (*ListTargetModesRequest) ProtoMessage() {}
 
 func (x *ListTargetModesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1327,7 @@ func (x *ListTargetModesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetModesRequest.ProtoReflect.Descriptor instead.
 func (*ListTargetModesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListTargetModesRequest) GetPageSize() int32 {
@@ -1228,7 +1354,7 @@ type ListTargetModesResponse struct {
 
 func (x *ListTargetModesResponse) Reset() {
 	*x = ListTargetModesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1366,7 @@ func (x *ListTargetModesResponse) String() string {
 func (*ListTargetModesResponse) ProtoMessage() {}
 
 func (x *ListTargetModesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1379,7 @@ func (x *ListTargetModesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetModesResponse.ProtoReflect.Descriptor instead.
 func (*ListTargetModesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListTargetModesResponse) GetModes() map[string]string {
@@ -1282,7 +1408,7 @@ type CanRequest struct {
 
 func (x *CanRequest) Reset() {
 	*x = CanRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1420,7 @@ func (x *CanRequest) String() string {
 func (*CanRequest) ProtoMessage() {}
 
 func (x *CanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1433,7 @@ func (x *CanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanRequest.ProtoReflect.Descriptor instead.
 func (*CanRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CanRequest) GetCaller() string {
@@ -1353,7 +1479,7 @@ type CanResponse struct {
 
 func (x *CanResponse) Reset() {
 	*x = CanResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1491,7 @@ func (x *CanResponse) String() string {
 func (*CanResponse) ProtoMessage() {}
 
 func (x *CanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1504,7 @@ func (x *CanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanResponse.ProtoReflect.Descriptor instead.
 func (*CanResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CanResponse) GetAllowed() bool {
@@ -1450,7 +1576,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1588,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1601,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Entry) GetId() string {
@@ -1571,7 +1697,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1709,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1722,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateEntryRequest) GetEntry() *Entry {
@@ -1615,7 +1741,7 @@ type CreateEntryResponse struct {
 
 func (x *CreateEntryResponse) Reset() {
 	*x = CreateEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1753,7 @@ func (x *CreateEntryResponse) String() string {
 func (*CreateEntryResponse) ProtoMessage() {}
 
 func (x *CreateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1766,7 @@ func (x *CreateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryResponse.ProtoReflect.Descriptor instead.
 func (*CreateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateEntryResponse) GetEntry() *Entry {
@@ -1659,7 +1785,7 @@ type BatchCreateEntriesRequest struct {
 
 func (x *BatchCreateEntriesRequest) Reset() {
 	*x = BatchCreateEntriesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1797,7 @@ func (x *BatchCreateEntriesRequest) String() string {
 func (*BatchCreateEntriesRequest) ProtoMessage() {}
 
 func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1810,7 @@ func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BatchCreateEntriesRequest) GetEntries() []*Entry {
@@ -1704,7 +1830,7 @@ type BatchCreateEntriesResponse struct {
 
 func (x *BatchCreateEntriesResponse) Reset() {
 	*x = BatchCreateEntriesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1842,7 @@ func (x *BatchCreateEntriesResponse) String() string {
 func (*BatchCreateEntriesResponse) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1855,7 @@ func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BatchCreateEntriesResponse) GetEntries() []*Entry {
@@ -1755,7 +1881,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1893,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1906,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -1799,7 +1925,7 @@ type GetEntryResponse struct {
 
 func (x *GetEntryResponse) Reset() {
 	*x = GetEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1937,7 @@ func (x *GetEntryResponse) String() string {
 func (*GetEntryResponse) ProtoMessage() {}
 
 func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1950,7 @@ func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryResponse.ProtoReflect.Descriptor instead.
 func (*GetEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetEntryResponse) GetEntry() *Entry {
@@ -1854,7 +1980,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1992,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2005,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListEntriesRequest) GetSpiffeId() string {
@@ -1934,7 +2060,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2072,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2085,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1985,7 +2111,7 @@ type UpdateEntryRequest struct {
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2123,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2136,7 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UpdateEntryRequest) GetEntry() *Entry {
@@ -2029,7 +2155,7 @@ type UpdateEntryResponse struct {
 
 func (x *UpdateEntryResponse) Reset() {
 	*x = UpdateEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2167,7 @@ func (x *UpdateEntryResponse) String() string {
 func (*UpdateEntryResponse) ProtoMessage() {}
 
 func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2180,7 @@ func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateEntryResponse) GetEntry() *Entry {
@@ -2073,7 +2199,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2211,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2224,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -2117,7 +2243,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2255,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2268,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteEntryResponse) GetEntry() *Entry {
@@ -2167,7 +2293,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2305,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2318,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2254,7 +2380,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2392,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2405,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateJoinTokenRequest) GetName() string {
@@ -2306,7 +2432,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2444,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2457,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -2358,7 +2484,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2496,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2509,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListJoinTokensRequest) GetPageSize() int32 {
@@ -2410,7 +2536,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2548,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2561,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2463,7 +2589,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2601,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2614,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -2507,7 +2633,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2645,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2658,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeJoinTokenResponse) GetToken() *JoinToken {
@@ -2560,7 +2686,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2572,7 +2698,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2585,7 +2711,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Agent) GetId() string {
@@ -2668,7 +2794,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2806,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2819,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -2720,7 +2846,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2858,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2871,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2771,7 +2897,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +2909,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +2922,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -2815,7 +2941,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +2953,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +2966,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -2859,7 +2985,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +2997,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +3010,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -2903,7 +3029,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3041,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3054,7 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *EvictAgentResponse) GetAgent() *Agent {
@@ -2948,7 +3074,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3086,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3099,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -2992,7 +3118,7 @@ type BanAgentResponse struct {
 
 func (x *BanAgentResponse) Reset() {
 	*x = BanAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3130,7 @@ func (x *BanAgentResponse) String() string {
 func (*BanAgentResponse) ProtoMessage() {}
 
 func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3143,7 @@ func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
 func (*BanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BanAgentResponse) GetAgent() *Agent {
@@ -3037,7 +3163,7 @@ type UnbanAgentRequest struct {
 
 func (x *UnbanAgentRequest) Reset() {
 	*x = UnbanAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3175,7 @@ func (x *UnbanAgentRequest) String() string {
 func (*UnbanAgentRequest) ProtoMessage() {}
 
 func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3188,7 @@ func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanAgentRequest.ProtoReflect.Descriptor instead.
 func (*UnbanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UnbanAgentRequest) GetId() string {
@@ -3081,7 +3207,7 @@ type UnbanAgentResponse struct {
 
 func (x *UnbanAgentResponse) Reset() {
 	*x = UnbanAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3219,7 @@ func (x *UnbanAgentResponse) String() string {
 func (*UnbanAgentResponse) ProtoMessage() {}
 
 func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3232,7 @@ func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanAgentResponse.ProtoReflect.Descriptor instead.
 func (*UnbanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *UnbanAgentResponse) GetAgent() *Agent {
@@ -3128,7 +3254,7 @@ type MintX509SVIDRequest struct {
 
 func (x *MintX509SVIDRequest) Reset() {
 	*x = MintX509SVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3266,7 @@ func (x *MintX509SVIDRequest) String() string {
 func (*MintX509SVIDRequest) ProtoMessage() {}
 
 func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3279,7 @@ func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *MintX509SVIDRequest) GetSpiffeId() string {
@@ -3194,7 +3320,7 @@ type MintX509SVIDResponse struct {
 
 func (x *MintX509SVIDResponse) Reset() {
 	*x = MintX509SVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3332,7 @@ func (x *MintX509SVIDResponse) String() string {
 func (*MintX509SVIDResponse) ProtoMessage() {}
 
 func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3345,7 @@ func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
@@ -3247,7 +3373,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3385,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3398,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MintJWTSVIDRequest) GetSpiffeId() string {
@@ -3306,7 +3432,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3318,7 +3444,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3331,7 +3457,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -3356,7 +3482,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3494,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3507,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 type GetBundleResponse struct {
@@ -3396,7 +3522,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3534,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3547,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetBundleResponse) GetTrustDomain() string {
@@ -3469,7 +3595,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +3607,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +3620,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Authority) GetId() string {
@@ -3570,7 +3696,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3708,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3721,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -3622,7 +3748,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3634,7 +3760,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3647,7 +3773,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -3673,7 +3799,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +3811,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +3824,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -3717,7 +3843,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3729,7 +3855,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3742,7 +3868,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -3769,7 +3895,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3781,7 +3907,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3794,7 +3920,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -3879,7 +4005,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3891,7 +4017,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3904,7 +4030,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -3959,7 +4085,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4097,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4110,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4009,7 +4135,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4147,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4160,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 type VerifyAuditResponse struct {
@@ -4053,7 +4179,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4065,7 +4191,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4078,7 +4204,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4143,7 +4269,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4281,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4294,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -4228,7 +4354,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4240,7 +4366,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4253,7 +4379,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 type GetAuditHeadResponse struct {
@@ -4265,7 +4391,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4403,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4416,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -4308,7 +4434,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4320,7 +4446,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4333,7 +4459,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 type CheckStoreResponse struct {
@@ -4349,7 +4475,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4361,7 +4487,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4374,7 +4500,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -4413,7 +4539,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4425,7 +4551,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4438,7 +4564,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 type GetServerInfoResponse struct {
@@ -4453,7 +4579,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4465,7 +4591,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4478,7 +4604,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -4568,15 +4694,23 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\tR\x06source\x12\x18\n" +
 	"\aexpired\x18\v \x01(\bR\aexpired\"@\n" +
 	"\x12CreateGrantRequest\x12*\n" +
-	"\x05grant\x18\x01 \x01(\v2\x14.kith.admin.v1.GrantR\x05grant\"A\n" +
+	"\x05grant\x18\x01 \x01(\v2\x14.kith.admin.v1.GrantR\x05grant\"]\n" +
 	"\x13CreateGrantResponse\x12*\n" +
-	"\x05grant\x18\x01 \x01(\v2\x14.kith.admin.v1.GrantR\x05grant\"U\n" +
+	"\x05grant\x18\x01 \x01(\v2\x14.kith.admin.v1.GrantR\x05grant\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"U\n" +
 	"\x13RevokeGrantsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
-	"\x06target\x18\x03 \x01(\tR\x06target\"D\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\"`\n" +
 	"\x14RevokeGrantsResponse\x12,\n" +
-	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\"\x7f\n" +
+	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"3\n" +
+	"\x15GetEnforcementRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"t\n" +
+	"\x16GetEnforcementResponse\x12\"\n" +
+	"\facknowledged\x18\x01 \x03(\tR\facknowledged\x12\x18\n" +
+	"\apending\x18\x02 \x03(\tR\apending\x12\x1c\n" +
+	"\tundecided\x18\x03 \x03(\tR\tundecided\"\x7f\n" +
 	"\x11ListGrantsRequest\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
@@ -4840,7 +4974,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12 \n" +
 	"\fdev_agent_id\x18\x04 \x01(\tR\n" +
-	"devAgentId2\x92\x18\n" +
+	"devAgentId2\xf1\x18\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -4876,7 +5010,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"ListGrants\x12 .kith.admin.v1.ListGrantsRequest\x1a!.kith.admin.v1.ListGrantsResponse\x12Z\n" +
 	"\rSetTargetMode\x12#.kith.admin.v1.SetTargetModeRequest\x1a$.kith.admin.v1.SetTargetModeResponse\x12`\n" +
 	"\x0fListTargetModes\x12%.kith.admin.v1.ListTargetModesRequest\x1a&.kith.admin.v1.ListTargetModesResponse\x12<\n" +
-	"\x03Can\x12\x19.kith.admin.v1.CanRequest\x1a\x1a.kith.admin.v1.CanResponse\x12`\n" +
+	"\x03Can\x12\x19.kith.admin.v1.CanRequest\x1a\x1a.kith.admin.v1.CanResponse\x12]\n" +
+	"\x0eGetEnforcement\x12$.kith.admin.v1.GetEnforcementRequest\x1a%.kith.admin.v1.GetEnforcementResponse\x12`\n" +
 	"\x0fGetPolicyStatus\x12%.kith.admin.v1.GetPolicyStatusRequest\x1a&.kith.admin.v1.GetPolicyStatusResponse\x12f\n" +
 	"\x11ListPolicyHistory\x12'.kith.admin.v1.ListPolicyHistoryRequest\x1a(.kith.admin.v1.ListPolicyHistoryResponse\x12Q\n" +
 	"\n" +
@@ -4896,7 +5031,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),              // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                // 1: kith.admin.v1.AgentPolicy
@@ -4915,199 +5050,203 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*CreateGrantResponse)(nil),        // 14: kith.admin.v1.CreateGrantResponse
 	(*RevokeGrantsRequest)(nil),        // 15: kith.admin.v1.RevokeGrantsRequest
 	(*RevokeGrantsResponse)(nil),       // 16: kith.admin.v1.RevokeGrantsResponse
-	(*ListGrantsRequest)(nil),          // 17: kith.admin.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),         // 18: kith.admin.v1.ListGrantsResponse
-	(*SetTargetModeRequest)(nil),       // 19: kith.admin.v1.SetTargetModeRequest
-	(*SetTargetModeResponse)(nil),      // 20: kith.admin.v1.SetTargetModeResponse
-	(*ListTargetModesRequest)(nil),     // 21: kith.admin.v1.ListTargetModesRequest
-	(*ListTargetModesResponse)(nil),    // 22: kith.admin.v1.ListTargetModesResponse
-	(*CanRequest)(nil),                 // 23: kith.admin.v1.CanRequest
-	(*CanResponse)(nil),                // 24: kith.admin.v1.CanResponse
-	(*Entry)(nil),                      // 25: kith.admin.v1.Entry
-	(*CreateEntryRequest)(nil),         // 26: kith.admin.v1.CreateEntryRequest
-	(*CreateEntryResponse)(nil),        // 27: kith.admin.v1.CreateEntryResponse
-	(*BatchCreateEntriesRequest)(nil),  // 28: kith.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResponse)(nil), // 29: kith.admin.v1.BatchCreateEntriesResponse
-	(*GetEntryRequest)(nil),            // 30: kith.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),           // 31: kith.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),         // 32: kith.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),        // 33: kith.admin.v1.ListEntriesResponse
-	(*UpdateEntryRequest)(nil),         // 34: kith.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),        // 35: kith.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),         // 36: kith.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),        // 37: kith.admin.v1.DeleteEntryResponse
-	(*JoinToken)(nil),                  // 38: kith.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),     // 39: kith.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 40: kith.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 41: kith.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 42: kith.admin.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),     // 43: kith.admin.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),    // 44: kith.admin.v1.RevokeJoinTokenResponse
-	(*Agent)(nil),                      // 45: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),          // 46: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 47: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 48: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),           // 49: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),          // 50: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),         // 51: kith.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),            // 52: kith.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),           // 53: kith.admin.v1.BanAgentResponse
-	(*UnbanAgentRequest)(nil),          // 54: kith.admin.v1.UnbanAgentRequest
-	(*UnbanAgentResponse)(nil),         // 55: kith.admin.v1.UnbanAgentResponse
-	(*MintX509SVIDRequest)(nil),        // 56: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),       // 57: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),         // 58: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),        // 59: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),           // 60: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),          // 61: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                  // 62: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),     // 63: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),    // 64: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),            // 65: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),           // 66: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                 // 67: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 68: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 69: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),         // 70: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 71: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                  // 72: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),        // 73: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),       // 74: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),          // 75: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),         // 76: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),       // 77: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),      // 78: kith.admin.v1.GetServerInfoResponse
-	nil,                                // 79: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                // 80: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                // 81: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),      // 82: google.protobuf.Timestamp
+	(*GetEnforcementRequest)(nil),      // 17: kith.admin.v1.GetEnforcementRequest
+	(*GetEnforcementResponse)(nil),     // 18: kith.admin.v1.GetEnforcementResponse
+	(*ListGrantsRequest)(nil),          // 19: kith.admin.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),         // 20: kith.admin.v1.ListGrantsResponse
+	(*SetTargetModeRequest)(nil),       // 21: kith.admin.v1.SetTargetModeRequest
+	(*SetTargetModeResponse)(nil),      // 22: kith.admin.v1.SetTargetModeResponse
+	(*ListTargetModesRequest)(nil),     // 23: kith.admin.v1.ListTargetModesRequest
+	(*ListTargetModesResponse)(nil),    // 24: kith.admin.v1.ListTargetModesResponse
+	(*CanRequest)(nil),                 // 25: kith.admin.v1.CanRequest
+	(*CanResponse)(nil),                // 26: kith.admin.v1.CanResponse
+	(*Entry)(nil),                      // 27: kith.admin.v1.Entry
+	(*CreateEntryRequest)(nil),         // 28: kith.admin.v1.CreateEntryRequest
+	(*CreateEntryResponse)(nil),        // 29: kith.admin.v1.CreateEntryResponse
+	(*BatchCreateEntriesRequest)(nil),  // 30: kith.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResponse)(nil), // 31: kith.admin.v1.BatchCreateEntriesResponse
+	(*GetEntryRequest)(nil),            // 32: kith.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),           // 33: kith.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),         // 34: kith.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),        // 35: kith.admin.v1.ListEntriesResponse
+	(*UpdateEntryRequest)(nil),         // 36: kith.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),        // 37: kith.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),         // 38: kith.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),        // 39: kith.admin.v1.DeleteEntryResponse
+	(*JoinToken)(nil),                  // 40: kith.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),     // 41: kith.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 42: kith.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 43: kith.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 44: kith.admin.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),     // 45: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 46: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                      // 47: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),          // 48: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 49: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 50: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),           // 51: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),          // 52: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),         // 53: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),            // 54: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),           // 55: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),          // 56: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),         // 57: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),        // 58: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),       // 59: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),         // 60: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),        // 61: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),           // 62: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),          // 63: kith.admin.v1.GetBundleResponse
+	(*Authority)(nil),                  // 64: kith.admin.v1.Authority
+	(*ListAuthoritiesRequest)(nil),     // 65: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),    // 66: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),            // 67: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),           // 68: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                 // 69: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 70: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 71: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),         // 72: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 73: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                  // 74: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),        // 75: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),       // 76: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),          // 77: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),         // 78: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),       // 79: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),      // 80: kith.admin.v1.GetServerInfoResponse
+	nil,                                // 81: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                // 82: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                // 83: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	82, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	82, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	84, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	84, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	82, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	84, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
 	12, // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	12, // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	12, // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	12, // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	79, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	80, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	81, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	82, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	82, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	25, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	25, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	25, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
-	25, // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	25, // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	25, // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	25, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	25, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	25, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	82, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	82, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
-	38, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	38, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	38, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	82, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	82, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	45, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	45, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	45, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	45, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	82, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	82, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	82, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	82, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	62, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	62, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	82, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	82, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	67, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	72, // 50: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	82, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	72, // 52: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	26, // 53: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	28, // 54: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	30, // 55: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	32, // 56: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	34, // 57: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	36, // 58: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	39, // 59: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	41, // 60: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	43, // 61: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	46, // 62: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	48, // 63: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	50, // 64: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	52, // 65: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	54, // 66: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	56, // 67: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	58, // 68: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	60, // 69: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	63, // 70: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	65, // 71: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	68, // 72: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	70, // 73: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	73, // 74: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	75, // 75: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	77, // 76: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	81, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	82, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	83, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	84, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	84, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
+	27, // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27, // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27, // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	84, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	84, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	40, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	40, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
+	40, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	84, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	84, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	47, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	84, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	84, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	84, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	84, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	64, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	64, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	84, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	84, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	69, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	74, // 50: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	84, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	74, // 52: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	28, // 53: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	30, // 54: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	32, // 55: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	34, // 56: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	36, // 57: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	38, // 58: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	41, // 59: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	43, // 60: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	45, // 61: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	48, // 62: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	50, // 63: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	52, // 64: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	54, // 65: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	56, // 66: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	58, // 67: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	60, // 68: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	62, // 69: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	65, // 70: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	67, // 71: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	70, // 72: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	72, // 73: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	75, // 74: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	77, // 75: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	79, // 76: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
 	13, // 77: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
 	15, // 78: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	17, // 79: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	19, // 80: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	21, // 81: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	23, // 82: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	2,  // 83: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 84: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 85: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 86: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 87: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	27, // 88: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	29, // 89: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	31, // 90: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	33, // 91: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	35, // 92: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	37, // 93: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	40, // 94: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	42, // 95: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	44, // 96: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	47, // 97: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	49, // 98: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	51, // 99: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	53, // 100: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	55, // 101: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	57, // 102: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	59, // 103: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	61, // 104: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	64, // 105: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	66, // 106: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	69, // 107: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	71, // 108: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	74, // 109: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	76, // 110: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	78, // 111: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 112: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 113: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	18, // 114: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	20, // 115: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	22, // 116: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	24, // 117: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	3,  // 118: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 119: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 120: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 121: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 122: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	88, // [88:123] is the sub-list for method output_type
-	53, // [53:88] is the sub-list for method input_type
+	19, // 79: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21, // 80: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23, // 81: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	25, // 82: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17, // 83: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	2,  // 84: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,  // 85: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,  // 86: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,  // 87: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10, // 88: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	29, // 89: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	31, // 90: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	33, // 91: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	35, // 92: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	37, // 93: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	39, // 94: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	42, // 95: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	44, // 96: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	46, // 97: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	49, // 98: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	51, // 99: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	53, // 100: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	55, // 101: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	57, // 102: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	59, // 103: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	61, // 104: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	63, // 105: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	66, // 106: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	68, // 107: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	71, // 108: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	73, // 109: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	76, // 110: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	78, // 111: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	80, // 112: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14, // 113: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16, // 114: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20, // 115: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22, // 116: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24, // 117: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	26, // 118: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18, // 119: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	3,  // 120: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,  // 121: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,  // 122: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,  // 123: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11, // 124: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	89, // [89:125] is the sub-list for method output_type
+	53, // [53:89] is the sub-list for method input_type
 	53, // [53:53] is the sub-list for extension type_name
 	53, // [53:53] is the sub-list for extension extendee
 	0,  // [0:53] is the sub-list for field type_name
@@ -5124,7 +5263,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   82,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
