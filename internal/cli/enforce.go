@@ -26,11 +26,12 @@ func bindWait(cmd *cobra.Command, wait *time.Duration) {
 	cmd.Flags().Lookup("wait").NoOptDefVal = enforceWaitDefault.String()
 }
 
-// reportEnforcement says how many of the agents that must enforce the change of store revision rev have
-// acknowledged it. With wait > 0 it waits that long for all of them and fails naming those that have not;
-// otherwise it looks for a moment and reports what it saw.
-func (e *env) reportEnforcement(ctx context.Context, c adminv1.AdminServiceClient, rev int64, wait time.Duration) error {
-	if rev <= 0 {
+// reportEnforcement says how many of the agents that must enforce a change to the grants of targets (made
+// at store revision rev) have acknowledged it: the agents that serve an entry a target covers. With wait
+// > 0 it waits that long for all of them and fails naming those that have not; otherwise it looks for a
+// moment and reports what it saw.
+func (e *env) reportEnforcement(ctx context.Context, c adminv1.AdminServiceClient, rev int64, targets []string, wait time.Duration) error {
+	if rev <= 0 || len(targets) == 0 {
 		return nil
 	}
 	budget := enforceGlance
@@ -41,11 +42,11 @@ func (e *env) reportEnforcement(ctx context.Context, c adminv1.AdminServiceClien
 	var resp *adminv1.GetEnforcementResponse
 	for {
 		var err error
-		resp, err = c.GetEnforcement(ctx, &adminv1.GetEnforcementRequest{Revision: rev})
+		resp, err = c.GetEnforcement(ctx, &adminv1.GetEnforcementRequest{Revision: rev, Targets: targets})
 		if err != nil {
 			return err
 		}
-		if len(resp.GetPending())+len(resp.GetUndecided()) == 0 || !time.Now().Before(deadline) {
+		if len(resp.GetPending()) == 0 || !time.Now().Before(deadline) {
 			break
 		}
 		select {
@@ -59,20 +60,17 @@ func (e *env) reportEnforcement(ctx context.Context, c adminv1.AdminServiceClien
 	if e.output == "json" {
 		w = e.stderr
 	}
-	acked, pending, undecided := resp.GetAcknowledged(), resp.GetPending(), resp.GetUndecided()
+	acked, pending, offline := resp.GetAcknowledged(), resp.GetPending(), resp.GetOffline()
 	must := len(acked) + len(pending)
 	switch {
-	case must == 0 && len(undecided) == 0:
-		fmt.Fprintf(w, "no connected agent enforces this change (no agent serves the target now; an agent that connects later gets it then)\n")
-	case len(pending) == 0 && len(undecided) == 0:
+	case must == 0:
+		fmt.Fprintf(w, "no agent serves the target now: nothing to enforce until one does (it gets the change then)\n")
+	case len(pending) == 0:
 		fmt.Fprintf(w, "enforced by all %d agents that must enforce it\n", must)
 	default:
-		msg := fmt.Sprintf("acknowledged by %d of %d agents that must enforce it", len(acked), must)
-		if len(pending) > 0 {
-			msg += "; not yet: " + strings.Join(pending, ", ")
-		}
-		if len(undecided) > 0 {
-			msg += fmt.Sprintf("; %d more connected agents not yet brought to revision %d: %s", len(undecided), rev, strings.Join(undecided, ", "))
+		msg := fmt.Sprintf("acknowledged by %d of %d agents that must enforce it; not yet: %s", len(acked), must, strings.Join(pending, ", "))
+		if len(offline) > 0 {
+			msg += fmt.Sprintf(" (%d not connected now: %s)", len(offline), strings.Join(offline, ", "))
 		}
 		if wait > 0 {
 			return fmt.Errorf("after %s: %s (the change is stored: agents apply it when they next sync; see kith policy status)", wait, msg)

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -99,7 +100,7 @@ func (e *env) grantCommand() *cobra.Command {
 			if err := e.printGrant(resp.GetGrant()); err != nil {
 				return err
 			}
-			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), wait)
+			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), []string{resp.GetGrant().GetTarget()}, wait)
 		}),
 	}
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
@@ -148,7 +149,13 @@ func (e *env) revokeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), wait)
+			var targets []string
+			for _, g := range resp.GetGrants() {
+				if !slices.Contains(targets, g.GetTarget()) {
+					targets = append(targets, g.GetTarget())
+				}
+			}
+			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), targets, wait)
 		}),
 	}
 	bindWait(cmd, &wait)

@@ -225,13 +225,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		X509TTL:  adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxX509TTL.D()},
 		JWTTTL:   adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxJWTTTL.D()},
 		TokenTTL: c.Token.TTL.D(), TokenMaxTTL: c.Token.MaxTTL.D(),
-		DefaultParent: cfg.DefaultParent,
-		OnIssue:       s.metrics.observeIssue,
-		Connected:     s.agent.Connected,
-		Enforcement:   s.agent,
-		Version:       cfg.Version,
-		StoreCheck:    st,
-		AuditHead:     anchor,
+		DefaultParent:    cfg.DefaultParent,
+		OnIssue:          s.metrics.observeIssue,
+		Connected:        s.agent.Connected,
+		Acknowledgements: s.agent,
+		Version:          cfg.Version,
+		StoreCheck:       st,
+		AuditHead:        anchor,
 	})
 	if err != nil {
 		st.Close()

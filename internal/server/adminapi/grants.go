@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/server/apierr"
@@ -145,21 +148,81 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 	return resp, nil
 }
 
-// Enforcement sorts the connected agents by whether they enforce a store revision's authorization data
-// (see agentapi.Service.Enforcement).
-type Enforcement interface {
-	Enforcement(rev int64) (acknowledged, pending, undecided []string)
+// Acknowledgements tells which store revision's authorization data an agent reported enforcing.
+type Acknowledgements interface {
+	Acknowledged(id spiffeid.ID) int64
 }
 
-// GetEnforcement says which connected agents acknowledged the authorization data of a revision, which
-// were sent it and have not yet, and which have not been brought to it yet.
+// enforcement sorts the agents that must enforce a change to the grants of targets made at store revision
+// rev — those, not evicted, that serve an entry one of the targets covers — into acknowledged (reported
+// enforcing rev or later) and pending; offline are the pending ones without a Sync stream now.
+func (s *Service) enforcement(ctx context.Context, rev int64, targets []string) (acknowledged, pending, offline []string, err error) {
+	var entries []store.Entry
+	for _, t := range targets {
+		f := store.EntryFilter{SPIFFEIDPrefix: strings.TrimSuffix(t, "*")}
+		if !strings.HasSuffix(t, "/*") {
+			if f.SPIFFEID, err = spiffeid.FromString(t); err != nil {
+				return nil, nil, nil, apierr.Invalid(fmt.Sprintf("target %q: %v", t, err))
+			}
+			f.SPIFFEIDPrefix = ""
+		}
+		es, err := s.cfg.Entries.ListEntries(ctx, f)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("entries of %s: %w", t, err)
+		}
+		entries = append(entries, es...)
+	}
+	if len(entries) == 0 {
+		return nil, nil, nil, nil
+	}
+	agents, err := s.cfg.Agents.ListAgents(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list agents: %w", err)
+	}
+	for _, a := range agents {
+		sels := attestation.NewSet(a.Selectors...)
+		// The rule by which an agent serves an entry (agentapi's serves): its parent, or its node selectors.
+		serves := func(e store.Entry) bool {
+			return e.ParentID == a.ID || (len(e.NodeSelectors) > 0 && sels.ContainsAll(e.NodeSelectors))
+		}
+		if a.Evicted || !slices.ContainsFunc(entries, serves) {
+			continue
+		}
+		if s.cfg.Acknowledgements != nil && s.cfg.Acknowledgements.Acknowledged(a.ID) >= rev {
+			acknowledged = append(acknowledged, a.ID.String())
+			continue
+		}
+		pending = append(pending, a.ID.String())
+		if s.cfg.Connected == nil || !s.cfg.Connected(a.ID) {
+			offline = append(offline, a.ID.String())
+		}
+	}
+	return acknowledged, pending, offline, nil
+}
+
+// MaxGrantTargets bounds the targets of one GetEnforcement request (a revoke of every grant from caller to
+// target names one).
+const MaxGrantTargets = 64
+
+// GetEnforcement says which of the agents that must enforce a change to the grants of some targets have
+// acknowledged it.
 func (s *Service) GetEnforcement(ctx context.Context, req *adminv1.GetEnforcementRequest) (*adminv1.GetEnforcementResponse, error) {
 	if req.GetRevision() <= 0 {
 		return nil, apierr.Invalid("revision must be positive: give the revision kith grant or kith revoke returned")
 	}
+	if len(req.GetTargets()) > MaxGrantTargets {
+		return nil, apierr.Invalid(fmt.Sprintf("targets: %d given, at most %d", len(req.GetTargets()), MaxGrantTargets))
+	}
+	for _, t := range req.GetTargets() {
+		if _, err := s.parsePattern("targets", t); err != nil {
+			return nil, err
+		}
+	}
 	resp := &adminv1.GetEnforcementResponse{}
-	if s.cfg.Enforcement != nil {
-		resp.Acknowledged, resp.Pending, resp.Undecided = s.cfg.Enforcement.Enforcement(req.GetRevision())
+	var err error
+	resp.Acknowledged, resp.Pending, resp.Offline, err = s.enforcement(ctx, req.GetRevision(), req.GetTargets())
+	if err != nil {
+		return nil, fmt.Errorf("enforcement of revision %d: %w", req.GetRevision(), err)
 	}
 	return resp, nil
 }

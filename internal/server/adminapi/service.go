@@ -97,9 +97,8 @@ type Config struct {
 	DefaultParent spiffeid.ID
 	// Connected reports whether an agent holds a sync stream now; zero: never.
 	Connected func(id spiffeid.ID) bool
-	// Enforcement says which connected agents enforce a store revision's authorization data; zero:
-	// GetEnforcement reports no agent.
-	Enforcement Enforcement
+	// Acknowledgements says which authorization data each agent reported enforcing; zero: none did.
+	Acknowledgements Acknowledgements
 	// OnIssue observes each SVID issued ("x509" or "jwt") and how long it took.
 	OnIssue func(kind string, took time.Duration)
 	// Version is reported by GetServerInfo.

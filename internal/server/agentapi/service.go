@@ -103,9 +103,8 @@ type Service struct {
 	cfg Config
 
 	mu        sync.Mutex
-	connected map[spiffeid.ID]int          // agent → open Sync streams
-	streams   map[spiffeid.ID]*streamState // agent → its newest Sync stream
-	acks      map[spiffeid.ID]int64        // agent → the authorization revision it reported enforcing
+	connected map[spiffeid.ID]int   // agent → open Sync streams
+	acks      map[spiffeid.ID]int64 // agent → the authorization revision it reported enforcing
 }
 
 var _ agentv1.AgentServiceServer = (*Service)(nil)

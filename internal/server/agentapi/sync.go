@@ -38,8 +38,6 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 	caChanged, stopCA := s.cfg.CA.Subscribe()
 	defer stopCA()
 	defer s.connect(a.ID)()
-	st := s.track(a.ID)
-	defer s.untrack(a.ID, st)
 
 	sy := &syncer{s: s, agent: a, sels: attestation.NewSet(a.Selectors...), sent: make(map[string]string)}
 	first, err := sy.start(ctx, req.GetRevision())
@@ -56,7 +54,6 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 	if err := stream.Send(first); err != nil {
 		return err
 	}
-	st.sent(first)
 	s.cfg.Logger.Debug("agent sync started", "agent_id", a.ID.String(), "revision", first.GetRevision(),
 		"full_snapshot", first.GetFullSnapshot(), "entries", len(first.GetEntries()))
 
@@ -76,9 +73,7 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 				if err := stream.Send(msg); err != nil {
 					return err
 				}
-				st.sent(msg)
 			}
-			st.reached(sy.rev)
 		case <-caChanged:
 			b, err := bundleProto(s.cfg.CA.Bundle())
 			if err != nil {

@@ -974,11 +974,12 @@ func (x *RevokeGrantsResponse) GetRevision() int64 {
 	return 0
 }
 
-// GetEnforcementRequest asks which connected agents enforce the authorization data of a store revision
-// (a grant or revoke's revision).
+// GetEnforcementRequest asks which agents enforce a change to the grants of targets made at a store
+// revision (the revision kith grant or kith revoke got back).
 type GetEnforcementRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Targets       []string               `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"` // the changed grants' targets (SPIFFE IDs or prefixes ending in /*)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1020,15 +1021,20 @@ func (x *GetEnforcementRequest) GetRevision() int64 {
 	return 0
 }
 
-// GetEnforcementResponse: the agents that must enforce the change are the connected ones whose
-// authorization data changed at that revision or later (the grant's target or caller is theirs).
+func (x *GetEnforcementRequest) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// GetEnforcementResponse sorts the agents that must enforce the change: those, not evicted, that serve an
+// entry one of the targets covers (by parent or node selectors).
 type GetEnforcementResponse struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Acknowledged []string               `protobuf:"bytes,1,rep,name=acknowledged,proto3" json:"acknowledged,omitempty"` // agents that report enforcing the revision or a later one
-	Pending      []string               `protobuf:"bytes,2,rep,name=pending,proto3" json:"pending,omitempty"`           // agents sent the change that have not yet acknowledged it
-	// Connected agents whose Sync stream has not reached the revision yet: whether they must enforce the
-	// change is not known yet.
-	Undecided     []string `protobuf:"bytes,3,rep,name=undecided,proto3" json:"undecided,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acknowledged  []string               `protobuf:"bytes,1,rep,name=acknowledged,proto3" json:"acknowledged,omitempty"` // report enforcing the revision or a later one
+	Pending       []string               `protobuf:"bytes,2,rep,name=pending,proto3" json:"pending,omitempty"`           // have not yet
+	Offline       []string               `protobuf:"bytes,3,rep,name=offline,proto3" json:"offline,omitempty"`           // the pending ones with no Sync stream now: they get it when they reconnect
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1077,9 +1083,9 @@ func (x *GetEnforcementResponse) GetPending() []string {
 	return nil
 }
 
-func (x *GetEnforcementResponse) GetUndecided() []string {
+func (x *GetEnforcementResponse) GetOffline() []string {
 	if x != nil {
-		return x.Undecided
+		return x.Offline
 	}
 	return nil
 }
@@ -4704,13 +4710,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x06target\x18\x03 \x01(\tR\x06target\"`\n" +
 	"\x14RevokeGrantsResponse\x12,\n" +
 	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"3\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"M\n" +
 	"\x15GetEnforcementRequest\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"t\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x18\n" +
+	"\atargets\x18\x02 \x03(\tR\atargets\"p\n" +
 	"\x16GetEnforcementResponse\x12\"\n" +
 	"\facknowledged\x18\x01 \x03(\tR\facknowledged\x12\x18\n" +
-	"\apending\x18\x02 \x03(\tR\apending\x12\x1c\n" +
-	"\tundecided\x18\x03 \x03(\tR\tundecided\"\x7f\n" +
+	"\apending\x18\x02 \x03(\tR\apending\x12\x18\n" +
+	"\aoffline\x18\x03 \x03(\tR\aoffline\"\x7f\n" +
 	"\x11ListGrantsRequest\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
