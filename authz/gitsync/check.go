@@ -22,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
 
 	"github.com/kithid/kith/authz"
@@ -38,6 +39,8 @@ type Policy struct {
 	Unread []string
 	// dataNotes are what the data file holds that can never take effect: unknown keys, expired grants.
 	dataNotes []string
+	// grantOrigins names where each of Grants is in the data file ("data.yaml: grants[3]").
+	grantOrigins []string
 
 	// Results are the outcomes of the Rego tests, in the order they ran (after Test or Check).
 	Results []TestResult
@@ -267,8 +270,28 @@ func (p *Policy) readData(name string, raw []byte) error {
 			continue
 		}
 		p.Grants = append(p.Grants, g)
+		p.grantOrigins = append(p.grantOrigins, fmt.Sprintf("%s: grants[%d]", name, i))
 	}
 	p.Labels = df.Labels
+	return errors.Join(errs...)
+}
+
+// CheckTrustDomain refuses the data file's grants whose caller or target is outside trust domain td, as
+// `kith grant` refuses them: such a grant could never match (agents see only identities of td), and a
+// typo in the trust domain should not pass silently. Each error names the file and the grant.
+func (p *Policy) CheckTrustDomain(td spiffeid.TrustDomain) error {
+	var errs []error
+	for i, g := range p.Grants {
+		for _, end := range []struct{ role, pattern string }{{"caller", g.Caller}, {"target", g.Target}} {
+			id, err := spiffeid.FromString(strings.TrimSuffix(end.pattern, "/*"))
+			if end.pattern == "spiffe://"+td.Name()+"/*" {
+				continue
+			}
+			if err != nil || id.TrustDomain() != td {
+				errs = append(errs, fmt.Errorf("%s: %s %s is not in this server's trust domain %s: a grant can name only identities of %s", p.grantOrigins[i], end.role, end.pattern, td, td))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = &readiness{store: st, now: cfg.Now}
 	s.health.probe(ctx)
 	s.policy, err = policy.New(ctx, policy.Config{
-		Store: st, DataDir: c.DataDir, Source: c.Policy,
+		Store: st, DataDir: c.DataDir, Source: c.Policy, TrustDomain: td,
 		Engine:     authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision, WhatIf: true},
 		Registerer: s.metrics.reg,
 		Logger:     cfg.Logger.With("component", "policy"),
