@@ -36,8 +36,8 @@ func (f *entryFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.parent, "parent", "", "SPIFFE ID of the agent that serves this entry")
 	fl.StringSliceVar(&f.nodeSelectors, "node-selector", nil, "serve on every agent whose node has this selector, e.g. join_token:name:node1 (repeatable)")
 	fl.StringSliceVar(&f.selectors, "selector", nil, "workload selector type:key:value, e.g. unix:uid:1000 (repeatable; all must match)")
-	durationVar(fl, &f.ttl, "ttl", 0, "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
-	durationVar(fl, &f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
+	ttlVar(fl, &f.ttl, "ttl", "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
+	ttlVar(fl, &f.jwtTTL, "jwt-ttl", "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
 	fl.StringSliceVar(&f.dnsNames, "dns-name", nil, "DNS SAN to add to the X.509-SVID (repeatable)")
 	fl.StringSliceVar(&f.labels, "label", nil, "label key=value, e.g. env=dev (repeatable)")
 }
