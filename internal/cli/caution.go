@@ -64,11 +64,19 @@ func (e *env) checkGrantEnds(ctx context.Context, c adminv1.AdminServiceClient, 
 // checkEntry cautions about an entry that no agent can serve now: a --parent that is no attested agent,
 // or selectors of an attestor this Kith does not have.
 func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
-	if p := pe.GetParentId(); p != "" {
+	return e.checkEntryIn(ctx, pe, "", map[string]bool{})
+}
+
+// checkEntryIn is checkEntry for one entry of several: where ("--data f.yaml: entries[3]: ") starts each
+// caution, and parents holds the parents already looked up.
+func (e *env) checkEntryIn(ctx context.Context, pe *adminv1.Entry, where string, parents map[string]bool) error {
+	caution := func(msg string) error { return e.caution(where + msg) }
+	if p := pe.GetParentId(); p != "" && !parents[p] {
+		parents[p] = true
 		_, err := call(ctx, e, adminv1.AdminServiceClient.GetAgent, &adminv1.GetAgentRequest{Id: p})
 		switch {
 		case status.Code(err) == codes.NotFound:
-			if err := e.caution(fmt.Sprintf("no agent %s has attested: nothing serves the entry until one does (see kith agents list)", p)); err != nil {
+			if err := caution(fmt.Sprintf("no agent %s has attested: nothing serves the entry until one does (see kith agents list)", p)); err != nil {
 				return err
 			}
 		case err != nil && status.Code(err) != codes.InvalidArgument: // a malformed ID: the server says what is wrong
@@ -82,7 +90,7 @@ func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
 			continue // malformed: the server refuses it and says why
 		}
 		if typ := sel.Type; !slices.Contains(workloadTypes, typ) {
-			if err := e.caution(fmt.Sprintf("selector %s: no workload attestor of this Kith gives %s selectors (it has %s), so no workload matches it", s, typ, strings.Join(workloadTypes, ", "))); err != nil {
+			if err := caution(fmt.Sprintf("selector %s: no workload attestor of this Kith gives %s selectors (it has %s), so no workload matches it", s, typ, strings.Join(workloadTypes, ", "))); err != nil {
 				return err
 			}
 		}
@@ -93,7 +101,7 @@ func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
 			continue
 		}
 		if typ := sel.Type; typ != jointoken.Type && typ != attestation.TypeK8sPSAT {
-			if err := e.caution(fmt.Sprintf("node selector %s: no node attestor of this Kith gives %s selectors (it has %s, %s), so no agent serves the entry", s, typ, attestation.TypeJoinToken, attestation.TypeK8sPSAT)); err != nil {
+			if err := caution(fmt.Sprintf("node selector %s: no node attestor of this Kith gives %s selectors (it has %s, %s), so no agent serves the entry", s, typ, attestation.TypeJoinToken, attestation.TypeK8sPSAT)); err != nil {
 				return err
 			}
 		}

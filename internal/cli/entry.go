@@ -309,8 +309,13 @@ func (e *env) createEntriesFrom(cmd *cobra.Command, file string) error {
 	if len(entries) == 0 {
 		return fmt.Errorf("--data %s holds no entries", file)
 	}
-	for _, pe := range entries {
+	parents := map[string]bool{}
+	for i, pe := range entries {
 		pe.Id, pe.CreatedAt, pe.UpdatedAt, pe.Revision = "", nil, nil, 0
+		// The cautions of kith entry create, per entry (refusals with --strict), before anything is stored.
+		if err := e.checkEntryIn(cmd.Context(), pe, fmt.Sprintf("--data %s: entries[%d]: ", file, i), parents); err != nil {
+			return err
+		}
 	}
 	resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.BatchCreateEntries, &adminv1.BatchCreateEntriesRequest{Entries: entries})
 	if err != nil {
