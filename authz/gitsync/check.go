@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -140,8 +141,10 @@ type dataFile struct {
 // dataFiles are the names a data file may have, by preference.
 var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
 
-// Read reads the policy files under dir. Hidden directories (such as .git) are skipped.
+// Read reads the policy files under dir within the default Limits. Hidden directories (such as .git) are
+// skipped.
 func Read(dir string) (*Policy, error) {
+	b := newBudget(Limits{})
 	files := map[string][]byte{}
 	var unread []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -165,7 +168,14 @@ func Read(dir string) (*Policy, error) {
 		if !isPolicyFile(rel) {
 			return nil
 		}
-		data, err := os.ReadFile(path)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if err := b.take(rel, info.Size()); err != nil {
+			return err
+		}
+		data, err := readAtMost(path, info.Size())
 		if err != nil {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
@@ -177,6 +187,27 @@ func Read(dir string) (*Policy, error) {
 	}
 	return fromFiles(files, unread)
 }
+
+// readAtMost reads the file at path, of size bytes when it was looked at, failing if it has grown since.
+func readAtMost(path string, size int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, size+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > size {
+		return nil, fmt.Errorf("it grew while being read (from %d bytes)", size)
+	}
+	return data, nil
+}
+
+// isDataFile reports whether a file (slash-separated path relative to the policy directory) is a data
+// file the loader reads.
+func isDataFile(name string) bool { return slices.Contains(dataFiles, name) }
 
 // isPolicyFile reports whether a file (slash-separated path relative to the policy directory) is read:
 // a *.rego file outside hidden directories, or a data file at the top.
