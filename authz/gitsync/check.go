@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -141,68 +139,10 @@ type dataFile struct {
 // dataFiles are the names a data file may have, by preference.
 var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
 
-// Read reads the policy files under dir within the default Limits. Hidden directories (such as .git) are
-// skipped.
+// Read reads the policy files under dir within the default Limits, with the loader Git sync uses (see
+// load). Hidden directories (such as .git) are skipped.
 func Read(dir string) (*Policy, error) {
-	b := newBudget(Limits{})
-	files := map[string][]byte{}
-	var unread []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != dir {
-			return filepath.SkipDir
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if isUnreadData(rel) {
-			unread = append(unread, rel)
-		}
-		if !isPolicyFile(rel) {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if err := b.take(rel, info.Size()); err != nil {
-			return err
-		}
-		data, err := readAtMost(path, info.Size())
-		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
-		}
-		files[rel] = data
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
-	}
-	return fromFiles(files, unread)
-}
-
-// readAtMost reads the file at path, of size bytes when it was looked at, failing if it has grown since.
-func readAtMost(path string, size int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, size+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > size {
-		return nil, fmt.Errorf("it grew while being read (from %d bytes)", size)
-	}
-	return data, nil
+	return load(dirTree{root: dir}, Limits{}, "")
 }
 
 // isDataFile reports whether a file (slash-separated path relative to the policy directory) is a data

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -366,10 +365,9 @@ func isFile(m filemode.FileMode) bool {
 	return m == filemode.Regular || m == filemode.Executable || m == filemode.Deprecated
 }
 
-// readCommit reads the policy under dir (slash-separated; "" or "." for the root) from a commit's tree,
-// the way Read reads a directory, within limits. Only files count, executable or not: a symbolic link is
-// not followed. Only trees under dir and the policy files' blobs are read; each blob's size is checked
-// before its content is.
+// readCommit reads the policy under dir (slash-separated; "" or "." for the root) from a commit's tree
+// with the loader Read uses (load), within limits. Only trees under dir and the policy files' blobs are
+// read; each blob's size is checked before its content is.
 func readCommit(c *object.Commit, dir string, limits Limits) (*Policy, error) {
 	tree, err := c.Tree()
 	if err != nil {
@@ -380,48 +378,9 @@ func readCommit(c *object.Commit, dir string, limits Limits) (*Policy, error) {
 			return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
 		}
 	}
-	b := newBudget(limits)
+	prefix := ""
 	if dir != "" {
-		b.prefix = dir + "/"
+		prefix = dir + "/"
 	}
-	files := map[string][]byte{}
-	var unread []string
-	w := object.NewTreeWalker(tree, true, nil)
-	defer w.Close()
-	for {
-		name, entry, err := w.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
-		}
-		if !isFile(entry.Mode) {
-			continue
-		}
-		if isUnreadData(name) {
-			unread = append(unread, name)
-		}
-		if !isPolicyFile(name) {
-			continue
-		}
-		f, err := tree.TreeEntryFile(&entry)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
-		if err := b.take(name, f.Size); err != nil {
-			return nil, err
-		}
-		r, err := f.Reader()
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
-		data, err := io.ReadAll(io.LimitReader(r, f.Size))
-		r.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
-		files[name] = data
-	}
-	return fromFiles(files, unread)
+	return load(commitTree{t: tree}, limits, prefix)
 }

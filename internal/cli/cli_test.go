@@ -39,9 +39,22 @@ type testServer struct {
 
 func startServer(t *testing.T, dir string) *testServer {
 	t.Helper()
+	s, err := startServerWith(t, dir, nil)
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	return s
+}
+
+// startServerWith is startServer with the config changed by mod; it returns server.New's error.
+func startServerWith(t *testing.T, dir string, mod func(*config.Server)) (*testServer, error) {
+	t.Helper()
 	cfg := &config.Server{DataDir: dir, TrustDomain: "example.org"}
 	cfg.Listen.GRPC = "127.0.0.1:0"
 	cfg.Listen.HTTP = "127.0.0.1:0"
+	if mod != nil {
+		mod(cfg)
+	}
 	if err := cfg.Finish(); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +62,7 @@ func startServer(t *testing.T, dir string) *testServer {
 	srv, err := server.New(ctx, server.Config{Config: cfg})
 	if err != nil {
 		cancel()
-		t.Fatalf("start server: %v", err)
+		return nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -72,7 +85,7 @@ func startServer(t *testing.T, dir string) *testServer {
 		}
 	}
 	t.Cleanup(ts.stop)
-	return ts
+	return ts, nil
 }
 
 // kith runs the CLI against the server and returns stdout, stderr and the exit code.
