@@ -30,10 +30,10 @@ func TestSelectorTypesAreCheckedForDataFileEntries(t *testing.T) {
 		created  bool
 	}{
 		{"a type no Kith knows is refused", "kubernetes:ns:default", false, 1, `unknown type "kubernetes"`, false},
-		{"a type without an attestor here, with --strict, is refused before anything is stored", "k8s:ns:default", true, 1,
-			"--data " + file + ": entries[1]: selector k8s:ns:default: no workload attestor of this Kith gives k8s selectors", false},
-		{"a type without an attestor here is a warning", "k8s:ns:default", false, 0,
-			"warning: --data " + file + ": entries[1]: selector k8s:ns:default", true},
+		{"a type without an attestor here, with --strict, is refused before anything is stored", "join_token:name:n1", true, 1,
+			"--data " + file + ": entries[1]: selector join_token:name:n1: no workload attestor of this Kith gives join_token selectors", false},
+		{"a type without an attestor here is a warning", "join_token:name:n1", false, 0,
+			"warning: --data " + file + ": entries[1]: selector join_token:name:n1", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
