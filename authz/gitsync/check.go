@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
 
 	"github.com/kithid/kith/authz"
@@ -38,6 +38,8 @@ type Policy struct {
 	Unread []string
 	// dataNotes are what the data file holds that can never take effect: unknown keys, expired grants.
 	dataNotes []string
+	// grantOrigins names where each of Grants is in the data file ("data.yaml: grants[3]").
+	grantOrigins []string
 
 	// Results are the outcomes of the Rego tests, in the order they ran (after Test or Check).
 	Results []TestResult
@@ -137,43 +139,15 @@ type dataFile struct {
 // dataFiles are the names a data file may have, by preference.
 var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
 
-// Read reads the policy files under dir. Hidden directories (such as .git) are skipped.
+// Read reads the policy files under dir within the default Limits, with the loader Git sync uses (see
+// load). Hidden directories (such as .git) are skipped.
 func Read(dir string) (*Policy, error) {
-	files := map[string][]byte{}
-	var unread []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != dir {
-			return filepath.SkipDir
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if isUnreadData(rel) {
-			unread = append(unread, rel)
-		}
-		if !isPolicyFile(rel) {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
-		}
-		files[rel] = data
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
-	}
-	return fromFiles(files, unread)
+	return load(dirTree{root: dir}, Limits{}, "")
 }
+
+// isDataFile reports whether a file (slash-separated path relative to the policy directory) is a data
+// file the loader reads.
+func isDataFile(name string) bool { return slices.Contains(dataFiles, name) }
 
 // isPolicyFile reports whether a file (slash-separated path relative to the policy directory) is read:
 // a *.rego file outside hidden directories, or a data file at the top.
@@ -267,8 +241,28 @@ func (p *Policy) readData(name string, raw []byte) error {
 			continue
 		}
 		p.Grants = append(p.Grants, g)
+		p.grantOrigins = append(p.grantOrigins, fmt.Sprintf("%s: grants[%d]", name, i))
 	}
 	p.Labels = df.Labels
+	return errors.Join(errs...)
+}
+
+// CheckTrustDomain refuses the data file's grants whose caller or target is outside trust domain td, as
+// `kith grant` refuses them: such a grant could never match (agents see only identities of td), and a
+// typo in the trust domain should not pass silently. Each error names the file and the grant.
+func (p *Policy) CheckTrustDomain(td spiffeid.TrustDomain) error {
+	var errs []error
+	for i, g := range p.Grants {
+		for _, end := range []struct{ role, pattern string }{{"caller", g.Caller}, {"target", g.Target}} {
+			id, err := spiffeid.FromString(strings.TrimSuffix(end.pattern, "/*"))
+			if end.pattern == "spiffe://"+td.Name()+"/*" {
+				continue
+			}
+			if err != nil || id.TrustDomain() != td {
+				errs = append(errs, fmt.Errorf("%s: %s %s is not in this server's trust domain %s: a grant can name only identities of %s", p.grantOrigins[i], end.role, end.pattern, td, td))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -4,21 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
 
@@ -49,8 +54,13 @@ type Config struct {
 	// Reject is told about a commit that failed (sha is empty when the fetch itself failed). Optional.
 	Reject func(ctx context.Context, sha string, err error)
 	// Last is the commit already in force, if any: it is not applied again.
-	Last   string
-	Logger *slog.Logger // zero: discard
+	Last string
+	// Limits bound the policy files read from a commit; zero fields: the defaults.
+	Limits Limits
+	// WorkDir is where a fetch writes the repository's objects while the commit is read (a temporary
+	// directory, removed after), so that large objects stay on disk. Zero: the system's temp dir.
+	WorkDir string
+	Logger  *slog.Logger // zero: discard
 }
 
 // Syncer follows a policy repository.
@@ -139,12 +149,13 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	if key != "" && key == s.lastKey {
 		return s.last, nil
 	}
-	commit, err := s.fetch(ctx, refName)
+	commit, done, err := s.fetch(ctx, refName)
 	if err != nil {
 		err = fmt.Errorf("fetch %s: %w", s.cfg.URL, err)
 		s.reject(ctx, "", err)
 		return "", err
 	}
+	defer done()
 	s.lastKey = key
 	sha := commit.Hash.String()
 	if sha == s.last {
@@ -152,7 +163,7 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	}
 	s.last = sha
 	fetched := time.Now()
-	p, err := readCommit(commit, s.cfg.Path)
+	p, err := readCommit(commit, s.cfg.Path, s.cfg.Limits)
 	if err == nil {
 		err = p.test(ctx, s.parsed)
 	}
@@ -236,17 +247,96 @@ func (s *Syncer) resolve(ctx context.Context) (string, plumbing.ReferenceName, e
 	return "", "", fmt.Errorf("ref %q not found on the remote: give a branch, tag or commit SHA", s.cfg.Ref)
 }
 
-// fetch clones refName (depth 1) or, for a commit SHA, the whole history, into memory and returns the
-// commit the ref names. Nothing is written to disk: the policy is read from the commit's tree.
-func (s *Syncer) fetch(ctx context.Context, refName plumbing.ReferenceName) (*object.Commit, error) {
+// largeObject is the size above which an object of a fetched repository is read from disk as it is
+// used instead of being loaded whole: the blobs outside the policy path are never read at all.
+const largeObject = 64 << 10
+
+// fetch clones refName (depth 1, that branch or tag only, no tags) or, for a commit SHA, the whole history,
+// and returns the commit the ref names; done removes what the fetch wrote. go-git fetches whole trees:
+// it has no partial clone (--filter=blob:none) and no sparse fetch, so the pack holds every blob of the
+// commit, the ones outside the policy path too. The pack is therefore written to a temporary directory,
+// not kept in memory, and objects larger than largeObject are read from it only when used; the commit's
+// tree is then read under the policy path alone (readCommit). Nothing is checked out.
+func (s *Syncer) fetch(ctx context.Context, refName plumbing.ReferenceName) (c *object.Commit, done func(), err error) {
+	dir, err := os.MkdirTemp(s.cfg.WorkDir, "kith-policy-fetch-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("work dir: %w", err)
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	st := filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(cache.MiByte), filesystem.Options{LargeObjectThreshold: largeObject})
 	opts := &git.CloneOptions{URL: s.cfg.URL, Auth: s.auth, Tags: git.NoTags, NoCheckout: true}
 	if refName != "" {
 		opts.ReferenceName, opts.SingleBranch, opts.Depth = refName, true, 1
 	}
-	repo, err := git.CloneContext(ctx, memory.NewStorage(), nil, opts)
+	repo, err := s.cloneAtMost(ctx, dir, st, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	c, err = s.commitOf(repo, refName)
+	return c, cleanup, err
+}
+
+// fetchWatch is how often a fetch's size on disk is checked against Limits.MaxFetchBytes.
+const fetchWatch = 20 * time.Millisecond
+
+// cloneAtMost clones into st (on disk in dir), stopping the clone once dir holds more than
+// Limits.MaxFetchBytes: a repository that large is not a policy repository, and go-git holds each object
+// of the pack in memory while it indexes it.
+func (s *Syncer) cloneAtMost(ctx context.Context, dir string, st *filesystem.Storage, opts *git.CloneOptions) (*git.Repository, error) {
+	max := s.cfg.Limits.withDefaults().MaxFetchBytes
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	tooBig := fmt.Errorf("the fetch passed %d bytes (policy.git.max_fetch_bytes): go-git fetches every file of the commit, not only the policy path, so keep large files out of the policy repository or raise the limit", max)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		t := time.NewTicker(fetchWatch)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if dirSize(dir) > max {
+				cancel(tooBig)
+				return
+			}
+		}
+	}()
+	repo, err := git.CloneContext(ctx, st, nil, opts)
+	cancel(nil)
+	<-watching
+	if errors.Is(context.Cause(ctx), tooBig) {
+		return nil, tooBig
+	}
+	if err == nil && dirSize(dir) > max {
+		return nil, tooBig // fetched between two looks
+	}
+	return repo, err
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// commitOf returns the commit refName (or, when empty, the configured commit SHA) names in repo.
+func (s *Syncer) commitOf(repo *git.Repository, refName plumbing.ReferenceName) (*object.Commit, error) {
 	hash := plumbing.NewHash(s.cfg.Ref)
 	if refName != "" {
 		head, err := repo.Head()
@@ -275,9 +365,10 @@ func isFile(m filemode.FileMode) bool {
 	return m == filemode.Regular || m == filemode.Executable || m == filemode.Deprecated
 }
 
-// readCommit reads the policy under dir (slash-separated; "" or "." for the root) from a commit's tree,
-// the way Read reads a directory. Only files count, executable or not: a symbolic link is not followed.
-func readCommit(c *object.Commit, dir string) (*Policy, error) {
+// readCommit reads the policy under dir (slash-separated; "" or "." for the root) from a commit's tree
+// with the loader Read uses (load), within limits. Only trees under dir and the policy files' blobs are
+// read; each blob's size is checked before its content is.
+func readCommit(c *object.Commit, dir string, limits Limits) (*Policy, error) {
 	tree, err := c.Tree()
 	if err != nil {
 		return nil, fmt.Errorf("read commit %s: %w", short(c.Hash.String()), err)
@@ -287,29 +378,9 @@ func readCommit(c *object.Commit, dir string) (*Policy, error) {
 			return nil, fmt.Errorf("read policy dir %s: %w", dir, err)
 		}
 	}
-	files := map[string][]byte{}
-	var unread []string
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if isFile(f.Mode) && isUnreadData(f.Name) {
-			unread = append(unread, f.Name)
-		}
-		if !isFile(f.Mode) || !isPolicyFile(f.Name) {
-			return nil
-		}
-		r, err := f.Reader()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Name, err)
-		}
-		defer r.Close()
-		b, err := io.ReadAll(r)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Name, err)
-		}
-		files[f.Name] = b
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	prefix := ""
+	if dir != "" {
+		prefix = dir + "/"
 	}
-	return fromFiles(files, unread)
+	return load(commitTree{t: tree}, limits, prefix)
 }

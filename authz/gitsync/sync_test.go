@@ -132,7 +132,7 @@ func TestSync(t *testing.T) {
 			t.Errorf("got %+v, want commit %s", got, good)
 		}
 	})
-	t.Run("files in hidden directories and symbolic links are not read", func(t *testing.T) {
+	t.Run("files in hidden directories are not read, and a link out of the tree is refused", func(t *testing.T) {
 		outside := filepath.Join(t.TempDir(), "outside.rego")
 		if err := os.WriteFile(outside, []byte("package kith.ext\n\nallow := true\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -140,11 +140,18 @@ func TestSync(t *testing.T) {
 		if err := os.Symlink(outside, filepath.Join(repo.Dir, "policy", "link.rego")); err != nil {
 			t.Fatal(err)
 		}
-		sha := repo.Commit(map[string]string{"policy/.hidden/x.rego": "package kith.ext\n\ndeny contains \"hidden\" if true\n",
+		linked := repo.Commit(map[string]string{"policy/.hidden/x.rego": "package kith.ext\n\ndeny contains \"hidden\" if true\n",
 			"policy/sub/ok.rego": "package kith.ext.sub\n\nx := 1\n"})
 		var got gitsync.Commit
 		s2, _ := gitsync.New(gitsync.Config{URL: repo.Dir, Ref: "main", Path: "./policy/",
 			Apply: func(_ context.Context, c gitsync.Commit) error { got = c; return nil }})
+		if _, err := s2.Sync(ctx); err == nil || !strings.Contains(err.Error(), "policy/link.rego is a symbolic link to "+outside+", outside the policy tree: refused") {
+			t.Fatalf("Sync of %s with a link out of the tree: error %v, want it refused naming the link", linked, err)
+		}
+		if err := os.Remove(filepath.Join(repo.Dir, "policy", "link.rego")); err != nil {
+			t.Fatal(err)
+		}
+		sha := repo.Commit(nil)
 		if _, err := s2.Sync(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +64,7 @@ type Agent struct {
 	jwt      *jwtcache.Cache
 	policy   *policy.Applier
 	reporter *policy.Reporter
+	authzRev atomic.Int64 // revision of the authorization data applied last
 	persist  *state.Persister
 	link     *link.Link
 	sync     *syncer.Syncer
@@ -131,7 +133,7 @@ func New(cfg Config) (*Agent, error) {
 	if a.policy, err = policy.New(policy.Config{Engine: a.engine, OnChange: a.persist.MarkDirty, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if a.reporter, err = policy.NewReporter(policy.ReporterConfig{Revision: a.policy.Revision, Client: a.statusClient, Logger: cfg.Logger}); err != nil {
+	if a.reporter, err = policy.NewReporter(policy.ReporterConfig{Revision: a.policy.Revision, Client: a.statusClient, AuthzRevision: a.authzRev.Load, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	sc := syncer.Config{

@@ -33,6 +33,8 @@ func (a *Agent) applySync(ctx context.Context, msg *agentv1.SyncResponse) error 
 		if err := a.policy.ApplyAuthz(ctx, msg.GetAuthz()); err != nil {
 			return err
 		}
+		a.authzRev.Store(msg.GetRevision())
+		a.reporter.Acknowledge() // kith grant and revoke count the agents that enforce a change
 	}
 	entries := make([]cache.Entry, 0, len(msg.GetEntries()))
 	for _, pe := range msg.GetEntries() {

@@ -17,7 +17,7 @@ func (e *env) agentsCommand() *cobra.Command {
 		Short: "List agents",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAgents, &adminv1.ListAgentsRequest{})
+			resp, err := withClient(cmd.Context(), e, listAgents)
 			if err != nil {
 				return err
 			}
@@ -93,7 +93,7 @@ func (e *env) agentsCommand() *cobra.Command {
 		Short: "Print the number of agents, evicted and banned ones included",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAgents, &adminv1.ListAgentsRequest{})
+			resp, err := withClient(cmd.Context(), e, listAgents)
 			if err != nil {
 				return err
 			}

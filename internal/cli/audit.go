@@ -47,7 +47,9 @@ func (e *env) auditCommand() *cobra.Command {
 				req.NewestFirst = limit > 0
 				return e.followAudit(cmd.Context(), req)
 			}
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuditEvents, req)
+			resp, err := withClient(cmd.Context(), e, func(ctx context.Context, c adminv1.AdminServiceClient) (*adminv1.ListAuditEventsResponse, error) {
+				return listAuditEvents(ctx, c, req)
+			})
 			if err != nil {
 				return err
 			}
@@ -210,7 +212,7 @@ func (e *env) followAudit(ctx context.Context, req *adminv1.ListAuditEventsReque
 		}
 		return nil
 	}
-	resp, err := c.ListAuditEvents(ctx, req)
+	resp, err := listAuditEvents(ctx, c, req)
 	if err != nil {
 		return err
 	}
@@ -233,7 +235,7 @@ func (e *env) followAudit(ctx context.Context, req *adminv1.ListAuditEventsReque
 			return nil // interrupted: the normal end of --follow
 		case <-t.C:
 		}
-		resp, err := c.ListAuditEvents(ctx, &adminv1.ListAuditEventsRequest{AfterSeq: last})
+		resp, err := listAuditEvents(ctx, c, &adminv1.ListAuditEventsRequest{AfterSeq: last})
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -15,7 +15,7 @@ func (e *env) caCommand() *cobra.Command {
 		Short: "List roots, signing intermediates and JWT keys with state and expiry",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListAuthorities, &adminv1.ListAuthoritiesRequest{})
+			resp, err := withClient(cmd.Context(), e, listAuthorities)
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,6 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/attestation/node/jointoken"
 	"github.com/kithid/kith/attestation/workload"
-	"github.com/kithid/kith/authz/grant"
 )
 
 // bindStrict gives a verb --strict: what it would warn about (a value that is well-formed but matches
@@ -34,11 +33,21 @@ func (e *env) caution(msg string) error {
 }
 
 // checkGrantEnds cautions about a grant whose caller or target no registration entry has (or, for a
-// prefix, no entry falls under): a typo such as spiffe://kith.test/paymnets would never match.
-func (e *env) checkGrantEnds(entries []*adminv1.Entry, caller, target string) error {
+// prefix, no entry falls under): a typo such as spiffe://kith.test/paymnets would never match. Each end
+// is one indexed lookup of at most one entry.
+func (e *env) checkGrantEnds(ctx context.Context, c adminv1.AdminServiceClient, caller, target string) error {
 	for _, end := range []struct{ role, pattern string }{{"caller", caller}, {"target", target}} {
-		covered := slices.ContainsFunc(entries, func(pe *adminv1.Entry) bool { return grant.Covers(end.pattern, pe.GetSpiffeId()) })
-		if covered {
+		req := &adminv1.ListEntriesRequest{SpiffeId: end.pattern, PageSize: 1}
+		if prefix, ok := strings.CutSuffix(end.pattern, "*"); ok {
+			req = &adminv1.ListEntriesRequest{SpiffeIdPrefix: prefix, PageSize: 1}
+		}
+		resp, err := c.ListEntries(ctx, req)
+		switch {
+		case status.Code(err) == codes.InvalidArgument:
+			continue // not an ID of this trust domain: creating the grant says what is wrong
+		case err != nil:
+			return err
+		case len(resp.GetEntries()) > 0:
 			continue
 		}
 		what := "no registered identity is " + end.pattern
@@ -55,11 +64,19 @@ func (e *env) checkGrantEnds(entries []*adminv1.Entry, caller, target string) er
 // checkEntry cautions about an entry that no agent can serve now: a --parent that is no attested agent,
 // or selectors of an attestor this Kith does not have.
 func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
-	if p := pe.GetParentId(); p != "" {
+	return e.checkEntryIn(ctx, pe, "", map[string]bool{})
+}
+
+// checkEntryIn is checkEntry for one entry of several: where ("--data f.yaml: entries[3]: ") starts each
+// caution, and parents holds the parents already looked up.
+func (e *env) checkEntryIn(ctx context.Context, pe *adminv1.Entry, where string, parents map[string]bool) error {
+	caution := func(msg string) error { return e.caution(where + msg) }
+	if p := pe.GetParentId(); p != "" && !parents[p] {
+		parents[p] = true
 		_, err := call(ctx, e, adminv1.AdminServiceClient.GetAgent, &adminv1.GetAgentRequest{Id: p})
 		switch {
 		case status.Code(err) == codes.NotFound:
-			if err := e.caution(fmt.Sprintf("no agent %s has attested: nothing serves the entry until one does (see kith agents list)", p)); err != nil {
+			if err := caution(fmt.Sprintf("no agent %s has attested: nothing serves the entry until one does (see kith agents list)", p)); err != nil {
 				return err
 			}
 		case err != nil && status.Code(err) != codes.InvalidArgument: // a malformed ID: the server says what is wrong
@@ -73,7 +90,7 @@ func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
 			continue // malformed: the server refuses it and says why
 		}
 		if typ := sel.Type; !slices.Contains(workloadTypes, typ) {
-			if err := e.caution(fmt.Sprintf("selector %s: no workload attestor of this Kith gives %s selectors (it has %s), so no workload matches it", s, typ, strings.Join(workloadTypes, ", "))); err != nil {
+			if err := caution(fmt.Sprintf("selector %s: no workload attestor of this Kith gives %s selectors (it has %s), so no workload matches it", s, typ, strings.Join(workloadTypes, ", "))); err != nil {
 				return err
 			}
 		}
@@ -84,7 +101,7 @@ func (e *env) checkEntry(ctx context.Context, pe *adminv1.Entry) error {
 			continue
 		}
 		if typ := sel.Type; typ != jointoken.Type && typ != attestation.TypeK8sPSAT {
-			if err := e.caution(fmt.Sprintf("node selector %s: no node attestor of this Kith gives %s selectors (it has %s, %s), so no agent serves the entry", s, typ, attestation.TypeJoinToken, attestation.TypeK8sPSAT)); err != nil {
+			if err := caution(fmt.Sprintf("node selector %s: no node attestor of this Kith gives %s selectors (it has %s, %s), so no agent serves the entry", s, typ, attestation.TypeJoinToken, attestation.TypeK8sPSAT)); err != nil {
 				return err
 			}
 		}

@@ -206,6 +206,11 @@ func subcommandNames(c *cobra.Command) []string {
 // extraCommands lets verbs in other files register themselves.
 var extraCommands []func(*env) *cobra.Command
 
+// maxRecvMsgSize is the largest admin API response the CLI takes. Lists come in pages of at most
+// 2 MiB, but one answer can be larger than gRPC's default 4 MiB: policy status names every agent with
+// its revision, a policy history entry carries a rejection's error text.
+const maxRecvMsgSize = 64 << 20
+
 // admin dials the admin socket.
 func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
 	if _, err := os.Stat(e.adminSocket); err != nil {
@@ -215,7 +220,8 @@ func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin socket %s: %w", e.adminSocket, err)
 	}
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to admin socket %s: %w", e.adminSocket, err)
 	}
@@ -275,6 +281,17 @@ func call[Req, Resp any](ctx context.Context, e *env, rpc func(adminv1.AdminServ
 	}
 	defer done()
 	return rpc(c, ctx, req, opts...)
+}
+
+// withClient dials the admin socket, calls f with the client and closes the connection.
+func withClient[R any](ctx context.Context, e *env, f func(context.Context, adminv1.AdminServiceClient) (R, error)) (R, error) {
+	c, done, err := e.admin()
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	defer done()
+	return f(ctx, c)
 }
 
 // withAdmin makes a cobra RunE of a verb that needs several admin RPCs: it dials the admin socket, runs the

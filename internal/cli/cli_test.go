@@ -39,15 +39,22 @@ type testServer struct {
 
 func startServer(t *testing.T, dir string) *testServer {
 	t.Helper()
-	return startServerWith(t, &config.Server{DataDir: dir, TrustDomain: "example.org"})
+	s, err := startServerWith(t, dir, nil)
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	return s
 }
 
-// startServerWith starts a server of cfg (its listeners set here).
-func startServerWith(t *testing.T, cfg *config.Server) *testServer {
+// startServerWith is startServer with the config changed by mod; it returns server.New's error.
+func startServerWith(t *testing.T, dir string, mod func(*config.Server)) (*testServer, error) {
 	t.Helper()
-	dir := cfg.DataDir
+	cfg := &config.Server{DataDir: dir, TrustDomain: "example.org"}
 	cfg.Listen.GRPC = "127.0.0.1:0"
 	cfg.Listen.HTTP = "127.0.0.1:0"
+	if mod != nil {
+		mod(cfg)
+	}
 	if err := cfg.Finish(); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +62,7 @@ func startServerWith(t *testing.T, cfg *config.Server) *testServer {
 	srv, err := server.New(ctx, server.Config{Config: cfg})
 	if err != nil {
 		cancel()
-		t.Fatalf("start server: %v", err)
+		return nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -78,7 +85,7 @@ func startServerWith(t *testing.T, cfg *config.Server) *testServer {
 		}
 	}
 	t.Cleanup(ts.stop)
-	return ts
+	return ts, nil
 }
 
 // kith runs the CLI against the server and returns stdout, stderr and the exit code.

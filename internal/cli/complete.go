@@ -23,6 +23,9 @@ const (
 	grantOrIdentity // kith revoke GRANT-ID, or CALLER TARGET
 )
 
+// completePage is how many items a completion asks for: one page, the most the server sends in one.
+const completePage = 5000
+
 // completeFrom completes positional arguments from the server (shell completion: `kith completion bash`):
 // each argument is of the kind at its position, the last kind repeating. Without a server it offers
 // nothing, quickly.
@@ -39,7 +42,12 @@ func (e *env) completeFrom(kinds ...completion) cobra.CompletionFunc {
 		var out []string
 		switch kind {
 		case identities, entryIDs:
-			resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{})
+			// One page (completion must answer at once): the IDs under what was typed, when it is a SPIFFE ID.
+			req := &adminv1.ListEntriesRequest{PageSize: completePage}
+			if strings.HasPrefix(toComplete, "spiffe://") {
+				req.SpiffeIdPrefix = toComplete
+			}
+			resp, err := c.ListEntries(ctx, req)
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}
@@ -55,7 +63,7 @@ func (e *env) completeFrom(kinds ...completion) cobra.CompletionFunc {
 				ids, _ := e.completeFrom(identities)(cmd, nil, toComplete)
 				out = append(out, ids...)
 			}
-			resp, err := c.ListGrants(ctx, &adminv1.ListGrantsRequest{})
+			resp, err := c.ListGrants(ctx, &adminv1.ListGrantsRequest{PageSize: completePage})
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}
@@ -63,7 +71,7 @@ func (e *env) completeFrom(kinds ...completion) cobra.CompletionFunc {
 				out = append(out, g.GetId())
 			}
 		case agentIDs:
-			resp, err := c.ListAgents(ctx, &adminv1.ListAgentsRequest{})
+			resp, err := c.ListAgents(ctx, &adminv1.ListAgentsRequest{PageSize: completePage})
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}

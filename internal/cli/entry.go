@@ -36,8 +36,8 @@ func (f *entryFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.parent, "parent", "", "SPIFFE ID of the agent that serves this entry")
 	fl.StringSliceVar(&f.nodeSelectors, "node-selector", nil, "serve on every agent whose node has this selector, e.g. join_token:name:node1 (repeatable)")
 	fl.StringSliceVar(&f.selectors, "selector", nil, "workload selector type:key:value, e.g. unix:uid:1000 (repeatable; all must match)")
-	durationVar(fl, &f.ttl, "ttl", 0, "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
-	durationVar(fl, &f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
+	ttlVar(fl, &f.ttl, "ttl", "X.509-SVID lifetime (default: the server's svid.x509_ttl)")
+	ttlVar(fl, &f.jwtTTL, "jwt-ttl", "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
 	fl.StringSliceVar(&f.dnsNames, "dns-name", nil, "DNS SAN to add to the X.509-SVID (repeatable)")
 	fl.StringSliceVar(&f.labels, "label", nil, "label key=value, e.g. env=dev (repeatable)")
 }
@@ -97,7 +97,12 @@ func (e *env) entryCommand() *cobra.Command {
 		Short: "List entries",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListEntries, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent, Source: lf.source})
+			c, done, err := e.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := listEntries(cmd.Context(), c, &adminv1.ListEntriesRequest{SpiffeId: lf.spiffeID, ParentId: lf.parent, Source: lf.source})
 			if err != nil {
 				return err
 			}
@@ -127,7 +132,7 @@ func (e *env) entryCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("entry %q not found, and it is not a registered identity (%v): see kith entry list", arg, err)
 			}
-			resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{SpiffeId: id})
+			resp, err := listEntries(ctx, c, &adminv1.ListEntriesRequest{SpiffeId: id})
 			if err != nil {
 				return err
 			}
@@ -305,8 +310,13 @@ func (e *env) createEntriesFrom(cmd *cobra.Command, file string) error {
 	if len(entries) == 0 {
 		return fmt.Errorf("--data %s holds no entries", file)
 	}
-	for _, pe := range entries {
+	parents := map[string]bool{}
+	for i, pe := range entries {
 		pe.Id, pe.CreatedAt, pe.UpdatedAt, pe.Revision = "", nil, nil, 0
+		// The cautions of kith entry create, per entry (refusals with --strict), before anything is stored.
+		if err := e.checkEntryIn(cmd.Context(), pe, fmt.Sprintf("--data %s: entries[%d]: ", file, i), parents); err != nil {
+			return err
+		}
 	}
 	resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.BatchCreateEntries, &adminv1.BatchCreateEntriesRequest{Entries: entries})
 	if err != nil {

@@ -113,6 +113,34 @@ func (d *durationValue) String() string {
 
 func (d *durationValue) Type() string { return "duration" }
 
+// ttlValue is a lifetime flag (--ttl, --jwt-ttl): the API takes whole seconds, so a lifetime that is not
+// (1ns, 90.5s) is refused here instead of being cut — 1ns became 0, the server's default, while 30s was
+// refused as under svid.min_ttl. 0 asks for the server's default. The range (svid.min_ttl to the max) is
+// checked in one place, by the server, for entries, minted SVIDs and its own config alike.
+type ttlValue time.Duration
+
+func (d *ttlValue) Set(s string) error {
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 || v%time.Second != 0 {
+		return fmt.Errorf("%s: a lifetime is a whole number of seconds, such as 90s, 1h or 7d (0: the server's default)", s)
+	}
+	*d = ttlValue(v)
+	return nil
+}
+
+func (d *ttlValue) String() string { return (*durationValue)(d).String() }
+
+func (d *ttlValue) Type() string { return "duration" }
+
+// ttlVar defines a lifetime flag (see ttlValue), 0 by default: the server's default.
+func ttlVar(fs *pflag.FlagSet, p *time.Duration, name, usage string) {
+	*p = 0
+	fs.Var((*ttlValue)(p), name, usage)
+}
+
 // durationVar defines a duration flag (see durationValue) with default def.
 func durationVar(fs *pflag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
 	*p = def

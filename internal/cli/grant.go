@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,29 +20,23 @@ func init() {
 }
 
 // resolveID turns a name into a SPIFFE ID: a full spiffe:// ID or prefix is kept; a short name such as
-// "payments" must be the last path segment (or the whole path) of exactly one registered SPIFFE ID.
+// "payments" must be the last path segment (or the whole path) of exactly one registered SPIFFE ID. The
+// server finds the entries by name with an index; it never lists them all.
 func resolveID(ctx context.Context, c adminv1.AdminServiceClient, arg string) (string, error) {
 	if strings.HasPrefix(arg, "spiffe://") {
 		return arg, nil
 	}
-	resp, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{})
+	if arg == "" || strings.HasPrefix(arg, "/") || strings.HasSuffix(arg, "/") || strings.Contains(arg, "//") {
+		return "", fmt.Errorf("%q is not a name: give a short name such as payments or sa/payments, or a full SPIFFE ID (spiffe://...)", arg)
+	}
+	resp, err := listEntries(ctx, c, &adminv1.ListEntriesRequest{Name: arg})
 	if err != nil {
 		return "", err
 	}
-	return resolveIn(resp.GetEntries(), arg)
-}
-
-// resolveIn is resolveID over entries already listed.
-func resolveIn(entries []*adminv1.Entry, arg string) (string, error) {
-	if strings.HasPrefix(arg, "spiffe://") {
-		return arg, nil
-	}
 	seen := map[string]bool{}
 	var matches []string
-	for _, e := range entries {
-		id := e.GetSpiffeId()
-		path := id[strings.Index(id[len("spiffe://"):], "/")+len("spiffe://"):]
-		if (strings.HasSuffix(path, "/"+arg) || path == "/"+arg) && !seen[id] {
+	for _, e := range resp.GetEntries() {
+		if id := e.GetSpiffeId(); !seen[id] {
 			seen[id] = true
 			matches = append(matches, id)
 		}
@@ -59,10 +54,10 @@ func resolveIn(entries []*adminv1.Entry, arg string) (string, error) {
 
 func (e *env) grantCommand() *cobra.Command {
 	var methods, paths []string
-	var forDur time.Duration
+	var forDur, wait time.Duration
 	var until, reason string
 	cmd := &cobra.Command{
-		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT]",
+		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT] [--wait[=30s]]",
 		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names)",
 		Args:  exactArgs(2, "CALLER and TARGET"),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -76,20 +71,15 @@ func (e *env) grantCommand() *cobra.Command {
 			return nil
 		},
 		RunE: e.withAdmin(func(cmd *cobra.Command, args []string, c adminv1.AdminServiceClient) error {
-			// One listing serves the short names and the check that the grant can match.
-			list, err := c.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{})
+			caller, err := resolveID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
 			}
-			caller, err := resolveIn(list.GetEntries(), args[0])
+			target, err := resolveID(cmd.Context(), c, args[1])
 			if err != nil {
 				return err
 			}
-			target, err := resolveIn(list.GetEntries(), args[1])
-			if err != nil {
-				return err
-			}
-			if err := e.checkGrantEnds(list.GetEntries(), caller, target); err != nil {
+			if err := e.checkGrantEnds(cmd.Context(), c, caller, target); err != nil {
 				return err
 			}
 			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason}
@@ -107,12 +97,16 @@ func (e *env) grantCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.printGrant(resp.GetGrant())
+			if err := e.printGrant(resp.GetGrant()); err != nil {
+				return err
+			}
+			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), []string{resp.GetGrant().GetTarget()}, wait)
 		}),
 	}
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
 	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
 	durationVar(cmd.Flags(), &forDur, "for", 0, "grant expires after this long, e.g. 8h")
+	bindWait(cmd, &wait)
 	e.bindStrict(cmd)
 	cmd.Flags().StringVar(&until, "until", "", "grant expires at this time (RFC 3339)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the grant and the audit log)")
@@ -120,8 +114,9 @@ func (e *env) grantCommand() *cobra.Command {
 }
 
 func (e *env) revokeCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke GRANT-ID | revoke CALLER TARGET",
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "revoke GRANT-ID | revoke CALLER TARGET [--wait[=30s]]",
 		Short: "Remove a grant (by ID, or every CLI grant from CALLER to TARGET)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 && len(args) != 2 {
@@ -146,13 +141,25 @@ func (e *env) revokeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.print(resp, func() {
+			err = e.print(resp, func() {
 				for _, g := range resp.GetGrants() {
 					fmt.Fprintf(e.stdout, "revoked %s (%s → %s)\n", g.GetId(), g.GetCaller(), g.GetTarget())
 				}
 			})
+			if err != nil {
+				return err
+			}
+			var targets []string
+			for _, g := range resp.GetGrants() {
+				if !slices.Contains(targets, g.GetTarget()) {
+					targets = append(targets, g.GetTarget())
+				}
+			}
+			return e.reportEnforcement(cmd.Context(), c, resp.GetRevision(), targets, wait)
 		}),
 	}
+	bindWait(cmd, &wait)
+	return cmd
 }
 
 func (e *env) grantsCommand() *cobra.Command {
@@ -175,7 +182,7 @@ func (e *env) grantsCommand() *cobra.Command {
 					return err
 				}
 			}
-			resp, err := c.ListGrants(cmd.Context(), req)
+			resp, err := listGrants(cmd.Context(), c, req)
 			if err != nil {
 				return err
 			}
@@ -225,11 +232,11 @@ func (e *env) whoCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.ListGrants(cmd.Context(), &adminv1.ListGrantsRequest{Target: target})
+			resp, err := listGrants(cmd.Context(), c, &adminv1.ListGrantsRequest{Target: target})
 			if err != nil {
 				return err
 			}
-			modes, err := c.ListTargetModes(cmd.Context(), &adminv1.ListTargetModesRequest{})
+			modes, err := listTargetModes(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
@@ -275,7 +282,9 @@ func (e *env) graphCommand() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListGrants, &adminv1.ListGrantsRequest{})
+			resp, err := withClient(cmd.Context(), e, func(ctx context.Context, c adminv1.AdminServiceClient) (*adminv1.ListGrantsResponse, error) {
+				return listGrants(ctx, c, &adminv1.ListGrantsRequest{})
+			})
 			if err != nil {
 				return err
 			}

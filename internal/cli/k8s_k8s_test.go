@@ -29,10 +29,13 @@ func TestK8sStatusAndEntriesFromTheServer(t *testing.T) {
 		Paths: []string{filepath.Join("..", "..", "deploy", "kubernetes", "base", "crds")}, ErrorIfPathMissing: true}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &config.Server{DataDir: t.TempDir(), TrustDomain: "example.org"}
-	cfg.NodeAttestors.K8sPSAT.Clusters = []config.K8sCluster{{Name: "test", Kubeconfig: c.KubeConfigFile(t),
-		ServiceAccounts: []string{"kith:kith-agent"}, Controllers: true}}
-	s := startServerWith(t, cfg)
+	s, err := startServerWith(t, t.TempDir(), func(cfg *config.Server) {
+		cfg.NodeAttestors.K8sPSAT.Clusters = []config.K8sCluster{{Name: "test", Kubeconfig: c.KubeConfigFile(t),
+			ServiceAccounts: []string{"kith:kith-agent"}, Controllers: true}}
+	})
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
 	dyn := dynamic.NewForConfigOrDie(c.Config)
 	apply := func(gvrKind string, obj map[string]any) {
 		t.Helper()

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -81,7 +82,9 @@ func (e *env) policyHistoryCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "history", Short: "List policy revisions built or rejected, newest first", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			h, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListPolicyHistory, &adminv1.ListPolicyHistoryRequest{Limit: limit})
+			h, err := withClient(cmd.Context(), e, func(ctx context.Context, c adminv1.AdminServiceClient) (*adminv1.ListPolicyHistoryResponse, error) {
+				return listPolicyHistory(ctx, c, limit)
+			})
 			if err != nil {
 				return err
 			}

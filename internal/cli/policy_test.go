@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kithid/kith/authz/gitsync/gitsynctest"
+	"github.com/kithid/kith/internal/config"
 )
 
 func TestPolicyCheck(t *testing.T) {
@@ -108,7 +109,8 @@ func TestPolicyCheckWarnsOfUnreadDataFiles(t *testing.T) {
 }
 
 // The try-it command of docs/policy-git.md, run from the root of a clone, loads the example's grants; so
-// does the same with the path from KITH_POLICY_GIT_PATH, as the server reads it.
+// does the same with the path from KITH_POLICY_GIT_PATH, as the server reads it. The example's grants are
+// in example.org: a server of another trust domain rejects them.
 func TestDevLoadsGrantsOfThePolicyPath(t *testing.T) {
 	repo := exampleRepo(t)
 	for _, tc := range []struct {
@@ -116,8 +118,8 @@ func TestDevLoadsGrantsOfThePolicyPath(t *testing.T) {
 		vars map[string]string
 		args []string
 	}{
-		{name: "--policy-path", args: []string{"--policy-repo", repo, "--policy-path", "examples/policy-repo/policy"}},
-		{name: "KITH_POLICY_GIT_PATH", vars: map[string]string{"KITH_POLICY_GIT_PATH": "examples/policy-repo/policy"}, args: []string{"--policy-repo", repo}},
+		{name: "--policy-path", args: []string{"--trust-domain", "example.org", "--policy-repo", repo, "--policy-path", "examples/policy-repo/policy"}},
+		{name: "KITH_POLICY_GIT_PATH", vars: map[string]string{"KITH_POLICY_GIT_PATH": "examples/policy-repo/policy"}, args: []string{"--trust-domain", "example.org", "--policy-repo", repo}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := startDevWith(t, tc.vars, tc.args...)
@@ -223,4 +225,51 @@ func TestCanOffline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An allow-all module outside the policy tree, linked into it, is refused alike by the three ways policy
+// is loaded — kith policy check, policy.dir and Git sync — naming the link and its target. (kith policy
+// check and policy.dir followed the link and loaded the module; Git sync skipped it.)
+func TestAnOutsideModuleIsRefusedByEveryPolicyLoader(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "allow.rego")
+	if err := os.WriteFile(outside, []byte("package kith.ext\n\n# allows every call\nallow := true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := gitsynctest.New(t)
+	repo.Commit(map[string]string{"policy/ext.rego": "package kith.ext\n\ndeny contains \"deletes are off\" if input.kith.method == \"DELETE\"\n"})
+	if err := os.Symlink(outside, filepath.Join(repo.Dir, "policy", "allow.rego")); err != nil {
+		t.Fatal(err)
+	}
+	repo.Commit(nil)
+	want := "allow.rego is a symbolic link to " + outside + ", outside the policy tree: refused"
+
+	t.Run("kith policy check", func(t *testing.T) {
+		var out, errb bytes.Buffer
+		code := MainEnv(context.Background(), []string{"policy", "check", filepath.Join(repo.Dir, "policy")}, &out, &errb, func(string) string { return "" })
+		if code != 1 || !strings.Contains(errb.String(), want) {
+			t.Errorf("kith policy check: exit %d, stderr %q; want exit 1 with %q", code, errb.String(), want)
+		}
+	})
+	t.Run("policy.dir", func(t *testing.T) {
+		_, err := startServerWith(t, t.TempDir(), func(c *config.Server) { c.Policy.Dir = filepath.Join(repo.Dir, "policy") })
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("kith server with policy.dir: %v, want %q", err, want)
+		}
+	})
+	t.Run("policy.git", func(t *testing.T) {
+		s, err := startServerWith(t, t.TempDir(), func(c *config.Server) { c.Policy.Git.URL, c.Policy.Git.Path = repo.Dir, "policy" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.kith(t, "policy", "sync") // the server syncs at start too: the attempt is what status shows
+		var status struct {
+			Last struct{ Status, Error string } `json:"last_attempt"`
+		}
+		if err := json.Unmarshal([]byte(s.ok(t, "policy", "status", "-o", "json")), &status); err != nil {
+			t.Fatal(err)
+		}
+		if status.Last.Status != "rejected" || !strings.Contains(status.Last.Error, "policy/"+want) {
+			t.Errorf("policy status: last attempt %+v, want rejected with %q", status.Last, "policy/"+want)
+		}
+	})
 }

@@ -86,7 +86,7 @@ func (e *env) svidCommand() *cobra.Command {
 		},
 	}
 	x509cmd.Flags().StringVar(&x.id, "spiffe-id", "", "SPIFFE ID to put in the certificate")
-	durationVar(x509cmd.Flags(), &x.ttl, "ttl", 0, "lifetime (default: the server's svid.x509_ttl)")
+	ttlVar(x509cmd.Flags(), &x.ttl, "ttl", "lifetime (default: the server's svid.x509_ttl)")
 	x509cmd.Flags().StringSliceVar(&x.dns, "dns-name", nil, "DNS SAN (repeatable)")
 	x509cmd.Flags().StringVar(&x.outCert, "out-cert", "", "write the certificate chain (PEM) here (default: print it)")
 	x509cmd.Flags().StringVar(&x.outKey, "out-key", "", "write the private key (PEM, mode 0600) here; - prints it (required)")
@@ -118,7 +118,7 @@ func (e *env) svidCommand() *cobra.Command {
 	}
 	jwtcmd.Flags().StringVar(&j.id, "spiffe-id", "", "SPIFFE ID (the token's sub)")
 	jwtcmd.Flags().StringSliceVar(&j.audience, "audience", nil, "audience (repeatable)")
-	durationVar(jwtcmd.Flags(), &j.ttl, "ttl", 0, "lifetime (default: the server's svid.jwt_ttl)")
+	ttlVar(jwtcmd.Flags(), &j.ttl, "ttl", "lifetime (default: the server's svid.jwt_ttl)")
 
 	mint.AddCommand(x509cmd, jwtcmd)
 	cmd.AddCommand(mint, e.svidFetchCommand(), e.svidVerifyCommand())

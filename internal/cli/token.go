@@ -29,14 +29,14 @@ func (e *env) tokenCommand() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "token name; the agent joins as spiffe://TD/kith/agent/join_token/NAME and entries can target it with --node-selector join_token:name:NAME; a name is free again once its token expired unused or its agent was evicted")
-	durationVar(create.Flags(), &ttl, "ttl", 0, "how long the token may be used (default: the server's join_token.ttl)")
+	ttlVar(create.Flags(), &ttl, "ttl", "how long the token may be used (default: the server's join_token.ttl)")
 
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List join tokens (never their secrets)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.ListJoinTokens, &adminv1.ListJoinTokensRequest{})
+			resp, err := withClient(cmd.Context(), e, listJoinTokens)
 			if err != nil {
 				return err
 			}

@@ -16,6 +16,13 @@ import (
 	"github.com/kithid/kith/attestation/workload/unix"  // registers the unix attestor, the default
 )
 
+// Reconnect backoff bounds: an agent that lost the server retries at most DefaultRetryMax apart (jitter
+// included) unless retry_max says otherwise, and never more than MaxRetryMax apart.
+const (
+	DefaultRetryMax = 5 * time.Second
+	MaxRetryMax     = time.Minute
+)
+
 // Agent is the `kith agent` configuration. Every field is optional unless noted; the comment gives the
 // default and the environment variable that overrides it.
 type Agent struct {
@@ -57,7 +64,9 @@ type Agent struct {
 	// RotateAtPercent of an SVID's life after which it is renewed (± 10 % jitter). Default 50.
 	// Env KITH_AGENT_ROTATE_AT_PERCENT.
 	RotateAtPercent int64 `yaml:"rotate_at_percent"`
-	// RetryMax is the longest wait between reconnect attempts. Default 30s. Env KITH_AGENT_RETRY_MAX.
+	// RetryMax is the longest wait between reconnect attempts, jitter included: after a server outage a
+	// grant or revoke reaches the agent at most this long after the server is back. Default 5s, at most
+	// 1m. Env KITH_AGENT_RETRY_MAX.
 	RetryMax Duration `yaml:"retry_max"`
 	// MetricsListen serves /metrics and /healthz over HTTP (e.g. 127.0.0.1:9090). Default off.
 	// Env KITH_AGENT_METRICS_LISTEN.
@@ -158,7 +167,10 @@ func (c *Agent) Finish() error {
 		return &FieldError{"authz_max_per_caller", fmt.Sprintf("authz_max_evaluations %d and authz_max_per_caller %d: neither may be negative, and the per-caller bound may not exceed the total", c.AuthzMaxEvaluations, c.AuthzMaxPerCaller)}
 	}
 	if c.RetryMax == 0 {
-		c.RetryMax = Duration(30 * time.Second)
+		c.RetryMax = Duration(DefaultRetryMax)
+	}
+	if c.RetryMax.D() < 100*time.Millisecond || c.RetryMax.D() > MaxRetryMax {
+		return &FieldError{"retry_max", fmt.Sprintf("%s is outside 100ms to %s: a revoke reaches an agent that lost the server only when it reconnects", c.RetryMax.D(), MaxRetryMax)}
 	}
 	if _, _, err := net.SplitHostPort(c.Server); err != nil {
 		return &FieldError{"server", fmt.Sprintf("%q is not host:port (e.g. kith-server:8081)", c.Server)}

@@ -98,6 +98,20 @@ type PolicyGit struct {
 	// WebhookSecret authenticates POST /v1/policy/webhook (GitHub HMAC or GitLab token). Default none: the
 	// webhook is off. Env KITH_POLICY_GIT_WEBHOOK_SECRET.
 	WebhookSecret string `yaml:"webhook_secret"`
+	// MaxFileBytes bounds one .rego file under Path. Default 1048576 (1 MiB). Env KITH_POLICY_GIT_MAX_FILE_BYTES.
+	MaxFileBytes int64 `yaml:"max_file_bytes"`
+	// MaxDataBytes bounds the data file (data.json / data.yaml). Default 16777216 (16 MiB, ≈ 100,000
+	// grants). Env KITH_POLICY_GIT_MAX_DATA_BYTES.
+	MaxDataBytes int64 `yaml:"max_data_bytes"`
+	// MaxFiles bounds the policy files (.rego and the data file) under Path. Default 1000.
+	// Env KITH_POLICY_GIT_MAX_FILES.
+	MaxFiles int64 `yaml:"max_files"`
+	// MaxTotalBytes bounds the policy files under Path together. Default 33554432 (32 MiB).
+	// Env KITH_POLICY_GIT_MAX_TOTAL_BYTES.
+	MaxTotalBytes int64 `yaml:"max_total_bytes"`
+	// MaxFetchBytes bounds one fetch (the commit's whole tree: go-git cannot fetch the path alone).
+	// Default 268435456 (256 MiB). Env KITH_POLICY_GIT_MAX_FETCH_BYTES.
+	MaxFetchBytes int64 `yaml:"max_fetch_bytes"`
 }
 
 // Authz configures the decision.
@@ -227,6 +241,14 @@ func (c *Server) Finish() error {
 	defD(&c.SVID.JWTTTL, 5*time.Minute)
 	defD(&c.SVID.MaxJWTTTL, time.Hour)
 	defD(&c.SVID.MinTTL, time.Minute)
+	for _, l := range []struct {
+		v   *int64
+		def int64
+	}{{&c.Policy.Git.MaxFileBytes, 1 << 20}, {&c.Policy.Git.MaxDataBytes, 16 << 20}, {&c.Policy.Git.MaxFiles, 1000}, {&c.Policy.Git.MaxTotalBytes, 32 << 20}, {&c.Policy.Git.MaxFetchBytes, 256 << 20}} {
+		if *l.v == 0 {
+			*l.v = l.def
+		}
+	}
 	defD(&c.SVID.AgentTTL, time.Hour)
 	defD(&c.CA.RootOverlap, 2*c.SVID.MaxX509TTL.D())
 	def(&c.Store.Driver, "sqlite")
@@ -399,6 +421,14 @@ func (g *PolicyGit) validate(dir string) error {
 	}
 	if strings.Contains(g.Path, "..") {
 		return &FieldError{"policy.git.path", fmt.Sprintf("%q must stay inside the repository", g.Path)}
+	}
+	for _, l := range []struct {
+		field string
+		v     int64
+	}{{"policy.git.max_file_bytes", g.MaxFileBytes}, {"policy.git.max_data_bytes", g.MaxDataBytes}, {"policy.git.max_files", g.MaxFiles}, {"policy.git.max_total_bytes", g.MaxTotalBytes}, {"policy.git.max_fetch_bytes", g.MaxFetchBytes}} {
+		if l.v < 0 {
+			return &FieldError{l.field, fmt.Sprintf("%d: a limit must be positive (0: the default)", l.v)}
+		}
 	}
 	if g.PollInterval != 0 && g.PollInterval.D() < time.Second {
 		return &FieldError{"policy.git.poll_interval", "must be at least 1s"}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/gitsync"
@@ -81,6 +82,9 @@ type Config struct {
 	DataDir string // holds the bundle signing key (required)
 	// Source is where custom policy comes from. Zero: only the policy already in the store, if any.
 	Source config.Policy
+	// TrustDomain is the server's: a commit whose data file grants to or from another is rejected. Zero:
+	// not checked.
+	TrustDomain spiffeid.TrustDomain
 	// Engine configures the decision engine that answers `kith can`; its Decision also applies to the
 	// checks of a policy directory.
 	Engine authz.Config
@@ -171,6 +175,7 @@ func New(ctx context.Context, cfg Config) (*Policy, error) {
 		p.syncer, err = gitsync.New(gitsync.Config{
 			URL: g.URL, Ref: g.Ref, Path: g.Path, PollInterval: g.PollInterval.D(), Token: g.Token, SSHKeyFile: g.SSHKeyFile,
 			Apply: p.apply, Reject: p.reject, Last: last,
+			Limits: gitsync.Limits{MaxFileBytes: g.MaxFileBytes, MaxDataBytes: g.MaxDataBytes, MaxFiles: int(g.MaxFiles), MaxTotalBytes: g.MaxTotalBytes, MaxFetchBytes: g.MaxFetchBytes},
 			Logger: p.log,
 		})
 		if err != nil {
@@ -242,6 +247,11 @@ func (p *Policy) setLabels(ctx context.Context, labels map[string]map[string]str
 // apply validates a commit with the server's engine and, if it passes, makes it the active policy.
 func (p *Policy) apply(ctx context.Context, c gitsync.Commit) error {
 	start := time.Now()
+	if !p.cfg.TrustDomain.IsZero() {
+		if err := c.Policy.CheckTrustDomain(p.cfg.TrustDomain); err != nil {
+			return err
+		}
+	}
 	if err := p.setPolicy(ctx, c.SHA, c.Policy.Modules); err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ import (
 // DataStore is what the authorization data is read from: grants, modes, entry labels, and the change
 // feed that says which of them changed since a snapshot.
 type DataStore interface {
-	ListGrants(ctx context.Context) ([]grant.Grant, error)
+	ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Grant, error)
 	GetGrant(ctx context.Context, id string) (grant.Grant, error)
 	TargetModes(ctx context.Context) (map[string]grant.Mode, error)
 	ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error)
@@ -106,7 +106,7 @@ func labelsOf(entries []store.Entry, repo map[string]map[string]string) map[stri
 
 // readSnapshot reads everything at (or after) revision rev.
 func readSnapshot(ctx context.Context, st DataStore, rev int64, labelGen uint64, repoLabels map[string]map[string]string) (*Snapshot, error) {
-	grants, err := st.ListGrants(ctx)
+	grants, err := st.ListGrants(ctx, store.GrantFilter{})
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,9 @@ import (
 // grantList is a DataStore holding only grants, and no change feed.
 type grantList []authz.Grant
 
-func (l grantList) ListGrants(context.Context) ([]authz.Grant, error) { return l, nil }
+func (l grantList) ListGrants(context.Context, store.GrantFilter) ([]authz.Grant, error) {
+	return l, nil
+}
 func (l grantList) GetGrant(context.Context, string) (authz.Grant, error) {
 	return authz.Grant{}, store.ErrNotFound
 }

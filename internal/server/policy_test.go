@@ -410,3 +410,31 @@ func TestPolicyWebhookRefusesOversizedBodiesAndReplays(t *testing.T) {
 		})
 	}
 }
+
+// A data file grant to or from another trust domain is refused, as `kith grant` refuses it: the commit is
+// rejected naming the file, the grant and the trust domain, and no grant of it is stored.
+func TestPolicyGitGrantOfAnotherTrustDomainIsRejected(t *testing.T) {
+	ctx := context.Background()
+	repo := gitsynctest.New(t)
+	repo.Commit(map[string]string{"data.yaml": "grants:\n" +
+		"  - {caller: " + frontend + ", target: " + payments + "}\n" +
+		"  - {caller: spiffe://evil.org/ns/prod/sa/frontend, target: " + payments + "}\n" +
+		"  - {caller: " + frontend + ", target: spiffe://examp1e.org/*}\n"})
+	s := newPolicyServer(t, repo.Dir)
+	_, err := s.policy.SyncPolicy(ctx)
+	for _, want := range []string{
+		"data.yaml: grants[1]: caller spiffe://evil.org/ns/prod/sa/frontend is not in this server's trust domain example.org",
+		"data.yaml: grants[2]: target spiffe://examp1e.org/* is not in this server's trust domain example.org",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("SyncPolicy error = %v, want it to say %q", err, want)
+		}
+	}
+	l, err := s.Admin().ListGrants(ctx, &adminv1.ListGrantsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.GetGrants()) != 0 {
+		t.Errorf("grants stored from the rejected commit: %v", l.GetGrants())
+	}
+}

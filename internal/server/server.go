@@ -186,7 +186,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = &readiness{store: st, now: cfg.Now}
 	s.health.probe(ctx)
 	s.policy, err = policy.New(ctx, policy.Config{
-		Store: st, DataDir: c.DataDir, Source: c.Policy,
+		Store: st, DataDir: c.DataDir, Source: c.Policy, TrustDomain: td,
 		Engine:     authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.Authz.Decision, WhatIf: true},
 		Registerer: s.metrics.reg,
 		Logger:     cfg.Logger.With("component", "policy"),
@@ -239,12 +239,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		X509TTL:  adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxX509TTL.D()},
 		JWTTTL:   adminapi.TTLBounds{Min: c.SVID.MinTTL.D(), Max: c.SVID.MaxJWTTTL.D()},
 		TokenTTL: c.Token.TTL.D(), TokenMaxTTL: c.Token.MaxTTL.D(),
-		DefaultParent: cfg.DefaultParent,
-		OnIssue:       s.metrics.observeIssue,
-		Connected:     s.agent.Connected,
-		Version:       cfg.Version,
-		StoreCheck:    st,
-		AuditHead:     anchor,
+		DefaultParent:    cfg.DefaultParent,
+		OnIssue:          s.metrics.observeIssue,
+		Connected:        s.agent.Connected,
+		Acknowledgements: s.agent,
+		Version:          cfg.Version,
+		StoreCheck:       st,
+		AuditHead:        anchor,
 	})
 	if err != nil {
 		st.Close()

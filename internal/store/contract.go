@@ -31,7 +31,8 @@ type Entries interface {
 	// DeleteEntry deletes the entry and returns it as it was; ErrNotFound if none.
 	DeleteEntry(ctx context.Context, actor string, id string) (Entry, error)
 	GetEntry(ctx context.Context, id string) (Entry, error)
-	// ListEntries returns the entries matching f ordered by SPIFFE ID then ID.
+	// ListEntries returns the entries matching f ordered by SPIFFE ID then ID, at most f.Limit of them
+	// after f.After.
 	ListEntries(ctx context.Context, f EntryFilter) ([]Entry, error)
 }
 
@@ -78,8 +79,8 @@ type Grants interface {
 	// DeleteGrant removes the grant and returns it; ErrNotFound if none.
 	DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error)
 	GetGrant(ctx context.Context, id string) (grant.Grant, error)
-	// ListGrants returns every grant ordered by target, caller and ID.
-	ListGrants(ctx context.Context) ([]grant.Grant, error)
+	// ListGrants returns the grants ordered by target, caller and ID, at most f.Limit of them after f.After.
+	ListGrants(ctx context.Context, f GrantFilter) ([]grant.Grant, error)
 }
 
 // Modes persists the enforcement mode of targets.

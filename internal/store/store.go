@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/ca"
 )
 
@@ -57,6 +58,41 @@ type EntryFilter struct {
 	ParentID spiffeid.ID
 	// SourcePrefix keeps the entries whose Source starts with it ("k8s:").
 	SourcePrefix string
+	// SPIFFEIDPrefix keeps the entries whose SPIFFE ID starts with it (bytewise), such as
+	// "spiffe://td/ns/prod/": what a grant pattern "spiffe://td/ns/prod/*" covers.
+	SPIFFEIDPrefix string
+	// Name keeps the entries known by a short name: their SPIFFE ID's path ends in "/"+Name, Name being one
+	// or more whole path segments ("payments", "sa/payments"). Backends find them by an index on the last
+	// segment, not by reading every entry.
+	Name string
+	// After keeps the entries after this one in list order (SPIFFE ID, then ID): the last entry of the
+	// previous page. Zero: from the first.
+	After EntryKey
+	// Limit returns at most this many entries; 0 means no limit.
+	Limit int
+}
+
+// EntryKey is an entry's place in list order, for paging.
+type EntryKey struct {
+	SPIFFEID string
+	ID       string
+}
+
+// Key returns e's place in list order.
+func (e Entry) Key() EntryKey { return EntryKey{SPIFFEID: e.SPIFFEID.String(), ID: e.ID} }
+
+// GrantFilter pages ListGrants. The zero filter returns every grant.
+type GrantFilter struct {
+	// After keeps the grants after this one in list order (target, caller, ID): the last grant of the
+	// previous page. Zero: from the first.
+	After GrantKey
+	// Limit returns at most this many grants; 0 means no limit.
+	Limit int
+}
+
+// GrantKey is a grant's place in list order, for paging.
+type GrantKey struct {
+	Target, Caller, ID string
 }
 
 // JoinToken is a one-time secret an agent presents to attest its node. Only the SHA-256 of the secret is
@@ -100,6 +136,7 @@ type AuditEvent struct {
 // AuditFilter narrows ListAudit.
 type AuditFilter struct {
 	AfterSeq    int64     // only events with Seq > AfterSeq
+	BeforeSeq   int64     // 0: no bound; else only events with Seq < BeforeSeq (paging newest first)
 	Limit       int       // 0 means no limit; with NewestFirst, the newest Limit events
 	NewestFirst bool      // Seq descending instead of ascending
 	Since       time.Time // zero: no bound; else only events with Time at or after it
@@ -170,4 +207,9 @@ func CheckHead(ctx context.Context, a auditLister, count int64, hash []byte, v A
 		return count, fmt.Sprintf("event %d's hash is not the recorded head's: the log was rewritten from there", count), nil
 	}
 	return 0, "", nil
+}
+
+// GrantKeyOf returns g's place in list order.
+func GrantKeyOf(g grant.Grant) GrantKey {
+	return GrantKey{Target: g.Target, Caller: g.Caller, ID: g.ID}
 }

@@ -19,10 +19,13 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -383,6 +386,13 @@ func (c *cluster) agentDirs(name string) agentDirs {
 // without one it must restore its persisted state.
 func (c *cluster) startAgent(name, token string) *proc {
 	c.t.Helper()
+	return c.startAgentEnv(name, token, "KITH_AGENT_RETRY_MAX=1s")
+}
+
+// startAgentEnv is startAgent with env added to what every agent gets: without KITH_AGENT_RETRY_MAX the
+// agent reconnects with its default backoff.
+func (c *cluster) startAgentEnv(name, token string, extra ...string) *proc {
+	c.t.Helper()
 	d := c.agentDirs(name)
 	args := []string{"agent", "--server", c.grpcAddr, "--trust-domain", c.td.Name(), "--data-dir", d.data, "--socket", d.socket}
 	if token != "" {
@@ -397,9 +407,37 @@ func (c *cluster) startAgent(name, token string) *proc {
 	}
 	// ext_authz on TCP would clash between agents and parallel tests; the unix socket is enough, one per
 	// agent as on separate nodes (an agent refuses to start on a socket another one serves).
-	env := []string{"KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_RETRY_MAX=1s",
-		"KITH_AGENT_AUTHZ_SOCKET=" + filepath.Join(filepath.Dir(d.socket), name+"-authz.sock")}
-	return start(c.t, "agent "+name, env, args...)
+	env := []string{"KITH_AGENT_AUTHZ_LISTEN=off", "KITH_AGENT_AUTHZ_SOCKET=" + c.authzSocket(name)}
+	return start(c.t, "agent "+name, append(env, extra...), args...)
+}
+
+// authzSocket is where agent name serves ext_authz.
+func (c *cluster) authzSocket(name string) string {
+	return filepath.Join(c.dir, name+"-authz.sock")
+}
+
+// authzAllowed asks the agent's ext_authz on socket, as Envoy would for an mTLS request from caller to
+// target, whether method path is allowed.
+func authzAllowed(socket string, caller, target spiffeid.ID, method, path string) (bool, error) {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Principal: caller.String()},
+		Destination: &authv3.AttributeContext_Peer{Principal: target.String()},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: method, Path: path, Host: target.Path(), Scheme: "https", Protocol: "HTTP/2",
+			Headers: map[string]string{":method": method, ":path": path},
+		}},
+	}})
+	if err != nil {
+		return false, err
+	}
+	return resp.GetStatus().GetCode() == 0, nil
 }
 
 // lastLines returns the last n lines of s.

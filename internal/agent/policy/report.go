@@ -27,7 +27,10 @@ type ReporterConfig struct {
 	// Client returns the client to report with, or nil while the agent is not connected (the report is
 	// then dropped: the next connection reports again); required.
 	Client func() StatusReporter
-	Logger *slog.Logger // zero: discard
+	// AuthzRevision is the revision of the authorization data applied, reported as the acknowledgement
+	// `kith grant` and `kith revoke` count; zero: not reported.
+	AuthzRevision func() int64
+	Logger        *slog.Logger // zero: discard
 }
 
 // Reporter sends status reports one at a time from its Run; a report asked for while one is pending
@@ -35,7 +38,8 @@ type ReporterConfig struct {
 type Reporter struct {
 	cfg     ReporterConfig
 	mu      sync.Mutex
-	pending *string // error text of the report to send, nil when none
+	errText string // why the last bundle was refused ("" when it was not), sent with every report
+	pending bool   // a report is to be sent
 	signal  chan struct{}
 }
 
@@ -47,6 +51,9 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.AuthzRevision == nil {
+		cfg.AuthzRevision = func() int64 { return 0 }
+	}
 	return &Reporter{cfg: cfg, signal: make(chan struct{}, 1)}, nil
 }
 
@@ -54,8 +61,21 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 // ("" when none was).
 func (r *Reporter) Report(errText string) {
 	r.mu.Lock()
-	r.pending = &errText
+	r.errText, r.pending = errText, true
 	r.mu.Unlock()
+	r.wake()
+}
+
+// Acknowledge asks for a report after new authorization data was applied, keeping the error text of the
+// last Report.
+func (r *Reporter) Acknowledge() {
+	r.mu.Lock()
+	r.pending = true
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *Reporter) wake() {
 	select {
 	case r.signal <- struct{}{}:
 	default:
@@ -71,14 +91,14 @@ func (r *Reporter) Run(ctx context.Context) error {
 		case <-r.signal:
 		}
 		r.mu.Lock()
-		p := r.pending
-		r.pending = nil
+		p, errText := r.pending, r.errText
+		r.pending = false
 		r.mu.Unlock()
-		if p == nil {
+		if !p {
 			continue
 		}
 		if c := r.cfg.Client(); c != nil {
-			r.send(ctx, c, *p)
+			r.send(ctx, c, errText)
 		}
 	}
 }
@@ -90,7 +110,7 @@ func (r *Reporter) send(ctx context.Context, c StatusReporter, errText string) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.ReportStatus(ctx, &agentv1.ReportStatusRequest{PolicyRevision: rev, PolicyError: errText}); err != nil {
+	if _, err := c.ReportStatus(ctx, &agentv1.ReportStatusRequest{PolicyRevision: rev, PolicyError: errText, AuthzRevision: r.cfg.AuthzRevision()}); err != nil {
 		r.cfg.Logger.Debug("report policy status", "error", err)
 	}
 }

@@ -53,7 +53,7 @@ type Config struct {
 	Save func() error
 	// OnConnect is called once a session's stream is open, OnDisconnect when it ends; zero: nothing.
 	OnConnect, OnDisconnect func()
-	// RetryMax caps the reconnect backoff; zero: 30 s.
+	// RetryMax caps the reconnect backoff, jitter included; zero: 5 s.
 	RetryMax time.Duration
 	Now      func() time.Time // zero: time.Now
 	Logger   *slog.Logger     // zero: discard
@@ -68,6 +68,17 @@ type Syncer struct {
 
 // initialBackoff is the first wait before reconnecting, and the wait after a session that ended well.
 const initialBackoff = 100 * time.Millisecond
+
+// retryWait is the wait before the next attempt: backoff plus up to half again of jitter, but never more
+// than max; at the cap it is spread over the last fifth below max, so that agents that lost the server
+// together do not come back in step.
+func retryWait(backoff, max time.Duration) time.Duration {
+	d := backoff + rand.N(backoff/2+1)
+	if d > max {
+		d = max - rand.N(max/5+1)
+	}
+	return d
+}
 
 // New makes a Syncer; Run starts it.
 func New(cfg Config) (*Syncer, error) {
@@ -84,7 +95,7 @@ func New(cfg Config) (*Syncer, error) {
 		cfg.OnDisconnect = func() {}
 	}
 	if cfg.RetryMax == 0 {
-		cfg.RetryMax = 30 * time.Second
+		cfg.RetryMax = 5 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -101,6 +112,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 	backoff := initialBackoff
 	for ctx.Err() == nil {
 		err := s.once(ctx)
+		wait := retryWait(backoff, s.cfg.RetryMax)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -119,12 +131,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 		} else if status.Code(err) == codes.PermissionDenied {
 			log.Error("server refused this agent; it keeps serving what it has until expiry. If it was evicted, restart it with a new --join-token", "error", err)
 		} else if err != nil {
-			log.Warn("sync with server interrupted; retrying", "error", err, "retry_in", backoff)
+			log.Warn("sync with server interrupted; retrying", "error", err, "retry_in", wait)
 			if s.lostAt.IsZero() {
 				s.lostAt = s.cfg.Now()
 			}
 		}
-		t := time.NewTimer(backoff + rand.N(backoff/2+1))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()

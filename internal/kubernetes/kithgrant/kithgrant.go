@@ -34,6 +34,7 @@ import (
 	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/kubernetes"
 	"github.com/kithid/kith/internal/kubernetes/apis/v1alpha1"
+	"github.com/kithid/kith/internal/store"
 )
 
 // Actor is who the audit log says wrote the grants.
@@ -42,7 +43,7 @@ const Actor = "k8s:controller"
 // Store is what the controller needs of the store.
 type Store interface {
 	ReplaceGrantsFromSource(ctx context.Context, actor, prefix, source string, grants []grant.Grant) error
-	ListGrants(ctx context.Context) ([]grant.Grant, error)
+	ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Grant, error)
 }
 
 // Config configures a Controller.
@@ -126,7 +127,7 @@ func Source(namespace, name string) string { return "k8s:" + namespace + "/" + n
 
 // Run reads which namespaces have grants in the store, starts the informer and reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	all, err := c.cfg.Store.ListGrants(ctx)
+	all, err := c.cfg.Store.ListGrants(ctx, store.GrantFilter{})
 	if err != nil {
 		return fmt.Errorf("kubernetes grants: read the grants kept so far: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kithid/kith/internal/kubernetes/apis/v1alpha1"
 	"github.com/kithid/kith/internal/kubernetes/kithgrant"
 	"github.com/kithid/kith/internal/kubernetes/kubetest"
+	"github.com/kithid/kith/internal/store"
 	"github.com/kithid/kith/internal/store/sqlite"
 )
 
@@ -79,7 +80,7 @@ func TestK8sKithGrantsFollowResources(t *testing.T) {
 	}
 	// can is what `kith can` decides from the grants alone: some grant covers caller, target, method, path.
 	can := func(caller, target, method, path string) bool {
-		gs, err := st.ListGrants(context.Background())
+		gs, err := st.ListGrants(context.Background(), store.GrantFilter{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +124,7 @@ func TestK8sKithGrantsFollowResources(t *testing.T) {
 		s := status("web-to-api")
 		return strings.HasPrefix(s.GrantID, "k8s-") && s.Caller == web && s.Target == api
 	})
-	gs, _ := st.ListGrants(context.Background())
+	gs, _ := st.ListGrants(context.Background(), store.GrantFilter{})
 	if len(gs) != 1 || gs[0].Source != "k8s:shop/web-to-api" {
 		t.Fatalf("grants %+v, want one with source k8s:shop/web-to-api", gs)
 	}

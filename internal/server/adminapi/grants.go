@@ -5,14 +5,19 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/internal/server/apierr"
+	"github.com/kithid/kith/internal/store"
 )
 
 // GrantStore persists grants and target modes.
@@ -20,7 +25,7 @@ type GrantStore interface {
 	CreateGrant(ctx context.Context, actor string, g grant.Grant) (grant.Grant, error)
 	DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error)
 	GetGrant(ctx context.Context, id string) (grant.Grant, error)
-	ListGrants(ctx context.Context) ([]grant.Grant, error)
+	ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Grant, error)
 	SetTargetMode(ctx context.Context, actor, target string, mode grant.Mode) error
 	TargetModes(ctx context.Context) (map[string]grant.Mode, error)
 }
@@ -81,7 +86,11 @@ func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantReque
 	if err != nil {
 		return nil, fmt.Errorf("create grant: %w", err)
 	}
-	return &adminv1.CreateGrantResponse{Grant: s.grantProto(g)}, nil
+	rev, err := s.cfg.Audit.Revision(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read revision: %w", err)
+	}
+	return &adminv1.CreateGrantResponse{Grant: s.grantProto(g), Revision: rev}, nil
 }
 
 // RevokeGrants removes a grant by ID, or every CLI grant from caller to target.
@@ -101,19 +110,22 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 		}
 		ids = []string{g.ID}
 	case req.GetCaller() != "" && req.GetTarget() != "":
-		all, err := s.cfg.Grants.ListGrants(ctx)
-		if err != nil {
-			return nil, err
-		}
 		var fromGit []string
-		for _, g := range all {
-			if g.Caller == req.GetCaller() && g.Target == req.GetTarget() {
-				if g.Source != "cli" {
-					fromGit = append(fromGit, g.ID)
-					continue
-				}
+		// List order is target, caller, ID: the grants from caller to target are together, from the key
+		// (target, caller, "") on.
+		err := s.scanGrants(ctx, store.GrantKey{Target: req.GetTarget(), Caller: req.GetCaller()}, func(g grant.Grant) bool {
+			if g.Caller != req.GetCaller() || g.Target != req.GetTarget() {
+				return false
+			}
+			if g.Source != "cli" {
+				fromGit = append(fromGit, g.ID)
+			} else {
 				ids = append(ids, g.ID)
 			}
+			return true
+		})
+		if err != nil {
+			return nil, err
 		}
 		if len(ids) == 0 {
 			if len(fromGit) > 0 {
@@ -132,24 +144,146 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 		}
 		resp.Grants = append(resp.Grants, s.grantProto(g))
 	}
+	var err error
+	if resp.Revision, err = s.cfg.Audit.Revision(ctx); err != nil {
+		return nil, fmt.Errorf("read revision: %w", err)
+	}
 	return resp, nil
 }
 
-// ListGrants lists grants, optionally those that apply to a caller and/or target.
-func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest) (*adminv1.ListGrantsResponse, error) {
-	all, err := s.cfg.Grants.ListGrants(ctx)
+// Acknowledgements tells which store revision's authorization data an agent reported enforcing.
+type Acknowledgements interface {
+	Acknowledged(id spiffeid.ID) int64
+}
+
+// enforcement sorts the agents that must enforce a change to the grants of targets made at store revision
+// rev — those, not evicted, that serve an entry one of the targets covers — into acknowledged (reported
+// enforcing rev or later) and pending; offline are the pending ones without a Sync stream now.
+func (s *Service) enforcement(ctx context.Context, rev int64, targets []string) (acknowledged, pending, offline []string, err error) {
+	var entries []store.Entry
+	for _, t := range targets {
+		f := store.EntryFilter{SPIFFEIDPrefix: strings.TrimSuffix(t, "*")}
+		if !strings.HasSuffix(t, "/*") {
+			if f.SPIFFEID, err = spiffeid.FromString(t); err != nil {
+				return nil, nil, nil, apierr.Invalid(fmt.Sprintf("target %q: %v", t, err))
+			}
+			f.SPIFFEIDPrefix = ""
+		}
+		es, err := s.cfg.Entries.ListEntries(ctx, f)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("entries of %s: %w", t, err)
+		}
+		entries = append(entries, es...)
+	}
+	if len(entries) == 0 {
+		return nil, nil, nil, nil
+	}
+	agents, err := s.cfg.Agents.ListAgents(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list grants: %w", err)
+		return nil, nil, nil, fmt.Errorf("list agents: %w", err)
+	}
+	for _, a := range agents {
+		sels := attestation.NewSet(a.Selectors...)
+		// The rule by which an agent serves an entry (agentapi's serves): its parent, or its node selectors.
+		serves := func(e store.Entry) bool {
+			return e.ParentID == a.ID || (len(e.NodeSelectors) > 0 && sels.ContainsAll(e.NodeSelectors))
+		}
+		if a.Evicted || !slices.ContainsFunc(entries, serves) {
+			continue
+		}
+		if s.cfg.Acknowledgements != nil && s.cfg.Acknowledgements.Acknowledged(a.ID) >= rev {
+			acknowledged = append(acknowledged, a.ID.String())
+			continue
+		}
+		pending = append(pending, a.ID.String())
+		if s.cfg.Connected == nil || !s.cfg.Connected(a.ID) {
+			offline = append(offline, a.ID.String())
+		}
+	}
+	return acknowledged, pending, offline, nil
+}
+
+// MaxGrantTargets bounds the targets of one GetEnforcement request (a revoke of every grant from caller to
+// target names one).
+const MaxGrantTargets = 64
+
+// GetEnforcement says which of the agents that must enforce a change to the grants of some targets have
+// acknowledged it.
+func (s *Service) GetEnforcement(ctx context.Context, req *adminv1.GetEnforcementRequest) (*adminv1.GetEnforcementResponse, error) {
+	if req.GetRevision() <= 0 {
+		return nil, apierr.Invalid("revision must be positive: give the revision kith grant or kith revoke returned")
+	}
+	if len(req.GetTargets()) > MaxGrantTargets {
+		return nil, apierr.Invalid(fmt.Sprintf("targets: %d given, at most %d", len(req.GetTargets()), MaxGrantTargets))
+	}
+	for _, t := range req.GetTargets() {
+		if _, err := s.parsePattern("targets", t); err != nil {
+			return nil, err
+		}
+	}
+	resp := &adminv1.GetEnforcementResponse{}
+	var err error
+	resp.Acknowledged, resp.Pending, resp.Offline, err = s.enforcement(ctx, req.GetRevision(), req.GetTargets())
+	if err != nil {
+		return nil, fmt.Errorf("enforcement of revision %d: %w", req.GetRevision(), err)
+	}
+	return resp, nil
+}
+
+// grantScanChunk is how many grants scanGrants reads from the store at a time.
+const grantScanChunk = 1000
+
+// scanGrants calls f with each grant after key in list order, reading the store a chunk at a time, until
+// f returns false or the grants run out.
+func (s *Service) scanGrants(ctx context.Context, after store.GrantKey, f func(grant.Grant) bool) error {
+	for {
+		gs, err := s.cfg.Grants.ListGrants(ctx, store.GrantFilter{After: after, Limit: grantScanChunk})
+		if err != nil {
+			return fmt.Errorf("list grants: %w", err)
+		}
+		for _, g := range gs {
+			if !f(g) {
+				return nil
+			}
+		}
+		if len(gs) < grantScanChunk {
+			return nil
+		}
+		after = store.GrantKeyOf(gs[len(gs)-1])
+	}
+}
+
+// ListGrants lists grants, optionally those that apply to a caller and/or target, a page at a time. The
+// filters are patterns (a grant to spiffe://td/ns/* applies to spiffe://td/ns/x and the other way round),
+// so the store is read in order a chunk at a time and the page ends where it is full.
+func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest) (*adminv1.ListGrantsResponse, error) {
+	caller, target := req.GetCaller(), req.GetTarget()
+	pg, err := newPager("ListGrants", caller+" "+target, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	var after store.GrantKey
+	if len(pg.after) == 3 {
+		after = store.GrantKey{Target: pg.after[0], Caller: pg.after[1], ID: pg.after[2]}
 	}
 	resp := &adminv1.ListGrantsResponse{}
-	for _, g := range all {
-		if c := req.GetCaller(); c != "" && !grant.Covers(g.Caller, c) && !grant.Covers(c, g.Caller) {
-			continue
+	err = s.scanGrants(ctx, after, func(g grant.Grant) bool {
+		if caller != "" && !grant.Covers(g.Caller, caller) && !grant.Covers(caller, g.Caller) {
+			return true
 		}
-		if t := req.GetTarget(); t != "" && !grant.Covers(g.Target, t) && !grant.Covers(t, g.Target) {
-			continue
+		if target != "" && !grant.Covers(g.Target, target) && !grant.Covers(target, g.Target) {
+			return true
 		}
-		resp.Grants = append(resp.Grants, s.grantProto(g))
+		pgr := s.grantProto(g)
+		if !pg.add(pgr, g.Target, g.Caller, g.ID) {
+			resp.NextPageToken = pg.next()
+			return false
+		}
+		resp.Grants = append(resp.Grants, pgr)
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -171,14 +305,26 @@ func (s *Service) SetTargetMode(ctx context.Context, req *adminv1.SetTargetModeR
 }
 
 // ListTargetModes lists targets in audit mode.
-func (s *Service) ListTargetModes(ctx context.Context, _ *adminv1.ListTargetModesRequest) (*adminv1.ListTargetModesResponse, error) {
+func (s *Service) ListTargetModes(ctx context.Context, req *adminv1.ListTargetModesRequest) (*adminv1.ListTargetModesResponse, error) {
+	pg, err := newPager("ListTargetModes", "", req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
 	modes, err := s.cfg.Grants.TargetModes(ctx)
 	if err != nil {
 		return nil, err
 	}
+	targets := slices.Sorted(maps.Keys(modes))
 	resp := &adminv1.ListTargetModesResponse{Modes: map[string]string{}}
-	for t, m := range modes {
-		resp.Modes[t] = string(m)
+	for _, t := range targets {
+		if pg.after != nil && t <= pg.after[0] {
+			continue
+		}
+		if !pg.add(&adminv1.SetTargetModeRequest{Target: t, Mode: string(modes[t])}, t) {
+			resp.NextPageToken = pg.next()
+			break
+		}
+		resp.Modes[t] = string(modes[t])
 	}
 	return resp, nil
 }

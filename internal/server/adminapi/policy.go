@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"context"
+	"fmt"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/internal/server/apierr"
@@ -40,11 +41,19 @@ func (s *Service) ListPolicyHistory(ctx context.Context, req *adminv1.ListPolicy
 	if err != nil {
 		return nil, err
 	}
+	pg, err := newPager("ListPolicyHistory", fmt.Sprint(req.GetLimit()), req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
 	out, err := p.PolicyHistory(ctx, int(req.GetLimit()))
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.ListPolicyHistoryResponse{Attempts: out}, nil
+	// The newest limit attempts (50 by default), newest first: a short list read whole.
+	resp := &adminv1.ListPolicyHistoryResponse{}
+	resp.Attempts, resp.NextPageToken = pageIn(pg, out, func(i int, _ *adminv1.PolicyAttempt) []string { return position(i) },
+		func(a *adminv1.PolicyAttempt) *adminv1.PolicyAttempt { return a })
+	return resp, nil
 }
 
 // SyncPolicy fetches the policy repository now.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/logclip"
 )
 
 // EntryStore persists registration entries.
@@ -96,6 +98,8 @@ type Config struct {
 	DefaultParent spiffeid.ID
 	// Connected reports whether an agent holds a sync stream now; zero: never.
 	Connected func(id spiffeid.ID) bool
+	// Acknowledgements says which authorization data each agent reported enforcing; zero: none did.
+	Acknowledgements Acknowledgements
 	// OnIssue observes each SVID issued ("x509" or "jwt") and how long it took.
 	OnIssue func(kind string, took time.Duration)
 	// Version is reported by GetServerInfo.
@@ -212,10 +216,22 @@ func (s *Service) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*
 	return &adminv1.GetEntryResponse{Entry: entryToProto(e)}, nil
 }
 
-// ListEntries lists entries, optionally filtered.
+// ListEntries lists entries, optionally filtered, a page at a time.
 func (s *Service) ListEntries(ctx context.Context, req *adminv1.ListEntriesRequest) (*adminv1.ListEntriesResponse, error) {
 	var f store.EntryFilter
 	var err error
+	if n := req.GetName(); n != "" {
+		if len(n) > MaxIDLength || strings.HasPrefix(n, "/") || strings.HasSuffix(n, "/") || strings.Contains(n, "//") || strings.Contains(n, "://") {
+			return nil, apierr.Invalid(fmt.Sprintf("name %q: give a short name of whole path segments, such as payments or sa/payments (at most %d bytes)", logclip.Cut(n, 100), MaxIDLength))
+		}
+		f.Name = n
+	}
+	if p := req.GetSpiffeIdPrefix(); p != "" {
+		if len(p) > MaxIDLength || !strings.HasPrefix(p, "spiffe://") {
+			return nil, apierr.Invalid(fmt.Sprintf("spiffe_id_prefix %q: give the start of a SPIFFE ID, such as spiffe://%s/ns/prod/ (at most %d bytes)", logclip.Cut(p, 100), s.cfg.TrustDomain, MaxIDLength))
+		}
+		f.SPIFFEIDPrefix = p
+	}
 	if req.GetSpiffeId() != "" {
 		if f.SPIFFEID, err = ParseID(s.cfg.TrustDomain, "spiffe_id", req.GetSpiffeId()); err != nil {
 			return nil, err
@@ -227,13 +243,26 @@ func (s *Service) ListEntries(ctx context.Context, req *adminv1.ListEntriesReque
 		}
 	}
 	f.SourcePrefix = req.GetSource()
+	pg, err := newPager("ListEntries", strings.Join([]string{f.SPIFFEID.String(), f.ParentID.String(), f.Name, f.SPIFFEIDPrefix, f.SourcePrefix}, " "), req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if len(pg.after) == 2 {
+		f.After = store.EntryKey{SPIFFEID: pg.after[0], ID: pg.after[1]}
+	}
+	f.Limit = pg.size + 1 // one more than the page: whether there is a next one
 	es, err := s.cfg.Entries.ListEntries(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("list entries: %w", err)
 	}
-	resp := &adminv1.ListEntriesResponse{Entries: make([]*adminv1.Entry, len(es))}
-	for i, e := range es {
-		resp.Entries[i] = entryToProto(e)
+	resp := &adminv1.ListEntriesResponse{Entries: make([]*adminv1.Entry, 0, min(len(es), pg.size))}
+	for _, e := range es {
+		pe := entryToProto(e)
+		if !pg.add(pe, e.SPIFFEID.String(), e.ID) {
+			resp.NextPageToken = pg.next()
+			break
+		}
+		resp.Entries = append(resp.Entries, pe)
 	}
 	return resp, nil
 }
@@ -324,15 +353,20 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTo
 }
 
 // ListJoinTokens lists join tokens (never their secrets).
-func (s *Service) ListJoinTokens(ctx context.Context, _ *adminv1.ListJoinTokensRequest) (*adminv1.ListJoinTokensResponse, error) {
+func (s *Service) ListJoinTokens(ctx context.Context, req *adminv1.ListJoinTokensRequest) (*adminv1.ListJoinTokensResponse, error) {
+	pg, err := newPager("ListJoinTokens", "", req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
 	ts, err := s.cfg.Tokens.ListJoinTokens(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list join tokens: %w", err)
 	}
 	resp := &adminv1.ListJoinTokensResponse{}
-	for _, t := range ts {
-		resp.Tokens = append(resp.Tokens, s.tokenToProto(t))
-	}
+	// The store lists them oldest first (created_at, then ID); a fixed-width time keeps that order as text.
+	resp.Tokens, resp.NextPageToken = pageIn(pg, ts, func(_ int, t store.JoinToken) []string {
+		return []string{t.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000000Z"), t.ID}
+	}, s.tokenToProto)
 	return resp, nil
 }
 
@@ -366,15 +400,17 @@ func (s *Service) tokenToProto(t store.JoinToken) *adminv1.JoinToken {
 }
 
 // ListAgents lists attested agents.
-func (s *Service) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
+func (s *Service) ListAgents(ctx context.Context, req *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
+	pg, err := newPager("ListAgents", "", req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
 	as, err := s.cfg.Agents.ListAgents(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	resp := &adminv1.ListAgentsResponse{}
-	for _, a := range as {
-		resp.Agents = append(resp.Agents, s.agentToProto(a))
-	}
+	resp.Agents, resp.NextPageToken = pageIn(pg, as, func(_ int, a store.Agent) []string { return []string{a.ID.String()} }, s.agentToProto)
 	return resp, nil
 }
 
@@ -527,8 +563,16 @@ func (s *Service) GetBundle(context.Context, *adminv1.GetBundleRequest) (*adminv
 }
 
 // ListAuthorities lists the CA's keys and their state.
-func (s *Service) ListAuthorities(context.Context, *adminv1.ListAuthoritiesRequest) (*adminv1.ListAuthoritiesResponse, error) {
-	return &adminv1.ListAuthoritiesResponse{Authorities: s.authorities()}, nil
+func (s *Service) ListAuthorities(_ context.Context, req *adminv1.ListAuthoritiesRequest) (*adminv1.ListAuthoritiesResponse, error) {
+	pg, err := newPager("ListAuthorities", "", req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ListAuthoritiesResponse{}
+	// A handful of keys (active, prepared, retired ones kept until they expire), in the CA's order.
+	resp.Authorities, resp.NextPageToken = pageIn(pg, s.authorities(), func(i int, _ *adminv1.Authority) []string { return position(i) },
+		func(a *adminv1.Authority) *adminv1.Authority { return a })
+	return resp, nil
 }
 
 // RotateCA forces a rotation.
@@ -564,7 +608,27 @@ func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEve
 	if req.GetLimit() < 0 || req.GetAfterSeq() < 0 {
 		return nil, apierr.Invalid("limit and after_seq must not be negative")
 	}
-	f := store.AuditFilter{AfterSeq: req.GetAfterSeq(), Limit: int(req.GetLimit()), NewestFirst: req.GetNewestFirst()}
+	filter := fmt.Sprint(req.GetAfterSeq(), req.GetNewestFirst(), req.GetSince().AsTime().UnixNano())
+	pg, err := newPager("ListAuditEvents", filter, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	f := store.AuditFilter{AfterSeq: req.GetAfterSeq(), NewestFirst: req.GetNewestFirst()}
+	if pg.after != nil {
+		seq, err := strconv.ParseInt(pg.after[0], 10, 64)
+		if err != nil {
+			return nil, apierr.Invalid("page_token: not a next_page_token of ListAuditEvents")
+		}
+		if f.NewestFirst {
+			f.BeforeSeq = seq
+		} else {
+			f.AfterSeq = seq
+		}
+	}
+	f.Limit = pg.size + 1
+	if l := int(req.GetLimit()); l > 0 && l < pg.size {
+		pg.size, f.Limit = l, l // the caller's limit: no next page
+	}
 	if req.GetSince() != nil {
 		if err := req.GetSince().CheckValid(); err != nil {
 			return nil, apierr.Invalid(fmt.Sprintf("since: %v", err))
@@ -577,10 +641,15 @@ func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEve
 	}
 	resp := &adminv1.ListAuditEventsResponse{}
 	for _, e := range evs {
-		resp.Events = append(resp.Events, &adminv1.AuditEvent{
+		pe := &adminv1.AuditEvent{
 			Seq: e.Seq, Time: ts(e.Time), Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail,
 			Revision: e.Revision, PrevHash: e.PrevHash, Hash: e.Hash,
-		})
+		}
+		if !pg.add(pe, strconv.FormatInt(e.Seq, 10)) {
+			resp.NextPageToken = pg.next()
+			break
+		}
+		resp.Events = append(resp.Events, pe)
 	}
 	return resp, nil
 }

@@ -38,6 +38,9 @@ func (s *Service) ReportStatus(ctx context.Context, req *agentv1.ReportStatusReq
 	if err != nil {
 		return nil, err
 	}
+	if r := req.GetAuthzRevision(); r > 0 {
+		s.acknowledge(a.ID, r)
+	}
 	if s.cfg.Reports != nil {
 		if err := s.cfg.Reports.SetAgentPolicy(ctx, a.ID.String(), req.GetPolicyRevision(), req.GetPolicyError()); err != nil {
 			return nil, err

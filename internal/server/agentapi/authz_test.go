@@ -25,7 +25,7 @@ import (
 func legacyAuthzData(t *testing.T, st *sqlite.Store, sent map[string]string) *agentv1.AuthzData {
 	t.Helper()
 	ctx := context.Background()
-	grants, err := st.ListGrants(ctx)
+	grants, err := st.ListGrants(ctx, store.GrantFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,8 @@ type Service struct {
 	cfg Config
 
 	mu        sync.Mutex
-	connected map[spiffeid.ID]int // agent → open Sync streams
+	connected map[spiffeid.ID]int   // agent → open Sync streams
+	acks      map[spiffeid.ID]int64 // agent → the authorization revision it reported enforcing
 }
 
 var _ agentv1.AgentServiceServer = (*Service)(nil)

@@ -65,34 +65,14 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 			if !ok {
 				return fmt.Errorf("server is shutting down: reconnect to sync again: %w", apierr.ErrUnavailable)
 			}
-			changes, err := s.cfg.Changes.ChangesSince(ctx, sy.rev)
-			if err != nil {
-				return fmt.Errorf("sync agent %s: %w", a.ID, err)
-			}
-			if len(changes) == 0 {
-				continue
-			}
-			msg, err := sy.apply(ctx, changes)
+			msg, err := sy.step(ctx)
 			if err != nil {
 				return err
 			}
-			if authzRelevant(changes) || policyChanged(changes) {
-				if msg == nil {
-					msg = &agentv1.SyncResponse{Revision: sy.rev}
-				}
-				if err := sy.addAuthz(ctx, msg); err != nil {
+			if msg != nil {
+				if err := stream.Send(msg); err != nil {
 					return err
 				}
-				sy.addPolicy(msg)
-				if msg.Authz == nil && msg.Policy == nil && len(msg.Entries) == 0 && len(msg.DeletedEntryIds) == 0 {
-					continue
-				}
-			}
-			if msg == nil {
-				continue
-			}
-			if err := stream.Send(msg); err != nil {
-				return err
 			}
 		case <-caChanged:
 			b, err := bundleProto(s.cfg.CA.Bundle())
@@ -104,6 +84,35 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 			}
 		}
 	}
+}
+
+// step reads the changes since the revision the agent was brought to and returns the message that brings
+// it to the newest one, nil when nothing it holds changed.
+func (sy *syncer) step(ctx context.Context) (*agentv1.SyncResponse, error) {
+	changes, err := sy.s.cfg.Changes.ChangesSince(ctx, sy.rev)
+	if err != nil {
+		return nil, fmt.Errorf("sync agent %s: %w", sy.agent.ID, err)
+	}
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	msg, err := sy.apply(ctx, changes)
+	if err != nil {
+		return nil, err
+	}
+	if authzRelevant(changes) || policyChanged(changes) {
+		if msg == nil {
+			msg = &agentv1.SyncResponse{Revision: sy.rev}
+		}
+		if err := sy.addAuthz(ctx, msg); err != nil {
+			return nil, err
+		}
+		sy.addPolicy(msg)
+		if msg.Authz == nil && msg.Policy == nil && len(msg.Entries) == 0 && len(msg.DeletedEntryIds) == 0 {
+			return nil, nil
+		}
+	}
+	return msg, nil
 }
 
 // syncer is the state of one Sync stream.

@@ -112,11 +112,16 @@ func (s *Store) Audit(ctx context.Context, actor, action, target string, detail 
 
 // ListAudit returns audit events in seq order.
 func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
-	q := "SELECT seq, time, actor, action, target, detail, revision, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq"
+	q := "SELECT seq, time, actor, action, target, detail, revision, prev_hash, hash FROM audit WHERE seq > ?"
+	args := []any{f.AfterSeq}
+	if f.BeforeSeq > 0 {
+		q += " AND seq < ?"
+		args = append(args, f.BeforeSeq)
+	}
+	q += " ORDER BY seq"
 	if f.NewestFirst {
 		q += " DESC"
 	}
-	args := []any{f.AfterSeq}
 	if f.Limit > 0 && f.Since.IsZero() {
 		q += " LIMIT ?"
 		args = append(args, f.Limit)

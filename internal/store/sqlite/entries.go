@@ -96,7 +96,11 @@ func detailOfEntry(e store.Entry) entryDetail {
 	return d
 }
 
-// entryArgs returns the column values for e in entryColumns order, followed by its dedup key.
+// lastSegment is the short name an entry is indexed by: its SPIFFE ID after the last '/' (the name
+// column, as migration 0007 computes it for existing rows).
+func lastSegment(id string) string { return id[strings.LastIndex(id, "/")+1:] }
+
+// entryArgs returns the column values for e in entryColumns order, followed by its dedup key and name.
 func entryArgs(e store.Entry) ([]any, error) {
 	nodeSels, err := encodeSelectors(e.NodeSelectors)
 	if err != nil {
@@ -117,6 +121,7 @@ func entryArgs(e store.Entry) ([]any, error) {
 	return []any{
 		e.ID, e.SPIFFEID.String(), e.ParentID.String(), nodeSels, sels, int64(e.X509TTL), int64(e.JWTTTL),
 		dns, labels, timeValue(e.CreatedAt), timeValue(e.UpdatedAt), e.Revision, dedupKey(e),
+		lastSegment(e.SPIFFEID.String()),
 	}, nil
 }
 
@@ -163,14 +168,14 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, es []store.Entr
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
-			res, err := w.exec("INSERT INTO entries ("+entryColumns+", dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", args...)
+			res, err := w.exec("INSERT INTO entries ("+entryColumns+", dedup_key, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", args...)
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
 			if n, err := res.RowsAffected(); err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			} else if n == 0 {
-				return w.entryConflict(e, args[len(args)-1].(string))
+				return w.entryConflict(e, args[len(args)-2].(string))
 			}
 			if err := w.setSource(e); err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
@@ -233,10 +238,10 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 		if err != nil {
 			return fmt.Errorf("update entry %s: %w", e.ID, err)
 		}
-		// args: id first, then the other columns and the dedup key.
+		// args: id first, then the other columns, the dedup key and the name.
 		if _, err := w.exec(`UPDATE entries SET spiffe_id = ?, parent_id = ?, node_selectors = ?, selectors = ?,
-			x509_ttl = ?, jwt_ttl = ?, dns_names = ?, labels = ?, created_at = ?, updated_at = ?, revision = ?, dedup_key = ?
-			WHERE id = ?`, append(args[1:], e.ID)...); err != nil {
+			x509_ttl = ?, jwt_ttl = ?, dns_names = ?, labels = ?, created_at = ?, updated_at = ?, revision = ?, dedup_key = ?,
+			name = ? WHERE id = ?`, append(args[1:], e.ID)...); err != nil {
 			return fmt.Errorf("update entry %s: %w", e.ID, err)
 		}
 		if err := w.setSource(e); err != nil {
@@ -307,11 +312,37 @@ func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.E
 		where = append(where, "substr(source, 1, ?) = ?")
 		args = append(args, len(p), p)
 	}
+	if p := f.SPIFFEIDPrefix; p != "" {
+		// A range on the (spiffe_id, id) index: every string with prefix p sorts at or after p and before
+		// p with its last byte raised by one (when that byte is 0xff, no upper bound is needed below it).
+		where = append(where, "spiffe_id >= ?")
+		args = append(args, p)
+		if hi, ok := prefixEnd(p); ok {
+			where = append(where, "spiffe_id < ?")
+			args = append(args, hi)
+		}
+	}
+	if n := f.Name; n != "" {
+		// The index on name finds the candidates; the suffix must also be whole segments of the path, not
+		// reach into the trust domain (spiffe://td/x does not end in the path "/td/x").
+		suffix := "/" + n
+		where = append(where, "name = ?", "substr(spiffe_id, -?) = ?",
+			"instr(substr(spiffe_id, 10), '/') > 0", "length(spiffe_id) - ? >= 8 + instr(substr(spiffe_id, 10), '/')")
+		args = append(args, lastSegment(n), len(suffix), suffix, len(suffix))
+	}
+	if f.After != (store.EntryKey{}) {
+		where = append(where, "(spiffe_id, id) > (?, ?)")
+		args = append(args, f.After.SPIFFEID, f.After.ID)
+	}
 	q := "SELECT " + entryReadColumns + " FROM entries"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY spiffe_id, id"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
 	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list entries: %w", err)
@@ -329,6 +360,18 @@ func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.E
 		return nil, fmt.Errorf("list entries: %w", err)
 	}
 	return out, nil
+}
+
+// prefixEnd returns the least string greater than every string with prefix p, if there is one.
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
 }
 
 // querier is what reads need from a *sql.DB or *sql.Tx.

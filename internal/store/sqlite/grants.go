@@ -136,9 +136,19 @@ func (s *Store) GetGrant(ctx context.Context, id string) (grant.Grant, error) {
 	return g, nil
 }
 
-// ListGrants returns every grant ordered by target, caller and ID.
-func (s *Store) ListGrants(ctx context.Context) ([]grant.Grant, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT doc FROM grants ORDER BY target, caller, id")
+// ListGrants returns the grants ordered by target, caller and ID, at most f.Limit after f.After.
+func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Grant, error) {
+	q, args := "SELECT doc FROM grants", []any{}
+	if f.After != (store.GrantKey{}) {
+		q += " WHERE (target, caller, id) > (?, ?, ?)"
+		args = append(args, f.After.Target, f.After.Caller, f.After.ID)
+	}
+	q += " ORDER BY target, caller, id"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}

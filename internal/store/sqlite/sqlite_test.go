@@ -386,3 +386,40 @@ func TestWritesAreDurableAcrossPowerLoss(t *testing.T) {
 		t.Errorf("the writer's PRAGMA synchronous (-want FULL +got):\n%s", diff)
 	}
 }
+
+// A version 7 store's entries are found by their short names after the upgrade that indexes them.
+func TestUpgradeFromVersion7IndexesEntryNames(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kith.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:7] {
+		if _, err := db.Exec(m.sql); err != nil {
+			t.Fatalf("%s: %v", m.name, err)
+		}
+	}
+	if _, err := db.Exec("PRAGMA user_version = 7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO entries (id, spiffe_id, parent_id, node_selectors, selectors, dedup_key, dns_names, labels, revision)
+		VALUES ('e1', 'spiffe://kith.test/ns/prod/sa/payments', '', '[]', '[]', 'k1', '[]', '{}', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := openAt(t, path)
+	for _, name := range []string{"payments", "sa/payments"} {
+		got, err := s.ListEntries(context.Background(), store.EntryFilter{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != "e1" {
+			t.Errorf("ListEntries(Name %q) after the upgrade = %+v, want e1", name, got)
+		}
+	}
+}

@@ -123,6 +123,8 @@ func testAudit(t *testing.T, h harness) {
 			{"newest first", store.AuditFilter{NewestFirst: true}, reversed},
 			{"the newest two", store.AuditFilter{NewestFirst: true, Limit: 2}, reversed[:2]},
 			{"newest first after seq 2", store.AuditFilter{NewestFirst: true, AfterSeq: 2}, reversed[:2]},
+			{"newest first before seq 3 (the next page)", store.AuditFilter{NewestFirst: true, BeforeSeq: 3, Limit: 1}, reversed[2:3]},
+			{"before seq 3", store.AuditFilter{BeforeSeq: 3}, evs[:2]},
 			{"since the third event's time", store.AuditFilter{Since: evs[2].Time}, evs[2:]},
 			{"since the third, newest first, limit 1", store.AuditFilter{Since: evs[2].Time, NewestFirst: true, Limit: 1}, reversed[:1]},
 			{"since the second, limit 2", store.AuditFilter{Since: evs[1].Time, Limit: 2}, evs[1:3]},

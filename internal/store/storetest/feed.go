@@ -486,7 +486,7 @@ func testConcurrentMixedWriters(t *testing.T, h harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	grants, err := s.ListGrants(ctx)
+	grants, err := s.ListGrants(ctx, store.GrantFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func testGrants(t *testing.T, h harness) {
 				t.Fatal(err)
 			}
 		}
-		all, err := s.ListGrants(ctx)
+		all, err := s.ListGrants(ctx, store.GrantFilter{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +157,7 @@ func testReplaceGrants(t *testing.T, h harness) {
 	}
 
 	t.Run("grants from the source are replaced and others kept", func(t *testing.T) {
-		all, err := s.ListGrants(ctx)
+		all, err := s.ListGrants(ctx, store.GrantFilter{})
 		if err != nil {
 			t.Fatal(err)
 		}

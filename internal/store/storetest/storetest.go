@@ -57,6 +57,7 @@ func Run(t *testing.T, open Open) {
 		{"RevokeJoinToken", testRevokeJoinToken},
 		{"Agents", testAgents},
 		{"BanAgent", testBanAgent},
+		{"ListPaging", testListPaging},
 		{"Grants", testGrants},
 		{"ReplaceGrantsFromSource", testReplaceGrants},
 		{"TargetModes", testTargetModes},

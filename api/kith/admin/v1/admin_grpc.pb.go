@@ -51,6 +51,7 @@ const (
 	AdminService_SetTargetMode_FullMethodName      = "/kith.admin.v1.AdminService/SetTargetMode"
 	AdminService_ListTargetModes_FullMethodName    = "/kith.admin.v1.AdminService/ListTargetModes"
 	AdminService_Can_FullMethodName                = "/kith.admin.v1.AdminService/Can"
+	AdminService_GetEnforcement_FullMethodName     = "/kith.admin.v1.AdminService/GetEnforcement"
 	AdminService_GetPolicyStatus_FullMethodName    = "/kith.admin.v1.AdminService/GetPolicyStatus"
 	AdminService_ListPolicyHistory_FullMethodName  = "/kith.admin.v1.AdminService/ListPolicyHistory"
 	AdminService_SyncPolicy_FullMethodName         = "/kith.admin.v1.AdminService/SyncPolicy"
@@ -96,6 +97,7 @@ type AdminServiceClient interface {
 	SetTargetMode(ctx context.Context, in *SetTargetModeRequest, opts ...grpc.CallOption) (*SetTargetModeResponse, error)
 	ListTargetModes(ctx context.Context, in *ListTargetModesRequest, opts ...grpc.CallOption) (*ListTargetModesResponse, error)
 	Can(ctx context.Context, in *CanRequest, opts ...grpc.CallOption) (*CanResponse, error)
+	GetEnforcement(ctx context.Context, in *GetEnforcementRequest, opts ...grpc.CallOption) (*GetEnforcementResponse, error)
 	GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error)
 	ListPolicyHistory(ctx context.Context, in *ListPolicyHistoryRequest, opts ...grpc.CallOption) (*ListPolicyHistoryResponse, error)
 	SyncPolicy(ctx context.Context, in *SyncPolicyRequest, opts ...grpc.CallOption) (*SyncPolicyResponse, error)
@@ -411,6 +413,16 @@ func (c *adminServiceClient) Can(ctx context.Context, in *CanRequest, opts ...gr
 	return out, nil
 }
 
+func (c *adminServiceClient) GetEnforcement(ctx context.Context, in *GetEnforcementRequest, opts ...grpc.CallOption) (*GetEnforcementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEnforcementResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetEnforcement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPolicyStatusResponse)
@@ -499,6 +511,7 @@ type AdminServiceServer interface {
 	SetTargetMode(context.Context, *SetTargetModeRequest) (*SetTargetModeResponse, error)
 	ListTargetModes(context.Context, *ListTargetModesRequest) (*ListTargetModesResponse, error)
 	Can(context.Context, *CanRequest) (*CanResponse, error)
+	GetEnforcement(context.Context, *GetEnforcementRequest) (*GetEnforcementResponse, error)
 	GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error)
 	ListPolicyHistory(context.Context, *ListPolicyHistoryRequest) (*ListPolicyHistoryResponse, error)
 	SyncPolicy(context.Context, *SyncPolicyRequest) (*SyncPolicyResponse, error)
@@ -603,6 +616,9 @@ func (UnimplementedAdminServiceServer) ListTargetModes(context.Context, *ListTar
 }
 func (UnimplementedAdminServiceServer) Can(context.Context, *CanRequest) (*CanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Can not implemented")
+}
+func (UnimplementedAdminServiceServer) GetEnforcement(context.Context, *GetEnforcementRequest) (*GetEnforcementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEnforcement not implemented")
 }
 func (UnimplementedAdminServiceServer) GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicyStatus not implemented")
@@ -1180,6 +1196,24 @@ func _AdminService_Can_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetEnforcement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEnforcementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetEnforcement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetEnforcement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetEnforcement(ctx, req.(*GetEnforcementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetPolicyStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetPolicyStatusRequest)
 	if err := dec(in); err != nil {
@@ -1396,6 +1430,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Can",
 			Handler:    _AdminService_Can_Handler,
+		},
+		{
+			MethodName: "GetEnforcement",
+			Handler:    _AdminService_GetEnforcement_Handler,
 		},
 		{
 			MethodName: "GetPolicyStatus",

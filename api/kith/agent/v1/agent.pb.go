@@ -28,8 +28,12 @@ type ReportStatusRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PolicyRevision string                 `protobuf:"bytes,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"` // the policy bundle revision in force ("builtin" when none)
 	PolicyError    string                 `protobuf:"bytes,2,opt,name=policy_error,json=policyError,proto3" json:"policy_error,omitempty"`          // why the last bundle received was refused, if it was
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The revision of the last Sync message with authorization data the agent applied: it enforces the
+	// grants as of that store revision (0: none applied yet). The server counts these acknowledgements
+	// for `kith grant` and `kith revoke`.
+	AuthzRevision int64 `protobuf:"varint,3,opt,name=authz_revision,json=authzRevision,proto3" json:"authz_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportStatusRequest) Reset() {
@@ -74,6 +78,13 @@ func (x *ReportStatusRequest) GetPolicyError() string {
 		return x.PolicyError
 	}
 	return ""
+}
+
+func (x *ReportStatusRequest) GetAuthzRevision() int64 {
+	if x != nil {
+		return x.AuthzRevision
+	}
+	return 0
 }
 
 type ReportStatusResponse struct {
@@ -1231,10 +1242,11 @@ var File_kith_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n" +
 	"\x13ReportStatusRequest\x12'\n" +
 	"\x0fpolicy_revision\x18\x01 \x01(\tR\x0epolicyRevision\x12!\n" +
-	"\fpolicy_error\x18\x02 \x01(\tR\vpolicyError\"\x16\n" +
+	"\fpolicy_error\x18\x02 \x01(\tR\vpolicyError\x12%\n" +
+	"\x0eauthz_revision\x18\x03 \x01(\x03R\rauthzRevision\"\x16\n" +
 	"\x14ReportStatusResponse\"f\n" +
 	"\rAttestRequest\x12)\n" +
 	"\x10attestation_type\x18\x01 \x01(\tR\x0fattestationType\x12\x18\n" +

@@ -191,11 +191,11 @@ func (s *Store) GetGrant(ctx context.Context, id string) (grant.Grant, error) {
 	return s.Backend.GetGrant(ctx, id)
 }
 
-func (s *Store) ListGrants(ctx context.Context) ([]grant.Grant, error) {
+func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Grant, error) {
 	if err := s.err("ListGrants"); err != nil {
 		return nil, err
 	}
-	return s.Backend.ListGrants(ctx)
+	return s.Backend.ListGrants(ctx, f)
 }
 
 func (s *Store) SetTargetMode(ctx context.Context, actor, target string, mode grant.Mode) error {
