@@ -30,6 +30,10 @@ import (
 // DefaultPollInterval is how often the remote is polled when Config.PollInterval is zero.
 const DefaultPollInterval = 30 * time.Second
 
+// DefaultTimeout bounds one sync (listing the remote's refs, fetching, testing and applying the commit) when
+// Config.Timeout is zero.
+const DefaultTimeout = time.Minute
+
 // Commit is a policy repository commit that passed compilation and its tests.
 type Commit struct {
 	SHA    string
@@ -43,6 +47,9 @@ type Config struct {
 	Path string // sub-directory holding the policy; zero: the repository root
 	// PollInterval is how often the remote is checked. Zero: DefaultPollInterval.
 	PollInterval time.Duration
+	// Timeout bounds one sync, so a remote that accepts a connection and never answers cannot hold the
+	// syncer (and `kith policy sync`, which waits for it) forever. Zero: DefaultTimeout.
+	Timeout time.Duration
 	// Token authenticates https fetches (GitHub: a token with contents:read; GitLab: a deploy token).
 	Token string
 	// TokenUser is the user name sent with Token. Zero: "x-access-token" (GitHub; GitLab accepts "oauth2").
@@ -85,6 +92,9 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -139,12 +149,21 @@ func (s *Syncer) Run(ctx context.Context) error {
 func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.Timeout, errTimeout)
+	defer cancel()
+	return s.sync(ctx)
+}
+
+// errTimeout is the cause of a sync's context ending at Config.Timeout.
+var errTimeout = errors.New("sync timed out")
+
+// sync is Sync under the lock and the timeout.
+func (s *Syncer) sync(ctx context.Context) (string, error) {
 	start := time.Now()
 	key, refName, err := s.resolve(ctx)
 	if err != nil {
 		err = fmt.Errorf("fetch %s: %w", s.cfg.URL, err)
-		s.reject(ctx, "", err)
-		return "", err
+		return "", s.reject(ctx, "", err)
 	}
 	if key != "" && key == s.lastKey {
 		return s.last, nil
@@ -152,8 +171,7 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	commit, done, err := s.fetch(ctx, refName)
 	if err != nil {
 		err = fmt.Errorf("fetch %s: %w", s.cfg.URL, err)
-		s.reject(ctx, "", err)
-		return "", err
+		return "", s.reject(ctx, "", err)
 	}
 	defer done()
 	s.lastKey = key
@@ -173,18 +191,26 @@ func (s *Syncer) Sync(ctx context.Context) (string, error) {
 	}
 	if err != nil {
 		err = fmt.Errorf("commit %s: %w", short(sha), err)
-		s.reject(ctx, sha, err)
-		return sha, err
+		return sha, s.reject(ctx, sha, err)
 	}
 	s.cfg.Logger.Info("policy commit applied", "commit", sha, "modules", len(p.Modules), "tests", len(p.Tests), "grants", len(p.Grants),
 		"fetch", fetched.Sub(start), "test", tested.Sub(fetched), "apply", time.Since(tested))
 	return sha, nil
 }
 
-func (s *Syncer) reject(ctx context.Context, sha string, err error) {
+// reject reports a failed sync. When the sync ran out of time, err is said so (it names the remote and
+// the setting), and Reject gets a context of its own: the sync's has ended.
+func (s *Syncer) reject(ctx context.Context, sha string, err error) error {
+	if errors.Is(context.Cause(ctx), errTimeout) {
+		err = fmt.Errorf("%w (the sync did not finish within policy.git.timeout %s: is %s reachable and answering?)", err, s.cfg.Timeout, s.cfg.URL)
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		ctx = c
+	}
 	if s.cfg.Reject != nil {
 		s.cfg.Reject(ctx, sha, err)
 	}
+	return err
 }
 
 func short(sha string) string {

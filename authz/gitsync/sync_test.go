@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -251,5 +254,70 @@ func TestVerifyWebhook(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A remote that accepts connections and never answers (a hung proxy, a black-holed port) ends a sync at
+// Config.Timeout with an error that says so, reported to Reject with a live context, and does not hold the
+// syncer: the next sync runs.
+func TestSyncOfAHungRemoteTimesOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read from or written to
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+
+	type rejection struct {
+		err    string
+		ctxErr error
+	}
+	var rejected []rejection
+	s, err := gitsync.New(gitsync.Config{
+		URL: "http://" + l.Addr().String() + "/policy.git", Ref: "main", Timeout: 200 * time.Millisecond,
+		Apply:  func(context.Context, gitsync.Commit) error { return nil },
+		Reject: func(ctx context.Context, _ string, err error) { rejected = append(rejected, rejection{err.Error(), ctx.Err()}) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		done := make(chan error, 1)
+		go func() { _, err := s.Sync(context.Background()); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "did not finish within policy.git.timeout 200ms") {
+				t.Errorf("sync %d: error %v, want one naming policy.git.timeout", i+1, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("sync %d of a hung remote still running after 20s", i+1)
+		}
+	}
+	if len(rejected) != 2 {
+		t.Fatalf("Reject called %d times, want 2: %+v", len(rejected), rejected)
+	}
+	for _, r := range rejected {
+		if r.ctxErr != nil || !strings.Contains(r.err, "policy.git.timeout") {
+			t.Errorf("rejection %+v: want a live context and the timeout named", r)
+		}
 	}
 }

@@ -91,6 +91,9 @@ type PolicyGit struct {
 	Path string `yaml:"path"`
 	// PollInterval is how often the remote is checked. Default 30s. Env KITH_POLICY_GIT_POLL_INTERVAL.
 	PollInterval Duration `yaml:"poll_interval"`
+	// Timeout bounds one sync (refs, fetch, tests, apply): a remote that accepts and never answers fails the
+	// sync at this point and the next poll tries again. Default 1m. Env KITH_POLICY_GIT_TIMEOUT.
+	Timeout Duration `yaml:"timeout"`
 	// Token authenticates https fetches. Default none. Env KITH_POLICY_GIT_TOKEN.
 	Token string `yaml:"token"`
 	// SSHKeyFile is a private key file for ssh:// remotes. Default none. Env KITH_POLICY_GIT_SSH_KEY_FILE.
@@ -432,6 +435,9 @@ func (g *PolicyGit) validate(dir string) error {
 	}
 	if g.PollInterval != 0 && g.PollInterval.D() < time.Second {
 		return &FieldError{"policy.git.poll_interval", "must be at least 1s"}
+	}
+	if g.Timeout != 0 && g.Timeout.D() < time.Second {
+		return &FieldError{"policy.git.timeout", "must be at least 1s"}
 	}
 	return nil
 }

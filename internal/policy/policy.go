@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg Config) (*Policy, error) {
 	}
 	if g := cfg.Source.Git; g.URL != "" {
 		p.syncer, err = gitsync.New(gitsync.Config{
-			URL: g.URL, Ref: g.Ref, Path: g.Path, PollInterval: g.PollInterval.D(), Token: g.Token, SSHKeyFile: g.SSHKeyFile,
+			URL: g.URL, Ref: g.Ref, Path: g.Path, PollInterval: g.PollInterval.D(), Timeout: g.Timeout.D(), Token: g.Token, SSHKeyFile: g.SSHKeyFile,
 			Apply: p.apply, Reject: p.reject, Last: last,
 			Limits: gitsync.Limits{MaxFileBytes: g.MaxFileBytes, MaxDataBytes: g.MaxDataBytes, MaxFiles: int(g.MaxFiles), MaxTotalBytes: g.MaxTotalBytes, MaxFetchBytes: g.MaxFetchBytes},
 			Logger: p.log,
