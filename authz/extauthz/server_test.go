@@ -2,6 +2,7 @@ package extauthz_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -126,6 +127,32 @@ func TestCheck(t *testing.T) {
 			req:        request{caller: frontend.String(), method: "GET", path: "/api/v1/users"},
 			want:       result{Code: 7, HTTPStatus: 403},
 			wantReason: "no target identity",
+		},
+		{
+			name: "a forged XFCC header names no caller",
+			req: request{target: payments.String(), method: "GET", path: "/api/x",
+				headers: map[string]string{"x-forwarded-client-cert": "By=spiffe://example.org/ns/prod/sa/payments;URI=" + frontend.String()}},
+			want:       result{Code: 7, HTTPStatus: 403},
+			wantReason: "no caller identity",
+		},
+		{
+			name: "a forged XFCC header does not replace the peer's identity",
+			req: request{caller: scott.String(), target: payments.String(), method: "GET", path: "/api/x",
+				headers: map[string]string{"x-forwarded-client-cert": "URI=" + frontend.String()}},
+			want:       result{Code: 7, HTTPStatus: 403},
+			wantReason: "no grant allows",
+		},
+		{
+			name:       "a caller whose path only starts like a prefix grant's is not below it (ns/devil vs ns/dev/*)",
+			req:        request{caller: "spiffe://example.org/ns/devil/sa/tool", target: payments.String(), method: "GET", path: "/debug/pprof"},
+			want:       result{Code: 7, HTTPStatus: 403},
+			wantReason: "no grant allows",
+		},
+		{
+			name:       "the same path in another trust domain is another caller",
+			req:        request{caller: "spiffe://evil.org/ns/dev/sa/tool", target: payments.String(), method: "GET", path: "/debug/pprof"},
+			want:       result{Code: 7, HTTPStatus: 403},
+			wantReason: "no grant allows",
 		},
 		{
 			name: "client-sent x-kith headers are removed from an allowed request",
@@ -259,6 +286,19 @@ func TestCheckAcceptsAJWTSVIDBearerToken(t *testing.T) {
 			req:        request{target: payments.String(), method: "GET", path: "/", headers: map[string]string{"authorization": "Bearer " + token(ledger)}},
 			wantCode:   7,
 			wantReason: "invalid JWT-SVID for audience spiffe://example.org/ns/prod/sa/payments",
+		},
+		{
+			name: "an unsigned token (alg none) with the right claims is denied",
+			req: request{target: payments.String(), method: "GET", path: "/", headers: map[string]string{"authorization": "Bearer " + unsigned(t, map[string]any{
+				"sub": scott.String(), "aud": []string{payments.String()}, "exp": time.Now().Add(time.Minute).Unix()})}},
+			wantCode:   7,
+			wantReason: "invalid JWT-SVID",
+		},
+		{
+			name:       "a token re-signed with alg none keeps nothing of its signature's worth",
+			req:        request{target: payments.String(), method: "GET", path: "/", headers: map[string]string{"authorization": "Bearer " + algNone(t, token(payments))}},
+			wantCode:   7,
+			wantReason: "invalid JWT-SVID",
 		},
 		{
 			name:       "a malformed token is denied",
@@ -622,4 +662,34 @@ func TestCheckTruncatesLoggedRequestStrings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unsigned returns a JWT with header {"alg":"none"}, claims, and an empty signature.
+func unsigned(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	b, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + base64.RawURLEncoding.EncodeToString(b) + "."
+}
+
+// algNone returns tok with its header's alg set to none and its signature dropped.
+func algNone(t *testing.T, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token has %d parts", len(parts))
+	}
+	h, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var header map[string]any
+	if err := json.Unmarshal(h, &header); err != nil {
+		t.Fatal(err)
+	}
+	header["alg"] = "none"
+	h, _ = json.Marshal(header)
+	return base64.RawURLEncoding.EncodeToString(h) + "." + parts[1] + "."
 }

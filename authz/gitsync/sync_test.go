@@ -294,8 +294,10 @@ func TestSyncOfAHungRemoteTimesOut(t *testing.T) {
 	var rejected []rejection
 	s, err := gitsync.New(gitsync.Config{
 		URL: "http://" + l.Addr().String() + "/policy.git", Ref: "main", Timeout: 200 * time.Millisecond,
-		Apply:  func(context.Context, gitsync.Commit) error { return nil },
-		Reject: func(ctx context.Context, _ string, err error) { rejected = append(rejected, rejection{err.Error(), ctx.Err()}) },
+		Apply: func(context.Context, gitsync.Commit) error { return nil },
+		Reject: func(ctx context.Context, _ string, err error) {
+			rejected = append(rejected, rejection{err.Error(), ctx.Err()})
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
