@@ -373,15 +373,23 @@ func startDocSession(t *testing.T, kithBinary string) *docSession {
 	if err := os.MkdirAll(filepath.Join(dir, ".doctest", "bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(kithBinary, filepath.Join(dir, ".doctest", "bin", "kith")); err != nil {
+	// The repository and the binary are bound into the session's /tmp before it covers /tmp, so they stay
+	// in sight when they live under /tmp themselves (a CI checkout in /tmp, a binary in a temp dir).
+	for _, d := range []string{"repo", "kithbin"} {
+		if err := os.MkdirAll(filepath.Join(dir, ".doctest", d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/tmp/.doctest/kithbin/"+filepath.Base(kithBinary), filepath.Join(dir, ".doctest", "bin", "kith")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(dir, 0o1777); err != nil { // as /tmp is
 		t.Fatal(err)
 	}
 	s := &docSession{t: t, dir: dir}
-	inside := fmt.Sprintf("mount --bind %s /tmp && ip link set lo up && cd %s && exec bash -e -o pipefail",
-		shellQuote(dir), shellQuote(repoRoot(t)))
+	inside := fmt.Sprintf("mount --bind %[2]s %[1]s/.doctest/repo && mount --bind %[3]s %[1]s/.doctest/kithbin && "+
+		"mount --rbind %[1]s /tmp && ip link set lo up && cd /tmp/.doctest/repo && exec bash -e -o pipefail",
+		shellQuote(dir), shellQuote(repoRoot(t)), shellQuote(filepath.Dir(kithBinary)))
 	s.cmd = exec.Command(unshareArgs()[0], append(unshareArgs()[1:], "bash", "-c", inside)...)
 	var env []string
 	for _, kv := range os.Environ() {
