@@ -49,11 +49,13 @@ spec:
   dnsNameTemplates: ["{{.PodName}}.{{.Namespace}}.svc"]
   ttl: 30m
   jwtTTL: 5m
-  federatesWith: [partner.example]
   labels: {env: "{{index .NamespaceLabels \"env\"}}", team: payments}`},
 		{name: "identity template not a SPIFFE ID", yaml: `kind: KithIdentity
 metadata: {name: bad-template}
 spec: {spiffeIDTemplate: "https://x/{{.Namespace}}"}`, wantErr: "spec.spiffeIDTemplate"},
+		{name: "identity federating (not available yet) is refused, not ignored", yaml: `kind: KithIdentity
+metadata: {name: federating}
+spec: {federatesWith: [partner.example]}`, wantErr: "federatesWith is not available yet"},
 		{name: "identity bad ttl", yaml: `kind: KithIdentity
 metadata: {name: bad-ttl}
 spec: {ttl: soon}`, wantErr: "spec.ttl"},
