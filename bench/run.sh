@@ -2,7 +2,10 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s
+#
+# k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
+# minutes cold).
 #
 # The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
 # temp dir), listen on loopback and unix sockets only, and stop by themselves.
@@ -10,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -29,7 +32,7 @@ if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
 for item in "${ITEMS[@]}"; do
-	case $item in ca | authz) ;; *) $GO build -o "$OUT/$item" "./bench/$item" ;; esac
+	case $item in ca | authz | k8s) ;; *) $GO build -o "$OUT/$item" "./bench/$item" ;; esac
 done
 
 for item in "${ITEMS[@]}"; do
@@ -77,6 +80,12 @@ for item in "${ITEMS[@]}"; do
 	policy)
 		header "8. Policy commit + webhook → every agent enforces it: bench/policy -commits 20 -modules 200 -agents 3"
 		"$OUT/policy" -kith bin/kith -commits 20 -modules 200 -agents 3
+		;;
+	k8s)
+		assets=$(./scripts/components/kube.sh)
+		header "11. Kubernetes, pod created → entry; 5,000-pod burst: go test -tags k8s ./bench/k8s -run '^\$' -bench . -benchtime 1x -v"
+		KUBEBUILDER_ASSETS="$assets" $GO test -tags k8s ./bench/k8s -run '^$' -bench . -benchtime 1x -timeout 15m -v |
+			grep -E '^Benchmark|k8s_test.go|^(ok|FAIL|PASS)'
 		;;
 	esac
 done
