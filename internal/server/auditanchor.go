@@ -191,24 +191,6 @@ func (a *auditAnchor) flush() {
 	a.head = h
 }
 
-// writeFileNoSync writes data to a temporary file beside path and renames it over path: readers see the
-// old or the new content, never a mix.
-func writeFileNoSync(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // Head writes the pending head, if any, and returns the newest signed head (adminapi.AuditHeadSource).
 func (a *auditAnchor) Head() *adminv1.AuditHead {
 	a.flush()

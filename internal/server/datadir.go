@@ -173,7 +173,13 @@ func (d dataDir) writeMarker(td string, auths []ca.Authority) error {
 }
 
 // writeFileAtomic writes data to a temporary file in path's directory, syncs it and renames it over path.
-func writeFileAtomic(path string, data []byte) error {
+func writeFileAtomic(path string, data []byte) error { return writeFile(path, data, true) }
+
+// writeFileNoSync is writeFileAtomic without the sync: readers see the old or the new content, never a mix,
+// but a power loss may leave the old one.
+func writeFileNoSync(path string, data []byte) error { return writeFile(path, data, false) }
+
+func writeFile(path string, data []byte, sync bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
@@ -183,9 +189,11 @@ func writeFileAtomic(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
