@@ -59,15 +59,15 @@ func (e *env) k8sCommand() *cobra.Command {
 		Args:  noArgs,
 		RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
 			ctx := cmd.Context()
-			agents, err := c.ListAgents(ctx, &adminv1.ListAgentsRequest{})
+			agents, err := listAgents(ctx, c)
 			if err != nil {
 				return err
 			}
-			entries, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{Source: "k8s:"})
+			entries, err := listEntries(ctx, c, &adminv1.ListEntriesRequest{Source: "k8s:"})
 			if err != nil {
 				return err
 			}
-			grants, err := c.ListGrants(ctx, &adminv1.ListGrantsRequest{})
+			grants, err := listGrants(ctx, c, &adminv1.ListGrantsRequest{})
 			if err != nil {
 				return err
 			}
