@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -70,6 +71,11 @@ type K8sCluster struct {
 	// selects gets an entry on its node's agent, and every KithGrant becomes a grant (docs/kubernetes.md).
 	// At most one cluster. Default false.
 	Controllers bool `yaml:"controllers"`
+	// ServiceAccountTemplate turns a {namespace, serviceAccount} shorthand of a KithGrant into a SPIFFE ID: a
+	// Go template over .TrustDomain, .Namespace and .ServiceAccount that must give an ID in the trust domain.
+	// Set it to the spiffeIDTemplate of the cluster's KithIdentity resources when they name another scheme.
+	// Default spiffe://{{.TrustDomain}}/ns/{{.Namespace}}/sa/{{.ServiceAccount}}.
+	ServiceAccountTemplate string `yaml:"service_account_template"`
 }
 
 // Policy configures custom Rego policy.
@@ -341,13 +347,13 @@ func (c *Server) validate() error {
 	if c.CA.RootOverlap.D() < 0 {
 		return &FieldError{"ca.root_overlap", "must not be negative"}
 	}
-	return c.NodeAttestors.K8sPSAT.validate()
+	return c.NodeAttestors.K8sPSAT.validate(c.TrustDomain)
 }
 
 // clusterName is what a k8s_psat cluster name may be: one SPIFFE ID path segment, short and plain.
 var clusterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-func (k *K8sPSAT) validate() error {
+func (k *K8sPSAT) validate(trustDomain string) error {
 	seen := map[string]bool{}
 	for i := range k.Clusters {
 		c := &k.Clusters[i]
@@ -377,6 +383,12 @@ func (k *K8sPSAT) validate() error {
 		}
 		if c.Audience == "" {
 			c.Audience = "kith"
+		}
+		if c.ServiceAccountTemplate == "" {
+			c.ServiceAccountTemplate = DefaultServiceAccountTemplate
+		}
+		if err := checkServiceAccountTemplate(c.ServiceAccountTemplate, trustDomain); err != nil {
+			return &FieldError{field + ".service_account_template", err.Error()}
 		}
 		if c.Kubeconfig != "" {
 			abs, err := filepath.Abs(c.Kubeconfig)
@@ -438,6 +450,42 @@ func (g *PolicyGit) validate(dir string) error {
 	}
 	if g.Timeout != 0 && g.Timeout.D() < time.Second {
 		return &FieldError{"policy.git.timeout", "must be at least 1s"}
+	}
+	return nil
+}
+
+// DefaultServiceAccountTemplate is the SPIFFE ID of a service account unless a cluster names another: the
+// same as a KithIdentity's default spiffeIDTemplate.
+const DefaultServiceAccountTemplate = "spiffe://{{.TrustDomain}}/ns/{{.Namespace}}/sa/{{.ServiceAccount}}"
+
+// checkServiceAccountTemplate parses t and expands it for a sample service account: the result must be a
+// SPIFFE ID in the trust domain, and must change with the namespace and the name (else every shorthand
+// would name one identity).
+func checkServiceAccountTemplate(t, trustDomain string) error {
+	tmpl, err := template.New("service_account_template").Option("missingkey=error").Parse(t)
+	if err != nil {
+		return fmt.Errorf("%q is not a Go template: %v", t, err)
+	}
+	expand := func(ns, sa string) (string, error) {
+		var b strings.Builder
+		err := tmpl.Execute(&b, struct{ TrustDomain, Namespace, ServiceAccount string }{trustDomain, ns, sa})
+		return b.String(), err
+	}
+	a, err := expand("ns-a", "sa-a")
+	if err != nil {
+		return fmt.Errorf("%q does not expand (it may use .TrustDomain, .Namespace and .ServiceAccount): %v", t, err)
+	}
+	id, err := spiffeid.FromString(a)
+	if err != nil {
+		return fmt.Errorf("%q gives %q, not a SPIFFE ID (e.g. %s)", t, a, DefaultServiceAccountTemplate)
+	}
+	if id.TrustDomain().Name() != trustDomain {
+		return fmt.Errorf("%q gives %q, outside the trust domain %s", t, a, trustDomain)
+	}
+	b, _ := expand("ns-b", "sa-a")
+	c, _ := expand("ns-a", "sa-b")
+	if a == b || a == c {
+		return fmt.Errorf("%q must use both .Namespace and .ServiceAccount, or every shorthand names one identity", t)
 	}
 	return nil
 }

@@ -211,7 +211,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			if !cl.Controllers {
 				continue
 			}
-			runs, err := controllers.New(td, cl.Name, cl.Kubeconfig, st, cfg.Logger.With("component", "kubernetes", "cluster", cl.Name))
+			runs, err := controllers.New(td, controllers.Cluster{Name: cl.Name, Kubeconfig: cl.Kubeconfig, ServiceAccountTemplate: cl.ServiceAccountTemplate}, st, cfg.Logger.With("component", "kubernetes", "cluster", cl.Name))
 			if err != nil {
 				st.Close()
 				return nil, err

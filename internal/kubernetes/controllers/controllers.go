@@ -21,10 +21,20 @@ type Store interface {
 	kithgrant.Store
 }
 
-// New returns the Run functions of the controllers of the cluster named cluster, reached by the
-// kubeconfig file (empty: in-cluster).
-func New(td spiffeid.TrustDomain, cluster, kubeconfig string, st Store, log *slog.Logger) ([]func(context.Context) error, error) {
-	rc, err := kubernetes.RESTConfig(kubeconfig, "kith-server")
+// Cluster is the cluster the controllers watch.
+type Cluster struct {
+	// Name is the cluster's name in k8s_psat agent IDs.
+	Name string
+	// Kubeconfig reaches its API server; empty: in-cluster.
+	Kubeconfig string
+	// ServiceAccountTemplate expands KithGrant {namespace, serviceAccount} shorthands; empty: the default.
+	ServiceAccountTemplate string
+}
+
+// New returns the Run functions of the controllers of one cluster.
+func New(td spiffeid.TrustDomain, cl Cluster, st Store, log *slog.Logger) ([]func(context.Context) error, error) {
+	cluster := cl.Name
+	rc, err := kubernetes.RESTConfig(cl.Kubeconfig, "kith-server")
 	if err != nil {
 		return nil, fmt.Errorf("node_attestors.k8s_psat cluster %s: %w", cluster, err)
 	}
@@ -37,7 +47,7 @@ func New(td spiffeid.TrustDomain, cluster, kubeconfig string, st Store, log *slo
 	if err != nil {
 		return nil, err
 	}
-	grants, err := kithgrant.New(kithgrant.Config{TrustDomain: td, Dynamic: dyn, Store: st, Logger: log.With("controller", "kithgrant")})
+	grants, err := kithgrant.New(kithgrant.Config{TrustDomain: td, Template: cl.ServiceAccountTemplate, Dynamic: dyn, Store: st, Logger: log.With("controller", "kithgrant")})
 	if err != nil {
 		return nil, err
 	}
