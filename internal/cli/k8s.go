@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 )
@@ -26,6 +28,10 @@ type k8sStatus struct {
 type k8sCluster struct {
 	Name   string     `json:"name"`
 	Agents []k8sAgent `json:"agents"`
+	// Watched: the server's controllers watch this cluster's KithIdentity and KithGrant resources; Synced:
+	// their informers have listed it once.
+	Watched bool `json:"watched"`
+	Synced  bool `json:"synced"`
 }
 
 type k8sAgent struct {
@@ -37,14 +43,18 @@ type k8sAgent struct {
 }
 
 type k8sIdentity struct {
-	Name    string `json:"name"`
-	Entries int    `json:"entries"`
-	Example string `json:"example"` // one SPIFFE ID it gave
+	Name        string `json:"name"`
+	Template    string `json:"spiffeIDTemplate,omitempty"`
+	PodsMatched int    `json:"podsMatched"`
+	Entries     int    `json:"entries"`
+	Example     string `json:"example"` // one SPIFFE ID it gave
+	LastError   string `json:"lastError,omitempty"`
 }
 
 type k8sGrant struct {
 	Resource string   `json:"resource"` // namespace/name
-	ID       string   `json:"id"`
+	ID       string   `json:"id,omitempty"`
+	Refused  string   `json:"refused,omitempty"` // why the KithGrant has no grant
 	Caller   string   `json:"caller"`
 	Target   string   `json:"target"`
 	Methods  []string `json:"methods,omitempty"`
@@ -71,7 +81,15 @@ func (e *env) k8sCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st := k8sStatusOf(agents.GetAgents(), entries.GetEntries(), grants.GetGrants())
+			// What the controllers know (pods matched, refusals); a server older than the call has not it.
+			kube, err := c.GetKubernetesStatus(ctx, &adminv1.GetKubernetesStatusRequest{})
+			if status.Code(err) == codes.Unimplemented {
+				kube, err = &adminv1.GetKubernetesStatusResponse{}, nil
+			}
+			if err != nil {
+				return err
+			}
+			st := k8sStatusOf(agents.GetAgents(), entries.GetEntries(), grants.GetGrants(), kube.GetClusters())
 			return e.print(st, func() { e.k8sStatusText(st) })
 		}),
 	}
@@ -79,7 +97,7 @@ func (e *env) k8sCommand() *cobra.Command {
 	return k
 }
 
-func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*adminv1.Grant) k8sStatus {
+func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*adminv1.Grant, watched []*adminv1.KubernetesCluster) k8sStatus {
 	perParent := map[string]int{}
 	ids := map[string]*k8sIdentity{}
 	for _, en := range entries {
@@ -115,6 +133,25 @@ func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*ad
 		}
 		clusters[cluster].Agents = append(clusters[cluster].Agents, ag)
 	}
+	var refused []k8sGrant
+	for _, w := range watched {
+		if clusters[w.GetName()] == nil {
+			clusters[w.GetName()] = &k8sCluster{Name: w.GetName()}
+		}
+		clusters[w.GetName()].Watched, clusters[w.GetName()].Synced = true, w.GetSynced()
+		for _, ki := range w.GetIdentities() {
+			if ids[ki.GetName()] == nil {
+				ids[ki.GetName()] = &k8sIdentity{Name: ki.GetName()}
+			}
+			id := ids[ki.GetName()]
+			id.Template, id.PodsMatched, id.LastError = ki.GetSpiffeIdTemplate(), int(ki.GetPodsMatched()), ki.GetLastError()
+		}
+		for _, kg := range w.GetGrants() {
+			if kg.GetRefused() != "" {
+				refused = append(refused, k8sGrant{Resource: kg.GetNamespace() + "/" + kg.GetName(), Refused: kg.GetRefused()})
+			}
+		}
+	}
 	st := k8sStatus{Clusters: []k8sCluster{}, Identities: []k8sIdentity{}, Grants: []k8sGrant{}}
 	for _, name := range slices.Sorted(maps.Keys(clusters)) {
 		cl := clusters[name]
@@ -129,6 +166,7 @@ func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*ad
 			st.Grants = append(st.Grants, k8sGrant{Resource: res, ID: g.GetId(), Caller: g.GetCaller(), Target: g.GetTarget(), Methods: g.GetMethods(), Paths: g.GetPaths()})
 		}
 	}
+	st.Grants = append(st.Grants, refused...)
 	slices.SortFunc(st.Grants, func(a, b k8sGrant) int { return cmp.Compare(a.Resource, b.Resource) })
 	return st
 }
@@ -139,7 +177,17 @@ func (e *env) k8sStatusText(st k8sStatus) {
 		fmt.Fprintln(w, "No k8s_psat agents yet (node_attestors.k8s_psat in the server's config; docs/kubernetes.md).")
 	}
 	for _, cl := range st.Clusters {
-		fmt.Fprintf(w, "Cluster %s: %d agents\n", cl.Name, len(cl.Agents))
+		watch := ""
+		switch {
+		case cl.Watched && cl.Synced:
+			watch = ", KithIdentity and KithGrant resources watched"
+		case cl.Watched:
+			watch = ", KithIdentity and KithGrant resources watched (still listing them)"
+		}
+		fmt.Fprintf(w, "Cluster %s: %d agents%s\n", cl.Name, len(cl.Agents), watch)
+		if len(cl.Agents) == 0 {
+			continue
+		}
 		rows := make([][]string, 0, len(cl.Agents))
 		for _, a := range cl.Agents {
 			state := "connected"
@@ -157,15 +205,19 @@ func (e *env) k8sStatusText(st k8sStatus) {
 	if len(st.Identities) > 0 {
 		rows := make([][]string, 0, len(st.Identities))
 		for _, id := range st.Identities {
-			rows = append(rows, []string{id.Name, fmt.Sprint(id.Entries), id.Example})
+			rows = append(rows, []string{id.Name, fmt.Sprint(id.PodsMatched), fmt.Sprint(id.Entries), orDash(id.Example), orDash(id.LastError)})
 		}
-		e.table([]string{"KITHIDENTITY", "ENTRIES", "E.G."}, rows)
+		e.table([]string{"KITHIDENTITY", "PODS", "ENTRIES", "E.G.", "LAST ERROR"}, rows)
 	}
 	fmt.Fprintf(w, "\nGrants from KithGrant resources: %d\n", len(st.Grants))
 	if len(st.Grants) > 0 {
 		rows := make([][]string, 0, len(st.Grants))
 		for _, g := range st.Grants {
-			rows = append(rows, []string{g.Resource, g.ID, g.Caller, g.Target, orDash(strings.Join(g.Methods, ",")), orDash(strings.Join(g.Paths, ","))})
+			id := g.ID
+			if g.Refused != "" {
+				id = "refused: " + g.Refused
+			}
+			rows = append(rows, []string{g.Resource, id, orDash(g.Caller), orDash(g.Target), orDash(strings.Join(g.Methods, ",")), orDash(strings.Join(g.Paths, ","))})
 		}
 		e.table([]string{"RESOURCE", "GRANT", "CALLER", "TARGET", "METHODS", "PATHS"}, rows)
 	}

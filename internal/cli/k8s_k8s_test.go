@@ -15,6 +15,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/kithid/kith/internal/config"
 	"github.com/kithid/kith/internal/kubernetes/apis/v1alpha1"
 	"github.com/kithid/kith/internal/kubernetes/kubetest"
@@ -104,6 +107,35 @@ func TestK8sStatusAndEntriesFromTheServer(t *testing.T) {
 		}
 	}
 	t.Logf("kith k8s status:\n%s", st)
+
+	// What only the controllers know: pods matched, and a KithGrant that was refused, with why.
+	apply("KithGrant", map[string]any{"metadata": map[string]any{"name": "to-elsewhere", "namespace": "shop"},
+		"spec": map[string]any{"caller": map[string]any{"namespace": "shop", "serviceAccount": "web"},
+			"target": map[string]any{"spiffeID": "spiffe://other.org/api"}}})
+	var ks k8sStatus
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if err := json.Unmarshal([]byte(s.ok(t, "k8s", "status", "-o", "json")), &ks); err != nil {
+			t.Fatal(err)
+		}
+		if len(ks.Grants) == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wantRefused := k8sGrant{Resource: "shop/to-elsewhere", Refused: "target: spiffe://other.org/api is outside the trust domain example.org"}
+	if len(ks.Grants) != 2 || !cmp.Equal(ks.Grants[0], wantRefused, cmpopts.EquateEmpty()) {
+		t.Errorf("kith k8s status -o json grants = %+v; want the refused one %+v", ks.Grants, wantRefused)
+	}
+	wantID := k8sIdentity{Name: "all", Template: v1alpha1.DefaultSPIFFEIDTemplate, PodsMatched: 1, Entries: 1, Example: "spiffe://example.org/ns/shop/sa/web"}
+	if len(ks.Identities) != 1 || !cmp.Equal(ks.Identities[0], wantID) {
+		t.Errorf("kith k8s status -o json identities = %+v; want %+v", ks.Identities, wantID)
+	}
+	if len(ks.Clusters) != 1 || !ks.Clusters[0].Watched || !ks.Clusters[0].Synced || ks.Clusters[0].Name != "test" {
+		t.Errorf("kith k8s status -o json clusters = %+v; want test, watched and synced", ks.Clusters)
+	}
+	if st := s.ok(t, "k8s", "status"); !strings.Contains(st, "refused: target: spiffe://other.org/api is outside") {
+		t.Errorf("kith k8s status does not say why shop/to-elsewhere was refused:\n%s", st)
+	}
 	if err := dyn.Resource(v1alpha1.KithGrants).Namespace("shop").Delete(context.Background(), "web-to-api", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

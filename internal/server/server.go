@@ -69,6 +69,8 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	td  spiffeid.TrustDomain
+	// k8s are the Kubernetes controllers of the clusters that have them; their Runs are in controllers.
+	k8s []*controllers.Set
 	// controllers run with the server: the Kubernetes controllers when a cluster has them.
 	controllers []func(context.Context) error
 	store       store.Backend
@@ -211,12 +213,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			if !cl.Controllers {
 				continue
 			}
-			runs, err := controllers.New(td, controllers.Cluster{Name: cl.Name, Kubeconfig: cl.Kubeconfig, ServiceAccountTemplate: cl.ServiceAccountTemplate}, st, cfg.Logger.With("component", "kubernetes", "cluster", cl.Name))
+			set, err := controllers.New(td, controllers.Cluster{Name: cl.Name, Kubeconfig: cl.Kubeconfig, ServiceAccountTemplate: cl.ServiceAccountTemplate}, st, cfg.Logger.With("component", "kubernetes", "cluster", cl.Name))
 			if err != nil {
 				st.Close()
 				return nil, err
 			}
-			s.controllers = append(s.controllers, runs...)
+			s.controllers = append(s.controllers, set.Runs...)
+			s.k8s = append(s.k8s, set)
 		}
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
@@ -246,12 +249,31 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Version:          cfg.Version,
 		StoreCheck:       st,
 		AuditHead:        anchor,
+		Kubernetes:       s.kubernetesStatus,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// kubernetesStatus is what the Kubernetes controllers know, for GetKubernetesStatus.
+func (s *Server) kubernetesStatus() []*adminv1.KubernetesCluster {
+	out := make([]*adminv1.KubernetesCluster, 0, len(s.k8s))
+	for _, set := range s.k8s {
+		st := set.Status()
+		cl := &adminv1.KubernetesCluster{Name: st.Cluster, Synced: st.Synced}
+		for _, id := range st.Identities {
+			cl.Identities = append(cl.Identities, &adminv1.KubernetesIdentity{Name: id.Name, SpiffeIdTemplate: id.Template,
+				PodsMatched: int32(id.PodsMatched), Entries: int32(id.Entries), LastError: id.LastError})
+		}
+		for _, g := range st.Grants {
+			cl.Grants = append(cl.Grants, &adminv1.KubernetesGrant{Namespace: g.Namespace, Name: g.Name, GrantId: g.GrantID, Refused: g.Refused})
+		}
+		out = append(out, cl)
+	}
+	return out
 }
 
 // Reinitialised reports whether New started over with a new CA (Config.Reinit on a data dir whose

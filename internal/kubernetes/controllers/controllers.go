@@ -31,8 +31,31 @@ type Cluster struct {
 	ServiceAccountTemplate string
 }
 
-// New returns the Run functions of the controllers of one cluster.
-func New(td spiffeid.TrustDomain, cl Cluster, st Store, log *slog.Logger) ([]func(context.Context) error, error) {
+// Set is the controllers of one cluster.
+type Set struct {
+	// Runs are the controllers' Run functions; each returns when its context ends.
+	Runs       []func(context.Context) error
+	cluster    string
+	identities *identity.Controller
+	grants     *kithgrant.Controller
+}
+
+// Status is what the controllers know of the cluster's resources.
+type Status struct {
+	Cluster    string
+	Synced     bool
+	Identities []identity.IdentityStatus
+	Grants     []kithgrant.ObjectStatus
+}
+
+// Status returns what the controllers know now.
+func (s *Set) Status() Status {
+	return Status{Cluster: s.cluster, Synced: s.identities.Synced() && s.grants.Synced(),
+		Identities: s.identities.Status(), Grants: s.grants.Status()}
+}
+
+// New makes the controllers of one cluster.
+func New(td spiffeid.TrustDomain, cl Cluster, st Store, log *slog.Logger) (*Set, error) {
 	cluster := cl.Name
 	rc, err := kubernetes.RESTConfig(cl.Kubeconfig, "kith-server")
 	if err != nil {
@@ -51,5 +74,5 @@ func New(td spiffeid.TrustDomain, cl Cluster, st Store, log *slog.Logger) ([]fun
 	if err != nil {
 		return nil, err
 	}
-	return []func(context.Context) error{ids.Run, grants.Run}, nil
+	return &Set{Runs: []func(context.Context) error{ids.Run, grants.Run}, cluster: cluster, identities: ids, grants: grants}, nil
 }

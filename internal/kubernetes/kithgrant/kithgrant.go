@@ -67,7 +67,8 @@ type Controller struct {
 	queue    workqueue.TypedRateLimitingInterface[string] // namespaces
 
 	mu      sync.Mutex
-	written map[string][]grant.Grant // by namespace: what the store has
+	written map[string][]grant.Grant                       // by namespace: what the store has
+	objects map[string]map[string]v1alpha1.KithGrantStatus // by namespace and name: what became of each
 }
 
 // New makes a Controller; Run starts it.
@@ -98,6 +99,7 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{cfg: cfg, log: cfg.Logger, tmpl: t, informer: inf,
 		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "kith-grants"}),
 		written: map[string][]grant.Grant{},
+		objects: map[string]map[string]v1alpha1.KithGrantStatus{},
 	}
 	enqueue := func(o any) {
 		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
@@ -198,6 +200,11 @@ func (c *Controller) reconcile(ctx context.Context, ns string) error {
 	slices.SortFunc(grants, func(a, b grant.Grant) int { return strings.Compare(a.ID, b.ID) })
 	c.mu.Lock()
 	same := slices.EqualFunc(c.written[ns], grants, sameGrant)
+	if len(statuses) == 0 {
+		delete(c.objects, ns)
+	} else {
+		c.objects[ns] = statuses
+	}
 	c.mu.Unlock()
 	if !same {
 		if err := c.cfg.Store.ReplaceGrantsFromSource(ctx, Actor, "k8s:"+ns+"/", "k8s:"+ns, grants); err != nil {
@@ -216,6 +223,30 @@ func (c *Controller) reconcile(ctx context.Context, ns string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ObjectStatus is what became of one KithGrant: its grant, or why it was refused.
+type ObjectStatus struct {
+	Namespace, Name string
+	GrantID         string
+	Refused         string
+}
+
+// Status returns what became of each KithGrant the controller has reconciled, by namespace and name.
+func (c *Controller) Status() []ObjectStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []ObjectStatus
+	for _, ns := range slices.Sorted(maps.Keys(c.objects)) {
+		for _, name := range slices.Sorted(maps.Keys(c.objects[ns])) {
+			st := c.objects[ns][name]
+			out = append(out, ObjectStatus{Namespace: ns, Name: name, GrantID: st.GrantID, Refused: st.Reason})
+		}
+	}
+	return out
+}
+
+// Synced reports whether the informer has listed the cluster's KithGrants once.
+func (c *Controller) Synced() bool { return c.informer.HasSynced() }
 
 func sameGrant(a, b grant.Grant) bool {
 	return a.ID == b.ID && a.Caller == b.Caller && a.Target == b.Target && slices.Equal(a.Methods, b.Methods) &&

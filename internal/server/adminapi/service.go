@@ -109,6 +109,9 @@ type Config struct {
 	// AuditHead is the audit log's signed checkpoint: VerifyAudit compares the log with it and GetAuditHead
 	// returns it; zero: VerifyAudit checks the chain only and GetAuditHead fails.
 	AuditHead AuditHeadSource
+	// Kubernetes is what the server's Kubernetes controllers know, for GetKubernetesStatus; zero: no cluster
+	// has them.
+	Kubernetes func() []*adminv1.KubernetesCluster
 }
 
 // StoreChecker runs the store's integrity check (store.Health).
@@ -709,6 +712,15 @@ func (s *Service) CheckStore(ctx context.Context, _ *adminv1.CheckStoreRequest) 
 		return nil, fmt.Errorf("check store: %w", err)
 	}
 	return &adminv1.CheckStoreResponse{Ok: len(problems) == 0, Check: check, Problems: problems, TookMs: s.cfg.Now().Sub(start).Milliseconds()}, nil
+}
+
+// GetKubernetesStatus returns what the Kubernetes controllers know of the resources they watch.
+func (s *Service) GetKubernetesStatus(context.Context, *adminv1.GetKubernetesStatusRequest) (*adminv1.GetKubernetesStatusResponse, error) {
+	resp := &adminv1.GetKubernetesStatusResponse{}
+	if s.cfg.Kubernetes != nil {
+		resp.Clusters = s.cfg.Kubernetes()
+	}
+	return resp, nil
 }
 
 // GetServerInfo describes the server.

@@ -4660,6 +4660,303 @@ func (x *GetServerInfoResponse) GetDevAgentId() string {
 	return ""
 }
 
+type GetKubernetesStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKubernetesStatusRequest) Reset() {
+	*x = GetKubernetesStatusRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKubernetesStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKubernetesStatusRequest) ProtoMessage() {}
+
+func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+}
+
+type GetKubernetesStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Clusters whose resources the server watches (node_attestors.k8s_psat.clusters[].controllers); empty: none.
+	Clusters      []*KubernetesCluster `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKubernetesStatusResponse) Reset() {
+	*x = GetKubernetesStatusResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKubernetesStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKubernetesStatusResponse) ProtoMessage() {}
+
+func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+// KubernetesCluster is one watched cluster.
+type KubernetesCluster struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Identities []*KubernetesIdentity  `protobuf:"bytes,2,rep,name=identities,proto3" json:"identities,omitempty"`
+	Grants     []*KubernetesGrant     `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
+	// synced is false until the controllers' informers have listed the cluster once.
+	Synced        bool `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesCluster) Reset() {
+	*x = KubernetesCluster{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesCluster) ProtoMessage() {}
+
+func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
+func (*KubernetesCluster) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *KubernetesCluster) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KubernetesCluster) GetIdentities() []*KubernetesIdentity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+func (x *KubernetesCluster) GetGrants() []*KubernetesGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *KubernetesCluster) GetSynced() bool {
+	if x != nil {
+		return x.Synced
+	}
+	return false
+}
+
+// KubernetesIdentity is one KithIdentity resource as the controller sees it.
+type KubernetesIdentity struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SpiffeIdTemplate string                 `protobuf:"bytes,2,opt,name=spiffe_id_template,json=spiffeIdTemplate,proto3" json:"spiffe_id_template,omitempty"`
+	PodsMatched      int32                  `protobuf:"varint,3,opt,name=pods_matched,json=podsMatched,proto3" json:"pods_matched,omitempty"`
+	Entries          int32                  `protobuf:"varint,4,opt,name=entries,proto3" json:"entries,omitempty"`
+	LastError        string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"` // a template that failed for a pod, or an invalid resource
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *KubernetesIdentity) Reset() {
+	*x = KubernetesIdentity{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesIdentity) ProtoMessage() {}
+
+func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
+func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *KubernetesIdentity) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KubernetesIdentity) GetSpiffeIdTemplate() string {
+	if x != nil {
+		return x.SpiffeIdTemplate
+	}
+	return ""
+}
+
+func (x *KubernetesIdentity) GetPodsMatched() int32 {
+	if x != nil {
+		return x.PodsMatched
+	}
+	return 0
+}
+
+func (x *KubernetesIdentity) GetEntries() int32 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *KubernetesIdentity) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// KubernetesGrant is one KithGrant resource: its grant, or why it was refused.
+type KubernetesGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	GrantId       string                 `protobuf:"bytes,3,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	Refused       string                 `protobuf:"bytes,4,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesGrant) Reset() {
+	*x = KubernetesGrant{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesGrant) ProtoMessage() {}
+
+func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
+func (*KubernetesGrant) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *KubernetesGrant) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *KubernetesGrant) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KubernetesGrant) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *KubernetesGrant) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_kith_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_kith_admin_v1_admin_proto_rawDesc = "" +
@@ -5003,7 +5300,29 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12 \n" +
 	"\fdev_agent_id\x18\x04 \x01(\tR\n" +
-	"devAgentId2\xf1\x18\n" +
+	"devAgentId\"\x1c\n" +
+	"\x1aGetKubernetesStatusRequest\"[\n" +
+	"\x1bGetKubernetesStatusResponse\x12<\n" +
+	"\bclusters\x18\x01 \x03(\v2 .kith.admin.v1.KubernetesClusterR\bclusters\"\xba\x01\n" +
+	"\x11KubernetesCluster\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
+	"\n" +
+	"identities\x18\x02 \x03(\v2!.kith.admin.v1.KubernetesIdentityR\n" +
+	"identities\x126\n" +
+	"\x06grants\x18\x03 \x03(\v2\x1e.kith.admin.v1.KubernetesGrantR\x06grants\x12\x16\n" +
+	"\x06synced\x18\x04 \x01(\bR\x06synced\"\xb2\x01\n" +
+	"\x12KubernetesIdentity\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x12spiffe_id_template\x18\x02 \x01(\tR\x10spiffeIdTemplate\x12!\n" +
+	"\fpods_matched\x18\x03 \x01(\x05R\vpodsMatched\x12\x18\n" +
+	"\aentries\x18\x04 \x01(\x05R\aentries\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\"x\n" +
+	"\x0fKubernetesGrant\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\xdf\x19\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -5046,7 +5365,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"SyncPolicy\x12 .kith.admin.v1.SyncPolicyRequest\x1a!.kith.admin.v1.SyncPolicyResponse\x12]\n" +
 	"\x0eRollbackPolicy\x12$.kith.admin.v1.RollbackPolicyRequest\x1a%.kith.admin.v1.RollbackPolicyResponse\x12T\n" +
-	"\vUnpinPolicy\x12!.kith.admin.v1.UnpinPolicyRequest\x1a\".kith.admin.v1.UnpinPolicyResponseB2Z0github.com/kithid/kith/api/kith/admin/v1;adminv1b\x06proto3"
+	"\vUnpinPolicy\x12!.kith.admin.v1.UnpinPolicyRequest\x1a\".kith.admin.v1.UnpinPolicyResponse\x12l\n" +
+	"\x13GetKubernetesStatus\x12).kith.admin.v1.GetKubernetesStatusRequest\x1a*.kith.admin.v1.GetKubernetesStatusResponseB2Z0github.com/kithid/kith/api/kith/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_kith_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -5060,111 +5380,116 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
-	(*PolicyAttempt)(nil),              // 0: kith.admin.v1.PolicyAttempt
-	(*AgentPolicy)(nil),                // 1: kith.admin.v1.AgentPolicy
-	(*GetPolicyStatusRequest)(nil),     // 2: kith.admin.v1.GetPolicyStatusRequest
-	(*GetPolicyStatusResponse)(nil),    // 3: kith.admin.v1.GetPolicyStatusResponse
-	(*ListPolicyHistoryRequest)(nil),   // 4: kith.admin.v1.ListPolicyHistoryRequest
-	(*ListPolicyHistoryResponse)(nil),  // 5: kith.admin.v1.ListPolicyHistoryResponse
-	(*SyncPolicyRequest)(nil),          // 6: kith.admin.v1.SyncPolicyRequest
-	(*SyncPolicyResponse)(nil),         // 7: kith.admin.v1.SyncPolicyResponse
-	(*RollbackPolicyRequest)(nil),      // 8: kith.admin.v1.RollbackPolicyRequest
-	(*RollbackPolicyResponse)(nil),     // 9: kith.admin.v1.RollbackPolicyResponse
-	(*UnpinPolicyRequest)(nil),         // 10: kith.admin.v1.UnpinPolicyRequest
-	(*UnpinPolicyResponse)(nil),        // 11: kith.admin.v1.UnpinPolicyResponse
-	(*Grant)(nil),                      // 12: kith.admin.v1.Grant
-	(*CreateGrantRequest)(nil),         // 13: kith.admin.v1.CreateGrantRequest
-	(*CreateGrantResponse)(nil),        // 14: kith.admin.v1.CreateGrantResponse
-	(*RevokeGrantsRequest)(nil),        // 15: kith.admin.v1.RevokeGrantsRequest
-	(*RevokeGrantsResponse)(nil),       // 16: kith.admin.v1.RevokeGrantsResponse
-	(*GetEnforcementRequest)(nil),      // 17: kith.admin.v1.GetEnforcementRequest
-	(*GetEnforcementResponse)(nil),     // 18: kith.admin.v1.GetEnforcementResponse
-	(*ListGrantsRequest)(nil),          // 19: kith.admin.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),         // 20: kith.admin.v1.ListGrantsResponse
-	(*SetTargetModeRequest)(nil),       // 21: kith.admin.v1.SetTargetModeRequest
-	(*SetTargetModeResponse)(nil),      // 22: kith.admin.v1.SetTargetModeResponse
-	(*ListTargetModesRequest)(nil),     // 23: kith.admin.v1.ListTargetModesRequest
-	(*ListTargetModesResponse)(nil),    // 24: kith.admin.v1.ListTargetModesResponse
-	(*CanRequest)(nil),                 // 25: kith.admin.v1.CanRequest
-	(*CanResponse)(nil),                // 26: kith.admin.v1.CanResponse
-	(*Entry)(nil),                      // 27: kith.admin.v1.Entry
-	(*CreateEntryRequest)(nil),         // 28: kith.admin.v1.CreateEntryRequest
-	(*CreateEntryResponse)(nil),        // 29: kith.admin.v1.CreateEntryResponse
-	(*BatchCreateEntriesRequest)(nil),  // 30: kith.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResponse)(nil), // 31: kith.admin.v1.BatchCreateEntriesResponse
-	(*GetEntryRequest)(nil),            // 32: kith.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),           // 33: kith.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),         // 34: kith.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),        // 35: kith.admin.v1.ListEntriesResponse
-	(*UpdateEntryRequest)(nil),         // 36: kith.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),        // 37: kith.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),         // 38: kith.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),        // 39: kith.admin.v1.DeleteEntryResponse
-	(*JoinToken)(nil),                  // 40: kith.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),     // 41: kith.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 42: kith.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 43: kith.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 44: kith.admin.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),     // 45: kith.admin.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),    // 46: kith.admin.v1.RevokeJoinTokenResponse
-	(*Agent)(nil),                      // 47: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),          // 48: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 49: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 50: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),           // 51: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),          // 52: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),         // 53: kith.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),            // 54: kith.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),           // 55: kith.admin.v1.BanAgentResponse
-	(*UnbanAgentRequest)(nil),          // 56: kith.admin.v1.UnbanAgentRequest
-	(*UnbanAgentResponse)(nil),         // 57: kith.admin.v1.UnbanAgentResponse
-	(*MintX509SVIDRequest)(nil),        // 58: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),       // 59: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),         // 60: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),        // 61: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),           // 62: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),          // 63: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                  // 64: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),     // 65: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),    // 66: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),            // 67: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),           // 68: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                 // 69: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 70: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 71: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),         // 72: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 73: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                  // 74: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),        // 75: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),       // 76: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),          // 77: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),         // 78: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),       // 79: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),      // 80: kith.admin.v1.GetServerInfoResponse
-	nil,                                // 81: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                // 82: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                // 83: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
+	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
+	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
+	(*GetPolicyStatusRequest)(nil),      // 2: kith.admin.v1.GetPolicyStatusRequest
+	(*GetPolicyStatusResponse)(nil),     // 3: kith.admin.v1.GetPolicyStatusResponse
+	(*ListPolicyHistoryRequest)(nil),    // 4: kith.admin.v1.ListPolicyHistoryRequest
+	(*ListPolicyHistoryResponse)(nil),   // 5: kith.admin.v1.ListPolicyHistoryResponse
+	(*SyncPolicyRequest)(nil),           // 6: kith.admin.v1.SyncPolicyRequest
+	(*SyncPolicyResponse)(nil),          // 7: kith.admin.v1.SyncPolicyResponse
+	(*RollbackPolicyRequest)(nil),       // 8: kith.admin.v1.RollbackPolicyRequest
+	(*RollbackPolicyResponse)(nil),      // 9: kith.admin.v1.RollbackPolicyResponse
+	(*UnpinPolicyRequest)(nil),          // 10: kith.admin.v1.UnpinPolicyRequest
+	(*UnpinPolicyResponse)(nil),         // 11: kith.admin.v1.UnpinPolicyResponse
+	(*Grant)(nil),                       // 12: kith.admin.v1.Grant
+	(*CreateGrantRequest)(nil),          // 13: kith.admin.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),         // 14: kith.admin.v1.CreateGrantResponse
+	(*RevokeGrantsRequest)(nil),         // 15: kith.admin.v1.RevokeGrantsRequest
+	(*RevokeGrantsResponse)(nil),        // 16: kith.admin.v1.RevokeGrantsResponse
+	(*GetEnforcementRequest)(nil),       // 17: kith.admin.v1.GetEnforcementRequest
+	(*GetEnforcementResponse)(nil),      // 18: kith.admin.v1.GetEnforcementResponse
+	(*ListGrantsRequest)(nil),           // 19: kith.admin.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),          // 20: kith.admin.v1.ListGrantsResponse
+	(*SetTargetModeRequest)(nil),        // 21: kith.admin.v1.SetTargetModeRequest
+	(*SetTargetModeResponse)(nil),       // 22: kith.admin.v1.SetTargetModeResponse
+	(*ListTargetModesRequest)(nil),      // 23: kith.admin.v1.ListTargetModesRequest
+	(*ListTargetModesResponse)(nil),     // 24: kith.admin.v1.ListTargetModesResponse
+	(*CanRequest)(nil),                  // 25: kith.admin.v1.CanRequest
+	(*CanResponse)(nil),                 // 26: kith.admin.v1.CanResponse
+	(*Entry)(nil),                       // 27: kith.admin.v1.Entry
+	(*CreateEntryRequest)(nil),          // 28: kith.admin.v1.CreateEntryRequest
+	(*CreateEntryResponse)(nil),         // 29: kith.admin.v1.CreateEntryResponse
+	(*BatchCreateEntriesRequest)(nil),   // 30: kith.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResponse)(nil),  // 31: kith.admin.v1.BatchCreateEntriesResponse
+	(*GetEntryRequest)(nil),             // 32: kith.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),            // 33: kith.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),          // 34: kith.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 35: kith.admin.v1.ListEntriesResponse
+	(*UpdateEntryRequest)(nil),          // 36: kith.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),         // 37: kith.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),          // 38: kith.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),         // 39: kith.admin.v1.DeleteEntryResponse
+	(*JoinToken)(nil),                   // 40: kith.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),      // 41: kith.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 42: kith.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),       // 43: kith.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 44: kith.admin.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),      // 45: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),     // 46: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                       // 47: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),           // 48: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 49: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),             // 50: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),            // 51: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),           // 52: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),          // 53: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),             // 54: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),            // 55: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),           // 56: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),          // 57: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),         // 58: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),        // 59: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),          // 60: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),         // 61: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),            // 62: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),           // 63: kith.admin.v1.GetBundleResponse
+	(*Authority)(nil),                   // 64: kith.admin.v1.Authority
+	(*ListAuthoritiesRequest)(nil),      // 65: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),     // 66: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),             // 67: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),            // 68: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                  // 69: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 70: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 71: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),          // 72: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),         // 73: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                   // 74: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),         // 75: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),        // 76: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),           // 77: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),          // 78: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),        // 79: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),       // 80: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),  // 81: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil), // 82: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),           // 83: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),          // 84: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),             // 85: kith.admin.v1.KubernetesGrant
+	nil,                                 // 86: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 87: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 88: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 89: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	84, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	84, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	89, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	89, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	84, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	89, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	89, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
 	12, // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	12, // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	12, // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	12, // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	81, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	82, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	83, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	84, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	84, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	86, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	87, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	88, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	89, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	89, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	27, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	27, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	27, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -5174,111 +5499,116 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	27, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	27, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	27, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	84, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	84, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	89, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	89, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	89, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	40, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	40, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
 	40, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	84, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	84, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	89, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	89, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	89, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	47, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
 	47, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	47, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	47, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	47, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	84, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	84, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	84, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	84, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	89, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	89, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	89, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	89, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	89, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	89, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
 	64, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
 	64, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	84, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	84, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	89, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	89, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
 	69, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
 	74, // 50: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	84, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	89, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
 	74, // 52: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	28, // 53: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	30, // 54: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	32, // 55: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	34, // 56: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	36, // 57: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	38, // 58: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	41, // 59: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	43, // 60: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	45, // 61: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	48, // 62: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	50, // 63: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	52, // 64: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	54, // 65: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	56, // 66: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	58, // 67: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	60, // 68: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	62, // 69: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	65, // 70: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	67, // 71: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	70, // 72: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	72, // 73: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	75, // 74: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	77, // 75: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	79, // 76: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 77: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 78: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19, // 79: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21, // 80: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23, // 81: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	25, // 82: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17, // 83: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	2,  // 84: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 85: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 86: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 87: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 88: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	29, // 89: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	31, // 90: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	33, // 91: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	35, // 92: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	37, // 93: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	39, // 94: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	42, // 95: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	44, // 96: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	46, // 97: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	49, // 98: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	51, // 99: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	53, // 100: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	55, // 101: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	57, // 102: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	59, // 103: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	61, // 104: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	63, // 105: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	66, // 106: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	68, // 107: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	71, // 108: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	73, // 109: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	76, // 110: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	78, // 111: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	80, // 112: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 113: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 114: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20, // 115: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22, // 116: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24, // 117: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	26, // 118: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18, // 119: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	3,  // 120: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 121: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 122: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 123: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 124: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	89, // [89:125] is the sub-list for method output_type
-	53, // [53:89] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	83, // 53: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	84, // 54: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	85, // 55: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	28, // 56: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	30, // 57: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	32, // 58: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	34, // 59: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	36, // 60: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	38, // 61: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	41, // 62: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	43, // 63: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	45, // 64: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	48, // 65: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	50, // 66: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	52, // 67: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	54, // 68: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	56, // 69: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	58, // 70: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	60, // 71: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	62, // 72: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	65, // 73: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	67, // 74: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	70, // 75: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	72, // 76: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	75, // 77: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	77, // 78: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	79, // 79: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13, // 80: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15, // 81: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19, // 82: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21, // 83: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23, // 84: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	25, // 85: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17, // 86: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	2,  // 87: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,  // 88: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,  // 89: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,  // 90: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10, // 91: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	81, // 92: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	29, // 93: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	31, // 94: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	33, // 95: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	35, // 96: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	37, // 97: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	39, // 98: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	42, // 99: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	44, // 100: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	46, // 101: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	49, // 102: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	51, // 103: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	53, // 104: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	55, // 105: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	57, // 106: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	59, // 107: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	61, // 108: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	63, // 109: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	66, // 110: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	68, // 111: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	71, // 112: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	73, // 113: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	76, // 114: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	78, // 115: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	80, // 116: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14, // 117: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16, // 118: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20, // 119: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22, // 120: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24, // 121: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	26, // 122: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18, // 123: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	3,  // 124: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,  // 125: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,  // 126: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,  // 127: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11, // 128: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	82, // 129: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	93, // [93:130] is the sub-list for method output_type
+	56, // [56:93] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -5292,7 +5622,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   84,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

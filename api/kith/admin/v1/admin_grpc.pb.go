@@ -21,42 +21,43 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreateEntry_FullMethodName        = "/kith.admin.v1.AdminService/CreateEntry"
-	AdminService_BatchCreateEntries_FullMethodName = "/kith.admin.v1.AdminService/BatchCreateEntries"
-	AdminService_GetEntry_FullMethodName           = "/kith.admin.v1.AdminService/GetEntry"
-	AdminService_ListEntries_FullMethodName        = "/kith.admin.v1.AdminService/ListEntries"
-	AdminService_UpdateEntry_FullMethodName        = "/kith.admin.v1.AdminService/UpdateEntry"
-	AdminService_DeleteEntry_FullMethodName        = "/kith.admin.v1.AdminService/DeleteEntry"
-	AdminService_CreateJoinToken_FullMethodName    = "/kith.admin.v1.AdminService/CreateJoinToken"
-	AdminService_ListJoinTokens_FullMethodName     = "/kith.admin.v1.AdminService/ListJoinTokens"
-	AdminService_RevokeJoinToken_FullMethodName    = "/kith.admin.v1.AdminService/RevokeJoinToken"
-	AdminService_ListAgents_FullMethodName         = "/kith.admin.v1.AdminService/ListAgents"
-	AdminService_GetAgent_FullMethodName           = "/kith.admin.v1.AdminService/GetAgent"
-	AdminService_EvictAgent_FullMethodName         = "/kith.admin.v1.AdminService/EvictAgent"
-	AdminService_BanAgent_FullMethodName           = "/kith.admin.v1.AdminService/BanAgent"
-	AdminService_UnbanAgent_FullMethodName         = "/kith.admin.v1.AdminService/UnbanAgent"
-	AdminService_MintX509SVID_FullMethodName       = "/kith.admin.v1.AdminService/MintX509SVID"
-	AdminService_MintJWTSVID_FullMethodName        = "/kith.admin.v1.AdminService/MintJWTSVID"
-	AdminService_GetBundle_FullMethodName          = "/kith.admin.v1.AdminService/GetBundle"
-	AdminService_ListAuthorities_FullMethodName    = "/kith.admin.v1.AdminService/ListAuthorities"
-	AdminService_RotateCA_FullMethodName           = "/kith.admin.v1.AdminService/RotateCA"
-	AdminService_ListAuditEvents_FullMethodName    = "/kith.admin.v1.AdminService/ListAuditEvents"
-	AdminService_VerifyAudit_FullMethodName        = "/kith.admin.v1.AdminService/VerifyAudit"
-	AdminService_GetAuditHead_FullMethodName       = "/kith.admin.v1.AdminService/GetAuditHead"
-	AdminService_CheckStore_FullMethodName         = "/kith.admin.v1.AdminService/CheckStore"
-	AdminService_GetServerInfo_FullMethodName      = "/kith.admin.v1.AdminService/GetServerInfo"
-	AdminService_CreateGrant_FullMethodName        = "/kith.admin.v1.AdminService/CreateGrant"
-	AdminService_RevokeGrants_FullMethodName       = "/kith.admin.v1.AdminService/RevokeGrants"
-	AdminService_ListGrants_FullMethodName         = "/kith.admin.v1.AdminService/ListGrants"
-	AdminService_SetTargetMode_FullMethodName      = "/kith.admin.v1.AdminService/SetTargetMode"
-	AdminService_ListTargetModes_FullMethodName    = "/kith.admin.v1.AdminService/ListTargetModes"
-	AdminService_Can_FullMethodName                = "/kith.admin.v1.AdminService/Can"
-	AdminService_GetEnforcement_FullMethodName     = "/kith.admin.v1.AdminService/GetEnforcement"
-	AdminService_GetPolicyStatus_FullMethodName    = "/kith.admin.v1.AdminService/GetPolicyStatus"
-	AdminService_ListPolicyHistory_FullMethodName  = "/kith.admin.v1.AdminService/ListPolicyHistory"
-	AdminService_SyncPolicy_FullMethodName         = "/kith.admin.v1.AdminService/SyncPolicy"
-	AdminService_RollbackPolicy_FullMethodName     = "/kith.admin.v1.AdminService/RollbackPolicy"
-	AdminService_UnpinPolicy_FullMethodName        = "/kith.admin.v1.AdminService/UnpinPolicy"
+	AdminService_CreateEntry_FullMethodName         = "/kith.admin.v1.AdminService/CreateEntry"
+	AdminService_BatchCreateEntries_FullMethodName  = "/kith.admin.v1.AdminService/BatchCreateEntries"
+	AdminService_GetEntry_FullMethodName            = "/kith.admin.v1.AdminService/GetEntry"
+	AdminService_ListEntries_FullMethodName         = "/kith.admin.v1.AdminService/ListEntries"
+	AdminService_UpdateEntry_FullMethodName         = "/kith.admin.v1.AdminService/UpdateEntry"
+	AdminService_DeleteEntry_FullMethodName         = "/kith.admin.v1.AdminService/DeleteEntry"
+	AdminService_CreateJoinToken_FullMethodName     = "/kith.admin.v1.AdminService/CreateJoinToken"
+	AdminService_ListJoinTokens_FullMethodName      = "/kith.admin.v1.AdminService/ListJoinTokens"
+	AdminService_RevokeJoinToken_FullMethodName     = "/kith.admin.v1.AdminService/RevokeJoinToken"
+	AdminService_ListAgents_FullMethodName          = "/kith.admin.v1.AdminService/ListAgents"
+	AdminService_GetAgent_FullMethodName            = "/kith.admin.v1.AdminService/GetAgent"
+	AdminService_EvictAgent_FullMethodName          = "/kith.admin.v1.AdminService/EvictAgent"
+	AdminService_BanAgent_FullMethodName            = "/kith.admin.v1.AdminService/BanAgent"
+	AdminService_UnbanAgent_FullMethodName          = "/kith.admin.v1.AdminService/UnbanAgent"
+	AdminService_MintX509SVID_FullMethodName        = "/kith.admin.v1.AdminService/MintX509SVID"
+	AdminService_MintJWTSVID_FullMethodName         = "/kith.admin.v1.AdminService/MintJWTSVID"
+	AdminService_GetBundle_FullMethodName           = "/kith.admin.v1.AdminService/GetBundle"
+	AdminService_ListAuthorities_FullMethodName     = "/kith.admin.v1.AdminService/ListAuthorities"
+	AdminService_RotateCA_FullMethodName            = "/kith.admin.v1.AdminService/RotateCA"
+	AdminService_ListAuditEvents_FullMethodName     = "/kith.admin.v1.AdminService/ListAuditEvents"
+	AdminService_VerifyAudit_FullMethodName         = "/kith.admin.v1.AdminService/VerifyAudit"
+	AdminService_GetAuditHead_FullMethodName        = "/kith.admin.v1.AdminService/GetAuditHead"
+	AdminService_CheckStore_FullMethodName          = "/kith.admin.v1.AdminService/CheckStore"
+	AdminService_GetServerInfo_FullMethodName       = "/kith.admin.v1.AdminService/GetServerInfo"
+	AdminService_CreateGrant_FullMethodName         = "/kith.admin.v1.AdminService/CreateGrant"
+	AdminService_RevokeGrants_FullMethodName        = "/kith.admin.v1.AdminService/RevokeGrants"
+	AdminService_ListGrants_FullMethodName          = "/kith.admin.v1.AdminService/ListGrants"
+	AdminService_SetTargetMode_FullMethodName       = "/kith.admin.v1.AdminService/SetTargetMode"
+	AdminService_ListTargetModes_FullMethodName     = "/kith.admin.v1.AdminService/ListTargetModes"
+	AdminService_Can_FullMethodName                 = "/kith.admin.v1.AdminService/Can"
+	AdminService_GetEnforcement_FullMethodName      = "/kith.admin.v1.AdminService/GetEnforcement"
+	AdminService_GetPolicyStatus_FullMethodName     = "/kith.admin.v1.AdminService/GetPolicyStatus"
+	AdminService_ListPolicyHistory_FullMethodName   = "/kith.admin.v1.AdminService/ListPolicyHistory"
+	AdminService_SyncPolicy_FullMethodName          = "/kith.admin.v1.AdminService/SyncPolicy"
+	AdminService_RollbackPolicy_FullMethodName      = "/kith.admin.v1.AdminService/RollbackPolicy"
+	AdminService_UnpinPolicy_FullMethodName         = "/kith.admin.v1.AdminService/UnpinPolicy"
+	AdminService_GetKubernetesStatus_FullMethodName = "/kith.admin.v1.AdminService/GetKubernetesStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -103,6 +104,9 @@ type AdminServiceClient interface {
 	SyncPolicy(ctx context.Context, in *SyncPolicyRequest, opts ...grpc.CallOption) (*SyncPolicyResponse, error)
 	RollbackPolicy(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*RollbackPolicyResponse, error)
 	UnpinPolicy(ctx context.Context, in *UnpinPolicyRequest, opts ...grpc.CallOption) (*UnpinPolicyResponse, error)
+	// GetKubernetesStatus is what the server's Kubernetes controllers know: the KithIdentity and KithGrant
+	// resources of the cluster they watch, with what became of each (kith k8s status).
+	GetKubernetesStatus(ctx context.Context, in *GetKubernetesStatusRequest, opts ...grpc.CallOption) (*GetKubernetesStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -473,6 +477,16 @@ func (c *adminServiceClient) UnpinPolicy(ctx context.Context, in *UnpinPolicyReq
 	return out, nil
 }
 
+func (c *adminServiceClient) GetKubernetesStatus(ctx context.Context, in *GetKubernetesStatusRequest, opts ...grpc.CallOption) (*GetKubernetesStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKubernetesStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetKubernetesStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -517,6 +531,9 @@ type AdminServiceServer interface {
 	SyncPolicy(context.Context, *SyncPolicyRequest) (*SyncPolicyResponse, error)
 	RollbackPolicy(context.Context, *RollbackPolicyRequest) (*RollbackPolicyResponse, error)
 	UnpinPolicy(context.Context, *UnpinPolicyRequest) (*UnpinPolicyResponse, error)
+	// GetKubernetesStatus is what the server's Kubernetes controllers know: the KithIdentity and KithGrant
+	// resources of the cluster they watch, with what became of each (kith k8s status).
+	GetKubernetesStatus(context.Context, *GetKubernetesStatusRequest) (*GetKubernetesStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -634,6 +651,9 @@ func (UnimplementedAdminServiceServer) RollbackPolicy(context.Context, *Rollback
 }
 func (UnimplementedAdminServiceServer) UnpinPolicy(context.Context, *UnpinPolicyRequest) (*UnpinPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnpinPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) GetKubernetesStatus(context.Context, *GetKubernetesStatusRequest) (*GetKubernetesStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKubernetesStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1304,6 +1324,24 @@ func _AdminService_UnpinPolicy_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetKubernetesStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKubernetesStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetKubernetesStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetKubernetesStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetKubernetesStatus(ctx, req.(*GetKubernetesStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1454,6 +1492,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnpinPolicy",
 			Handler:    _AdminService_UnpinPolicy_Handler,
+		},
+		{
+			MethodName: "GetKubernetesStatus",
+			Handler:    _AdminService_GetKubernetesStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
