@@ -157,13 +157,15 @@ func (a *Attestor) Attest(ctx context.Context, creds peerCredentials) ([]attesta
 	return Selectors(pod, status), nil
 }
 
-// lookup finds the container in the cached pod list, fetching it again on a miss, every PollInterval
-// up to MaxWait.
+// lookup finds the container in the cached pod list, fetching it again on a miss: at once when the list
+// is older than the lookup (a pod that started since is not in it), then every PollInterval up to MaxWait
+// (the kubelet has not listed the container yet).
 func (a *Attestor) lookup(ctx context.Context, c Container) (*corev1.Pod, *corev1.ContainerStatus, error) {
-	deadline := a.cfg.Now().Add(a.cfg.MaxWait)
+	start := a.cfg.Now()
+	deadline := start.Add(a.cfg.MaxWait)
 	var since time.Time // the fetch must be newer than this
 	for {
-		idx, err := a.podList(ctx, since)
+		idx, at, err := a.podList(ctx, since)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -174,42 +176,47 @@ func (a *Attestor) lookup(ctx context.Context, c Container) (*corev1.Pod, *corev
 		if !a.cfg.Now().Before(deadline) {
 			return nil, nil, fmt.Errorf("%s after %s (is the agent on the node the pod runs on?)", why, a.cfg.MaxWait)
 		}
+		if at.Before(start) {
+			// A cached list from before this workload connected: ask the kubelet now, not a poll later.
+			since = at
+			continue
+		}
 		a.log.DebugContext(ctx, "pod or container not listed by the kubelet yet; asking again", "pod_uid", c.PodUID, "container_id", c.ContainerID, "why", why)
 		since = a.cfg.Now()
 		select {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
-		case <-time.After(a.cfg.PollInterval):
+		case <-time.After(min(a.cfg.PollInterval, deadline.Sub(a.cfg.Now()))):
 		}
 	}
 }
 
 // podList returns the cached pod list when it is fresh and fetched after since, else fetches it (one
-// fetch at a time: concurrent callers share it).
-func (a *Attestor) podList(ctx context.Context, since time.Time) (*podIndex, error) {
+// fetch at a time: concurrent callers share it), with the time it was fetched.
+func (a *Attestor) podList(ctx context.Context, since time.Time) (*podIndex, time.Time, error) {
 	for {
 		a.mu.Lock()
 		now := a.cfg.Now()
 		if a.cache != nil && a.fetchedAt.After(since) && now.Sub(a.fetchedAt) < a.cfg.CacheTTL {
-			idx := a.cache
+			idx, at := a.cache, a.fetchedAt
 			a.mu.Unlock()
-			return idx, nil
+			return idx, at, nil
 		}
 		if wait := a.fetching; wait != nil {
 			a.mu.Unlock()
 			select {
 			case <-wait:
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, time.Time{}, ctx.Err()
 			}
 			a.mu.Lock()
 			err, idx, at := a.fetchErr, a.cache, a.fetchedAt
 			a.mu.Unlock()
 			if err != nil {
-				return nil, err
+				return nil, time.Time{}, err
 			}
 			if idx != nil && at.After(since) {
-				return idx, nil
+				return idx, at, nil
 			}
 			continue
 		}
@@ -221,17 +228,17 @@ func (a *Attestor) podList(ctx context.Context, since time.Time) (*podIndex, err
 		idx, err := a.fetch(ctx)
 		a.mu.Lock()
 		a.fetching, a.fetchErr = nil, err
+		// Stamp the list with a time strictly after since, even on a coarse clock.
+		at := a.cfg.Now()
+		if !at.After(since) {
+			at = since.Add(time.Nanosecond)
+		}
 		if err == nil {
-			// Stamp the list with a time strictly after since, even on a coarse clock.
-			at := a.cfg.Now()
-			if !at.After(since) {
-				at = since.Add(time.Nanosecond)
-			}
 			a.cache, a.fetchedAt = idx, at
 		}
 		close(done)
 		a.mu.Unlock()
-		return idx, err
+		return idx, at, err
 	}
 }
 

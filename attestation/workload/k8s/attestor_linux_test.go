@@ -11,7 +11,9 @@ import (
 	"errors"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +57,16 @@ func procFixture(t *testing.T, pid int, cgroup string) (string, peer.Credentials
 		t.Fatal(err)
 	}
 	return root, peer.Credentials{PID: int32(pid), StartTime: start}
+}
+
+// child starts a real process that lives until the test ends.
+func child(t *testing.T) int {
+	cmd := exec.Command("sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid
 }
 
 // cgroupOf is a cgroup v2 file (containerd, systemd driver) placing a process in pod uid, container id.
@@ -161,6 +173,51 @@ func TestAttestWaitsForTheContainerStatus(t *testing.T) {
 	wg.Wait()
 	if n.Load() != 3 {
 		t.Errorf("the kubelet was asked %d times after cached attestations, want still 3", n.Load())
+	}
+}
+
+// A pod that started after the cached list was fetched is asked for at once, not a poll interval later:
+// the first workload of every new pod would otherwise wait PollInterval (SPIRE's k8s attestor makes it wait
+// its poll retry interval, 500 ms by default).
+func TestAttestAsksAtOnceWhenTheCachedListPredatesThePod(t *testing.T) {
+	var pods atomic.Pointer[[]corev1.Pod]
+	first := []corev1.Pod{testPod(true)}
+	pods.Store(&first)
+	var n atomic.Int64
+	k := kubelettest.Start(t, kubelettest.Config{
+		Authenticate: func(context.Context, string) error { return nil },
+		Pods: func(context.Context) ([]corev1.Pod, error) {
+			n.Add(1)
+			return *pods.Load(), nil
+		},
+	})
+	// The fixture proc root places this process in the first pod, a child in the second.
+	root, creds := procFixture(t, os.Getpid(), cgroupOf(fixturePod, fixtureContainer))
+	const secondPod, secondContainer = "6f0e0c3a-1111-4c1e-9d6b-3a3c2f7e9b10", "1111111111111111111111111111111111111111111111111111111111111111"
+	childRoot, childCreds := procFixture(t, child(t), cgroupOf(secondPod, secondContainer))
+	if err := os.Rename(filepath.Join(childRoot, strconv.Itoa(int(childCreds.PID))), filepath.Join(root, strconv.Itoa(int(childCreds.PID)))); err != nil {
+		t.Fatal(err)
+	}
+	a := newTestAttestor(t, k, root, func(c *Config) { c.PollInterval, c.MaxWait, c.CacheTTL = time.Hour, 5*time.Second, time.Hour })
+	if _, err := a.Attest(t.Context(), creds); err != nil {
+		t.Fatalf("Attest in the first pod: %v", err)
+	}
+	second := testPod(true)
+	second.Name, second.UID = "web-9f1", types.UID(secondPod)
+	second.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "web", Image: "registry.example/web:2", ContainerID: "containerd://" + secondContainer}}
+	both := []corev1.Pod{testPod(true), second}
+	pods.Store(&both)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second) // far less than the poll interval
+	defer cancel()
+	got, err := a.Attest(ctx, childCreds)
+	if err != nil {
+		t.Fatalf("Attest in the second pod: %v (the attestor waited to poll instead of asking at once)", err)
+	}
+	if !slices.ContainsFunc(got, func(s attestation.Selector) bool { return s.String() == "k8s:pod-uid:"+secondPod }) {
+		t.Errorf("selectors %v lack the second pod's UID", got)
+	}
+	if n.Load() != 2 {
+		t.Errorf("the kubelet was asked %d times, want 2 (one list per pod)", n.Load())
 	}
 }
 

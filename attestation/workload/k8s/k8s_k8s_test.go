@@ -1,4 +1,4 @@
-//go:build k8s
+//go:build k8s && linux
 
 package k8s
 
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,15 +64,6 @@ func realKubelet(t *testing.T, kc *kubetest.Cluster, node string) *kubelettest.S
 	})
 }
 
-// child starts a real process that lives until the test ends.
-func child(t *testing.T) int {
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd.Process.Pid
-}
 
 func containerIDFor(n int) string { return fmt.Sprintf("%064x", n+0xc0ffee) }
 
