@@ -64,7 +64,6 @@ func realKubelet(t *testing.T, kc *kubetest.Cluster, node string) *kubelettest.S
 	})
 }
 
-
 func containerIDFor(n int) string { return fmt.Sprintf("%064x", n+0xc0ffee) }
 
 // A real process, placed in a pod by its cgroup file, resolves through a kubelet serving the API
