@@ -27,9 +27,9 @@ test-e2e: build
 # both once from the Go module proxy into ~/.cache/kith-test (tens of minutes cold) and prints that directory;
 # helm.sh builds helm for the chart's tests (deploy/) the same way.
 K8S_PKGS  = $(shell grep -rl --include='*_test.go' '^//go:build k8s' . | xargs -n1 dirname | sort -u)
-test-k8s:
+test-k8s: build
 	@assets="$$(./scripts/components/kube.sh)" && helm="$$(./scripts/components/helm.sh)" && \
-	KUBEBUILDER_ASSETS="$$assets" KITH_HELM="$$helm" $(GO) test -count=1 -tags k8s -run '^TestK8s' $(K8S_PKGS)
+	KUBEBUILDER_ASSETS="$$assets" KITH_HELM="$$helm" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags k8s -run '^TestK8s' $(K8S_PKGS)
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:
