@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,14 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -47,6 +55,9 @@ import (
 // X.509-SVID from the agent socket the variable names until it has one, and prints its SPIFFE ID.
 const workloadEnv = "KITH_BENCH_WORKLOAD_SOCKET"
 
+// workloadOutEnv, when set, is a directory the workload writes its SVID, key and bundle into.
+const workloadOutEnv = "KITH_BENCH_WORKLOAD_OUT"
+
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(workloadEnv); sock != "" {
 		os.Exit(workload(sock))
@@ -62,8 +73,25 @@ func workload(sock string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for attempts := 1; ; attempts++ {
-		svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+sock))
+		x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+sock))
 		if err == nil {
+			svid := x.DefaultSVID()
+			if dir := os.Getenv(workloadOutEnv); dir != "" {
+				// Hand the SVID to the test, as a sidecar would use it: chain, key (0600), bundle.
+				certs, key, err := svid.Marshal()
+				if err != nil {
+					fmt.Printf("error %v\n", err)
+					return 1
+				}
+				b, _ := x.Bundles.GetX509BundleForTrustDomain(svid.ID.TrustDomain())
+				roots, _ := b.Marshal()
+				for name, data := range map[string][]byte{"svid.pem": certs, "key.pem": key, "bundle.pem": roots} {
+					if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+						fmt.Printf("error %v\n", err)
+						return 1
+					}
+				}
+			}
 			fmt.Printf("ok %s %d\n", svid.ID, attempts)
 			return 0
 		}
@@ -182,6 +210,7 @@ type e2e struct {
 	client kubernetes.Interface
 	cg     cgroups
 	sock   string
+	authz  string // the agent's ext_authz socket
 	bin    string
 	self   string
 }
@@ -205,6 +234,7 @@ func setupE2E(b testing.TB) *e2e {
 	c.Namespace(b, "kith", nil)
 	c.Namespace(b, "shop", map[string]string{"kith.io/enabled": "true"})
 	c.ServiceAccount(b, "shop", "web")
+	c.ServiceAccount(b, "shop", "api")
 	agentPod := c.Pod(b, kubetest.PodSpec{Namespace: "kith", Name: "kith-agent-a", ServiceAccount: "kith-agent", Node: "node-a"})
 
 	dir := b.TempDir()
@@ -283,19 +313,21 @@ node_attestors:
 	}
 
 	e.sock = filepath.Join(dir, "agent", "agent.sock")
+	e.authz = filepath.Join(dir, "agent", "authz.sock")
 	agentYAML := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(agentYAML, fmt.Appendf(nil, `server: "%s"
 trust_domain: kith.test
 trust_bundle: %s
 data_dir: %s
 socket: %s
+authz_socket: %s
 authz_listen: "off"
 log: {level: warn}
 node_attestor: k8s_psat
 k8s_psat: {cluster: bench, token_path: %s}
 workload_attestors: [k8s]
 k8s: {kubelet_url: "%s", kubelet_ca: %s, token_path: %s}
-`, grpcAddr, bundle, filepath.Join(dir, "agent-data"), e.sock, tokenFile, kl.URL, kl.CAFile, kubeletTokenFile), 0o600); err != nil {
+`, grpcAddr, bundle, filepath.Join(dir, "agent-data"), e.sock, e.authz, tokenFile, kl.URL, kl.CAFile, kubeletTokenFile), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	start(b, bin, dir, "agent", "agent", "-c", agentYAML)
@@ -327,9 +359,9 @@ type child struct {
 	lines *bufio.Reader
 }
 
-func (e *e2e) spawn(tb testing.TB) *child {
+func (e *e2e) spawn(tb testing.TB, env ...string) *child {
 	cmd := exec.Command(e.self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), workloadEnv+"="+e.sock)
+	cmd.Env = append(append(os.Environ(), workloadEnv+"="+e.sock), env...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -351,10 +383,15 @@ func (e *e2e) spawn(tb testing.TB) *child {
 // podToSVID creates pod name and returns the time from its create call returning to its workload holding
 // the pod's SVID, and how many Workload API calls the workload made.
 func (e *e2e) podToSVID(tb testing.TB, w *child, name string) (time.Duration, int) {
+	return e.podOf(tb, w, name, "web")
+}
+
+// podOf is podToSVID for a pod of service account sa.
+func (e *e2e) podOf(tb testing.TB, w *child, name, sa string) (time.Duration, int) {
 	defer func() { w.cmd.Process.Kill(); w.cmd.Wait() }()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name},
-		Spec: corev1.PodSpec{ServiceAccountName: "web", NodeName: "node-a",
+		Spec: corev1.PodSpec{ServiceAccountName: sa, NodeName: "node-a",
 			Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
 	}
 	created, err := e.client.CoreV1().Pods("shop").Create(context.Background(), p, metav1.CreateOptions{})
@@ -377,8 +414,8 @@ func (e *e2e) podToSVID(tb testing.TB, w *child, name string) (time.Duration, in
 	line, err := w.lines.ReadString('\n')
 	took := time.Since(t0)
 	f := strings.Fields(line)
-	if err != nil || len(f) != 3 || f[0] != "ok" || f[1] != "spiffe://kith.test/ns/shop/sa/web" {
-		tb.Fatalf("workload of pod %s: %q, %v; want its SVID spiffe://kith.test/ns/shop/sa/web", name, line, err)
+	if want := "spiffe://kith.test/ns/shop/sa/" + sa; err != nil || len(f) != 3 || f[0] != "ok" || f[1] != want {
+		tb.Fatalf("workload of pod %s: %q, %v; want its SVID %s", name, line, err, want)
 	}
 	n, _ := strconv.Atoi(f[2])
 	return took, n
@@ -435,4 +472,129 @@ func TestK8sPodGetsItsSVIDThroughTheAgent(t *testing.T) {
 	if svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+e.sock)); err == nil {
 		t.Errorf("a process in no pod got %s", svid.ID)
 	}
+}
+
+// TestK8sTwoPodsCallEachOtherWithAKithGrant is docs/kubernetes.md's example without Envoy: two pods' processes
+// get their SVIDs from the agent, do mutual TLS with them (each verifying the other to the bundle the agent
+// gave it), and the agent's ext_authz — asked as the callee's sidecar asks, with the caller's ID from the
+// handshake — allows the call only while a KithGrant says so, and one direction only.
+func TestK8sTwoPodsCallEachOtherWithAKithGrant(t *testing.T) {
+	e := setupE2E(t)
+	webDir, apiDir := t.TempDir(), t.TempDir()
+	e.podOf(t, e.spawn(t, workloadOutEnv+"="+webDir), "web-1", "web")
+	e.podOf(t, e.spawn(t, workloadOutEnv+"="+apiDir), "api-1", "api")
+	web, api := spiffeid.RequireFromString("spiffe://kith.test/ns/shop/sa/web"), spiffeid.RequireFromString("spiffe://kith.test/ns/shop/sa/api")
+	for _, f := range []string{"svid.pem", "key.pem", "bundle.pem"} {
+		if st, err := os.Stat(filepath.Join(webDir, f)); err != nil || st.Size() == 0 {
+			t.Fatalf("the web workload wrote no %s: %v", f, err)
+		}
+	}
+	caller := mtls(t, webDir, apiDir, web, api)
+	if caller != web {
+		t.Fatalf("api saw caller %s, want %s", caller, web)
+	}
+
+	allowed := func(from, to spiffeid.ID, method, path string) bool {
+		ok, err := authzAllowed(e.authz, from, to, method, path)
+		if err != nil {
+			t.Fatalf("ext_authz: %v", err)
+		}
+		return ok
+	}
+	if allowed(caller, api, "GET", "/orders/1") {
+		t.Fatal("web may call api before any grant")
+	}
+	dyn := dynamic.NewForConfigOrDie(e.c.Config)
+	kg := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kith.io/v1alpha1", "kind": "KithGrant",
+		"metadata": map[string]any{"name": "web-to-api", "namespace": "shop"},
+		"spec": map[string]any{"caller": map[string]any{"namespace": "shop", "serviceAccount": "web"},
+			"target": map[string]any{"namespace": "shop", "serviceAccount": "api"}, "methods": []any{"GET"}, "paths": []any{"/orders/*"}}}}
+	if _, err := dyn.Resource(v1alpha1.KithGrants).Namespace("shop").Create(context.Background(), kg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the KithGrant enforced by the agent", 20*time.Second, func() bool { return allowed(caller, api, "GET", "/orders/1") })
+	for _, c := range []struct {
+		from, to     spiffeid.ID
+		method, path string
+	}{{api, web, "GET", "/orders/1"}, {web, api, "POST", "/orders/1"}, {web, api, "GET", "/admin"}} {
+		if allowed(c.from, c.to, c.method, c.path) {
+			t.Errorf("%s may %s %s on %s: the grant is web → api, GET /orders/* only", c.from, c.method, c.path, c.to)
+		}
+	}
+	if err := dyn.Resource(v1alpha1.KithGrants).Namespace("shop").Delete(context.Background(), "web-to-api", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted KithGrant revoked on the agent", 20*time.Second, func() bool { return !allowed(caller, api, "GET", "/orders/1") })
+}
+
+// mtls runs a TLS handshake from the client's SVID (in dir cdir) to the server's (sdir), each side
+// verifying the other to its own bundle and ID, and returns the client ID the server saw.
+func mtls(t *testing.T, cdir, sdir string, client, server spiffeid.ID) spiffeid.ID {
+	load := func(dir string) (*x509svid.SVID, *x509bundle.Bundle) {
+		s, err := x509svid.Load(filepath.Join(dir, "svid.pem"), filepath.Join(dir, "key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := x509bundle.Load(s.ID.TrustDomain(), filepath.Join(dir, "bundle.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, b
+	}
+	csvid, cb := load(cdir)
+	ssvid, sb := load(sdir)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.MTLSServerConfig(ssvid, sb, tlsconfig.AuthorizeID(client)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	seen := make(chan spiffeid.ID, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			seen <- spiffeid.ID{}
+			return
+		}
+		defer conn.Close()
+		tc := conn.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			seen <- spiffeid.ID{}
+			return
+		}
+		id, _ := x509svid.IDFromCert(tc.ConnectionState().PeerCertificates[0])
+		tc.Write([]byte("ok"))
+		seen <- id
+	}()
+	conn, err := tls.Dial("tcp", l.Addr().String(), tlsconfig.MTLSClientConfig(csvid, cb, tlsconfig.AuthorizeID(server)))
+	if err != nil {
+		t.Fatalf("mTLS from %s to %s: %v", client, server, err)
+	}
+	defer conn.Close()
+	if _, err := io.ReadAll(io.LimitReader(conn, 2)); err != nil {
+		t.Fatal(err)
+	}
+	return <-seen
+}
+
+// authzAllowed asks the agent's ext_authz, as Envoy would for an mTLS request from caller to target.
+func authzAllowed(socket string, caller, target spiffeid.ID, method, path string) (bool, error) {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Principal: caller.String()},
+		Destination: &authv3.AttributeContext_Peer{Principal: target.String()},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: method, Path: path, Scheme: "https", Protocol: "HTTP/2",
+			Headers: map[string]string{":method": method, ":path": path},
+		}},
+	}})
+	if err != nil {
+		return false, err
+	}
+	return resp.GetStatus().GetCode() == 0, nil
 }
