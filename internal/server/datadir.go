@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/internal/atomicfile"
 	"github.com/kithid/kith/internal/store/sqlite"
 )
 
@@ -180,25 +181,7 @@ func writeFileAtomic(path string, data []byte) error { return writeFile(path, da
 func writeFileNoSync(path string, data []byte) error { return writeFile(path, data, false) }
 
 func writeFile(path string, data []byte, sync bool) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if sync {
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteBytes(path, data, atomicfile.Options{NoSync: !sync})
 }
 
 // reinitRecord is the detail of the server.reinit audit row.

@@ -72,7 +72,7 @@ func TestAttackAgentOnAFullDisk(t *testing.T) {
 	})
 	t.Run("the last good state is whole and no temp file is left", func(t *testing.T) {
 		checkStateFile(t, statePath, before.String())
-		left, _ := filepath.Glob(filepath.Join(d.data, ".state-*"))
+		left, _ := filepath.Glob(filepath.Join(d.data, ".state.json.tmp-*"))
 		if len(left) != 0 {
 			t.Errorf("temp files left on the full disk: %v", left)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/internal/atomicfile"
 	"github.com/kithid/kith/svid/cache"
 )
 
@@ -192,52 +193,34 @@ func Load(dir string) (*State, error) {
 }
 
 // Save writes the header, then entries and svids, atomically with mode 0600.
-func Save(dir string, st *State, entries []cache.Entry, svids map[string]*cache.SVID) (err error) {
+func Save(dir string, st *State, entries []cache.Entry, svids map[string]*cache.SVID) error {
 	st.Version = Version
-	tmp, err := os.CreateTemp(dir, ".state-*.json")
+	err := atomicfile.Write(statePath(dir), atomicfile.Options{Mode: 0o600}, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		if err := enc.Encode(st); err != nil {
+			return err
+		}
+		for _, e := range entries {
+			r := toEntryRecord(e)
+			if err := enc.Encode(stateLine{Entry: &r}); err != nil {
+				return err
+			}
+		}
+		for _, e := range entries {
+			s := svids[e.ID]
+			if s == nil {
+				continue
+			}
+			if err := enc.Encode(stateLine{SVID: &svidLine{EntryID: e.ID, Chain: s.Chain(), Key: s.Key}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("write agent state: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("write agent state: %w", err)
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(tmp, 64<<10)
-	enc := json.NewEncoder(w)
-	if err := enc.Encode(st); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		r := toEntryRecord(e)
-		if err := enc.Encode(stateLine{Entry: &r}); err != nil {
-			return err
-		}
-	}
-	for _, e := range entries {
-		s := svids[e.ID]
-		if s == nil {
-			continue
-		}
-		if err := enc.Encode(stateLine{SVID: &svidLine{EntryID: e.ID, Chain: s.Chain(), Key: s.Key}}); err != nil {
-			return err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), statePath(dir))
+	return nil
 }
 
 // Header captures the agent's own SVID, bundle and revision for saving.
