@@ -12,12 +12,28 @@
 # input.kith.method_keys (["GET", "*"]), paths by input.kith.path_keys
 # (["/api/v1", "/*", "/api/*"]: the path, then the "/*" pattern of each
 # ancestor). Path patterns with a "*" inside a segment are in globs.
+#
+# A grant with g.ext set has conditions Kith checks in Go, for the few grants
+# the request's keys find (path expressions, headers, ports, exceptions): the
+# IDs of those the request meets are in input.kith.ext_ok. A grant with g.deny
+# set is a deny rule: it denies what it matches, whatever the grants allow.
 package kith.authz
 
 import rego.v1
 
 # matches is the set of IDs of the grants that allow the request.
 matches contains id if {
+	some id, g in candidates
+	not g.deny
+}
+
+# denies is the set of IDs of the deny rules that match the request.
+denies contains id if {
+	some id, g in candidates
+	g.deny
+}
+
+candidates[id] := g if {
 	grants := data.kith.grants
 	some tk in input.kith.target_keys
 	callers := grants[tk]
@@ -27,6 +43,14 @@ matches contains id if {
 	some mk in input.kith.method_keys
 	g.methods[mk]
 	path_ok(g)
+	ext_ok(id, g)
+}
+
+ext_ok(_, g) if not g.ext
+
+ext_ok(id, g) if {
+	g.ext
+	input.kith.ext_ok[id]
 }
 
 path_ok(g) if {
@@ -65,11 +89,13 @@ default allow := false
 allow if {
 	input.kith.caller.id != ""
 	count(matches) > 0
+	count(denies) == 0
 	count(ext_deny) == 0
 }
 
 allow if {
 	ext_allow
+	count(denies) == 0
 	count(ext_deny) == 0
 }
 
@@ -78,6 +104,7 @@ allow if {
 decision := {
 	"allow": allow,
 	"grants": matches,
+	"denies": denies,
 	"deny": ext_deny,
 	"ext_allow": ext_allow,
 	"headers": ext_headers,

@@ -11,6 +11,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/kithid/kith/authz/grant"
 )
 
 // Data is everything the built-in policy decides with besides the request.
@@ -32,6 +34,8 @@ func storePath(segs ...string) storage.Path {
 func (e *Engine) SetData(ctx context.Context, d Data) error {
 	grants := make(map[string]*storedGrant, len(d.Grants))
 	values := map[string]ast.Value{}
+	ext := extIndex{}
+	var extN int64
 	var idSlashes, pathSlashes int32
 	tree := map[string]any{}
 	for _, g := range d.Grants {
@@ -41,7 +45,15 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 		if _, dup := grants[g.ID]; dup {
 			return fmt.Errorf("grant %s appears twice", g.ID)
 		}
-		grants[g.ID] = &storedGrant{Grant: g}
+		sg, err := newStoredGrant(g)
+		if err != nil {
+			return err
+		}
+		grants[g.ID] = sg
+		if sg.compiled != nil {
+			ext.put(sg.compiled)
+			extN++
+		}
 		callers, ok := tree[g.Target].(map[string]any)
 		if !ok {
 			callers = map[string]any{}
@@ -82,7 +94,8 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 	if err != nil {
 		return fmt.Errorf("write grants: %w", err)
 	}
-	e.grants, e.values, e.labels, e.modes = grants, values, labels, modes
+	e.grants, e.values, e.labels, e.modes, e.ext = grants, values, labels, modes, ext
+	e.extN.Store(extN)
 	e.maxIDSlashes.Store(idSlashes)
 	e.maxPathSlashes.Store(pathSlashes)
 	e.ids.Store(&idCache{}) // after the labels and key depth it caches
@@ -92,7 +105,8 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 // PutGrant adds g or replaces the grant with its ID. It takes effect on the
 // next decision; the policy is not recompiled.
 func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
-	if err := g.Validate(); err != nil {
+	sg, err := newStoredGrant(g)
+	if err != nil {
 		return err
 	}
 	e.mu.Lock()
@@ -104,7 +118,15 @@ func (e *Engine) PutGrant(ctx context.Context, g Grant) error {
 	if err := e.writeGrant(ctx, old, &g); err != nil {
 		return fmt.Errorf("put grant %s: %w", g.ID, err)
 	}
-	e.grants[g.ID] = &storedGrant{Grant: g}
+	if old != nil && old.Extended() {
+		e.ext.remove(*old)
+		e.extN.Add(-1)
+	}
+	e.grants[g.ID] = sg
+	if sg.compiled != nil {
+		e.ext.put(sg.compiled)
+		e.extN.Add(1)
+	}
 	i, p := slashes(g)
 	if p > e.maxPathSlashes.Load() {
 		e.maxPathSlashes.Store(p)
@@ -129,7 +151,27 @@ func (e *Engine) DeleteGrant(ctx context.Context, id string) error {
 		return fmt.Errorf("delete grant %s: %w", id, err)
 	}
 	delete(e.grants, id)
+	if g.compiled != nil {
+		e.ext.remove(g.Grant)
+		e.extN.Add(-1)
+	}
 	return nil
+}
+
+// newStoredGrant validates g and compiles its expressions when it is extended.
+func newStoredGrant(g Grant) (*storedGrant, error) {
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	sg := &storedGrant{Grant: g}
+	if g.Extended() {
+		c, err := grant.Compile(g)
+		if err != nil {
+			return nil, err
+		}
+		sg.compiled = c
+	}
+	return sg, nil
 }
 
 // writeGrant replaces old (if any) by g (if any) in one store transaction,

@@ -43,8 +43,8 @@ func BuiltinPolicy() string { return builtinSource }
 // exactly as data.kith.authz.allow does; extQuery adds the parts that
 // package kith.ext can set, when it exists.
 const (
-	builtinQuery = `{"grants": data.kith.authz.matches}`
-	extQuery     = `{"grants": data.kith.authz.matches, "deny": data.kith.authz.ext_deny, "ext_allow": data.kith.authz.ext_allow, "headers": data.kith.authz.ext_headers, "http_status": data.kith.authz.http_status}`
+	builtinQuery = `{"grants": data.kith.authz.matches, "denies": data.kith.authz.denies}`
+	extQuery     = `{"grants": data.kith.authz.matches, "denies": data.kith.authz.denies, "deny": data.kith.authz.ext_deny, "ext_allow": data.kith.authz.ext_allow, "headers": data.kith.authz.ext_headers, "http_status": data.kith.authz.http_status}`
 )
 
 var builtinParsed = ast.MustParseModuleWithOpts(builtinSource, ast.ParserOptions{RegoVersion: ast.RegoV1})
@@ -82,6 +82,8 @@ type Input struct {
 	Method      string         // HTTP method; gRPC is POST
 	Path        string         // without query
 	Attributes  map[string]any // Envoy CheckRequest.attributes as protojson (OPA-Envoy's input.attributes); may be nil
+	Headers     map[string]string // request headers, lower-case names, for grants that match headers; may be nil
+	Port        uint32            // destination port, for grants limited to ports; 0 when unknown
 	ParsedPath  []string       // OPA-Envoy's input.parsed_path; computed from Path if nil
 	ParsedQuery map[string][]string
 	// Query is the raw query of the request, for a Path without one. When
@@ -129,6 +131,9 @@ type Engine struct {
 	values map[string]ast.Value // interned grant documents, see storeValue
 	labels map[string]*ast.Term // SPIFFE ID -> labels object
 	modes  map[string]Mode
+	// ext holds the extended grants (grant.Grant.Extended), compiled, by target then caller then ID.
+	ext  extIndex
+	extN atomic.Int64 // how many
 
 	// maxIDSlashes and maxPathSlashes bound the prefix keys computed for a
 	// request: no grant has a prefix with more "/" than these.
@@ -159,6 +164,7 @@ func New(cfg Config) (*Engine, error) {
 		values: map[string]ast.Value{},
 		labels: map[string]*ast.Term{},
 		modes:  map[string]Mode{},
+		ext:    extIndex{},
 	}
 	e.ids.Store(&idCache{})
 	if cfg.EvalBudget < 0 {
@@ -489,15 +495,18 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 	if root == nil {
 		return Decision{}, fmt.Errorf("built-in decision is %T, want an object", asJSON(v))
 	}
-	var matched ast.Set
+	var matched, denied ast.Set
 	if g := root.Get(grantsKey); g != nil {
 		matched, _ = g.Value.(ast.Set)
+	}
+	if g := root.Get(deniesKey); g != nil {
+		denied, _ = g.Value.(ast.Set)
 	}
 	var obj map[string]any
 	if root.Len() > 1 {
 		obj = make(map[string]any, root.Len()-1)
 		root.Foreach(func(k, v *ast.Term) {
-			if key, _ := k.Value.(ast.String); key != "grants" {
+			if key, _ := k.Value.(ast.String); key != "grants" && key != "denies" {
 				obj[string(key)] = asJSON(v)
 			}
 		})
@@ -531,27 +540,25 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 		return Decision{}, fmt.Errorf("kith.ext.deny is %T, want a set of strings", deny)
 	}
 	extAllow, _ := obj["ext_allow"].(bool)
-	var ids []string
-	if matched != nil {
-		ids = make([]string, 0, matched.Len())
-		matched.Foreach(func(id *ast.Term) {
-			if s, ok := id.Value.(ast.String); ok {
-				ids = append(ids, string(s))
-			}
-		})
-		slices.Sort(ids)
-	}
+	ids, denyIDs := setIDs(matched), setIDs(denied)
 
 	// The same combination as data.kith.authz.allow.
 	hasCaller := !in.Caller.IsZero()
-	d.PolicyAllowed = len(denies) == 0 && (hasCaller && len(ids) > 0 || extAllow)
+	d.PolicyAllowed = len(denies) == 0 && len(denyIDs) == 0 && (hasCaller && len(ids) > 0 || extAllow)
 
 	if !hasCaller {
 		d.Reasons = append(d.Reasons, "no caller identity")
 	}
-	d.Reasons = append(d.Reasons, denies...)
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	for _, id := range denyIDs {
+		if g, known := e.grants[id]; known {
+			d.Reasons = append(d.Reasons, g.deniesReason())
+		} else {
+			d.Reasons = append(d.Reasons, "deny rule "+id+" denies the request")
+		}
+	}
+	d.Reasons = append(d.Reasons, denies...)
 	if hasCaller {
 		for _, id := range ids {
 			if d.Grant == "" {
@@ -591,12 +598,12 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 		return nil
 	}
 	var ids []string
-	for _, tk := range grant.Keys(in.Target, int(e.maxIDSlashes.Load())) {
+	for _, tk := range e.keysOf(in.Target) {
 		callers, _ := valueAt(root, tk).(ast.Object)
 		if callers == nil {
 			continue
 		}
-		for _, ck := range grant.Keys(in.Caller, int(e.maxIDSlashes.Load())) {
+		for _, ck := range e.keysOf(in.Caller) {
 			if grants, _ := valueAt(callers, ck).(ast.Object); grants != nil {
 				for _, k := range grants.Keys() {
 					if s, ok := k.Value.(ast.String); ok {
@@ -608,24 +615,57 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 	}
 	slices.Sort(ids)
 	var out []string
+	r := grant.Request{Caller: in.Caller.String(), Method: method, Path: cleaned, Headers: in.Headers, Port: in.Port}
 	for _, id := range ids {
 		var g Grant
-		if sg, ok := e.grants[id]; ok {
-			g = sg.Grant
+		sg, ok := e.grants[id]
+		if !ok || sg.Deny {
+			continue
 		}
-		switch grantState(g, now, method, cleaned) {
+		g = sg.Grant
+		state := grantState(g, now, method, cleaned)
+		if state == "ok" && sg.compiled != nil {
+			state = sg.compiled.Check(r)
+		}
+		name := "grant " + id + sg.from()
+		switch state {
+		case "ok", "":
 		case "expired":
-			out = append(out, fmt.Sprintf("grant %s expired at %s", id, g.ExpiresAt.UTC().Format(time.RFC3339)))
-		case "method":
-			out = append(out, fmt.Sprintf("grant %s does not allow method %s", id, method))
-		case "path":
-			out = append(out, fmt.Sprintf("grant %s does not allow path %s", id, in.Path))
+			out = append(out, fmt.Sprintf("%s expired at %s", name, g.ExpiresAt.UTC().Format(time.RFC3339)))
+		case "method", "excepted method":
+			out = append(out, fmt.Sprintf("%s does not allow method %s", name, method))
+		case "path", "excepted path":
+			out = append(out, fmt.Sprintf("%s does not allow path %s", name, in.Path))
+		case "port":
+			out = append(out, fmt.Sprintf("%s does not allow port %d", name, in.Port))
+		case "excepted caller":
+			out = append(out, fmt.Sprintf("%s excepts caller %s", name, in.Caller))
+		default: // "header NAME"
+			out = append(out, fmt.Sprintf("%s: the request's %s does not match", name, state))
 		}
 	}
 	return out
 }
 
-var grantsKey = ast.StringTerm("grants")
+var (
+	grantsKey = ast.StringTerm("grants")
+	deniesKey = ast.StringTerm("denies")
+)
+
+// setIDs returns the strings of a set of grant IDs, sorted.
+func setIDs(set ast.Set) []string {
+	if set == nil {
+		return nil
+	}
+	ids := make([]string, 0, set.Len())
+	set.Foreach(func(id *ast.Term) {
+		if s, ok := id.Value.(ast.String); ok {
+			ids = append(ids, string(s))
+		}
+	})
+	slices.Sort(ids)
+	return ids
+}
 
 // asJSON converts a result term to Go values as rego's default result
 // conversion does; other values are returned as they are.

@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -44,7 +45,8 @@ func storeValue(g Grant, values map[string]ast.Value) ast.Value {
 	if !g.ExpiresAt.IsZero() {
 		exp = g.ExpiresAt.UnixNano()
 	}
-	key := fmt.Sprintf("%d %q %q", exp, g.Methods, g.Paths)
+	regex := len(g.PathRegex) > 0
+	key := fmt.Sprintf("%d %q %q %t %t %t", exp, g.Methods, g.Paths, regex, g.Extended(), g.Deny)
 	if v, ok := values[key]; ok {
 		return v
 	}
@@ -57,7 +59,11 @@ func storeValue(g Grant, values map[string]ast.Value) ast.Value {
 	}
 	paths := ast.NewObject()
 	var globs []*ast.Term
+	// A grant with path expressions has its whole path condition checked in Go (input.kith.ext_ok).
 	for _, p := range g.Paths {
+		if regex {
+			break
+		}
 		if body, trailing := strings.CutSuffix(p, "/*"); strings.Contains(body, "*") {
 			if trailing {
 				body += "/**"
@@ -67,10 +73,12 @@ func storeValue(g Grant, values map[string]ast.Value) ast.Value {
 			paths.Insert(ast.StringTerm(p), ast.InternedTerm(true))
 		}
 	}
-	if len(g.Paths) == 0 {
+	if len(g.Paths) == 0 || regex {
 		paths.Insert(ast.StringTerm("/*"), ast.InternedTerm(true))
 	}
 	v := ast.NewObject(
+		ast.Item(ast.StringTerm("ext"), ast.InternedTerm(g.Extended())),
+		ast.Item(ast.StringTerm("deny"), ast.InternedTerm(g.Deny)),
 		ast.Item(ast.StringTerm("methods"), ast.NewTerm(methods)),
 		ast.Item(ast.StringTerm("paths"), ast.NewTerm(paths)),
 		ast.Item(ast.StringTerm("globs"), ast.ArrayTerm(globs...)),
@@ -89,7 +97,7 @@ func grantState(g Grant, now time.Time, method, cleanedPath string) string {
 		return "expired"
 	case len(g.Methods) > 0 && !slices.Contains(g.Methods, method):
 		return "method"
-	case len(g.Paths) > 0 && !slices.ContainsFunc(g.Paths, func(p string) bool { return grant.MatchPath(p, cleanedPath) }):
+	case len(g.Paths) > 0 && len(g.PathRegex) == 0 && !slices.ContainsFunc(g.Paths, func(p string) bool { return grant.MatchPath(p, cleanedPath) }):
 		return "path"
 	}
 	return "ok"
@@ -103,17 +111,52 @@ func depth(pattern string) int { return strings.Count(pattern, "/") }
 // gives when it matches, built on its first match rather than per decision.
 type storedGrant struct {
 	Grant
-	allows atomic.Pointer[string]
+	compiled *grant.Compiled // for an extended grant
+	allows   atomic.Pointer[string]
 }
 
-// allowsReason is "grant ID allows CALLER → TARGET METHODS PATHS".
+// allowsReason is "grant ID allows CALLER → TARGET METHODS PATHS", or for a grant imported from a mesh
+// policy "allowed by smi default/api-service-metrics, route metrics: grant ID allows ...".
 func (g *storedGrant) allowsReason() string {
 	if r := g.allows.Load(); r != nil {
 		return *r
 	}
 	r := "grant " + g.ID + " allows " + describe(g.Grant)
+	if by := g.importedFrom(); by != "" {
+		r = "allowed by " + by + ": " + r
+	}
 	g.allows.Store(&r)
 	return r
+}
+
+// deniesReason is "deny rule ID denies CALLER → TARGET ...", prefixed like allowsReason.
+func (g *storedGrant) deniesReason() string {
+	r := "deny rule " + g.ID + " denies " + describe(g.Grant)
+	if by := g.importedFrom(); by != "" {
+		r = "denied by " + by + ": " + r
+	}
+	return r
+}
+
+// importedFrom names the mesh policy or Kubernetes object g comes from ("smi default/x, route metrics"),
+// or is "" for a grant made with the CLI or from Git.
+func (g *storedGrant) importedFrom() string {
+	kind, obj, ok := strings.Cut(g.Source, ":")
+	if !ok || (kind != "smi" && kind != "istio" && kind != "k8s") {
+		return ""
+	}
+	if g.Reason != "" && kind != "k8s" {
+		return kind + " " + obj + ", " + g.Reason
+	}
+	return kind + " " + obj
+}
+
+// from is " (from smi default/x, route metrics)" for an imported grant, else "".
+func (g *storedGrant) from() string {
+	if by := g.importedFrom(); by != "" {
+		return " (from " + by + ")"
+	}
+	return ""
 }
 
 // describe renders what g allows: "CALLER → TARGET GET,POST /api/*".
@@ -123,8 +166,60 @@ func describe(g Grant) string {
 		methods = strings.Join(g.Methods, ",")
 	}
 	paths := "any path"
-	if len(g.Paths) > 0 {
-		paths = strings.Join(g.Paths, ",")
+	if len(g.Paths) > 0 || len(g.PathRegex) > 0 {
+		ps := slices.Clone(g.Paths)
+		for _, r := range g.PathRegex {
+			ps = append(ps, "~"+r)
+		}
+		paths = strings.Join(ps, ",")
 	}
-	return fmt.Sprintf("%s → %s %s %s", g.Caller, g.Target, methods, paths)
+	s := fmt.Sprintf("%s → %s %s %s", g.Caller, g.Target, methods, paths)
+	if len(g.NotMethods) > 0 {
+		s += " except methods " + strings.Join(g.NotMethods, ",")
+	}
+	if len(g.NotPaths) > 0 {
+		s += " except paths " + strings.Join(g.NotPaths, ",")
+	}
+	if len(g.NotCallers) > 0 {
+		s += " except callers " + strings.Join(g.NotCallers, ",")
+	}
+	for _, name := range slices.Sorted(maps.Keys(g.Headers)) {
+		s += fmt.Sprintf(" header %s~%s", name, g.Headers[name])
+	}
+	if len(g.Ports) > 0 {
+		ports := make([]string, len(g.Ports))
+		for i, p := range g.Ports {
+			ports[i] = strconv.FormatUint(uint64(p), 10)
+		}
+		s += " ports " + strings.Join(ports, ",")
+	}
+	return s
+}
+
+// extIndex holds extended grants by target, caller and ID.
+type extIndex map[string]map[string]map[string]*grant.Compiled
+
+func (x extIndex) put(c *grant.Compiled) {
+	callers := x[c.Target]
+	if callers == nil {
+		callers = map[string]map[string]*grant.Compiled{}
+		x[c.Target] = callers
+	}
+	ids := callers[c.Caller]
+	if ids == nil {
+		ids = map[string]*grant.Compiled{}
+		callers[c.Caller] = ids
+	}
+	ids[c.ID] = c
+}
+
+func (x extIndex) remove(g Grant) {
+	callers := x[g.Target]
+	delete(callers[g.Caller], g.ID)
+	if len(callers[g.Caller]) == 0 {
+		delete(callers, g.Caller)
+	}
+	if len(callers) == 0 {
+		delete(x, g.Target)
+	}
 }

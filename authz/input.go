@@ -73,6 +73,9 @@ func (e *Engine) input(in Input, cleaned string, now time.Time, needs inputNeeds
 		ast.Item(keyMethodKeys, methodKeys(method)),
 		ast.Item(keyPathKeys, pathKeysTerm(pathTerm, cleaned, max(1, int(e.maxPathSlashes.Load())))),
 	)
+	if e.extN.Load() > 0 {
+		kith.Insert(keyExtOK, e.extOK(in, method, cleaned))
+	}
 	items = append(items, ast.Item(keyKith, ast.NewTerm(kith)))
 	return ast.NewObject(items...), nil
 }
@@ -94,7 +97,40 @@ var (
 	keyMethodKeys  = ast.StringTerm("method_keys")
 	keyPathKeys    = ast.StringTerm("path_keys")
 	rootPathKey    = ast.StringTerm("/*")
+	keyExtOK       = ast.StringTerm("ext_ok")
 )
+
+// extOK is input.kith.ext_ok: the IDs of the extended grants (grant.Grant.Extended) that the request's
+// keys find and whose extended conditions it meets. Only those grants are looked at, by key, so the cost
+// does not grow with the number of grants.
+func (e *Engine) extOK(in Input, method, cleaned string) *ast.Term {
+	ok := ast.NewObject()
+	r := grant.Request{Caller: in.Caller.String(), Method: method, Path: cleaned, Headers: in.Headers, Port: in.Port}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, tk := range e.keysOf(in.Target) {
+		callers := e.ext[tk]
+		if callers == nil {
+			continue
+		}
+		for _, ck := range e.keysOf(in.Caller) {
+			for id, c := range callers[ck] {
+				if c.Check(r) == "" {
+					ok.Insert(ast.StringTerm(id), ast.InternedTerm(true))
+				}
+			}
+		}
+	}
+	return ast.NewTerm(ok)
+}
+
+// keysOf is grant.Keys of id and then "*" (grant.AnyCaller), which deny rules for any caller use.
+func (e *Engine) keysOf(id spiffeid.ID) []string {
+	if id.IsZero() {
+		return nil
+	}
+	return append(grant.Keys(id, int(e.maxIDSlashes.Load())), grant.AnyCaller)
+}
 
 // inputNeeds says which top-level parts of the input a policy reads.
 type inputNeeds struct{ attributes, parsedPath, parsedQuery bool }
@@ -175,7 +211,7 @@ func (e *Engine) identity(id spiffeid.ID) identityTerms {
 	e.mu.RUnlock()
 	t := identityTerms{
 		doc:  ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm(s)), ast.Item(ast.StringTerm("labels"), labels)),
-		keys: stringsTerm(grant.Keys(id, int(e.maxIDSlashes.Load()))),
+		keys: stringsTerm(e.keysOf(id)),
 	}
 	if c.n.Add(1) > maxCachedIDs {
 		e.ids.CompareAndSwap(c, &idCache{})

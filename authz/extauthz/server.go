@@ -177,7 +177,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 	path, rawQuery, _ := strings.Cut(fullPath, "?")
 	// The engine parses the query only for a policy that reads it.
-	in := authz.Input{Caller: caller, Target: target, Method: method, Path: path, Query: rawQuery}
+	in := authz.Input{Caller: caller, Target: target, Method: method, Path: path, Query: rawQuery,
+		Headers: httpReq.GetHeaders(), Port: attrs.GetDestination().GetAddress().GetSocketAddress().GetPortValue()}
 	if n, ok := s.decider.(AttributeNeeder); !ok || n.NeedsAttributes() {
 		in.Attributes = Attributes(attrs)
 	}

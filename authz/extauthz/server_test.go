@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -542,7 +543,8 @@ func TestCheckBuildsAttributesOnlyWhenNeeded(t *testing.T) {
 			t.Errorf("needs %v: attributes built = %v", needs, got)
 		}
 		// The query is passed raw: the engine parses it only for a policy that reads input.parsed_query.
-		want := authz.Input{Caller: frontend, Target: payments, Method: "GET", Path: "/a/b", Query: "x=1&x=2"}
+		want := authz.Input{Caller: frontend, Target: payments, Method: "GET", Path: "/a/b", Query: "x=1&x=2",
+			Headers: map[string]string{":authority": "payments", ":method": "GET", ":path": "/a/b?x=1&x=2"}}
 		in.Attributes = nil
 		if diff := cmp.Diff(want, in, cmp.AllowUnexported(spiffeid.ID{})); diff != "" {
 			t.Errorf("input (-want +got):\n%s", diff)
@@ -692,4 +694,41 @@ func algNone(t *testing.T, tok string) string {
 	header["alg"] = "none"
 	h, _ = json.Marshal(header)
 	return base64.RawURLEncoding.EncodeToString(h) + "." + parts[1] + "."
+}
+
+func TestCheckMatchesHeadersAndPortsOfGrants(t *testing.T) {
+	ctx := context.Background()
+	e, err := authz.New(authz.Config{Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, e, authz.Grant{ID: "g-ios", Caller: frontend.String(), Target: payments.String(), PathRegex: []string{"/api/.*"},
+		Headers: map[string]string{"user-agent": ".*iPhone.*"}, Ports: []uint32{8443}})
+	s, err := extauthz.New(extauthz.Config{Decider: e, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		req   request
+		port  uint32
+		allow bool
+	}{
+		{"the header, path and port of the grant are allowed", request{caller: frontend.String(), target: payments.String(), method: "GET", path: "/api/x", headers: map[string]string{"user-agent": "Mozilla (iPhone)"}}, 8443, true},
+		{"another user agent is denied", request{caller: frontend.String(), target: payments.String(), method: "GET", path: "/api/x", headers: map[string]string{"user-agent": "curl"}}, 8443, false},
+		{"another port is denied", request{caller: frontend.String(), target: payments.String(), method: "GET", path: "/api/x", headers: map[string]string{"user-agent": "Mozilla (iPhone)"}}, 9000, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tt.req.proto()
+			req.Attributes.Destination.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: "10.0.0.9", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: tt.port}}}}
+			resp, err := s.Check(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := summarize(resp).Code == 0; got != tt.allow {
+				t.Errorf("allowed = %v, want %v (%+v)", got, tt.allow, summarize(resp))
+			}
+		})
+	}
 }

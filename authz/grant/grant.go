@@ -3,6 +3,8 @@ package grant
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -44,18 +46,46 @@ func (m Mode) Validate() error {
 // characters within one segment ("/api/*/users" matches "/api/v1/users");
 // every other character matches itself. gRPC methods are paths
 // ("/pkg.Service/*", "/pkg.Service/Method") called with POST. See [MatchPath].
+//
+// PathRegex are RE2 expressions anchored at the start of the path, as SMI's HTTPRouteGroup pathRegex is
+// ("/api" matches "/api" and "/apis/x"; write "/api$" for the one path); a request path matches the grant
+// when it matches one of Paths or one of PathRegex (neither given: any path). Headers must all match:
+// each value is an RE2 expression anchored at the start of the header's value (name in lower case). Ports
+// limit the grant to those destination ports. NotMethods, NotPaths and NotCallers except requests that
+// would otherwise match (Istio's notMethods, notPaths, notPrincipals and notNamespaces).
+//
+// A grant with Deny set is a deny rule: a request it matches is denied whatever the other grants say, as
+// Istio evaluates DENY before ALLOW. A deny rule's Caller may be "*": any caller, of any trust domain.
 type Grant struct {
-	ID        string
-	Caller    string    // SPIFFE ID or prefix ending in "/*"
-	Target    string    // SPIFFE ID or prefix ending in "/*"
-	Methods   []string  // HTTP methods, upper-case; empty means any
-	Paths     []string  // path patterns; empty means any
-	ExpiresAt time.Time // zero means never
-	Reason    string
-	CreatedBy string
-	CreatedAt time.Time
-	Source    string // "cli" or "git:<commit sha>"
+	ID         string
+	Caller     string            // SPIFFE ID or prefix ending in "/*"; "*" in a deny rule
+	Target     string            // SPIFFE ID or prefix ending in "/*"
+	Methods    []string          // HTTP methods, upper-case; empty means any
+	Paths      []string          // path patterns; empty (and no PathRegex) means any
+	PathRegex  []string          `json:",omitempty"` // RE2, anchored at the start of the path
+	Headers    map[string]string `json:",omitempty"` // lower-case header name -> RE2 anchored at the start of the value
+	Ports      []uint32          `json:",omitempty"` // destination ports; empty means any
+	NotMethods []string          `json:",omitempty"` // methods excepted
+	NotPaths   []string          `json:",omitempty"` // path patterns excepted
+	NotCallers []string          `json:",omitempty"` // caller patterns excepted
+	Deny       bool              `json:",omitempty"` // a deny rule, not a grant
+	ExpiresAt  time.Time         // zero means never
+	Reason     string
+	CreatedBy  string
+	CreatedAt  time.Time
+	Source     string // "cli", "git:<commit sha>", "k8s:<ns>/<name>", "smi:<ns>/<name>" or "istio:<ns>/<name>"
 }
+
+// Extended reports whether g has a condition beyond caller, target, methods, path patterns and expiry:
+// a path regex, headers, ports or an exception. The engine checks those in Go, once per request, for the
+// few grants the request's keys find.
+func (g Grant) Extended() bool {
+	return len(g.PathRegex) > 0 || len(g.Headers) > 0 || len(g.Ports) > 0 || len(g.NotMethods) > 0 ||
+		len(g.NotPaths) > 0 || len(g.NotCallers) > 0
+}
+
+// AnyCaller is the caller of a deny rule that matches every caller, of any trust domain.
+const AnyCaller = "*"
 
 var httpMethods = []string{"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
 
@@ -68,6 +98,8 @@ const (
 	MaxPaths        = 64   // path patterns per grant
 	MaxPathLength   = 1024 // bytes of one path pattern
 	MaxReasonLength = 1024 // bytes of the reason
+	MaxHeaders      = 16   // header matches per grant
+	MaxPorts        = 64   // ports per grant
 )
 
 // Validate reports what is wrong with g, if anything.
@@ -76,13 +108,22 @@ func (g Grant) Validate() error {
 	if g.ID == "" {
 		errs = append(errs, errors.New("id is empty"))
 	}
-	if err := validatePattern(g.Caller); err != nil {
+	if g.Caller == AnyCaller {
+		if !g.Deny {
+			errs = append(errs, errors.New(`caller: "*" (any caller of any trust domain) is only for deny rules; give a prefix such as spiffe://example.org/*`))
+		}
+	} else if err := validatePattern(g.Caller); err != nil {
 		errs = append(errs, fmt.Errorf("caller: %w", err))
+	}
+	for _, c := range g.NotCallers {
+		if err := validatePattern(c); err != nil {
+			errs = append(errs, fmt.Errorf("not caller: %w", err))
+		}
 	}
 	if err := validatePattern(g.Target); err != nil {
 		errs = append(errs, fmt.Errorf("target: %w", err))
 	}
-	for _, m := range g.Methods {
+	for _, m := range slices.Concat(g.Methods, g.NotMethods) {
 		if !slices.Contains(httpMethods, m) {
 			if slices.Contains(httpMethods, strings.ToUpper(m)) {
 				errs = append(errs, fmt.Errorf("method %q must be upper-case (%s)", m, strings.ToUpper(m)))
@@ -91,16 +132,46 @@ func (g Grant) Validate() error {
 			}
 		}
 	}
-	if len(g.Paths) > MaxPaths {
-		errs = append(errs, fmt.Errorf("%d paths, at most %d per grant", len(g.Paths), MaxPaths))
+	if n := len(g.Paths) + len(g.PathRegex) + len(g.NotPaths); n > MaxPaths {
+		errs = append(errs, fmt.Errorf("%d paths, path expressions and excepted paths, at most %d per grant", n, MaxPaths))
 	}
-	for _, p := range g.Paths {
+	for _, p := range slices.Concat(g.Paths, g.NotPaths) {
 		if len(p) > MaxPathLength {
 			errs = append(errs, fmt.Errorf("a path of %d bytes, at most %d", len(p), MaxPathLength))
 			continue
 		}
 		if err := validatePath(p); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, r := range g.PathRegex {
+		if len(r) > MaxPathLength {
+			errs = append(errs, fmt.Errorf("a path expression of %d bytes, at most %d", len(r), MaxPathLength))
+		} else if _, err := CompileRegex(r); err != nil {
+			errs = append(errs, fmt.Errorf("path expression: %w", err))
+		}
+	}
+	if len(g.Headers) > MaxHeaders {
+		errs = append(errs, fmt.Errorf("%d header matches, at most %d per grant", len(g.Headers), MaxHeaders))
+	}
+	for _, name := range slices.Sorted(maps.Keys(g.Headers)) {
+		switch {
+		case name == "" || strings.ToLower(name) != name || strings.ContainsAny(name, " \t\r\n:"):
+			errs = append(errs, fmt.Errorf("header name %q: want a lower-case HTTP header name such as user-agent", name))
+		case len(g.Headers[name]) > MaxPathLength:
+			errs = append(errs, fmt.Errorf("header %s: an expression of %d bytes, at most %d", name, len(g.Headers[name]), MaxPathLength))
+		default:
+			if _, err := CompileRegex(g.Headers[name]); err != nil {
+				errs = append(errs, fmt.Errorf("header %s: %w", name, err))
+			}
+		}
+	}
+	if len(g.Ports) > MaxPorts {
+		errs = append(errs, fmt.Errorf("%d ports, at most %d per grant", len(g.Ports), MaxPorts))
+	}
+	for _, p := range g.Ports {
+		if p == 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("port %d: want 1 to 65535", p))
 		}
 	}
 	if len(g.Methods) > len(httpMethods) {
@@ -160,4 +231,14 @@ func validatePath(p string) error {
 		return fmt.Errorf("path %q can never match: requests are matched with letters, digits and - . _ ~ decoded and other percent-encodings upper-cased: write %q", p, n)
 	}
 	return nil
+}
+
+// CompileRegex compiles a grant's path or header expression (RE2) anchored at the start of what it
+// matches, as SMI anchors pathRegex: "/api" matches "/api/v1"; "/api$" only "/api".
+func CompileRegex(expr string) (*regexp.Regexp, error) {
+	// Compiled alone first, so that an unbalanced expression such as "a)|(b" cannot escape the anchor.
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, fmt.Errorf("%q is not an RE2 expression: %w", expr, err)
+	}
+	return regexp.Compile(`^(?:` + expr + `)`)
 }

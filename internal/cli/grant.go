@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -53,12 +54,14 @@ func resolveID(ctx context.Context, c adminv1.AdminServiceClient, arg string) (s
 }
 
 func (e *env) grantCommand() *cobra.Command {
-	var methods, paths []string
+	var methods, paths, pathRegex, headers, notMethods, notPaths []string
+	var ports []uint
+	var deny bool
 	var forDur, wait time.Duration
 	var until, reason string
 	cmd := &cobra.Command{
-		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--for 8h | --until TIME] [--reason TEXT] [--wait[=30s]]",
-		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names)",
+		Use:   "grant CALLER TARGET [--method GET]... [--path /api/*]... [--path-regex RE]... [--header NAME=RE]... [--port N]... [--deny] [--for 8h | --until TIME] [--reason TEXT] [--wait[=30s]]",
+		Short: "Let CALLER call TARGET (SPIFFE IDs, prefixes ending in /*, or registered short names); with --deny, forbid it whatever the grants say",
 		Args:  exactArgs(2, "CALLER and TARGET"),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			forGiven := cmd.Flags().Changed("for")
@@ -82,7 +85,17 @@ func (e *env) grantCommand() *cobra.Command {
 			if err := e.checkGrantEnds(cmd.Context(), c, caller, target); err != nil {
 				return err
 			}
-			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason}
+			g := &adminv1.Grant{Caller: caller, Target: target, Methods: methods, Paths: paths, Reason: reason,
+				PathRegex: pathRegex, NotMethods: notMethods, NotPaths: notPaths, Deny: deny}
+			if g.Headers, err = headerFlags("--header", headers); err != nil {
+				return usage(err)
+			}
+			for _, p := range ports {
+				if p == 0 || p > 65535 {
+					return usage(fmt.Errorf("--port %d: want 1 to 65535", p))
+				}
+				g.Ports = append(g.Ports, uint32(p))
+			}
 			switch {
 			case forDur > 0:
 				g.ExpiresAt = timestamppb.New(time.Now().Add(forDur))
@@ -105,6 +118,12 @@ func (e *env) grantCommand() *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&methods, "method", nil, "HTTP method allowed (repeatable; gRPC is POST; default any)")
 	cmd.Flags().StringSliceVar(&paths, "path", nil, "path allowed, glob such as /api/* or /pkg.Service/* (repeatable; default any)")
+	cmd.Flags().StringArrayVar(&pathRegex, "path-regex", nil, "path allowed, RE2 anchored at the start of the path as SMI's pathRegex: /api/v[0-9]+ (repeatable)")
+	cmd.Flags().StringArrayVar(&headers, "header", nil, "NAME=RE2: the request header must match, anchored at the start (repeatable; all must match)")
+	cmd.Flags().UintSliceVar(&ports, "port", nil, "destination port allowed (repeatable; default any)")
+	cmd.Flags().StringSliceVar(&notMethods, "not-method", nil, "method excepted (repeatable)")
+	cmd.Flags().StringSliceVar(&notPaths, "not-path", nil, "path pattern excepted (repeatable)")
+	cmd.Flags().BoolVar(&deny, "deny", false, "a deny rule: requests it matches are denied whatever the grants allow")
 	durationVar(cmd.Flags(), &forDur, "for", 0, "grant expires after this long, e.g. 8h")
 	bindWait(cmd, &wait)
 	e.bindStrict(cmd)
@@ -164,14 +183,14 @@ func (e *env) revokeCommand() *cobra.Command {
 
 func (e *env) grantsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "grants", Short: "List grants"}
-	var caller, target string
+	var caller, target, source string
 	list := &cobra.Command{
-		Use:   "list [--caller X] [--target Y]",
+		Use:   "list [--caller X] [--target Y] [--source smi:NS/NAME]",
 		Short: "List grants, CLI-made and from the policy repository, with their source and expiry",
 		Args:  noArgs,
 		RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
 			var err error
-			req := &adminv1.ListGrantsRequest{}
+			req := &adminv1.ListGrantsRequest{Source: source}
 			if caller != "" {
 				if req.Caller, err = resolveID(cmd.Context(), c, caller); err != nil {
 					return err
@@ -191,6 +210,7 @@ func (e *env) grantsCommand() *cobra.Command {
 	}
 	list.Flags().StringVar(&caller, "caller", "", "only grants that apply to this caller")
 	list.Flags().StringVar(&target, "target", "", "only grants that apply to this target")
+	list.Flags().StringVar(&source, "source", "", "only grants of this source (smi:default/x), or of every source it begins when it ends in : or / (smi:, istio:prod/)")
 	cmd.AddCommand(list)
 	return cmd
 }
@@ -210,9 +230,58 @@ func (e *env) grantTable(gs []*adminv1.Grant) {
 				exp += " (expired)"
 			}
 		}
-		rows = append(rows, []string{g.GetId(), g.GetCaller(), g.GetTarget(), orAny(g.GetMethods()), orAny(g.GetPaths()), exp, g.GetSource(), orDash(g.GetReason())})
+		id := g.GetId()
+		if g.GetDeny() {
+			id += " (deny)"
+		}
+		rows = append(rows, []string{id, g.GetCaller(), g.GetTarget(), orAny(g.GetMethods()), pathsOf(g), exp, g.GetSource(), orDash(g.GetReason())})
 	}
 	e.table([]string{"ID", "CALLER", "TARGET", "METHODS", "PATHS", "EXPIRES", "SOURCE", "REASON"}, rows)
+}
+
+// pathsOf is the PATHS column: patterns, then ~expressions, then the other conditions of the grant.
+func pathsOf(g *adminv1.Grant) string {
+	ps := slices.Clone(g.GetPaths())
+	for _, r := range g.GetPathRegex() {
+		ps = append(ps, "~"+r)
+	}
+	s := orAny(ps)
+	if len(g.GetNotPaths()) > 0 {
+		s += " except " + strings.Join(g.GetNotPaths(), ",")
+	}
+	if len(g.GetNotMethods()) > 0 {
+		s += " except methods " + strings.Join(g.GetNotMethods(), ",")
+	}
+	if len(g.GetNotCallers()) > 0 {
+		s += " except callers " + strings.Join(g.GetNotCallers(), ",")
+	}
+	for _, k := range slices.Sorted(maps.Keys(g.GetHeaders())) {
+		s += " " + k + "~" + g.GetHeaders()[k]
+	}
+	if len(g.GetPorts()) > 0 {
+		var ports []string
+		for _, p := range g.GetPorts() {
+			ports = append(ports, fmt.Sprint(p))
+		}
+		s += " ports " + strings.Join(ports, ",")
+	}
+	return s
+}
+
+// headerFlags parses NAME=VALUE flags into a map with lower-case names.
+func headerFlags(flag string, vs []string) (map[string]string, error) {
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, v := range vs {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("%s %q: want NAME=VALUE, e.g. user-agent=.*Android.*", flag, v)
+		}
+		m[strings.ToLower(name)] = value
+	}
+	return m, nil
 }
 
 func orAny(ss []string) string {
@@ -372,8 +441,10 @@ func (e *env) targetCommand() *cobra.Command {
 
 func (e *env) canCommand() *cobra.Command {
 	var method, path, policyDir, dataFile, decision string
+	var headers []string
+	var port uint
 	return withFlags(&cobra.Command{
-		Use:   "can CALLER TARGET [--method M] [--path P] [--policy-dir DIR] [--data FILE]",
+		Use:   "can CALLER TARGET [--method M] [--path P] [--header NAME=VALUE]... [--port N] [--policy-dir DIR] [--data FILE]",
 		Short: "Explain whether CALLER may call TARGET; exit 0 allowed, 1 denied, 2 error; offline with --policy-dir or --data",
 		Args:  exactArgs(2, "CALLER and TARGET"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -398,7 +469,14 @@ func (e *env) canCommand() *cobra.Command {
 			if err != nil {
 				return fail(err)
 			}
-			resp, err := c.Can(cmd.Context(), &adminv1.CanRequest{Caller: caller, Target: target, Method: method, Path: path})
+			h, err := headerFlags("--header", headers)
+			if err != nil {
+				return usage(err)
+			}
+			if port > 65535 {
+				return usage(fmt.Errorf("--port %d: want 1 to 65535", port))
+			}
+			resp, err := c.Can(cmd.Context(), &adminv1.CanRequest{Caller: caller, Target: target, Method: method, Path: path, Headers: h, Port: uint32(port)})
 			if err != nil {
 				return fail(err)
 			}
@@ -407,6 +485,8 @@ func (e *env) canCommand() *cobra.Command {
 	}, func(cmd *cobra.Command) {
 		cmd.Flags().StringVar(&method, "method", "GET", "HTTP method")
 		cmd.Flags().StringVar(&path, "path", "/", "request path")
+		cmd.Flags().StringArrayVar(&headers, "header", nil, "NAME=VALUE: a request header, for grants that match headers (repeatable)")
+		cmd.Flags().UintVar(&port, "port", 0, "destination port, for grants limited to ports")
 		cmd.Flags().StringVar(&policyDir, "policy-dir", "", "answer offline from this policy directory (Rego, tests, data file), as kith policy check reads it; no server")
 		cmd.Flags().StringVar(&dataFile, "data", "", "answer offline with the grants and labels of this data file (data.json or data.yaml form); no server")
 		cmd.Flags().StringVar(&decision, "authz-decision", "", "with --policy-dir: the server's authz.decision, if set")

@@ -108,3 +108,54 @@ func TestGrantCanWhoRevoke(t *testing.T) {
 		}
 	})
 }
+
+func TestGrantPathRegexHeadersAndDenyRules(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	for _, name := range []string{"frontend", "payments", "mobile"} {
+		s.ok(t, "entry", "create", "--spiffe-id", "spiffe://example.org/"+name, "--node-selector", "join_token:name:n1", "--selector", "unix:uid:1000")
+	}
+	can := func(args ...string) (string, int) {
+		out, errs, code := s.kith(t, append([]string{"can"}, args...)...)
+		return out + errs, code
+	}
+	s.ok(t, "grant", "frontend", "payments", "--path-regex", "/api/v[0-9]+/", "--method", "GET")
+	s.ok(t, "grant", "mobile", "payments", "--header", "User-Agent=.*iPhone.*", "--port", "8443")
+	s.ok(t, "grant", "frontend", "payments", "--deny", "--path", "/api/v1/admin/*", "--reason", "no admin from the frontend")
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"a path matching the expression is allowed", []string{"frontend", "payments", "--path", "/api/v2/users"}, 0, "ALLOWED"},
+		{"a path the expression does not match is denied", []string{"frontend", "payments", "--path", "/apix/v2"}, 1, "does not allow path /apix/v2"},
+		{"the deny rule wins over the grant", []string{"frontend", "payments", "--path", "/api/v1/admin/users"}, 1, "denies spiffe://example.org/frontend → spiffe://example.org/payments any method /api/v1/admin/*"},
+		{"the header and port of the grant are allowed", []string{"mobile", "payments", "--header", "user-agent=Mozilla (iPhone)", "--port", "8443"}, 0, "ALLOWED"},
+		{"another header is denied", []string{"mobile", "payments", "--header", "user-agent=curl", "--port", "8443"}, 1, "header user-agent does not match"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, code := can(tt.args...)
+			if code != tt.wantCode || !strings.Contains(out, tt.want) {
+				t.Errorf("kith can %s: exit %d, %q; want exit %d saying %q", strings.Join(tt.args, " "), code, out, tt.wantCode, tt.want)
+			}
+		})
+	}
+	list := s.ok(t, "grants", "list", "--caller", "frontend")
+	for _, want := range []string{"(deny)", "~/api/v[0-9]+/"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("grants list = %q, want %q in it", list, want)
+		}
+	}
+	if out := s.ok(t, "grants", "list", "--source", "smi:"); strings.Contains(out, "spiffe://") {
+		t.Errorf("grants list --source smi: lists CLI grants: %q", out)
+	}
+	if out := s.ok(t, "grants", "list", "--source", "cli"); strings.Count(out, "spiffe://example.org/payments") != 3 {
+		t.Errorf("grants list --source cli = %q, want the 3 grants", out)
+	}
+	if _, errs, code := s.kith(t, "grant", "frontend", "payments", "--header", "novalue"); code != 2 || !strings.Contains(errs, "want NAME=VALUE") {
+		t.Errorf("grant --header novalue: exit %d, %q; want a usage error", code, errs)
+	}
+	if _, errs, code := s.kith(t, "grant", "frontend", "payments", "--path-regex", "(x"); code == 0 || !strings.Contains(errs, "not an RE2 expression") {
+		t.Errorf("grant --path-regex (x: exit %d, %q; want refused", code, errs)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/kithid/kith/attestation"
 	"github.com/kithid/kith/authz"
 	"github.com/kithid/kith/authz/grant"
+	"github.com/kithid/kith/internal/grantpb"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
 )
@@ -73,6 +74,16 @@ func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantReque
 		g.Methods = append(g.Methods, strings.ToUpper(m))
 	}
 	g.Paths = pg.GetPaths()
+	g.PathRegex, g.Ports, g.NotPaths, g.NotCallers, g.Deny = pg.GetPathRegex(), pg.GetPorts(), pg.GetNotPaths(), pg.GetNotCallers(), pg.GetDeny()
+	for _, m := range pg.GetNotMethods() {
+		g.NotMethods = append(g.NotMethods, strings.ToUpper(m))
+	}
+	if len(pg.GetHeaders()) > 0 {
+		g.Headers = map[string]string{}
+		for k, v := range pg.GetHeaders() {
+			g.Headers[strings.ToLower(k)] = v
+		}
+	}
 	if pg.GetExpiresAt() != nil {
 		g.ExpiresAt = pg.GetExpiresAt().AsTime()
 		if !g.ExpiresAt.After(s.cfg.Now()) {
@@ -104,6 +115,9 @@ func (s *Service) RevokeGrants(ctx context.Context, req *adminv1.RevokeGrantsReq
 		}
 		if res, ok := strings.CutPrefix(g.Source, "k8s:"); ok {
 			return nil, apierr.Invalid(fmt.Sprintf("grant %s comes from the KithGrant %s (%s): delete that resource to revoke it (kubectl delete kithgrant -n %s)", g.ID, res, g.Source, strings.Replace(res, "/", " ", 1)))
+		}
+		if kind, obj, ok := strings.Cut(g.Source, ":"); ok && (kind == "smi" || kind == "istio") {
+			return nil, apierr.Invalid(fmt.Sprintf("grant %s comes from the %s policy %s (%s): import the policy again without it (kith import %s)", g.ID, kind, obj, g.Source, kind))
 		}
 		if g.Source != "cli" {
 			return nil, apierr.Invalid(fmt.Sprintf("grant %s comes from the policy repository (%s): change the repository to remove it", g.ID, g.Source))
@@ -257,8 +271,8 @@ func (s *Service) scanGrants(ctx context.Context, after store.GrantKey, f func(g
 // filters are patterns (a grant to spiffe://td/ns/* applies to spiffe://td/ns/x and the other way round),
 // so the store is read in order a chunk at a time and the page ends where it is full.
 func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest) (*adminv1.ListGrantsResponse, error) {
-	caller, target := req.GetCaller(), req.GetTarget()
-	pg, err := newPager("ListGrants", caller+" "+target, req.GetPageSize(), req.GetPageToken())
+	caller, target, source := req.GetCaller(), req.GetTarget(), req.GetSource()
+	pg, err := newPager("ListGrants", caller+" "+target+" "+source, req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -272,6 +286,9 @@ func (s *Service) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest
 			return true
 		}
 		if target != "" && !grant.Covers(g.Target, target) && !grant.Covers(target, g.Target) {
+			return true
+		}
+		if source != "" && !SourceMatches(source, g.Source) {
 			return true
 		}
 		pgr := s.grantProto(g)
@@ -350,7 +367,14 @@ func (s *Service) Can(ctx context.Context, req *adminv1.CanRequest) (*adminv1.Ca
 	if !strings.HasPrefix(path, "/") {
 		return nil, apierr.Invalid(fmt.Sprintf("path %q must start with /", path))
 	}
-	d, err := s.cfg.Decider.Decide(ctx, authz.Input{Caller: caller, Target: target, Method: method, Path: path})
+	var headers map[string]string
+	if len(req.GetHeaders()) > 0 {
+		headers = make(map[string]string, len(req.GetHeaders()))
+		for k, v := range req.GetHeaders() {
+			headers[strings.ToLower(k)] = v
+		}
+	}
+	d, err := s.cfg.Decider.Decide(ctx, authz.Input{Caller: caller, Target: target, Method: method, Path: path, Headers: headers, Port: req.GetPort()})
 	if err != nil {
 		return nil, fmt.Errorf("evaluate: %w", err)
 	}
@@ -359,8 +383,16 @@ func (s *Service) Can(ctx context.Context, req *adminv1.CanRequest) (*adminv1.Ca
 }
 
 func (s *Service) grantProto(g grant.Grant) *adminv1.Grant {
-	pg := &adminv1.Grant{Id: g.ID, Caller: g.Caller, Target: g.Target, Methods: g.Methods, Paths: g.Paths,
-		ExpiresAt: ts(g.ExpiresAt), Reason: g.Reason, CreatedBy: g.CreatedBy, CreatedAt: ts(g.CreatedAt), Source: g.Source}
+	pg := grantpb.ToAdmin(g)
 	pg.Expired = !g.ExpiresAt.IsZero() && !s.cfg.Now().Before(g.ExpiresAt)
 	return pg
+}
+
+// SourceMatches reports whether a grant's source is selected by filter: equal to it, or starting with it
+// when the filter ends in ":" or "/" ("smi:" selects every SMI grant, "smi:default/" those of a namespace).
+func SourceMatches(filter, source string) bool {
+	if strings.HasSuffix(filter, ":") || strings.HasSuffix(filter, "/") {
+		return strings.HasPrefix(source, filter)
+	}
+	return source == filter
 }

@@ -653,8 +653,15 @@ type Grant struct {
 	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	CreatedBy     string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Source        string                 `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"` // "cli" or "git:<commit>"
+	Source        string                 `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"` // "cli", "git:<commit>", "k8s:<ns>/<name>", "smi:<ns>/<name>" or "istio:<ns>/<name>"
 	Expired       bool                   `protobuf:"varint,11,opt,name=expired,proto3" json:"expired,omitempty"`
+	PathRegex     []string               `protobuf:"bytes,12,rep,name=path_regex,json=pathRegex,proto3" json:"path_regex,omitempty"`                                                      // RE2, anchored at the start of the path
+	Headers       map[string]string      `protobuf:"bytes,13,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // lower-case header name -> RE2 anchored at the start of the value
+	Ports         []uint32               `protobuf:"varint,14,rep,packed,name=ports,proto3" json:"ports,omitempty"`                                                                       // destination ports; empty: any
+	NotMethods    []string               `protobuf:"bytes,15,rep,name=not_methods,json=notMethods,proto3" json:"not_methods,omitempty"`
+	NotPaths      []string               `protobuf:"bytes,16,rep,name=not_paths,json=notPaths,proto3" json:"not_paths,omitempty"`
+	NotCallers    []string               `protobuf:"bytes,17,rep,name=not_callers,json=notCallers,proto3" json:"not_callers,omitempty"`
+	Deny          bool                   `protobuf:"varint,18,opt,name=deny,proto3" json:"deny,omitempty"` // a deny rule: wins over grants
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +769,55 @@ func (x *Grant) GetSource() string {
 func (x *Grant) GetExpired() bool {
 	if x != nil {
 		return x.Expired
+	}
+	return false
+}
+
+func (x *Grant) GetPathRegex() []string {
+	if x != nil {
+		return x.PathRegex
+	}
+	return nil
+}
+
+func (x *Grant) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Grant) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Grant) GetNotMethods() []string {
+	if x != nil {
+		return x.NotMethods
+	}
+	return nil
+}
+
+func (x *Grant) GetNotPaths() []string {
+	if x != nil {
+		return x.NotPaths
+	}
+	return nil
+}
+
+func (x *Grant) GetNotCallers() []string {
+	if x != nil {
+		return x.NotCallers
+	}
+	return nil
+}
+
+func (x *Grant) GetDeny() bool {
+	if x != nil {
+		return x.Deny
 	}
 	return false
 }
@@ -1096,6 +1152,7 @@ type ListGrantsRequest struct {
 	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // only grants whose target matches this ID (exactly or by prefix)
 	PageSize      int32                  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken     string                 `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Source        string                 `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"` // only grants whose source is this ("smi:default/x") or starts with it when it ends in ":" or "/"
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1154,6 +1211,13 @@ func (x *ListGrantsRequest) GetPageSize() int32 {
 func (x *ListGrantsRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetSource() string {
+	if x != nil {
+		return x.Source
 	}
 	return ""
 }
@@ -1408,6 +1472,8 @@ type CanRequest struct {
 	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
 	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
 	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	Headers       map[string]string      `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // request headers, for grants that match headers
+	Port          uint32                 `protobuf:"varint,6,opt,name=port,proto3" json:"port,omitempty"`                                                                                // destination port, for grants limited to ports
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1468,6 +1534,20 @@ func (x *CanRequest) GetPath() string {
 		return x.Path
 	}
 	return ""
+}
+
+func (x *CanRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *CanRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
 }
 
 type CanResponse struct {
@@ -4998,7 +5078,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\tR\brevision\"\x14\n" +
 	"\x12UnpinPolicyRequest\"1\n" +
 	"\x13UnpinPolicyResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\tR\brevision\"\xd6\x02\n" +
+	"\brevision\x18\x01 \x01(\tR\brevision\"\xf7\x04\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
@@ -5014,7 +5094,20 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
 	"\x06source\x18\n" +
 	" \x01(\tR\x06source\x12\x18\n" +
-	"\aexpired\x18\v \x01(\bR\aexpired\"@\n" +
+	"\aexpired\x18\v \x01(\bR\aexpired\x12\x1d\n" +
+	"\n" +
+	"path_regex\x18\f \x03(\tR\tpathRegex\x12;\n" +
+	"\aheaders\x18\r \x03(\v2!.kith.admin.v1.Grant.HeadersEntryR\aheaders\x12\x14\n" +
+	"\x05ports\x18\x0e \x03(\rR\x05ports\x12\x1f\n" +
+	"\vnot_methods\x18\x0f \x03(\tR\n" +
+	"notMethods\x12\x1b\n" +
+	"\tnot_paths\x18\x10 \x03(\tR\bnotPaths\x12\x1f\n" +
+	"\vnot_callers\x18\x11 \x03(\tR\n" +
+	"notCallers\x12\x12\n" +
+	"\x04deny\x18\x12 \x01(\bR\x04deny\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\x12CreateGrantRequest\x12*\n" +
 	"\x05grant\x18\x01 \x01(\v2\x14.kith.admin.v1.GrantR\x05grant\"]\n" +
 	"\x13CreateGrantResponse\x12*\n" +
@@ -5033,13 +5126,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x16GetEnforcementResponse\x12\"\n" +
 	"\facknowledged\x18\x01 \x03(\tR\facknowledged\x12\x18\n" +
 	"\apending\x18\x02 \x03(\tR\apending\x12\x18\n" +
-	"\aoffline\x18\x03 \x03(\tR\aoffline\"\x7f\n" +
+	"\aoffline\x18\x03 \x03(\tR\aoffline\"\x97\x01\n" +
 	"\x11ListGrantsRequest\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"j\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"j\n" +
 	"\x12ListGrantsResponse\x12,\n" +
 	"\x06grants\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
@@ -5057,13 +5151,18 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ModesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x01\n" +
 	"\n" +
 	"CanRequest\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\"\xba\x02\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12@\n" +
+	"\aheaders\x18\x05 \x03(\v2&.kith.admin.v1.CanRequest.HeadersEntryR\aheaders\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\rR\x04port\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x02\n" +
 	"\vCanResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12%\n" +
 	"\x0epolicy_allowed\x18\x02 \x01(\bR\rpolicyAllowed\x12\x18\n" +
@@ -5380,7 +5479,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
@@ -5468,147 +5567,151 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*KubernetesCluster)(nil),           // 83: kith.admin.v1.KubernetesCluster
 	(*KubernetesIdentity)(nil),          // 84: kith.admin.v1.KubernetesIdentity
 	(*KubernetesGrant)(nil),             // 85: kith.admin.v1.KubernetesGrant
-	nil,                                 // 86: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 87: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 88: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 89: google.protobuf.Timestamp
+	nil,                                 // 86: kith.admin.v1.Grant.HeadersEntry
+	nil,                                 // 87: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 88: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                 // 89: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 90: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 91: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	89, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	89, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	91, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	91, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	89, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	12, // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
-	12, // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
-	12, // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	12, // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	86, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	87, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	88, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	89, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	89, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
-	27, // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	89, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	89, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
-	40, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	40, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	40, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	89, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	89, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	47, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	89, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	89, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	89, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	89, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	64, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	64, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	89, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	89, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	69, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	74, // 50: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	89, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	74, // 52: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	83, // 53: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	84, // 54: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	85, // 55: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	28, // 56: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	30, // 57: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	32, // 58: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	34, // 59: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	36, // 60: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	38, // 61: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	41, // 62: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	43, // 63: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	45, // 64: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	48, // 65: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	50, // 66: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	52, // 67: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	54, // 68: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	56, // 69: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	58, // 70: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	60, // 71: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	62, // 72: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	65, // 73: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	67, // 74: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	70, // 75: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	72, // 76: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	75, // 77: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	77, // 78: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	79, // 79: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 80: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 81: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19, // 82: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21, // 83: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23, // 84: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	25, // 85: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17, // 86: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	2,  // 87: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 88: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 89: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 90: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 91: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	81, // 92: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	29, // 93: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	31, // 94: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	33, // 95: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	35, // 96: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	37, // 97: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	39, // 98: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	42, // 99: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	44, // 100: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	46, // 101: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	49, // 102: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	51, // 103: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	53, // 104: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	55, // 105: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	57, // 106: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	59, // 107: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	61, // 108: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	63, // 109: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	66, // 110: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	68, // 111: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	71, // 112: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	73, // 113: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	76, // 114: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	78, // 115: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	80, // 116: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 117: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 118: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20, // 119: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22, // 120: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24, // 121: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	26, // 122: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18, // 123: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	3,  // 124: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 125: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 126: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 127: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 128: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	82, // 129: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	93, // [93:130] is the sub-list for method output_type
-	56, // [56:93] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	91, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	86, // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	12, // 8: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
+	12, // 9: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
+	12, // 10: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	12, // 11: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	87, // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	88, // 13: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	89, // 14: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	90, // 15: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	91, // 16: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	91, // 17: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 18: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27, // 19: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27, // 20: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
+	27, // 21: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27, // 22: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27, // 23: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27, // 24: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27, // 25: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27, // 26: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	91, // 27: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	91, // 28: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 29: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	40, // 30: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	40, // 31: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
+	40, // 32: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	91, // 33: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 34: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	91, // 35: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 36: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	47, // 37: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47, // 38: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47, // 39: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47, // 40: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	91, // 41: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 42: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 43: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	91, // 44: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	91, // 45: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	91, // 46: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	64, // 47: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	64, // 48: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	91, // 49: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	91, // 50: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	69, // 51: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	74, // 52: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	91, // 53: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	74, // 54: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	83, // 55: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	84, // 56: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	85, // 57: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	28, // 58: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	30, // 59: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	32, // 60: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	34, // 61: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	36, // 62: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	38, // 63: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	41, // 64: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	43, // 65: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	45, // 66: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	48, // 67: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	50, // 68: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	52, // 69: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	54, // 70: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	56, // 71: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	58, // 72: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	60, // 73: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	62, // 74: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	65, // 75: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	67, // 76: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	70, // 77: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	72, // 78: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	75, // 79: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	77, // 80: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	79, // 81: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13, // 82: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15, // 83: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19, // 84: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21, // 85: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23, // 86: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	25, // 87: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17, // 88: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	2,  // 89: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,  // 90: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,  // 91: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,  // 92: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10, // 93: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	81, // 94: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	29, // 95: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	31, // 96: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	33, // 97: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	35, // 98: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	37, // 99: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	39, // 100: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	42, // 101: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	44, // 102: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	46, // 103: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	49, // 104: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	51, // 105: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	53, // 106: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	55, // 107: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	57, // 108: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	59, // 109: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	61, // 110: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	63, // 111: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	66, // 112: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	68, // 113: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	71, // 114: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	73, // 115: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	76, // 116: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	78, // 117: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	80, // 118: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14, // 119: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16, // 120: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20, // 121: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22, // 122: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24, // 123: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	26, // 124: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18, // 125: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	3,  // 126: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,  // 127: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,  // 128: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,  // 129: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11, // 130: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	82, // 131: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	95, // [95:132] is the sub-list for method output_type
+	58, // [58:95] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -5622,7 +5725,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   89,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -647,7 +647,14 @@ type Grant struct {
 	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	CreatedBy     string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Source        string                 `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"` // "cli" or "git:<commit>"
+	Source        string                 `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`                                                                             // "cli", "git:<commit>", "k8s:…", "smi:…" or "istio:…"
+	PathRegex     []string               `protobuf:"bytes,11,rep,name=path_regex,json=pathRegex,proto3" json:"path_regex,omitempty"`                                                      // RE2, anchored at the start of the path
+	Headers       map[string]string      `protobuf:"bytes,12,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // lower-case header name -> RE2 anchored at the start of the value
+	Ports         []uint32               `protobuf:"varint,13,rep,packed,name=ports,proto3" json:"ports,omitempty"`                                                                       // destination ports; empty: any
+	NotMethods    []string               `protobuf:"bytes,14,rep,name=not_methods,json=notMethods,proto3" json:"not_methods,omitempty"`
+	NotPaths      []string               `protobuf:"bytes,15,rep,name=not_paths,json=notPaths,proto3" json:"not_paths,omitempty"`
+	NotCallers    []string               `protobuf:"bytes,16,rep,name=not_callers,json=notCallers,proto3" json:"not_callers,omitempty"`
+	Deny          bool                   `protobuf:"varint,17,opt,name=deny,proto3" json:"deny,omitempty"` // a deny rule: wins over grants
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -750,6 +757,55 @@ func (x *Grant) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Grant) GetPathRegex() []string {
+	if x != nil {
+		return x.PathRegex
+	}
+	return nil
+}
+
+func (x *Grant) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Grant) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Grant) GetNotMethods() []string {
+	if x != nil {
+		return x.NotMethods
+	}
+	return nil
+}
+
+func (x *Grant) GetNotPaths() []string {
+	if x != nil {
+		return x.NotPaths
+	}
+	return nil
+}
+
+func (x *Grant) GetNotCallers() []string {
+	if x != nil {
+		return x.NotCallers
+	}
+	return nil
+}
+
+func (x *Grant) GetDeny() bool {
+	if x != nil {
+		return x.Deny
+	}
+	return false
 }
 
 type IdentityLabels struct {
@@ -1288,7 +1344,7 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\x11deleted_entry_ids\x18\x04 \x03(\tR\x0fdeletedEntryIds\x12-\n" +
 	"\x06bundle\x18\x05 \x01(\v2\x15.kith.agent.v1.BundleR\x06bundle\x12.\n" +
 	"\x05authz\x18\x06 \x01(\v2\x18.kith.agent.v1.AuthzDataR\x05authz\x123\n" +
-	"\x06policy\x18\a \x01(\v2\x1b.kith.agent.v1.PolicyBundleR\x06policy\"\xbc\x02\n" +
+	"\x06policy\x18\a \x01(\v2\x1b.kith.agent.v1.PolicyBundleR\x06policy\"\xdd\x04\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
@@ -1303,7 +1359,20 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
 	"\x06source\x18\n" +
-	" \x01(\tR\x06source\"\xab\x01\n" +
+	" \x01(\tR\x06source\x12\x1d\n" +
+	"\n" +
+	"path_regex\x18\v \x03(\tR\tpathRegex\x12;\n" +
+	"\aheaders\x18\f \x03(\v2!.kith.agent.v1.Grant.HeadersEntryR\aheaders\x12\x14\n" +
+	"\x05ports\x18\r \x03(\rR\x05ports\x12\x1f\n" +
+	"\vnot_methods\x18\x0e \x03(\tR\n" +
+	"notMethods\x12\x1b\n" +
+	"\tnot_paths\x18\x0f \x03(\tR\bnotPaths\x12\x1f\n" +
+	"\vnot_callers\x18\x10 \x03(\tR\n" +
+	"notCallers\x12\x12\n" +
+	"\x04deny\x18\x11 \x01(\bR\x04deny\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x01\n" +
 	"\x0eIdentityLabels\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12A\n" +
 	"\x06labels\x18\x02 \x03(\v2).kith.agent.v1.IdentityLabels.LabelsEntryR\x06labels\x1a9\n" +
@@ -1365,7 +1434,7 @@ func file_kith_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_kith_agent_v1_agent_proto_rawDescData
 }
 
-var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*ReportStatusRequest)(nil),   // 0: kith.agent.v1.ReportStatusRequest
 	(*ReportStatusResponse)(nil),  // 1: kith.agent.v1.ReportStatusResponse
@@ -1388,9 +1457,10 @@ var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*MintJWTSVIDRequest)(nil),    // 18: kith.agent.v1.MintJWTSVIDRequest
 	(*MintJWTSVIDResponse)(nil),   // 19: kith.agent.v1.MintJWTSVIDResponse
 	nil,                           // 20: kith.agent.v1.Entry.LabelsEntry
-	nil,                           // 21: kith.agent.v1.IdentityLabels.LabelsEntry
-	nil,                           // 22: kith.agent.v1.AuthzData.ModesEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	nil,                           // 21: kith.agent.v1.Grant.HeadersEntry
+	nil,                           // 22: kith.agent.v1.IdentityLabels.LabelsEntry
+	nil,                           // 23: kith.agent.v1.AuthzData.ModesEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_kith_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 0: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
@@ -1400,33 +1470,34 @@ var file_kith_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 4: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
 	12, // 5: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
 	13, // 6: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
-	23, // 7: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 8: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	21, // 9: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
-	10, // 10: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
-	22, // 11: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
-	11, // 12: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
-	23, // 13: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 14: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
-	15, // 15: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
-	23, // 16: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 17: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
-	4,  // 18: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
-	8,  // 19: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
-	16, // 20: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
-	18, // 21: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
-	0,  // 22: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
-	3,  // 23: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
-	5,  // 24: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
-	9,  // 25: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
-	17, // 26: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
-	19, // 27: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
-	1,  // 28: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	24, // 7: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 8: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	21, // 9: kith.agent.v1.Grant.headers:type_name -> kith.agent.v1.Grant.HeadersEntry
+	22, // 10: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
+	10, // 11: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
+	23, // 12: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
+	11, // 13: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
+	24, // 14: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 15: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
+	15, // 16: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
+	24, // 17: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 18: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
+	4,  // 19: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
+	8,  // 20: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
+	16, // 21: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
+	18, // 22: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
+	0,  // 23: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
+	3,  // 24: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
+	5,  // 25: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
+	9,  // 26: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
+	17, // 27: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
+	19, // 28: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
+	1,  // 29: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
+	24, // [24:30] is the sub-list for method output_type
+	18, // [18:24] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kith_agent_v1_agent_proto_init() }
@@ -1440,7 +1511,7 @@ func file_kith_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_agent_v1_agent_proto_rawDesc), len(file_kith_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
