@@ -77,14 +77,14 @@ const DefaultEvalBudget = 25 * time.Millisecond
 
 // Input is one request to decide.
 type Input struct {
-	Caller      spiffeid.ID    // zero when the request carries no identity
-	Target      spiffeid.ID    // the called service
-	Method      string         // HTTP method; gRPC is POST
-	Path        string         // without query
-	Attributes  map[string]any // Envoy CheckRequest.attributes as protojson (OPA-Envoy's input.attributes); may be nil
+	Caller      spiffeid.ID       // zero when the request carries no identity
+	Target      spiffeid.ID       // the called service
+	Method      string            // HTTP method; gRPC is POST
+	Path        string            // without query
+	Attributes  map[string]any    // Envoy CheckRequest.attributes as protojson (OPA-Envoy's input.attributes); may be nil
 	Headers     map[string]string // request headers, lower-case names, for grants that match headers; may be nil
 	Port        uint32            // destination port, for grants limited to ports; 0 when unknown
-	ParsedPath  []string       // OPA-Envoy's input.parsed_path; computed from Path if nil
+	ParsedPath  []string          // OPA-Envoy's input.parsed_path; computed from Path if nil
 	ParsedQuery map[string][]string
 	// Query is the raw query of the request, for a Path without one. When
 	// ParsedQuery is nil and the policy reads input.parsed_query, it is
