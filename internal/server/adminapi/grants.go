@@ -24,6 +24,7 @@ import (
 // GrantStore persists grants and target modes.
 type GrantStore interface {
 	CreateGrant(ctx context.Context, actor string, g grant.Grant) (grant.Grant, error)
+	ReplaceGrantsFromSource(ctx context.Context, actor, prefix, source string, grants []grant.Grant) error
 	DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error)
 	GetGrant(ctx context.Context, id string) (grant.Grant, error)
 	ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Grant, error)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
@@ -825,5 +826,75 @@ func TestMintingIsAudited(t *testing.T) {
 	}
 	if resp, err := h.c.MintJWTSVID(ctx, &adminv1.MintJWTSVIDRequest{SpiffeId: web, Audience: []string{"orders"}}); err == nil || resp.GetToken() != "" {
 		t.Errorf("jwt mint without its audit row: %v; want an error and no token", err)
+	}
+}
+
+func TestImportGrantsReplacesTheSourceAndIsIdempotent(t *testing.T) {
+	h := newHarness(t, false)
+	ctx := context.Background()
+	if _, err := h.c.CreateGrant(ctx, &adminv1.CreateGrantRequest{Grant: pgrant(nil)}); err != nil {
+		t.Fatal(err)
+	}
+	a := &adminv1.Grant{Id: "smi-a", Caller: web, Target: payments, PathRegex: []string{"/metrics"}, Methods: []string{"GET"}, Source: "smi:default/metrics", Reason: "route metrics"}
+	b := &adminv1.Grant{Id: "smi-b", Caller: web, Target: payments, Paths: []string{"/api/*"}, Source: "smi:default/api"}
+	ids := func(gs []*adminv1.Grant) []string {
+		var out []string
+		for _, g := range gs {
+			out = append(out, g.GetId())
+		}
+		return out
+	}
+	type diff struct{ Added, Changed, Removed []string }
+	imp := func(dry bool, gs ...*adminv1.Grant) diff {
+		t.Helper()
+		resp, err := h.c.ImportGrants(ctx, &adminv1.ImportGrantsRequest{Source: "smi:", Grants: gs, DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return diff{ids(resp.GetAdded()), ids(resp.GetChanged()), ids(resp.GetRemoved())}
+	}
+	if got := imp(true, a, b); !cmp.Equal(got, diff{Added: []string{"smi-a", "smi-b"}}) {
+		t.Errorf("dry run = %+v", got)
+	}
+	if _, err := h.st.GetGrant(ctx, "smi-a"); err == nil {
+		t.Error("a dry run wrote the grant")
+	}
+	if got := imp(false, a, b); !cmp.Equal(got, diff{Added: []string{"smi-a", "smi-b"}}) {
+		t.Errorf("first import = %+v", got)
+	}
+	rev := h.revision(t)
+	if got := imp(false, a, b); !cmp.Equal(got, diff{}) {
+		t.Errorf("the same import again = %+v, want no change", got)
+	}
+	if h.revision(t) != rev {
+		t.Errorf("the same import again wrote a revision")
+	}
+	a2 := proto.Clone(a).(*adminv1.Grant)
+	a2.Methods = []string{"GET", "HEAD"}
+	if got := imp(false, a2); !cmp.Equal(got, diff{Changed: []string{"smi-a"}, Removed: []string{"smi-b"}}) {
+		t.Errorf("import without b = %+v", got)
+	}
+	list, err := h.c.ListGrants(ctx, &adminv1.ListGrantsRequest{Source: "smi:"})
+	if err != nil || !cmp.Equal(ids(list.GetGrants()), []string{"smi-a"}) {
+		t.Errorf("ListGrants(source smi:) = %v, %v", ids(list.GetGrants()), err)
+	}
+	_, err = h.c.RevokeGrants(ctx, &adminv1.RevokeGrantsRequest{Id: "smi-a"})
+	check(t, err, result{Code: codes.InvalidArgument, Msg: "comes from the smi policy default/metrics (smi:default/metrics): import the policy again without it"})
+
+	for _, tt := range []struct {
+		name string
+		req  *adminv1.ImportGrantsRequest
+		msg  string
+	}{
+		{"a source other than smi: or istio: is refused", &adminv1.ImportGrantsRequest{Source: "cli"}, `source "cli": want smi: or istio:`},
+		{"a grant outside the source is refused", &adminv1.ImportGrantsRequest{Source: "smi:", Grants: []*adminv1.Grant{{Id: "smi-x", Caller: web, Target: payments, Source: "istio:a/b"}}}, `source "istio:a/b" is not part of smi:`},
+		{"an ID without the kind's prefix is refused", &adminv1.ImportGrantsRequest{Source: "smi:", Grants: []*adminv1.Grant{{Id: "g-x", Caller: web, Target: payments, Source: "smi:a/b"}}}, "starts with smi-"},
+		{"a target outside the trust domain is refused", &adminv1.ImportGrantsRequest{Source: "smi:", Grants: []*adminv1.Grant{{Id: "smi-x", Caller: web, Target: "spiffe://other.test/x", Source: "smi:a/b"}}}, "grant smi-x (smi:a/b)"},
+		{"an invalid grant is refused", &adminv1.ImportGrantsRequest{Source: "smi:", Grants: []*adminv1.Grant{{Id: "smi-x", Caller: web, Target: payments, PathRegex: []string{"(x"}, Source: "smi:a/b"}}}, "not an RE2 expression"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := h.c.ImportGrants(ctx, tt.req)
+			check(t, err, result{Code: codes.InvalidArgument, Msg: tt.msg})
+		})
 	}
 }

@@ -52,6 +52,29 @@ func testGrants(t *testing.T, h harness) {
 		}
 	})
 
+	t.Run("path expressions, headers, ports, exceptions and deny rules are kept", func(t *testing.T) {
+		ext := grant.Grant{ID: "smi-x", Caller: "*", Target: payments, PathRegex: []string{"/api/.*"}, Headers: map[string]string{"user-agent": ".*Android.*"},
+			Ports: []uint32{8080, 9090}, NotMethods: []string{"DELETE"}, NotPaths: []string{"/admin/*"}, NotCallers: []string{frontend},
+			Deny: true, Reason: "route all", Source: "smi:default/x"}
+		if err := s.ReplaceGrantsFromSource(ctx, "test", "smi:default/", "smi:default", []grant.Grant{ext}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetGrant(ctx, "smi-x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext.CreatedAt = got.CreatedAt
+		if diff := cmp.Diff(ext, got); diff != "" {
+			t.Errorf("GetGrant (-want +got):\n%s", diff)
+		}
+		if err := s.ReplaceGrantsFromSource(ctx, "test", "smi:default/", "smi:default", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetGrant(ctx, "smi-x"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetGrant after replacing the source by nothing: %v, want ErrNotFound", err)
+		}
+	})
+
 	var autoID string
 	t.Run("an empty id is assigned", func(t *testing.T) {
 		g, err := s.CreateGrant(ctx, "test", grant.Grant{Caller: "spiffe://kith.test/ns/dev/*", Target: payments, Source: "cli"})

@@ -1466,6 +1466,136 @@ func (x *ListTargetModesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ImportGrantsRequest replaces every grant whose source starts with source ("smi:" or "istio:", or one
+// namespace's "smi:<ns>/") by grants, in one transaction: a grant no longer given is removed.
+type ImportGrantsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Grants        []*Grant               `protobuf:"bytes,2,rep,name=grants,proto3" json:"grants,omitempty"`                // each with an ID and a source that starts with source
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"` // only say what would change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportGrantsRequest) Reset() {
+	*x = ImportGrantsRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportGrantsRequest) ProtoMessage() {}
+
+func (x *ImportGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ImportGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ImportGrantsRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ImportGrantsRequest) GetGrants() []*Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *ImportGrantsRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type ImportGrantsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Added         []*Grant               `protobuf:"bytes,1,rep,name=added,proto3" json:"added,omitempty"`
+	Changed       []*Grant               `protobuf:"bytes,2,rep,name=changed,proto3" json:"changed,omitempty"` // as they are after the import
+	Removed       []*Grant               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	Revision      int64                  `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"` // the store revision the import is in force from; 0 when nothing changed or dry run
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportGrantsResponse) Reset() {
+	*x = ImportGrantsResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportGrantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportGrantsResponse) ProtoMessage() {}
+
+func (x *ImportGrantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportGrantsResponse.ProtoReflect.Descriptor instead.
+func (*ImportGrantsResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ImportGrantsResponse) GetAdded() []*Grant {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *ImportGrantsResponse) GetChanged() []*Grant {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
+func (x *ImportGrantsResponse) GetRemoved() []*Grant {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *ImportGrantsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type CanRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Caller        string                 `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
@@ -1480,7 +1610,7 @@ type CanRequest struct {
 
 func (x *CanRequest) Reset() {
 	*x = CanRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1622,7 @@ func (x *CanRequest) String() string {
 func (*CanRequest) ProtoMessage() {}
 
 func (x *CanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1635,7 @@ func (x *CanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanRequest.ProtoReflect.Descriptor instead.
 func (*CanRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CanRequest) GetCaller() string {
@@ -1565,7 +1695,7 @@ type CanResponse struct {
 
 func (x *CanResponse) Reset() {
 	*x = CanResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1707,7 @@ func (x *CanResponse) String() string {
 func (*CanResponse) ProtoMessage() {}
 
 func (x *CanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1720,7 @@ func (x *CanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanResponse.ProtoReflect.Descriptor instead.
 func (*CanResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CanResponse) GetAllowed() bool {
@@ -1665,7 +1795,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1807,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1820,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Entry) GetId() string {
@@ -1793,7 +1923,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1935,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1948,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateEntryRequest) GetEntry() *Entry {
@@ -1837,7 +1967,7 @@ type CreateEntryResponse struct {
 
 func (x *CreateEntryResponse) Reset() {
 	*x = CreateEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1979,7 @@ func (x *CreateEntryResponse) String() string {
 func (*CreateEntryResponse) ProtoMessage() {}
 
 func (x *CreateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1992,7 @@ func (x *CreateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryResponse.ProtoReflect.Descriptor instead.
 func (*CreateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateEntryResponse) GetEntry() *Entry {
@@ -1881,7 +2011,7 @@ type BatchCreateEntriesRequest struct {
 
 func (x *BatchCreateEntriesRequest) Reset() {
 	*x = BatchCreateEntriesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2023,7 @@ func (x *BatchCreateEntriesRequest) String() string {
 func (*BatchCreateEntriesRequest) ProtoMessage() {}
 
 func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2036,7 @@ func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BatchCreateEntriesRequest) GetEntries() []*Entry {
@@ -1926,7 +2056,7 @@ type BatchCreateEntriesResponse struct {
 
 func (x *BatchCreateEntriesResponse) Reset() {
 	*x = BatchCreateEntriesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2068,7 @@ func (x *BatchCreateEntriesResponse) String() string {
 func (*BatchCreateEntriesResponse) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2081,7 @@ func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BatchCreateEntriesResponse) GetEntries() []*Entry {
@@ -1977,7 +2107,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2119,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2132,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -2021,7 +2151,7 @@ type GetEntryResponse struct {
 
 func (x *GetEntryResponse) Reset() {
 	*x = GetEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2163,7 @@ func (x *GetEntryResponse) String() string {
 func (*GetEntryResponse) ProtoMessage() {}
 
 func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2176,7 @@ func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryResponse.ProtoReflect.Descriptor instead.
 func (*GetEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetEntryResponse) GetEntry() *Entry {
@@ -2078,7 +2208,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2220,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2233,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListEntriesRequest) GetSpiffeId() string {
@@ -2165,7 +2295,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2307,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2320,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -2216,7 +2346,7 @@ type UpdateEntryRequest struct {
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2358,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2371,7 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateEntryRequest) GetEntry() *Entry {
@@ -2260,7 +2390,7 @@ type UpdateEntryResponse struct {
 
 func (x *UpdateEntryResponse) Reset() {
 	*x = UpdateEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2402,7 @@ func (x *UpdateEntryResponse) String() string {
 func (*UpdateEntryResponse) ProtoMessage() {}
 
 func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2415,7 @@ func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UpdateEntryResponse) GetEntry() *Entry {
@@ -2304,7 +2434,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2446,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2459,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -2348,7 +2478,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2490,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2503,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteEntryResponse) GetEntry() *Entry {
@@ -2398,7 +2528,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2540,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2553,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2485,7 +2615,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2627,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2640,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateJoinTokenRequest) GetName() string {
@@ -2537,7 +2667,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2549,7 +2679,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2562,7 +2692,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -2589,7 +2719,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2731,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2744,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListJoinTokensRequest) GetPageSize() int32 {
@@ -2641,7 +2771,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2783,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2796,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2694,7 +2824,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2836,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2849,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -2738,7 +2868,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2880,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2893,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeJoinTokenResponse) GetToken() *JoinToken {
@@ -2791,7 +2921,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2933,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2946,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Agent) GetId() string {
@@ -2899,7 +3029,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3041,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3054,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -2951,7 +3081,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3093,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3106,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -3002,7 +3132,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3144,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3157,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -3046,7 +3176,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3188,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3201,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -3090,7 +3220,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3232,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3245,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -3134,7 +3264,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3146,7 +3276,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3159,7 +3289,7 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *EvictAgentResponse) GetAgent() *Agent {
@@ -3179,7 +3309,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3191,7 +3321,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3204,7 +3334,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -3223,7 +3353,7 @@ type BanAgentResponse struct {
 
 func (x *BanAgentResponse) Reset() {
 	*x = BanAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3235,7 +3365,7 @@ func (x *BanAgentResponse) String() string {
 func (*BanAgentResponse) ProtoMessage() {}
 
 func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3248,7 +3378,7 @@ func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
 func (*BanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BanAgentResponse) GetAgent() *Agent {
@@ -3268,7 +3398,7 @@ type UnbanAgentRequest struct {
 
 func (x *UnbanAgentRequest) Reset() {
 	*x = UnbanAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3410,7 @@ func (x *UnbanAgentRequest) String() string {
 func (*UnbanAgentRequest) ProtoMessage() {}
 
 func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3423,7 @@ func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanAgentRequest.ProtoReflect.Descriptor instead.
 func (*UnbanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *UnbanAgentRequest) GetId() string {
@@ -3312,7 +3442,7 @@ type UnbanAgentResponse struct {
 
 func (x *UnbanAgentResponse) Reset() {
 	*x = UnbanAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3454,7 @@ func (x *UnbanAgentResponse) String() string {
 func (*UnbanAgentResponse) ProtoMessage() {}
 
 func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3467,7 @@ func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanAgentResponse.ProtoReflect.Descriptor instead.
 func (*UnbanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *UnbanAgentResponse) GetAgent() *Agent {
@@ -3359,7 +3489,7 @@ type MintX509SVIDRequest struct {
 
 func (x *MintX509SVIDRequest) Reset() {
 	*x = MintX509SVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3501,7 @@ func (x *MintX509SVIDRequest) String() string {
 func (*MintX509SVIDRequest) ProtoMessage() {}
 
 func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3514,7 @@ func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MintX509SVIDRequest) GetSpiffeId() string {
@@ -3425,7 +3555,7 @@ type MintX509SVIDResponse struct {
 
 func (x *MintX509SVIDResponse) Reset() {
 	*x = MintX509SVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3437,7 +3567,7 @@ func (x *MintX509SVIDResponse) String() string {
 func (*MintX509SVIDResponse) ProtoMessage() {}
 
 func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3450,7 +3580,7 @@ func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
@@ -3478,7 +3608,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3620,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3633,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *MintJWTSVIDRequest) GetSpiffeId() string {
@@ -3537,7 +3667,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3679,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3692,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -3587,7 +3717,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3599,7 +3729,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3612,7 +3742,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 type GetBundleResponse struct {
@@ -3627,7 +3757,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3769,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3782,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetBundleResponse) GetTrustDomain() string {
@@ -3700,7 +3830,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3842,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3855,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Authority) GetId() string {
@@ -3801,7 +3931,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3813,7 +3943,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3826,7 +3956,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -3853,7 +3983,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +3995,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4008,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -3904,7 +4034,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3916,7 +4046,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3929,7 +4059,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -3948,7 +4078,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3960,7 +4090,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3973,7 +4103,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -4000,7 +4130,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4012,7 +4142,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4025,7 +4155,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4110,7 +4240,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4122,7 +4252,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4135,7 +4265,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -4190,7 +4320,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4332,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4345,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4240,7 +4370,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4252,7 +4382,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4265,7 +4395,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 type VerifyAuditResponse struct {
@@ -4284,7 +4414,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4426,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4439,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4374,7 +4504,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4386,7 +4516,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4399,7 +4529,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -4459,7 +4589,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +4601,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +4614,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 type GetAuditHeadResponse struct {
@@ -4496,7 +4626,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +4638,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +4651,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -4539,7 +4669,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4551,7 +4681,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4564,7 +4694,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 type CheckStoreResponse struct {
@@ -4580,7 +4710,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4592,7 +4722,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4605,7 +4735,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -4644,7 +4774,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4656,7 +4786,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4669,7 +4799,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 type GetServerInfoResponse struct {
@@ -4684,7 +4814,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4696,7 +4826,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4709,7 +4839,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -4748,7 +4878,7 @@ type GetKubernetesStatusRequest struct {
 
 func (x *GetKubernetesStatusRequest) Reset() {
 	*x = GetKubernetesStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4760,7 +4890,7 @@ func (x *GetKubernetesStatusRequest) String() string {
 func (*GetKubernetesStatusRequest) ProtoMessage() {}
 
 func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4773,7 +4903,7 @@ func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 type GetKubernetesStatusResponse struct {
@@ -4786,7 +4916,7 @@ type GetKubernetesStatusResponse struct {
 
 func (x *GetKubernetesStatusResponse) Reset() {
 	*x = GetKubernetesStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4798,7 +4928,7 @@ func (x *GetKubernetesStatusResponse) String() string {
 func (*GetKubernetesStatusResponse) ProtoMessage() {}
 
 func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4811,7 +4941,7 @@ func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
@@ -4835,7 +4965,7 @@ type KubernetesCluster struct {
 
 func (x *KubernetesCluster) Reset() {
 	*x = KubernetesCluster{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4847,7 +4977,7 @@ func (x *KubernetesCluster) String() string {
 func (*KubernetesCluster) ProtoMessage() {}
 
 func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4860,7 +4990,7 @@ func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
 func (*KubernetesCluster) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *KubernetesCluster) GetName() string {
@@ -4905,7 +5035,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +5047,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +5060,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -4981,7 +5111,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4993,7 +5123,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5006,7 +5136,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -5151,7 +5281,16 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ModesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +
+	"\x13ImportGrantsRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12,\n" +
+	"\x06grants\x18\x02 \x03(\v2\x14.kith.admin.v1.GrantR\x06grants\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\xbe\x01\n" +
+	"\x14ImportGrantsResponse\x12*\n" +
+	"\x05added\x18\x01 \x03(\v2\x14.kith.admin.v1.GrantR\x05added\x12.\n" +
+	"\achanged\x18\x02 \x03(\v2\x14.kith.admin.v1.GrantR\achanged\x12.\n" +
+	"\aremoved\x18\x03 \x03(\v2\x14.kith.admin.v1.GrantR\aremoved\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\"\xfa\x01\n" +
 	"\n" +
 	"CanRequest\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
@@ -5421,7 +5560,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefused2\xdf\x19\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\xb8\x1a\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -5458,7 +5597,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\rSetTargetMode\x12#.kith.admin.v1.SetTargetModeRequest\x1a$.kith.admin.v1.SetTargetModeResponse\x12`\n" +
 	"\x0fListTargetModes\x12%.kith.admin.v1.ListTargetModesRequest\x1a&.kith.admin.v1.ListTargetModesResponse\x12<\n" +
 	"\x03Can\x12\x19.kith.admin.v1.CanRequest\x1a\x1a.kith.admin.v1.CanResponse\x12]\n" +
-	"\x0eGetEnforcement\x12$.kith.admin.v1.GetEnforcementRequest\x1a%.kith.admin.v1.GetEnforcementResponse\x12`\n" +
+	"\x0eGetEnforcement\x12$.kith.admin.v1.GetEnforcementRequest\x1a%.kith.admin.v1.GetEnforcementResponse\x12W\n" +
+	"\fImportGrants\x12\".kith.admin.v1.ImportGrantsRequest\x1a#.kith.admin.v1.ImportGrantsResponse\x12`\n" +
 	"\x0fGetPolicyStatus\x12%.kith.admin.v1.GetPolicyStatusRequest\x1a&.kith.admin.v1.GetPolicyStatusResponse\x12f\n" +
 	"\x11ListPolicyHistory\x12'.kith.admin.v1.ListPolicyHistoryRequest\x1a(.kith.admin.v1.ListPolicyHistoryResponse\x12Q\n" +
 	"\n" +
@@ -5479,7 +5619,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
@@ -5506,212 +5646,220 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*SetTargetModeResponse)(nil),       // 22: kith.admin.v1.SetTargetModeResponse
 	(*ListTargetModesRequest)(nil),      // 23: kith.admin.v1.ListTargetModesRequest
 	(*ListTargetModesResponse)(nil),     // 24: kith.admin.v1.ListTargetModesResponse
-	(*CanRequest)(nil),                  // 25: kith.admin.v1.CanRequest
-	(*CanResponse)(nil),                 // 26: kith.admin.v1.CanResponse
-	(*Entry)(nil),                       // 27: kith.admin.v1.Entry
-	(*CreateEntryRequest)(nil),          // 28: kith.admin.v1.CreateEntryRequest
-	(*CreateEntryResponse)(nil),         // 29: kith.admin.v1.CreateEntryResponse
-	(*BatchCreateEntriesRequest)(nil),   // 30: kith.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResponse)(nil),  // 31: kith.admin.v1.BatchCreateEntriesResponse
-	(*GetEntryRequest)(nil),             // 32: kith.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),            // 33: kith.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),          // 34: kith.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),         // 35: kith.admin.v1.ListEntriesResponse
-	(*UpdateEntryRequest)(nil),          // 36: kith.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),         // 37: kith.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),          // 38: kith.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),         // 39: kith.admin.v1.DeleteEntryResponse
-	(*JoinToken)(nil),                   // 40: kith.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),      // 41: kith.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),     // 42: kith.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),       // 43: kith.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),      // 44: kith.admin.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),      // 45: kith.admin.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),     // 46: kith.admin.v1.RevokeJoinTokenResponse
-	(*Agent)(nil),                       // 47: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),           // 48: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),          // 49: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),             // 50: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),            // 51: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),           // 52: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),          // 53: kith.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),             // 54: kith.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),            // 55: kith.admin.v1.BanAgentResponse
-	(*UnbanAgentRequest)(nil),           // 56: kith.admin.v1.UnbanAgentRequest
-	(*UnbanAgentResponse)(nil),          // 57: kith.admin.v1.UnbanAgentResponse
-	(*MintX509SVIDRequest)(nil),         // 58: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),        // 59: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),          // 60: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),         // 61: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),            // 62: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),           // 63: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                   // 64: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),      // 65: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 66: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),             // 67: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),            // 68: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                  // 69: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 70: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 71: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),          // 72: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),         // 73: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                   // 74: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),         // 75: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),        // 76: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),           // 77: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),          // 78: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),        // 79: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),       // 80: kith.admin.v1.GetServerInfoResponse
-	(*GetKubernetesStatusRequest)(nil),  // 81: kith.admin.v1.GetKubernetesStatusRequest
-	(*GetKubernetesStatusResponse)(nil), // 82: kith.admin.v1.GetKubernetesStatusResponse
-	(*KubernetesCluster)(nil),           // 83: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 84: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 85: kith.admin.v1.KubernetesGrant
-	nil,                                 // 86: kith.admin.v1.Grant.HeadersEntry
-	nil,                                 // 87: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 88: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                 // 89: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 90: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 91: google.protobuf.Timestamp
+	(*ImportGrantsRequest)(nil),         // 25: kith.admin.v1.ImportGrantsRequest
+	(*ImportGrantsResponse)(nil),        // 26: kith.admin.v1.ImportGrantsResponse
+	(*CanRequest)(nil),                  // 27: kith.admin.v1.CanRequest
+	(*CanResponse)(nil),                 // 28: kith.admin.v1.CanResponse
+	(*Entry)(nil),                       // 29: kith.admin.v1.Entry
+	(*CreateEntryRequest)(nil),          // 30: kith.admin.v1.CreateEntryRequest
+	(*CreateEntryResponse)(nil),         // 31: kith.admin.v1.CreateEntryResponse
+	(*BatchCreateEntriesRequest)(nil),   // 32: kith.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResponse)(nil),  // 33: kith.admin.v1.BatchCreateEntriesResponse
+	(*GetEntryRequest)(nil),             // 34: kith.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),            // 35: kith.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),          // 36: kith.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 37: kith.admin.v1.ListEntriesResponse
+	(*UpdateEntryRequest)(nil),          // 38: kith.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),         // 39: kith.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),          // 40: kith.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),         // 41: kith.admin.v1.DeleteEntryResponse
+	(*JoinToken)(nil),                   // 42: kith.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),      // 43: kith.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 44: kith.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),       // 45: kith.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 46: kith.admin.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),      // 47: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),     // 48: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                       // 49: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),           // 50: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 51: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),             // 52: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),            // 53: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),           // 54: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),          // 55: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),             // 56: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),            // 57: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),           // 58: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),          // 59: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),         // 60: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),        // 61: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),          // 62: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),         // 63: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),            // 64: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),           // 65: kith.admin.v1.GetBundleResponse
+	(*Authority)(nil),                   // 66: kith.admin.v1.Authority
+	(*ListAuthoritiesRequest)(nil),      // 67: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),     // 68: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),             // 69: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),            // 70: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                  // 71: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 72: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 73: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),          // 74: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),         // 75: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                   // 76: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),         // 77: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),        // 78: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),           // 79: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),          // 80: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),        // 81: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),       // 82: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),  // 83: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil), // 84: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),           // 85: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),          // 86: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),             // 87: kith.admin.v1.KubernetesGrant
+	nil,                                 // 88: kith.admin.v1.Grant.HeadersEntry
+	nil,                                 // 89: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 90: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                 // 91: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 92: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 93: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	91, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	91, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
-	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
-	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
-	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	91, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	91, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	86, // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
-	12, // 8: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
-	12, // 9: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
-	12, // 10: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	12, // 11: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	87, // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	88, // 13: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	89, // 14: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	90, // 15: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	91, // 16: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	91, // 17: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 18: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 19: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 20: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
-	27, // 21: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 22: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 23: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 24: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 25: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 26: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	91, // 27: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	91, // 28: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	91, // 29: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
-	40, // 30: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	40, // 31: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	40, // 32: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	91, // 33: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	91, // 34: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	91, // 35: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 36: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	47, // 37: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 38: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 39: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 40: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	91, // 41: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	91, // 42: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	91, // 43: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	91, // 44: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	91, // 45: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	91, // 46: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	64, // 47: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	64, // 48: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	91, // 49: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	91, // 50: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	69, // 51: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	74, // 52: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	91, // 53: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	74, // 54: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	83, // 55: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	84, // 56: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	85, // 57: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	28, // 58: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	30, // 59: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	32, // 60: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	34, // 61: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	36, // 62: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	38, // 63: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	41, // 64: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	43, // 65: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	45, // 66: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	48, // 67: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	50, // 68: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	52, // 69: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	54, // 70: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	56, // 71: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	58, // 72: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	60, // 73: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	62, // 74: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	65, // 75: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	67, // 76: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	70, // 77: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	72, // 78: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	75, // 79: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	77, // 80: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	79, // 81: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 82: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 83: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19, // 84: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21, // 85: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23, // 86: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	25, // 87: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17, // 88: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	2,  // 89: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 90: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 91: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 92: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 93: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	81, // 94: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	29, // 95: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	31, // 96: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	33, // 97: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	35, // 98: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	37, // 99: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	39, // 100: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	42, // 101: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	44, // 102: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	46, // 103: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	49, // 104: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	51, // 105: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	53, // 106: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	55, // 107: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	57, // 108: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	59, // 109: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	61, // 110: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	63, // 111: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	66, // 112: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	68, // 113: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	71, // 114: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	73, // 115: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	76, // 116: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	78, // 117: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	80, // 118: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 119: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 120: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20, // 121: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22, // 122: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24, // 123: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	26, // 124: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18, // 125: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	3,  // 126: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 127: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 128: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 129: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 130: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	82, // 131: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	95, // [95:132] is the sub-list for method output_type
-	58, // [58:95] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	93,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	93,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	0,   // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
+	1,   // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
+	0,   // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
+	93,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	93,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	88,  // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	12,  // 8: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
+	12,  // 9: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
+	12,  // 10: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	12,  // 11: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	89,  // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	12,  // 13: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
+	12,  // 14: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
+	12,  // 15: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
+	12,  // 16: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
+	90,  // 17: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	91,  // 18: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	92,  // 19: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	93,  // 20: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	93,  // 21: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	29,  // 22: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	29,  // 23: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	29,  // 24: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
+	29,  // 25: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	29,  // 26: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	29,  // 27: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	29,  // 28: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	29,  // 29: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	29,  // 30: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	93,  // 31: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	93,  // 32: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	93,  // 33: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	42,  // 34: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	42,  // 35: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
+	42,  // 36: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	93,  // 37: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	93,  // 38: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	93,  // 39: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	49,  // 40: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	49,  // 41: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	49,  // 42: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	49,  // 43: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	49,  // 44: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	93,  // 45: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	93,  // 46: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	93,  // 47: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	93,  // 48: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	93,  // 49: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	93,  // 50: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	66,  // 51: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	66,  // 52: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	93,  // 53: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	93,  // 54: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	71,  // 55: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	76,  // 56: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	93,  // 57: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	76,  // 58: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	85,  // 59: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	86,  // 60: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	87,  // 61: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	30,  // 62: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	32,  // 63: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	34,  // 64: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	36,  // 65: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	38,  // 66: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	40,  // 67: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	43,  // 68: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	45,  // 69: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	47,  // 70: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	50,  // 71: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	52,  // 72: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	54,  // 73: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	56,  // 74: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	58,  // 75: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	60,  // 76: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	62,  // 77: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	64,  // 78: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	67,  // 79: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	69,  // 80: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	72,  // 81: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	74,  // 82: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	77,  // 83: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	79,  // 84: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	81,  // 85: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13,  // 86: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15,  // 87: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19,  // 88: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21,  // 89: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23,  // 90: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	27,  // 91: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17,  // 92: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	25,  // 93: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	2,   // 94: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,   // 95: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,   // 96: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,   // 97: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10,  // 98: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	83,  // 99: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	31,  // 100: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	33,  // 101: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	35,  // 102: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	37,  // 103: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	39,  // 104: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	41,  // 105: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	44,  // 106: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	46,  // 107: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	48,  // 108: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	51,  // 109: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	53,  // 110: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	55,  // 111: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	57,  // 112: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	59,  // 113: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	61,  // 114: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	63,  // 115: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	65,  // 116: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	68,  // 117: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	70,  // 118: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	73,  // 119: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	75,  // 120: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	78,  // 121: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	80,  // 122: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	82,  // 123: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14,  // 124: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16,  // 125: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20,  // 126: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22,  // 127: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24,  // 128: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	28,  // 129: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18,  // 130: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	26,  // 131: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	3,   // 132: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,   // 133: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,   // 134: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,   // 135: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11,  // 136: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	84,  // 137: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	100, // [100:138] is the sub-list for method output_type
+	62,  // [62:100] is the sub-list for method input_type
+	62,  // [62:62] is the sub-list for extension type_name
+	62,  // [62:62] is the sub-list for extension extendee
+	0,   // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -5725,7 +5873,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   91,
+			NumMessages:   93,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

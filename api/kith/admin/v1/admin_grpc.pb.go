@@ -52,6 +52,7 @@ const (
 	AdminService_ListTargetModes_FullMethodName     = "/kith.admin.v1.AdminService/ListTargetModes"
 	AdminService_Can_FullMethodName                 = "/kith.admin.v1.AdminService/Can"
 	AdminService_GetEnforcement_FullMethodName      = "/kith.admin.v1.AdminService/GetEnforcement"
+	AdminService_ImportGrants_FullMethodName        = "/kith.admin.v1.AdminService/ImportGrants"
 	AdminService_GetPolicyStatus_FullMethodName     = "/kith.admin.v1.AdminService/GetPolicyStatus"
 	AdminService_ListPolicyHistory_FullMethodName   = "/kith.admin.v1.AdminService/ListPolicyHistory"
 	AdminService_SyncPolicy_FullMethodName          = "/kith.admin.v1.AdminService/SyncPolicy"
@@ -99,6 +100,8 @@ type AdminServiceClient interface {
 	ListTargetModes(ctx context.Context, in *ListTargetModesRequest, opts ...grpc.CallOption) (*ListTargetModesResponse, error)
 	Can(ctx context.Context, in *CanRequest, opts ...grpc.CallOption) (*CanResponse, error)
 	GetEnforcement(ctx context.Context, in *GetEnforcementRequest, opts ...grpc.CallOption) (*GetEnforcementResponse, error)
+	// ImportGrants replaces the grants and deny rules of an imported mesh policy (kith import smi|istio).
+	ImportGrants(ctx context.Context, in *ImportGrantsRequest, opts ...grpc.CallOption) (*ImportGrantsResponse, error)
 	GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error)
 	ListPolicyHistory(ctx context.Context, in *ListPolicyHistoryRequest, opts ...grpc.CallOption) (*ListPolicyHistoryResponse, error)
 	SyncPolicy(ctx context.Context, in *SyncPolicyRequest, opts ...grpc.CallOption) (*SyncPolicyResponse, error)
@@ -427,6 +430,16 @@ func (c *adminServiceClient) GetEnforcement(ctx context.Context, in *GetEnforcem
 	return out, nil
 }
 
+func (c *adminServiceClient) ImportGrants(ctx context.Context, in *ImportGrantsRequest, opts ...grpc.CallOption) (*ImportGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportGrantsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ImportGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPolicyStatusResponse)
@@ -526,6 +539,8 @@ type AdminServiceServer interface {
 	ListTargetModes(context.Context, *ListTargetModesRequest) (*ListTargetModesResponse, error)
 	Can(context.Context, *CanRequest) (*CanResponse, error)
 	GetEnforcement(context.Context, *GetEnforcementRequest) (*GetEnforcementResponse, error)
+	// ImportGrants replaces the grants and deny rules of an imported mesh policy (kith import smi|istio).
+	ImportGrants(context.Context, *ImportGrantsRequest) (*ImportGrantsResponse, error)
 	GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error)
 	ListPolicyHistory(context.Context, *ListPolicyHistoryRequest) (*ListPolicyHistoryResponse, error)
 	SyncPolicy(context.Context, *SyncPolicyRequest) (*SyncPolicyResponse, error)
@@ -636,6 +651,9 @@ func (UnimplementedAdminServiceServer) Can(context.Context, *CanRequest) (*CanRe
 }
 func (UnimplementedAdminServiceServer) GetEnforcement(context.Context, *GetEnforcementRequest) (*GetEnforcementResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEnforcement not implemented")
+}
+func (UnimplementedAdminServiceServer) ImportGrants(context.Context, *ImportGrantsRequest) (*ImportGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportGrants not implemented")
 }
 func (UnimplementedAdminServiceServer) GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicyStatus not implemented")
@@ -1234,6 +1252,24 @@ func _AdminService_GetEnforcement_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ImportGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ImportGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ImportGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ImportGrants(ctx, req.(*ImportGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetPolicyStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetPolicyStatusRequest)
 	if err := dec(in); err != nil {
@@ -1472,6 +1508,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetEnforcement",
 			Handler:    _AdminService_GetEnforcement_Handler,
+		},
+		{
+			MethodName: "ImportGrants",
+			Handler:    _AdminService_ImportGrants_Handler,
 		},
 		{
 			MethodName: "GetPolicyStatus",
