@@ -20,13 +20,14 @@ const MaxFileSize = 64 << 20
 
 // Object is one Kubernetes object read from a file: its type and name, and its whole JSON.
 type Object struct {
-	APIVersion string
-	Kind       string
-	Namespace  string // "default" when the object names none
-	Name       string
-	Labels     map[string]string
-	Raw        json.RawMessage // the object as JSON
-	File       string          // where it was read, with its document number: "policy.yaml#2"
+	APIVersion  string
+	Kind        string
+	Namespace   string // "default" when the object names none
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+	Raw         json.RawMessage // the object as JSON
+	File        string          // where it was read, with its document number: "policy.yaml#2"
 }
 
 // Ref is "namespace/name".
@@ -100,9 +101,10 @@ func objects(where string, doc any) ([]Object, error) {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
 		Metadata   struct {
-			Name      string            `json:"name"`
-			Namespace string            `json:"namespace"`
-			Labels    map[string]string `json:"labels"`
+			Name        string            `json:"name"`
+			Namespace   string            `json:"namespace"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
 		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
@@ -119,7 +121,7 @@ func objects(where string, doc any) ([]Object, error) {
 		ns = "default"
 	}
 	return []Object{{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: ns, Name: head.Metadata.Name,
-		Labels: head.Metadata.Labels, Raw: raw, File: where}}, nil
+		Labels: head.Metadata.Labels, Annotations: head.Metadata.Annotations, Raw: raw, File: where}}, nil
 }
 
 // ReadPath reads the objects of a file, of every .yaml, .yml and .json file under a directory (in
