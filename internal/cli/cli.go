@@ -73,9 +73,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // MainEnv is Main with an explicit environment lookup, for tests.
 func MainEnv(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	return mainIn(ctx, args, os.Stdin, stdout, stderr, getenv)
+}
+
+// mainIn is MainEnv reading standard input from stdin (kith import smi -).
+func mainIn(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
 	root := e.rootCommand()
 	root.SetArgs(args)
+	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)

@@ -102,6 +102,20 @@ func (s *testServer) kith(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// kithIn runs the CLI with stdin as its standard input.
+func (s *testServer) kithIn(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	getenv := func(k string) string {
+		if k == "KITH_ADMIN_SOCKET" {
+			return s.socket
+		}
+		return ""
+	}
+	code := mainIn(context.Background(), args, strings.NewReader(stdin), &out, &errb, getenv)
+	return out.String(), errb.String(), code
+}
+
 // ok runs the CLI and fails the test unless it exits 0.
 func (s *testServer) ok(t *testing.T, args ...string) string {
 	t.Helper()
