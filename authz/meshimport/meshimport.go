@@ -5,11 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kithid/kith/authz/grant"
 )
@@ -186,4 +189,76 @@ func LabelString(labels map[string]string) string {
 		parts = append(parts, k+"="+labels[k])
 	}
 	return strings.Join(parts, ",")
+}
+
+// Export is what an export produced: the objects to write and what could not be expressed.
+type Export struct {
+	Objects []any    // Kubernetes objects, to be written as YAML documents
+	Skipped []string // "grant ID (source): why", for each grant left out
+}
+
+// ServiceAccountOf is the namespace and service account whose SPIFFE ID (through opts.ServiceAccountID)
+// is id, if there is one: the template is applied with the namespace and name found at the places the
+// template puts them.
+func (o Options) ServiceAccountOf(id string) (ns, sa string, ok bool) {
+	probe, err := o.ServiceAccountID("kith-ns-placeholder", saPlaceholder)
+	if err != nil {
+		return "", "", false
+	}
+	before, rest, found := strings.Cut(probe, "kith-ns-placeholder")
+	if !found {
+		return "", "", false
+	}
+	middle, after, found := strings.Cut(rest, saPlaceholder)
+	if !found || !strings.HasPrefix(id, before) || !strings.HasSuffix(id, after) {
+		return "", "", false
+	}
+	body := strings.TrimSuffix(strings.TrimPrefix(id, before), after)
+	ns, sa, found = strings.Cut(body, middle)
+	if !found || ns == "" || sa == "" || strings.Contains(sa, "/") || strings.Contains(ns, "/") {
+		return "", "", false
+	}
+	if back, err := o.ServiceAccount(ns, sa); err != nil || back != id {
+		return "", "", false
+	}
+	return ns, sa, true
+}
+
+// PathRegex is the RE2 expression (anchored at the start) that matches the same request paths as the
+// Kith path pattern p: a trailing "/*" is everything below, a "*" elsewhere any run within a segment.
+func PathRegex(p string) string {
+	body, trailing := strings.CutSuffix(p, "/*")
+	var b strings.Builder
+	for i, part := range strings.Split(body, "*") {
+		if i > 0 {
+			b.WriteString("[^/]*")
+		}
+		b.WriteString(regexp.QuoteMeta(part))
+	}
+	if trailing {
+		b.WriteString("/")
+	} else {
+		b.WriteString("$")
+	}
+	return b.String()
+}
+
+// WriteYAML writes x as YAML documents, what was left out first as comments, so that the output can be
+// imported again (kith import) or applied to a cluster.
+func WriteYAML(w io.Writer, x *Export) error {
+	for _, s := range x.Skipped {
+		if _, err := fmt.Fprintf(w, "# not exported: %s\n", strings.ReplaceAll(s, "\n", " ")); err != nil {
+			return err
+		}
+	}
+	for _, o := range x.Objects {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "---\n%s", b); err != nil {
+			return err
+		}
+	}
+	return nil
 }

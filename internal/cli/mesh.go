@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/authz/meshimport"
 	"github.com/kithid/kith/authz/meshimport/istio"
 	"github.com/kithid/kith/authz/meshimport/smi"
@@ -18,7 +19,7 @@ import (
 )
 
 func init() {
-	extraCommands = append(extraCommands, (*env).importCommand)
+	extraCommands = append(extraCommands, (*env).importCommand, (*env).exportCommand)
 }
 
 // meshFlags are the flags import (and export) share.
@@ -165,4 +166,55 @@ func (e *env) printImport(kind string, res *meshimport.Result, resp *adminv1.Imp
 	default:
 		fmt.Fprintf(w, "%s: %s; in force from revision %d\n", kind, summary, resp.GetRevision())
 	}
+}
+
+func (e *env) exportCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "export", Short: "Write grants as a service mesh's access policies (SMI, Istio), listing what they cannot express"}
+	for _, kind := range []string{"smi", "istio"} {
+		var f meshFlags
+		var source string
+		short := "Write grants as SMI v1alpha3 TrafficTargets with HTTPRouteGroups and TCPRoutes"
+		if kind == "istio" {
+			short = "Write grants and deny rules as Istio AuthorizationPolicies (security.istio.io/v1)"
+		}
+		sub := &cobra.Command{
+			Use:   kind + " [--source PREFIX]",
+			Short: short,
+			Long:  short + ". What cannot be expressed is listed as comments (# not exported: ...) before the YAML documents.",
+			Args:  noArgs,
+			RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
+				opts, err := f.options(cmd.Context(), c)
+				if err != nil {
+					return err
+				}
+				resp, err := listGrants(cmd.Context(), c, &adminv1.ListGrantsRequest{Source: source})
+				if err != nil {
+					return err
+				}
+				var gs []grant.Grant
+				for _, pg := range resp.GetGrants() {
+					if !pg.GetExpired() {
+						gs = append(gs, grantpb.FromAdmin(pg))
+					}
+				}
+				var x *meshimport.Export
+				if kind == "smi" {
+					x, err = smi.Export(gs, opts)
+				} else {
+					x, err = istio.Export(gs, opts)
+				}
+				if err != nil {
+					return err
+				}
+				return meshimport.WriteYAML(e.stdout, x)
+			}),
+		}
+		f.bind(sub)
+		sub.Flags().StringVar(&source, "source", "", "only grants of this source, or of the sources it begins when it ends in : or / (smi:, istio:prod/)")
+		for _, name := range []string{"dry-run", "skip-unsupported"} {
+			_ = sub.Flags().MarkHidden(name)
+		}
+		cmd.AddCommand(sub)
+	}
+	return cmd
 }

@@ -107,3 +107,28 @@ spec:
 		t.Errorf("import of a when condition: exit %d, %q %q; want refused naming the field", code, out, errs)
 	}
 }
+
+func TestExportThenImportKeepsTheGrants(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	smiData := filepath.Join("..", "..", "authz", "meshimport", "smi", "testdata")
+	dir := t.TempDir()
+	copyFile(t, filepath.Join(smiData, "traffic-access-v1alpha4-4.yaml"), filepath.Join(dir, "l7.yaml"))
+	copyFile(t, filepath.Join(smiData, "identitybindings-v1alpha4.yaml"), filepath.Join(dir, "bindings.yaml"))
+	s.ok(t, "import", "smi", dir)
+	s.ok(t, "grant", "spiffe://example.org/ns/a/*", "spiffe://example.org/ns/default/sa/*", "--deny", "--path", "/admin/*")
+	exported := s.ok(t, "export", "smi")
+	if !strings.Contains(exported, "# not exported: grant ") || !strings.Contains(exported, "a deny rule: SMI access control is additive") {
+		t.Errorf("export smi = %s\nwant the deny rule listed as not exported", exported)
+	}
+	if !strings.Contains(exported, "kind: TrafficTarget") || !strings.Contains(exported, "name: api-service-metrics") {
+		t.Errorf("export smi = %s", exported)
+	}
+	out, errs, code := s.kithIn(t, exported, "import", "smi", "-")
+	if code != 0 || !strings.Contains(out, "already in force; nothing changed") {
+		t.Errorf("import of the export: exit %d, %q %q; want the same grants", code, out, errs)
+	}
+	istioOut := s.ok(t, "export", "istio", "--source", "cli")
+	if !strings.Contains(istioOut, "action: DENY") || !strings.Contains(istioOut, "example.org/ns/a/*") {
+		t.Errorf("export istio --source cli = %s", istioOut)
+	}
+}

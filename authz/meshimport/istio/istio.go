@@ -26,6 +26,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/kithid/kith/authz/grant"
 	"github.com/kithid/kith/authz/meshimport"
 )
@@ -480,6 +482,15 @@ func (c *converter) principal(p string) (string, error) {
 	if prefix, ok := strings.CutSuffix(p, "*"); ok {
 		if !strings.HasSuffix(prefix, "/") {
 			return "", fmt.Errorf("%q: a prefix must end with / to be a SPIFFE ID prefix (as cluster.local/ns/prod/*)", p)
+		}
+		if td := strings.TrimSuffix(prefix, "/"); !strings.Contains(td, "/") { // "td/*": the whole trust domain
+			if slices.Contains(c.opts.TrustDomainAliases, td) {
+				td = c.opts.TrustDomain.Name()
+			}
+			if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+				return "", fmt.Errorf("%q: %w", p, err)
+			}
+			return "spiffe://" + td + "/*", nil
 		}
 		id, err := c.opts.Principal(strings.TrimSuffix(prefix, "/"))
 		if err != nil {

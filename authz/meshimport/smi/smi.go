@@ -421,10 +421,23 @@ func convertTarget(p *Policy, t TrafficTarget, opts meshimport.Options) ([]grant
 	if len(routes) == 0 && (tcp || t.Spec.Destination.Port != 0) {
 		routes = append(routes, route{kind: KindTCPRoute, name: "tcp"})
 	}
+	// A grant's ID names its route by group only when two groups of the TrafficTarget have a route of
+	// that name, so that the TrafficTarget exported and imported again keeps its grants' IDs.
+	groupsOf := map[string]map[string]bool{}
+	for _, rt := range routes {
+		if groupsOf[rt.name] == nil {
+			groupsOf[rt.name] = map[string]bool{}
+		}
+		groupsOf[rt.name][rt.group] = true
+	}
 	var out []grant.Grant
 	for _, target := range targets {
 		for _, caller := range callers {
 			for _, rt := range routes {
+				group := ""
+				if len(groupsOf[rt.name]) > 1 {
+					group = rt.group
+				}
 				reason := "route " + rt.name
 				if rt.kind == KindTCPRoute {
 					reason = "TCP"
@@ -433,7 +446,7 @@ func convertTarget(p *Policy, t TrafficTarget, opts meshimport.Options) ([]grant
 					}
 				}
 				g := grant.Grant{
-					ID:     meshimport.GrantID("smi-", src, target, caller, rt.kind, rt.group, rt.name),
+					ID:     meshimport.GrantID("smi-", src, target, caller, rt.kind, group, rt.name),
 					Caller: caller, Target: target, Methods: rt.methods, PathRegex: rt.pathRegex, Headers: rt.headers,
 					Ports: slices.Clone(ports), Reason: reason, Source: src,
 				}
