@@ -192,6 +192,9 @@ func TestK8sManifestsApply(t *testing.T) {
 		{"the agent cannot use the kubelet's proxy (exec, logs)", agentSA, authorizationv1.ResourceAttributes{Verb: "get", Resource: "nodes", Subresource: "proxy"}},
 		{"the agent cannot list pods from the API server", agentSA, authorizationv1.ResourceAttributes{Verb: "list", Resource: "pods"}},
 		{"the agent cannot review tokens", agentSA, authorizationv1.ResourceAttributes{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"}},
+		{"the server cannot change TrafficTargets", serverSA, authorizationv1.ResourceAttributes{Verb: "update", Group: "access.smi-spec.io", Resource: "traffictargets", Namespace: "shop"}},
+		{"the server cannot delete AuthorizationPolicies", serverSA, authorizationv1.ResourceAttributes{Verb: "delete", Group: "security.istio.io", Resource: "authorizationpolicies", Namespace: "shop"}},
+		{"the server cannot delete events", serverSA, authorizationv1.ResourceAttributes{Verb: "delete", Resource: "events", Namespace: "shop"}},
 	}
 	allowed := []struct {
 		name string
@@ -202,6 +205,10 @@ func TestK8sManifestsApply(t *testing.T) {
 		{"the server gets nodes", serverSA, authorizationv1.ResourceAttributes{Verb: "get", Resource: "nodes"}},
 		{"the server watches KithIdentities", serverSA, authorizationv1.ResourceAttributes{Verb: "watch", Group: "kith.io", Resource: "kithidentities"}},
 		{"the server updates KithGrants' status", serverSA, authorizationv1.ResourceAttributes{Verb: "update", Group: "kith.io", Resource: "kithgrants", Subresource: "status", Namespace: "shop"}},
+		{"the server watches TrafficTargets", serverSA, authorizationv1.ResourceAttributes{Verb: "watch", Group: "access.smi-spec.io", Resource: "traffictargets"}},
+		{"the server lists HTTPRouteGroups", serverSA, authorizationv1.ResourceAttributes{Verb: "list", Group: "specs.smi-spec.io", Resource: "httproutegroups"}},
+		{"the server watches AuthorizationPolicies", serverSA, authorizationv1.ResourceAttributes{Verb: "watch", Group: "security.istio.io", Resource: "authorizationpolicies"}},
+		{"the server posts an Event on a refused policy", serverSA, authorizationv1.ResourceAttributes{Verb: "create", Resource: "events", Namespace: "shop"}},
 		{"the agent reads its kubelet's /pods (fine-grained kubelet authorization)", agentSA, authorizationv1.ResourceAttributes{Verb: "get", Resource: "nodes", Subresource: "pods", Name: "node-1"}},
 	}
 	sar := func(t *testing.T, user string, attr authorizationv1.ResourceAttributes) bool {

@@ -20,9 +20,17 @@ func init() {
 
 // k8sStatus is what kith k8s status prints (-o json).
 type k8sStatus struct {
-	Clusters   []k8sCluster  `json:"clusters"`
-	Identities []k8sIdentity `json:"identities"`
-	Grants     []k8sGrant    `json:"grants"`
+	Clusters     []k8sCluster    `json:"clusters"`
+	Identities   []k8sIdentity   `json:"identities"`
+	Grants       []k8sGrant      `json:"grants"`
+	MeshPolicies []k8sMeshPolicy `json:"mesh_policies"`
+}
+
+// k8sMeshPolicy is what one SMI TrafficTarget or Istio AuthorizationPolicy became.
+type k8sMeshPolicy struct {
+	Source    string `json:"source"` // smi:<ns>/<name> or istio:<ns>/<name>
+	Grants    int    `json:"grants"`
+	DenyRules int    `json:"deny_rules"`
 }
 
 type k8sCluster struct {
@@ -168,6 +176,26 @@ func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*ad
 	}
 	st.Grants = append(st.Grants, refused...)
 	slices.SortFunc(st.Grants, func(a, b k8sGrant) int { return cmp.Compare(a.Resource, b.Resource) })
+	mesh := map[string]*k8sMeshPolicy{}
+	for _, g := range grants {
+		if !strings.HasPrefix(g.GetSource(), "smi:") && !strings.HasPrefix(g.GetSource(), "istio:") {
+			continue
+		}
+		p := mesh[g.GetSource()]
+		if p == nil {
+			p = &k8sMeshPolicy{Source: g.GetSource()}
+			mesh[g.GetSource()] = p
+		}
+		if g.GetDeny() {
+			p.DenyRules++
+		} else {
+			p.Grants++
+		}
+	}
+	st.MeshPolicies = []k8sMeshPolicy{}
+	for _, src := range slices.Sorted(maps.Keys(mesh)) {
+		st.MeshPolicies = append(st.MeshPolicies, *mesh[src])
+	}
 	return st
 }
 
@@ -220,5 +248,13 @@ func (e *env) k8sStatusText(st k8sStatus) {
 			rows = append(rows, []string{g.Resource, id, orDash(g.Caller), orDash(g.Target), orDash(strings.Join(g.Methods, ",")), orDash(strings.Join(g.Paths, ","))})
 		}
 		e.table([]string{"RESOURCE", "GRANT", "CALLER", "TARGET", "METHODS", "PATHS"}, rows)
+	}
+	if len(st.MeshPolicies) > 0 {
+		fmt.Fprintf(w, "\nMesh policies (SMI, Istio): %d (a refused one has a KithRefused event: kubectl get events)\n", len(st.MeshPolicies))
+		rows := make([][]string, 0, len(st.MeshPolicies))
+		for _, p := range st.MeshPolicies {
+			rows = append(rows, []string{p.Source, fmt.Sprint(p.Grants), fmt.Sprint(p.DenyRules)})
+		}
+		e.table([]string{"POLICY", "GRANTS", "DENY RULES"}, rows)
 	}
 }

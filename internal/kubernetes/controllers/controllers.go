@@ -1,24 +1,31 @@
 // Package controllers makes the server's Kubernetes controllers of one cluster: entries for the pods
-// KithIdentity resources select (package identity), grants from KithGrant resources (package kithgrant).
+// KithIdentity resources select (package identity), grants from KithGrant resources (package kithgrant),
+// and grants and deny rules from SMI and Istio policies (package meshpolicy).
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"text/template"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/kithid/kith/authz/meshimport"
 	"github.com/kithid/kith/internal/kubernetes"
+	"github.com/kithid/kith/internal/kubernetes/apis/v1alpha1"
 	"github.com/kithid/kith/internal/kubernetes/identity"
 	"github.com/kithid/kith/internal/kubernetes/kithgrant"
+	"github.com/kithid/kith/internal/kubernetes/meshpolicy"
 )
 
 // Store is what the controllers write.
 type Store interface {
 	identity.Store
 	kithgrant.Store
+	meshpolicy.Store
 }
 
 // Cluster is the cluster the controllers watch.
@@ -38,6 +45,7 @@ type Set struct {
 	cluster    string
 	identities *identity.Controller
 	grants     *kithgrant.Controller
+	mesh       *meshpolicy.Controller
 }
 
 // Status is what the controllers know of the cluster's resources.
@@ -74,5 +82,21 @@ func New(td spiffeid.TrustDomain, cl Cluster, st Store, log *slog.Logger) (*Set,
 	if err != nil {
 		return nil, err
 	}
-	return &Set{Runs: []func(context.Context) error{ids.Run, grants.Run}, cluster: cluster, identities: ids, grants: grants}, nil
+	opts := meshimport.Options{TrustDomain: td}
+	if cl.ServiceAccountTemplate != "" {
+		tmpl, err := template.New("spiffe-id").Option("missingkey=error").Parse(cl.ServiceAccountTemplate)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: service account template: %w", cluster, err)
+		}
+		opts.ServiceAccountID = func(ns, sa string) (string, error) {
+			var b bytes.Buffer
+			err := tmpl.Execute(&b, v1alpha1.TemplateData{TrustDomain: td.Name(), Namespace: ns, ServiceAccount: sa})
+			return b.String(), err
+		}
+	}
+	mesh, err := meshpolicy.New(meshpolicy.Config{Options: opts, Dynamic: dyn, Store: st, Logger: log.With("controller", "meshpolicy")})
+	if err != nil {
+		return nil, err
+	}
+	return &Set{Runs: []func(context.Context) error{ids.Run, grants.Run, mesh.Run}, cluster: cluster, identities: ids, grants: grants, mesh: mesh}, nil
 }

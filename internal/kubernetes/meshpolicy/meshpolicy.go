@@ -115,6 +115,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		if _, err := c.cfg.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1}); apierrors.IsNotFound(err) {
 			c.log.Info("mesh policies: the cluster does not serve this resource; not watched", "resource", gvr.String())
 			continue
+		} else if apierrors.IsForbidden(err) {
+			c.log.Warn("mesh policies: the server may not list this resource; not watched (the kith-server ClusterRole of deploy/kubernetes grants it)",
+				"resource", gvr.String(), "err", err)
+			continue
 		} else if err != nil {
 			return fmt.Errorf("mesh policies: list %s: %w", gvr.Resource, err)
 		}
