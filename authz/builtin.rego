@@ -23,17 +23,19 @@ import rego.v1
 
 # matches is the set of IDs of the grants that allow the request.
 matches contains id if {
-	some id, g in candidates
+	some id, g in hits
 	not g.deny
 }
 
 # denies is the set of IDs of the deny rules that match the request.
 denies contains id if {
-	some id, g in candidates
+	some id, g in hits
 	g.deny
 }
 
-candidates[id] := g if {
+# hits are the grants and deny rules that match the request, by ID (what Kith asks for: one pass over
+# the index, split into grants and deny rules by g.deny).
+hits[id] := g if {
 	grants := data.kith.grants
 	some tk in input.kith.target_keys
 	callers := grants[tk]

@@ -43,8 +43,8 @@ func BuiltinPolicy() string { return builtinSource }
 // exactly as data.kith.authz.allow does; extQuery adds the parts that
 // package kith.ext can set, when it exists.
 const (
-	builtinQuery = `{"grants": data.kith.authz.matches, "denies": data.kith.authz.denies}`
-	extQuery     = `{"grants": data.kith.authz.matches, "denies": data.kith.authz.denies, "deny": data.kith.authz.ext_deny, "ext_allow": data.kith.authz.ext_allow, "headers": data.kith.authz.ext_headers, "http_status": data.kith.authz.http_status}`
+	builtinQuery = `{"grants": data.kith.authz.hits}`
+	extQuery     = `{"grants": data.kith.authz.hits, "deny": data.kith.authz.ext_deny, "ext_allow": data.kith.authz.ext_allow, "headers": data.kith.authz.ext_headers, "http_status": data.kith.authz.http_status}`
 )
 
 var builtinParsed = ast.MustParseModuleWithOpts(builtinSource, ast.ParserOptions{RegoVersion: ast.RegoV1})
@@ -495,18 +495,15 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 	if root == nil {
 		return Decision{}, fmt.Errorf("built-in decision is %T, want an object", asJSON(v))
 	}
-	var matched, denied ast.Set
+	var hits ast.Object
 	if g := root.Get(grantsKey); g != nil {
-		matched, _ = g.Value.(ast.Set)
-	}
-	if g := root.Get(deniesKey); g != nil {
-		denied, _ = g.Value.(ast.Set)
+		hits, _ = g.Value.(ast.Object)
 	}
 	var obj map[string]any
 	if root.Len() > 1 {
 		obj = make(map[string]any, root.Len()-1)
 		root.Foreach(func(k, v *ast.Term) {
-			if key, _ := k.Value.(ast.String); key != "grants" && key != "denies" {
+			if key, _ := k.Value.(ast.String); key != "grants" {
 				obj[string(key)] = asJSON(v)
 			}
 		})
@@ -540,7 +537,7 @@ func (e *Engine) interpret(rs rego.ResultSet, in Input, now time.Time) (Decision
 		return Decision{}, fmt.Errorf("kith.ext.deny is %T, want a set of strings", deny)
 	}
 	extAllow, _ := obj["ext_allow"].(bool)
-	ids, denyIDs := setIDs(matched), setIDs(denied)
+	ids, denyIDs := splitHits(hits)
 
 	// The same combination as data.kith.authz.allow.
 	hasCaller := !in.Caller.IsZero()
@@ -649,22 +646,35 @@ func (e *Engine) explainMisses(in Input, now time.Time) []string {
 
 var (
 	grantsKey = ast.StringTerm("grants")
-	deniesKey = ast.StringTerm("denies")
+	denyKey   = ast.StringTerm("deny")
 )
 
-// setIDs returns the strings of a set of grant IDs, sorted.
-func setIDs(set ast.Set) []string {
-	if set == nil {
-		return nil
+// splitHits returns the IDs of data.kith.authz.hits (ID -> grant document) that are grants and those
+// that are deny rules, each sorted.
+func splitHits(hits ast.Object) (grants, denies []string) {
+	if hits == nil {
+		return nil, nil
 	}
-	ids := make([]string, 0, set.Len())
-	set.Foreach(func(id *ast.Term) {
-		if s, ok := id.Value.(ast.String); ok {
-			ids = append(ids, string(s))
+	hits.Foreach(func(k, v *ast.Term) {
+		id, ok := k.Value.(ast.String)
+		if !ok {
+			return
+		}
+		deny := false
+		if doc, ok := v.Value.(ast.Object); ok {
+			if d := doc.Get(denyKey); d != nil {
+				deny = d.Value.Compare(ast.Boolean(true)) == 0
+			}
+		}
+		if deny {
+			denies = append(denies, string(id))
+		} else {
+			grants = append(grants, string(id))
 		}
 	})
-	slices.Sort(ids)
-	return ids
+	slices.Sort(grants)
+	slices.Sort(denies)
+	return grants, denies
 }
 
 // asJSON converts a result term to Go values as rego's default result

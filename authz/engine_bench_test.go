@@ -25,17 +25,27 @@ func benchCaller(j int) spiffeid.ID {
 
 // benchEngine has 100,000 exact grants (1,000 targets × 100 callers) plus
 // prefix grants on callers and targets.
-func benchEngine(b *testing.B) *Engine {
+func benchEngine(b *testing.B) *Engine { return benchEngineRegex(b, 0) }
+
+// benchEngineRegex is benchEngine with every regexEvery-th exact grant (0: none) a path expression and a
+// header match instead of its path patterns, each with an expression of its own (as SMI imports give).
+func benchEngineRegex(b *testing.B, regexEvery int) *Engine {
 	b.Helper()
 	e := newEngine(b, Config{})
 	grants := make([]Grant, 0, benchTargets*benchCallers+200)
 	for i := range benchTargets {
 		for j := range benchCallers {
-			grants = append(grants, Grant{
+			g := Grant{
 				ID: fmt.Sprintf("g-%d-%d", i, j), Caller: benchCaller(j).String(), Target: benchTarget(i).String(),
 				Methods: []string{"GET", "POST"}, Paths: []string{"/api/*", "/pkg.Service/*"},
 				ExpiresAt: t0.Add(24 * time.Hour),
-			})
+			}
+			if regexEvery > 0 && (i*benchCallers+j)%regexEvery == 0 {
+				g.Paths = nil
+				g.PathRegex = []string{fmt.Sprintf("/api/v[0-9]+/t%d/c%d", i, j), "/pkg\\.Service/"}
+				g.Headers = map[string]string{"user-agent": fmt.Sprintf(".*client-%d.*", j)}
+			}
+			grants = append(grants, g)
 		}
 	}
 	for k := range 100 {
@@ -63,6 +73,40 @@ func BenchmarkDecide100kGrants(b *testing.B) {
 		{"non-matching method", Input{Caller: benchCaller(42), Target: benchTarget(500), Method: "DELETE", Path: "/admin"}, false},
 		{"non-matching caller", Input{Caller: spiffeid.RequireFromPath(td, "/ns/other/sa/x"), Target: benchTarget(500), Method: "GET", Path: "/api/v1"}, false},
 		{"with envoy attributes", withAttributes(Input{Caller: benchCaller(42), Target: benchTarget(500), Method: "GET", Path: "/api/v1/users"}), true},
+	}
+	for _, c := range cases {
+		if d := decide(b, e, c.in); d.Allowed != c.allow {
+			b.Fatalf("%s: Allowed = %v, want %v: %v", c.name, d.Allowed, c.allow, d.Reasons)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			durations := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			for b.Loop() {
+				start := time.Now()
+				if _, err := e.Decide(ctx, c.in); err != nil {
+					b.Fatal(err)
+				}
+				durations = append(durations, time.Since(start))
+			}
+			reportPercentiles(b, durations)
+		})
+	}
+}
+
+// BenchmarkDecide100kGrants10PercentRegex is BenchmarkDecide100kGrants with 10,000 of the grants path
+// expressions with a header match, each its own: the engine's cost must not grow with them.
+func BenchmarkDecide100kGrants10PercentRegex(b *testing.B) {
+	e := benchEngineRegex(b, 10)
+	ctx := context.Background()
+	ua := map[string]string{"user-agent": "Mozilla client-40 x"}
+	cases := []struct {
+		name  string
+		in    Input
+		allow bool
+	}{
+		{"matching a path expression", Input{Caller: benchCaller(40), Target: benchTarget(500), Method: "GET", Path: "/api/v2/t500/c40/users", Headers: ua}, true},
+		{"path expression not matching", Input{Caller: benchCaller(40), Target: benchTarget(500), Method: "GET", Path: "/api/v2/t501/c40", Headers: ua}, false},
+		{"matching a pattern beside them", Input{Caller: benchCaller(42), Target: benchTarget(500), Method: "GET", Path: "/api/v1/users"}, true},
 	}
 	for _, c := range cases {
 		if d := decide(b, e, c.in); d.Allowed != c.allow {
