@@ -2,7 +2,7 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport
 #
 # k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
 # minutes cold).
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy k8s)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -72,6 +72,11 @@ for item in "${ITEMS[@]}"; do
 		header "7. Authorization engine (100,000 grants) and ext_authz Check: go test ./authz ./authz/extauthz -bench"
 		$GO test ./authz -run '^$' -bench Decide100k -benchtime 100000x -count 2 | grep -E '^Benchmark|p50|p99'
 		$GO test ./authz/extauthz -run '^$' -bench 'CheckUnixSocket' -count 2 | grep -E '^Benchmark|p50|p99|checks'
+		;;
+	meshimport)
+		header "12. Mesh policies: 100,000 grants with 10 % path expressions; kith import smi of 10,000 TrafficTargets: bench/meshimport"
+		$GO test ./authz -run '^$' -bench 'Decide100kGrants(10PercentRegex)?$' -benchtime 100000x -count 2 | grep -E '^Benchmark'
+		"$OUT/meshimport" -targets 10000
 		;;
 	grant)
 		header "7. kith grant returns → the agent enforces it: bench/grant -trials 200"
