@@ -178,6 +178,55 @@ type CA struct {
 	// set it to the public URL of the HTTP port when OIDC relying parties (cloud IAM federation) accept
 	// Kith's JWT-SVIDs. Default none: no iss claim. Env KITH_CA_JWT_ISSUER.
 	JWTIssuer string `yaml:"jwt_issuer"`
+	// Upstream, when one of its kinds is set, signs the CA's intermediates and supplies the trust bundle's
+	// roots instead of the CA's own self-signed root (docs/ca.md, "Upstream authorities").
+	Upstream Upstream `yaml:"upstream"`
+}
+
+// Upstream chooses the upstream authority: at most one of Disk, Step, Vault.
+type Upstream struct {
+	// RetryMax caps the wait between retries after a failed upstream call (1 s, doubling). Default 30s.
+	// Env KITH_CA_UPSTREAM_RETRY_MAX.
+	RetryMax Duration `yaml:"retry_max"`
+	// Disk is a CA certificate and key in files.
+	Disk UpstreamDisk `yaml:"disk"`
+}
+
+// UpstreamDisk is an existing CA kept on disk; set when CertFile is.
+type UpstreamDisk struct {
+	// CertFile is the CA certificate that signs Kith's intermediates (PEM). Env KITH_CA_UPSTREAM_DISK_CERT_FILE.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is its private key (PEM), mode 0600 or stricter. Env KITH_CA_UPSTREAM_DISK_KEY_FILE.
+	KeyFile string `yaml:"key_file"`
+	// ChainFile holds the certificates between CertFile and the root (PEM). Default none.
+	// Env KITH_CA_UPSTREAM_DISK_CHAIN_FILE.
+	ChainFile string `yaml:"chain_file"`
+	// RootsFile holds the roots to publish (PEM). Default CertFile, which must then be self-signed.
+	// Env KITH_CA_UPSTREAM_DISK_ROOTS_FILE.
+	RootsFile string `yaml:"roots_file"`
+}
+
+// Kind is the configured upstream's kind ("disk"), or "" when the CA is self-signed.
+func (u Upstream) Kind() string {
+	if u.Disk != (UpstreamDisk{}) {
+		return "disk"
+	}
+	return ""
+}
+
+func (u Upstream) validate() error {
+	if u.RetryMax.D() < time.Second || u.RetryMax.D() > time.Hour {
+		return &FieldError{"ca.upstream.retry_max", fmt.Sprintf("%s is outside the allowed range 1s to 1h", u.RetryMax.D())}
+	}
+	if u.Disk != (UpstreamDisk{}) {
+		if u.Disk.CertFile == "" {
+			return &FieldError{"ca.upstream.disk.cert_file", "is required: the PEM CA certificate that signs Kith's intermediates"}
+		}
+		if u.Disk.KeyFile == "" {
+			return &FieldError{"ca.upstream.disk.key_file", "is required: the PEM private key of cert_file (mode 0600)"}
+		}
+	}
+	return nil
 }
 
 // SVID configures identity document lifetimes.
@@ -260,6 +309,7 @@ func (c *Server) Finish() error {
 	}
 	defD(&c.SVID.AgentTTL, time.Hour)
 	defD(&c.CA.RootOverlap, 2*c.SVID.MaxX509TTL.D())
+	defD(&c.CA.Upstream.RetryMax, 30*time.Second)
 	def(&c.Store.Driver, "sqlite")
 	if c.Store.Driver == "sqlite" {
 		def(&c.Store.DSN, filepath.Join(c.DataDir, "kith.db"))
@@ -346,6 +396,9 @@ func (c *Server) validate() error {
 	}
 	if c.CA.RootOverlap.D() < 0 {
 		return &FieldError{"ca.root_overlap", "must not be negative"}
+	}
+	if err := c.CA.Upstream.validate(); err != nil {
+		return err
 	}
 	return c.NodeAttestors.K8sPSAT.validate(c.TrustDomain)
 }

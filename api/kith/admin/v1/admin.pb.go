@@ -3711,6 +3711,167 @@ func (x *Authority) GetPublished() bool {
 	return false
 }
 
+type GetCAStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCAStatusRequest) Reset() {
+	*x = GetCAStatusRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAStatusRequest) ProtoMessage() {}
+
+func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+// GetCAStatusResponse is the signing intermediate, its rotation schedule and the upstream authority.
+type GetCAStatusResponse struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Upstream              string                 `protobuf:"bytes,1,opt,name=upstream,proto3" json:"upstream,omitempty"` // the upstream authority (e.g. "step https://ca:9000"); empty: self-signed
+	IntermediateId        string                 `protobuf:"bytes,2,opt,name=intermediate_id,json=intermediateId,proto3" json:"intermediate_id,omitempty"`
+	IntermediateNotAfter  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=intermediate_not_after,json=intermediateNotAfter,proto3" json:"intermediate_not_after,omitempty"`
+	PrepareAt             *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=prepare_at,json=prepareAt,proto3" json:"prepare_at,omitempty"`                       // when the next intermediate is (or was) prepared
+	ActivateAt            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=activate_at,json=activateAt,proto3" json:"activate_at,omitempty"`                    // when the next intermediate takes over
+	UpstreamErrors        uint64                 `protobuf:"varint,6,opt,name=upstream_errors,json=upstreamErrors,proto3" json:"upstream_errors,omitempty"`       // failed upstream calls since the server started
+	UpstreamFailures      int32                  `protobuf:"varint,7,opt,name=upstream_failures,json=upstreamFailures,proto3" json:"upstream_failures,omitempty"` // failed upstream calls since the last success
+	LastUpstreamError     string                 `protobuf:"bytes,8,opt,name=last_upstream_error,json=lastUpstreamError,proto3" json:"last_upstream_error,omitempty"`
+	LastUpstreamErrorAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_upstream_error_at,json=lastUpstreamErrorAt,proto3" json:"last_upstream_error_at,omitempty"`
+	LastUpstreamSuccessAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_upstream_success_at,json=lastUpstreamSuccessAt,proto3" json:"last_upstream_success_at,omitempty"`
+	UpstreamRetryAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=upstream_retry_at,json=upstreamRetryAt,proto3" json:"upstream_retry_at,omitempty"` // set while failing
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *GetCAStatusResponse) Reset() {
+	*x = GetCAStatusResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAStatusResponse) ProtoMessage() {}
+
+func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetCAStatusResponse) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *GetCAStatusResponse) GetIntermediateId() string {
+	if x != nil {
+		return x.IntermediateId
+	}
+	return ""
+}
+
+func (x *GetCAStatusResponse) GetIntermediateNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IntermediateNotAfter
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetPrepareAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PrepareAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetActivateAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivateAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetUpstreamErrors() uint64 {
+	if x != nil {
+		return x.UpstreamErrors
+	}
+	return 0
+}
+
+func (x *GetCAStatusResponse) GetUpstreamFailures() int32 {
+	if x != nil {
+		return x.UpstreamFailures
+	}
+	return 0
+}
+
+func (x *GetCAStatusResponse) GetLastUpstreamError() string {
+	if x != nil {
+		return x.LastUpstreamError
+	}
+	return ""
+}
+
+func (x *GetCAStatusResponse) GetLastUpstreamErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUpstreamErrorAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetLastUpstreamSuccessAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUpstreamSuccessAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetUpstreamRetryAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpstreamRetryAt
+	}
+	return nil
+}
+
 type ListAuthoritiesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -3721,7 +3882,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +3894,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +3907,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -3773,7 +3934,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3946,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3959,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -3824,7 +3985,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +3997,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +4010,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -3868,7 +4029,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4041,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4054,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -3920,7 +4081,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4093,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4106,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4030,7 +4191,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4042,7 +4203,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4055,7 +4216,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -4110,7 +4271,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4122,7 +4283,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4135,7 +4296,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4160,7 +4321,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4172,7 +4333,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4185,7 +4346,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 type VerifyAuditResponse struct {
@@ -4204,7 +4365,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +4377,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +4390,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4294,7 +4455,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4306,7 +4467,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4319,7 +4480,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -4379,7 +4540,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4552,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4565,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 type GetAuditHeadResponse struct {
@@ -4416,7 +4577,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4428,7 +4589,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4441,7 +4602,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -4459,7 +4620,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +4632,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +4645,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 type CheckStoreResponse struct {
@@ -4500,7 +4661,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4512,7 +4673,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4525,7 +4686,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -4564,7 +4725,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4576,7 +4737,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4589,7 +4750,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 type GetServerInfoResponse struct {
@@ -4604,7 +4765,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4616,7 +4777,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4629,7 +4790,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -4668,7 +4829,7 @@ type GetKubernetesStatusRequest struct {
 
 func (x *GetKubernetesStatusRequest) Reset() {
 	*x = GetKubernetesStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4680,7 +4841,7 @@ func (x *GetKubernetesStatusRequest) String() string {
 func (*GetKubernetesStatusRequest) ProtoMessage() {}
 
 func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4693,7 +4854,7 @@ func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 type GetKubernetesStatusResponse struct {
@@ -4706,7 +4867,7 @@ type GetKubernetesStatusResponse struct {
 
 func (x *GetKubernetesStatusResponse) Reset() {
 	*x = GetKubernetesStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4718,7 +4879,7 @@ func (x *GetKubernetesStatusResponse) String() string {
 func (*GetKubernetesStatusResponse) ProtoMessage() {}
 
 func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4731,7 +4892,7 @@ func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
@@ -4755,7 +4916,7 @@ type KubernetesCluster struct {
 
 func (x *KubernetesCluster) Reset() {
 	*x = KubernetesCluster{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4767,7 +4928,7 @@ func (x *KubernetesCluster) String() string {
 func (*KubernetesCluster) ProtoMessage() {}
 
 func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4780,7 +4941,7 @@ func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
 func (*KubernetesCluster) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *KubernetesCluster) GetName() string {
@@ -4825,7 +4986,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4837,7 +4998,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4850,7 +5011,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -4901,7 +5062,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4913,7 +5074,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4926,7 +5087,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -5232,7 +5393,23 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\factivated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x129\n" +
 	"\n" +
 	"retired_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12\x1c\n" +
-	"\tpublished\x18\t \x01(\bR\tpublished\"T\n" +
+	"\tpublished\x18\t \x01(\bR\tpublished\"\x14\n" +
+	"\x12GetCAStatusRequest\"\x98\x05\n" +
+	"\x13GetCAStatusResponse\x12\x1a\n" +
+	"\bupstream\x18\x01 \x01(\tR\bupstream\x12'\n" +
+	"\x0fintermediate_id\x18\x02 \x01(\tR\x0eintermediateId\x12P\n" +
+	"\x16intermediate_not_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14intermediateNotAfter\x129\n" +
+	"\n" +
+	"prepare_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tprepareAt\x12;\n" +
+	"\vactivate_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"activateAt\x12'\n" +
+	"\x0fupstream_errors\x18\x06 \x01(\x04R\x0eupstreamErrors\x12+\n" +
+	"\x11upstream_failures\x18\a \x01(\x05R\x10upstreamFailures\x12.\n" +
+	"\x13last_upstream_error\x18\b \x01(\tR\x11lastUpstreamError\x12O\n" +
+	"\x16last_upstream_error_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x13lastUpstreamErrorAt\x12S\n" +
+	"\x18last_upstream_success_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x15lastUpstreamSuccessAt\x12F\n" +
+	"\x11upstream_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fupstreamRetryAt\"T\n" +
 	"\x16ListAuthoritiesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -5322,7 +5499,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefused2\xdf\x19\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\xb5\x1a\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -5345,7 +5522,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\vMintJWTSVID\x12!.kith.admin.v1.MintJWTSVIDRequest\x1a\".kith.admin.v1.MintJWTSVIDResponse\x12N\n" +
 	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12`\n" +
 	"\x0fListAuthorities\x12%.kith.admin.v1.ListAuthoritiesRequest\x1a&.kith.admin.v1.ListAuthoritiesResponse\x12K\n" +
-	"\bRotateCA\x12\x1e.kith.admin.v1.RotateCARequest\x1a\x1f.kith.admin.v1.RotateCAResponse\x12`\n" +
+	"\bRotateCA\x12\x1e.kith.admin.v1.RotateCARequest\x1a\x1f.kith.admin.v1.RotateCAResponse\x12T\n" +
+	"\vGetCAStatus\x12!.kith.admin.v1.GetCAStatusRequest\x1a\".kith.admin.v1.GetCAStatusResponse\x12`\n" +
 	"\x0fListAuditEvents\x12%.kith.admin.v1.ListAuditEventsRequest\x1a&.kith.admin.v1.ListAuditEventsResponse\x12T\n" +
 	"\vVerifyAudit\x12!.kith.admin.v1.VerifyAuditRequest\x1a\".kith.admin.v1.VerifyAuditResponse\x12W\n" +
 	"\fGetAuditHead\x12\".kith.admin.v1.GetAuditHeadRequest\x1a#.kith.admin.v1.GetAuditHeadResponse\x12Q\n" +
@@ -5380,7 +5558,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
@@ -5447,168 +5625,178 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*GetBundleRequest)(nil),            // 62: kith.admin.v1.GetBundleRequest
 	(*GetBundleResponse)(nil),           // 63: kith.admin.v1.GetBundleResponse
 	(*Authority)(nil),                   // 64: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),      // 65: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 66: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),             // 67: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),            // 68: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                  // 69: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 70: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 71: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),          // 72: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),         // 73: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                   // 74: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),         // 75: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),        // 76: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),           // 77: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),          // 78: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),        // 79: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),       // 80: kith.admin.v1.GetServerInfoResponse
-	(*GetKubernetesStatusRequest)(nil),  // 81: kith.admin.v1.GetKubernetesStatusRequest
-	(*GetKubernetesStatusResponse)(nil), // 82: kith.admin.v1.GetKubernetesStatusResponse
-	(*KubernetesCluster)(nil),           // 83: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 84: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 85: kith.admin.v1.KubernetesGrant
-	nil,                                 // 86: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 87: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 88: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 89: google.protobuf.Timestamp
+	(*GetCAStatusRequest)(nil),          // 65: kith.admin.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),         // 66: kith.admin.v1.GetCAStatusResponse
+	(*ListAuthoritiesRequest)(nil),      // 67: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),     // 68: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),             // 69: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),            // 70: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                  // 71: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 72: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 73: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),          // 74: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),         // 75: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                   // 76: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),         // 77: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),        // 78: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),           // 79: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),          // 80: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),        // 81: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),       // 82: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),  // 83: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil), // 84: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),           // 85: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),          // 86: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),             // 87: kith.admin.v1.KubernetesGrant
+	nil,                                 // 88: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 89: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 90: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 91: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	89, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	89, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
-	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
-	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
-	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	89, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	12, // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
-	12, // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
-	12, // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	12, // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	86, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	87, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	88, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	89, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	89, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
-	27, // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	89, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	89, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
-	40, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	40, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	40, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	89, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	89, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	47, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	89, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	89, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	89, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	89, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	64, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	64, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	89, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	89, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	69, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	74, // 50: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	89, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	74, // 52: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	83, // 53: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	84, // 54: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	85, // 55: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	28, // 56: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	30, // 57: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	32, // 58: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	34, // 59: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	36, // 60: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	38, // 61: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	41, // 62: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	43, // 63: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	45, // 64: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	48, // 65: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	50, // 66: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	52, // 67: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	54, // 68: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	56, // 69: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	58, // 70: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	60, // 71: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	62, // 72: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	65, // 73: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	67, // 74: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	70, // 75: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	72, // 76: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	75, // 77: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	77, // 78: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	79, // 79: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 80: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 81: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19, // 82: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21, // 83: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23, // 84: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	25, // 85: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17, // 86: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	2,  // 87: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 88: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 89: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 90: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 91: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	81, // 92: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	29, // 93: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	31, // 94: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	33, // 95: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	35, // 96: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	37, // 97: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	39, // 98: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	42, // 99: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	44, // 100: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	46, // 101: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	49, // 102: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	51, // 103: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	53, // 104: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	55, // 105: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	57, // 106: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	59, // 107: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	61, // 108: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	63, // 109: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	66, // 110: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	68, // 111: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	71, // 112: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	73, // 113: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	76, // 114: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	78, // 115: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	80, // 116: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 117: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 118: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20, // 119: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22, // 120: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24, // 121: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	26, // 122: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18, // 123: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	3,  // 124: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 125: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 126: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 127: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 128: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	82, // 129: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	93, // [93:130] is the sub-list for method output_type
-	56, // [56:93] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	91,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	91,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	0,   // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
+	1,   // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
+	0,   // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
+	91,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	91,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	12,  // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
+	12,  // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
+	12,  // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	12,  // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	88,  // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	89,  // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	90,  // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	91,  // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	91,  // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	27,  // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27,  // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27,  // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
+	27,  // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27,  // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27,  // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27,  // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27,  // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27,  // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	91,  // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	91,  // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	91,  // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	40,  // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	40,  // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
+	40,  // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	91,  // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	91,  // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	91,  // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	47,  // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	47,  // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47,  // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47,  // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47,  // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	91,  // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91,  // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91,  // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	91,  // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	91,  // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	91,  // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	91,  // 45: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	91,  // 46: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	91,  // 47: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	91,  // 48: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	91,  // 49: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	91,  // 50: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	64,  // 51: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	64,  // 52: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	91,  // 53: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	91,  // 54: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	71,  // 55: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	76,  // 56: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	91,  // 57: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	76,  // 58: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	85,  // 59: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	86,  // 60: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	87,  // 61: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	28,  // 62: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	30,  // 63: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	32,  // 64: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	34,  // 65: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	36,  // 66: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	38,  // 67: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	41,  // 68: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	43,  // 69: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	45,  // 70: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	48,  // 71: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	50,  // 72: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	52,  // 73: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	54,  // 74: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	56,  // 75: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	58,  // 76: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	60,  // 77: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	62,  // 78: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	67,  // 79: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	69,  // 80: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	65,  // 81: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	72,  // 82: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	74,  // 83: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	77,  // 84: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	79,  // 85: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	81,  // 86: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13,  // 87: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15,  // 88: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19,  // 89: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21,  // 90: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23,  // 91: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	25,  // 92: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17,  // 93: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	2,   // 94: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,   // 95: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,   // 96: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,   // 97: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10,  // 98: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	83,  // 99: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	29,  // 100: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	31,  // 101: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	33,  // 102: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	35,  // 103: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	37,  // 104: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	39,  // 105: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	42,  // 106: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	44,  // 107: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	46,  // 108: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	49,  // 109: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	51,  // 110: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	53,  // 111: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	55,  // 112: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	57,  // 113: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	59,  // 114: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	61,  // 115: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	63,  // 116: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	68,  // 117: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	70,  // 118: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	66,  // 119: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	73,  // 120: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	75,  // 121: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	78,  // 122: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	80,  // 123: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	82,  // 124: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14,  // 125: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16,  // 126: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20,  // 127: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22,  // 128: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24,  // 129: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	26,  // 130: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18,  // 131: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	3,   // 132: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,   // 133: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,   // 134: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,   // 135: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11,  // 136: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	84,  // 137: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	100, // [100:138] is the sub-list for method output_type
+	62,  // [62:100] is the sub-list for method input_type
+	62,  // [62:62] is the sub-list for extension type_name
+	62,  // [62:62] is the sub-list for extension extendee
+	0,   // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -5622,7 +5810,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   89,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
