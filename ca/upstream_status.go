@@ -70,37 +70,47 @@ type observedUpstream struct {
 
 	mu sync.Mutex
 	st UpstreamStatus
+	// mintFailures and rootsFailures are the current streaks of each call: a roots call that works while
+	// minting fails does not reset the backoff.
+	mintFailures, rootsFailures int
 }
 
 var _ UpstreamAuthority = (*observedUpstream)(nil)
 
 func (o *observedUpstream) MintX509CA(ctx context.Context, req MintRequest) (MintResult, error) {
 	res, err := o.UpstreamAuthority.MintX509CA(ctx, req)
-	o.record(ctx, err)
+	o.record(ctx, &o.mintFailures, err)
 	return res, err
 }
 
 func (o *observedUpstream) X509Roots(ctx context.Context) ([]*x509.Certificate, error) {
 	roots, err := o.UpstreamAuthority.X509Roots(ctx)
-	o.record(ctx, err)
+	o.record(ctx, &o.rootsFailures, err)
 	return roots, err
 }
 
-func (o *observedUpstream) record(ctx context.Context, err error) {
+// record counts the outcome of one call; streak is that call's failure streak. o.mu must not be held.
+func (o *observedUpstream) record(ctx context.Context, streak *int, err error) {
 	if err != nil && ctx.Err() != nil {
 		return // the CA is stopping: not the upstream's failure
 	}
 	now := o.now()
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	if err == nil {
-		o.st.Failures, o.st.LastSuccessAt, o.st.RetryAt = 0, now, time.Time{}
+		*streak = 0
+		o.st.LastSuccessAt = now
 	} else {
+		*streak++
 		o.st.Errors++
-		o.st.Failures++
 		o.st.LastError, o.st.LastErrorAt = err.Error(), now
+	}
+	o.st.Failures = max(o.mintFailures, o.rootsFailures)
+	if o.st.Failures == 0 {
+		o.st.RetryAt = time.Time{}
+	} else if err != nil {
 		o.st.RetryAt = now.Add(retryWait(o.st.Failures, o.retryMax))
 	}
-	o.mu.Unlock()
 }
 
 func (o *observedUpstream) status() UpstreamStatus {
