@@ -190,6 +190,30 @@ type Upstream struct {
 	RetryMax Duration `yaml:"retry_max"`
 	// Disk is a CA certificate and key in files.
 	Disk UpstreamDisk `yaml:"disk"`
+	// Step is a step-ca.
+	Step UpstreamStep `yaml:"step"`
+}
+
+// UpstreamStep is a step-ca that signs through its sign API; set when URL is.
+type UpstreamStep struct {
+	// URL of step-ca, https. Env KITH_CA_UPSTREAM_STEP_URL.
+	URL string `yaml:"url"`
+	// RootFile is step-ca's root (PEM). Env KITH_CA_UPSTREAM_STEP_ROOT_FILE.
+	RootFile string `yaml:"root_file"`
+	// Fingerprint is the SHA-256 of step-ca's root (hex), instead of or as well as root_file.
+	// Env KITH_CA_UPSTREAM_STEP_FINGERPRINT.
+	Fingerprint string `yaml:"fingerprint"`
+	// Provisioner is the provisioner's name. Env KITH_CA_UPSTREAM_STEP_PROVISIONER.
+	Provisioner string `yaml:"provisioner"`
+	// PasswordFile holds the JWK provisioner's password (mode 0600). Env KITH_CA_UPSTREAM_STEP_PASSWORD_FILE.
+	PasswordFile string `yaml:"password_file"`
+	// KeyFile holds the JWK provisioner's private key (JSON, encrypted with password_file's password if
+	// set; mode 0600). Default: fetched from step-ca. Env KITH_CA_UPSTREAM_STEP_KEY_FILE.
+	KeyFile string `yaml:"key_file"`
+	// X5CCertFile and X5CKeyFile: for an X5C provisioner, a certificate chain step-ca trusts (PEM) and its
+	// key (0600). Env KITH_CA_UPSTREAM_STEP_X5C_CERT_FILE, KITH_CA_UPSTREAM_STEP_X5C_KEY_FILE.
+	X5CCertFile string `yaml:"x5c_cert_file"`
+	X5CKeyFile  string `yaml:"x5c_key_file"`
 }
 
 // UpstreamDisk is an existing CA kept on disk; set when CertFile is.
@@ -208,15 +232,34 @@ type UpstreamDisk struct {
 
 // Kind is the configured upstream's kind ("disk"), or "" when the CA is self-signed.
 func (u Upstream) Kind() string {
+	var kinds []string
 	if u.Disk != (UpstreamDisk{}) {
-		return "disk"
+		kinds = append(kinds, "disk")
 	}
-	return ""
+	if u.Step != (UpstreamStep{}) {
+		kinds = append(kinds, "step")
+	}
+	return strings.Join(kinds, "+")
 }
 
 func (u Upstream) validate() error {
 	if u.RetryMax.D() < time.Second || u.RetryMax.D() > time.Hour {
 		return &FieldError{"ca.upstream.retry_max", fmt.Sprintf("%s is outside the allowed range 1s to 1h", u.RetryMax.D())}
+	}
+	if k := u.Kind(); strings.Contains(k, "+") {
+		return &FieldError{"ca.upstream", fmt.Sprintf("sets %s: configure one upstream authority", strings.ReplaceAll(k, "+", " and "))}
+	}
+	if s := u.Step; s != (UpstreamStep{}) {
+		switch {
+		case s.URL == "":
+			return &FieldError{"ca.upstream.step.url", "is required: step-ca's https URL (e.g. https://ca.example.org:9000)"}
+		case s.RootFile == "" && s.Fingerprint == "":
+			return &FieldError{"ca.upstream.step.root_file", "or fingerprint is required, to trust step-ca's TLS certificate"}
+		case s.Provisioner == "":
+			return &FieldError{"ca.upstream.step.provisioner", "is required: the name of a JWK or X5C provisioner"}
+		case s.PasswordFile == "" && s.KeyFile == "" && s.X5CCertFile == "":
+			return &FieldError{"ca.upstream.step.password_file", "key_file, or x5c_cert_file and x5c_key_file, is required to get a one-time token"}
+		}
 	}
 	if u.Disk != (UpstreamDisk{}) {
 		if u.Disk.CertFile == "" {

@@ -141,7 +141,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	upstream, upstreamName, err := newUpstream(c.CA.Upstream, cfg.Now, cfg.Logger.With("component", "ca.upstream"))
+	upstream, upstreamName, err := newUpstream(ctx, c.CA.Upstream, cfg.Now, cfg.Logger.With("component", "ca.upstream"))
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -1,18 +1,20 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/upstream/disk"
+	"github.com/kithid/kith/ca/upstream/stepca"
 	"github.com/kithid/kith/internal/config"
 )
 
 // newUpstream builds the upstream authority ca.upstream configures and names it for `kith ca show`; nil
 // when the CA is self-signed.
-func newUpstream(c config.Upstream, now func() time.Time, log *slog.Logger) (ca.UpstreamAuthority, string, error) {
+func newUpstream(ctx context.Context, c config.Upstream, now func() time.Time, log *slog.Logger) (ca.UpstreamAuthority, string, error) {
 	switch c.Kind() {
 	case "disk":
 		d := c.Disk
@@ -21,7 +23,16 @@ func newUpstream(c config.Upstream, now func() time.Time, log *slog.Logger) (ca.
 			return nil, "", fmt.Errorf("ca.upstream.disk: %w", err)
 		}
 		return up, "disk " + d.CertFile, nil
+	case "step":
+		st := c.Step
+		up, err := stepca.New(ctx, stepca.Config{
+			URL: st.URL, RootFile: st.RootFile, Fingerprint: st.Fingerprint, Provisioner: st.Provisioner,
+			PasswordFile: st.PasswordFile, KeyFile: st.KeyFile, X5CCertFile: st.X5CCertFile, X5CKeyFile: st.X5CKeyFile, Logger: log,
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("ca.upstream.step: %w", err)
+		}
+		return up, "step " + st.URL + " provisioner " + st.Provisioner, nil
 	}
-	_ = log
 	return nil, "", nil
 }
