@@ -192,6 +192,42 @@ type Upstream struct {
 	Disk UpstreamDisk `yaml:"disk"`
 	// Step is a step-ca.
 	Step UpstreamStep `yaml:"step"`
+	// Vault is a Vault (or OpenBao) PKI secrets engine.
+	Vault UpstreamVault `yaml:"vault"`
+}
+
+// UpstreamVault is a Vault PKI mount; set when Address is.
+type UpstreamVault struct {
+	// Address of Vault. Env KITH_CA_UPSTREAM_VAULT_ADDRESS.
+	Address string `yaml:"address"`
+	// Mount is the PKI mount. Default pki. Env KITH_CA_UPSTREAM_VAULT_MOUNT.
+	Mount string `yaml:"mount"`
+	// Issuer is the issuer that signs (name or ID): <mount>/issuer/<issuer>/sign-intermediate. Default the
+	// mount's default issuer (<mount>/root/sign-intermediate). Env KITH_CA_UPSTREAM_VAULT_ISSUER.
+	Issuer string `yaml:"issuer"`
+	// Namespace (Vault Enterprise, OpenBao). Default none. Env KITH_CA_UPSTREAM_VAULT_NAMESPACE.
+	Namespace string `yaml:"namespace"`
+	// CACertFile is the CA of Vault's TLS certificate (PEM). Default the system roots.
+	// Env KITH_CA_UPSTREAM_VAULT_CA_CERT_FILE.
+	CACertFile string `yaml:"ca_cert_file"`
+	// TLSServerName is the name Vault's TLS certificate must have. Default the address's host.
+	// Env KITH_CA_UPSTREAM_VAULT_TLS_SERVER_NAME.
+	TLSServerName string `yaml:"tls_server_name"`
+	// TokenFile holds a Vault token (mode 0600), re-read when it changes. Env KITH_CA_UPSTREAM_VAULT_TOKEN_FILE.
+	TokenFile string `yaml:"token_file"`
+	// AppRoleMount is the AppRole auth mount. Default approle. Env KITH_CA_UPSTREAM_VAULT_APPROLE_MOUNT.
+	AppRoleMount string `yaml:"approle_mount"`
+	// AppRoleRoleID is the AppRole role ID. Env KITH_CA_UPSTREAM_VAULT_APPROLE_ROLE_ID.
+	AppRoleRoleID string `yaml:"approle_role_id"`
+	// AppRoleSecretIDFile holds the AppRole secret ID (mode 0600). Env KITH_CA_UPSTREAM_VAULT_APPROLE_SECRET_ID_FILE.
+	AppRoleSecretIDFile string `yaml:"approle_secret_id_file"`
+	// KubernetesMount is the Kubernetes auth mount. Default kubernetes. Env KITH_CA_UPSTREAM_VAULT_KUBERNETES_MOUNT.
+	KubernetesMount string `yaml:"kubernetes_mount"`
+	// KubernetesRole is the Kubernetes auth role. Env KITH_CA_UPSTREAM_VAULT_KUBERNETES_ROLE.
+	KubernetesRole string `yaml:"kubernetes_role"`
+	// KubernetesTokenFile is the projected service-account token. Default
+	// /var/run/secrets/kubernetes.io/serviceaccount/token. Env KITH_CA_UPSTREAM_VAULT_KUBERNETES_TOKEN_FILE.
+	KubernetesTokenFile string `yaml:"kubernetes_token_file"`
 }
 
 // UpstreamStep is a step-ca that signs through its sign API; set when URL is.
@@ -239,6 +275,9 @@ func (u Upstream) Kind() string {
 	if u.Step != (UpstreamStep{}) {
 		kinds = append(kinds, "step")
 	}
+	if u.Vault != (UpstreamVault{}) {
+		kinds = append(kinds, "vault")
+	}
 	return strings.Join(kinds, "+")
 }
 
@@ -259,6 +298,22 @@ func (u Upstream) validate() error {
 			return &FieldError{"ca.upstream.step.provisioner", "is required: the name of a JWK or X5C provisioner"}
 		case s.PasswordFile == "" && s.KeyFile == "" && s.X5CCertFile == "":
 			return &FieldError{"ca.upstream.step.password_file", "key_file, or x5c_cert_file and x5c_key_file, is required to get a one-time token"}
+		}
+	}
+	if v := u.Vault; v != (UpstreamVault{}) {
+		n := 0
+		for _, set := range []bool{v.TokenFile != "", v.AppRoleRoleID != "" || v.AppRoleSecretIDFile != "", v.KubernetesRole != ""} {
+			if set {
+				n++
+			}
+		}
+		switch {
+		case v.Address == "":
+			return &FieldError{"ca.upstream.vault.address", "is required: Vault's URL (e.g. https://vault.example.org:8200)"}
+		case n != 1:
+			return &FieldError{"ca.upstream.vault.token_file", "or approle_role_id + approle_secret_id_file, or kubernetes_role: set exactly one way to authenticate"}
+		case (v.AppRoleRoleID == "") != (v.AppRoleSecretIDFile == ""):
+			return &FieldError{"ca.upstream.vault.approle_secret_id_file", "and approle_role_id go together"}
 		}
 	}
 	if u.Disk != (UpstreamDisk{}) {

@@ -9,6 +9,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/upstream/disk"
 	"github.com/kithid/kith/ca/upstream/stepca"
+	"github.com/kithid/kith/ca/upstream/vault"
 	"github.com/kithid/kith/internal/config"
 )
 
@@ -33,6 +34,23 @@ func newUpstream(ctx context.Context, c config.Upstream, now func() time.Time, l
 			return nil, "", fmt.Errorf("ca.upstream.step: %w", err)
 		}
 		return up, "step " + st.URL + " provisioner " + st.Provisioner, nil
+	case "vault":
+		v := c.Vault
+		up, err := vault.New(vault.Config{
+			Address: v.Address, Mount: v.Mount, Issuer: v.Issuer, Namespace: v.Namespace, CACertFile: v.CACertFile,
+			TLSServerName: v.TLSServerName, TokenFile: v.TokenFile,
+			AppRole:    vault.AppRole{Mount: v.AppRoleMount, RoleID: v.AppRoleRoleID, SecretIDFile: v.AppRoleSecretIDFile},
+			Kubernetes: vault.Kubernetes{Mount: v.KubernetesMount, Role: v.KubernetesRole, TokenFile: v.KubernetesTokenFile},
+			Now:        now, Logger: log,
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("ca.upstream.vault: %w", err)
+		}
+		mount := v.Mount
+		if mount == "" {
+			mount = "pki"
+		}
+		return up, "vault " + v.Address + " " + mount, nil
 	}
 	return nil, "", nil
 }
