@@ -49,6 +49,8 @@ for item in "${ITEMS[@]}"; do
 	mint)
 		header "2. Minting through the admin API: bench/mint -callers 8 -duration 10s"
 		"$OUT/mint" -callers 8 -duration 10s
+		header "2b. Minting with an upstream authority configured vs without (same run): bench/mint -compare-upstream -rounds 3 -duration 5s"
+		"$OUT/mint" -compare-upstream -rounds 3 -duration 5s
 		;;
 	propagation)
 		header "3. Entry created → SVID in the workload: bench/propagation -trials 200"

@@ -33,8 +33,13 @@ type Config struct {
 	// Upstream signs the CA's intermediates and supplies the roots of the bundle. Zero: the CA is its own
 	// root (self-signed roots, rotated with RootOverlap).
 	Upstream UpstreamAuthority
-	Now      func() time.Time // zero: time.Now
-	Logger   *slog.Logger     // zero: discard
+	// UpstreamName names the upstream in Status and logs (e.g. "vault https://vault:8200 pki"). Zero: "upstream".
+	UpstreamName string
+	// UpstreamRetryMax caps the wait between retries after failed upstream calls: 1 s, doubling up to it.
+	// Zero: 30 s.
+	UpstreamRetryMax time.Duration
+	Now              func() time.Time // zero: time.Now
+	Logger           *slog.Logger     // zero: discard
 
 	RootTTL         time.Duration // zero: 365 days; unused with an Upstream
 	IntermediateTTL time.Duration // zero: 7 days; also the JWT signing key lifetime
@@ -61,6 +66,8 @@ type CA struct {
 	log   *slog.Logger
 	keys  KeyManager
 	store AuthorityStore
+	// upstream is cfg.Upstream with every call's outcome recorded; nil without one.
+	upstream *observedUpstream
 
 	leafSubject []byte     // DER of cfg.Subject: the subject of leaves without a DNS name
 	x509Steps   []x509Step // the X.509-SVID issuance checks and modifiers, in order
@@ -86,15 +93,16 @@ type authority struct {
 
 // state is an immutable snapshot of what the CA signs with and publishes.
 type state struct {
-	x509Cert    *x509.Certificate   // active intermediate
-	x509Chain   []*x509.Certificate // x509Cert and the upstream intermediates above it: what follows the leaf
-	x509Signer  crypto.Signer
-	jwtKID      string
-	jwtSigner   crypto.Signer
-	jwtNotAfter time.Time
-	jwtHeader   string // base64url of the JOSE header: alg, kid, typ
-	bundle      bundleSnapshot
-	auths       []Authority
+	x509Cert     *x509.Certificate   // active intermediate
+	x509Chain    []*x509.Certificate // x509Cert and the upstream intermediates above it: what follows the leaf
+	x509Signer   crypto.Signer
+	x509NotAfter time.Time // the earliest NotAfter in x509Chain
+	jwtKID       string
+	jwtSigner    crypto.Signer
+	jwtNotAfter  time.Time
+	jwtHeader    string // base64url of the JOSE header: alg, kid, typ
+	bundle       bundleSnapshot
+	auths        []Authority
 }
 
 // New returns a CA for cfg.TrustDomain. It loads the authorities from cfg.Store and their keys from
@@ -118,6 +126,9 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		x509Steps:   x509Steps(cfg),
 		jwtSteps:    jwtSteps(cfg),
 		subs:        make(map[chan struct{}]struct{}),
+	}
+	if cfg.Upstream != nil {
+		c.upstream = &observedUpstream{UpstreamAuthority: cfg.Upstream, name: cfg.UpstreamName, now: cfg.Now, retryMax: cfg.UpstreamRetryMax}
 	}
 	stored, err := cfg.Store.ListAuthorities(ctx)
 	if err != nil {
@@ -165,6 +176,10 @@ func fillConfig(cfg *Config) error {
 	def(&cfg.JWTSVIDTTL, 5*time.Minute)
 	def(&cfg.MaxJWTSVIDTTL, time.Hour)
 	def(&cfg.RootOverlap, 2*cfg.MaxX509SVIDTTL)
+	def(&cfg.UpstreamRetryMax, 30*time.Second)
+	if cfg.UpstreamName == "" {
+		cfg.UpstreamName = "upstream"
+	}
 	if reflect.ValueOf(cfg.Subject).IsZero() {
 		cfg.Subject = pkix.Name{Organization: []string{"Kith"}}
 	}
@@ -174,7 +189,7 @@ func fillConfig(cfg *Config) error {
 	}{
 		{"root ttl", cfg.RootTTL}, {"intermediate ttl", cfg.IntermediateTTL}, {"x509-svid ttl", cfg.X509SVIDTTL},
 		{"max x509-svid ttl", cfg.MaxX509SVIDTTL}, {"min svid ttl", cfg.MinSVIDTTL}, {"jwt-svid ttl", cfg.JWTSVIDTTL},
-		{"max jwt-svid ttl", cfg.MaxJWTSVIDTTL}, {"root overlap", cfg.RootOverlap},
+		{"max jwt-svid ttl", cfg.MaxJWTSVIDTTL}, {"root overlap", cfg.RootOverlap}, {"upstream retry max", cfg.UpstreamRetryMax},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %s is negative", d.name, d.v)
@@ -246,7 +261,7 @@ func (c *CA) initAuthorities(ctx context.Context) error {
 	ch := c.newChange(c.now())
 	var root *authority
 	if c.cfg.Upstream != nil {
-		roots, err := c.cfg.Upstream.X509Roots(ctx)
+		roots, err := c.upstream.X509Roots(ctx)
 		if err != nil {
 			return fmt.Errorf("upstream authority: roots: %w", err)
 		}
@@ -440,6 +455,7 @@ func (c *CA) publish(now time.Time) {
 		case KindX509Intermediate:
 			st.x509Cert, st.x509Signer = a.cert, a.signer
 			st.x509Chain = append([]*x509.Certificate{a.cert}, a.chain...)
+			st.x509NotAfter = chainNotAfter(st.x509Chain)
 		case KindJWT:
 			st.jwtKID, st.jwtSigner, st.jwtNotAfter = a.ID, a.signer, a.NotAfter
 			st.jwtHeader = base64.RawURLEncoding.EncodeToString(
@@ -448,4 +464,15 @@ func (c *CA) publish(now time.Time) {
 	}
 	st.bundle = c.buildBundle(now)
 	c.state.Store(st)
+}
+
+// chainNotAfter is the earliest NotAfter of chain.
+func chainNotAfter(chain []*x509.Certificate) time.Time {
+	na := chain[0].NotAfter
+	for _, c := range chain[1:] {
+		if c.NotAfter.Before(na) {
+			na = c.NotAfter
+		}
+	}
+	return na
 }

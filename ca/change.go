@@ -163,6 +163,11 @@ func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority) (*
 		return nil, err
 	}
 	cert := res.Chain[0]
+	notAfter := chainNotAfter(res.Chain)
+	if asked := tmpl.NotAfter; notAfter.Before(asked.Add(-time.Minute)) {
+		c.log.Info("upstream shortened the intermediate's lifetime; it rotates earlier",
+			"intermediate", id, "asked_not_after", asked, "not_after", notAfter)
+	}
 	var der []byte
 	for _, ic := range res.Chain {
 		der = append(der, ic.Raw...)
@@ -176,7 +181,7 @@ func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority) (*
 			CertDER:   der,
 			ParentID:  parent.ID,
 			NotBefore: cert.NotBefore,
-			NotAfter:  cert.NotAfter,
+			NotAfter:  notAfter,
 			CreatedAt: ch.now,
 		},
 		cert:   cert,

@@ -105,7 +105,7 @@ func (c *CA) Tick(ctx context.Context) error {
 // refreshUpstreamRoots records the upstream authority's current roots (see UpstreamAuthority). c.mu must
 // be held.
 func (c *CA) refreshUpstreamRoots(ctx context.Context) error {
-	roots, err := c.cfg.Upstream.X509Roots(ctx)
+	roots, err := c.upstream.X509Roots(ctx)
 	if err != nil {
 		return fmt.Errorf("upstream authority: roots: %w", err)
 	}
@@ -300,6 +300,12 @@ func (c *CA) Run(ctx context.Context) error {
 		}
 		now := c.now()
 		wait := min(max(c.nextTransition(now).Sub(now), time.Second), time.Minute)
+		if c.upstream != nil {
+			// After a failed upstream call, retry with the backoff, not at the next transition (already due).
+			if st := c.upstream.status(); st.Failures > 0 {
+				wait = max(st.RetryAt.Sub(now), 10*time.Millisecond)
+			}
+		}
 		timer.Reset(wait)
 	}
 }

@@ -55,6 +55,8 @@ func (c *CA) signX509SVID(req X509SVIDRequest) ([]*x509.Certificate, error) {
 		req:    req,
 		now:    c.now(),
 		signer: st.x509Cert,
+		// The chain's NotAfter: an upstream intermediate may end before the CA's.
+		chainNotAfter: st.x509NotAfter,
 	}
 	is.leaf.subject = c.leafSubject
 	is.leaf.dnsNames = req.DNSNames

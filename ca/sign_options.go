@@ -27,10 +27,13 @@ import (
 type x509Issuance struct {
 	req    X509SVIDRequest
 	now    time.Time
-	signer *x509.Certificate        // the signing intermediate
-	ttl    time.Duration            // set by svidTTL
-	csr    *x509.CertificateRequest // set by csrDER
-	leaf   leafFields               // subject and dnsNames preset; the steps fill publicKey, keyUsage, notAfter, subject
+	signer *x509.Certificate // the signing intermediate
+	// chainNotAfter is the earliest NotAfter of the signing intermediate and the upstream intermediates
+	// above it; zero: signer.NotAfter.
+	chainNotAfter time.Time
+	ttl           time.Duration            // set by svidTTL
+	csr           *x509.CertificateRequest // set by csrDER
+	leaf          leafFields               // subject and dnsNames preset; the steps fill publicKey, keyUsage, notAfter, subject
 }
 
 // jwtIssuance is one JWT-SVID issuance on its way through the steps.
@@ -246,16 +249,20 @@ func (csrURISAN) x509(is *x509Issuance) error {
 }
 
 // capAtSigningCA sets the leaf's NotAfter to now plus the TTL, capped at the signing intermediate's
-// NotAfter; an intermediate that has expired signs nothing.
+// NotAfter and at that of every upstream intermediate above it; an expired chain signs nothing.
 type capAtSigningCA struct{}
 
 func (capAtSigningCA) x509(is *x509Issuance) error {
 	notAfter := is.now.Add(is.ttl)
-	if ca := is.signer.NotAfter; notAfter.After(ca) {
+	ca := is.signer.NotAfter
+	if !is.chainNotAfter.IsZero() && is.chainNotAfter.Before(ca) {
+		ca = is.chainNotAfter
+	}
+	if notAfter.After(ca) {
 		notAfter = ca
 	}
 	if !notAfter.After(is.now) {
-		return fmt.Errorf("signing intermediate %x expired at %s", is.signer.SubjectKeyId, is.signer.NotAfter)
+		return fmt.Errorf("signing intermediate %x expired at %s", is.signer.SubjectKeyId, ca)
 	}
 	is.leaf.notAfter = notAfter
 	return nil

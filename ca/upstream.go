@@ -99,8 +99,8 @@ func (s selfSignedRoot) X509Roots(context.Context) ([]*x509.Certificate, error) 
 
 // minter returns what signs an intermediate for the CA: the configured upstream, or root.
 func (c *CA) minter(root *authority) UpstreamAuthority {
-	if c.cfg.Upstream != nil {
-		return c.cfg.Upstream
+	if c.upstream != nil {
+		return c.upstream
 	}
 	return selfSignedRoot{root}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -345,4 +346,120 @@ func TestUpstreamRotationsNeverBreakVerification(t *testing.T) {
 			t.Errorf("%d intermediates minted in 60 days, want at least %d", n, 60/7*2)
 		}
 	})
+}
+
+// attemptsUpstream records when MintX509CA was called, successful or not.
+type attemptsUpstream struct {
+	*catest.Upstream
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (a *attemptsUpstream) MintX509CA(ctx context.Context, req ca.MintRequest) (ca.MintResult, error) {
+	a.mu.Lock()
+	a.times = append(a.times, time.Now())
+	a.mu.Unlock()
+	return a.Upstream.MintX509CA(ctx, req)
+}
+
+func (a *attemptsUpstream) gaps() []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []time.Duration
+	for i := 1; i < len(a.times); i++ {
+		out = append(out, a.times[i].Sub(a.times[i-1]).Round(time.Second))
+	}
+	return out
+}
+
+// TestUpstreamDownKeepsTheIntermediateAndBacksOff takes the upstream down just before the intermediate is
+// due to be prepared: the CA keeps signing with the current one, retries 1 s, 2 s, 4 s … capped at
+// UpstreamRetryMax, reports the failures in Status, recovers within the cap once the upstream is back,
+// and never signs an SVID past the intermediate.
+func TestUpstreamDownKeepsTheIntermediateAndBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := &attemptsUpstream{Upstream: catest.NewUpstream(t, nil)}
+		f := newFixture(t, nil, withUpstream(up), func(c *ca.Config) {
+			c.UpstreamName, c.UpstreamRetryMax = "test upstream", 16*time.Second
+		})
+		c := f.ca
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- c.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+
+		inter := active(t, c, ca.KindX509Intermediate)
+		prepare := inter.NotBefore.Add(inter.NotAfter.Sub(inter.NotBefore) / 2)
+		time.Sleep(time.Until(prepare) - time.Minute)
+		up.SetMintErr(errors.New("connection refused"))
+		up.times = nil // only the attempts from now on
+		time.Sleep(2*time.Minute + 30*time.Second)
+		synctest.Wait()
+
+		got := up.gaps()
+		want := []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 16 * time.Second}
+		if len(got) < len(want) || !cmp.Equal(want, got[:len(want)]) {
+			t.Errorf("waits between mint attempts %v, want %v then the cap", got, want)
+		}
+		for _, g := range got[len(want):] {
+			if g != 16*time.Second {
+				t.Errorf("wait %s after the cap was reached, want 16s", g)
+			}
+		}
+		st := c.Status()
+		if st.Upstream == nil {
+			t.Fatal("Status has no upstream")
+		}
+		u := st.Upstream
+		if u.Name != "test upstream" || u.Failures < 6 || u.Errors != uint64(len(got)+1) || !strings.Contains(u.LastError, "connection refused") ||
+			u.RetryAt.Before(time.Now()) || u.RetryAt.After(time.Now().Add(16*time.Second)) {
+			t.Errorf("upstream status %+v, want the failures counted, the error and a retry within the cap", u)
+		}
+		if st.IntermediateID != inter.ID || !st.IntermediateNotAfter.Equal(inter.NotAfter) {
+			t.Errorf("status intermediate %s (until %s), want the current one %s kept", st.IntermediateID, st.IntermediateNotAfter, inter.ID)
+		}
+		chain := issue(t, c, workload, 24*time.Hour)
+		if !chain[1].Equal(mustParse(t, inter.CertDER[:len(chain[1].Raw)])) {
+			t.Error("the CA stopped signing with its current intermediate while the upstream was down")
+		}
+
+		// The upstream comes back: the next retry, within the cap, prepares the intermediate.
+		up.SetMintErr(nil)
+		back := time.Now()
+		for count(c, ca.KindX509Intermediate, ca.StatePrepared) == 0 {
+			time.Sleep(time.Second)
+		}
+		if took := time.Since(back); took > 16*time.Second {
+			t.Errorf("prepared %s after the upstream came back, want within the 16s cap", took)
+		}
+		if st := c.Status(); st.Upstream.Failures != 0 || !st.Upstream.RetryAt.IsZero() || st.Upstream.LastError == "" {
+			t.Errorf("status after recovery %+v, want no failures, no retry, the last error kept", st.Upstream)
+		}
+	})
+}
+
+// TestUpstreamDownToTheEndNeverOutlivesTheIntermediate keeps the upstream down until the intermediate
+// expires: every SVID is capped at its NotAfter, and none is signed after it.
+func TestUpstreamDownToTheEndNeverOutlivesTheIntermediate(t *testing.T) {
+	clk := testutil.NewClock(t0)
+	up := catest.NewUpstream(t, clk.Now)
+	f := newFixture(t, clk.Now, withUpstream(up))
+	c := f.ca
+	inter := active(t, c, ca.KindX509Intermediate)
+	up.SetMintErr(errors.New("connection refused"))
+	for _, at := range []time.Time{inter.NotAfter.Add(-23 * time.Hour), inter.NotAfter.Add(-time.Hour), inter.NotAfter.Add(-time.Second)} {
+		clk.Set(at)
+		if err := c.Tick(context.Background()); err == nil {
+			t.Fatal("Tick with the upstream down: no error")
+		}
+		chain := issue(t, c, workload, 24*time.Hour)
+		if chain[0].NotAfter.After(inter.NotAfter) {
+			t.Errorf("at %s: svid until %s outlives its intermediate (%s)", at, chain[0].NotAfter, inter.NotAfter)
+		}
+	}
+	clk.Set(inter.NotAfter.Add(time.Second))
+	_, err := c.SignX509SVID(context.Background(), ca.X509SVIDRequest{ID: workload, CSR: makeCSR(t, newKey(t), workload.String())})
+	if err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("signing after the intermediate expired: got %v, want an expiry error", err)
+	}
 }

@@ -1,6 +1,10 @@
 // Command mint measures X.509-SVID minting through the admin API, the path `kith svid mint x509` takes: an
 // in-process server, gRPC clients over its real admin unix socket, and for every call a fresh P-256 key and
 // CSR made client-side, then MintX509SVID. It prints SVIDs per second.
+//
+// With -compare-upstream it runs -rounds rounds, each measuring a self-signed server and then one under a
+// disk upstream authority (a corporate issuing CA under a root, made here), and prints both rates and
+// their ratio: upstream signing is off the hot path, so they should match.
 package main
 
 import (
@@ -23,6 +27,7 @@ import (
 	"github.com/kithid/kith/bench/internal/kithenv"
 	"github.com/kithid/kith/bench/internal/latency"
 	"github.com/kithid/kith/ca"
+	"github.com/kithid/kith/internal/config"
 )
 
 func main() {
@@ -31,7 +36,16 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long to measure (after a 1 s warm-up)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured interval here")
 	blockprofile := flag.String("blockprofile", "", "write a blocking profile (time goroutines waited, whole run) here")
+	compare := flag.Bool("compare-upstream", false, "alternate a self-signed server and one under a disk upstream, -rounds times each")
+	rounds := flag.Int("rounds", 3, "rounds of -compare-upstream")
 	flag.Parse()
+	if *compare {
+		if err := compareUpstream(*callers, *conns, *duration, *rounds); err != nil {
+			fmt.Fprintln(os.Stderr, "mint:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *blockprofile != "" {
 		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
 		defer writeProfile("block", *blockprofile)
@@ -55,10 +69,17 @@ func writeProfile(name, path string) {
 }
 
 func run(callers, nconns int, duration time.Duration, cpuprofile string) error {
+	_, err := measure(nil, callers, nconns, duration, cpuprofile, true)
+	return err
+}
+
+// measure starts a server (mod adjusts its config) and mints through it for duration; it returns SVIDs
+// per second and, with report, prints the figures.
+func measure(mod func(*config.Server, string) error, callers, nconns int, duration time.Duration, cpuprofile string, report bool) (float64, error) {
 	ctx := context.Background()
-	srv, err := kithenv.StartServer(ctx)
+	srv, err := kithenv.StartServerWith(ctx, mod)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer srv.Close()
 
@@ -67,7 +88,7 @@ func run(callers, nconns int, duration time.Duration, cpuprofile string) error {
 		var conn *grpc.ClientConn
 		conn, clients[i], err = kithenv.DialAdmin(srv.AdminSocket)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer conn.Close()
 	}
@@ -100,11 +121,11 @@ func run(callers, nconns int, duration time.Duration, cpuprofile string) error {
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	cpu0 := cpuTime()
@@ -122,19 +143,23 @@ func run(callers, nconns int, duration time.Duration, cpuprofile string) error {
 	wg.Wait()
 	select {
 	case err := <-errs:
-		return fmt.Errorf("mint: %w", err)
+		return 0, fmt.Errorf("mint: %w", err)
 	default:
 	}
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
 	}
+	rate := float64(n) / elapsed.Seconds()
+	if !report {
+		return rate, nil
+	}
 	fmt.Printf("mint: %d X.509-SVIDs in %.2fs with %d callers over %d admin-socket connections: %.0f SVIDs/s\n",
 		n, elapsed.Seconds(), callers, nconns, float64(n)/elapsed.Seconds())
 	fmt.Printf("mint: per call (key + CSR + MintX509SVID): %s\n", latency.Summarize(all))
 	fmt.Printf("mint: CPU used by this process (client + server): %.0f %% of %d CPUs, %.0f µs per SVID\n",
 		100*cpu.Seconds()/elapsed.Seconds()/float64(runtime.NumCPU()), runtime.NumCPU(), float64(cpu.Microseconds())/float64(n))
-	return nil
+	return rate, nil
 }
 
 // cpuTime is the user + system CPU time this process has used.

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,15 +14,23 @@ func (e *env) caCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "The certificate authority: its keys and their rotation"}
 	show := &cobra.Command{
 		Use:   "show",
-		Short: "List roots, signing intermediates and JWT keys with state and expiry",
+		Short: "List roots, signing intermediates and JWT keys with state and expiry; the upstream, next rotation and last upstream error",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := withClient(cmd.Context(), e, listAuthorities)
+		RunE: e.withAdmin(func(cmd *cobra.Command, _ []string, c adminv1.AdminServiceClient) error {
+			resp, err := listAuthorities(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
+			if e.output != "json" {
+				st, err := c.GetCAStatus(cmd.Context(), &adminv1.GetCAStatusRequest{})
+				if err != nil {
+					return err
+				}
+				e.printCAStatus(st, time.Now())
+				fmt.Fprintln(e.stdout)
+			}
 			return e.printAuthorities(resp.GetAuthorities())
-		},
+		}),
 	}
 	var root bool
 	rotate := &cobra.Command{

@@ -178,6 +178,153 @@ type CA struct {
 	// set it to the public URL of the HTTP port when OIDC relying parties (cloud IAM federation) accept
 	// Kith's JWT-SVIDs. Default none: no iss claim. Env KITH_CA_JWT_ISSUER.
 	JWTIssuer string `yaml:"jwt_issuer"`
+	// Upstream, when one of its kinds is set, signs the CA's intermediates and supplies the trust bundle's
+	// roots instead of the CA's own self-signed root (docs/ca.md, "Upstream authorities").
+	Upstream Upstream `yaml:"upstream"`
+}
+
+// Upstream chooses the upstream authority: at most one of Disk, Step, Vault.
+type Upstream struct {
+	// RetryMax caps the wait between retries after a failed upstream call (1 s, doubling). Default 30s.
+	// Env KITH_CA_UPSTREAM_RETRY_MAX.
+	RetryMax Duration `yaml:"retry_max"`
+	// Disk is a CA certificate and key in files.
+	Disk UpstreamDisk `yaml:"disk"`
+	// Step is a step-ca.
+	Step UpstreamStep `yaml:"step"`
+	// Vault is a Vault (or OpenBao) PKI secrets engine.
+	Vault UpstreamVault `yaml:"vault"`
+}
+
+// UpstreamVault is a Vault PKI mount; set when Address is.
+type UpstreamVault struct {
+	// Address of Vault. Env KITH_CA_UPSTREAM_VAULT_ADDRESS.
+	Address string `yaml:"address"`
+	// Mount is the PKI mount. Default pki. Env KITH_CA_UPSTREAM_VAULT_MOUNT.
+	Mount string `yaml:"mount"`
+	// Issuer is the issuer that signs (name or ID): <mount>/issuer/<issuer>/sign-intermediate. Default the
+	// mount's default issuer (<mount>/root/sign-intermediate). Env KITH_CA_UPSTREAM_VAULT_ISSUER.
+	Issuer string `yaml:"issuer"`
+	// Namespace (Vault Enterprise, OpenBao). Default none. Env KITH_CA_UPSTREAM_VAULT_NAMESPACE.
+	Namespace string `yaml:"namespace"`
+	// CACertFile is the CA of Vault's TLS certificate (PEM). Default the system roots.
+	// Env KITH_CA_UPSTREAM_VAULT_CA_CERT_FILE.
+	CACertFile string `yaml:"ca_cert_file"`
+	// TLSServerName is the name Vault's TLS certificate must have. Default the address's host.
+	// Env KITH_CA_UPSTREAM_VAULT_TLS_SERVER_NAME.
+	TLSServerName string `yaml:"tls_server_name"`
+	// TokenFile holds a Vault token (mode 0600), re-read when it changes. Env KITH_CA_UPSTREAM_VAULT_TOKEN_FILE.
+	TokenFile string `yaml:"token_file"`
+	// AppRoleMount is the AppRole auth mount. Default approle. Env KITH_CA_UPSTREAM_VAULT_APPROLE_MOUNT.
+	AppRoleMount string `yaml:"approle_mount"`
+	// AppRoleRoleID is the AppRole role ID. Env KITH_CA_UPSTREAM_VAULT_APPROLE_ROLE_ID.
+	AppRoleRoleID string `yaml:"approle_role_id"`
+	// AppRoleSecretIDFile holds the AppRole secret ID (mode 0600). Env KITH_CA_UPSTREAM_VAULT_APPROLE_SECRET_ID_FILE.
+	AppRoleSecretIDFile string `yaml:"approle_secret_id_file"`
+	// KubernetesMount is the Kubernetes auth mount. Default kubernetes. Env KITH_CA_UPSTREAM_VAULT_KUBERNETES_MOUNT.
+	KubernetesMount string `yaml:"kubernetes_mount"`
+	// KubernetesRole is the Kubernetes auth role. Env KITH_CA_UPSTREAM_VAULT_KUBERNETES_ROLE.
+	KubernetesRole string `yaml:"kubernetes_role"`
+	// KubernetesTokenFile is the projected service-account token. Default
+	// /var/run/secrets/kubernetes.io/serviceaccount/token. Env KITH_CA_UPSTREAM_VAULT_KUBERNETES_TOKEN_FILE.
+	KubernetesTokenFile string `yaml:"kubernetes_token_file"`
+}
+
+// UpstreamStep is a step-ca that signs through its sign API; set when URL is.
+type UpstreamStep struct {
+	// URL of step-ca, https. Env KITH_CA_UPSTREAM_STEP_URL.
+	URL string `yaml:"url"`
+	// RootFile is step-ca's root (PEM). Env KITH_CA_UPSTREAM_STEP_ROOT_FILE.
+	RootFile string `yaml:"root_file"`
+	// Fingerprint is the SHA-256 of step-ca's root (hex), instead of or as well as root_file.
+	// Env KITH_CA_UPSTREAM_STEP_FINGERPRINT.
+	Fingerprint string `yaml:"fingerprint"`
+	// Provisioner is the provisioner's name. Env KITH_CA_UPSTREAM_STEP_PROVISIONER.
+	Provisioner string `yaml:"provisioner"`
+	// PasswordFile holds the JWK provisioner's password (mode 0600). Env KITH_CA_UPSTREAM_STEP_PASSWORD_FILE.
+	PasswordFile string `yaml:"password_file"`
+	// KeyFile holds the JWK provisioner's private key (JSON, encrypted with password_file's password if
+	// set; mode 0600). Default: fetched from step-ca. Env KITH_CA_UPSTREAM_STEP_KEY_FILE.
+	KeyFile string `yaml:"key_file"`
+	// X5CCertFile and X5CKeyFile: for an X5C provisioner, a certificate chain step-ca trusts (PEM) and its
+	// key (0600). Env KITH_CA_UPSTREAM_STEP_X5C_CERT_FILE, KITH_CA_UPSTREAM_STEP_X5C_KEY_FILE.
+	X5CCertFile string `yaml:"x5c_cert_file"`
+	X5CKeyFile  string `yaml:"x5c_key_file"`
+}
+
+// UpstreamDisk is an existing CA kept on disk; set when CertFile is.
+type UpstreamDisk struct {
+	// CertFile is the CA certificate that signs Kith's intermediates (PEM). Env KITH_CA_UPSTREAM_DISK_CERT_FILE.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is its private key (PEM), mode 0600 or stricter. Env KITH_CA_UPSTREAM_DISK_KEY_FILE.
+	KeyFile string `yaml:"key_file"`
+	// ChainFile holds the certificates between CertFile and the root (PEM). Default none.
+	// Env KITH_CA_UPSTREAM_DISK_CHAIN_FILE.
+	ChainFile string `yaml:"chain_file"`
+	// RootsFile holds the roots to publish (PEM). Default CertFile, which must then be self-signed.
+	// Env KITH_CA_UPSTREAM_DISK_ROOTS_FILE.
+	RootsFile string `yaml:"roots_file"`
+}
+
+// Kind is the configured upstream's kind ("disk"), or "" when the CA is self-signed.
+func (u Upstream) Kind() string {
+	var kinds []string
+	if u.Disk != (UpstreamDisk{}) {
+		kinds = append(kinds, "disk")
+	}
+	if u.Step != (UpstreamStep{}) {
+		kinds = append(kinds, "step")
+	}
+	if u.Vault != (UpstreamVault{}) {
+		kinds = append(kinds, "vault")
+	}
+	return strings.Join(kinds, "+")
+}
+
+func (u Upstream) validate() error {
+	if u.RetryMax.D() < time.Second || u.RetryMax.D() > time.Hour {
+		return &FieldError{"ca.upstream.retry_max", fmt.Sprintf("%s is outside the allowed range 1s to 1h", u.RetryMax.D())}
+	}
+	if k := u.Kind(); strings.Contains(k, "+") {
+		return &FieldError{"ca.upstream", fmt.Sprintf("sets %s: configure one upstream authority", strings.ReplaceAll(k, "+", " and "))}
+	}
+	if s := u.Step; s != (UpstreamStep{}) {
+		switch {
+		case s.URL == "":
+			return &FieldError{"ca.upstream.step.url", "is required: step-ca's https URL (e.g. https://ca.example.org:9000)"}
+		case s.RootFile == "" && s.Fingerprint == "":
+			return &FieldError{"ca.upstream.step.root_file", "or fingerprint is required, to trust step-ca's TLS certificate"}
+		case s.Provisioner == "":
+			return &FieldError{"ca.upstream.step.provisioner", "is required: the name of a JWK or X5C provisioner"}
+		case s.PasswordFile == "" && s.KeyFile == "" && s.X5CCertFile == "":
+			return &FieldError{"ca.upstream.step.password_file", "key_file, or x5c_cert_file and x5c_key_file, is required to get a one-time token"}
+		}
+	}
+	if v := u.Vault; v != (UpstreamVault{}) {
+		n := 0
+		for _, set := range []bool{v.TokenFile != "", v.AppRoleRoleID != "" || v.AppRoleSecretIDFile != "", v.KubernetesRole != ""} {
+			if set {
+				n++
+			}
+		}
+		switch {
+		case v.Address == "":
+			return &FieldError{"ca.upstream.vault.address", "is required: Vault's URL (e.g. https://vault.example.org:8200)"}
+		case n != 1:
+			return &FieldError{"ca.upstream.vault.token_file", "or approle_role_id + approle_secret_id_file, or kubernetes_role: set exactly one way to authenticate"}
+		case (v.AppRoleRoleID == "") != (v.AppRoleSecretIDFile == ""):
+			return &FieldError{"ca.upstream.vault.approle_secret_id_file", "and approle_role_id go together"}
+		}
+	}
+	if u.Disk != (UpstreamDisk{}) {
+		if u.Disk.CertFile == "" {
+			return &FieldError{"ca.upstream.disk.cert_file", "is required: the PEM CA certificate that signs Kith's intermediates"}
+		}
+		if u.Disk.KeyFile == "" {
+			return &FieldError{"ca.upstream.disk.key_file", "is required: the PEM private key of cert_file (mode 0600)"}
+		}
+	}
+	return nil
 }
 
 // SVID configures identity document lifetimes.
@@ -260,6 +407,7 @@ func (c *Server) Finish() error {
 	}
 	defD(&c.SVID.AgentTTL, time.Hour)
 	defD(&c.CA.RootOverlap, 2*c.SVID.MaxX509TTL.D())
+	defD(&c.CA.Upstream.RetryMax, 30*time.Second)
 	def(&c.Store.Driver, "sqlite")
 	if c.Store.Driver == "sqlite" {
 		def(&c.Store.DSN, filepath.Join(c.DataDir, "kith.db"))
@@ -346,6 +494,9 @@ func (c *Server) validate() error {
 	}
 	if c.CA.RootOverlap.D() < 0 {
 		return &FieldError{"ca.root_overlap", "must not be negative"}
+	}
+	if err := c.CA.Upstream.validate(); err != nil {
+		return err
 	}
 	return c.NodeAttestors.K8sPSAT.validate(c.TrustDomain)
 }

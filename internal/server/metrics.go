@@ -18,7 +18,7 @@ type metrics struct {
 	adminRefused prometheus.Counter
 }
 
-func newMetrics(authorities func() []ca.Authority, revision func(context.Context) (int64, error), now func() time.Time) *metrics {
+func newMetrics(authorities func() []ca.Authority, caStatus func() ca.Status, revision func(context.Context) (int64, error), now func() time.Time) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -35,6 +35,17 @@ func newMetrics(authorities func() []ca.Authority, revision func(context.Context
 	m.reg.MustRegister(m.issued, m.latency, m.adminRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&caCollector{authorities: authorities, now: now},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kith_ca_upstream_errors_total", Help: "Failed calls to the upstream authority (ca.upstream) since the server started; 0 without one.",
+		}, func() float64 {
+			if u := caStatus().Upstream; u != nil {
+				return float64(u.Errors)
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kith_ca_intermediate_expiry_seconds", Help: "Seconds until the active signing intermediate (and so every X.509-SVID it signs) expires.",
+		}, func() float64 { return caStatus().IntermediateNotAfter.Sub(now()).Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kith_store_revision", Help: "Current store revision."}, func() float64 {
 			rev, err := revision(context.Background())
 			if err != nil {

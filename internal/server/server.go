@@ -141,22 +141,30 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	upstream, upstreamName, err := newUpstream(ctx, c.CA.Upstream, cfg.Now, cfg.Logger.With("component", "ca.upstream"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	authority, err := ca.New(ctx, ca.Config{
-		TrustDomain:     td,
-		Keys:            keys,
-		Store:           st,
-		Now:             cfg.Now,
-		Logger:          cfg.Logger.With("component", "ca"),
-		RootTTL:         c.CA.RootTTL.D(),
-		IntermediateTTL: c.CA.IntermediateTTL.D(),
-		X509SVIDTTL:     c.SVID.X509TTL.D(),
-		MaxX509SVIDTTL:  c.SVID.MaxX509TTL.D(),
-		MinSVIDTTL:      c.SVID.MinTTL.D(),
-		JWTSVIDTTL:      c.SVID.JWTTTL.D(),
-		MaxJWTSVIDTTL:   c.SVID.MaxJWTTTL.D(),
-		RootOverlap:     c.CA.RootOverlap.D(),
-		Subject:         pkix.Name{Organization: []string{c.CA.Organization}},
-		JWTIssuer:       c.CA.JWTIssuer,
+		Upstream:         upstream,
+		UpstreamName:     upstreamName,
+		UpstreamRetryMax: c.CA.Upstream.RetryMax.D(),
+		TrustDomain:      td,
+		Keys:             keys,
+		Store:            st,
+		Now:              cfg.Now,
+		Logger:           cfg.Logger.With("component", "ca"),
+		RootTTL:          c.CA.RootTTL.D(),
+		IntermediateTTL:  c.CA.IntermediateTTL.D(),
+		X509SVIDTTL:      c.SVID.X509TTL.D(),
+		MaxX509SVIDTTL:   c.SVID.MaxX509TTL.D(),
+		MinSVIDTTL:       c.SVID.MinTTL.D(),
+		JWTSVIDTTL:       c.SVID.JWTTTL.D(),
+		MaxJWTSVIDTTL:    c.SVID.MaxJWTTTL.D(),
+		RootOverlap:      c.CA.RootOverlap.D(),
+		Subject:          pkix.Name{Organization: []string{c.CA.Organization}},
+		JWTIssuer:        c.CA.JWTIssuer,
 	})
 	if err != nil {
 		st.Close()
@@ -175,7 +183,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data dir: write %s: %w", dd.markerPath(), err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, dd: dd, reinit: reinit, anchor: anchor, ready: make(chan struct{})}
-	s.metrics = newMetrics(authority.Authorities, st.Revision, cfg.Now)
+	s.metrics = newMetrics(authority.Authorities, authority.Status, st.Revision, cfg.Now)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kith_audit_chain_intact",
 		Help: "1 if the audit log verified at start and reached its signed checkpoint, 0 if rows were altered or removed (see the server log).",

@@ -36,7 +36,7 @@ func (c *cluster) serverArgs(extra ...string) []string {
 }
 
 func (c *cluster) serverEnv() []string {
-	return []string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr}
+	return append([]string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr}, c.extraEnv...)
 }
 
 // An empty or deleted kith.db in an initialised data dir used to become a new install with a new CA.

@@ -342,15 +342,25 @@ type cluster struct {
 	httpAddr    string
 	adminSocket string
 	server      *proc
+	// serverEnv is added to the server's environment (KITH_* settings); changing it takes effect at the
+	// next startServer.
+	extraEnv []string
 }
 
 func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return newClusterEnv(t)
+}
+
+// newClusterEnv is newCluster with the server's environment extended by env.
+func newClusterEnv(t *testing.T, env ...string) *cluster {
 	t.Helper()
 	dir := shortTempDir(t)
 	c := &cluster{
 		t: t, dir: dir, td: spiffeid.RequireTrustDomainFromString("e2e.test"),
 		grpcAddr: freeAddr(t), httpAddr: freeAddr(t),
 		adminSocket: filepath.Join(dir, "server", "admin.sock"),
+		extraEnv:    env,
 	}
 	c.startServer()
 	return c
@@ -359,8 +369,7 @@ func newCluster(t *testing.T) *cluster {
 // startServer starts (or restarts) `kith server` on the cluster's ports and data dir.
 func (c *cluster) startServer() {
 	c.t.Helper()
-	c.server = start(c.t, "server", []string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr},
-		"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name())
+	c.server = start(c.t, "server", c.serverEnv(), c.serverArgs()...)
 	c.server.waitOutput("kith server started", 20*time.Second)
 }
 

@@ -341,12 +341,24 @@ type InProcessServer struct {
 
 // StartServer runs a server in-process on a temp dir, with the CA keys on disk as in production.
 func StartServer(ctx context.Context) (*InProcessServer, error) {
+	return StartServerWith(ctx, nil)
+}
+
+// StartServerWith is StartServer with mod applied to the config first (nil: none); mod gets the server's
+// temp dir, for files it configures.
+func StartServerWith(ctx context.Context, mod func(cfg *config.Server, dir string) error) (*InProcessServer, error) {
 	dir, err := os.MkdirTemp("", "kith-bench-")
 	if err != nil {
 		return nil, err
 	}
 	cfg := &config.Server{DataDir: filepath.Join(dir, "server"), TrustDomain: TrustDomain}
 	cfg.Listen.GRPC, cfg.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+	if mod != nil {
+		if err := mod(cfg, dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	if err := cfg.Finish(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -72,6 +73,7 @@ type Authority interface {
 	Bundle() *spiffebundle.Bundle
 	Authorities() []ca.Authority
 	Rotate(ctx context.Context, actor string, root bool) error
+	Status() ca.Status
 }
 
 // Config builds a Service.
@@ -586,11 +588,28 @@ func (s *Service) RotateCA(ctx context.Context, req *adminv1.RotateCARequest) (*
 	return &adminv1.RotateCAResponse{Authorities: s.authorities()}, nil
 }
 
+// GetCAStatus reports the signing intermediate's expiry, the next rotation and the upstream authority.
+func (s *Service) GetCAStatus(context.Context, *adminv1.GetCAStatusRequest) (*adminv1.GetCAStatusResponse, error) {
+	st := s.cfg.CA.Status()
+	resp := &adminv1.GetCAStatusResponse{
+		IntermediateId: st.IntermediateID, IntermediateNotAfter: ts(st.IntermediateNotAfter),
+		PrepareAt: ts(st.PrepareAt), ActivateAt: ts(st.ActivateAt),
+	}
+	if u := st.Upstream; u != nil {
+		resp.Upstream, resp.UpstreamErrors, resp.UpstreamFailures = u.Name, u.Errors, int32(min(u.Failures, math.MaxInt32))
+		resp.LastUpstreamError = logclip.Cut(u.LastError, 1024)
+		resp.LastUpstreamErrorAt, resp.LastUpstreamSuccessAt, resp.UpstreamRetryAt = ts(u.LastErrorAt), ts(u.LastSuccessAt), ts(u.RetryAt)
+	}
+	return resp, nil
+}
+
 func (s *Service) authorities() []*adminv1.Authority {
 	b := s.cfg.CA.Bundle()
 	published := map[string]bool{}
 	for _, c := range b.X509Authorities() {
 		published[hex.EncodeToString(c.SubjectKeyId)] = true
+		sum := sha256.Sum256(c.Raw) // an upstream root's authority ID (see ca.Authority)
+		published[hex.EncodeToString(sum[:20])] = true
 	}
 	for kid := range b.JWTAuthorities() {
 		published[kid] = true

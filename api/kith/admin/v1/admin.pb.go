@@ -3921,6 +3921,167 @@ func (x *Authority) GetPublished() bool {
 	return false
 }
 
+type GetCAStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCAStatusRequest) Reset() {
+	*x = GetCAStatusRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAStatusRequest) ProtoMessage() {}
+
+func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+// GetCAStatusResponse is the signing intermediate, its rotation schedule and the upstream authority.
+type GetCAStatusResponse struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Upstream              string                 `protobuf:"bytes,1,opt,name=upstream,proto3" json:"upstream,omitempty"` // the upstream authority (e.g. "step https://ca:9000"); empty: self-signed
+	IntermediateId        string                 `protobuf:"bytes,2,opt,name=intermediate_id,json=intermediateId,proto3" json:"intermediate_id,omitempty"`
+	IntermediateNotAfter  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=intermediate_not_after,json=intermediateNotAfter,proto3" json:"intermediate_not_after,omitempty"`
+	PrepareAt             *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=prepare_at,json=prepareAt,proto3" json:"prepare_at,omitempty"`                       // when the next intermediate is (or was) prepared
+	ActivateAt            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=activate_at,json=activateAt,proto3" json:"activate_at,omitempty"`                    // when the next intermediate takes over
+	UpstreamErrors        uint64                 `protobuf:"varint,6,opt,name=upstream_errors,json=upstreamErrors,proto3" json:"upstream_errors,omitempty"`       // failed upstream calls since the server started
+	UpstreamFailures      int32                  `protobuf:"varint,7,opt,name=upstream_failures,json=upstreamFailures,proto3" json:"upstream_failures,omitempty"` // failed upstream calls since the last success
+	LastUpstreamError     string                 `protobuf:"bytes,8,opt,name=last_upstream_error,json=lastUpstreamError,proto3" json:"last_upstream_error,omitempty"`
+	LastUpstreamErrorAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_upstream_error_at,json=lastUpstreamErrorAt,proto3" json:"last_upstream_error_at,omitempty"`
+	LastUpstreamSuccessAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_upstream_success_at,json=lastUpstreamSuccessAt,proto3" json:"last_upstream_success_at,omitempty"`
+	UpstreamRetryAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=upstream_retry_at,json=upstreamRetryAt,proto3" json:"upstream_retry_at,omitempty"` // set while failing
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *GetCAStatusResponse) Reset() {
+	*x = GetCAStatusResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAStatusResponse) ProtoMessage() {}
+
+func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *GetCAStatusResponse) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *GetCAStatusResponse) GetIntermediateId() string {
+	if x != nil {
+		return x.IntermediateId
+	}
+	return ""
+}
+
+func (x *GetCAStatusResponse) GetIntermediateNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IntermediateNotAfter
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetPrepareAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PrepareAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetActivateAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivateAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetUpstreamErrors() uint64 {
+	if x != nil {
+		return x.UpstreamErrors
+	}
+	return 0
+}
+
+func (x *GetCAStatusResponse) GetUpstreamFailures() int32 {
+	if x != nil {
+		return x.UpstreamFailures
+	}
+	return 0
+}
+
+func (x *GetCAStatusResponse) GetLastUpstreamError() string {
+	if x != nil {
+		return x.LastUpstreamError
+	}
+	return ""
+}
+
+func (x *GetCAStatusResponse) GetLastUpstreamErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUpstreamErrorAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetLastUpstreamSuccessAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUpstreamSuccessAt
+	}
+	return nil
+}
+
+func (x *GetCAStatusResponse) GetUpstreamRetryAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpstreamRetryAt
+	}
+	return nil
+}
+
 type ListAuthoritiesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -3931,7 +4092,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3943,7 +4104,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3956,7 +4117,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -3983,7 +4144,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3995,7 +4156,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4008,7 +4169,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -4034,7 +4195,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4207,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4220,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -4078,7 +4239,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4090,7 +4251,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4103,7 +4264,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -4130,7 +4291,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4142,7 +4303,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4155,7 +4316,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4240,7 +4401,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4252,7 +4413,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4265,7 +4426,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -4320,7 +4481,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4493,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4506,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4370,7 +4531,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4382,7 +4543,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4395,7 +4556,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 type VerifyAuditResponse struct {
@@ -4414,7 +4575,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4426,7 +4587,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4439,7 +4600,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4504,7 +4665,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4516,7 +4677,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4529,7 +4690,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -4589,7 +4750,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4601,7 +4762,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4614,7 +4775,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 type GetAuditHeadResponse struct {
@@ -4626,7 +4787,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4638,7 +4799,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4651,7 +4812,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -4669,7 +4830,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4681,7 +4842,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4694,7 +4855,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 type CheckStoreResponse struct {
@@ -4710,7 +4871,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4722,7 +4883,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4735,7 +4896,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -4774,7 +4935,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4786,7 +4947,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4799,7 +4960,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 type GetServerInfoResponse struct {
@@ -4814,7 +4975,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4826,7 +4987,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4839,7 +5000,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -4878,7 +5039,7 @@ type GetKubernetesStatusRequest struct {
 
 func (x *GetKubernetesStatusRequest) Reset() {
 	*x = GetKubernetesStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4890,7 +5051,7 @@ func (x *GetKubernetesStatusRequest) String() string {
 func (*GetKubernetesStatusRequest) ProtoMessage() {}
 
 func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4903,7 +5064,7 @@ func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 type GetKubernetesStatusResponse struct {
@@ -4916,7 +5077,7 @@ type GetKubernetesStatusResponse struct {
 
 func (x *GetKubernetesStatusResponse) Reset() {
 	*x = GetKubernetesStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4928,7 +5089,7 @@ func (x *GetKubernetesStatusResponse) String() string {
 func (*GetKubernetesStatusResponse) ProtoMessage() {}
 
 func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4941,7 +5102,7 @@ func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
@@ -4965,7 +5126,7 @@ type KubernetesCluster struct {
 
 func (x *KubernetesCluster) Reset() {
 	*x = KubernetesCluster{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4977,7 +5138,7 @@ func (x *KubernetesCluster) String() string {
 func (*KubernetesCluster) ProtoMessage() {}
 
 func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4990,7 +5151,7 @@ func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
 func (*KubernetesCluster) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *KubernetesCluster) GetName() string {
@@ -5035,7 +5196,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5047,7 +5208,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5060,7 +5221,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -5111,7 +5272,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +5284,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +5297,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -5470,7 +5631,23 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\factivated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x129\n" +
 	"\n" +
 	"retired_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12\x1c\n" +
-	"\tpublished\x18\t \x01(\bR\tpublished\"T\n" +
+	"\tpublished\x18\t \x01(\bR\tpublished\"\x14\n" +
+	"\x12GetCAStatusRequest\"\x98\x05\n" +
+	"\x13GetCAStatusResponse\x12\x1a\n" +
+	"\bupstream\x18\x01 \x01(\tR\bupstream\x12'\n" +
+	"\x0fintermediate_id\x18\x02 \x01(\tR\x0eintermediateId\x12P\n" +
+	"\x16intermediate_not_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14intermediateNotAfter\x129\n" +
+	"\n" +
+	"prepare_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tprepareAt\x12;\n" +
+	"\vactivate_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"activateAt\x12'\n" +
+	"\x0fupstream_errors\x18\x06 \x01(\x04R\x0eupstreamErrors\x12+\n" +
+	"\x11upstream_failures\x18\a \x01(\x05R\x10upstreamFailures\x12.\n" +
+	"\x13last_upstream_error\x18\b \x01(\tR\x11lastUpstreamError\x12O\n" +
+	"\x16last_upstream_error_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x13lastUpstreamErrorAt\x12S\n" +
+	"\x18last_upstream_success_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x15lastUpstreamSuccessAt\x12F\n" +
+	"\x11upstream_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fupstreamRetryAt\"T\n" +
 	"\x16ListAuthoritiesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -5560,7 +5737,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefused2\xb8\x1a\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\x8e\x1b\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -5583,7 +5760,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\vMintJWTSVID\x12!.kith.admin.v1.MintJWTSVIDRequest\x1a\".kith.admin.v1.MintJWTSVIDResponse\x12N\n" +
 	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12`\n" +
 	"\x0fListAuthorities\x12%.kith.admin.v1.ListAuthoritiesRequest\x1a&.kith.admin.v1.ListAuthoritiesResponse\x12K\n" +
-	"\bRotateCA\x12\x1e.kith.admin.v1.RotateCARequest\x1a\x1f.kith.admin.v1.RotateCAResponse\x12`\n" +
+	"\bRotateCA\x12\x1e.kith.admin.v1.RotateCARequest\x1a\x1f.kith.admin.v1.RotateCAResponse\x12T\n" +
+	"\vGetCAStatus\x12!.kith.admin.v1.GetCAStatusRequest\x1a\".kith.admin.v1.GetCAStatusResponse\x12`\n" +
 	"\x0fListAuditEvents\x12%.kith.admin.v1.ListAuditEventsRequest\x1a&.kith.admin.v1.ListAuditEventsResponse\x12T\n" +
 	"\vVerifyAudit\x12!.kith.admin.v1.VerifyAuditRequest\x1a\".kith.admin.v1.VerifyAuditResponse\x12W\n" +
 	"\fGetAuditHead\x12\".kith.admin.v1.GetAuditHeadRequest\x1a#.kith.admin.v1.GetAuditHeadResponse\x12Q\n" +
@@ -5619,7 +5797,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
@@ -5688,57 +5866,59 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*GetBundleRequest)(nil),            // 64: kith.admin.v1.GetBundleRequest
 	(*GetBundleResponse)(nil),           // 65: kith.admin.v1.GetBundleResponse
 	(*Authority)(nil),                   // 66: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),      // 67: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 68: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),             // 69: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),            // 70: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                  // 71: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 72: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 73: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),          // 74: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),         // 75: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                   // 76: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),         // 77: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),        // 78: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),           // 79: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),          // 80: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),        // 81: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),       // 82: kith.admin.v1.GetServerInfoResponse
-	(*GetKubernetesStatusRequest)(nil),  // 83: kith.admin.v1.GetKubernetesStatusRequest
-	(*GetKubernetesStatusResponse)(nil), // 84: kith.admin.v1.GetKubernetesStatusResponse
-	(*KubernetesCluster)(nil),           // 85: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 86: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 87: kith.admin.v1.KubernetesGrant
-	nil,                                 // 88: kith.admin.v1.Grant.HeadersEntry
-	nil,                                 // 89: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 90: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                 // 91: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 92: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 93: google.protobuf.Timestamp
+	(*GetCAStatusRequest)(nil),          // 67: kith.admin.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),         // 68: kith.admin.v1.GetCAStatusResponse
+	(*ListAuthoritiesRequest)(nil),      // 69: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),     // 70: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),             // 71: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),            // 72: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                  // 73: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 74: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 75: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),          // 76: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),         // 77: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                   // 78: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),         // 79: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),        // 80: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),           // 81: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),          // 82: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),        // 83: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),       // 84: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),  // 85: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil), // 86: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),           // 87: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),          // 88: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),             // 89: kith.admin.v1.KubernetesGrant
+	nil,                                 // 90: kith.admin.v1.Grant.HeadersEntry
+	nil,                                 // 91: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 92: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                 // 93: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 94: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 95: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	93,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	93,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	95,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	95,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	0,   // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	1,   // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	0,   // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	93,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	93,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	88,  // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	95,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	95,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	90,  // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
 	12,  // 8: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	12,  // 9: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	12,  // 10: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	12,  // 11: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	89,  // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	91,  // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
 	12,  // 13: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
 	12,  // 14: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
 	12,  // 15: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
 	12,  // 16: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
-	90,  // 17: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	91,  // 18: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	92,  // 19: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	93,  // 20: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	93,  // 21: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	92,  // 17: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	93,  // 18: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	94,  // 19: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	95,  // 20: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	95,  // 21: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	29,  // 22: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	29,  // 23: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	29,  // 24: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -5748,118 +5928,126 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	29,  // 28: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	29,  // 29: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	29,  // 30: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	93,  // 31: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	93,  // 32: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	93,  // 33: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	95,  // 31: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	95,  // 32: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	95,  // 33: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	42,  // 34: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	42,  // 35: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
 	42,  // 36: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	93,  // 37: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	93,  // 38: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	93,  // 39: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	95,  // 37: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	95,  // 38: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	95,  // 39: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	49,  // 40: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
 	49,  // 41: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	49,  // 42: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	49,  // 43: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	49,  // 44: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	93,  // 45: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	93,  // 46: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	93,  // 47: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	93,  // 48: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	93,  // 49: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	93,  // 50: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	66,  // 51: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	66,  // 52: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	93,  // 53: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	93,  // 54: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	71,  // 55: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	76,  // 56: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	93,  // 57: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	76,  // 58: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	85,  // 59: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	86,  // 60: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	87,  // 61: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	30,  // 62: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	32,  // 63: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	34,  // 64: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	36,  // 65: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	38,  // 66: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	40,  // 67: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	43,  // 68: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	45,  // 69: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	47,  // 70: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	50,  // 71: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	52,  // 72: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	54,  // 73: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	56,  // 74: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	58,  // 75: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	60,  // 76: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	62,  // 77: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	64,  // 78: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	67,  // 79: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	69,  // 80: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	72,  // 81: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	74,  // 82: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	77,  // 83: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	79,  // 84: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	81,  // 85: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13,  // 86: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15,  // 87: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19,  // 88: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21,  // 89: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23,  // 90: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	27,  // 91: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17,  // 92: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	25,  // 93: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
-	2,   // 94: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,   // 95: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,   // 96: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,   // 97: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10,  // 98: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	83,  // 99: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	31,  // 100: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	33,  // 101: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	35,  // 102: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	37,  // 103: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	39,  // 104: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	41,  // 105: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	44,  // 106: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	46,  // 107: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	48,  // 108: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	51,  // 109: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	53,  // 110: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	55,  // 111: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	57,  // 112: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	59,  // 113: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	61,  // 114: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	63,  // 115: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	65,  // 116: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	68,  // 117: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	70,  // 118: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	73,  // 119: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	75,  // 120: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	78,  // 121: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	80,  // 122: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	82,  // 123: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14,  // 124: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16,  // 125: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20,  // 126: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22,  // 127: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24,  // 128: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	28,  // 129: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18,  // 130: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	26,  // 131: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
-	3,   // 132: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,   // 133: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,   // 134: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,   // 135: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11,  // 136: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	84,  // 137: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	100, // [100:138] is the sub-list for method output_type
-	62,  // [62:100] is the sub-list for method input_type
-	62,  // [62:62] is the sub-list for extension type_name
-	62,  // [62:62] is the sub-list for extension extendee
-	0,   // [0:62] is the sub-list for field type_name
+	95,  // 45: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	95,  // 46: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	95,  // 47: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	95,  // 48: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	95,  // 49: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	95,  // 50: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	95,  // 51: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	95,  // 52: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	95,  // 53: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	95,  // 54: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	95,  // 55: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	95,  // 56: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	66,  // 57: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	66,  // 58: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	95,  // 59: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	95,  // 60: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	73,  // 61: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	78,  // 62: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	95,  // 63: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	78,  // 64: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	87,  // 65: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	88,  // 66: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	89,  // 67: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	30,  // 68: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	32,  // 69: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	34,  // 70: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	36,  // 71: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	38,  // 72: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	40,  // 73: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	43,  // 74: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	45,  // 75: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	47,  // 76: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	50,  // 77: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	52,  // 78: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	54,  // 79: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	56,  // 80: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	58,  // 81: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	60,  // 82: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	62,  // 83: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	64,  // 84: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	69,  // 85: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	71,  // 86: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	67,  // 87: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	74,  // 88: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	76,  // 89: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	79,  // 90: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	81,  // 91: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	83,  // 92: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13,  // 93: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15,  // 94: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19,  // 95: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21,  // 96: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23,  // 97: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	27,  // 98: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17,  // 99: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	25,  // 100: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	2,   // 101: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,   // 102: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,   // 103: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,   // 104: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10,  // 105: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	85,  // 106: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	31,  // 107: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	33,  // 108: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	35,  // 109: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	37,  // 110: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	39,  // 111: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	41,  // 112: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	44,  // 113: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	46,  // 114: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	48,  // 115: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	51,  // 116: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	53,  // 117: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	55,  // 118: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	57,  // 119: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	59,  // 120: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	61,  // 121: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	63,  // 122: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	65,  // 123: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	70,  // 124: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	72,  // 125: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	68,  // 126: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	75,  // 127: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	77,  // 128: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	80,  // 129: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	82,  // 130: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	84,  // 131: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14,  // 132: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16,  // 133: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20,  // 134: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22,  // 135: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24,  // 136: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	28,  // 137: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18,  // 138: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	26,  // 139: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	3,   // 140: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,   // 141: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,   // 142: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,   // 143: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11,  // 144: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	86,  // 145: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	107, // [107:146] is the sub-list for method output_type
+	68,  // [68:107] is the sub-list for method input_type
+	68,  // [68:68] is the sub-list for extension type_name
+	68,  // [68:68] is the sub-list for extension extendee
+	0,   // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -5873,7 +6061,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   93,
+			NumMessages:   95,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

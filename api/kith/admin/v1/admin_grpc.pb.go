@@ -40,6 +40,7 @@ const (
 	AdminService_GetBundle_FullMethodName           = "/kith.admin.v1.AdminService/GetBundle"
 	AdminService_ListAuthorities_FullMethodName     = "/kith.admin.v1.AdminService/ListAuthorities"
 	AdminService_RotateCA_FullMethodName            = "/kith.admin.v1.AdminService/RotateCA"
+	AdminService_GetCAStatus_FullMethodName         = "/kith.admin.v1.AdminService/GetCAStatus"
 	AdminService_ListAuditEvents_FullMethodName     = "/kith.admin.v1.AdminService/ListAuditEvents"
 	AdminService_VerifyAudit_FullMethodName         = "/kith.admin.v1.AdminService/VerifyAudit"
 	AdminService_GetAuditHead_FullMethodName        = "/kith.admin.v1.AdminService/GetAuditHead"
@@ -86,6 +87,7 @@ type AdminServiceClient interface {
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
 	ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error)
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	GetCAStatus(ctx context.Context, in *GetCAStatusRequest, opts ...grpc.CallOption) (*GetCAStatusResponse, error)
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
 	// GetAuditHead returns the audit log's head as last signed into the checkpoint outside the database.
@@ -310,6 +312,16 @@ func (c *adminServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) GetCAStatus(ctx context.Context, in *GetCAStatusRequest, opts ...grpc.CallOption) (*GetCAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCAStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetCAStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditEventsResponse)
@@ -525,6 +537,7 @@ type AdminServiceServer interface {
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
 	ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error)
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	GetCAStatus(context.Context, *GetCAStatusRequest) (*GetCAStatusResponse, error)
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
 	// GetAuditHead returns the audit log's head as last signed into the checkpoint outside the database.
@@ -615,6 +628,9 @@ func (UnimplementedAdminServiceServer) ListAuthorities(context.Context, *ListAut
 }
 func (UnimplementedAdminServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAdminServiceServer) GetCAStatus(context.Context, *GetCAStatusRequest) (*GetCAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCAStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
@@ -1032,6 +1048,24 @@ func _AdminService_RotateCA_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetCAStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCAStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetCAStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetCAStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetCAStatus(ctx, req.(*GetCAStatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1460,6 +1494,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCA",
 			Handler:    _AdminService_RotateCA_Handler,
+		},
+		{
+			MethodName: "GetCAStatus",
+			Handler:    _AdminService_GetCAStatus_Handler,
 		},
 		{
 			MethodName: "ListAuditEvents",

@@ -1,0 +1,180 @@
+//go:build e2e && upstream
+
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kithid/kith/ca/upstream/upstreamtest"
+)
+
+// fastRotation makes the server rotate its intermediate about every 40 s: a 1-minute intermediate
+// (prepared at once, active after 40 s), 20-second SVIDs.
+var fastRotation = []string{
+	"KITH_CA_INTERMEDIATE_TTL=1m", "KITH_SVID_MAX_X509_TTL=30s", "KITH_SVID_X509_TTL=20s", "KITH_SVID_MIN_TTL=10s",
+	"KITH_SVID_AGENT_TTL=30s", "KITH_CA_UPSTREAM_RETRY_MAX=2s",
+}
+
+// x509Watcher records every X.509 context the Workload API pushes.
+type x509Watcher struct {
+	mu      sync.Mutex
+	updates []*workloadapi.X509Context
+	errs    []error
+}
+
+func (w *x509Watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.updates = append(w.updates, c)
+}
+
+func (w *x509Watcher) OnX509ContextWatchError(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.errs = append(w.errs, err)
+}
+
+// TestUpstreamStepWorkloadSeesNoGap runs the server under a real step-ca, rotating its intermediate
+// through it about every 40 s, while a workload watches the Workload API and polls it four times a
+// second: every SVID it ever holds verifies with go-spiffe against step-ca's root alone, none has
+// expired, and the intermediates change. Then step-ca is killed: `kith status` and `kith ca show` show
+// the upstream error and the time left, the metric counts it, and the workload still gets SVIDs; after
+// step-ca restarts the server recovers within the retry cap (2 s).
+func TestUpstreamStepWorkloadSeesNoGap(t *testing.T) {
+	s := upstreamtest.StartStepCA(t)
+	env := append([]string{
+		"KITH_CA_UPSTREAM_STEP_URL=" + s.URL, "KITH_CA_UPSTREAM_STEP_ROOT_FILE=" + s.RootFile,
+		"KITH_CA_UPSTREAM_STEP_PROVISIONER=" + s.Provisioner, "KITH_CA_UPSTREAM_STEP_PASSWORD_FILE=" + s.PasswordFile,
+	}, fastRotation...)
+	c := newClusterEnv(t, env...)
+	stepRoot := x509bundle.FromX509Authorities(c.td, []*x509.Certificate{s.Root})
+	if got := serverBundle(t, c.adminSocket, c.td).X509Authorities(); len(got) != 1 || !got[0].Equal(s.Root) {
+		t.Fatalf("server bundle has %d roots, want step-ca's root alone", len(got))
+	}
+	agent := c.startAgent("node1", c.joinToken("node1"))
+	agent.waitOutput("kith agent started", 20*time.Second)
+	socket := c.agentDirs("node1").socket
+	wl := spiffeid.RequireFromPath(c.td, "/e2e/upstream")
+	mustKith(t, c.adminSocket, "entry", "create", "--spiffe-id", wl.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	waitSVID(t, socket, wl)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &x509Watcher{}
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- workloadapi.WatchX509Context(ctx, w, workloadapi.WithAddr("unix://"+socket)) }()
+
+	intermediates := map[string]bool{}
+	check := func(phase string, until time.Time) {
+		for time.Now().Before(until) {
+			svid, _, err := fetchSVID(socket, wl)
+			if err != nil {
+				t.Fatalf("%s: workload api fetch failed: %v", phase, err)
+			}
+			if _, _, err := x509svid.Verify(svid.Certificates, stepRoot); err != nil {
+				t.Fatalf("%s: the workload's svid does not verify to step-ca's root: %v", phase, err)
+			}
+			intermediates[svid.Certificates[1].SerialNumber.String()] = true
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	check("upstream up", time.Now().Add(100*time.Second))
+	if len(intermediates) < 3 {
+		t.Errorf("the workload saw %d intermediates in 100 s, want at least 3 (rotations through step-ca)", len(intermediates))
+	}
+
+	// step-ca down: the server keeps its intermediate, says so, and the workload keeps its SVIDs.
+	s.Stop()
+	eventually(t, 60*time.Second, "kith status reporting the step-ca failure", func() error {
+		out := mustKith(t, c.adminSocket, "status")
+		if !strings.Contains(out, "Upstream failing") || !strings.Contains(out, "connection refused") {
+			return fmt.Errorf("kith status:\n%s", out)
+		}
+		return nil
+	})
+	show := mustKith(t, c.adminSocket, "ca", "show")
+	for _, want := range []string{"CA upstream:      step " + s.URL, "left)", "Upstream errors:", "connection refused"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("kith ca show lacks %q:\n%s", want, show)
+		}
+	}
+	if m := metrics(t, c.httpAddr); !strings.Contains(m, "kith_ca_upstream_errors_total ") || strings.Contains(m, "kith_ca_upstream_errors_total 0\n") {
+		t.Errorf("metrics do not count the upstream errors:\n%s", grepLines(m, "kith_ca_upstream"))
+	}
+	check("upstream down", time.Now().Add(10*time.Second))
+
+	s.Start()
+	back := time.Now()
+	eventually(t, 10*time.Second, "kith status reporting step-ca ok again", func() error {
+		out := mustKith(t, c.adminSocket, "status")
+		if !strings.Contains(out, "Upstream ok:") {
+			return fmt.Errorf("kith status:\n%s", out)
+		}
+		return nil
+	})
+	t.Logf("the server called step-ca successfully %s after it was back (retry cap 2s)", time.Since(back).Round(100*time.Millisecond))
+	check("upstream back", time.Now().Add(50*time.Second))
+
+	cancel()
+	<-watchDone
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, err := range w.errs {
+		if status.Code(err) != codes.Canceled { // the test's own cancel at the end
+			t.Errorf("the Workload API watch reported an error: %v", err)
+		}
+	}
+	for i, u := range w.updates {
+		for _, svid := range u.SVIDs {
+			// Just before the leaf expires: it is capped at the intermediate, whose start step-ca does not backdate.
+			at := svid.Certificates[0].NotAfter.Add(-time.Second)
+			if _, _, err := x509svid.Verify(svid.Certificates, stepRoot, x509svid.WithTime(at)); err != nil {
+				t.Errorf("update %d: svid %s does not verify to step-ca's root: %v", i, svid.ID, err)
+			}
+		}
+	}
+	if len(w.updates) < 4 {
+		t.Errorf("%d Workload API updates while the intermediate rotated, want several", len(w.updates))
+	}
+}
+
+// metrics returns the server's /metrics text.
+func metrics(t *testing.T, httpAddr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
