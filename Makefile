@@ -5,7 +5,7 @@ BIN       := bin/kith
 PKGS      := ./...
 E2E_TAGS  := e2e
 
-.PHONY: build test test-unit test-e2e test-k8s check-generate check-tidy bench demo generate lint clean
+.PHONY: build test test-unit test-e2e test-k8s test-postgres check-generate check-tidy bench demo generate lint clean
 
 # Stamp the VCS revision into the binary (kith version) when building from a git checkout.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo auto || echo false)
@@ -15,7 +15,7 @@ build:
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-tidy check-generate lint test-unit test-e2e test-k8s
+test: check-tidy check-generate lint test-unit test-e2e test-k8s test-postgres
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
@@ -30,6 +30,15 @@ K8S_PKGS  = $(shell grep -rl --include='*_test.go' '^//go:build k8s' . | xargs -
 test-k8s: build
 	@assets="$$(./scripts/components/kube.sh)" && helm="$$(./scripts/components/helm.sh)" && \
 	KUBEBUILDER_ASSETS="$$assets" KITH_HELM="$$helm" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags k8s -run '^TestK8s' $(K8S_PKGS)
+
+# The tests against a real PostgreSQL (build tag postgres): the script installs it from the distribution when
+# missing (apt-get, as root) and prints its bin directory; each test package starts throwaway clusters
+# (initdb + pg_ctl on a temp dir, unix socket, fsync off) as an unprivileged user. The e2e tests tagged
+# postgres start several servers on one database and need the binary.
+POSTGRES_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build.*postgres' . | xargs -n1 dirname | sort -u)
+test-postgres: build
+	@bin="$$(./scripts/components/postgres.sh)" && \
+	KITH_POSTGRES_BIN="$$bin" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags postgres $(POSTGRES_PKGS)
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:
