@@ -84,6 +84,7 @@ type Store struct {
 	db      *sql.DB
 	reader  rdb
 	channel string
+	connCfg *pgx.ConnConfig
 
 	// wlock serializes this process's writes before they queue on the database lock, so that notifications
 	// to local watchers go out in commit order.
@@ -160,6 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db:       db,
 		reader:   rdb{db},
 		channel:  cfg.Channel,
+		connCfg:  connCfg,
 		wlock:    make(chan struct{}, 1),
 		watchers: map[int]chan int64{},
 		stop:     stop,
@@ -638,4 +640,87 @@ func (s *Store) Probe(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Lease keys: what one server at a time does (see Lead and Locked).
+const (
+	// LeaseCARotation is held by the one server that runs the CA's rotation loop.
+	LeaseCARotation int64 = 0x6b697468_0003
+	// LockCAInit is held while a server loads or creates the CA, so that servers starting together on an
+	// empty database make one CA.
+	LockCAInit int64 = 0x6b697468_0004
+)
+
+// Lead runs run while this Store holds the lease key: a session advisory lock on a connection of its own,
+// so that one server at a time does what run does. The others try again every retry (jittered) and take
+// over when the holder stops or its connection to the database dies (the database ends its session and
+// the lock with it); a holder whose connection fails a ping has run's context cancelled. Lead returns nil
+// when ctx ends, or run's error.
+func (s *Store) Lead(ctx context.Context, key int64, retry time.Duration, run func(context.Context) error) error {
+	for {
+		err := s.leadOnce(ctx, key, retry, run)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		t := time.NewTimer(retry/2 + rand.N(retry/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// leadOnce tries the lease once and, if it got it, runs run until ctx ends or the connection fails. It
+// returns run's error when run ended by itself.
+func (s *Store) leadOnce(ctx context.Context, key int64, retry time.Duration, run func(context.Context) error) error {
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
+	if err != nil {
+		return nil
+	}
+	defer conn.Close(context.Background())
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil || !got {
+		return nil
+	}
+	s.log.Info("store lease taken", "lease", key)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(rctx) }()
+	tick := time.NewTicker(retry)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			pctx, pcancel := context.WithTimeout(ctx, retry)
+			err := conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				s.log.Warn("store lease lost: the connection holding it failed", "lease", key, "error", err)
+				cancel()
+				<-done
+				return nil
+			}
+		}
+	}
+}
+
+// Locked runs fn while holding the advisory lock key (waiting for it), on a connection of its own.
+func (s *Store) Locked(ctx context.Context, key int64, fn func() error) error {
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
+	if err != nil {
+		return fmt.Errorf("take lock: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+		return fmt.Errorf("take lock: %w", err)
+	}
+	return fn()
 }

@@ -275,7 +275,6 @@ func (c *Cluster) Destroy() error {
 	return errors.Join(stopErr, os.RemoveAll(c.Dir))
 }
 
-
 // SocketURL returns the URL of database db over the unix socket.
 func (c *Cluster) SocketURL(db string) string {
 	q := url.Values{"host": {c.Dir}, "port": {strconv.Itoa(c.Port)}, "sslmode": {"disable"}}
