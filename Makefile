@@ -35,10 +35,11 @@ test-k8s: build
 # missing (apt-get, as root) and prints its bin directory; each test package starts throwaway clusters
 # (initdb + pg_ctl on a temp dir, unix socket, fsync off) as an unprivileged user. The e2e tests tagged
 # postgres start several servers on one database and need the binary.
-POSTGRES_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build.*postgres' . | xargs -n1 dirname | sort -u)
+POSTGRES_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build postgres' . | xargs -n1 dirname | sort -u)
 test-postgres: build
 	@bin="$$(./scripts/components/postgres.sh)" && \
-	KITH_POSTGRES_BIN="$$bin" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags postgres $(POSTGRES_PKGS)
+	KITH_POSTGRES_BIN="$$bin" $(GO) test -count=1 -tags postgres $(POSTGRES_PKGS) && \
+	KITH_POSTGRES_BIN="$$bin" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags $(E2E_TAGS),postgres -run '^TestPostgres' ./test/e2e/...
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:

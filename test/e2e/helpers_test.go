@@ -342,15 +342,23 @@ type cluster struct {
 	httpAddr    string
 	adminSocket string
 	server      *proc
+	env         []string // added to the server's environment (the postgres store, for several servers)
 }
 
 func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return newClusterEnv(t)
+}
+
+// newClusterEnv is newCluster with env added to the server's environment.
+func newClusterEnv(t *testing.T, env ...string) *cluster {
 	t.Helper()
 	dir := shortTempDir(t)
 	c := &cluster{
 		t: t, dir: dir, td: spiffeid.RequireTrustDomainFromString("e2e.test"),
 		grpcAddr: freeAddr(t), httpAddr: freeAddr(t),
 		adminSocket: filepath.Join(dir, "server", "admin.sock"),
+		env:         env,
 	}
 	c.startServer()
 	return c
@@ -359,7 +367,7 @@ func newCluster(t *testing.T) *cluster {
 // startServer starts (or restarts) `kith server` on the cluster's ports and data dir.
 func (c *cluster) startServer() {
 	c.t.Helper()
-	c.server = start(c.t, "server", []string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr},
+	c.server = start(c.t, "server "+filepath.Base(c.dir), append([]string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr}, c.env...),
 		"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name())
 	c.server.waitOutput("kith server started", 20*time.Second)
 }
