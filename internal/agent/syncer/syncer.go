@@ -53,6 +53,9 @@ type Config struct {
 	Save func() error
 	// OnConnect is called once a session's stream is open, OnDisconnect when it ends; zero: nothing.
 	OnConnect, OnDisconnect func()
+	// OnError is called after a session that ended with err (it could not connect, or the stream broke),
+	// before the wait to reconnect: the agent moves to another server there. Zero: nothing.
+	OnError func(err error)
 	// RetryMax caps the reconnect backoff, jitter included; zero: 5 s.
 	RetryMax time.Duration
 	Now      func() time.Time // zero: time.Now
@@ -94,6 +97,9 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.OnDisconnect == nil {
 		cfg.OnDisconnect = func() {}
 	}
+	if cfg.OnError == nil {
+		cfg.OnError = func(error) {}
+	}
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = 5 * time.Second
 	}
@@ -115,6 +121,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 		wait := retryWait(backoff, s.cfg.RetryMax)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if err != nil {
+			s.cfg.OnError(err)
 		}
 		if status.Code(err) == codes.PermissionDenied && s.cfg.Attest != nil && !s.rejoined {
 			// Evicted (or unknown) but given a join token: attest again with it, once.
