@@ -17,7 +17,7 @@ import (
 // over the servers, and moves to the next after a session that failed. The Sync stream resumes there from
 // the revision the agent holds: every server reads the same store.
 type servers struct {
-	configured []string                                                    // host:port as configured
+	configured []string                                                 // host:port as configured
 	lookup     func(ctx context.Context, host string) ([]string, error) // zero: net.DefaultResolver.LookupHost
 
 	mu    sync.Mutex
