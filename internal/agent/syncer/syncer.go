@@ -67,6 +67,7 @@ type Syncer struct {
 	cfg      Config
 	rejoined bool      // attested again after the server refused the persisted svid
 	lostAt   time.Time // when the last session broke; zero while connected or never broken
+	synced   bool      // the last session received a message: its end starts the backoff afresh
 }
 
 // initialBackoff is the first wait before reconnecting, and the wait after a session that ended well.
@@ -117,7 +118,13 @@ func (s *Syncer) Run(ctx context.Context) error {
 	log := s.cfg.Logger
 	backoff := initialBackoff
 	for ctx.Err() == nil {
+		s.synced = false
 		err := s.once(ctx)
+		if s.synced {
+			// The session worked: a server that dies later (or the move to another one) is a first failure,
+			// not the next step of an outage's backoff.
+			backoff = initialBackoff
+		}
 		wait := retryWait(backoff, s.cfg.RetryMax)
 		if ctx.Err() != nil {
 			return nil
@@ -192,6 +199,7 @@ func (s *Syncer) once(ctx context.Context) error {
 			}
 			return err
 		}
+		s.synced = true
 		if !s.lostAt.IsZero() {
 			s.cfg.Logger.Info("sync with server restored", "down_for", s.cfg.Now().Sub(s.lostAt).Round(time.Millisecond))
 			s.lostAt = time.Time{}

@@ -96,6 +96,10 @@ type Store struct {
 	closed   bool
 	seen     int64 // the newest revision told to watchers
 
+	amu       sync.Mutex // guards aqueue, aflushing: the Audit calls waiting for a group commit
+	aqueue    []*auditReq
+	aflushing bool
+
 	stop     context.CancelFunc
 	listened chan struct{} // closed when the listener has returned
 }
