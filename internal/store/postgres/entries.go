@@ -168,7 +168,8 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, es []store.Entr
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
-			res, err := w.exec("INSERT INTO entries ("+entryColumns+", dedup_key, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", args...)
+			// The source goes in with the row: one statement (a round trip to the database) fewer per entry.
+			res, err := w.exec("INSERT INTO entries ("+entryColumns+", dedup_key, name, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", append(args, e.Source)...)
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
@@ -176,9 +177,6 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, es []store.Entr
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			} else if n == 0 {
 				return w.entryConflict(e, args[len(args)-2].(string))
-			}
-			if err := w.setSource(e); err != nil {
-				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
 			if err := w.change(store.KindEntry, e.ID, false); err != nil {
 				return err
