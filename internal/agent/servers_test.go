@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -63,4 +64,26 @@ func TestServersFailover(t *testing.T) {
 	if len(starts) < 2 {
 		t.Errorf("50 agents all started at %v: they do not spread over the servers", starts)
 	}
+}
+
+// parseServers takes the operator's server value: whatever it is, it either refuses it or returns only
+// host:port addresses.
+func FuzzParseServers(f *testing.F) {
+	for _, s := range []string{"localhost:8081", "a:1,b:2", " , ", "[::1]:8081,x", "a:1,,", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		addrs, err := parseServers(s)
+		if err != nil {
+			return
+		}
+		if len(addrs) == 0 {
+			t.Fatalf("parseServers(%q) = no addresses and no error", s)
+		}
+		for _, a := range addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				t.Fatalf("parseServers(%q) returned %q, not host:port", s, a)
+			}
+		}
+	})
 }
