@@ -259,7 +259,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	a.log.Info("kith agent started", "spiffe_id", a.ID().String(), "socket", c.Socket, "server", a.servers.current(), "servers", len(a.servers.all()))
+	a.log.Info("kith agent started", "spiffe_id", a.ID().String(), "socket", c.Socket, "server", a.servers.current())
 	a.readyMu.Do(func() { close(a.ready) })
 	err = g.Wait()
 	a.link.Close()
