@@ -88,7 +88,7 @@ for item in "${ITEMS[@]}"; do
 		;;
 	ha)
 		bin=$(./scripts/components/postgres.sh)
-		header "12. Several servers on one PostgreSQL: bench/ha -trials 200 -kills 20 -batch 10000 -mint 10s"
+		header "13. Several servers on one PostgreSQL: bench/ha -trials 200 -kills 20 -batch 10000 -mint 10s"
 		KITH_POSTGRES_BIN="$bin" "$OUT/ha" -kith bin/kith -trials 200 -kills 20 -batch 10000 -mint 10s
 		;;
 	k8s)
