@@ -5,7 +5,7 @@ BIN       := bin/kith
 PKGS      := ./...
 E2E_TAGS  := e2e
 
-.PHONY: build test test-unit test-e2e test-k8s test-upstream check-generate check-tidy bench demo generate lint clean
+.PHONY: build test test-unit test-e2e test-k8s test-upstream test-postgres check-generate check-tidy bench demo generate lint clean
 
 # Stamp the VCS revision into the binary (kith version) when building from a git checkout.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo auto || echo false)
@@ -15,7 +15,7 @@ build:
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream
+test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
@@ -38,6 +38,15 @@ UPSTREAM_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build.*upstream' .
 test-upstream: build
 	@./scripts/components/stepca.sh >/dev/null && ./scripts/components/vault.sh >/dev/null && \
 	KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'upstream e2e' -run '^Test(Step|Vault|Disk|Upstream)' $(UPSTREAM_PKGS)
+# The tests against a real PostgreSQL (build tag postgres): the script installs it from the distribution when
+# missing (apt-get, as root) and prints its bin directory; each test package starts throwaway clusters
+# (initdb + pg_ctl on a temp dir, unix socket, fsync off) as an unprivileged user. The e2e tests tagged
+# postgres start several servers on one database and need the binary.
+POSTGRES_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build postgres' . | xargs -n1 dirname | sort -u)
+test-postgres: build
+	@bin="$$(./scripts/components/postgres.sh)" && \
+	KITH_POSTGRES_BIN="$$bin" $(GO) test -count=1 -tags postgres $(POSTGRES_PKGS) && \
+	KITH_POSTGRES_BIN="$$bin" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags $(E2E_TAGS),postgres -run '^TestPostgres' ./test/e2e/...
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:

@@ -2,10 +2,10 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha
 #
 # k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
-# minutes cold).
+# minutes cold). ha needs PostgreSQL: scripts/components/postgres.sh installs it (apt-get) when missing.
 #
 # The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
 # temp dir), listen on loopback and unix sockets only, and stop by themselves.
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -27,7 +27,7 @@ header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%
 echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
 
 needs_kith=0
-for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s) needs_kith=1 ;; esac; done
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s | ha) needs_kith=1 ;; esac; done
 if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
@@ -87,6 +87,11 @@ for item in "${ITEMS[@]}"; do
 	policy)
 		header "8. Policy commit + webhook → every agent enforces it: bench/policy -commits 20 -modules 200 -agents 3"
 		"$OUT/policy" -kith bin/kith -commits 20 -modules 200 -agents 3
+		;;
+	ha)
+		bin=$(./scripts/components/postgres.sh)
+		header "13. Several servers on one PostgreSQL: bench/ha -trials 200 -kills 20 -batch 10000 -mint 10s"
+		KITH_POSTGRES_BIN="$bin" "$OUT/ha" -kith bin/kith -trials 200 -kills 20 -batch 10000 -mint 10s
 		;;
 	k8s)
 		assets=$(./scripts/components/kube.sh)

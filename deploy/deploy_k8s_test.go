@@ -82,7 +82,7 @@ func TestK8sManifestsApply(t *testing.T) {
 	kc := kubetest.Start(t)
 	admin := kc.KubeConfigFile(t)
 
-	for _, dir := range []string{"deploy/kubernetes/overlays/dev", "deploy/kubernetes/overlays/production", "deploy/kubernetes/base", "deploy/kubernetes"} {
+	for _, dir := range []string{"deploy/kubernetes/overlays/dev", "deploy/kubernetes/overlays/production", "deploy/kubernetes/overlays/ha", "deploy/kubernetes/base", "deploy/kubernetes"} {
 		t.Run("kubectl apply -k "+dir, func(t *testing.T) {
 			// A StatefulSet's volumeClaimTemplates cannot change: each rendering installs afresh.
 			kubectl(t, kc, admin, nil, "delete", "statefulset", "kith-server", "-n", "kith", "--ignore-not-found")

@@ -20,15 +20,25 @@ import (
 // The kith config files the manifests put in ConfigMaps load and validate as the binary would load
 // them, with the environment the pods give them.
 func TestManifestConfigsLoad(t *testing.T) {
-	podEnv := map[string]string{"KITH_AGENT_K8S_KUBELET_URL": "https://10.0.0.7:10250"} // the DaemonSet's
-	env := func(k string) (string, bool) { v, ok := podEnv[k]; return v, ok }
 	for _, tt := range []struct {
 		dir, cluster, trustDomain string
+		server                    string            // what agents dial; zero: kith-server.kith.svc:8081
+		podEnv                    map[string]string // beside the DaemonSet's
 	}{
-		{"kubernetes/base/config", "kubernetes", "example.org"},
-		{"kubernetes/overlays/dev", "dev", "kith.test"},
-		{"kubernetes/overlays/production", "production", "example.org"},
+		{dir: "kubernetes/base/config", cluster: "kubernetes", trustDomain: "example.org"},
+		{dir: "kubernetes/overlays/dev", cluster: "dev", trustDomain: "kith.test"},
+		{dir: "kubernetes/overlays/production", cluster: "production", trustDomain: "example.org"},
+		{dir: "kubernetes/overlays/ha", cluster: "production", trustDomain: "example.org", server: "kith-server-headless.kith.svc:8081",
+			podEnv: map[string]string{"KITH_STORE_URL": "postgres://kith:pw@db.example.org:5432/kith?sslmode=verify-full"}}, // from Secret kith-postgres
 	} {
+		podEnv := map[string]string{"KITH_AGENT_K8S_KUBELET_URL": "https://10.0.0.7:10250"} // the DaemonSet's
+		for k, v := range tt.podEnv {
+			podEnv[k] = v
+		}
+		env := func(k string) (string, bool) { v, ok := podEnv[k]; return v, ok }
+		if tt.server == "" {
+			tt.server = "kith-server.kith.svc:8081"
+		}
 		t.Run(tt.dir+" holds a server and an agent config for cluster "+tt.cluster, func(t *testing.T) {
 			s, err := config.LoadServer(filepath.Join(tt.dir, "server.yaml"), env)
 			if err == nil {
@@ -52,7 +62,7 @@ func TestManifestConfigsLoad(t *testing.T) {
 				}
 			}
 			got := []any{s.TrustDomain, clusters, a.NodeAttestor, a.K8sPSAT.Cluster, a.WorkloadAttestors, a.Socket, a.Server, s.Listen.GRPC, s.Listen.HTTP, s.DataDir}
-			want := []any{tt.trustDomain, []string{tt.cluster}, "k8s_psat", tt.cluster, []string{"unix", "k8s"}, "/run/kith/agent.sock", "kith-server.kith.svc:8081", ":8081", ":8080", "/var/lib/kith"}
+			want := []any{tt.trustDomain, []string{tt.cluster}, "k8s_psat", tt.cluster, []string{"unix", "k8s"}, "/run/kith/agent.sock", tt.server, ":8081", ":8080", "/var/lib/kith"}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("trust domain, clusters, agent attestor and cluster, workload attestors, socket, server, ports, data dir (-want +got):\n%s", diff)
 			}

@@ -67,6 +67,7 @@ type Agent struct {
 	authzRev atomic.Int64 // revision of the authorization data applied last
 	persist  *state.Persister
 	link     *link.Link
+	servers  *servers
 	sync     *syncer.Syncer
 	metrics  *metrics
 	engine   *authz.Engine
@@ -113,6 +114,11 @@ func New(cfg Config) (*Agent, error) {
 		attestor: attestor,
 		ready:    make(chan struct{}),
 	}
+	addrs, err := parseServers(c.Server)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	a.servers = newServers(addrs, nil)
 	a.persist = state.NewPersister(state.PersisterConfig{Save: a.save, Changed: a.cache.Changed, SVIDs: a.cache.SVIDCount, Logger: cfg.Logger})
 	a.svid = rotation.NewAgentSVID(rotation.AgentSVIDConfig{Bundle: bundleSource{a}, ApplyBundle: a.applyBundle,
 		OnChange: a.persist.MarkDirty, Now: cfg.Now, Logger: cfg.Logger})
@@ -138,7 +144,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	sc := syncer.Config{
 		Dial: a.dialSession, AgentSVID: a.svid, Revision: a.cache.Revision, Apply: a.applySync, Save: a.save,
-		OnConnect: a.connected, OnDisconnect: a.link.Down, RetryMax: c.RetryMax.D(), Now: cfg.Now, Logger: cfg.Logger,
+		OnConnect: a.connected, OnDisconnect: a.link.Down, OnError: a.failover, RetryMax: c.RetryMax.D(), Now: cfg.Now, Logger: cfg.Logger,
 	}
 	if a.canAttest() {
 		sc.Attest = a.attest
@@ -253,7 +259,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	a.log.Info("kith agent started", "spiffe_id", a.ID().String(), "socket", c.Socket, "server", c.Server)
+	a.log.Info("kith agent started", "spiffe_id", a.ID().String(), "socket", c.Socket, "server", a.servers.current())
 	a.readyMu.Do(func() { close(a.ready) })
 	err = g.Wait()
 	a.link.Close()
@@ -276,6 +282,15 @@ func (a *Agent) connected() {
 }
 
 // dialSession connects the Sync stream of one session.
+// failover moves the agent to the next server after a session that failed; the next session resumes there
+// from the revision the agent holds.
+func (a *Agent) failover(err error) {
+	from := a.servers.current()
+	if to := a.servers.failover(); to != from {
+		a.log.Warn("server failed; moving to the next one", "from", from, "to", to, "error", err)
+	}
+}
+
 func (a *Agent) dialSession() (syncer.Client, io.Closer, error) {
 	conn, err := a.dial(true)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -35,6 +36,11 @@ func (b bundleSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x50
 // dial connects to the server's agent API, authenticating the server as spiffe://TD/kith/server and,
 // when withSVID, presenting the agent's SVID. It does not block: the connection is made by the first call.
 func (a *Agent) dial(withSVID bool) (*grpc.ClientConn, error) {
+	return a.dialAddr(a.servers.current(), withSVID)
+}
+
+// dialAddr is dial to the server at addr.
+func (a *Agent) dialAddr(addr string, withSVID bool) (*grpc.ClientConn, error) {
 	serverID, err := spiffeid.FromSegments(a.td, "kith", "server")
 	if err != nil {
 		return nil, err
@@ -43,10 +49,10 @@ func (a *Agent) dial(withSVID bool) (*grpc.ClientConn, error) {
 	if withSVID {
 		tc = tlsconfig.MTLSClientConfig(a.svid, bundleSource{a}, tlsconfig.AuthorizeID(serverID))
 	}
-	conn, err := grpc.NewClient(a.cfg.Config.Server, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
-		return nil, fmt.Errorf("connect to server %s: %w", a.cfg.Config.Server, err)
+		return nil, fmt.Errorf("connect to server %s: %w", addr, err)
 	}
 	return conn, nil
 }
@@ -67,9 +73,29 @@ func (a *Agent) canAttest() bool {
 	return a.cfg.Config.JoinToken != "" || a.cfg.Config.NodeAttestor == k8spsat.Type
 }
 
-// attest proves the node with the join token and takes the agent SVID it gets.
+// attest proves the node with the join token and takes the agent SVID it gets, from the current server or,
+// when it cannot be reached, the next ones.
 func (a *Agent) attest(ctx context.Context) error {
-	conn, err := a.dial(false)
+	var errs []error
+	for range a.servers.all() {
+		err := a.attestAt(ctx, a.servers.current())
+		if err == nil || !isUnavailable(err) {
+			return err
+		}
+		errs = append(errs, err)
+		a.servers.failover()
+	}
+	return errors.Join(errs...)
+}
+
+// isUnavailable reports whether err says the server could not be reached.
+func isUnavailable(err error) bool {
+	var se interface{ GRPCStatus() *status.Status }
+	return errors.As(err, &se) && se.GRPCStatus().Code() == codes.Unavailable
+}
+
+func (a *Agent) attestAt(ctx context.Context, addr string) error {
+	conn, err := a.dialAddr(addr, false)
 	if err != nil {
 		return err
 	}
@@ -84,6 +110,9 @@ func (a *Agent) attest(ctx context.Context) error {
 		return fmt.Errorf("attest: %w", err)
 	}
 	resp, err := agentv1.NewAgentServiceClient(conn).Attest(ctx, &agentv1.AttestRequest{AttestationType: evidence.Type(), Payload: payload, Csr: csr})
+	if status.Code(err) == codes.Unavailable {
+		return fmt.Errorf("attest with %s at %s: %w", evidence.Type(), addr, err)
+	}
 	if err != nil {
 		return fmt.Errorf("attest with %s: %w", evidence.Type(), errors.New(status.Convert(err).Message()))
 	}

@@ -65,6 +65,6 @@ func (e *env) storeCommand() *cobra.Command {
 	}
 	check.Flags().StringVar(&dataDir, "data-dir", "", "check <DIR>/kith.db directly instead of asking the server")
 	check.Flags().StringVar(&db, "db", "", "check this database file directly (a store.dsn outside the data dir)")
-	cmd.AddCommand(check)
+	cmd.AddCommand(check, e.storeMigrateCommand())
 	return cmd
 }

@@ -26,7 +26,9 @@ const (
 // Agent is the `kith agent` configuration. Every field is optional unless noted; the comment gives the
 // default and the environment variable that overrides it.
 type Agent struct {
-	// Server is the server's agent API address host:port. Default localhost:8081. Env KITH_AGENT_SERVER.
+	// Server is the server's agent API address host:port, or several separated by commas (servers on one
+	// PostgreSQL store; a name may also resolve to several addresses): the agent talks to one and fails
+	// over to the next. Default localhost:8081. Env KITH_AGENT_SERVER.
 	Server string `yaml:"server"`
 	// TrustDomain the agent belongs to. Default: that of the agent SVID saved in data_dir; on first start,
 	// the one the bootstrap bundle's roots name (their spiffe:// URI SAN, as Kith's own CA roots carry),
@@ -172,8 +174,10 @@ func (c *Agent) Finish() error {
 	if c.RetryMax.D() < 100*time.Millisecond || c.RetryMax.D() > MaxRetryMax {
 		return &FieldError{"retry_max", fmt.Sprintf("%s is outside 100ms to %s: a revoke reaches an agent that lost the server only when it reconnects", c.RetryMax.D(), MaxRetryMax)}
 	}
-	if _, _, err := net.SplitHostPort(c.Server); err != nil {
-		return &FieldError{"server", fmt.Sprintf("%q is not host:port (e.g. kith-server:8081)", c.Server)}
+	for _, a := range strings.Split(c.Server, ",") {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(a)); err != nil {
+			return &FieldError{"server", fmt.Sprintf("%q is not host:port (e.g. kith-server:8081), or several separated by commas (a:8081,b:8081)", a)}
+		}
 	}
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); c.TrustDomain != "" && err != nil {
 		return &FieldError{"trust_domain", fmt.Sprintf("%q is not a valid trust domain: %v", c.TrustDomain, err)}

@@ -163,8 +163,13 @@ type Admin struct {
 
 // CA configures the certificate authority.
 type CA struct {
-	// KeyManager: disk (PEM files, 0600, in <data_dir>/keys) or memory. Default disk. Env KITH_CA_KEY_MANAGER.
+	// KeyManager: disk (PEM files, 0600, in <data_dir>/keys), memory, or database (with store.driver
+	// postgres: keys sealed under KEKFile in the database every server shares, see docs/ha.md). Default
+	// disk, database with store.driver postgres. Env KITH_CA_KEY_MANAGER.
 	KeyManager string `yaml:"key_manager"`
+	// KEKFile is the key-encryption key of the database key manager: a file (mode 0600) holding at least
+	// 32 random bytes, the same on every server. Required with key_manager database. Env KITH_CA_KEK_FILE.
+	KEKFile string `yaml:"kek_file"`
 	// RootTTL is the root CA lifetime. Default 365d. Env KITH_CA_ROOT_TTL.
 	RootTTL Duration `yaml:"root_ttl"`
 	// IntermediateTTL is the signing CA (and JWT key) lifetime. Default 7d. Env KITH_CA_INTERMEDIATE_TTL.
@@ -345,10 +350,18 @@ type SVID struct {
 
 // Store configures persistence.
 type Store struct {
-	// Driver: sqlite (embedded, <data_dir>/kith.db). Default sqlite. Env KITH_STORE_DRIVER.
+	// Driver: sqlite (embedded, <data_dir>/kith.db) or postgres (several servers on one database, see
+	// docs/ha.md). Default sqlite, or postgres when URL is a postgres:// URL. Env KITH_STORE_DRIVER.
 	Driver string `yaml:"driver"`
 	// DSN: for sqlite a file path (default <data_dir>/kith.db). Env KITH_STORE_DSN.
 	DSN string `yaml:"dsn"`
+	// URL: for postgres the database's URL, postgres://user:password@host:5432/db?sslmode=verify-full
+	// (TLS as libpq: sslmode, sslrootcert, sslcert, sslkey); it may also be sqlite:///path/kith.db. Zero:
+	// the driver and DSN decide. Env KITH_STORE_URL (keep the password out of the config file).
+	URL string `yaml:"url"`
+	// MaxConns is the postgres connection pool's size per server (one more connection listens for
+	// changes). Default 10. Env KITH_STORE_MAX_CONNS.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // Token configures join tokens.
@@ -388,6 +401,9 @@ func (c *Server) Finish() error {
 	def(&c.Listen.GRPC, ":8081")
 	def(&c.Listen.HTTP, ":8080")
 	def(&c.Listen.AdminSocket, filepath.Join(c.DataDir, "admin.sock"))
+	if c.Store.Driver == "postgres" || strings.HasPrefix(c.Store.URL, "postgres://") || strings.HasPrefix(c.Store.URL, "postgresql://") {
+		def(&c.CA.KeyManager, "database")
+	}
 	def(&c.CA.KeyManager, "disk")
 	def(&c.CA.Organization, "Kith")
 	defD(&c.CA.RootTTL, 365*24*time.Hour)
@@ -408,7 +424,17 @@ func (c *Server) Finish() error {
 	defD(&c.SVID.AgentTTL, time.Hour)
 	defD(&c.CA.RootOverlap, 2*c.SVID.MaxX509TTL.D())
 	defD(&c.CA.Upstream.RetryMax, 30*time.Second)
+	switch u := c.Store.URL; {
+	case strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://"):
+		def(&c.Store.Driver, "postgres")
+	case strings.HasPrefix(u, "sqlite://"):
+		def(&c.Store.Driver, "sqlite")
+		def(&c.Store.DSN, strings.TrimPrefix(u, "sqlite://"))
+	}
 	def(&c.Store.Driver, "sqlite")
+	if c.Store.MaxConns == 0 {
+		c.Store.MaxConns = 10
+	}
 	if c.Store.Driver == "sqlite" {
 		def(&c.Store.DSN, filepath.Join(c.DataDir, "kith.db"))
 	}
@@ -458,10 +484,19 @@ func (c *Server) validate() error {
 			}
 		}
 	}
-	if err := oneOf("ca.key_manager", c.CA.KeyManager, keymanager.Names()...); err != nil {
+	if err := oneOf("ca.key_manager", c.CA.KeyManager, append(keymanager.Names(), "database")...); err != nil {
 		return err
 	}
-	if err := oneOf("store.driver", c.Store.Driver, "sqlite"); err != nil {
+	switch {
+	case c.CA.KeyManager == "database" && c.Store.Driver != "postgres":
+		return &FieldError{"ca.key_manager", "database keeps the CA keys in the postgres store: set store.driver postgres and store.url, or use disk"}
+	case c.CA.KeyManager == "database" && c.CA.KEKFile == "":
+		return &FieldError{"ca.kek_file", "the database key manager seals the CA keys under a key-encryption key: set ca.kek_file (KITH_CA_KEK_FILE) to a 0600 file holding 32 random bytes (head -c 32 /dev/urandom | base64), the same on every server"}
+	}
+	if err := oneOf("store.driver", c.Store.Driver, "sqlite", "postgres"); err != nil {
+		return err
+	}
+	if err := c.Store.validate(); err != nil {
 		return err
 	}
 	if err := c.Policy.Git.validate(c.Policy.Dir); err != nil {
@@ -637,6 +672,20 @@ func checkServiceAccountTemplate(t, trustDomain string) error {
 	c, _ := expand("ns-a", "sa-b")
 	if a == b || a == c {
 		return fmt.Errorf("%q must use both .Namespace and .ServiceAccount, or every shorthand names one identity", t)
+	}
+	return nil
+}
+
+func (s Store) validate() error {
+	switch {
+	case s.Driver == "postgres" && s.URL == "":
+		return &FieldError{"store.url", "the postgres driver needs the database's URL: set store.url or KITH_STORE_URL to postgres://user:password@host:5432/db?sslmode=verify-full"}
+	case s.Driver == "postgres" && !strings.HasPrefix(s.URL, "postgres://") && !strings.HasPrefix(s.URL, "postgresql://"):
+		return &FieldError{"store.url", "the postgres driver takes a postgres:// URL (postgres://user:password@host:5432/db?sslmode=verify-full); the URL given has another scheme"}
+	case s.Driver == "sqlite" && s.URL != "" && !strings.HasPrefix(s.URL, "sqlite://"):
+		return &FieldError{"store.url", "with store.driver sqlite the URL must be sqlite:///path/kith.db (or leave it empty and set store.dsn)"}
+	case s.MaxConns < 1 || s.MaxConns > 1000:
+		return &FieldError{"store.max_conns", fmt.Sprintf("%d is not a pool size: use 1 to 1000 (default 10)", s.MaxConns)}
 	}
 	return nil
 }

@@ -77,6 +77,12 @@ func newAuditAnchor(ctx context.Context, dataDir, td string, keys ca.KeyManager,
 	signer, err := keys.GetKey(ctx, auditKeyID)
 	if errors.Is(err, fs.ErrNotExist) {
 		signer, err = keys.GenerateKey(ctx, auditKeyID)
+		if err != nil {
+			// Another server sharing the key manager made it meanwhile.
+			if s, err2 := keys.GetKey(ctx, auditKeyID); err2 == nil {
+				signer, err = s, nil
+			}
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("audit checkpoint key: %w", err)

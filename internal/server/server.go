@@ -33,6 +33,7 @@ import (
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/server/attestors"
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/internal/store/postgres"
 	"github.com/kithid/kith/internal/store/sqlite"
 	"github.com/kithid/kith/internal/unixsock"
 )
@@ -120,14 +121,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Logger.Warn("data dir was open to other users; made it 0700", "data_dir", c.DataDir, "was", fmt.Sprintf("%#o", perm))
 	}
 	dd := dataDir{dir: c.DataDir, dbPath: c.Store.DSN, now: cfg.Now}
-	reinit, err := dd.prepare(ctx, cfg.Reinit, cfg.Logger)
-	if err != nil {
-		return nil, err
+	var reinit *reinitRecord
+	if c.Store.Driver == "sqlite" {
+		// The lost-database checks are about the data dir's own database file.
+		if reinit, err = dd.prepare(ctx, cfg.Reinit, cfg.Logger); err != nil {
+			return nil, err
+		}
+	} else if cfg.Reinit {
+		return nil, errors.New("--reinit refused: it starts over a data dir whose sqlite database was lost; a postgres store is restored from the database's own backups")
 	}
 	_, markerErr := os.Stat(dd.markerPath())
-	keys, err := keymanager.New(c.CA.KeyManager, keymanager.Options{Dir: filepath.Join(c.DataDir, "keys")})
+	keys, err := openKeys(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("open key manager: %w", err)
+		return nil, err
 	}
 	anchor, err := newAuditAnchor(ctx, c.DataDir, td.Name(), keys, cfg.Now, cfg.Logger.With("component", "audit"))
 	if err != nil {
@@ -146,25 +152,29 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	authority, err := ca.New(ctx, ca.Config{
-		Upstream:         upstream,
-		UpstreamName:     upstreamName,
-		UpstreamRetryMax: c.CA.Upstream.RetryMax.D(),
-		TrustDomain:      td,
-		Keys:             keys,
-		Store:            st,
-		Now:              cfg.Now,
-		Logger:           cfg.Logger.With("component", "ca"),
-		RootTTL:          c.CA.RootTTL.D(),
-		IntermediateTTL:  c.CA.IntermediateTTL.D(),
-		X509SVIDTTL:      c.SVID.X509TTL.D(),
-		MaxX509SVIDTTL:   c.SVID.MaxX509TTL.D(),
-		MinSVIDTTL:       c.SVID.MinTTL.D(),
-		JWTSVIDTTL:       c.SVID.JWTTTL.D(),
-		MaxJWTSVIDTTL:    c.SVID.MaxJWTTTL.D(),
-		RootOverlap:      c.CA.RootOverlap.D(),
-		Subject:          pkix.Name{Organization: []string{c.CA.Organization}},
-		JWTIssuer:        c.CA.JWTIssuer,
+	var authority *ca.CA
+	err = withCALock(ctx, st, func() (err error) {
+		authority, err = ca.New(ctx, ca.Config{
+			Upstream:         upstream,
+			UpstreamName:     upstreamName,
+			UpstreamRetryMax: c.CA.Upstream.RetryMax.D(),
+			TrustDomain:      td,
+			Keys:             keys,
+			Store:            st,
+			Now:              cfg.Now,
+			Logger:           cfg.Logger.With("component", "ca"),
+			RootTTL:          c.CA.RootTTL.D(),
+			IntermediateTTL:  c.CA.IntermediateTTL.D(),
+			X509SVIDTTL:      c.SVID.X509TTL.D(),
+			MaxX509SVIDTTL:   c.SVID.MaxX509TTL.D(),
+			MinSVIDTTL:       c.SVID.MinTTL.D(),
+			JWTSVIDTTL:       c.SVID.JWTTTL.D(),
+			MaxJWTSVIDTTL:    c.SVID.MaxJWTTTL.D(),
+			RootOverlap:      c.CA.RootOverlap.D(),
+			Subject:          pkix.Name{Organization: []string{c.CA.Organization}},
+			JWTIssuer:        c.CA.JWTIssuer,
+		})
+		return err
 	})
 	if err != nil {
 		st.Close()
@@ -356,7 +366,13 @@ func (s *Server) Run(ctx context.Context) error {
 	httpSrv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.ca.Run(gctx) })
+	if shared, ok := s.store.(sharedStore); ok {
+		// Several servers on one database: one rotates the CA at a time, the others follow its changes.
+		g.Go(func() error { return shared.Lead(gctx, postgres.LeaseCARotation, 2*time.Second, s.ca.Run) })
+		g.Go(func() error { return s.followCA(gctx) })
+	} else {
+		g.Go(func() error { return s.ca.Run(gctx) })
+	}
 	g.Go(func() error { return s.policy.Run(gctx) })
 	for _, run := range s.controllers {
 		g.Go(func() error { return run(gctx) })
@@ -418,9 +434,89 @@ func (s *Server) Admin() *adminapi.Service { return s.admin }
 
 // openStore opens the configured store backend; everything after it uses the store contract only.
 func openStore(ctx context.Context, c *config.Server, cfg Config, onAuditHead func(int64, []byte)) (store.Backend, error) {
+	if c.Store.Driver == "postgres" {
+		st, err := postgres.Open(ctx, postgres.Config{URL: c.Store.URL, MaxConns: c.Store.MaxConns, Now: cfg.Now,
+			Logger: cfg.Logger.With("component", "store"), OnAuditHead: onAuditHead})
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	}
 	st, err := sqlite.Open(ctx, sqlite.Config{Path: c.Store.DSN, Now: cfg.Now, Logger: cfg.Logger, OnAuditHead: onAuditHead})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	return st, nil
+}
+
+// openKeys opens the configured key manager: the database one (shared by several servers) or one from
+// the registry.
+func openKeys(ctx context.Context, c *config.Server) (ca.KeyManager, error) {
+	if c.CA.KeyManager == "database" {
+		kek, err := postgres.ReadKEK(c.CA.KEKFile)
+		if err != nil {
+			return nil, fmt.Errorf("open key manager: %w", err)
+		}
+		keys, err := postgres.OpenKeys(ctx, c.Store.URL, kek)
+		if err != nil {
+			return nil, fmt.Errorf("open key manager: %w", err)
+		}
+		return keys, nil
+	}
+	keys, err := keymanager.New(c.CA.KeyManager, keymanager.Options{Dir: filepath.Join(c.DataDir, "keys")})
+	if err != nil {
+		return nil, fmt.Errorf("open key manager: %w", err)
+	}
+	return keys, nil
+}
+
+// sharedStore is a store several servers share (postgres): leases and locks across them.
+type sharedStore interface {
+	Lead(ctx context.Context, key int64, retry time.Duration, run func(context.Context) error) error
+	Locked(ctx context.Context, key int64, fn func() error) error
+}
+
+// withCALock runs fn (loading or creating the CA) under the store's CA lock when servers share the store,
+// so that servers starting together on an empty database make one CA.
+func withCALock(ctx context.Context, st store.Backend, fn func() error) error {
+	if shared, ok := st.(sharedStore); ok {
+		return shared.Locked(ctx, postgres.LockCAInit, fn)
+	}
+	return fn()
+}
+
+// followCA reloads the CA whenever another server changed the authorities (it rotated them), so that this
+// server signs with the active intermediate and publishes the same bundle.
+func (s *Server) followCA(ctx context.Context) error {
+	revs, stop := s.store.Watch()
+	defer stop()
+	last, err := s.store.Revision(ctx)
+	if err != nil {
+		last = 0
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-revs:
+			if !ok {
+				return nil
+			}
+		}
+		changes, err := s.store.ChangesSince(ctx, last)
+		if err != nil {
+			s.log.Warn("ca: reading changes to follow other servers' rotations failed; retrying on the next change", "error", err)
+			continue
+		}
+		reload := false
+		for _, ch := range changes {
+			last = max(last, ch.Revision)
+			reload = reload || ch.Kind == store.KindAuthority
+		}
+		if reload {
+			if err := s.ca.Reload(ctx); err != nil {
+				s.log.Error("ca: another server changed the authorities and reloading them failed", "error", err)
+			}
+		}
+	}
 }

@@ -402,8 +402,14 @@ func (c *cluster) startAgent(name, token string) *proc {
 // agent reconnects with its default backoff.
 func (c *cluster) startAgentEnv(name, token string, extra ...string) *proc {
 	c.t.Helper()
+	return c.startAgentAt(c.grpcAddr, name, token, extra...)
+}
+
+// startAgentAt is startAgentEnv with --server servers (one host:port, or several separated by commas).
+func (c *cluster) startAgentAt(servers, name, token string, extra ...string) *proc {
+	c.t.Helper()
 	d := c.agentDirs(name)
-	args := []string{"agent", "--server", c.grpcAddr, "--trust-domain", c.td.Name(), "--data-dir", d.data, "--socket", d.socket}
+	args := []string{"agent", "--server", servers, "--trust-domain", c.td.Name(), "--data-dir", d.data, "--socket", d.socket}
 	if token != "" {
 		bundle := filepath.Join(c.dir, "bundle.pem")
 		if _, err := os.Stat(bundle); err != nil {

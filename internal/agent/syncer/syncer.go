@@ -53,6 +53,9 @@ type Config struct {
 	Save func() error
 	// OnConnect is called once a session's stream is open, OnDisconnect when it ends; zero: nothing.
 	OnConnect, OnDisconnect func()
+	// OnError is called after a session that ended with err (it could not connect, or the stream broke),
+	// before the wait to reconnect: the agent moves to another server there. Zero: nothing.
+	OnError func(err error)
 	// RetryMax caps the reconnect backoff, jitter included; zero: 5 s.
 	RetryMax time.Duration
 	Now      func() time.Time // zero: time.Now
@@ -64,6 +67,7 @@ type Syncer struct {
 	cfg      Config
 	rejoined bool      // attested again after the server refused the persisted svid
 	lostAt   time.Time // when the last session broke; zero while connected or never broken
+	synced   bool      // the last session received a message: its end starts the backoff afresh
 }
 
 // initialBackoff is the first wait before reconnecting, and the wait after a session that ended well.
@@ -94,6 +98,9 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.OnDisconnect == nil {
 		cfg.OnDisconnect = func() {}
 	}
+	if cfg.OnError == nil {
+		cfg.OnError = func(error) {}
+	}
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = 5 * time.Second
 	}
@@ -111,10 +118,19 @@ func (s *Syncer) Run(ctx context.Context) error {
 	log := s.cfg.Logger
 	backoff := initialBackoff
 	for ctx.Err() == nil {
+		s.synced = false
 		err := s.once(ctx)
+		if s.synced {
+			// The session worked: a server that dies later (or the move to another one) is a first failure,
+			// not the next step of an outage's backoff.
+			backoff = initialBackoff
+		}
 		wait := retryWait(backoff, s.cfg.RetryMax)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if err != nil {
+			s.cfg.OnError(err)
 		}
 		if status.Code(err) == codes.PermissionDenied && s.cfg.Attest != nil && !s.rejoined {
 			// Evicted (or unknown) but given a join token: attest again with it, once.
@@ -183,6 +199,7 @@ func (s *Syncer) once(ctx context.Context) error {
 			}
 			return err
 		}
+		s.synced = true
 		if !s.lostAt.IsZero() {
 			s.cfg.Logger.Info("sync with server restored", "down_for", s.cfg.Now().Sub(s.lostAt).Round(time.Millisecond))
 			s.lostAt = time.Time{}

@@ -231,3 +231,27 @@ func TestSyncerEndsTheStreamToRenewTheAgentSVID(t *testing.T) {
 		}
 	})
 }
+
+// A session that synced and then broke (its server killed) is a first failure: the agent reconnects
+// (to the next server) after the first backoff, however many such failures came before, so that failover
+// stays fast after several server losses.
+func TestSyncerRestartsTheBackoffAfterASessionThatSynced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newServer(t)
+		applied := make(chan *agentv1.SyncResponse, 4)
+		start(t, srv, &fakeSVID{renewAt: time.Now().Add(time.Hour)}, false, applied)
+		for i := range 5 {
+			s := <-srv.Streams()
+			s.Send(&agentv1.SyncResponse{Revision: int64(8 + i)})
+			<-applied
+			s.End(status.Error(codes.Unavailable, "server killed"))
+			synctest.Wait()
+			broke := time.Now()
+			time.Sleep(151 * time.Millisecond) // the first backoff (100 ms) and its jitter (up to 50 ms)
+			synctest.Wait()
+			if n := srv.Calls("Sync"); n != i+2 {
+				t.Fatalf("failure %d: %d streams %s after the break, want the agent back within the first backoff", i+1, n, time.Since(broke))
+			}
+		}
+	})
+}

@@ -1,0 +1,730 @@
+// Package postgres is Kith's store on PostgreSQL (github.com/jackc/pgx/v5), for several servers sharing one
+// database: registration entries, agents, join tokens, grants, policy, CA authorities and the hash-chained
+// audit log, with the same contract as the embedded SQLite store (it passes the same conformance suite,
+// storetest).
+//
+// Every write transaction first takes one transaction-scoped advisory lock (pg_advisory_xact_lock), held
+// until it commits: writes from every server sharing the database are serialized, so the store-wide
+// revision is committed in order, and the audit log stays one hash chain however many servers append to it
+// (audit.prev_hash is also UNIQUE: a fork could not be stored). A transaction that changed something sends
+// its revision with pg_notify, delivered at commit; each Store LISTENs on its own connection and tells its
+// watchers, and on every (re)connection it reads the revision again, so that a notification lost while the
+// connection or the database was down is caught up.
+//
+// The schema is created and upgraded by embedded migrations (the PostgreSQL ports of the SQLite ones, with
+// the same columns), recorded in table kith_schema; a database written by a newer Kith is refused with
+// store.ErrSchemaTooNew.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/kithid/kith/internal/store"
+)
+
+var _ store.Backend = (*Store)(nil)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Advisory lock keys (one 64-bit space per database): the write lock every change transaction holds, and
+// the lock migrations hold.
+const (
+	writeLockKey   int64 = 0x6b697468_0001 // "kith" 1
+	migrateLockKey int64 = 0x6b697468_0002
+)
+
+// DefaultChannel is the channel revisions are notified on.
+const DefaultChannel = "kith_revision"
+
+// Config configures Open.
+type Config struct {
+	// URL is the database's connection URL: postgres://user:password@host:port/db?sslmode=verify-full&...
+	// (or a keyword/value DSN). TLS to the database is set there, as libpq does: sslmode, sslrootcert,
+	// sslcert, sslkey. Required.
+	URL string
+	// MaxConns is the size of the connection pool, not counting the one connection that listens for
+	// revisions. Zero: 10.
+	MaxConns int
+	Now      func() time.Time // zero means time.Now
+	Logger   *slog.Logger     // zero means discard
+	// OnAuditHead is called after each commit of this Store that appended audit rows, with the new head (the
+	// last seq and its hash); calls come in commit order. Zero: nothing is called.
+	OnAuditHead func(seq int64, hash []byte)
+	// Channel is the LISTEN/NOTIFY channel for revisions. Zero: DefaultChannel.
+	Channel string
+	// CatchUpEvery is how often the listener reads the revision even without a notification, a safety net
+	// behind the catch-up on every reconnection. Zero: 5 s.
+	CatchUpEvery time.Duration
+}
+
+// Store is the PostgreSQL store. It is safe for concurrent use, by any number of Stores (servers) on the
+// same database.
+type Store struct {
+	now     func() time.Time
+	onHead  func(seq int64, hash []byte)
+	log     *slog.Logger
+	db      *sql.DB
+	reader  rdb
+	channel string
+	connCfg *pgx.ConnConfig
+
+	// wlock serializes this process's writes before they queue on the database lock, so that notifications
+	// to local watchers go out in commit order.
+	wlock chan struct{}
+
+	wmu      sync.Mutex // guards watchers, nextW, closed, seen
+	watchers map[int]chan int64
+	nextW    int
+	closed   bool
+	seen     int64 // the newest revision told to watchers
+
+	amu       sync.Mutex // guards aqueue, aflushing: the Audit calls waiting for a group commit
+	aqueue    []*auditReq
+	aflushing bool
+
+	stop     context.CancelFunc
+	listened chan struct{} // closed when the listener has returned
+}
+
+// ParseURL reports whether a store URL names PostgreSQL (postgres:// or postgresql://).
+func ParseURL(u string) bool {
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
+}
+
+// Redact returns u without its password, for logs and errors.
+func Redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.User == nil {
+		return u
+	}
+	if _, ok := p.User.Password(); ok {
+		p.User = url.UserPassword(p.User.Username(), "xxxxx")
+	}
+	return p.String()
+}
+
+// Open connects to the database at cfg.URL, brings its schema up to date and starts listening for the
+// revisions other servers commit.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("open postgres store: no database URL configured (store.url or KITH_STORE_URL)")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 10
+	}
+	if cfg.Channel == "" {
+		cfg.Channel = DefaultChannel
+	}
+	if cfg.CatchUpEvery <= 0 {
+		cfg.CatchUpEvery = 5 * time.Second
+	}
+	where := Redact(cfg.URL)
+	connCfg, err := pgx.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres store %s: the URL does not parse (%v): write it as postgres://user:password@host:5432/db?sslmode=verify-full", where, err)
+	}
+	db := stdlib.OpenDB(*connCfg)
+	db.SetMaxOpenConns(cfg.MaxConns)
+	db.SetMaxIdleConns(cfg.MaxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+
+	version, err := migrate(ctx, db, where, cfg.Logger)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	lctx, stop := context.WithCancel(context.Background())
+	s := &Store{
+		now:      cfg.Now,
+		onHead:   cfg.OnAuditHead,
+		log:      cfg.Logger,
+		db:       db,
+		reader:   rdb{db},
+		channel:  cfg.Channel,
+		connCfg:  connCfg,
+		wlock:    make(chan struct{}, 1),
+		watchers: map[int]chan int64{},
+		stop:     stop,
+		listened: make(chan struct{}),
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		stop()
+		db.Close()
+		return nil, fmt.Errorf("open postgres store %s: %w", where, err)
+	}
+	s.seen = rev
+	go s.listen(lctx, connCfg, cfg.CatchUpEvery)
+	s.log.Info("store opened", "url", where, "schema_version", version, "revision", rev)
+	return s, nil
+}
+
+// rdb and rtx rewrite the SQLite-style ? placeholders of the store's queries to PostgreSQL's $n.
+type rdb struct{ *sql.DB }
+
+func (d rdb) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return d.DB.QueryContext(ctx, rebind(q), args...)
+}
+
+func (d rdb) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return d.DB.QueryRowContext(ctx, rebind(q), args...)
+}
+
+type rtx struct{ *sql.Tx }
+
+func (t rtx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return t.Tx.QueryContext(ctx, rebind(q), args...)
+}
+
+func (t rtx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return t.Tx.QueryRowContext(ctx, rebind(q), args...)
+}
+
+func (t rtx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return t.Tx.ExecContext(ctx, rebind(q), args...)
+}
+
+var rebound sync.Map // query → rewritten query
+
+// rebind numbers the ? placeholders of q ($1, $2, ...). The store's queries hold no ? in literals.
+func rebind(q string) string {
+	if v, ok := rebound.Load(q); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	out := b.String()
+	rebound.Store(q, out)
+	return out
+}
+
+// migration is one embedded schema step; applying migration i yields schema version i+1.
+type migration struct {
+	name string
+	sql  string
+}
+
+func migrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	out := make([]migration, 0, len(names))
+	for _, n := range names {
+		b, err := migrationFS.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{name: n, sql: string(b)})
+	}
+	return out, nil
+}
+
+// SchemaVersion is the newest schema version this binary knows.
+func SchemaVersion() int {
+	ms, _ := migrations()
+	return len(ms)
+}
+
+type schemaTooNewError struct {
+	where         string
+	have, support int
+}
+
+func (e *schemaTooNewError) Error() string {
+	return fmt.Sprintf("store at %s has schema version %d but this kith supports up to %d: upgrade kith", e.where, e.have, e.support)
+}
+
+func (e *schemaTooNewError) Unwrap() error { return store.ErrSchemaTooNew }
+
+// migrate applies the migrations the database lacks, each in its own transaction with its version bump,
+// under an advisory lock so that servers starting together migrate once.
+func migrate(ctx context.Context, db *sql.DB, where string, log *slog.Logger) (int, error) {
+	ms, err := migrations()
+	if err != nil {
+		return 0, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	for {
+		applied, version, err := migrateStep(ctx, db, ms)
+		if err != nil {
+			if errors.Is(err, store.ErrSchemaTooNew) {
+				return 0, &schemaTooNewError{where: where, have: version, support: len(ms)}
+			}
+			return 0, fmt.Errorf("migrate postgres store %s to schema version %d: %w", where, version+1, err)
+		}
+		if !applied {
+			return version, nil
+		}
+		log.Info("store schema migrated", "url", where, "schema_version", version)
+	}
+}
+
+// migrateStep applies the next migration, if any, and returns the version the database is at.
+func migrateStep(ctx context.Context, db *sql.DB, ms []migration) (bool, int, error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, 0, fmt.Errorf("connect: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLockKey); err != nil {
+		return false, 0, err
+	}
+	if _, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS kith_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"); err != nil {
+		return false, 0, err
+	}
+	var version int
+	switch err := tx.QueryRowContext(ctx, "SELECT version FROM kith_schema WHERE id = 1").Scan(&version); {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, "INSERT INTO kith_schema (id, version) VALUES (1, 0)"); err != nil {
+			return false, 0, err
+		}
+	case err != nil:
+		return false, 0, err
+	}
+	if version > len(ms) {
+		return false, version, store.ErrSchemaTooNew
+	}
+	if version == len(ms) {
+		return false, version, tx.Commit()
+	}
+	m := ms[version]
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return false, version, fmt.Errorf("%s: %w", m.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE kith_schema SET version = $1 WHERE id = 1", version+1); err != nil {
+		return false, version, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, version, err
+	}
+	return true, version + 1, nil
+}
+
+// Close stops listening, closes every watch channel and the connection pool.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	already := s.closed
+	if !s.closed {
+		s.closed = true
+		for id, ch := range s.watchers {
+			close(ch)
+			delete(s.watchers, id)
+		}
+	}
+	s.wmu.Unlock()
+	if already {
+		return nil
+	}
+	s.stop()
+	<-s.listened
+	return s.db.Close()
+}
+
+// Revision returns the store-wide revision: the number of change transactions committed so far.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	var rev int64
+	if err := s.reader.QueryRowContext(ctx, "SELECT revision FROM revision WHERE id = 1").Scan(&rev); err != nil {
+		return 0, fmt.Errorf("read store revision: %w", err)
+	}
+	return rev, nil
+}
+
+// ChangesSince returns every change with a revision greater than rev, in commit order.
+func (s *Store) ChangesSince(ctx context.Context, rev int64) ([]store.Change, error) {
+	rows, err := s.reader.QueryContext(ctx,
+		"SELECT revision, kind, object_id, deleted FROM changes WHERE revision > ? ORDER BY revision, seq", rev)
+	if err != nil {
+		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
+	}
+	defer rows.Close()
+	var out []store.Change
+	for rows.Next() {
+		var c store.Change
+		var kind string
+		if err := rows.Scan(&c.Revision, &kind, &c.ID, &c.Deleted); err != nil {
+			return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
+		}
+		c.Kind = store.ChangeKind(kind)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
+	}
+	return out, nil
+}
+
+// Watch subscribes to committed revisions, this Store's and every other server's on the same database.
+// The channel holds one value and coalesces: a slow reader finds only the newest revision waiting. The
+// returned func unsubscribes and closes the channel; Close closes every channel too.
+func (s *Store) Watch() (<-chan int64, func()) {
+	ch := make(chan int64, 1)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		close(ch)
+		return ch, func() {}
+	}
+	id := s.nextW
+	s.nextW++
+	s.watchers[id] = ch
+	return ch, func() {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		if c, ok := s.watchers[id]; ok {
+			close(c)
+			delete(s.watchers, id)
+		}
+	}
+}
+
+// advance tells watchers rev if it is newer than any revision told before.
+func (s *Store) advance(rev int64) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if rev <= s.seen {
+		return
+	}
+	s.seen = rev
+	for _, ch := range s.watchers {
+		select {
+		case ch <- rev:
+			continue
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+		select {
+		case ch <- rev:
+		default:
+		}
+	}
+}
+
+// listen holds a connection LISTENing on the revision channel and tells watchers each revision notified.
+// On each (re)connection, and every catchUp meanwhile, it reads the revision, so that revisions notified
+// while it was not connected are not lost. It reconnects with jittered backoff until ctx ends.
+func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig, catchUp time.Duration) {
+	defer close(s.listened)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, cfg, catchUp, func() { backoff = 100 * time.Millisecond })
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("store change feed: listening for other servers' changes failed; reconnecting", "error", err, "in", backoff)
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, catchUp time.Duration, connected func()) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg.Copy())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return err
+	}
+	connected()
+	for {
+		var rev int64
+		if err := conn.QueryRow(ctx, "SELECT revision FROM revision WHERE id = 1").Scan(&rev); err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		s.advance(rev)
+		wctx, cancel := context.WithTimeout(ctx, catchUp)
+		for {
+			n, err := conn.WaitForNotification(wctx)
+			if err != nil {
+				break
+			}
+			if r, err := strconv.ParseInt(n.Payload, 10, 64); err == nil {
+				s.advance(r)
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if conn.IsClosed() {
+			return errors.New("connection closed")
+		}
+	}
+}
+
+// wtx is one write transaction.
+type wtx struct {
+	s   *Store
+	tx  rtx
+	ctx context.Context
+	now time.Time // the store clock once the write lock is held, UTC
+	rev int64     // the revision this transaction produces; 0 until bump
+
+	headLoaded bool
+	headSeq    int64
+	headHash   []byte
+}
+
+// write runs fn in one write transaction under the database-wide write lock and, if it committed a change,
+// notifies every server's watchers of its revision.
+func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
+	select {
+	case s.wlock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.wlock }()
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", writeLockKey); err != nil {
+		return fmt.Errorf("take the store's write lock: %w", err)
+	}
+	w := &wtx{s: s, tx: rtx{tx}, ctx: ctx, now: canonTime(s.now())}
+	if err := fn(w); err != nil {
+		return err
+	}
+	if w.rev != 0 {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, $2)", s.channel, strconv.FormatInt(w.rev, 10)); err != nil {
+			return fmt.Errorf("notify revision %d: %w", w.rev, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if w.headLoaded && s.onHead != nil {
+		s.onHead(w.headSeq, w.headHash)
+	}
+	if w.rev != 0 {
+		s.advance(w.rev)
+	}
+	return nil
+}
+
+func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
+	return w.tx.ExecContext(w.ctx, query, args...)
+}
+
+func (w *wtx) queryRow(query string, args ...any) *sql.Row {
+	return w.tx.QueryRowContext(w.ctx, query, args...)
+}
+
+// bump advances the store revision once per transaction and returns it.
+func (w *wtx) bump() (int64, error) {
+	if w.rev != 0 {
+		return w.rev, nil
+	}
+	if err := w.queryRow("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision").Scan(&w.rev); err != nil {
+		return 0, fmt.Errorf("bump revision: %w", err)
+	}
+	return w.rev, nil
+}
+
+// change records that an object changed at this transaction's revision.
+func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
+	rev, err := w.bump()
+	if err != nil {
+		return err
+	}
+	if _, err := w.exec("INSERT INTO changes (revision, kind, object_id, deleted) VALUES (?, ?, ?, ?)", rev, string(kind), id, deleted); err != nil {
+		return fmt.Errorf("record change of %s %s: %w", kind, id, err)
+	}
+	return nil
+}
+
+// tables are the store's tables, for Probe and Check.
+var tables = []string{"revision", "changes", "entries", "join_tokens", "agents", "grants", "target_modes", "audit", "authorities", "policy_bundles", "agent_policy", "policy_labels"}
+
+// checkName is what Check runs.
+const checkName = "postgres consistency check"
+
+// Check reads every table in full and checks what the store's invariants say: the revision row is there and
+// no change is newer than it, and the audit log's seqs run from 1 without a gap (VerifyAudit checks the
+// hashes). Page-level integrity is PostgreSQL's own (data checksums, amcheck).
+func (s *Store) Check(ctx context.Context) (string, []string, error) {
+	var problems []string
+	for _, t := range tables {
+		var n int64
+		if err := s.reader.QueryRowContext(ctx, "SELECT count(*) FROM "+t).Scan(&n); err != nil {
+			if ctx.Err() != nil {
+				return checkName, nil, err
+			}
+			problems = append(problems, fmt.Sprintf("table %s cannot be read: %v", t, err))
+		}
+	}
+	var rows int
+	var rev, maxChange int64
+	if err := s.reader.QueryRowContext(ctx, "SELECT count(*), coalesce(max(revision), 0) FROM revision").Scan(&rows, &rev); err != nil {
+		return checkName, nil, err
+	}
+	if rows != 1 {
+		problems = append(problems, fmt.Sprintf("table revision has %d rows, want 1", rows))
+	}
+	if err := s.reader.QueryRowContext(ctx, "SELECT coalesce(max(revision), 0) FROM changes").Scan(&maxChange); err != nil {
+		return checkName, nil, err
+	}
+	if maxChange > rev {
+		problems = append(problems, fmt.Sprintf("changes reach revision %d but the store revision is %d", maxChange, rev))
+	}
+	var count, maxSeq int64
+	if err := s.reader.QueryRowContext(ctx, "SELECT count(*), coalesce(max(seq), 0) FROM audit").Scan(&count, &maxSeq); err != nil {
+		return checkName, nil, err
+	}
+	if count != maxSeq {
+		problems = append(problems, fmt.Sprintf("the audit log has %d rows but its last seq is %d: rows are missing", count, maxSeq))
+	}
+	return checkName, problems, nil
+}
+
+// probeQueries read one row of every table.
+var probeQueries = func() []string {
+	var qs []string
+	for _, t := range tables {
+		qs = append(qs, "SELECT count(*) FROM (SELECT 1 FROM "+t+" LIMIT 1) AS probe")
+	}
+	return qs
+}()
+
+// Probe reads a row of each table on one connection.
+func (s *Store) Probe(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store probe: %w", err)
+	}
+	defer conn.Close()
+	for _, q := range probeQueries {
+		var n int
+		if err := conn.QueryRowContext(ctx, q).Scan(&n); err != nil {
+			return fmt.Errorf("store probe: %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// Lease keys: what one server at a time does (see Lead and Locked).
+const (
+	// LeaseCARotation is held by the one server that runs the CA's rotation loop.
+	LeaseCARotation int64 = 0x6b697468_0003
+	// LockCAInit is held while a server loads or creates the CA, so that servers starting together on an
+	// empty database make one CA.
+	LockCAInit int64 = 0x6b697468_0004
+)
+
+// Lead runs run while this Store holds the lease key: a session advisory lock on a connection of its own,
+// so that one server at a time does what run does. The others try again every retry (jittered) and take
+// over when the holder stops or its connection to the database dies (the database ends its session and
+// the lock with it); a holder whose connection fails a ping has run's context cancelled. Lead returns nil
+// when ctx ends, or run's error.
+func (s *Store) Lead(ctx context.Context, key int64, retry time.Duration, run func(context.Context) error) error {
+	for {
+		err := s.leadOnce(ctx, key, retry, run)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		t := time.NewTimer(retry/2 + rand.N(retry/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// leadOnce tries the lease once and, if it got it, runs run until ctx ends or the connection fails. It
+// returns run's error when run ended by itself.
+func (s *Store) leadOnce(ctx context.Context, key int64, retry time.Duration, run func(context.Context) error) error {
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
+	if err != nil {
+		return nil
+	}
+	defer conn.Close(context.Background())
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil || !got {
+		return nil
+	}
+	s.log.Info("store lease taken", "lease", key)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(rctx) }()
+	tick := time.NewTicker(retry)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			pctx, pcancel := context.WithTimeout(ctx, retry)
+			err := conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				s.log.Warn("store lease lost: the connection holding it failed", "lease", key, "error", err)
+				cancel()
+				<-done
+				return nil
+			}
+		}
+	}
+}
+
+// Locked runs fn while holding the advisory lock key (waiting for it), on a connection of its own.
+func (s *Store) Locked(ctx context.Context, key int64, fn func() error) error {
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
+	if err != nil {
+		return fmt.Errorf("take lock: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+		return fmt.Errorf("take lock: %w", err)
+	}
+	return fn()
+}

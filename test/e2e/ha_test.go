@@ -1,0 +1,347 @@
+//go:build e2e && postgres
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
+
+	"github.com/kithid/kith/internal/store/postgres/pgtest"
+)
+
+// haClusters starts one throwaway PostgreSQL and n servers on one database of it, sharing the CA keys
+// through the database key manager (one KEK file for all).
+func haClusters(t *testing.T, n int) ([]*cluster, *pgtest.Cluster) {
+	t.Helper()
+	pg := pgtest.Start(t, pgtest.Options{})
+	url := pg.NewDatabase(t)
+	kek := filepath.Join(shortTempDir(t), "kek")
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"KITH_STORE_URL=" + url, "KITH_CA_KEK_FILE=" + kek}
+	out := make([]*cluster, n)
+	for i := range out {
+		out[i] = newClusterEnv(t, env...)
+	}
+	return out, pg
+}
+
+// TestPostgresGrantOnOneServerEnforcedByAnotherServersAgent: servers A and B on one PostgreSQL; an agent
+// joins B with a token made on A, gets the SVIDs of entries made on A (signed by the CA both share), and
+// enforces a grant made on A within milliseconds of it being committed.
+func TestPostgresGrantOnOneServerEnforcedByAnotherServersAgent(t *testing.T) {
+	servers, _ := haClusters(t, 2)
+	a, b := servers[0], servers[1]
+	if ab, bb := mustKith(t, a.adminSocket, "bundle", "show", "--format", "pem"), mustKith(t, b.adminSocket, "bundle", "show", "--format", "pem"); ab != bb {
+		t.Fatalf("servers A and B publish different bundles:\nA:\n%s\nB:\n%s", ab, bb)
+	}
+	token := a.joinToken("node1")
+	agent := b.startAgent("node1", token)
+	agent.waitOutput("kith agent started", 20*time.Second)
+
+	caller := spiffeid.RequireFromPath(a.td, "/e2e/frontend")
+	target := spiffeid.RequireFromPath(a.td, "/e2e/payments")
+	for _, id := range []spiffeid.ID{caller, target} {
+		mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", id.String(),
+			"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	}
+	waitSVID(t, b.agentDirs("node1").socket, target)
+	allowed := func() bool {
+		ok, err := authzAllowed(b.authzSocket("node1"), caller, target, "GET", "/api/x")
+		if err != nil {
+			t.Fatalf("ext_authz check on the agent of server B: %v", err)
+		}
+		return ok
+	}
+	if allowed() {
+		t.Fatal("frontend → payments is allowed before any grant")
+	}
+	mustKith(t, a.adminSocket, "grant", "frontend", "payments")
+	granted := time.Now()
+	for !allowed() {
+		if time.Since(granted) > 10*time.Second {
+			t.Fatal("the agent of server B does not enforce the grant made on server A 10 s later")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("grant on server A enforced by the agent of server B %s after the CLI returned", time.Since(granted).Round(time.Millisecond))
+}
+
+// TestPostgresKillServerUnderLoad: three servers on one PostgreSQL, two agents that know all three, eight
+// clients writing entries and grants through all three. kill -9 of the server the first agent syncs with:
+// every write a client saw acknowledged is in the store, the audit chain verifies, the agent moved to
+// another server within 2 s (it gets an entry made after the kill), and no workload's Workload API fetch
+// failed meanwhile.
+func TestPostgresKillServerUnderLoad(t *testing.T) {
+	servers, _ := haClusters(t, 3)
+	all := make([]string, len(servers))
+	for i, s := range servers {
+		all[i] = s.grpcAddr
+	}
+	byAddr := map[string]*cluster{}
+	for _, s := range servers {
+		byAddr[s.grpcAddr] = s
+	}
+	a := servers[0]
+	agents := map[string]*proc{}
+	for _, node := range []string{"node1", "node2"} {
+		agents[node] = a.startAgentAt(strings.Join(all, ","), node, a.joinToken(node), "KITH_AGENT_RETRY_MAX=1s")
+	}
+	workload := spiffeid.RequireFromPath(a.td, "/e2e/workload")
+	for _, node := range []string{"node1", "node2"} {
+		agents[node].waitOutput("kith agent started", 20*time.Second)
+		mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", workload.String(),
+			"--node-selector", "join_token:name:"+node, "--selector", uidSelector())
+		waitSVID(t, a.agentDirs(node).socket, workload)
+	}
+	m := regexp.MustCompile(`kith agent started.* server=([0-9.:]+)`).FindStringSubmatch(agents["node1"].stdout.String() + agents["node1"].stderr.String())
+	if m == nil {
+		t.Fatal("the agent did not log the server it started with")
+	}
+	victim := byAddr[m[1]]
+	var alive []*cluster
+	for _, s := range servers {
+		if s != victim {
+			alive = append(alive, s)
+		}
+	}
+
+	// Workloads fetch from both agents all along.
+	stop := make(chan struct{})
+	var fetchFailures atomic.Int64
+	var fetches atomic.Int64
+	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer halt() // before the agents stop, on a failure too
+	for _, node := range []string{"node1", "node2"} {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := fetchSVID(a.agentDirs(node).socket, workload); err != nil {
+					fetchFailures.Add(1)
+					t.Errorf("Workload API fetch on %s failed: %v", node, err)
+				}
+				fetches.Add(1)
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	// Eight clients write entries and grants through every server in turn (the admin API on each server's
+	// socket), and keep what was acknowledged.
+	clients := make([]adminv1.AdminServiceClient, len(servers))
+	for i, s := range servers {
+		conn, err := grpc.NewClient("unix://"+s.adminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		clients[i] = adminv1.NewAdminServiceClient(conn)
+	}
+	var mu sync.Mutex
+	var acked []string
+	var refused atomic.Int64
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				client := clients[(w+i)%len(clients)]
+				id := fmt.Sprintf("spiffe://e2e.test/load/w%d/%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				var err error
+				if i%2 == 0 {
+					_, err = client.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: &adminv1.Entry{
+						SpiffeId: id, ParentId: "spiffe://e2e.test/kith/agent/join_token/none", Selectors: []string{"unix:uid:4242"}}})
+				} else {
+					_, err = client.CreateGrant(ctx, &adminv1.CreateGrantRequest{Grant: &adminv1.Grant{Caller: id, Target: "spiffe://e2e.test/e2e/payments"}})
+				}
+				cancel()
+				if err != nil {
+					refused.Add(1)
+					continue
+				}
+				mu.Lock()
+				acked = append(acked, id)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	victim.server.kill()
+	killed := time.Now()
+	after := spiffeid.RequireFromPath(a.td, "/e2e/after-kill")
+	mustKith(t, alive[0].adminSocket, "entry", "create", "--spiffe-id", after.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	eventually(t, 10*time.Second, "the agent of the killed server serves an entry made after the kill", func() error {
+		_, _, err := fetchSVID(a.agentDirs("node1").socket, after)
+		return err
+	})
+	moved := time.Since(killed)
+	t.Logf("the agent of the killed server had an entry made after the kill %s later", moved.Round(time.Millisecond))
+	if moved > 2*time.Second {
+		t.Errorf("the agent of the killed server took %s to serve from another one, want at most 2 s", moved)
+	}
+	time.Sleep(2 * time.Second)
+	halt()
+
+	entries := mustKith(t, alive[1].adminSocket, "entry", "list", "-o", "json")
+	grants := mustKith(t, alive[1].adminSocket, "grants", "list", "-o", "json")
+	for i, id := range acked {
+		if !strings.Contains(entries, `"`+id+`"`) && !strings.Contains(grants, `"`+id+`"`) {
+			t.Errorf("acknowledged write %d (%s) is not in the store", i, id)
+		}
+	}
+	t.Logf("%d acknowledged writes, all present (%d refused, by the killed server); %d Workload API fetches, %d failed", len(acked), refused.Load(), fetches.Load(), fetchFailures.Load())
+	if len(acked) < 100 {
+		t.Errorf("only %d writes were acknowledged: the load did not load", len(acked))
+	}
+	if out := mustKith(t, alive[1].adminSocket, "audit", "verify"); !strings.Contains(out, "audit log intact") {
+		t.Errorf("kith audit verify = %q", out)
+	}
+}
+
+// TestPostgresRestartDatabaseUnderLoad: PostgreSQL stops (immediate mode, as a crash) and starts again
+// while two servers serve an agent and a workload fetches from it. The agent keeps serving the workload
+// from memory throughout; once the database is back, the servers recover by themselves: a change made on
+// one reaches the agent synced with the other.
+func TestPostgresRestartDatabaseUnderLoad(t *testing.T) {
+	servers, pg := haClusters(t, 2)
+	a, b := servers[0], servers[1]
+	agent := b.startAgentAt(b.grpcAddr, "node1", a.joinToken("node1"), "KITH_AGENT_RETRY_MAX=1s")
+	agent.waitOutput("kith agent started", 20*time.Second)
+	workload := spiffeid.RequireFromPath(a.td, "/e2e/workload")
+	mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", workload.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	waitSVID(t, b.agentDirs("node1").socket, workload)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var fetches, failures atomic.Int64
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, _, err := fetchSVID(b.agentDirs("node1").socket, workload); err != nil {
+				failures.Add(1)
+				t.Errorf("Workload API fetch failed while the database was down: %v", err)
+			}
+			fetches.Add(1)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	if r := kith(t, a.adminSocket, "entry", "list"); r.code == 0 {
+		t.Error("kith entry list succeeded with the database down")
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	after := spiffeid.RequireFromPath(a.td, "/e2e/after-restart")
+	eventually(t, 20*time.Second, "server A takes writes again", func() error {
+		r := kith(t, a.adminSocket, "entry", "create", "--spiffe-id", after.String(),
+			"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+		if r.code != 0 {
+			return fmt.Errorf("exit %d: %s", r.code, r.stderr)
+		}
+		return nil
+	})
+	waitSVID(t, b.agentDirs("node1").socket, after)
+	t.Logf("after the restart, a write on A reached the agent of B %s after the database was back; %d fetches during the test, %d failed",
+		time.Since(back).Round(time.Millisecond), fetches.Load(), failures.Load())
+}
+
+// TestPostgresMigrateFromSQLite: a populated SQLite deployment (an agent, entries, a grant, its audit log)
+// is stopped, moved with kith store migrate (which compares both stores and fails on a difference), and
+// started again on PostgreSQL with the moved CA keys: the agent syncs again, gets a new entry's SVID
+// under the same CA, and the audit log verifies and reaches the data dir's signed checkpoint.
+func TestPostgresMigrateFromSQLite(t *testing.T) {
+	c := newCluster(t)
+	agent := c.startAgent("node1", c.joinToken("node1"))
+	agent.waitOutput("kith agent started", 20*time.Second)
+	for _, name := range []string{"frontend", "payments"} {
+		mustKith(t, c.adminSocket, "entry", "create", "--spiffe-id", "spiffe://e2e.test/e2e/"+name,
+			"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	}
+	waitSVID(t, c.agentDirs("node1").socket, spiffeid.RequireFromPath(c.td, "/e2e/payments"))
+	mustKith(t, c.adminSocket, "grant", "frontend", "payments")
+	before := mustKith(t, c.adminSocket, "bundle", "show", "--format", "pem")
+	if code := c.server.stop(); code != 0 {
+		t.Fatalf("kith server exited %d on SIGTERM", code)
+	}
+
+	pg := pgtest.Start(t, pgtest.Options{})
+	url := pg.NewDatabase(t)
+	kek := filepath.Join(c.dir, "kek")
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := mustKith(t, c.adminSocket, "store", "migrate", "--from", "sqlite://"+filepath.Join(c.dir, "server", "kith.db"), "--to", url, "--kek-file", kek)
+	if !strings.Contains(out, "verified on both") {
+		t.Fatalf("kith store migrate = %q", out)
+	}
+	t.Log(strings.TrimSpace(out))
+	if r := kith(t, c.adminSocket, "store", "migrate", "--from", "sqlite://"+filepath.Join(c.dir, "server", "kith.db"), "--to", url, "--kek-file", kek); r.code == 0 || !strings.Contains(r.stderr, "not empty") {
+		t.Errorf("a second migrate into the same database: exit %d, %q; want it refused as not empty", r.code, r.stderr)
+	}
+
+	c.extraEnv = []string{"KITH_STORE_URL=" + url, "KITH_CA_KEK_FILE=" + kek}
+	c.startServer()
+	if after := mustKith(t, c.adminSocket, "bundle", "show", "--format", "pem"); after != before {
+		t.Errorf("the bundle changed with the move:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	late := spiffeid.RequireFromPath(c.td, "/e2e/after-move")
+	mustKith(t, c.adminSocket, "entry", "create", "--spiffe-id", late.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	waitSVID(t, c.agentDirs("node1").socket, late)
+	if out := mustKith(t, c.adminSocket, "audit", "verify"); !strings.Contains(out, "audit log intact") || !strings.Contains(out, "checkpoint") {
+		t.Errorf("kith audit verify after the move = %q", out)
+	}
+	if out := mustKith(t, c.adminSocket, "grants", "list"); !strings.Contains(out, "frontend") {
+		t.Errorf("the grant did not move: kith grants list = %q", out)
+	}
+}
