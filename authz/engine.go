@@ -232,8 +232,9 @@ func (e *Engine) SetPolicy(ctx context.Context, revision string, modules map[str
 }
 
 var (
-	kithRef = ast.MustParseRef("data.kith")
-	extRef  = ast.MustParseRef("data.kith.ext")
+	kithRef     = ast.MustParseRef("data.kith")
+	extRef      = ast.MustParseRef("data.kith.ext")
+	adminExtRef = ast.MustParseRef("data.kith.admin.ext")
 )
 
 func (e *Engine) prepare(ctx context.Context, revision string, modules map[string]string) (*policy, error) {
@@ -253,9 +254,9 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 			}
 			return nil, fmt.Errorf("parse %s: %w", name, err)
 		}
-		if m.Package.Path.HasPrefix(kithRef) && !m.Package.Path.HasPrefix(extRef) {
+		if m.Package.Path.HasPrefix(kithRef) && !m.Package.Path.HasPrefix(extRef) && !m.Package.Path.HasPrefix(adminExtRef) {
 			errs = append(errs, ast.NewError(ast.CompileErr, m.Package.Location,
-				"package %s is reserved for Kith; put extensions in package kith.ext", strings.TrimPrefix(m.Package.Path.String(), "data.")))
+				"package %s is reserved for Kith; put extensions in package kith.ext (requests) or kith.admin.ext (admin calls)", strings.TrimPrefix(m.Package.Path.String(), "data.")))
 			continue
 		}
 		parsed[name] = m

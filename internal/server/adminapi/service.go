@@ -106,6 +106,8 @@ type Config struct {
 	Version string
 	// StoreCheck runs the store's integrity check for CheckStore; zero: CheckStore fails.
 	StoreCheck StoreChecker
+	// Logins configures users and how they log in; zero: the user verbs fail.
+	Logins Logins
 	// AuditHead is the audit log's signed checkpoint: VerifyAudit compares the log with it and GetAuditHead
 	// returns it; zero: VerifyAudit checks the chain only and GetAuditHead fails.
 	AuditHead AuditHeadSource
