@@ -136,6 +136,9 @@ type Engine struct {
 
 	ids atomic.Pointer[idCache] // input terms per SPIFFE ID
 
+	// disabled holds the IDs labelled DisabledLabel=true (disabled users): denied before any policy.
+	disabled atomic.Pointer[map[string]bool]
+
 	allowed, denied, auditDenied, errs atomic.Uint64
 }
 
@@ -161,6 +164,7 @@ func New(cfg Config) (*Engine, error) {
 		modes:  map[string]Mode{},
 	}
 	e.ids.Store(&idCache{})
+	e.disabled.Store(&map[string]bool{})
 	if cfg.EvalBudget < 0 {
 		return nil, fmt.Errorf("new authz engine: evaluation budget %s is negative", cfg.EvalBudget)
 	}
@@ -360,6 +364,12 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		e.denied.Add(1)
 		return Decision{HTTPStatus: 400, Revision: p.revision, Mode: e.mode(in.Target),
 			Reasons: []string{fmt.Sprintf("request path refused: %v", err)}}, nil
+	}
+	if !in.Caller.IsZero() && (*e.disabled.Load())[in.Caller.String()] {
+		// A disabled user's SVID may still be valid for hours: refused whatever the policy and the mode.
+		e.denied.Add(1)
+		return Decision{HTTPStatus: 403, Revision: p.revision, Mode: e.mode(in.Target),
+			Reasons: []string{fmt.Sprintf("caller %s is disabled (kith user disable); its certificate is no longer honoured", in.Caller)}}, nil
 	}
 	v, err := e.input(in, cleaned, now, p.needs)
 	if err != nil {

@@ -95,14 +95,16 @@ func UserOf(td spiffeid.TrustDomain, id spiffeid.ID) (string, bool) {
 	return name, true
 }
 
-// PeerSVID returns the verified X.509-SVID leaf a caller presented on the admin TCP listener, if any.
+// PeerSVID returns the X.509-SVID leaf a caller presented on the admin TCP listener, if any. That listener
+// verifies the chain against the trust bundle during the handshake (server.agentTLSConfig); the unix
+// socket has no certificates.
 func PeerSVID(ctx context.Context) (*x509.Certificate, spiffeid.ID, bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, spiffeid.ID{}, false
 	}
 	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(tlsInfo.State.VerifiedChains) == 0 || len(tlsInfo.State.PeerCertificates) == 0 {
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
 		return nil, spiffeid.ID{}, false
 	}
 	leaf := tlsInfo.State.PeerCertificates[0]
