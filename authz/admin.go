@@ -44,9 +44,9 @@ type AdminIdentity struct {
 type AdminInput struct {
 	Method  string
 	Caller  AdminCaller
-	Target  *AdminIdentity    // nil: the call is about no identity
-	Subject *AdminIdentity    // nil: none
-	Request map[string]any    // extra facts for policy (duration_seconds, reason)
+	Target  *AdminIdentity // nil: the call is about no identity
+	Subject *AdminIdentity // nil: none
+	Request map[string]any // extra facts for policy (duration_seconds, reason)
 }
 
 // AdminDecision is the answer to an admin call.

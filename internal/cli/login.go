@@ -406,4 +406,3 @@ func (e *env) completeLogin(addr string, td spiffeid.TrustDomain, method string,
 		LoginID: resp.GetLoginId(), LoginExpiresAt: resp.GetLoginExpiresAt().AsTime(), Method: method}}
 	return l, l.save()
 }
-

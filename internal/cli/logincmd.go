@@ -242,4 +242,3 @@ func (e *env) whoamiCommand() *cobra.Command {
 		},
 	}
 }
-

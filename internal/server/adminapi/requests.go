@@ -2,10 +2,11 @@ package adminapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
-
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/authz"
@@ -40,10 +41,18 @@ func (s *Service) requests() (RequestStore, error) {
 }
 
 // requestGrant is the grant an approved request becomes: any method and path, for its duration from now.
-func (s *Service) requestGrant(r store.AccessRequest, approver string) *grant.Grant {
-	return &grant.Grant{Caller: r.Caller, Target: r.Target, Methods: []string{"*"}, Paths: []string{"/*"},
+func (s *Service) requestGrant(r store.AccessRequest, approver string) (*grant.Grant, error) {
+	idb := make([]byte, 6)
+	if _, err := rand.Read(idb); err != nil {
+		return nil, fmt.Errorf("grant id: %w", err)
+	}
+	g := &grant.Grant{ID: "g-" + hex.EncodeToString(idb), Caller: r.Caller, Target: r.Target, // every method and path
 		ExpiresAt: s.cfg.Now().Add(r.Duration), Reason: fmt.Sprintf("access request %s: %s", r.ID, r.Reason),
 		CreatedBy: approver, Source: "request:" + r.ID}
+	if err := g.Validate(); err != nil {
+		return nil, apierr.Invalid(fmt.Sprintf("access request %s cannot become a grant: %v", r.ID, err))
+	}
+	return g, nil
 }
 
 // CreateAccessRequest records a user's request for a time-bound grant to a target; the kith.admin policy
@@ -62,8 +71,8 @@ func (s *Service) CreateAccessRequest(ctx context.Context, req *adminv1.CreateAc
 		return nil, err
 	}
 	d := time.Duration(req.GetDurationSeconds()) * time.Second
-	if d < time.Minute || d > MaxRequestDuration {
-		return nil, apierr.Invalid(fmt.Sprintf("duration %s: ask for between 1m and %s (--for)", d, MaxRequestDuration))
+	if d < 10*time.Second || d > MaxRequestDuration {
+		return nil, apierr.Invalid(fmt.Sprintf("duration %s: ask for between 10s and %s (--for)", d, MaxRequestDuration))
 	}
 	reason := strings.TrimSpace(req.GetReason())
 	if reason == "" || len(reason) > 512 {
@@ -85,7 +94,11 @@ func (s *Service) CreateAccessRequest(ctx context.Context, req *adminv1.CreateAc
 			return nil, err
 		}
 		if dec.AutoApprove {
-			if r, err = rs.DecideAccessRequest(ctx, "policy", r.ID, "approved by policy (kith.admin.ext auto_approve)", s.requestGrant(r, "policy")); err != nil {
+			g, err := s.requestGrant(r, "policy")
+			if err != nil {
+				return nil, err
+			}
+			if r, err = rs.DecideAccessRequest(ctx, "policy", r.ID, "approved by policy (kith.admin.ext auto_approve)", g); err != nil {
 				return nil, err
 			}
 		}
@@ -181,7 +194,9 @@ func (s *Service) DecideAccessRequest(ctx context.Context, req *adminv1.DecideAc
 	actor := s.cfg.Actor(ctx)
 	var g *grant.Grant
 	if req.GetApprove() {
-		g = s.requestGrant(r, actor)
+		if g, err = s.requestGrant(r, actor); err != nil {
+			return nil, err
+		}
 	}
 	r, err = rs.DecideAccessRequest(ctx, actor, r.ID, reason, g)
 	if err != nil {
@@ -189,4 +204,3 @@ func (s *Service) DecideAccessRequest(ctx context.Context, req *adminv1.DecideAc
 	}
 	return &adminv1.DecideAccessRequestResponse{Request: requestProto(r)}, nil
 }
-

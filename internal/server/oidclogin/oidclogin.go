@@ -146,4 +146,3 @@ func (l *Login) Settings() *adminv1.GetLoginConfigResponse {
 }
 
 var _ adminapi.OIDCLogin = (*Login)(nil)
-
