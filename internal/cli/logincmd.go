@@ -58,7 +58,7 @@ The first login to a server needs --ca-fingerprint (printed by kith user add) or
 					return errors.New("this server has no OpenID provider configured (users.oidc): log in with --code from kith user add")
 				}
 				method = "oidc"
-				var tok string
+				var tok *oauth2.Token
 				switch flow {
 				case "device":
 					tok, err = e.deviceFlow(ctx, cfg)
@@ -70,7 +70,12 @@ The first login to a server needs --ca-fingerprint (printed by kith user add) or
 				if err != nil {
 					return err
 				}
-				req.Credential = &adminv1.LoginRequest_IdToken{IdToken: tok}
+				idToken, err := idTokenOf(tok)
+				if err != nil {
+					return err
+				}
+				req.Credential = &adminv1.LoginRequest_IdToken{IdToken: idToken}
+				req.AccessToken = tok.AccessToken
 			}
 			key, csr, err := newKey("")
 			if err != nil {
@@ -111,6 +116,10 @@ func oauthConfig(ctx context.Context, cfg *adminv1.GetLoginConfigResponse, devic
 	c := &oauth2.Config{ClientID: cfg.GetOidcClientId(), Endpoint: p.Endpoint(), Scopes: cfg.GetOidcScopes()}
 	if device {
 		c.ClientID, c.ClientSecret = cfg.GetOidcDeviceClientId(), cfg.GetOidcDeviceClientSecret()
+		if c.ClientSecret != "" {
+			// The device token request is sent once per poll: auto-detection would not settle on one style.
+			c.Endpoint.AuthStyle = oauth2.AuthStyleInHeader
+		}
 		if c.Endpoint.DeviceAuthURL == "" {
 			return nil, fmt.Errorf("the OpenID provider %s offers no device authorization endpoint: use --flow browser", cfg.GetOidcIssuer())
 		}
@@ -128,14 +137,14 @@ func idTokenOf(t *oauth2.Token) (string, error) {
 
 // deviceFlow runs the device authorization grant (RFC 8628): it prints where to go and the code to enter,
 // and polls the token endpoint until the user approved.
-func (e *env) deviceFlow(ctx context.Context, cfg *adminv1.GetLoginConfigResponse) (string, error) {
+func (e *env) deviceFlow(ctx context.Context, cfg *adminv1.GetLoginConfigResponse) (*oauth2.Token, error) {
 	c, err := oauthConfig(ctx, cfg, true)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	da, err := c.DeviceAuth(ctx)
 	if err != nil {
-		return "", fmt.Errorf("start the device login: %w", err)
+		return nil, fmt.Errorf("start the device login: %w", err)
 	}
 	fmt.Fprintf(e.stderr, "To log in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
 	if da.VerificationURIComplete != "" {
@@ -143,27 +152,27 @@ func (e *env) deviceFlow(ctx context.Context, cfg *adminv1.GetLoginConfigRespons
 	}
 	tok, err := c.DeviceAccessToken(ctx, da)
 	if err != nil {
-		return "", fmt.Errorf("device login: %w", err)
+		return nil, fmt.Errorf("device login: %w", err)
 	}
-	return idTokenOf(tok)
+	return tok, nil
 }
 
 // browserFlow runs authorization code + PKCE with a loopback redirect (RFC 8252): it prints the URL to
 // open, and waits on 127.0.0.1 for the provider to redirect the browser back.
-func (e *env) browserFlow(ctx context.Context, cfg *adminv1.GetLoginConfigResponse) (string, error) {
+func (e *env) browserFlow(ctx context.Context, cfg *adminv1.GetLoginConfigResponse) (*oauth2.Token, error) {
 	c, err := oauthConfig(ctx, cfg, false)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", fmt.Errorf("listen for the login redirect: %w", err)
+		return nil, fmt.Errorf("listen for the login redirect: %w", err)
 	}
 	defer ln.Close()
 	c.RedirectURL = fmt.Sprintf("http://%s/callback", ln.Addr())
 	stateBytes := make([]byte, 16)
 	if _, err := rand.Read(stateBytes); err != nil {
-		return "", err
+		return nil, err
 	}
 	state := hex.EncodeToString(stateBytes)
 	verifier := oauth2.GenerateVerifier()
@@ -204,18 +213,18 @@ func (e *env) browserFlow(ctx context.Context, cfg *adminv1.GetLoginConfigRespon
 	select {
 	case res = <-done:
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return nil, ctx.Err()
 	case <-time.After(10 * time.Minute):
-		return "", errors.New("no login within 10 minutes: run kith login again")
+		return nil, errors.New("no login within 10 minutes: run kith login again")
 	}
 	if res.err != nil {
-		return "", res.err
+		return nil, res.err
 	}
 	tok, err := c.Exchange(ctx, res.code, oauth2.VerifierOption(verifier))
 	if err != nil {
-		return "", fmt.Errorf("exchange the login code: %w", err)
+		return nil, fmt.Errorf("exchange the login code: %w", err)
 	}
-	return idTokenOf(tok)
+	return tok, nil
 }
 
 func (e *env) whoamiCommand() *cobra.Command {

@@ -380,22 +380,24 @@ type cluster struct {
 	httpAddr    string
 	adminSocket string
 	server      *proc
-	extraEnv    []string // added to the server's environment (newClusterEnv)
+	extraEnv    []string // added to the server's environment (newClusterWith)
+	extraArgs   []string // added to its command line
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	return newClusterEnv(t)
+	return newClusterWith(t, nil)
 }
 
-// newClusterEnv is newCluster with env added to the server's environment (KITH_* settings).
-func newClusterEnv(t *testing.T, env ...string) *cluster {
+// newClusterWith is newCluster with env added to the server's environment (KITH_* settings) and args to
+// its command line (e.g. --config).
+func newClusterWith(t *testing.T, env []string, args ...string) *cluster {
 	t.Helper()
 	dir := shortTempDir(t)
 	c := &cluster{
 		t: t, dir: dir, td: spiffeid.RequireTrustDomainFromString("e2e.test"),
 		grpcAddr: freeAddr(t), httpAddr: freeAddr(t),
-		adminSocket: filepath.Join(dir, "server", "admin.sock"), extraEnv: env,
+		adminSocket: filepath.Join(dir, "server", "admin.sock"), extraEnv: env, extraArgs: args,
 	}
 	c.startServer()
 	return c
@@ -405,7 +407,7 @@ func newClusterEnv(t *testing.T, env ...string) *cluster {
 func (c *cluster) startServer() {
 	c.t.Helper()
 	c.server = start(c.t, "server", append([]string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr}, c.extraEnv...),
-		"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name())
+		append([]string{"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name()}, c.extraArgs...)...)
 	c.server.waitOutput("kith server started", 20*time.Second)
 }
 

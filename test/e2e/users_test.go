@@ -55,7 +55,7 @@ type usersCluster struct {
 func newUsersCluster(t *testing.T) *usersCluster {
 	t.Helper()
 	adminAddr := freeAddr(t)
-	c := &usersCluster{cluster: newClusterEnv(t, "KITH_ADMIN_LISTEN="+adminAddr), adminAddr: adminAddr}
+	c := &usersCluster{cluster: newClusterWith(t, []string{"KITH_ADMIN_LISTEN=" + adminAddr}), adminAddr: adminAddr}
 	c.startAgent("node1", c.joinToken("node1"))
 	c.authz = c.authzSocket("node1")
 	c.payments = spiffeid.RequireFromPath(c.td, "/payments")

@@ -44,7 +44,8 @@ type UserStore interface {
 type OIDCLogin interface {
 	// Verify checks rawIDToken (issuer, audience, signature, expiry) and returns the user its claims name,
 	// with the labels and roles they map to.
-	Verify(ctx context.Context, rawIDToken string) (store.User, error)
+	// accessToken, when given, reads the provider's userinfo for the claims the ID token lacks.
+	Verify(ctx context.Context, rawIDToken, accessToken string) (store.User, error)
 	// Settings is what the CLI needs to run the flows.
 	Settings() *adminv1.GetLoginConfigResponse
 }
@@ -407,7 +408,7 @@ func (s *Service) Login(ctx context.Context, req *adminv1.LoginRequest) (*adminv
 		if s.cfg.Logins.OIDC == nil {
 			return nil, apierr.Invalid("this server does not accept OpenID Connect logins (users.oidc is not configured): log in with an enrolment code")
 		}
-		claimed, err := s.cfg.Logins.OIDC.Verify(ctx, cred.IdToken)
+		claimed, err := s.cfg.Logins.OIDC.Verify(ctx, cred.IdToken, req.GetAccessToken())
 		if err != nil {
 			s.audit(ctx, "login", "user.login.refused", "", map[string]string{"method": "oidc", "reason": err.Error()})
 			return nil, apierr.Denied(fmt.Sprintf("id token refused: %v", err))

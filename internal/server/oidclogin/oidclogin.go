@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/internal/config"
@@ -27,6 +28,7 @@ type Login struct {
 	now func() time.Time
 
 	mu       sync.Mutex
+	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 }
 
@@ -42,19 +44,19 @@ func New(cfg config.OIDC, now func() time.Time) (*Login, error) {
 	return &Login{cfg: cfg, now: now}, nil
 }
 
-func (l *Login) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+func (l *Login) getVerifier(ctx context.Context) (*oidc.Provider, *oidc.IDTokenVerifier, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.verifier != nil {
-		return l.verifier, nil
+		return l.provider, l.verifier, nil
 	}
 	p, err := oidc.NewProvider(oidc.ClientContext(context.WithoutCancel(ctx), nil), l.cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("discover the OpenID provider %s (users.oidc.issuer): %w", l.cfg.Issuer, err)
+		return nil, nil, fmt.Errorf("discover the OpenID provider %s (users.oidc.issuer): %w", l.cfg.Issuer, err)
 	}
 	// The audience is checked below: either client may have asked for the token.
-	l.verifier = p.Verifier(&oidc.Config{SkipClientIDCheck: true, Now: l.now})
-	return l.verifier, nil
+	l.provider, l.verifier = p, p.Verifier(&oidc.Config{SkipClientIDCheck: true, Now: l.now})
+	return l.provider, l.verifier, nil
 }
 
 // claims are the ID token claims Kith reads.
@@ -64,9 +66,10 @@ type claims struct {
 	EmailVerified     *bool  `json:"email_verified"`
 }
 
-// Verify checks the token and returns the user it names.
-func (l *Login) Verify(ctx context.Context, raw string) (store.User, error) {
-	v, err := l.getVerifier(ctx)
+// Verify checks the ID token and returns the user it names; with accessToken, the claims of the provider's
+// userinfo for the same subject complete those of the ID token.
+func (l *Login) Verify(ctx context.Context, raw, accessToken string) (store.User, error) {
+	p, v, err := l.getVerifier(ctx)
 	if err != nil {
 		return store.User{}, err
 	}
@@ -84,6 +87,32 @@ func (l *Login) Verify(ctx context.Context, raw string) (store.User, error) {
 	all := map[string]any{}
 	if err := tok.Claims(&all); err != nil {
 		return store.User{}, fmt.Errorf("read claims: %w", err)
+	}
+	if accessToken != "" {
+		ui, err := p.UserInfo(oidc.ClientContext(ctx, nil), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
+		if err != nil {
+			return store.User{}, fmt.Errorf("read userinfo: %w", err)
+		}
+		if ui.Subject != tok.Subject {
+			return store.User{}, fmt.Errorf("userinfo is about subject %q, the ID token about %q", ui.Subject, tok.Subject)
+		}
+		var uc claims
+		extra := map[string]any{}
+		if err := ui.Claims(&uc); err != nil {
+			return store.User{}, fmt.Errorf("read userinfo claims: %w", err)
+		}
+		if err := ui.Claims(&extra); err != nil {
+			return store.User{}, fmt.Errorf("read userinfo claims: %w", err)
+		}
+		if c.PreferredUsername == "" {
+			c.PreferredUsername = uc.PreferredUsername
+		}
+		if c.Email == "" {
+			c.Email, c.EmailVerified = uc.Email, uc.EmailVerified
+		}
+		if _, ok := all[l.cfg.GroupsClaim]; !ok {
+			all[l.cfg.GroupsClaim] = extra[l.cfg.GroupsClaim]
+		}
 	}
 	return l.Map(c.PreferredUsername, c.Email, c.EmailVerified, groupsOf(all[l.cfg.GroupsClaim]))
 }

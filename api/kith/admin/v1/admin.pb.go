@@ -786,8 +786,11 @@ type LoginRequest struct {
 	//
 	//	*LoginRequest_EnrolmentCode
 	//	*LoginRequest_IdToken
-	Credential    isLoginRequest_Credential `protobuf_oneof:"credential"`
-	Csr           []byte                    `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"` // DER PKCS#10 of the key the user keeps
+	Credential isLoginRequest_Credential `protobuf_oneof:"credential"`
+	Csr        []byte                    `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"` // DER PKCS#10 of the key the user keeps
+	// With an id_token: the access token issued with it, for the provider's userinfo endpoint (where
+	// providers put the profile claims they leave out of ID tokens).
+	AccessToken   string `protobuf:"bytes,4,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -852,6 +855,13 @@ func (x *LoginRequest) GetCsr() []byte {
 		return x.Csr
 	}
 	return nil
+}
+
+func (x *LoginRequest) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
 }
 
 type isLoginRequest_Credential interface {
@@ -6297,11 +6307,12 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x15oidc_device_client_id\x18\x05 \x01(\tR\x12oidcDeviceClientId\x129\n" +
 	"\x19oidc_device_client_secret\x18\x06 \x01(\tR\x16oidcDeviceClientSecret\x12\x1f\n" +
 	"\voidc_scopes\x18\a \x03(\tR\n" +
-	"oidcScopes\"t\n" +
+	"oidcScopes\"\x97\x01\n" +
 	"\fLoginRequest\x12'\n" +
 	"\x0eenrolment_code\x18\x01 \x01(\tH\x00R\renrolmentCode\x12\x1b\n" +
 	"\bid_token\x18\x02 \x01(\tH\x00R\aidToken\x12\x10\n" +
-	"\x03csr\x18\x03 \x01(\fR\x03csrB\f\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\x12!\n" +
+	"\faccess_token\x18\x04 \x01(\tR\vaccessTokenB\f\n" +
 	"\n" +
 	"credential\"\x92\x02\n" +
 	"\rLoginResponse\x12\x1b\n" +
