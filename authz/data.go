@@ -24,6 +24,20 @@ type Data struct {
 
 var grantsPath = storage.MustParsePath("/kith/grants")
 
+// DisabledLabel, set to "true" among an identity's labels, marks a disabled user: every request it makes
+// is denied before any policy, whatever the target's mode.
+const DisabledLabel = "kith.io/disabled"
+
+func disabledOf(labels map[string]map[string]string) *map[string]bool {
+	m := map[string]bool{}
+	for id, l := range labels {
+		if l[DisabledLabel] == "true" {
+			m[id] = true
+		}
+	}
+	return &m
+}
+
 // storePath is the path of data.kith.grants[segs[0]][segs[1]]...
 func storePath(segs ...string) storage.Path {
 	return append(slices.Clip(grantsPath), segs...)
@@ -96,6 +110,7 @@ func (e *Engine) SetData(ctx context.Context, d Data) error {
 	}
 	e.grants, e.values, e.labels, e.modes, e.ext = grants, values, labels, modes, ext
 	e.extN.Store(extN)
+	e.disabled.Store(disabledOf(d.Labels))
 	e.maxIDSlashes.Store(idSlashes)
 	e.maxPathSlashes.Store(pathSlashes)
 	e.ids.Store(&idCache{}) // after the labels and key depth it caches
@@ -267,6 +282,12 @@ func (e *Engine) SetLabels(ctx context.Context, id spiffeid.ID, labels map[strin
 	} else {
 		e.labels[id.String()] = t
 	}
+	disabled := maps.Clone(*e.disabled.Load())
+	delete(disabled, id.String())
+	if labels[DisabledLabel] == "true" {
+		disabled[id.String()] = true
+	}
+	e.disabled.Store(&disabled)
 	e.ids.Store(&idCache{}) // after the labels it caches
 	return nil
 }

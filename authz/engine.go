@@ -141,6 +141,9 @@ type Engine struct {
 
 	ids atomic.Pointer[idCache] // input terms per SPIFFE ID
 
+	// disabled holds the IDs labelled DisabledLabel=true (disabled users): denied before any policy.
+	disabled atomic.Pointer[map[string]bool]
+
 	allowed, denied, auditDenied, errs atomic.Uint64
 }
 
@@ -167,6 +170,7 @@ func New(cfg Config) (*Engine, error) {
 		ext:    extIndex{},
 	}
 	e.ids.Store(&idCache{})
+	e.disabled.Store(&map[string]bool{})
 	if cfg.EvalBudget < 0 {
 		return nil, fmt.Errorf("new authz engine: evaluation budget %s is negative", cfg.EvalBudget)
 	}
@@ -238,8 +242,9 @@ func (e *Engine) SetPolicy(ctx context.Context, revision string, modules map[str
 }
 
 var (
-	kithRef = ast.MustParseRef("data.kith")
-	extRef  = ast.MustParseRef("data.kith.ext")
+	kithRef     = ast.MustParseRef("data.kith")
+	extRef      = ast.MustParseRef("data.kith.ext")
+	adminExtRef = ast.MustParseRef("data.kith.admin.ext")
 )
 
 func (e *Engine) prepare(ctx context.Context, revision string, modules map[string]string) (*policy, error) {
@@ -259,9 +264,9 @@ func (e *Engine) prepare(ctx context.Context, revision string, modules map[strin
 			}
 			return nil, fmt.Errorf("parse %s: %w", name, err)
 		}
-		if m.Package.Path.HasPrefix(kithRef) && !m.Package.Path.HasPrefix(extRef) {
+		if m.Package.Path.HasPrefix(kithRef) && !m.Package.Path.HasPrefix(extRef) && !m.Package.Path.HasPrefix(adminExtRef) {
 			errs = append(errs, ast.NewError(ast.CompileErr, m.Package.Location,
-				"package %s is reserved for Kith; put extensions in package kith.ext", strings.TrimPrefix(m.Package.Path.String(), "data.")))
+				"package %s is reserved for Kith; put extensions in package kith.ext (requests) or kith.admin.ext (admin calls)", strings.TrimPrefix(m.Package.Path.String(), "data.")))
 			continue
 		}
 		parsed[name] = m
@@ -365,6 +370,12 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		e.denied.Add(1)
 		return Decision{HTTPStatus: 400, Revision: p.revision, Mode: e.mode(in.Target),
 			Reasons: []string{fmt.Sprintf("request path refused: %v", err)}}, nil
+	}
+	if !in.Caller.IsZero() && (*e.disabled.Load())[in.Caller.String()] {
+		// A disabled user's SVID may still be valid for hours: refused whatever the policy and the mode.
+		e.denied.Add(1)
+		return Decision{HTTPStatus: 403, Revision: p.revision, Mode: e.mode(in.Target),
+			Reasons: []string{fmt.Sprintf("caller %s is disabled (kith user disable); its certificate is no longer honoured", in.Caller)}}, nil
 	}
 	v, err := e.input(in, cleaned, now, p.needs)
 	if err != nil {

@@ -2,7 +2,7 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin
 #
 # k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
 # minutes cold). ha needs PostgreSQL: scripts/components/postgres.sh installs it (apt-get) when missing.
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -32,7 +32,7 @@ if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
 for item in "${ITEMS[@]}"; do
-	case $item in ca | authz | k8s) ;; *) $GO build -o "$OUT/$item" "./bench/$item" ;; esac
+	case $item in ca | authz | k8s | admin) ;; *) $GO build -o "$OUT/$item" "./bench/$item" ;; esac
 done
 
 for item in "${ITEMS[@]}"; do
@@ -92,6 +92,11 @@ for item in "${ITEMS[@]}"; do
 		bin=$(./scripts/components/postgres.sh)
 		header "13. Several servers on one PostgreSQL: bench/ha -trials 200 -kills 20 -batch 10000 -mint 10s"
 		KITH_POSTGRES_BIN="$bin" "$OUT/ha" -kith bin/kith -trials 200 -kills 20 -batch 10000 -mint 10s
+		;;
+	admin)
+		header "12. Admin API over mTLS: what the kith.admin policy adds per call: go test ./internal/server/adminapi -bench Authorize"
+		$GO test ./internal/server/adminapi -run '^$' -bench Authorize -benchtime 10000x -count 2 | grep -E '^Benchmark'
+		$GO test ./authz -run '^$' -bench AdminDecide -benchtime 10000x -count 2 | grep -E '^Benchmark'
 		;;
 	k8s)
 		assets=$(./scripts/components/kube.sh)

@@ -2,7 +2,8 @@
 # make demo: start `kith dev` (server + agent in one process) on a temporary dir, mint and verify SVIDs
 # with the CLI, then let real workloads get their identities from the agent: two greeters talk mTLS,
 # a proxy-like program reads its secrets over SDS, and an unregistered program is refused. Then a payments
-# service asks the agent about every request: grants let callers in, a revocation shuts them out.
+# service asks the agent about every request: grants let callers in, a revocation shuts them out. Last, a
+# person: scott is added, logs in with his enrolment code, is refused what he does not own, and disabled.
 # Needs no root; everything lives in one temp dir that is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ chmod 0755 "$DIR"
 # The agent reads a workload's path from /proc/<pid>/exe, which resolves symlinks: register real paths.
 DIR=$(realpath "$DIR")
 PIDS=()
+# People log in to the admin API over mTLS on this port (step 14).
+ADMIN_PORT=${KITH_DEMO_ADMIN_PORT:-18443}
 
 cleanup() {
   local rc=$?
@@ -50,8 +53,8 @@ wait_for() {
 }
 
 step "1. start kith dev: a server and an agent in one process (data in $DIR/dev)"
-printf '$ kith dev --data-dir %s --http 127.0.0.1:0 &\n' "$DIR/dev"
-"$KITH" dev --data-dir "$DIR/dev" --http 127.0.0.1:0 >"$DIR/dev.out" 2>"$DIR/dev.log" &
+printf '$ kith dev --data-dir %s --http 127.0.0.1:0 --admin-listen 127.0.0.1:%s &\n' "$DIR/dev" "$ADMIN_PORT"
+"$KITH" dev --data-dir "$DIR/dev" --http 127.0.0.1:0 --admin-listen "127.0.0.1:$ADMIN_PORT" >"$DIR/dev.out" 2>"$DIR/dev.log" &
 DEV_PID=$!
 PIDS+=("$DEV_PID")
 dev_up() { kill -0 "$DEV_PID" 2>/dev/null || die "kith dev exited"; grep -q "Press Ctrl-C" "$DIR/dev.out"; }
@@ -166,7 +169,33 @@ run "$KITH" revoke scott payments
 call scott "$SCOTT" 403
 run "$KITH" who payments
 
-step "13. the audit log still verifies, with the grants and the revocation in it"
+step "13. scott, a person: added, logged in with his enrolment code, disabled"
+out=$(run "$KITH" user add scott --label team=payments) || die "kith user add failed"
+echo "$out"
+LOGIN=$(echo "$out" | sed -n 's/^Log in: *kith //p')
+[ -n "$LOGIN" ] || die "kith user add printed no login command"
+# Scott's own terminal: his login lives in his config dir, and the CLI talks to the admin TCP listener.
+scott_kith() { env -u KITH_ADMIN_SOCKET XDG_CONFIG_HOME="$DIR/scott-home" "$KITH" "$@"; }
+printf '$ kith %s\n' "$LOGIN"
+# shellcheck disable=SC2086 # the printed command's words
+scott_kith $LOGIN || die "scott's login failed"
+ls -l "$DIR/scott-home/kith"
+printf '$ kith whoami   (as scott)\n'
+scott_kith whoami || die "whoami failed"
+printf '$ kith grant scott payments   (as scott: not an owner of payments)\n'
+if scott_kith grant scott payments; then
+  die "scott granted himself a call to payments he does not own"
+fi
+run "$KITH" grant scott payments --for 10m --reason "scott's first day"
+call scott "$SCOTT" 200
+run "$KITH" user disable scott
+call scott "$SCOTT" 403
+printf '$ kith whoami   (as scott, disabled)\n'
+if scott_kith whoami; then
+  die "a disabled user was answered"
+fi
+
+step "14. the audit log still verifies, with the grants, the revocation and scott's story in it"
 run "$KITH" audit verify
 
 step "done: stopping kith dev and removing $DIR"

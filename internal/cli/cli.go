@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -64,6 +65,10 @@ type env struct {
 	adminSocket    string
 	getenv         func(string) string
 	strict         bool // --strict on verbs that caution
+	// server is --server (env KITH_SERVER): the admin TCP listener to use with the saved login.
+	server string
+	// socketExplicit is set when --admin-socket or KITH_ADMIN_SOCKET names the socket: it wins over a login.
+	socketExplicit bool
 }
 
 // Main runs the kith command line and returns the process exit code.
@@ -124,10 +129,12 @@ func (e *env) rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().StringVar(&e.adminSocket, "admin-socket", sock, "server admin API socket (env KITH_ADMIN_SOCKET)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentFlags().StringVar(&e.server, "server", e.getenv("KITH_SERVER"), "the server's admin TCP listener, https://host:port, used with your login (env KITH_SERVER; default: the server of your last kith login)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if e.output != "table" && e.output != "json" {
 			return usage(fmt.Errorf("-o %q: use table or json", e.output))
 		}
+		e.socketExplicit = e.getenv("KITH_ADMIN_SOCKET") != "" || cmd.Flags().Changed("admin-socket")
 		return nil
 	}
 	root.AddCommand(
@@ -217,8 +224,14 @@ var extraCommands []func(*env) *cobra.Command
 // its revision, a policy history entry carries a rejection's error text.
 const maxRecvMsgSize = 64 << 20
 
-// admin dials the admin socket.
+// admin dials the admin API: the admin socket, unless the caller is logged in (kith login) and names no
+// socket, or names a server (--server); then the admin TCP listener with the user's SVID.
 func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
+	if e.remote() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return e.remoteAdmin(ctx)
+	}
 	if _, err := os.Stat(e.adminSocket); err != nil {
 		return nil, nil, fmt.Errorf("admin socket %s: %w (is `kith server` running? set --admin-socket or KITH_ADMIN_SOCKET)", e.adminSocket, errors.Unwrap(err))
 	}
@@ -232,6 +245,22 @@ func (e *env) admin() (adminv1.AdminServiceClient, func(), error) {
 		return nil, nil, fmt.Errorf("connect to admin socket %s: %w", e.adminSocket, err)
 	}
 	return adminv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// remote reports whether admin calls go to the admin TCP listener with the saved login.
+func (e *env) remote() bool {
+	if e.server != "" {
+		return true
+	}
+	if e.socketExplicit {
+		return false
+	}
+	dir, err := e.configDir()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(dir, loginFile))
+	return err == nil
 }
 
 // isStatus reports whether err came from the admin API.

@@ -31,7 +31,7 @@ func init() {
 const devAgentToken = "dev"
 
 func (e *env) devCommand() *cobra.Command {
-	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef, policyPath string
+	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef, policyPath, adminListen string
 	var reinit bool
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
@@ -56,7 +56,7 @@ func (e *env) devCommand() *cobra.Command {
 				policyPath = e.getenv("KITH_POLICY_GIT_PATH") // as the server's policy.git.path
 			}
 			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision,
-				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath, reinit: reinit})
+				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath, reinit: reinit, adminListen: adminListen})
 		},
 	}
 	fl := cmd.Flags()
@@ -70,6 +70,7 @@ func (e *env) devCommand() *cobra.Command {
 	fl.StringVar(&policyRef, "policy-ref", "", "branch, tag or commit of --policy-repo (default: the remote's HEAD)")
 	fl.StringVar(&policyPath, "policy-path", "", "sub-directory of --policy-repo holding the policy and its data file (default: $KITH_POLICY_GIT_PATH, else the repository root)")
 	fl.BoolVar(&reinit, "reinit", false, "as kith server --reinit: start over with a new CA when --data-dir's database is missing or empty (the old files are kept aside)")
+	fl.StringVar(&adminListen, "admin-listen", "", "also serve the admin API over mTLS here, for users who log in (kith login; docs/users.md), e.g. 127.0.0.1:8443")
 	fl.StringVar(&decision, "authz-decision", "", "use this OPA-Envoy-style decision from the custom policy, e.g. envoy/authz/allow")
 	return cmd
 }
@@ -77,7 +78,7 @@ func (e *env) devCommand() *cobra.Command {
 // devOptions are kith dev's flags.
 type devOptions struct {
 	dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
-	policyRepo, policyRef, policyPath                          string
+	policyRepo, policyRef, policyPath, adminListen             string
 	reinit                                                     bool
 }
 
@@ -101,6 +102,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	scfg := &config.Server{TrustDomain: td, DataDir: filepath.Join(dir, "server")}
 	scfg.Listen.GRPC, scfg.Listen.HTTP, scfg.Listen.AdminSocket = grpcAddr, httpAddr, filepath.Join(dir, "admin.sock")
 	scfg.Log.Level = logLevel
+	scfg.Admin.Listen = o.adminListen
 	scfg.Policy.Dir, scfg.Authz.Decision = o.policyDir, o.decision
 	scfg.Policy.Git.URL, scfg.Policy.Git.Ref, scfg.Policy.Git.Path = o.policyRepo, o.policyRef, o.policyPath
 	if err := scfg.Finish(); err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 func (e *env) tokenCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage one-time join tokens for agents"}
+	cmd := &cobra.Command{Use: "token", Short: "Manage one-time join tokens for agents; mint your own JWT-SVID (kith token jwt)"}
 	var name string
 	var ttl time.Duration
 	create := &cobra.Command{
@@ -63,6 +63,29 @@ func (e *env) tokenCommand() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, list, revoke)
+	var audience []string
+	var jwtTTL time.Duration
+	jwt := &cobra.Command{
+		Use:   "jwt --audience AUDIENCE",
+		Short: "Print a JWT-SVID of your own identity (kith login) for HTTP bearer use",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(audience) == 0 {
+				return usage(fmt.Errorf("--audience is required: the service that will receive the token"))
+			}
+			l, err := e.loadLogin()
+			if err != nil {
+				return fmt.Errorf("kith token jwt mints for your own identity: log in first (kith login): %w", err)
+			}
+			resp, err := call(cmd.Context(), e, adminv1.AdminServiceClient.MintJWTSVID, &adminv1.MintJWTSVIDRequest{SpiffeId: l.state.SPIFFEID, Audience: audience, TtlSeconds: int64(jwtTTL / time.Second)})
+			if err != nil {
+				return err
+			}
+			return e.print(resp, func() { fmt.Fprintln(e.stdout, resp.GetToken()) })
+		},
+	}
+	jwt.Flags().StringSliceVar(&audience, "audience", nil, "audience of the token (repeatable)")
+	ttlVar(jwt.Flags(), &jwtTTL, "ttl", "token lifetime (default: the server's svid.jwt_ttl)")
+	cmd.AddCommand(create, list, revoke, jwt)
 	return cmd
 }

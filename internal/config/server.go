@@ -37,6 +37,8 @@ type Server struct {
 	Token   Token  `yaml:"join_token"`
 	Policy  Policy `yaml:"policy"`
 	Authz   Authz  `yaml:"authz"`
+	// Users configures people's logins (docs/users.md).
+	Users Users `yaml:"users"`
 	// NodeAttestors configures node attestation besides join tokens (always on).
 	NodeAttestors NodeAttestors `yaml:"node_attestors"`
 }
@@ -159,6 +161,57 @@ type Admin struct {
 	AllowedUIDs []int `yaml:"allowed_uids"`
 	// AllowedGIDs may connect too (a caller's primary gid). Default none. Env KITH_ADMIN_ALLOWED_GIDS.
 	AllowedGIDs []int `yaml:"allowed_gids"`
+	// Listen serves the admin API over mTLS on this TCP address too, for users who logged in (kith login):
+	// every call is then authorized by the kith.admin policy. Default none: off. Env KITH_ADMIN_LISTEN.
+	Listen string `yaml:"listen"`
+	// URL is where users reach Listen (printed by kith user add). Default https://<listen, with localhost
+	// for an empty host>. Env KITH_ADMIN_URL.
+	URL string `yaml:"url"`
+}
+
+// Users configures the logins of people (spiffe://TD/user/<name>).
+type Users struct {
+	// SVIDTTL is the lifetime of a user's X.509-SVID, renewed on use while the login lasts. Default 8h.
+	// Env KITH_USERS_SVID_TTL.
+	SVIDTTL Duration `yaml:"svid_ttl"`
+	// LoginTTL is how long one login may renew its SVID; then the user logs in again. Default 7d.
+	// Env KITH_USERS_LOGIN_TTL.
+	LoginTTL Duration `yaml:"login_ttl"`
+	// CodeTTL is how long an enrolment code from kith user add may be used. Default 24h. Env KITH_USERS_CODE_TTL.
+	CodeTTL Duration `yaml:"code_ttl"`
+	OIDC    OIDC     `yaml:"oidc"`
+}
+
+// OIDC configures login with an OpenID Connect provider (device authorization grant, and authorization code
+// with PKCE and a loopback redirect).
+type OIDC struct {
+	// Issuer is the provider's issuer URL. Default none: OpenID Connect login is off. Env KITH_USERS_OIDC_ISSUER.
+	Issuer string `yaml:"issuer"`
+	// ClientID is the public (native) client for authorization code + PKCE; its redirect URI is
+	// http://127.0.0.1/callback on any port. Env KITH_USERS_OIDC_CLIENT_ID.
+	ClientID string `yaml:"client_id"`
+	// DeviceClientID is the client for the device authorization grant. Default ClientID.
+	// Env KITH_USERS_OIDC_DEVICE_CLIENT_ID.
+	DeviceClientID string `yaml:"device_client_id"`
+	// DeviceClientSecret, for providers whose device client authenticates; it is handed to every CLI, so it
+	// is no secret. Default none. Env KITH_USERS_OIDC_DEVICE_CLIENT_SECRET.
+	DeviceClientSecret string `yaml:"device_client_secret"`
+	// Scopes asked for. Default [openid, profile, email]. Env KITH_USERS_OIDC_SCOPES.
+	Scopes []string `yaml:"scopes"`
+	// UsernameClaim names the user: preferred_username, or email (its part before the @, lowercased).
+	// Default preferred_username. Env KITH_USERS_OIDC_USERNAME_CLAIM.
+	UsernameClaim string `yaml:"username_claim"`
+	// EmailLabel, when set, is the label key the email claim is copied to (e.g. email). Default none.
+	// Env KITH_USERS_OIDC_EMAIL_LABEL.
+	EmailLabel string `yaml:"email_label"`
+	// GroupsClaim names the claim listing the user's groups. Default groups. Env KITH_USERS_OIDC_GROUPS_CLAIM.
+	GroupsClaim string `yaml:"groups_claim"`
+	// GroupLabels maps a group to a label "key=value" its members get (payments-team: team=payments).
+	// Default none. Not settable from the environment.
+	GroupLabels map[string]string `yaml:"group_labels"`
+	// GroupRoles maps a group to a role its members get (kith-admins: admin). Default none. Not settable
+	// from the environment.
+	GroupRoles map[string]string `yaml:"group_roles"`
 }
 
 // CA configures the certificate authority.
@@ -440,6 +493,25 @@ func (c *Server) Finish() error {
 	}
 	defD(&c.Token.TTL, time.Hour)
 	defD(&c.Token.MaxTTL, 30*24*time.Hour)
+	defD(&c.Users.SVIDTTL, 8*time.Hour)
+	defD(&c.Users.LoginTTL, 7*24*time.Hour)
+	defD(&c.Users.CodeTTL, 24*time.Hour)
+	if c.Admin.Listen != "" && c.Admin.URL == "" {
+		if host, port, err := net.SplitHostPort(c.Admin.Listen); err == nil {
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "localhost"
+			}
+			c.Admin.URL = "https://" + net.JoinHostPort(host, port)
+		}
+	}
+	if o := &c.Users.OIDC; o.Issuer != "" {
+		def(&o.DeviceClientID, o.ClientID)
+		def(&o.UsernameClaim, "preferred_username")
+		def(&o.GroupsClaim, "groups")
+		if len(o.Scopes) == 0 {
+			o.Scopes = []string{"openid", "profile", "email"}
+		}
+	}
 	if c.Listen.AdvertiseHTTP == "" {
 		host, port, err := net.SplitHostPort(c.Listen.HTTP)
 		if err == nil {
@@ -483,6 +555,14 @@ func (c *Server) validate() error {
 				return &FieldError{ids.field, fmt.Sprintf("%d is not a uid or gid (0 to 4294967294)", id)}
 			}
 		}
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			return &FieldError{"admin.listen", fmt.Sprintf("%q is not host:port (e.g. :8443 or 127.0.0.1:8443)", c.Admin.Listen)}
+		}
+	}
+	if err := c.Users.validate(); err != nil {
+		return err
 	}
 	if err := oneOf("ca.key_manager", c.CA.KeyManager, append(keymanager.Names(), "database")...); err != nil {
 		return err
@@ -534,6 +614,39 @@ func (c *Server) validate() error {
 		return err
 	}
 	return c.NodeAttestors.K8sPSAT.validate(c.TrustDomain)
+}
+
+func (u *Users) validate() error {
+	for _, b := range []struct {
+		field  string
+		v, min time.Duration
+	}{{"users.svid_ttl", u.SVIDTTL.D(), time.Minute}, {"users.login_ttl", u.LoginTTL.D(), time.Minute}, {"users.code_ttl", u.CodeTTL.D(), time.Minute}} {
+		if b.v < b.min {
+			return &FieldError{b.field, fmt.Sprintf("%s is shorter than %s", b.v, b.min)}
+		}
+	}
+	o := u.OIDC
+	if o.Issuer == "" {
+		if o.ClientID != "" || o.DeviceClientID != "" {
+			return &FieldError{"users.oidc.issuer", "is not set but a client ID is: set the provider's issuer URL"}
+		}
+		return nil
+	}
+	if p, err := url.Parse(o.Issuer); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+		return &FieldError{"users.oidc.issuer", fmt.Sprintf("%q is not an http(s) URL", o.Issuer)}
+	}
+	if o.ClientID == "" {
+		return &FieldError{"users.oidc.client_id", "is required with users.oidc.issuer: the client registered at the provider for kith login"}
+	}
+	if err := oneOf("users.oidc.username_claim", o.UsernameClaim, "preferred_username", "email"); err != nil {
+		return err
+	}
+	for g, l := range o.GroupLabels {
+		if k, v, ok := strings.Cut(l, "="); !ok || k == "" || v == "" {
+			return &FieldError{"users.oidc.group_labels", fmt.Sprintf("group %q maps to %q: want key=value, e.g. team=payments", g, l)}
+		}
+	}
+	return nil
 }
 
 // clusterName is what a k8s_psat cluster name may be: one SPIFFE ID path segment, short and plain.

@@ -104,6 +104,7 @@ type Policy struct {
 	cfg      Config
 	log      *slog.Logger
 	engine   *authz.Engine
+	admin    *authz.AdminEngine // decides admin calls over mTLS (package kith.admin)
 	signer   *ecdsa.PrivateKey
 	pubKey   []byte          // PEM of signer's public key
 	syncer   *gitsync.Syncer // nil without a policy repository
@@ -143,7 +144,11 @@ func New(ctx context.Context, cfg Config) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{cfg: cfg, log: cfg.Logger, engine: e, signer: key, pubKey: pub,
+	admin, err := authz.NewAdmin()
+	if err != nil {
+		return nil, fmt.Errorf("admin policy: %w", err)
+	}
+	p := &Policy{cfg: cfg, log: cfg.Logger, engine: e, admin: admin, signer: key, pubKey: pub,
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "kith_policy_rejected_total", Help: "Policy commits rejected (fetch, compile, test or validation errors)."}),
 		replays:  gitsync.NewReplays(gitsync.DefaultReplayWindow, cfg.Engine.Now),
 	}
@@ -218,6 +223,9 @@ func (p *Policy) loadDir(ctx context.Context, dir string) error {
 // setPolicy validates modules with the engine (compile + sample inputs) and, only if they pass, makes
 // them the active policy that agents receive, in a bundle signed with the server's key.
 func (p *Policy) setPolicy(ctx context.Context, revision string, modules map[string]string) error {
+	if err := p.admin.SetPolicy(ctx, modules); err != nil {
+		return fmt.Errorf("policy revision %s: %w", revision, err)
+	}
 	if err := p.engine.SetPolicy(ctx, revision, modules); err != nil {
 		return err
 	}
@@ -327,9 +335,9 @@ func (p *Policy) Snapshot(ctx context.Context) (*Snapshot, error) {
 	p.labelsMu.Unlock()
 	var s *Snapshot
 	if prev := p.snap.Load(); prev != nil {
-		s, err = next(ctx, p.cfg.Store, prev, rev, gen, labels)
+		s, err = next(ctx, p.cfg.Store, p.cfg.TrustDomain.Name(), prev, rev, gen, labels)
 	} else {
-		s, err = readSnapshot(ctx, p.cfg.Store, rev, gen, labels)
+		s, err = readSnapshot(ctx, p.cfg.Store, p.cfg.TrustDomain.Name(), rev, gen, labels)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read authorization data: %w", err)
@@ -347,6 +355,12 @@ func (p *Policy) Decide(ctx context.Context, in authz.Input) (authz.Decision, er
 		return authz.Decision{}, err
 	}
 	return p.engine.Decide(ctx, in)
+}
+
+// DecideAdmin authorizes an admin call over mTLS with the kith.admin policy (built in, extended by the
+// policy in force).
+func (p *Policy) DecideAdmin(ctx context.Context, in authz.AdminInput) (authz.AdminDecision, error) {
+	return p.admin.Decide(ctx, in)
 }
 
 // loadEngine puts the newest snapshot's data in the engine unless it holds it already. Snapshots are

@@ -29,6 +29,7 @@ type DataStore interface {
 	TargetModes(ctx context.Context) (map[string]grant.Mode, error)
 	ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error)
 	ChangesSince(ctx context.Context, rev int64) ([]store.Change, error)
+	ListUsers(ctx context.Context) ([]store.User, error)
 }
 
 // maxIncremental is the number of changed grants above which a snapshot reads every grant again rather
@@ -77,10 +78,24 @@ func newTargetGrants(gs []grant.Grant) (*targetGrants, error) {
 	return t, nil
 }
 
-// labelsOf merges the labels of every entry per SPIFFE ID, and then repo (the policy repository's labels)
-// under them: an entry's label wins over the repository's for the same ID and name.
-func labelsOf(entries []store.Entry, repo map[string]map[string]string) map[string]map[string]string {
+// labelsOf merges the labels of every entry per SPIFFE ID, then each user's (spiffe://TD/user/<name>; a
+// disabled user also gets authz.DisabledLabel, so that agents deny its calls), and then repo (the policy
+// repository's labels) under them: an entry's label wins over the repository's for the same ID and name.
+func labelsOf(entries []store.Entry, users []store.User, td string, repo map[string]map[string]string) map[string]map[string]string {
 	out := map[string]map[string]string{}
+	for _, u := range users {
+		if len(u.Labels) == 0 && !u.Disabled {
+			continue
+		}
+		l := maps.Clone(u.Labels)
+		if l == nil {
+			l = map[string]string{}
+		}
+		if u.Disabled {
+			l[authz.DisabledLabel] = "true"
+		}
+		out["spiffe://"+td+"/user/"+u.Name] = l
+	}
 	for _, e := range entries {
 		if len(e.Labels) == 0 {
 			continue
@@ -105,7 +120,7 @@ func labelsOf(entries []store.Entry, repo map[string]map[string]string) map[stri
 }
 
 // readSnapshot reads everything at (or after) revision rev.
-func readSnapshot(ctx context.Context, st DataStore, rev int64, labelGen uint64, repoLabels map[string]map[string]string) (*Snapshot, error) {
+func readSnapshot(ctx context.Context, st DataStore, td string, rev int64, labelGen uint64, repoLabels map[string]map[string]string) (*Snapshot, error) {
 	grants, err := st.ListGrants(ctx, store.GrantFilter{})
 	if err != nil {
 		return nil, err
@@ -135,7 +150,11 @@ func readSnapshot(ctx context.Context, st DataStore, rev int64, labelGen uint64,
 		}
 		i = j
 	}
-	if err := s.finish(labelsOf(entries, repoLabels)); err != nil {
+	users, err := st.ListUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.finish(labelsOf(entries, users, td, repoLabels)); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -143,7 +162,7 @@ func readSnapshot(ctx context.Context, st DataStore, rev int64, labelGen uint64,
 
 // next returns the snapshot after prev: prev with the grants, modes and labels that changed since it
 // read again. It reads everything when many grants changed.
-func next(ctx context.Context, st DataStore, prev *Snapshot, rev int64, labelGen uint64, repoLabels map[string]map[string]string) (*Snapshot, error) {
+func next(ctx context.Context, st DataStore, td string, prev *Snapshot, rev int64, labelGen uint64, repoLabels map[string]map[string]string) (*Snapshot, error) {
 	changes, err := st.ChangesSince(ctx, prev.revision)
 	if err != nil {
 		return nil, err
@@ -160,12 +179,12 @@ func next(ctx context.Context, st DataStore, prev *Snapshot, rev int64, labelGen
 			}
 		case store.KindMode:
 			modesChanged = true
-		case store.KindEntry:
+		case store.KindEntry, store.KindUser:
 			labelsChanged = true
 		}
 	}
 	if len(grantIDs) > maxIncremental {
-		return readSnapshot(ctx, st, rev, labelGen, repoLabels)
+		return readSnapshot(ctx, st, td, rev, labelGen, repoLabels)
 	}
 	if len(changes) > 0 {
 		rev = max(rev, changes[len(changes)-1].Revision)
@@ -225,7 +244,11 @@ func next(ctx context.Context, st DataStore, prev *Snapshot, rev int64, labelGen
 		if err != nil {
 			return nil, err
 		}
-		labels = labelsOf(entries, repoLabels)
+		users, err := st.ListUsers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		labels = labelsOf(entries, users, td, repoLabels)
 	}
 	if len(grantIDs) == 0 && !labelsChanged {
 		s.prefixes, s.prefixLens = prev.prefixes, prev.prefixLens

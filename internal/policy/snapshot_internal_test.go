@@ -29,6 +29,7 @@ func (grantList) ListEntries(context.Context, store.EntryFilter) ([]store.Entry,
 	return nil, nil
 }
 func (grantList) ChangesSince(context.Context, int64) ([]store.Change, error) { return nil, nil }
+func (grantList) ListUsers(context.Context) ([]store.User, error)             { return nil, nil }
 
 // TestShareTargetsAreThoseCovering checks the target index against a scan with grant.Covers: a share
 // holds exactly the targets that cover one of the served IDs, over random IDs and patterns (including odd ones such as a
@@ -57,7 +58,7 @@ func TestShareTargetsAreThoseCovering(t *testing.T) {
 			grants = append(grants, authz.Grant{ID: fmt.Sprint(i), Caller: "spiffe://example.org/c", Target: target})
 		}
 		slices.SortFunc(grants, func(a, b authz.Grant) int { return strings.Compare(a.Target, b.Target) })
-		s, err := readSnapshot(context.Background(), grantList(grants), 1, 0, nil)
+		s, err := readSnapshot(context.Background(), grantList(grants), "example.org", 1, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

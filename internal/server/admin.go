@@ -7,10 +7,13 @@ import (
 	"os/user"
 	"strconv"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/kithid/kith/attestation/peer"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/server/adminapi"
+	"github.com/kithid/kith/internal/server/oidclogin"
 	"github.com/kithid/kith/internal/unixsock"
 )
 
@@ -37,8 +40,12 @@ func adminAllow(c config.Admin) unixsock.Allow {
 	return a
 }
 
-// adminActor names the admin caller for the audit log: "admin:uid=1000(alice)".
+// adminActor names the admin caller for the audit log: "admin:uid=1000(alice)" on the socket, the user's
+// SPIFFE ID over mTLS.
 func adminActor(ctx context.Context) string {
+	if _, id, ok := adminapi.PeerSVID(ctx); ok {
+		return id.String()
+	}
 	creds, ok := peer.FromContext(ctx)
 	if !ok {
 		return "admin"
@@ -48,4 +55,9 @@ func adminActor(ctx context.Context) string {
 		name = "(" + u.Username + ")"
 	}
 	return fmt.Sprintf("admin:uid=%d%s", creds.UID, name)
+}
+
+// newOIDCLogin verifies the ID tokens of the configured OpenID provider (users.oidc).
+func newOIDCLogin(_ context.Context, _ spiffeid.TrustDomain, c config.OIDC) (adminapi.OIDCLogin, error) {
+	return oidclogin.New(c, nil)
 }

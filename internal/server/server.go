@@ -19,6 +19,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/attestation/node/k8spsat"
@@ -86,10 +89,11 @@ type Server struct {
 	health      *readiness
 	anchor      *auditAnchor
 
-	mu       sync.Mutex
-	ready    chan struct{}
-	httpAddr net.Addr
-	grpcAddr net.Addr
+	mu        sync.Mutex
+	ready     chan struct{}
+	httpAddr  net.Addr
+	grpcAddr  net.Addr
+	adminAddr net.Addr // admin.listen, when on
 }
 
 // New opens the store and the CA in the data dir.
@@ -252,6 +256,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	var oidcLogin adminapi.OIDCLogin
+	if c.Users.OIDC.Issuer != "" {
+		if oidcLogin, err = newOIDCLogin(ctx, td, c.Users.OIDC); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	s.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
 		Grants: st, Decider: s.policy, Policy: s.policy,
@@ -268,6 +279,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		StoreCheck:       st,
 		AuditHead:        anchor,
 		Kubernetes:       s.kubernetesStatus,
+		Logins: adminapi.Logins{Users: st, SVIDTTL: c.Users.SVIDTTL.D(), LoginTTL: c.Users.LoginTTL.D(), CodeTTL: c.Users.CodeTTL.D(),
+			URL: c.Admin.URL, OIDC: oidcLogin},
+		Requests:     st,
+		AdminDecider: s.policy,
 	})
 	if err != nil {
 		st.Close()
@@ -321,6 +336,13 @@ func (s *Server) GRPCAddr() net.Addr {
 	return s.grpcAddr
 }
 
+// AdminAddr is the bound admin TCP address (admin.listen), valid after Ready; nil when off.
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
+}
+
 // Run serves until ctx is done, then shuts down gracefully and closes the store.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.store.Close()
@@ -364,6 +386,30 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	httpSrv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	var (
+		remoteLis net.Listener
+		remoteSrv *grpc.Server
+	)
+	if c.Admin.Listen != "" {
+		if remoteLis, err = net.Listen("tcp", c.Admin.Listen); err != nil {
+			adminLis.Close()
+			httpLis.Close()
+			grpcLis.Close()
+			return fmt.Errorf("listen on %s (admin.listen): %w", c.Admin.Listen, err)
+		}
+		s.mu.Lock()
+		s.adminAddr = remoteLis.Addr()
+		s.mu.Unlock()
+		// The admin API over mTLS: the server's own SVID, the caller's user SVID verified against the
+		// bundle, every call authorized by the kith.admin policy.
+		remoteSrv = grpc.NewServer(
+			grpc.Creds(credentials.NewTLS(s.agentTLSConfig(s.own))),
+			grpc.ChainUnaryInterceptor(apierr.UnaryInterceptor(s.log), s.admin.AuthorizeInterceptor(s.policy)),
+			grpc.ChainStreamInterceptor(apierr.StreamInterceptor(s.log), refuseStreams),
+			grpc.ConnectionTimeout(10*time.Second),
+		)
+		adminv1.RegisterAdminServiceServer(remoteSrv, s.admin)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	if shared, ok := s.store.(sharedStore); ok {
@@ -388,6 +434,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return ignoreClosed(adminSrv.Serve(adminLis)) })
 	g.Go(func() error { return ignoreClosed(agentSrv.Serve(grpcLis)) })
 	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLis)) })
+	if remoteSrv != nil {
+		g.Go(func() error { return ignoreClosed(remoteSrv.Serve(remoteLis)) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.log.Info("shutting down")
@@ -396,6 +445,9 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = httpSrv.Shutdown(shutdownCtx)
 		stopGracefully(shutdownCtx, adminSrv)
 		stopGracefully(shutdownCtx, agentSrv)
+		if remoteSrv != nil {
+			stopGracefully(shutdownCtx, remoteSrv)
+		}
 		return nil
 	})
 	close(s.ready)
@@ -519,4 +571,9 @@ func (s *Server) followCA(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// refuseStreams: the admin API has no streaming calls; one over mTLS would escape authorization.
+func refuseStreams(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+	return status.Error(codes.PermissionDenied, "streaming calls are not served on the admin TCP listener")
 }

@@ -126,6 +126,47 @@ type RepositoryLabels interface {
 	PolicyLabels(ctx context.Context) (map[string]map[string]string, error)
 }
 
+// Users persists people: users, their enrolment codes, their logins and their access requests. Renewing a
+// login is not a change: it bumps no revision and writes no audit row (the login's creation is audited).
+type Users interface {
+	// CreateUser stores u (Source "cli" when empty) with a user.create audit row; ErrAlreadyExists if the
+	// name is taken.
+	CreateUser(ctx context.Context, actor string, u User) (User, error)
+	// UpdateUser replaces the labels, roles and disabled flag of the user u.Name (ErrNotFound if none), with
+	// an audit row for action (user.disable, user.enable, user.update).
+	UpdateUser(ctx context.Context, actor, action string, u User) (User, error)
+	// GetUser returns the user; ErrNotFound if none.
+	GetUser(ctx context.Context, name string) (User, error)
+	// ListUsers returns every user ordered by name.
+	ListUsers(ctx context.Context) ([]User, error)
+	// CreateEnrolmentCode stores c (ID assigned when empty, CreatedAt set) with a user.code audit row;
+	// ErrNotFound if its user does not exist.
+	CreateEnrolmentCode(ctx context.Context, actor string, c EnrolmentCode) (EnrolmentCode, error)
+	// UseEnrolmentCode redeems the code whose secret hashes to hash and creates login l for its user, in one
+	// transaction with a user.login audit row whose actor is userPrefix followed by the user's name (the
+	// user's SPIFFE ID): ErrCodeInvalid for a code that is unknown, used or expired at now,
+	// ErrFailedPrecondition when its user is disabled. l.User is set from the code.
+	UseEnrolmentCode(ctx context.Context, userPrefix string, hash []byte, now time.Time, l Login) (EnrolmentCode, Login, error)
+	// CreateLogin stores l (ID assigned when empty, CreatedAt set) with a user.login audit row.
+	CreateLogin(ctx context.Context, actor string, l Login) (Login, error)
+	// GetLogin returns the login; ErrNotFound if none.
+	GetLogin(ctx context.Context, id string) (Login, error)
+	// RenewLogin replaces the login's serial oldSerial by newSerial at now: ErrNotFound if none,
+	// ErrFailedPrecondition if its serial is no longer oldSerial (an older certificate) or it expired.
+	RenewLogin(ctx context.Context, id, oldSerial, newSerial string, now time.Time) (Login, error)
+	// CreateAccessRequest stores r (ID assigned when empty, State pending, CreatedAt set) with a
+	// request.create audit row.
+	CreateAccessRequest(ctx context.Context, actor string, r AccessRequest) (AccessRequest, error)
+	// GetAccessRequest returns the request; ErrNotFound if none.
+	GetAccessRequest(ctx context.Context, id string) (AccessRequest, error)
+	// ListAccessRequests returns every request, newest first.
+	ListAccessRequests(ctx context.Context) ([]AccessRequest, error)
+	// DecideAccessRequest approves (g non-nil: the grant is created in the same transaction) or denies the
+	// pending request id, with a request.approve or request.deny audit row: ErrNotFound if none,
+	// ErrFailedPrecondition if it is no longer pending.
+	DecideAccessRequest(ctx context.Context, actor, id, reason string, g *grant.Grant) (AccessRequest, error)
+}
+
 // Audit is the append-only, hash-chained audit log.
 type Audit interface {
 	// Audit appends an event that changes nothing else (its Revision is 0).
@@ -169,6 +210,7 @@ type Backend interface {
 	Policies
 	PolicyReports
 	RepositoryLabels
+	Users
 	Audit
 	Feed
 	Health

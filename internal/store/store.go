@@ -163,6 +163,10 @@ const (
 	KindGrant     ChangeKind = "grant"
 	KindMode      ChangeKind = "mode"
 	KindPolicy    ChangeKind = "policy"
+	KindUser      ChangeKind = "user"
+	KindEnrolment ChangeKind = "enrolment"
+	KindLogin     ChangeKind = "login"
+	KindRequest   ChangeKind = "request"
 )
 
 // Change records that one object changed at a revision. Consumers read the object itself to see its state.

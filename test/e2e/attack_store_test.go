@@ -32,7 +32,8 @@ func (c *cluster) rootFingerprints() []string {
 
 // serverArgs are the arguments startServer uses, plus extra.
 func (c *cluster) serverArgs(extra ...string) []string {
-	return append([]string{"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name()}, extra...)
+	args := append([]string{"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name()}, c.extraArgs...)
+	return append(args, extra...)
 }
 
 func (c *cluster) serverEnv() []string {

@@ -250,6 +250,44 @@ func kith(t *testing.T, adminSocket string, args ...string) result {
 	return r
 }
 
+// kithUser runs one CLI command as a person: no admin socket, the login kept in configDir
+// (XDG_CONFIG_HOME), env added.
+func kithUser(t *testing.T, configDir string, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kithBin(t), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KITH_ADMIN_SOCKET=") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(append(cmd.Env, "XDG_CONFIG_HOME="+configDir), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("kith %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// mustKithUser is kithUser that fails the test unless the command exits 0.
+func mustKithUser(t *testing.T, configDir string, env []string, args ...string) string {
+	t.Helper()
+	r := kithUser(t, configDir, env, args...)
+	if r.code != 0 {
+		t.Fatalf("kith %s (as a user): exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
 // mustKith is kith that fails the test unless the command exits 0.
 func mustKith(t *testing.T, adminSocket string, args ...string) string {
 	t.Helper()
@@ -342,25 +380,30 @@ type cluster struct {
 	httpAddr    string
 	adminSocket string
 	server      *proc
-	// serverEnv is added to the server's environment (KITH_* settings); changing it takes effect at the
-	// next startServer.
-	extraEnv []string
+	extraEnv    []string // added to the server's environment (newClusterWith)
+	extraArgs   []string // added to its command line
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	return newClusterEnv(t)
+	return newClusterWith(t, nil)
 }
 
 // newClusterEnv is newCluster with the server's environment extended by env.
 func newClusterEnv(t *testing.T, env ...string) *cluster {
 	t.Helper()
+	return newClusterWith(t, env)
+}
+
+// newClusterWith is newCluster with env added to the server's environment (KITH_* settings) and args to
+// its command line (e.g. --config).
+func newClusterWith(t *testing.T, env []string, args ...string) *cluster {
+	t.Helper()
 	dir := shortTempDir(t)
 	c := &cluster{
 		t: t, dir: dir, td: spiffeid.RequireTrustDomainFromString("e2e.test"),
 		grpcAddr: freeAddr(t), httpAddr: freeAddr(t),
-		adminSocket: filepath.Join(dir, "server", "admin.sock"),
-		extraEnv:    env,
+		adminSocket: filepath.Join(dir, "server", "admin.sock"), extraEnv: env, extraArgs: args,
 	}
 	c.startServer()
 	return c

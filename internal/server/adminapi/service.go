@@ -108,6 +108,13 @@ type Config struct {
 	Version string
 	// StoreCheck runs the store's integrity check for CheckStore; zero: CheckStore fails.
 	StoreCheck StoreChecker
+	// Logins configures users and how they log in; zero: the user verbs fail.
+	Logins Logins
+	// Requests persists access requests; zero: the request verbs fail.
+	Requests RequestStore
+	// AdminDecider decides admin calls over mTLS, and whether policy approves an access request at once;
+	// zero: no request is approved by policy.
+	AdminDecider AdminDecider
 	// AuditHead is the audit log's signed checkpoint: VerifyAudit compares the log with it and GetAuditHead
 	// returns it; zero: VerifyAudit checks the chain only and GetAuditHead fails.
 	AuditHead AuditHeadSource

@@ -53,7 +53,7 @@ func (s *Service) ReportStatus(ctx context.Context, req *agentv1.ReportStatusReq
 func authzRelevant(changes []store.Change) bool {
 	for _, c := range changes {
 		switch c.Kind {
-		case store.KindGrant, store.KindMode, store.KindEntry:
+		case store.KindGrant, store.KindMode, store.KindEntry, store.KindUser: // a user's labels and disabled flag
 			return true
 		}
 	}

@@ -73,6 +73,7 @@ func Run(t *testing.T, open Open) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentMixedWriters", testConcurrentMixedWriters},
 		{"Health", testHealth},
+		{"Users", testUsers},
 	} {
 		t.Run(part.name, func(t *testing.T) { part.run(t, h) })
 	}

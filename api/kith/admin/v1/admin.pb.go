@@ -24,6 +24,1590 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type User struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // output only: spiffe://TD/user/<name>
+	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Roles         []string               `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	Disabled      bool                   `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	Source        string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"` // cli or oidc; output only
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *User) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *User) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *User) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *User) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *User) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *User) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *User) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *User) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type CreateUserRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	User           *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	NoCode         bool                   `protobuf:"varint,2,opt,name=no_code,json=noCode,proto3" json:"no_code,omitempty"`                           // do not make an enrolment code
+	CodeTtlSeconds int64                  `protobuf:"varint,3,opt,name=code_ttl_seconds,json=codeTtlSeconds,proto3" json:"code_ttl_seconds,omitempty"` // 0: 24 h
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateUserRequest) Reset() {
+	*x = CreateUserRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserRequest) ProtoMessage() {}
+
+func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
+func (*CreateUserRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateUserRequest) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *CreateUserRequest) GetNoCode() bool {
+	if x != nil {
+		return x.NoCode
+	}
+	return false
+}
+
+func (x *CreateUserRequest) GetCodeTtlSeconds() int64 {
+	if x != nil {
+		return x.CodeTtlSeconds
+	}
+	return 0
+}
+
+type CreateUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	EnrolmentCode string                 `protobuf:"bytes,2,opt,name=enrolment_code,json=enrolmentCode,proto3" json:"enrolment_code,omitempty"` // shown once, never stored
+	CodeExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=code_expires_at,json=codeExpiresAt,proto3" json:"code_expires_at,omitempty"`
+	CaFingerprint string                 `protobuf:"bytes,4,opt,name=ca_fingerprint,json=caFingerprint,proto3" json:"ca_fingerprint,omitempty"` // sha256:<hex> of the trust bundle's newest root, for kith login --ca-fingerprint
+	LoginUrl      string                 `protobuf:"bytes,5,opt,name=login_url,json=loginUrl,proto3" json:"login_url,omitempty"`                // https://<admin.listen or admin.url>, empty when remote admin is off
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserResponse) Reset() {
+	*x = CreateUserResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserResponse) ProtoMessage() {}
+
+func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
+func (*CreateUserResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *CreateUserResponse) GetEnrolmentCode() string {
+	if x != nil {
+		return x.EnrolmentCode
+	}
+	return ""
+}
+
+func (x *CreateUserResponse) GetCodeExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CodeExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateUserResponse) GetCaFingerprint() string {
+	if x != nil {
+		return x.CaFingerprint
+	}
+	return ""
+}
+
+func (x *CreateUserResponse) GetLoginUrl() string {
+	if x != nil {
+		return x.LoginUrl
+	}
+	return ""
+}
+
+type GetUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserRequest) Reset() {
+	*x = GetUserRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserRequest) ProtoMessage() {}
+
+func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
+func (*GetUserRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserResponse) Reset() {
+	*x = GetUserResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserResponse) ProtoMessage() {}
+
+func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
+func (*GetUserResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListUsersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListUsersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *ListUsersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type SetUserDisabledRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Disabled      bool                   `protobuf:"varint,2,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetUserDisabledRequest) Reset() {
+	*x = SetUserDisabledRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetUserDisabledRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetUserDisabledRequest) ProtoMessage() {}
+
+func (x *SetUserDisabledRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetUserDisabledRequest.ProtoReflect.Descriptor instead.
+func (*SetUserDisabledRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetUserDisabledRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetUserDisabledRequest) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+type SetUserDisabledResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetUserDisabledResponse) Reset() {
+	*x = SetUserDisabledResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetUserDisabledResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetUserDisabledResponse) ProtoMessage() {}
+
+func (x *SetUserDisabledResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetUserDisabledResponse.ProtoReflect.Descriptor instead.
+func (*SetUserDisabledResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SetUserDisabledResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type CreateEnrolmentCodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: 24 h
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEnrolmentCodeRequest) Reset() {
+	*x = CreateEnrolmentCodeRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEnrolmentCodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEnrolmentCodeRequest) ProtoMessage() {}
+
+func (x *CreateEnrolmentCodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEnrolmentCodeRequest.ProtoReflect.Descriptor instead.
+func (*CreateEnrolmentCodeRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CreateEnrolmentCodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateEnrolmentCodeRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type CreateEnrolmentCodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EnrolmentCode string                 `protobuf:"bytes,1,opt,name=enrolment_code,json=enrolmentCode,proto3" json:"enrolment_code,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEnrolmentCodeResponse) Reset() {
+	*x = CreateEnrolmentCodeResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEnrolmentCodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEnrolmentCodeResponse) ProtoMessage() {}
+
+func (x *CreateEnrolmentCodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEnrolmentCodeResponse.ProtoReflect.Descriptor instead.
+func (*CreateEnrolmentCodeResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateEnrolmentCodeResponse) GetEnrolmentCode() string {
+	if x != nil {
+		return x.EnrolmentCode
+	}
+	return ""
+}
+
+func (x *CreateEnrolmentCodeResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type GetLoginConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLoginConfigRequest) Reset() {
+	*x = GetLoginConfigRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoginConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoginConfigRequest) ProtoMessage() {}
+
+func (x *GetLoginConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoginConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetLoginConfigRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+type GetLoginConfigResponse struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain            string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	X509Authorities        [][]byte               `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`              // DER roots: check one against --ca-fingerprint before trusting
+	OidcIssuer             string                 `protobuf:"bytes,3,opt,name=oidc_issuer,json=oidcIssuer,proto3" json:"oidc_issuer,omitempty"`                             // empty: OpenID Connect login is off
+	OidcClientId           string                 `protobuf:"bytes,4,opt,name=oidc_client_id,json=oidcClientId,proto3" json:"oidc_client_id,omitempty"`                     // authorization code + PKCE, loopback redirect
+	OidcDeviceClientId     string                 `protobuf:"bytes,5,opt,name=oidc_device_client_id,json=oidcDeviceClientId,proto3" json:"oidc_device_client_id,omitempty"` // device authorization grant
+	OidcDeviceClientSecret string                 `protobuf:"bytes,6,opt,name=oidc_device_client_secret,json=oidcDeviceClientSecret,proto3" json:"oidc_device_client_secret,omitempty"`
+	OidcScopes             []string               `protobuf:"bytes,7,rep,name=oidc_scopes,json=oidcScopes,proto3" json:"oidc_scopes,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *GetLoginConfigResponse) Reset() {
+	*x = GetLoginConfigResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoginConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoginConfigResponse) ProtoMessage() {}
+
+func (x *GetLoginConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoginConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetLoginConfigResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetLoginConfigResponse) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *GetLoginConfigResponse) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+func (x *GetLoginConfigResponse) GetOidcIssuer() string {
+	if x != nil {
+		return x.OidcIssuer
+	}
+	return ""
+}
+
+func (x *GetLoginConfigResponse) GetOidcClientId() string {
+	if x != nil {
+		return x.OidcClientId
+	}
+	return ""
+}
+
+func (x *GetLoginConfigResponse) GetOidcDeviceClientId() string {
+	if x != nil {
+		return x.OidcDeviceClientId
+	}
+	return ""
+}
+
+func (x *GetLoginConfigResponse) GetOidcDeviceClientSecret() string {
+	if x != nil {
+		return x.OidcDeviceClientSecret
+	}
+	return ""
+}
+
+func (x *GetLoginConfigResponse) GetOidcScopes() []string {
+	if x != nil {
+		return x.OidcScopes
+	}
+	return nil
+}
+
+type LoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Credential:
+	//
+	//	*LoginRequest_EnrolmentCode
+	//	*LoginRequest_IdToken
+	Credential isLoginRequest_Credential `protobuf_oneof:"credential"`
+	Csr        []byte                    `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"` // DER PKCS#10 of the key the user keeps
+	// With an id_token: the access token issued with it, for the provider's userinfo endpoint (where
+	// providers put the profile claims they leave out of ID tokens).
+	AccessToken   string `protobuf:"bytes,4,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LoginRequest) GetCredential() isLoginRequest_Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *LoginRequest) GetEnrolmentCode() string {
+	if x != nil {
+		if x, ok := x.Credential.(*LoginRequest_EnrolmentCode); ok {
+			return x.EnrolmentCode
+		}
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetIdToken() string {
+	if x != nil {
+		if x, ok := x.Credential.(*LoginRequest_IdToken); ok {
+			return x.IdToken
+		}
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *LoginRequest) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+type isLoginRequest_Credential interface {
+	isLoginRequest_Credential()
+}
+
+type LoginRequest_EnrolmentCode struct {
+	EnrolmentCode string `protobuf:"bytes,1,opt,name=enrolment_code,json=enrolmentCode,proto3,oneof"`
+}
+
+type LoginRequest_IdToken struct {
+	IdToken string `protobuf:"bytes,2,opt,name=id_token,json=idToken,proto3,oneof"` // from the configured OpenID provider, audience one of the configured clients
+}
+
+func (*LoginRequest_EnrolmentCode) isLoginRequest_Credential() {}
+
+func (*LoginRequest_IdToken) isLoginRequest_Credential() {}
+
+type LoginResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId        string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	CertChain       [][]byte               `protobuf:"bytes,2,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"` // DER, leaf first
+	ExpiresAt       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	LoginId         string                 `protobuf:"bytes,4,opt,name=login_id,json=loginId,proto3" json:"login_id,omitempty"`
+	LoginExpiresAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=login_expires_at,json=loginExpiresAt,proto3" json:"login_expires_at,omitempty"` // renewals stop here: log in again
+	X509Authorities [][]byte               `protobuf:"bytes,6,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LoginResponse) Reset() {
+	*x = LoginResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginResponse) ProtoMessage() {}
+
+func (x *LoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
+func (*LoginResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LoginResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetLoginId() string {
+	if x != nil {
+		return x.LoginId
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetLoginExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LoginExpiresAt
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+type RenewLoginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LoginId       string                 `protobuf:"bytes,1,opt,name=login_id,json=loginId,proto3" json:"login_id,omitempty"`
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewLoginRequest) Reset() {
+	*x = RenewLoginRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewLoginRequest) ProtoMessage() {}
+
+func (x *RenewLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewLoginRequest.ProtoReflect.Descriptor instead.
+func (*RenewLoginRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RenewLoginRequest) GetLoginId() string {
+	if x != nil {
+		return x.LoginId
+	}
+	return ""
+}
+
+func (x *RenewLoginRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewLoginResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertChain      [][]byte               `protobuf:"bytes,1,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`
+	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	LoginExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=login_expires_at,json=loginExpiresAt,proto3" json:"login_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RenewLoginResponse) Reset() {
+	*x = RenewLoginResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewLoginResponse) ProtoMessage() {}
+
+func (x *RenewLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewLoginResponse.ProtoReflect.Descriptor instead.
+func (*RenewLoginResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RenewLoginResponse) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *RenewLoginResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *RenewLoginResponse) GetLoginExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LoginExpiresAt
+	}
+	return nil
+}
+
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+type WhoAmIResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"` // as the audit log names the caller
+	User          *User                  `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`   // when the caller is a user
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WhoAmIResponse) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type AccessRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Caller          string                 `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
+	Target          string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	DurationSeconds int64                  `protobuf:"varint,4,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	Reason          string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	State           string                 `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"` // pending, approved or denied
+	DecidedBy       string                 `protobuf:"bytes,7,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	Decision        string                 `protobuf:"bytes,8,opt,name=decision,proto3" json:"decision,omitempty"`
+	Grant           string                 `protobuf:"bytes,9,opt,name=grant,proto3" json:"grant,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	DecidedAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AccessRequest) Reset() {
+	*x = AccessRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessRequest) ProtoMessage() {}
+
+func (x *AccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessRequest.ProtoReflect.Descriptor instead.
+func (*AccessRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AccessRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetDurationSeconds() int64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *AccessRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *AccessRequest) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
+}
+
+type CreateAccessRequestRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Target          string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"` // SPIFFE ID or short name of an entry
+	DurationSeconds int64                  `protobuf:"varint,2,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	Reason          string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CreateAccessRequestRequest) Reset() {
+	*x = CreateAccessRequestRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessRequestRequest) ProtoMessage() {}
+
+func (x *CreateAccessRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessRequestRequest.ProtoReflect.Descriptor instead.
+func (*CreateAccessRequestRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreateAccessRequestRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *CreateAccessRequestRequest) GetDurationSeconds() int64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *CreateAccessRequestRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CreateAccessRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *AccessRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessRequestResponse) Reset() {
+	*x = CreateAccessRequestResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessRequestResponse) ProtoMessage() {}
+
+func (x *CreateAccessRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessRequestResponse.ProtoReflect.Descriptor instead.
+func (*CreateAccessRequestResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CreateAccessRequestResponse) GetRequest() *AccessRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type ListAccessRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessRequestsRequest) Reset() {
+	*x = ListAccessRequestsRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessRequestsRequest) ProtoMessage() {}
+
+func (x *ListAccessRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListAccessRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListAccessRequestsRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListAccessRequestsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAccessRequestsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAccessRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*AccessRequest       `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessRequestsResponse) Reset() {
+	*x = ListAccessRequestsResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessRequestsResponse) ProtoMessage() {}
+
+func (x *ListAccessRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListAccessRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListAccessRequestsResponse) GetRequests() []*AccessRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *ListAccessRequestsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type DecideAccessRequestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Approve       bool                   `protobuf:"varint,2,opt,name=approve,proto3" json:"approve,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideAccessRequestRequest) Reset() {
+	*x = DecideAccessRequestRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideAccessRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideAccessRequestRequest) ProtoMessage() {}
+
+func (x *DecideAccessRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideAccessRequestRequest.ProtoReflect.Descriptor instead.
+func (*DecideAccessRequestRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DecideAccessRequestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DecideAccessRequestRequest) GetApprove() bool {
+	if x != nil {
+		return x.Approve
+	}
+	return false
+}
+
+func (x *DecideAccessRequestRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DecideAccessRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *AccessRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideAccessRequestResponse) Reset() {
+	*x = DecideAccessRequestResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideAccessRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideAccessRequestResponse) ProtoMessage() {}
+
+func (x *DecideAccessRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideAccessRequestResponse.ProtoReflect.Descriptor instead.
+func (*DecideAccessRequestResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DecideAccessRequestResponse) GetRequest() *AccessRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
 // PolicyAttempt is one policy revision the server built or refused.
 type PolicyAttempt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -37,7 +1621,7 @@ type PolicyAttempt struct {
 
 func (x *PolicyAttempt) Reset() {
 	*x = PolicyAttempt{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +1633,7 @@ func (x *PolicyAttempt) String() string {
 func (*PolicyAttempt) ProtoMessage() {}
 
 func (x *PolicyAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +1646,7 @@ func (x *PolicyAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyAttempt.ProtoReflect.Descriptor instead.
 func (*PolicyAttempt) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PolicyAttempt) GetRevision() string {
@@ -106,7 +1690,7 @@ type AgentPolicy struct {
 
 func (x *AgentPolicy) Reset() {
 	*x = AgentPolicy{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -118,7 +1702,7 @@ func (x *AgentPolicy) String() string {
 func (*AgentPolicy) ProtoMessage() {}
 
 func (x *AgentPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -131,7 +1715,7 @@ func (x *AgentPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPolicy.ProtoReflect.Descriptor instead.
 func (*AgentPolicy) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentPolicy) GetAgentId() string {
@@ -170,7 +1754,7 @@ type GetPolicyStatusRequest struct {
 
 func (x *GetPolicyStatusRequest) Reset() {
 	*x = GetPolicyStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +1766,7 @@ func (x *GetPolicyStatusRequest) String() string {
 func (*GetPolicyStatusRequest) ProtoMessage() {}
 
 func (x *GetPolicyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +1779,7 @@ func (x *GetPolicyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type GetPolicyStatusResponse struct {
@@ -211,7 +1795,7 @@ type GetPolicyStatusResponse struct {
 
 func (x *GetPolicyStatusResponse) Reset() {
 	*x = GetPolicyStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +1807,7 @@ func (x *GetPolicyStatusResponse) String() string {
 func (*GetPolicyStatusResponse) ProtoMessage() {}
 
 func (x *GetPolicyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +1820,7 @@ func (x *GetPolicyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetPolicyStatusResponse) GetActiveRevision() string {
@@ -285,7 +1869,7 @@ type ListPolicyHistoryRequest struct {
 
 func (x *ListPolicyHistoryRequest) Reset() {
 	*x = ListPolicyHistoryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +1881,7 @@ func (x *ListPolicyHistoryRequest) String() string {
 func (*ListPolicyHistoryRequest) ProtoMessage() {}
 
 func (x *ListPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +1894,7 @@ func (x *ListPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListPolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListPolicyHistoryRequest) GetLimit() int32 {
@@ -344,7 +1928,7 @@ type ListPolicyHistoryResponse struct {
 
 func (x *ListPolicyHistoryResponse) Reset() {
 	*x = ListPolicyHistoryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +1940,7 @@ func (x *ListPolicyHistoryResponse) String() string {
 func (*ListPolicyHistoryResponse) ProtoMessage() {}
 
 func (x *ListPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +1953,7 @@ func (x *ListPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListPolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListPolicyHistoryResponse) GetAttempts() []*PolicyAttempt {
@@ -394,7 +1978,7 @@ type SyncPolicyRequest struct {
 
 func (x *SyncPolicyRequest) Reset() {
 	*x = SyncPolicyRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +1990,7 @@ func (x *SyncPolicyRequest) String() string {
 func (*SyncPolicyRequest) ProtoMessage() {}
 
 func (x *SyncPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +2003,7 @@ func (x *SyncPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SyncPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type SyncPolicyResponse struct {
@@ -432,7 +2016,7 @@ type SyncPolicyResponse struct {
 
 func (x *SyncPolicyResponse) Reset() {
 	*x = SyncPolicyResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +2028,7 @@ func (x *SyncPolicyResponse) String() string {
 func (*SyncPolicyResponse) ProtoMessage() {}
 
 func (x *SyncPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +2041,7 @@ func (x *SyncPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SyncPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncPolicyResponse) GetRevision() string {
@@ -483,7 +2067,7 @@ type RollbackPolicyRequest struct {
 
 func (x *RollbackPolicyRequest) Reset() {
 	*x = RollbackPolicyRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +2079,7 @@ func (x *RollbackPolicyRequest) String() string {
 func (*RollbackPolicyRequest) ProtoMessage() {}
 
 func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +2092,7 @@ func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RollbackPolicyRequest) GetRevision() string {
@@ -527,7 +2111,7 @@ type RollbackPolicyResponse struct {
 
 func (x *RollbackPolicyResponse) Reset() {
 	*x = RollbackPolicyResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +2123,7 @@ func (x *RollbackPolicyResponse) String() string {
 func (*RollbackPolicyResponse) ProtoMessage() {}
 
 func (x *RollbackPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +2136,7 @@ func (x *RollbackPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RollbackPolicyResponse) GetRevision() string {
@@ -570,7 +2154,7 @@ type UnpinPolicyRequest struct {
 
 func (x *UnpinPolicyRequest) Reset() {
 	*x = UnpinPolicyRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +2166,7 @@ func (x *UnpinPolicyRequest) String() string {
 func (*UnpinPolicyRequest) ProtoMessage() {}
 
 func (x *UnpinPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +2179,7 @@ func (x *UnpinPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinPolicyRequest.ProtoReflect.Descriptor instead.
 func (*UnpinPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type UnpinPolicyResponse struct {
@@ -607,7 +2191,7 @@ type UnpinPolicyResponse struct {
 
 func (x *UnpinPolicyResponse) Reset() {
 	*x = UnpinPolicyResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +2203,7 @@ func (x *UnpinPolicyResponse) String() string {
 func (*UnpinPolicyResponse) ProtoMessage() {}
 
 func (x *UnpinPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +2216,7 @@ func (x *UnpinPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinPolicyResponse.ProtoReflect.Descriptor instead.
 func (*UnpinPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UnpinPolicyResponse) GetRevision() string {
@@ -668,7 +2252,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +2264,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +2277,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Grant) GetId() string {
@@ -831,7 +2415,7 @@ type CreateGrantRequest struct {
 
 func (x *CreateGrantRequest) Reset() {
 	*x = CreateGrantRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +2427,7 @@ func (x *CreateGrantRequest) String() string {
 func (*CreateGrantRequest) ProtoMessage() {}
 
 func (x *CreateGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +2440,7 @@ func (x *CreateGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrantRequest.ProtoReflect.Descriptor instead.
 func (*CreateGrantRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateGrantRequest) GetGrant() *Grant {
@@ -876,7 +2460,7 @@ type CreateGrantResponse struct {
 
 func (x *CreateGrantResponse) Reset() {
 	*x = CreateGrantResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +2472,7 @@ func (x *CreateGrantResponse) String() string {
 func (*CreateGrantResponse) ProtoMessage() {}
 
 func (x *CreateGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +2485,7 @@ func (x *CreateGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrantResponse.ProtoReflect.Descriptor instead.
 func (*CreateGrantResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateGrantResponse) GetGrant() *Grant {
@@ -929,7 +2513,7 @@ type RevokeGrantsRequest struct {
 
 func (x *RevokeGrantsRequest) Reset() {
 	*x = RevokeGrantsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +2525,7 @@ func (x *RevokeGrantsRequest) String() string {
 func (*RevokeGrantsRequest) ProtoMessage() {}
 
 func (x *RevokeGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +2538,7 @@ func (x *RevokeGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrantsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RevokeGrantsRequest) GetId() string {
@@ -988,7 +2572,7 @@ type RevokeGrantsResponse struct {
 
 func (x *RevokeGrantsResponse) Reset() {
 	*x = RevokeGrantsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +2584,7 @@ func (x *RevokeGrantsResponse) String() string {
 func (*RevokeGrantsResponse) ProtoMessage() {}
 
 func (x *RevokeGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +2597,7 @@ func (x *RevokeGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrantsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RevokeGrantsResponse) GetGrants() []*Grant {
@@ -1042,7 +2626,7 @@ type GetEnforcementRequest struct {
 
 func (x *GetEnforcementRequest) Reset() {
 	*x = GetEnforcementRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +2638,7 @@ func (x *GetEnforcementRequest) String() string {
 func (*GetEnforcementRequest) ProtoMessage() {}
 
 func (x *GetEnforcementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +2651,7 @@ func (x *GetEnforcementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnforcementRequest.ProtoReflect.Descriptor instead.
 func (*GetEnforcementRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetEnforcementRequest) GetRevision() int64 {
@@ -1097,7 +2681,7 @@ type GetEnforcementResponse struct {
 
 func (x *GetEnforcementResponse) Reset() {
 	*x = GetEnforcementResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +2693,7 @@ func (x *GetEnforcementResponse) String() string {
 func (*GetEnforcementResponse) ProtoMessage() {}
 
 func (x *GetEnforcementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +2706,7 @@ func (x *GetEnforcementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnforcementResponse.ProtoReflect.Descriptor instead.
 func (*GetEnforcementResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetEnforcementResponse) GetAcknowledged() []string {
@@ -1159,7 +2743,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +2755,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +2768,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListGrantsRequest) GetCaller() string {
@@ -1232,7 +2816,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +2828,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +2841,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -1284,7 +2868,7 @@ type SetTargetModeRequest struct {
 
 func (x *SetTargetModeRequest) Reset() {
 	*x = SetTargetModeRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +2880,7 @@ func (x *SetTargetModeRequest) String() string {
 func (*SetTargetModeRequest) ProtoMessage() {}
 
 func (x *SetTargetModeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +2893,7 @@ func (x *SetTargetModeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTargetModeRequest.ProtoReflect.Descriptor instead.
 func (*SetTargetModeRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SetTargetModeRequest) GetTarget() string {
@@ -1334,7 +2918,7 @@ type SetTargetModeResponse struct {
 
 func (x *SetTargetModeResponse) Reset() {
 	*x = SetTargetModeResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +2930,7 @@ func (x *SetTargetModeResponse) String() string {
 func (*SetTargetModeResponse) ProtoMessage() {}
 
 func (x *SetTargetModeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +2943,7 @@ func (x *SetTargetModeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTargetModeResponse.ProtoReflect.Descriptor instead.
 func (*SetTargetModeResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 type ListTargetModesRequest struct {
@@ -1372,7 +2956,7 @@ type ListTargetModesRequest struct {
 
 func (x *ListTargetModesRequest) Reset() {
 	*x = ListTargetModesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +2968,7 @@ func (x *ListTargetModesRequest) String() string {
 func (*ListTargetModesRequest) ProtoMessage() {}
 
 func (x *ListTargetModesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +2981,7 @@ func (x *ListTargetModesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetModesRequest.ProtoReflect.Descriptor instead.
 func (*ListTargetModesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListTargetModesRequest) GetPageSize() int32 {
@@ -1424,7 +3008,7 @@ type ListTargetModesResponse struct {
 
 func (x *ListTargetModesResponse) Reset() {
 	*x = ListTargetModesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +3020,7 @@ func (x *ListTargetModesResponse) String() string {
 func (*ListTargetModesResponse) ProtoMessage() {}
 
 func (x *ListTargetModesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +3033,7 @@ func (x *ListTargetModesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetModesResponse.ProtoReflect.Descriptor instead.
 func (*ListTargetModesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListTargetModesResponse) GetModes() map[string]string {
@@ -1479,7 +3063,7 @@ type ImportGrantsRequest struct {
 
 func (x *ImportGrantsRequest) Reset() {
 	*x = ImportGrantsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +3075,7 @@ func (x *ImportGrantsRequest) String() string {
 func (*ImportGrantsRequest) ProtoMessage() {}
 
 func (x *ImportGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +3088,7 @@ func (x *ImportGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ImportGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ImportGrantsRequest) GetSource() string {
@@ -1540,7 +3124,7 @@ type ImportGrantsResponse struct {
 
 func (x *ImportGrantsResponse) Reset() {
 	*x = ImportGrantsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +3136,7 @@ func (x *ImportGrantsResponse) String() string {
 func (*ImportGrantsResponse) ProtoMessage() {}
 
 func (x *ImportGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +3149,7 @@ func (x *ImportGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ImportGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ImportGrantsResponse) GetAdded() []*Grant {
@@ -1610,7 +3194,7 @@ type CanRequest struct {
 
 func (x *CanRequest) Reset() {
 	*x = CanRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +3206,7 @@ func (x *CanRequest) String() string {
 func (*CanRequest) ProtoMessage() {}
 
 func (x *CanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +3219,7 @@ func (x *CanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanRequest.ProtoReflect.Descriptor instead.
 func (*CanRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CanRequest) GetCaller() string {
@@ -1695,7 +3279,7 @@ type CanResponse struct {
 
 func (x *CanResponse) Reset() {
 	*x = CanResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +3291,7 @@ func (x *CanResponse) String() string {
 func (*CanResponse) ProtoMessage() {}
 
 func (x *CanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +3304,7 @@ func (x *CanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanResponse.ProtoReflect.Descriptor instead.
 func (*CanResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CanResponse) GetAllowed() bool {
@@ -1795,7 +3379,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +3391,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +3404,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Entry) GetId() string {
@@ -1923,7 +3507,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +3519,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +3532,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateEntryRequest) GetEntry() *Entry {
@@ -1967,7 +3551,7 @@ type CreateEntryResponse struct {
 
 func (x *CreateEntryResponse) Reset() {
 	*x = CreateEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +3563,7 @@ func (x *CreateEntryResponse) String() string {
 func (*CreateEntryResponse) ProtoMessage() {}
 
 func (x *CreateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +3576,7 @@ func (x *CreateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryResponse.ProtoReflect.Descriptor instead.
 func (*CreateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateEntryResponse) GetEntry() *Entry {
@@ -2011,7 +3595,7 @@ type BatchCreateEntriesRequest struct {
 
 func (x *BatchCreateEntriesRequest) Reset() {
 	*x = BatchCreateEntriesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +3607,7 @@ func (x *BatchCreateEntriesRequest) String() string {
 func (*BatchCreateEntriesRequest) ProtoMessage() {}
 
 func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +3620,7 @@ func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BatchCreateEntriesRequest) GetEntries() []*Entry {
@@ -2056,7 +3640,7 @@ type BatchCreateEntriesResponse struct {
 
 func (x *BatchCreateEntriesResponse) Reset() {
 	*x = BatchCreateEntriesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +3652,7 @@ func (x *BatchCreateEntriesResponse) String() string {
 func (*BatchCreateEntriesResponse) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +3665,7 @@ func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BatchCreateEntriesResponse) GetEntries() []*Entry {
@@ -2107,7 +3691,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +3703,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +3716,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -2151,7 +3735,7 @@ type GetEntryResponse struct {
 
 func (x *GetEntryResponse) Reset() {
 	*x = GetEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +3747,7 @@ func (x *GetEntryResponse) String() string {
 func (*GetEntryResponse) ProtoMessage() {}
 
 func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +3760,7 @@ func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryResponse.ProtoReflect.Descriptor instead.
 func (*GetEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetEntryResponse) GetEntry() *Entry {
@@ -2208,7 +3792,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +3804,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +3817,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListEntriesRequest) GetSpiffeId() string {
@@ -2295,7 +3879,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +3891,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +3904,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -2346,7 +3930,7 @@ type UpdateEntryRequest struct {
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +3942,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +3955,7 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *UpdateEntryRequest) GetEntry() *Entry {
@@ -2390,7 +3974,7 @@ type UpdateEntryResponse struct {
 
 func (x *UpdateEntryResponse) Reset() {
 	*x = UpdateEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +3986,7 @@ func (x *UpdateEntryResponse) String() string {
 func (*UpdateEntryResponse) ProtoMessage() {}
 
 func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +3999,7 @@ func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *UpdateEntryResponse) GetEntry() *Entry {
@@ -2434,7 +4018,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +4030,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +4043,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -2478,7 +4062,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +4074,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +4087,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteEntryResponse) GetEntry() *Entry {
@@ -2528,7 +4112,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +4124,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +4137,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2615,7 +4199,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +4211,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +4224,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CreateJoinTokenRequest) GetName() string {
@@ -2667,7 +4251,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +4263,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +4276,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -2719,7 +4303,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +4315,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +4328,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListJoinTokensRequest) GetPageSize() int32 {
@@ -2771,7 +4355,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +4367,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +4380,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2824,7 +4408,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +4420,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +4433,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -2868,7 +4452,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +4464,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +4477,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RevokeJoinTokenResponse) GetToken() *JoinToken {
@@ -2921,7 +4505,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +4517,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +4530,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *Agent) GetId() string {
@@ -3029,7 +4613,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3041,7 +4625,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3054,7 +4638,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -3081,7 +4665,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +4677,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +4690,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -3132,7 +4716,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +4728,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +4741,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -3176,7 +4760,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3188,7 +4772,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3201,7 +4785,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -3220,7 +4804,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3232,7 +4816,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3245,7 +4829,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -3264,7 +4848,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +4860,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +4873,7 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *EvictAgentResponse) GetAgent() *Agent {
@@ -3309,7 +4893,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +4905,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +4918,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -3353,7 +4937,7 @@ type BanAgentResponse struct {
 
 func (x *BanAgentResponse) Reset() {
 	*x = BanAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3365,7 +4949,7 @@ func (x *BanAgentResponse) String() string {
 func (*BanAgentResponse) ProtoMessage() {}
 
 func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3378,7 +4962,7 @@ func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
 func (*BanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *BanAgentResponse) GetAgent() *Agent {
@@ -3398,7 +4982,7 @@ type UnbanAgentRequest struct {
 
 func (x *UnbanAgentRequest) Reset() {
 	*x = UnbanAgentRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +4994,7 @@ func (x *UnbanAgentRequest) String() string {
 func (*UnbanAgentRequest) ProtoMessage() {}
 
 func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +5007,7 @@ func (x *UnbanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanAgentRequest.ProtoReflect.Descriptor instead.
 func (*UnbanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *UnbanAgentRequest) GetId() string {
@@ -3442,7 +5026,7 @@ type UnbanAgentResponse struct {
 
 func (x *UnbanAgentResponse) Reset() {
 	*x = UnbanAgentResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3454,7 +5038,7 @@ func (x *UnbanAgentResponse) String() string {
 func (*UnbanAgentResponse) ProtoMessage() {}
 
 func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3467,7 +5051,7 @@ func (x *UnbanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanAgentResponse.ProtoReflect.Descriptor instead.
 func (*UnbanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *UnbanAgentResponse) GetAgent() *Agent {
@@ -3489,7 +5073,7 @@ type MintX509SVIDRequest struct {
 
 func (x *MintX509SVIDRequest) Reset() {
 	*x = MintX509SVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3501,7 +5085,7 @@ func (x *MintX509SVIDRequest) String() string {
 func (*MintX509SVIDRequest) ProtoMessage() {}
 
 func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3514,7 +5098,7 @@ func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *MintX509SVIDRequest) GetSpiffeId() string {
@@ -3555,7 +5139,7 @@ type MintX509SVIDResponse struct {
 
 func (x *MintX509SVIDResponse) Reset() {
 	*x = MintX509SVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +5151,7 @@ func (x *MintX509SVIDResponse) String() string {
 func (*MintX509SVIDResponse) ProtoMessage() {}
 
 func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +5164,7 @@ func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
@@ -3608,7 +5192,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3620,7 +5204,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3633,7 +5217,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *MintJWTSVIDRequest) GetSpiffeId() string {
@@ -3667,7 +5251,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3679,7 +5263,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3692,7 +5276,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -3717,7 +5301,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3729,7 +5313,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3742,7 +5326,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 type GetBundleResponse struct {
@@ -3757,7 +5341,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3769,7 +5353,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3782,7 +5366,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *GetBundleResponse) GetTrustDomain() string {
@@ -3830,7 +5414,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3842,7 +5426,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3855,7 +5439,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *Authority) GetId() string {
@@ -3929,7 +5513,7 @@ type GetCAStatusRequest struct {
 
 func (x *GetCAStatusRequest) Reset() {
 	*x = GetCAStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +5525,7 @@ func (x *GetCAStatusRequest) String() string {
 func (*GetCAStatusRequest) ProtoMessage() {}
 
 func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +5538,7 @@ func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{93}
 }
 
 // GetCAStatusResponse is the signing intermediate, its rotation schedule and the upstream authority.
@@ -3977,7 +5561,7 @@ type GetCAStatusResponse struct {
 
 func (x *GetCAStatusResponse) Reset() {
 	*x = GetCAStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3989,7 +5573,7 @@ func (x *GetCAStatusResponse) String() string {
 func (*GetCAStatusResponse) ProtoMessage() {}
 
 func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4002,7 +5586,7 @@ func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *GetCAStatusResponse) GetUpstream() string {
@@ -4092,7 +5676,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4104,7 +5688,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4117,7 +5701,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -4144,7 +5728,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4156,7 +5740,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4169,7 +5753,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -4195,7 +5779,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +5791,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +5804,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -4239,7 +5823,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4251,7 +5835,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4264,7 +5848,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -4291,7 +5875,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4303,7 +5887,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4316,7 +5900,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4401,7 +5985,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4413,7 +5997,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4426,7 +6010,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -4481,7 +6065,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4493,7 +6077,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4506,7 +6090,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4531,7 +6115,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4543,7 +6127,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4556,7 +6140,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{102}
 }
 
 type VerifyAuditResponse struct {
@@ -4575,7 +6159,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4587,7 +6171,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4600,7 +6184,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4665,7 +6249,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4677,7 +6261,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4690,7 +6274,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -4750,7 +6334,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4762,7 +6346,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4775,7 +6359,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{105}
 }
 
 type GetAuditHeadResponse struct {
@@ -4787,7 +6371,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4799,7 +6383,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4812,7 +6396,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -4830,7 +6414,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4842,7 +6426,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4855,7 +6439,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{107}
 }
 
 type CheckStoreResponse struct {
@@ -4871,7 +6455,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4883,7 +6467,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4896,7 +6480,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -4935,7 +6519,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4947,7 +6531,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4960,7 +6544,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{109}
 }
 
 type GetServerInfoResponse struct {
@@ -4975,7 +6559,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4987,7 +6571,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5000,7 +6584,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -5039,7 +6623,7 @@ type GetKubernetesStatusRequest struct {
 
 func (x *GetKubernetesStatusRequest) Reset() {
 	*x = GetKubernetesStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5051,7 +6635,7 @@ func (x *GetKubernetesStatusRequest) String() string {
 func (*GetKubernetesStatusRequest) ProtoMessage() {}
 
 func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5064,7 +6648,7 @@ func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{111}
 }
 
 type GetKubernetesStatusResponse struct {
@@ -5077,7 +6661,7 @@ type GetKubernetesStatusResponse struct {
 
 func (x *GetKubernetesStatusResponse) Reset() {
 	*x = GetKubernetesStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5089,7 +6673,7 @@ func (x *GetKubernetesStatusResponse) String() string {
 func (*GetKubernetesStatusResponse) ProtoMessage() {}
 
 func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5102,7 +6686,7 @@ func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
@@ -5126,7 +6710,7 @@ type KubernetesCluster struct {
 
 func (x *KubernetesCluster) Reset() {
 	*x = KubernetesCluster{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5138,7 +6722,7 @@ func (x *KubernetesCluster) String() string {
 func (*KubernetesCluster) ProtoMessage() {}
 
 func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5151,7 +6735,7 @@ func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
 func (*KubernetesCluster) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *KubernetesCluster) GetName() string {
@@ -5196,7 +6780,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5208,7 +6792,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5221,7 +6805,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{88}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -5272,7 +6856,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5284,7 +6868,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5297,7 +6881,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{89}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -5332,7 +6916,131 @@ var File_kith_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x19kith/admin/v1/admin.proto\x12\rkith.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n" +
+	"\x19kith/admin/v1/admin.proto\x12\rkith.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n" +
+	"\x04User\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x127\n" +
+	"\x06labels\x18\x03 \x03(\v2\x1f.kith.admin.v1.User.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05roles\x18\x04 \x03(\tR\x05roles\x12\x1a\n" +
+	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
+	"\x11CreateUserRequest\x12'\n" +
+	"\x04user\x18\x01 \x01(\v2\x13.kith.admin.v1.UserR\x04user\x12\x17\n" +
+	"\ano_code\x18\x02 \x01(\bR\x06noCode\x12(\n" +
+	"\x10code_ttl_seconds\x18\x03 \x01(\x03R\x0ecodeTtlSeconds\"\xec\x01\n" +
+	"\x12CreateUserResponse\x12'\n" +
+	"\x04user\x18\x01 \x01(\v2\x13.kith.admin.v1.UserR\x04user\x12%\n" +
+	"\x0eenrolment_code\x18\x02 \x01(\tR\renrolmentCode\x12B\n" +
+	"\x0fcode_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rcodeExpiresAt\x12%\n" +
+	"\x0eca_fingerprint\x18\x04 \x01(\tR\rcaFingerprint\x12\x1b\n" +
+	"\tlogin_url\x18\x05 \x01(\tR\bloginUrl\"$\n" +
+	"\x0eGetUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x0fGetUserResponse\x12'\n" +
+	"\x04user\x18\x01 \x01(\v2\x13.kith.admin.v1.UserR\x04user\"N\n" +
+	"\x10ListUsersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"f\n" +
+	"\x11ListUsersResponse\x12)\n" +
+	"\x05users\x18\x01 \x03(\v2\x13.kith.admin.v1.UserR\x05users\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"H\n" +
+	"\x16SetUserDisabledRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bdisabled\x18\x02 \x01(\bR\bdisabled\"B\n" +
+	"\x17SetUserDisabledResponse\x12'\n" +
+	"\x04user\x18\x01 \x01(\v2\x13.kith.admin.v1.UserR\x04user\"Q\n" +
+	"\x1aCreateEnrolmentCodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\"\x7f\n" +
+	"\x1bCreateEnrolmentCodeResponse\x12%\n" +
+	"\x0eenrolment_code\x18\x01 \x01(\tR\renrolmentCode\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x17\n" +
+	"\x15GetLoginConfigRequest\"\xbc\x02\n" +
+	"\x16GetLoginConfigResponse\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
+	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12\x1f\n" +
+	"\voidc_issuer\x18\x03 \x01(\tR\n" +
+	"oidcIssuer\x12$\n" +
+	"\x0eoidc_client_id\x18\x04 \x01(\tR\foidcClientId\x121\n" +
+	"\x15oidc_device_client_id\x18\x05 \x01(\tR\x12oidcDeviceClientId\x129\n" +
+	"\x19oidc_device_client_secret\x18\x06 \x01(\tR\x16oidcDeviceClientSecret\x12\x1f\n" +
+	"\voidc_scopes\x18\a \x03(\tR\n" +
+	"oidcScopes\"\x97\x01\n" +
+	"\fLoginRequest\x12'\n" +
+	"\x0eenrolment_code\x18\x01 \x01(\tH\x00R\renrolmentCode\x12\x1b\n" +
+	"\bid_token\x18\x02 \x01(\tH\x00R\aidToken\x12\x10\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\x12!\n" +
+	"\faccess_token\x18\x04 \x01(\tR\vaccessTokenB\f\n" +
+	"\n" +
+	"credential\"\x92\x02\n" +
+	"\rLoginResponse\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x02 \x03(\fR\tcertChain\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x19\n" +
+	"\blogin_id\x18\x04 \x01(\tR\aloginId\x12D\n" +
+	"\x10login_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0eloginExpiresAt\x12)\n" +
+	"\x10x509_authorities\x18\x06 \x03(\fR\x0fx509Authorities\"@\n" +
+	"\x11RenewLoginRequest\x12\x19\n" +
+	"\blogin_id\x18\x01 \x01(\tR\aloginId\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"\xb4\x01\n" +
+	"\x12RenewLoginResponse\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x01 \x03(\fR\tcertChain\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12D\n" +
+	"\x10login_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eloginExpiresAt\"\x0f\n" +
+	"\rWhoAmIRequest\"O\n" +
+	"\x0eWhoAmIResponse\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12'\n" +
+	"\x04user\x18\x02 \x01(\v2\x13.kith.admin.v1.UserR\x04user\"\xef\x02\n" +
+	"\rAccessRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12)\n" +
+	"\x10duration_seconds\x18\x04 \x01(\x03R\x0fdurationSeconds\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\a \x01(\tR\tdecidedBy\x12\x1a\n" +
+	"\bdecision\x18\b \x01(\tR\bdecision\x12\x14\n" +
+	"\x05grant\x18\t \x01(\tR\x05grant\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"decided_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tdecidedAt\"w\n" +
+	"\x1aCreateAccessRequestRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12)\n" +
+	"\x10duration_seconds\x18\x02 \x01(\x03R\x0fdurationSeconds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"U\n" +
+	"\x1bCreateAccessRequestResponse\x126\n" +
+	"\arequest\x18\x01 \x01(\v2\x1c.kith.admin.v1.AccessRequestR\arequest\"m\n" +
+	"\x19ListAccessRequestsRequest\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"~\n" +
+	"\x1aListAccessRequestsResponse\x128\n" +
+	"\brequests\x18\x01 \x03(\v2\x1c.kith.admin.v1.AccessRequestR\brequests\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"^\n" +
+	"\x1aDecideAccessRequestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aapprove\x18\x02 \x01(\bR\aapprove\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"U\n" +
+	"\x1bDecideAccessRequestResponse\x126\n" +
+	"\arequest\x18\x01 \x01(\v2\x1c.kith.admin.v1.AccessRequestR\arequest\"\x94\x01\n" +
 	"\rPolicyAttempt\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x129\n" +
 	"\n" +
@@ -5737,7 +7445,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefused2\x8e\x1b\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\xcf#\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -5783,7 +7491,21 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"SyncPolicy\x12 .kith.admin.v1.SyncPolicyRequest\x1a!.kith.admin.v1.SyncPolicyResponse\x12]\n" +
 	"\x0eRollbackPolicy\x12$.kith.admin.v1.RollbackPolicyRequest\x1a%.kith.admin.v1.RollbackPolicyResponse\x12T\n" +
 	"\vUnpinPolicy\x12!.kith.admin.v1.UnpinPolicyRequest\x1a\".kith.admin.v1.UnpinPolicyResponse\x12l\n" +
-	"\x13GetKubernetesStatus\x12).kith.admin.v1.GetKubernetesStatusRequest\x1a*.kith.admin.v1.GetKubernetesStatusResponseB2Z0github.com/kithid/kith/api/kith/admin/v1;adminv1b\x06proto3"
+	"\x13GetKubernetesStatus\x12).kith.admin.v1.GetKubernetesStatusRequest\x1a*.kith.admin.v1.GetKubernetesStatusResponse\x12Q\n" +
+	"\n" +
+	"CreateUser\x12 .kith.admin.v1.CreateUserRequest\x1a!.kith.admin.v1.CreateUserResponse\x12H\n" +
+	"\aGetUser\x12\x1d.kith.admin.v1.GetUserRequest\x1a\x1e.kith.admin.v1.GetUserResponse\x12N\n" +
+	"\tListUsers\x12\x1f.kith.admin.v1.ListUsersRequest\x1a .kith.admin.v1.ListUsersResponse\x12`\n" +
+	"\x0fSetUserDisabled\x12%.kith.admin.v1.SetUserDisabledRequest\x1a&.kith.admin.v1.SetUserDisabledResponse\x12l\n" +
+	"\x13CreateEnrolmentCode\x12).kith.admin.v1.CreateEnrolmentCodeRequest\x1a*.kith.admin.v1.CreateEnrolmentCodeResponse\x12]\n" +
+	"\x0eGetLoginConfig\x12$.kith.admin.v1.GetLoginConfigRequest\x1a%.kith.admin.v1.GetLoginConfigResponse\x12B\n" +
+	"\x05Login\x12\x1b.kith.admin.v1.LoginRequest\x1a\x1c.kith.admin.v1.LoginResponse\x12Q\n" +
+	"\n" +
+	"RenewLogin\x12 .kith.admin.v1.RenewLoginRequest\x1a!.kith.admin.v1.RenewLoginResponse\x12E\n" +
+	"\x06WhoAmI\x12\x1c.kith.admin.v1.WhoAmIRequest\x1a\x1d.kith.admin.v1.WhoAmIResponse\x12l\n" +
+	"\x13CreateAccessRequest\x12).kith.admin.v1.CreateAccessRequestRequest\x1a*.kith.admin.v1.CreateAccessRequestResponse\x12i\n" +
+	"\x12ListAccessRequests\x12(.kith.admin.v1.ListAccessRequestsRequest\x1a).kith.admin.v1.ListAccessRequestsResponse\x12l\n" +
+	"\x13DecideAccessRequest\x12).kith.admin.v1.DecideAccessRequestRequest\x1a*.kith.admin.v1.DecideAccessRequestResponseB2Z0github.com/kithid/kith/api/kith/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_kith_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -5797,257 +7519,328 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 122)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
-	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
-	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
-	(*GetPolicyStatusRequest)(nil),      // 2: kith.admin.v1.GetPolicyStatusRequest
-	(*GetPolicyStatusResponse)(nil),     // 3: kith.admin.v1.GetPolicyStatusResponse
-	(*ListPolicyHistoryRequest)(nil),    // 4: kith.admin.v1.ListPolicyHistoryRequest
-	(*ListPolicyHistoryResponse)(nil),   // 5: kith.admin.v1.ListPolicyHistoryResponse
-	(*SyncPolicyRequest)(nil),           // 6: kith.admin.v1.SyncPolicyRequest
-	(*SyncPolicyResponse)(nil),          // 7: kith.admin.v1.SyncPolicyResponse
-	(*RollbackPolicyRequest)(nil),       // 8: kith.admin.v1.RollbackPolicyRequest
-	(*RollbackPolicyResponse)(nil),      // 9: kith.admin.v1.RollbackPolicyResponse
-	(*UnpinPolicyRequest)(nil),          // 10: kith.admin.v1.UnpinPolicyRequest
-	(*UnpinPolicyResponse)(nil),         // 11: kith.admin.v1.UnpinPolicyResponse
-	(*Grant)(nil),                       // 12: kith.admin.v1.Grant
-	(*CreateGrantRequest)(nil),          // 13: kith.admin.v1.CreateGrantRequest
-	(*CreateGrantResponse)(nil),         // 14: kith.admin.v1.CreateGrantResponse
-	(*RevokeGrantsRequest)(nil),         // 15: kith.admin.v1.RevokeGrantsRequest
-	(*RevokeGrantsResponse)(nil),        // 16: kith.admin.v1.RevokeGrantsResponse
-	(*GetEnforcementRequest)(nil),       // 17: kith.admin.v1.GetEnforcementRequest
-	(*GetEnforcementResponse)(nil),      // 18: kith.admin.v1.GetEnforcementResponse
-	(*ListGrantsRequest)(nil),           // 19: kith.admin.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),          // 20: kith.admin.v1.ListGrantsResponse
-	(*SetTargetModeRequest)(nil),        // 21: kith.admin.v1.SetTargetModeRequest
-	(*SetTargetModeResponse)(nil),       // 22: kith.admin.v1.SetTargetModeResponse
-	(*ListTargetModesRequest)(nil),      // 23: kith.admin.v1.ListTargetModesRequest
-	(*ListTargetModesResponse)(nil),     // 24: kith.admin.v1.ListTargetModesResponse
-	(*ImportGrantsRequest)(nil),         // 25: kith.admin.v1.ImportGrantsRequest
-	(*ImportGrantsResponse)(nil),        // 26: kith.admin.v1.ImportGrantsResponse
-	(*CanRequest)(nil),                  // 27: kith.admin.v1.CanRequest
-	(*CanResponse)(nil),                 // 28: kith.admin.v1.CanResponse
-	(*Entry)(nil),                       // 29: kith.admin.v1.Entry
-	(*CreateEntryRequest)(nil),          // 30: kith.admin.v1.CreateEntryRequest
-	(*CreateEntryResponse)(nil),         // 31: kith.admin.v1.CreateEntryResponse
-	(*BatchCreateEntriesRequest)(nil),   // 32: kith.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResponse)(nil),  // 33: kith.admin.v1.BatchCreateEntriesResponse
-	(*GetEntryRequest)(nil),             // 34: kith.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),            // 35: kith.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),          // 36: kith.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),         // 37: kith.admin.v1.ListEntriesResponse
-	(*UpdateEntryRequest)(nil),          // 38: kith.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),         // 39: kith.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),          // 40: kith.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),         // 41: kith.admin.v1.DeleteEntryResponse
-	(*JoinToken)(nil),                   // 42: kith.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),      // 43: kith.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),     // 44: kith.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),       // 45: kith.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),      // 46: kith.admin.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),      // 47: kith.admin.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),     // 48: kith.admin.v1.RevokeJoinTokenResponse
-	(*Agent)(nil),                       // 49: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),           // 50: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),          // 51: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),             // 52: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),            // 53: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),           // 54: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),          // 55: kith.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),             // 56: kith.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),            // 57: kith.admin.v1.BanAgentResponse
-	(*UnbanAgentRequest)(nil),           // 58: kith.admin.v1.UnbanAgentRequest
-	(*UnbanAgentResponse)(nil),          // 59: kith.admin.v1.UnbanAgentResponse
-	(*MintX509SVIDRequest)(nil),         // 60: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),        // 61: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),          // 62: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),         // 63: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),            // 64: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),           // 65: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                   // 66: kith.admin.v1.Authority
-	(*GetCAStatusRequest)(nil),          // 67: kith.admin.v1.GetCAStatusRequest
-	(*GetCAStatusResponse)(nil),         // 68: kith.admin.v1.GetCAStatusResponse
-	(*ListAuthoritiesRequest)(nil),      // 69: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 70: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),             // 71: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),            // 72: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                  // 73: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 74: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 75: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),          // 76: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),         // 77: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                   // 78: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),         // 79: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),        // 80: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),           // 81: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),          // 82: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),        // 83: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),       // 84: kith.admin.v1.GetServerInfoResponse
-	(*GetKubernetesStatusRequest)(nil),  // 85: kith.admin.v1.GetKubernetesStatusRequest
-	(*GetKubernetesStatusResponse)(nil), // 86: kith.admin.v1.GetKubernetesStatusResponse
-	(*KubernetesCluster)(nil),           // 87: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 88: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 89: kith.admin.v1.KubernetesGrant
-	nil,                                 // 90: kith.admin.v1.Grant.HeadersEntry
-	nil,                                 // 91: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 92: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                 // 93: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 94: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 95: google.protobuf.Timestamp
+	(*User)(nil),                        // 0: kith.admin.v1.User
+	(*CreateUserRequest)(nil),           // 1: kith.admin.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),          // 2: kith.admin.v1.CreateUserResponse
+	(*GetUserRequest)(nil),              // 3: kith.admin.v1.GetUserRequest
+	(*GetUserResponse)(nil),             // 4: kith.admin.v1.GetUserResponse
+	(*ListUsersRequest)(nil),            // 5: kith.admin.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),           // 6: kith.admin.v1.ListUsersResponse
+	(*SetUserDisabledRequest)(nil),      // 7: kith.admin.v1.SetUserDisabledRequest
+	(*SetUserDisabledResponse)(nil),     // 8: kith.admin.v1.SetUserDisabledResponse
+	(*CreateEnrolmentCodeRequest)(nil),  // 9: kith.admin.v1.CreateEnrolmentCodeRequest
+	(*CreateEnrolmentCodeResponse)(nil), // 10: kith.admin.v1.CreateEnrolmentCodeResponse
+	(*GetLoginConfigRequest)(nil),       // 11: kith.admin.v1.GetLoginConfigRequest
+	(*GetLoginConfigResponse)(nil),      // 12: kith.admin.v1.GetLoginConfigResponse
+	(*LoginRequest)(nil),                // 13: kith.admin.v1.LoginRequest
+	(*LoginResponse)(nil),               // 14: kith.admin.v1.LoginResponse
+	(*RenewLoginRequest)(nil),           // 15: kith.admin.v1.RenewLoginRequest
+	(*RenewLoginResponse)(nil),          // 16: kith.admin.v1.RenewLoginResponse
+	(*WhoAmIRequest)(nil),               // 17: kith.admin.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),              // 18: kith.admin.v1.WhoAmIResponse
+	(*AccessRequest)(nil),               // 19: kith.admin.v1.AccessRequest
+	(*CreateAccessRequestRequest)(nil),  // 20: kith.admin.v1.CreateAccessRequestRequest
+	(*CreateAccessRequestResponse)(nil), // 21: kith.admin.v1.CreateAccessRequestResponse
+	(*ListAccessRequestsRequest)(nil),   // 22: kith.admin.v1.ListAccessRequestsRequest
+	(*ListAccessRequestsResponse)(nil),  // 23: kith.admin.v1.ListAccessRequestsResponse
+	(*DecideAccessRequestRequest)(nil),  // 24: kith.admin.v1.DecideAccessRequestRequest
+	(*DecideAccessRequestResponse)(nil), // 25: kith.admin.v1.DecideAccessRequestResponse
+	(*PolicyAttempt)(nil),               // 26: kith.admin.v1.PolicyAttempt
+	(*AgentPolicy)(nil),                 // 27: kith.admin.v1.AgentPolicy
+	(*GetPolicyStatusRequest)(nil),      // 28: kith.admin.v1.GetPolicyStatusRequest
+	(*GetPolicyStatusResponse)(nil),     // 29: kith.admin.v1.GetPolicyStatusResponse
+	(*ListPolicyHistoryRequest)(nil),    // 30: kith.admin.v1.ListPolicyHistoryRequest
+	(*ListPolicyHistoryResponse)(nil),   // 31: kith.admin.v1.ListPolicyHistoryResponse
+	(*SyncPolicyRequest)(nil),           // 32: kith.admin.v1.SyncPolicyRequest
+	(*SyncPolicyResponse)(nil),          // 33: kith.admin.v1.SyncPolicyResponse
+	(*RollbackPolicyRequest)(nil),       // 34: kith.admin.v1.RollbackPolicyRequest
+	(*RollbackPolicyResponse)(nil),      // 35: kith.admin.v1.RollbackPolicyResponse
+	(*UnpinPolicyRequest)(nil),          // 36: kith.admin.v1.UnpinPolicyRequest
+	(*UnpinPolicyResponse)(nil),         // 37: kith.admin.v1.UnpinPolicyResponse
+	(*Grant)(nil),                       // 38: kith.admin.v1.Grant
+	(*CreateGrantRequest)(nil),          // 39: kith.admin.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),         // 40: kith.admin.v1.CreateGrantResponse
+	(*RevokeGrantsRequest)(nil),         // 41: kith.admin.v1.RevokeGrantsRequest
+	(*RevokeGrantsResponse)(nil),        // 42: kith.admin.v1.RevokeGrantsResponse
+	(*GetEnforcementRequest)(nil),       // 43: kith.admin.v1.GetEnforcementRequest
+	(*GetEnforcementResponse)(nil),      // 44: kith.admin.v1.GetEnforcementResponse
+	(*ListGrantsRequest)(nil),           // 45: kith.admin.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),          // 46: kith.admin.v1.ListGrantsResponse
+	(*SetTargetModeRequest)(nil),        // 47: kith.admin.v1.SetTargetModeRequest
+	(*SetTargetModeResponse)(nil),       // 48: kith.admin.v1.SetTargetModeResponse
+	(*ListTargetModesRequest)(nil),      // 49: kith.admin.v1.ListTargetModesRequest
+	(*ListTargetModesResponse)(nil),     // 50: kith.admin.v1.ListTargetModesResponse
+	(*ImportGrantsRequest)(nil),         // 51: kith.admin.v1.ImportGrantsRequest
+	(*ImportGrantsResponse)(nil),        // 52: kith.admin.v1.ImportGrantsResponse
+	(*CanRequest)(nil),                  // 53: kith.admin.v1.CanRequest
+	(*CanResponse)(nil),                 // 54: kith.admin.v1.CanResponse
+	(*Entry)(nil),                       // 55: kith.admin.v1.Entry
+	(*CreateEntryRequest)(nil),          // 56: kith.admin.v1.CreateEntryRequest
+	(*CreateEntryResponse)(nil),         // 57: kith.admin.v1.CreateEntryResponse
+	(*BatchCreateEntriesRequest)(nil),   // 58: kith.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResponse)(nil),  // 59: kith.admin.v1.BatchCreateEntriesResponse
+	(*GetEntryRequest)(nil),             // 60: kith.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),            // 61: kith.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),          // 62: kith.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 63: kith.admin.v1.ListEntriesResponse
+	(*UpdateEntryRequest)(nil),          // 64: kith.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),         // 65: kith.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),          // 66: kith.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),         // 67: kith.admin.v1.DeleteEntryResponse
+	(*JoinToken)(nil),                   // 68: kith.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),      // 69: kith.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 70: kith.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),       // 71: kith.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 72: kith.admin.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),      // 73: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),     // 74: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                       // 75: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),           // 76: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 77: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),             // 78: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),            // 79: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),           // 80: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),          // 81: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),             // 82: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),            // 83: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),           // 84: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),          // 85: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),         // 86: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),        // 87: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),          // 88: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),         // 89: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),            // 90: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),           // 91: kith.admin.v1.GetBundleResponse
+	(*Authority)(nil),                   // 92: kith.admin.v1.Authority
+	(*GetCAStatusRequest)(nil),          // 93: kith.admin.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),         // 94: kith.admin.v1.GetCAStatusResponse
+	(*ListAuthoritiesRequest)(nil),      // 95: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),     // 96: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),             // 97: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),            // 98: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                  // 99: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 100: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 101: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),          // 102: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),         // 103: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                   // 104: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),         // 105: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),        // 106: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),           // 107: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),          // 108: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),        // 109: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),       // 110: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),  // 111: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil), // 112: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),           // 113: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),          // 114: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),             // 115: kith.admin.v1.KubernetesGrant
+	nil,                                 // 116: kith.admin.v1.User.LabelsEntry
+	nil,                                 // 117: kith.admin.v1.Grant.HeadersEntry
+	nil,                                 // 118: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 119: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                 // 120: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 121: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 122: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	95,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
-	0,   // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
-	1,   // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
-	0,   // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	95,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	90,  // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
-	12,  // 8: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
-	12,  // 9: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
-	12,  // 10: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	12,  // 11: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	91,  // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	12,  // 13: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
-	12,  // 14: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
-	12,  // 15: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
-	12,  // 16: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
-	92,  // 17: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	93,  // 18: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	94,  // 19: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	95,  // 20: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 21: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	29,  // 22: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	29,  // 23: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	29,  // 24: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
-	29,  // 25: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	29,  // 26: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	29,  // 27: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	29,  // 28: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	29,  // 29: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	29,  // 30: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	95,  // 31: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 32: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 33: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
-	42,  // 34: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	42,  // 35: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	42,  // 36: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	95,  // 37: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 38: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 39: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	49,  // 40: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	49,  // 41: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	49,  // 42: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	49,  // 43: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	49,  // 44: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	95,  // 45: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 46: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 47: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	95,  // 48: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	95,  // 49: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	95,  // 50: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	95,  // 51: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	95,  // 52: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
-	95,  // 53: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
-	95,  // 54: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
-	95,  // 55: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
-	95,  // 56: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
-	66,  // 57: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	66,  // 58: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	95,  // 59: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	95,  // 60: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	73,  // 61: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	78,  // 62: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	95,  // 63: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	78,  // 64: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	87,  // 65: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	88,  // 66: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	89,  // 67: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	30,  // 68: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	32,  // 69: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	34,  // 70: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	36,  // 71: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	38,  // 72: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	40,  // 73: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	43,  // 74: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	45,  // 75: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	47,  // 76: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	50,  // 77: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	52,  // 78: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	54,  // 79: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	56,  // 80: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	58,  // 81: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	60,  // 82: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	62,  // 83: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	64,  // 84: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	69,  // 85: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	71,  // 86: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	67,  // 87: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
-	74,  // 88: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	76,  // 89: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	79,  // 90: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	81,  // 91: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	83,  // 92: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13,  // 93: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15,  // 94: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19,  // 95: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21,  // 96: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23,  // 97: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	27,  // 98: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17,  // 99: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	25,  // 100: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
-	2,   // 101: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,   // 102: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,   // 103: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,   // 104: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10,  // 105: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	85,  // 106: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	31,  // 107: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	33,  // 108: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	35,  // 109: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	37,  // 110: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	39,  // 111: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	41,  // 112: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	44,  // 113: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	46,  // 114: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	48,  // 115: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	51,  // 116: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	53,  // 117: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	55,  // 118: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	57,  // 119: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	59,  // 120: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	61,  // 121: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	63,  // 122: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	65,  // 123: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	70,  // 124: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	72,  // 125: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	68,  // 126: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
-	75,  // 127: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	77,  // 128: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	80,  // 129: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	82,  // 130: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	84,  // 131: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14,  // 132: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16,  // 133: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20,  // 134: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22,  // 135: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24,  // 136: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	28,  // 137: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18,  // 138: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	26,  // 139: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
-	3,   // 140: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,   // 141: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,   // 142: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,   // 143: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11,  // 144: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	86,  // 145: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	107, // [107:146] is the sub-list for method output_type
-	68,  // [68:107] is the sub-list for method input_type
-	68,  // [68:68] is the sub-list for extension type_name
-	68,  // [68:68] is the sub-list for extension extendee
-	0,   // [0:68] is the sub-list for field type_name
+	116, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
+	122, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	122, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
+	0,   // 3: kith.admin.v1.CreateUserRequest.user:type_name -> kith.admin.v1.User
+	0,   // 4: kith.admin.v1.CreateUserResponse.user:type_name -> kith.admin.v1.User
+	122, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
+	0,   // 6: kith.admin.v1.GetUserResponse.user:type_name -> kith.admin.v1.User
+	0,   // 7: kith.admin.v1.ListUsersResponse.users:type_name -> kith.admin.v1.User
+	0,   // 8: kith.admin.v1.SetUserDisabledResponse.user:type_name -> kith.admin.v1.User
+	122, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	122, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	0,   // 14: kith.admin.v1.WhoAmIResponse.user:type_name -> kith.admin.v1.User
+	122, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
+	122, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
+	19,  // 17: kith.admin.v1.CreateAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
+	19,  // 18: kith.admin.v1.ListAccessRequestsResponse.requests:type_name -> kith.admin.v1.AccessRequest
+	19,  // 19: kith.admin.v1.DecideAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
+	122, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	122, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	26,  // 22: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
+	27,  // 23: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
+	26,  // 24: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
+	122, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	117, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	38,  // 28: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
+	38,  // 29: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
+	38,  // 30: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	38,  // 31: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	118, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	38,  // 33: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
+	38,  // 34: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
+	38,  // 35: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
+	38,  // 36: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
+	119, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	120, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	121, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	122, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	122, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	55,  // 42: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	55,  // 43: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	55,  // 44: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
+	55,  // 45: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	55,  // 46: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	55,  // 47: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	55,  // 48: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	55,  // 49: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	55,  // 50: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	122, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	122, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	68,  // 54: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	68,  // 55: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
+	68,  // 56: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	122, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	122, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	75,  // 60: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	75,  // 61: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	75,  // 62: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	75,  // 63: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	75,  // 64: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	122, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 67: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	122, // 68: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	122, // 69: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	122, // 70: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	122, // 71: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	122, // 72: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	122, // 73: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	122, // 74: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	122, // 75: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	122, // 76: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	92,  // 77: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	92,  // 78: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	122, // 79: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	122, // 80: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	99,  // 81: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	104, // 82: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	122, // 83: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	104, // 84: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	113, // 85: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	114, // 86: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	115, // 87: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	56,  // 88: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	58,  // 89: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	60,  // 90: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	62,  // 91: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	64,  // 92: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	66,  // 93: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	69,  // 94: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	71,  // 95: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	73,  // 96: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	76,  // 97: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	78,  // 98: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	80,  // 99: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	82,  // 100: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	84,  // 101: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	86,  // 102: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	88,  // 103: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	90,  // 104: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	95,  // 105: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	97,  // 106: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	93,  // 107: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	100, // 108: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	102, // 109: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	105, // 110: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	107, // 111: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	109, // 112: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	39,  // 113: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	41,  // 114: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	45,  // 115: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	47,  // 116: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	49,  // 117: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	53,  // 118: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	43,  // 119: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	51,  // 120: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	28,  // 121: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	30,  // 122: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	32,  // 123: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	34,  // 124: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	36,  // 125: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	111, // 126: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	1,   // 127: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
+	3,   // 128: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
+	5,   // 129: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
+	7,   // 130: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
+	9,   // 131: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
+	11,  // 132: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
+	13,  // 133: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
+	15,  // 134: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
+	17,  // 135: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
+	20,  // 136: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
+	22,  // 137: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
+	24,  // 138: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
+	57,  // 139: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	59,  // 140: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	61,  // 141: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	63,  // 142: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	65,  // 143: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	67,  // 144: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	70,  // 145: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	72,  // 146: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	74,  // 147: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	77,  // 148: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	79,  // 149: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	81,  // 150: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	83,  // 151: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	85,  // 152: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	87,  // 153: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	89,  // 154: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	91,  // 155: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	96,  // 156: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	98,  // 157: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	94,  // 158: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	101, // 159: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	103, // 160: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	106, // 161: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	108, // 162: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	110, // 163: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	40,  // 164: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	42,  // 165: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	46,  // 166: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	48,  // 167: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	50,  // 168: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	54,  // 169: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	44,  // 170: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	52,  // 171: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	29,  // 172: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	31,  // 173: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	33,  // 174: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	35,  // 175: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	37,  // 176: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	112, // 177: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	2,   // 178: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
+	4,   // 179: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
+	6,   // 180: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
+	8,   // 181: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
+	10,  // 182: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
+	12,  // 183: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
+	14,  // 184: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
+	16,  // 185: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
+	18,  // 186: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
+	21,  // 187: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
+	23,  // 188: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
+	25,  // 189: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
+	139, // [139:190] is the sub-list for method output_type
+	88,  // [88:139] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -6055,13 +7848,17 @@ func file_kith_admin_v1_admin_proto_init() {
 	if File_kith_admin_v1_admin_proto != nil {
 		return
 	}
+	file_kith_admin_v1_admin_proto_msgTypes[13].OneofWrappers = []any{
+		(*LoginRequest_EnrolmentCode)(nil),
+		(*LoginRequest_IdToken)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   95,
+			NumMessages:   122,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

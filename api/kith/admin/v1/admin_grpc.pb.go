@@ -60,6 +60,18 @@ const (
 	AdminService_RollbackPolicy_FullMethodName      = "/kith.admin.v1.AdminService/RollbackPolicy"
 	AdminService_UnpinPolicy_FullMethodName         = "/kith.admin.v1.AdminService/UnpinPolicy"
 	AdminService_GetKubernetesStatus_FullMethodName = "/kith.admin.v1.AdminService/GetKubernetesStatus"
+	AdminService_CreateUser_FullMethodName          = "/kith.admin.v1.AdminService/CreateUser"
+	AdminService_GetUser_FullMethodName             = "/kith.admin.v1.AdminService/GetUser"
+	AdminService_ListUsers_FullMethodName           = "/kith.admin.v1.AdminService/ListUsers"
+	AdminService_SetUserDisabled_FullMethodName     = "/kith.admin.v1.AdminService/SetUserDisabled"
+	AdminService_CreateEnrolmentCode_FullMethodName = "/kith.admin.v1.AdminService/CreateEnrolmentCode"
+	AdminService_GetLoginConfig_FullMethodName      = "/kith.admin.v1.AdminService/GetLoginConfig"
+	AdminService_Login_FullMethodName               = "/kith.admin.v1.AdminService/Login"
+	AdminService_RenewLogin_FullMethodName          = "/kith.admin.v1.AdminService/RenewLogin"
+	AdminService_WhoAmI_FullMethodName              = "/kith.admin.v1.AdminService/WhoAmI"
+	AdminService_CreateAccessRequest_FullMethodName = "/kith.admin.v1.AdminService/CreateAccessRequest"
+	AdminService_ListAccessRequests_FullMethodName  = "/kith.admin.v1.AdminService/ListAccessRequests"
+	AdminService_DecideAccessRequest_FullMethodName = "/kith.admin.v1.AdminService/DecideAccessRequest"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -112,6 +124,23 @@ type AdminServiceClient interface {
 	// GetKubernetesStatus is what the server's Kubernetes controllers know: the KithIdentity and KithGrant
 	// resources of the cluster they watch, with what became of each (kith k8s status).
 	GetKubernetesStatus(ctx context.Context, in *GetKubernetesStatusRequest, opts ...grpc.CallOption) (*GetKubernetesStatusResponse, error)
+	// Users: people with an identity spiffe://TD/user/<name>.
+	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
+	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
+	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
+	SetUserDisabled(ctx context.Context, in *SetUserDisabledRequest, opts ...grpc.CallOption) (*SetUserDisabledResponse, error)
+	CreateEnrolmentCode(ctx context.Context, in *CreateEnrolmentCodeRequest, opts ...grpc.CallOption) (*CreateEnrolmentCodeResponse, error)
+	// GetLoginConfig and Login are the two calls the admin TCP listener (admin.listen) answers without a
+	// client certificate: what a login needs to know, and the login itself.
+	GetLoginConfig(ctx context.Context, in *GetLoginConfigRequest, opts ...grpc.CallOption) (*GetLoginConfigResponse, error)
+	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
+	// RenewLogin signs a new X.509-SVID for the caller's login, presenting its current one (mTLS).
+	RenewLogin(ctx context.Context, in *RenewLoginRequest, opts ...grpc.CallOption) (*RenewLoginResponse, error)
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// Access requests: a user asks for a time-bound grant; an owner of the target approves or denies it.
+	CreateAccessRequest(ctx context.Context, in *CreateAccessRequestRequest, opts ...grpc.CallOption) (*CreateAccessRequestResponse, error)
+	ListAccessRequests(ctx context.Context, in *ListAccessRequestsRequest, opts ...grpc.CallOption) (*ListAccessRequestsResponse, error)
+	DecideAccessRequest(ctx context.Context, in *DecideAccessRequestRequest, opts ...grpc.CallOption) (*DecideAccessRequestResponse, error)
 }
 
 type adminServiceClient struct {
@@ -512,6 +541,126 @@ func (c *adminServiceClient) GetKubernetesStatus(ctx context.Context, in *GetKub
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateUserResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUserResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUsersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetUserDisabled(ctx context.Context, in *SetUserDisabledRequest, opts ...grpc.CallOption) (*SetUserDisabledResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetUserDisabledResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetUserDisabled_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateEnrolmentCode(ctx context.Context, in *CreateEnrolmentCodeRequest, opts ...grpc.CallOption) (*CreateEnrolmentCodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateEnrolmentCodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateEnrolmentCode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetLoginConfig(ctx context.Context, in *GetLoginConfigRequest, opts ...grpc.CallOption) (*GetLoginConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLoginConfigResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetLoginConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, AdminService_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RenewLogin(ctx context.Context, in *RenewLoginRequest, opts ...grpc.CallOption) (*RenewLoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewLoginResponse)
+	err := c.cc.Invoke(ctx, AdminService_RenewLogin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, AdminService_WhoAmI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateAccessRequest(ctx context.Context, in *CreateAccessRequestRequest, opts ...grpc.CallOption) (*CreateAccessRequestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateAccessRequestResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateAccessRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAccessRequests(ctx context.Context, in *ListAccessRequestsRequest, opts ...grpc.CallOption) (*ListAccessRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAccessRequestsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAccessRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DecideAccessRequest(ctx context.Context, in *DecideAccessRequestRequest, opts ...grpc.CallOption) (*DecideAccessRequestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecideAccessRequestResponse)
+	err := c.cc.Invoke(ctx, AdminService_DecideAccessRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -562,6 +711,23 @@ type AdminServiceServer interface {
 	// GetKubernetesStatus is what the server's Kubernetes controllers know: the KithIdentity and KithGrant
 	// resources of the cluster they watch, with what became of each (kith k8s status).
 	GetKubernetesStatus(context.Context, *GetKubernetesStatusRequest) (*GetKubernetesStatusResponse, error)
+	// Users: people with an identity spiffe://TD/user/<name>.
+	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
+	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
+	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
+	SetUserDisabled(context.Context, *SetUserDisabledRequest) (*SetUserDisabledResponse, error)
+	CreateEnrolmentCode(context.Context, *CreateEnrolmentCodeRequest) (*CreateEnrolmentCodeResponse, error)
+	// GetLoginConfig and Login are the two calls the admin TCP listener (admin.listen) answers without a
+	// client certificate: what a login needs to know, and the login itself.
+	GetLoginConfig(context.Context, *GetLoginConfigRequest) (*GetLoginConfigResponse, error)
+	Login(context.Context, *LoginRequest) (*LoginResponse, error)
+	// RenewLogin signs a new X.509-SVID for the caller's login, presenting its current one (mTLS).
+	RenewLogin(context.Context, *RenewLoginRequest) (*RenewLoginResponse, error)
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// Access requests: a user asks for a time-bound grant; an owner of the target approves or denies it.
+	CreateAccessRequest(context.Context, *CreateAccessRequestRequest) (*CreateAccessRequestResponse, error)
+	ListAccessRequests(context.Context, *ListAccessRequestsRequest) (*ListAccessRequestsResponse, error)
+	DecideAccessRequest(context.Context, *DecideAccessRequestRequest) (*DecideAccessRequestResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -688,6 +854,42 @@ func (UnimplementedAdminServiceServer) UnpinPolicy(context.Context, *UnpinPolicy
 }
 func (UnimplementedAdminServiceServer) GetKubernetesStatus(context.Context, *GetKubernetesStatusRequest) (*GetKubernetesStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKubernetesStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
+}
+func (UnimplementedAdminServiceServer) GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUser not implemented")
+}
+func (UnimplementedAdminServiceServer) ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUsers not implemented")
+}
+func (UnimplementedAdminServiceServer) SetUserDisabled(context.Context, *SetUserDisabledRequest) (*SetUserDisabledResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetUserDisabled not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateEnrolmentCode(context.Context, *CreateEnrolmentCodeRequest) (*CreateEnrolmentCodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateEnrolmentCode not implemented")
+}
+func (UnimplementedAdminServiceServer) GetLoginConfig(context.Context, *GetLoginConfigRequest) (*GetLoginConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLoginConfig not implemented")
+}
+func (UnimplementedAdminServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
+}
+func (UnimplementedAdminServiceServer) RenewLogin(context.Context, *RenewLoginRequest) (*RenewLoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewLogin not implemented")
+}
+func (UnimplementedAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateAccessRequest(context.Context, *CreateAccessRequestRequest) (*CreateAccessRequestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateAccessRequest not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAccessRequests(context.Context, *ListAccessRequestsRequest) (*ListAccessRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAccessRequests not implemented")
+}
+func (UnimplementedAdminServiceServer) DecideAccessRequest(context.Context, *DecideAccessRequestRequest) (*DecideAccessRequestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideAccessRequest not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1412,6 +1614,222 @@ func _AdminService_GetKubernetesStatus_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateUser(ctx, req.(*CreateUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetUser(ctx, req.(*GetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListUsers(ctx, req.(*ListUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetUserDisabled_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetUserDisabledRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetUserDisabled(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetUserDisabled_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetUserDisabled(ctx, req.(*SetUserDisabledRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateEnrolmentCode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateEnrolmentCodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateEnrolmentCode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateEnrolmentCode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateEnrolmentCode(ctx, req.(*CreateEnrolmentCodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetLoginConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLoginConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetLoginConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetLoginConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetLoginConfig(ctx, req.(*GetLoginConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Login(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Login_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RenewLogin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewLoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RenewLogin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RenewLogin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RenewLogin(ctx, req.(*RenewLoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateAccessRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAccessRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateAccessRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateAccessRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateAccessRequest(ctx, req.(*CreateAccessRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAccessRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAccessRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAccessRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAccessRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAccessRequests(ctx, req.(*ListAccessRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DecideAccessRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideAccessRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DecideAccessRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DecideAccessRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DecideAccessRequest(ctx, req.(*DecideAccessRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1574,6 +1992,54 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetKubernetesStatus",
 			Handler:    _AdminService_GetKubernetesStatus_Handler,
+		},
+		{
+			MethodName: "CreateUser",
+			Handler:    _AdminService_CreateUser_Handler,
+		},
+		{
+			MethodName: "GetUser",
+			Handler:    _AdminService_GetUser_Handler,
+		},
+		{
+			MethodName: "ListUsers",
+			Handler:    _AdminService_ListUsers_Handler,
+		},
+		{
+			MethodName: "SetUserDisabled",
+			Handler:    _AdminService_SetUserDisabled_Handler,
+		},
+		{
+			MethodName: "CreateEnrolmentCode",
+			Handler:    _AdminService_CreateEnrolmentCode_Handler,
+		},
+		{
+			MethodName: "GetLoginConfig",
+			Handler:    _AdminService_GetLoginConfig_Handler,
+		},
+		{
+			MethodName: "Login",
+			Handler:    _AdminService_Login_Handler,
+		},
+		{
+			MethodName: "RenewLogin",
+			Handler:    _AdminService_RenewLogin_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _AdminService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "CreateAccessRequest",
+			Handler:    _AdminService_CreateAccessRequest_Handler,
+		},
+		{
+			MethodName: "ListAccessRequests",
+			Handler:    _AdminService_ListAccessRequests_Handler,
+		},
+		{
+			MethodName: "DecideAccessRequest",
+			Handler:    _AdminService_DecideAccessRequest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
