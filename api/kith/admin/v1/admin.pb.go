@@ -1578,7 +1578,10 @@ type Entry struct {
 	Revision       int64                  `protobuf:"varint,12,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Where the entry comes from: "cli", or "k8s:<resource>" for entries the Kubernetes controller keeps
 	// (a KithIdentity's, for one pod), which the admin API does not change or delete. Output only.
-	Source        string `protobuf:"bytes,20,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,20,opt,name=source,proto3" json:"source,omitempty"`
+	// Other trust domains whose bundles the entry's workloads also receive (Workload API federated_bundles,
+	// SDS validation contexts).
+	FederatesWith []string `protobuf:"bytes,13,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,6 +1705,13 @@ func (x *Entry) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type CreateEntryRequest struct {
@@ -3603,6 +3613,856 @@ func (x *GetBundleResponse) GetSequenceNumber() uint64 {
 	return 0
 }
 
+// FederatedBundle is another trust domain's bundle.
+type FederatedBundle struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain        string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	SpiffeBundle       []byte                 `protobuf:"bytes,2,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"` // SPIFFE bundle JSON
+	Source             string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`                                 // "manual" or "federation"
+	SequenceNumber     uint64                 `protobuf:"varint,4,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
+	UpdatedAt          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	X509Authorities    [][]byte               `protobuf:"bytes,6,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`             // DER roots (output only)
+	JwtKeyIds          []string               `protobuf:"bytes,7,rep,name=jwt_key_ids,json=jwtKeyIds,proto3" json:"jwt_key_ids,omitempty"`                             // output only
+	RefreshHintSeconds int64                  `protobuf:"varint,8,opt,name=refresh_hint_seconds,json=refreshHintSeconds,proto3" json:"refresh_hint_seconds,omitempty"` // output only
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetSpiffeBundle() []byte {
+	if x != nil {
+		return x.SpiffeBundle
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetSequenceNumber() uint64 {
+	if x != nil {
+		return x.SequenceNumber
+	}
+	return 0
+}
+
+func (x *FederatedBundle) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetJwtKeyIds() []string {
+	if x != nil {
+		return x.JwtKeyIds
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetRefreshHintSeconds() int64 {
+	if x != nil {
+		return x.RefreshHintSeconds
+	}
+	return 0
+}
+
+type SetFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	SpiffeBundle  []byte                 `protobuf:"bytes,2,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFederatedBundleRequest) Reset() {
+	*x = SetFederatedBundleRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFederatedBundleRequest) ProtoMessage() {}
+
+func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*SetFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *SetFederatedBundleRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *SetFederatedBundleRequest) GetSpiffeBundle() []byte {
+	if x != nil {
+		return x.SpiffeBundle
+	}
+	return nil
+}
+
+type SetFederatedBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundle        *FederatedBundle       `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFederatedBundleResponse) Reset() {
+	*x = SetFederatedBundleResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFederatedBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFederatedBundleResponse) ProtoMessage() {}
+
+func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFederatedBundleResponse.ProtoReflect.Descriptor instead.
+func (*SetFederatedBundleResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *SetFederatedBundleResponse) GetBundle() *FederatedBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type ListFederatedBundlesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederatedBundlesRequest) Reset() {
+	*x = ListFederatedBundlesRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederatedBundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederatedBundlesRequest) ProtoMessage() {}
+
+func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederatedBundlesRequest.ProtoReflect.Descriptor instead.
+func (*ListFederatedBundlesRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+type ListFederatedBundlesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundles       []*FederatedBundle     `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederatedBundlesResponse) Reset() {
+	*x = ListFederatedBundlesResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederatedBundlesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederatedBundlesResponse) ProtoMessage() {}
+
+func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederatedBundlesResponse.ProtoReflect.Descriptor instead.
+func (*ListFederatedBundlesResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListFederatedBundlesResponse) GetBundles() []*FederatedBundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+type DeleteFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederatedBundleRequest) Reset() {
+	*x = DeleteFederatedBundleRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederatedBundleRequest) ProtoMessage() {}
+
+func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederatedBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundle        *FederatedBundle       `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederatedBundleResponse) Reset() {
+	*x = DeleteFederatedBundleResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederatedBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederatedBundleResponse) ProtoMessage() {}
+
+func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederatedBundleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *DeleteFederatedBundleResponse) GetBundle() *FederatedBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+// Federation is a relationship with another trust domain whose bundle endpoint the server polls.
+type Federation struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain       string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`
+	Profile           string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`                                             // "https_spiffe" or "https_web"
+	EndpointSpiffeId  string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"` // https_spiffe: the endpoint server's SPIFFE ID
+	CreatedAt         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	LastRefresh       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_refresh,json=lastRefresh,proto3" json:"last_refresh,omitempty"` // last successful fetch (unset: never)
+	NextRefresh       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`
+	LastError         string                 `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Bundle            *FederatedBundle       `protobuf:"bytes,10,opt,name=bundle,proto3" json:"bundle,omitempty"` // the bundle in use (unset: none yet)
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Federation) Reset() {
+	*x = Federation{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Federation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Federation) ProtoMessage() {}
+
+func (x *Federation) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Federation.ProtoReflect.Descriptor instead.
+func (*Federation) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *Federation) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *Federation) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *Federation) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Federation) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *Federation) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Federation) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Federation) GetLastRefresh() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRefresh
+	}
+	return nil
+}
+
+func (x *Federation) GetNextRefresh() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRefresh
+	}
+	return nil
+}
+
+func (x *Federation) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Federation) GetBundle() *FederatedBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type CreateFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	TrustBundle   []byte                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"` // https_spiffe: the first bundle of the trust domain (SPIFFE JSON or PEM roots)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationRequest) Reset() {
+	*x = CreateFederationRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationRequest) ProtoMessage() {}
+
+func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
+func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *CreateFederationRequest) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+func (x *CreateFederationRequest) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+type CreateFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationResponse) Reset() {
+	*x = CreateFederationResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationResponse) ProtoMessage() {}
+
+func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationResponse.ProtoReflect.Descriptor instead.
+func (*CreateFederationResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *CreateFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+type UpdateFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	TrustBundle   []byte                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"` // optional: replaces the bundle in use
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateFederationRequest) Reset() {
+	*x = UpdateFederationRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateFederationRequest) ProtoMessage() {}
+
+func (x *UpdateFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateFederationRequest.ProtoReflect.Descriptor instead.
+func (*UpdateFederationRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *UpdateFederationRequest) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+func (x *UpdateFederationRequest) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+type UpdateFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateFederationResponse) Reset() {
+	*x = UpdateFederationResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateFederationResponse) ProtoMessage() {}
+
+func (x *UpdateFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateFederationResponse.ProtoReflect.Descriptor instead.
+func (*UpdateFederationResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *UpdateFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+type ListFederationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsRequest) Reset() {
+	*x = ListFederationsRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsRequest) ProtoMessage() {}
+
+func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
+func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ListFederationsRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type ListFederationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federations   []*Federation          `protobuf:"bytes,1,rep,name=federations,proto3" json:"federations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsResponse) Reset() {
+	*x = ListFederationsResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsResponse) ProtoMessage() {}
+
+func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
+func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ListFederationsResponse) GetFederations() []*Federation {
+	if x != nil {
+		return x.Federations
+	}
+	return nil
+}
+
+type DeleteFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationRequest) Reset() {
+	*x = DeleteFederationRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationRequest) ProtoMessage() {}
+
+func (x *DeleteFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederationRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *DeleteFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationResponse) Reset() {
+	*x = DeleteFederationResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationResponse) ProtoMessage() {}
+
+func (x *DeleteFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederationResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *DeleteFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
 type Authority struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3620,7 +4480,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +4492,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +4505,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *Authority) GetId() string {
@@ -3721,7 +4581,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +4593,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +4606,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -3773,7 +4633,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +4645,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +4658,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -3824,7 +4684,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +4696,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +4709,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -3868,7 +4728,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4740,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4753,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -3920,7 +4780,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4792,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4805,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4030,7 +4890,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4042,7 +4902,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4055,7 +4915,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -4110,7 +4970,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4122,7 +4982,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4135,7 +4995,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4160,7 +5020,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4172,7 +5032,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4185,7 +5045,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 type VerifyAuditResponse struct {
@@ -4204,7 +5064,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +5076,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +5089,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4294,7 +5154,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4306,7 +5166,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4319,7 +5179,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -4379,7 +5239,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +5251,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +5264,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{91}
 }
 
 type GetAuditHeadResponse struct {
@@ -4416,7 +5276,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4428,7 +5288,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4441,7 +5301,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -4459,7 +5319,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +5331,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +5344,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{93}
 }
 
 type CheckStoreResponse struct {
@@ -4500,7 +5360,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4512,7 +5372,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4525,7 +5385,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -4564,7 +5424,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4576,7 +5436,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[79]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4589,7 +5449,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{95}
 }
 
 type GetServerInfoResponse struct {
@@ -4604,7 +5464,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4616,7 +5476,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[80]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4629,7 +5489,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -4668,7 +5528,7 @@ type GetKubernetesStatusRequest struct {
 
 func (x *GetKubernetesStatusRequest) Reset() {
 	*x = GetKubernetesStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4680,7 +5540,7 @@ func (x *GetKubernetesStatusRequest) String() string {
 func (*GetKubernetesStatusRequest) ProtoMessage() {}
 
 func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[81]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4693,7 +5553,7 @@ func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{97}
 }
 
 type GetKubernetesStatusResponse struct {
@@ -4706,7 +5566,7 @@ type GetKubernetesStatusResponse struct {
 
 func (x *GetKubernetesStatusResponse) Reset() {
 	*x = GetKubernetesStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4718,7 +5578,7 @@ func (x *GetKubernetesStatusResponse) String() string {
 func (*GetKubernetesStatusResponse) ProtoMessage() {}
 
 func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[82]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4731,7 +5591,7 @@ func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
@@ -4755,7 +5615,7 @@ type KubernetesCluster struct {
 
 func (x *KubernetesCluster) Reset() {
 	*x = KubernetesCluster{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4767,7 +5627,7 @@ func (x *KubernetesCluster) String() string {
 func (*KubernetesCluster) ProtoMessage() {}
 
 func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[83]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4780,7 +5640,7 @@ func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
 func (*KubernetesCluster) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *KubernetesCluster) GetName() string {
@@ -4825,7 +5685,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4837,7 +5697,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[84]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4850,7 +5710,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -4901,7 +5761,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4913,7 +5773,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[85]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4926,7 +5786,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -5074,7 +5934,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\a \x01(\tR\x0epolicyRevision\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x04\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -5091,7 +5951,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
 	"\brevision\x18\f \x01(\x03R\brevision\x12\x16\n" +
-	"\x06source\x18\x14 \x01(\tR\x06source\x1a9\n" +
+	"\x06source\x18\x14 \x01(\tR\x06source\x12%\n" +
+	"\x0efederates_with\x18\r \x03(\tR\rfederatesWith\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
@@ -5220,7 +6081,73 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
 	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\x12)\n" +
 	"\x10x509_authorities\x18\x03 \x03(\fR\x0fx509Authorities\x12'\n" +
-	"\x0fsequence_number\x18\x04 \x01(\x04R\x0esequenceNumber\"\xee\x02\n" +
+	"\x0fsequence_number\x18\x04 \x01(\x04R\x0esequenceNumber\"\xd2\x02\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
+	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12'\n" +
+	"\x0fsequence_number\x18\x04 \x01(\x04R\x0esequenceNumber\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12)\n" +
+	"\x10x509_authorities\x18\x06 \x03(\fR\x0fx509Authorities\x12\x1e\n" +
+	"\vjwt_key_ids\x18\a \x03(\tR\tjwtKeyIds\x120\n" +
+	"\x14refresh_hint_seconds\x18\b \x01(\x03R\x12refreshHintSeconds\"c\n" +
+	"\x19SetFederatedBundleRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
+	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\"T\n" +
+	"\x1aSetFederatedBundleResponse\x126\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x1e.kith.admin.v1.FederatedBundleR\x06bundle\"\x1d\n" +
+	"\x1bListFederatedBundlesRequest\"X\n" +
+	"\x1cListFederatedBundlesResponse\x128\n" +
+	"\abundles\x18\x01 \x03(\v2\x1e.kith.admin.v1.FederatedBundleR\abundles\"A\n" +
+	"\x1cDeleteFederatedBundleRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"W\n" +
+	"\x1dDeleteFederatedBundleResponse\x126\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x1e.kith.admin.v1.FederatedBundleR\x06bundle\"\xf2\x03\n" +
+	"\n" +
+	"Federation\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
+	"\flast_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastRefresh\x12=\n" +
+	"\fnext_refresh\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x126\n" +
+	"\x06bundle\x18\n" +
+	" \x01(\v2\x1e.kith.admin.v1.FederatedBundleR\x06bundle\"w\n" +
+	"\x17CreateFederationRequest\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\"U\n" +
+	"\x18CreateFederationResponse\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\"w\n" +
+	"\x17UpdateFederationRequest\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\"U\n" +
+	"\x18UpdateFederationResponse\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\";\n" +
+	"\x16ListFederationsRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"V\n" +
+	"\x17ListFederationsResponse\x12;\n" +
+	"\vfederations\x18\x01 \x03(\v2\x19.kith.admin.v1.FederationR\vfederations\"<\n" +
+	"\x17DeleteFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"U\n" +
+	"\x18DeleteFederationResponse\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\"\xee\x02\n" +
 	"\tAuthority\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
@@ -5322,7 +6249,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefused2\xdf\x19\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\xc0\x1f\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -5343,7 +6270,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"UnbanAgent\x12 .kith.admin.v1.UnbanAgentRequest\x1a!.kith.admin.v1.UnbanAgentResponse\x12W\n" +
 	"\fMintX509SVID\x12\".kith.admin.v1.MintX509SVIDRequest\x1a#.kith.admin.v1.MintX509SVIDResponse\x12T\n" +
 	"\vMintJWTSVID\x12!.kith.admin.v1.MintJWTSVIDRequest\x1a\".kith.admin.v1.MintJWTSVIDResponse\x12N\n" +
-	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12`\n" +
+	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12i\n" +
+	"\x12SetFederatedBundle\x12(.kith.admin.v1.SetFederatedBundleRequest\x1a).kith.admin.v1.SetFederatedBundleResponse\x12o\n" +
+	"\x14ListFederatedBundles\x12*.kith.admin.v1.ListFederatedBundlesRequest\x1a+.kith.admin.v1.ListFederatedBundlesResponse\x12r\n" +
+	"\x15DeleteFederatedBundle\x12+.kith.admin.v1.DeleteFederatedBundleRequest\x1a,.kith.admin.v1.DeleteFederatedBundleResponse\x12c\n" +
+	"\x10CreateFederation\x12&.kith.admin.v1.CreateFederationRequest\x1a'.kith.admin.v1.CreateFederationResponse\x12c\n" +
+	"\x10UpdateFederation\x12&.kith.admin.v1.UpdateFederationRequest\x1a'.kith.admin.v1.UpdateFederationResponse\x12`\n" +
+	"\x0fListFederations\x12%.kith.admin.v1.ListFederationsRequest\x1a&.kith.admin.v1.ListFederationsResponse\x12c\n" +
+	"\x10DeleteFederation\x12&.kith.admin.v1.DeleteFederationRequest\x1a'.kith.admin.v1.DeleteFederationResponse\x12`\n" +
 	"\x0fListAuthorities\x12%.kith.admin.v1.ListAuthoritiesRequest\x1a&.kith.admin.v1.ListAuthoritiesResponse\x12K\n" +
 	"\bRotateCA\x12\x1e.kith.admin.v1.RotateCARequest\x1a\x1f.kith.admin.v1.RotateCAResponse\x12`\n" +
 	"\x0fListAuditEvents\x12%.kith.admin.v1.ListAuditEventsRequest\x1a&.kith.admin.v1.ListAuditEventsResponse\x12T\n" +
@@ -5380,235 +6314,280 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 105)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
-	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
-	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
-	(*GetPolicyStatusRequest)(nil),      // 2: kith.admin.v1.GetPolicyStatusRequest
-	(*GetPolicyStatusResponse)(nil),     // 3: kith.admin.v1.GetPolicyStatusResponse
-	(*ListPolicyHistoryRequest)(nil),    // 4: kith.admin.v1.ListPolicyHistoryRequest
-	(*ListPolicyHistoryResponse)(nil),   // 5: kith.admin.v1.ListPolicyHistoryResponse
-	(*SyncPolicyRequest)(nil),           // 6: kith.admin.v1.SyncPolicyRequest
-	(*SyncPolicyResponse)(nil),          // 7: kith.admin.v1.SyncPolicyResponse
-	(*RollbackPolicyRequest)(nil),       // 8: kith.admin.v1.RollbackPolicyRequest
-	(*RollbackPolicyResponse)(nil),      // 9: kith.admin.v1.RollbackPolicyResponse
-	(*UnpinPolicyRequest)(nil),          // 10: kith.admin.v1.UnpinPolicyRequest
-	(*UnpinPolicyResponse)(nil),         // 11: kith.admin.v1.UnpinPolicyResponse
-	(*Grant)(nil),                       // 12: kith.admin.v1.Grant
-	(*CreateGrantRequest)(nil),          // 13: kith.admin.v1.CreateGrantRequest
-	(*CreateGrantResponse)(nil),         // 14: kith.admin.v1.CreateGrantResponse
-	(*RevokeGrantsRequest)(nil),         // 15: kith.admin.v1.RevokeGrantsRequest
-	(*RevokeGrantsResponse)(nil),        // 16: kith.admin.v1.RevokeGrantsResponse
-	(*GetEnforcementRequest)(nil),       // 17: kith.admin.v1.GetEnforcementRequest
-	(*GetEnforcementResponse)(nil),      // 18: kith.admin.v1.GetEnforcementResponse
-	(*ListGrantsRequest)(nil),           // 19: kith.admin.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),          // 20: kith.admin.v1.ListGrantsResponse
-	(*SetTargetModeRequest)(nil),        // 21: kith.admin.v1.SetTargetModeRequest
-	(*SetTargetModeResponse)(nil),       // 22: kith.admin.v1.SetTargetModeResponse
-	(*ListTargetModesRequest)(nil),      // 23: kith.admin.v1.ListTargetModesRequest
-	(*ListTargetModesResponse)(nil),     // 24: kith.admin.v1.ListTargetModesResponse
-	(*CanRequest)(nil),                  // 25: kith.admin.v1.CanRequest
-	(*CanResponse)(nil),                 // 26: kith.admin.v1.CanResponse
-	(*Entry)(nil),                       // 27: kith.admin.v1.Entry
-	(*CreateEntryRequest)(nil),          // 28: kith.admin.v1.CreateEntryRequest
-	(*CreateEntryResponse)(nil),         // 29: kith.admin.v1.CreateEntryResponse
-	(*BatchCreateEntriesRequest)(nil),   // 30: kith.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResponse)(nil),  // 31: kith.admin.v1.BatchCreateEntriesResponse
-	(*GetEntryRequest)(nil),             // 32: kith.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),            // 33: kith.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),          // 34: kith.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),         // 35: kith.admin.v1.ListEntriesResponse
-	(*UpdateEntryRequest)(nil),          // 36: kith.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),         // 37: kith.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),          // 38: kith.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),         // 39: kith.admin.v1.DeleteEntryResponse
-	(*JoinToken)(nil),                   // 40: kith.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),      // 41: kith.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),     // 42: kith.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),       // 43: kith.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),      // 44: kith.admin.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),      // 45: kith.admin.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),     // 46: kith.admin.v1.RevokeJoinTokenResponse
-	(*Agent)(nil),                       // 47: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),           // 48: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),          // 49: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),             // 50: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),            // 51: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),           // 52: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),          // 53: kith.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),             // 54: kith.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),            // 55: kith.admin.v1.BanAgentResponse
-	(*UnbanAgentRequest)(nil),           // 56: kith.admin.v1.UnbanAgentRequest
-	(*UnbanAgentResponse)(nil),          // 57: kith.admin.v1.UnbanAgentResponse
-	(*MintX509SVIDRequest)(nil),         // 58: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),        // 59: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),          // 60: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),         // 61: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),            // 62: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),           // 63: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                   // 64: kith.admin.v1.Authority
-	(*ListAuthoritiesRequest)(nil),      // 65: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 66: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),             // 67: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),            // 68: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                  // 69: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 70: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 71: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),          // 72: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),         // 73: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                   // 74: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),         // 75: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),        // 76: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),           // 77: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),          // 78: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),        // 79: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),       // 80: kith.admin.v1.GetServerInfoResponse
-	(*GetKubernetesStatusRequest)(nil),  // 81: kith.admin.v1.GetKubernetesStatusRequest
-	(*GetKubernetesStatusResponse)(nil), // 82: kith.admin.v1.GetKubernetesStatusResponse
-	(*KubernetesCluster)(nil),           // 83: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 84: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 85: kith.admin.v1.KubernetesGrant
-	nil,                                 // 86: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 87: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 88: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 89: google.protobuf.Timestamp
+	(*PolicyAttempt)(nil),                 // 0: kith.admin.v1.PolicyAttempt
+	(*AgentPolicy)(nil),                   // 1: kith.admin.v1.AgentPolicy
+	(*GetPolicyStatusRequest)(nil),        // 2: kith.admin.v1.GetPolicyStatusRequest
+	(*GetPolicyStatusResponse)(nil),       // 3: kith.admin.v1.GetPolicyStatusResponse
+	(*ListPolicyHistoryRequest)(nil),      // 4: kith.admin.v1.ListPolicyHistoryRequest
+	(*ListPolicyHistoryResponse)(nil),     // 5: kith.admin.v1.ListPolicyHistoryResponse
+	(*SyncPolicyRequest)(nil),             // 6: kith.admin.v1.SyncPolicyRequest
+	(*SyncPolicyResponse)(nil),            // 7: kith.admin.v1.SyncPolicyResponse
+	(*RollbackPolicyRequest)(nil),         // 8: kith.admin.v1.RollbackPolicyRequest
+	(*RollbackPolicyResponse)(nil),        // 9: kith.admin.v1.RollbackPolicyResponse
+	(*UnpinPolicyRequest)(nil),            // 10: kith.admin.v1.UnpinPolicyRequest
+	(*UnpinPolicyResponse)(nil),           // 11: kith.admin.v1.UnpinPolicyResponse
+	(*Grant)(nil),                         // 12: kith.admin.v1.Grant
+	(*CreateGrantRequest)(nil),            // 13: kith.admin.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),           // 14: kith.admin.v1.CreateGrantResponse
+	(*RevokeGrantsRequest)(nil),           // 15: kith.admin.v1.RevokeGrantsRequest
+	(*RevokeGrantsResponse)(nil),          // 16: kith.admin.v1.RevokeGrantsResponse
+	(*GetEnforcementRequest)(nil),         // 17: kith.admin.v1.GetEnforcementRequest
+	(*GetEnforcementResponse)(nil),        // 18: kith.admin.v1.GetEnforcementResponse
+	(*ListGrantsRequest)(nil),             // 19: kith.admin.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),            // 20: kith.admin.v1.ListGrantsResponse
+	(*SetTargetModeRequest)(nil),          // 21: kith.admin.v1.SetTargetModeRequest
+	(*SetTargetModeResponse)(nil),         // 22: kith.admin.v1.SetTargetModeResponse
+	(*ListTargetModesRequest)(nil),        // 23: kith.admin.v1.ListTargetModesRequest
+	(*ListTargetModesResponse)(nil),       // 24: kith.admin.v1.ListTargetModesResponse
+	(*CanRequest)(nil),                    // 25: kith.admin.v1.CanRequest
+	(*CanResponse)(nil),                   // 26: kith.admin.v1.CanResponse
+	(*Entry)(nil),                         // 27: kith.admin.v1.Entry
+	(*CreateEntryRequest)(nil),            // 28: kith.admin.v1.CreateEntryRequest
+	(*CreateEntryResponse)(nil),           // 29: kith.admin.v1.CreateEntryResponse
+	(*BatchCreateEntriesRequest)(nil),     // 30: kith.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResponse)(nil),    // 31: kith.admin.v1.BatchCreateEntriesResponse
+	(*GetEntryRequest)(nil),               // 32: kith.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),              // 33: kith.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),            // 34: kith.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),           // 35: kith.admin.v1.ListEntriesResponse
+	(*UpdateEntryRequest)(nil),            // 36: kith.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),           // 37: kith.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),            // 38: kith.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),           // 39: kith.admin.v1.DeleteEntryResponse
+	(*JoinToken)(nil),                     // 40: kith.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),        // 41: kith.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),       // 42: kith.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),         // 43: kith.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),        // 44: kith.admin.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),        // 45: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),       // 46: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                         // 47: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),             // 48: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 49: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),               // 50: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),              // 51: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),             // 52: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),            // 53: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),               // 54: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),              // 55: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),             // 56: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),            // 57: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),           // 58: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),          // 59: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),            // 60: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),           // 61: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),              // 62: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),             // 63: kith.admin.v1.GetBundleResponse
+	(*FederatedBundle)(nil),               // 64: kith.admin.v1.FederatedBundle
+	(*SetFederatedBundleRequest)(nil),     // 65: kith.admin.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),    // 66: kith.admin.v1.SetFederatedBundleResponse
+	(*ListFederatedBundlesRequest)(nil),   // 67: kith.admin.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),  // 68: kith.admin.v1.ListFederatedBundlesResponse
+	(*DeleteFederatedBundleRequest)(nil),  // 69: kith.admin.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil), // 70: kith.admin.v1.DeleteFederatedBundleResponse
+	(*Federation)(nil),                    // 71: kith.admin.v1.Federation
+	(*CreateFederationRequest)(nil),       // 72: kith.admin.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),      // 73: kith.admin.v1.CreateFederationResponse
+	(*UpdateFederationRequest)(nil),       // 74: kith.admin.v1.UpdateFederationRequest
+	(*UpdateFederationResponse)(nil),      // 75: kith.admin.v1.UpdateFederationResponse
+	(*ListFederationsRequest)(nil),        // 76: kith.admin.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),       // 77: kith.admin.v1.ListFederationsResponse
+	(*DeleteFederationRequest)(nil),       // 78: kith.admin.v1.DeleteFederationRequest
+	(*DeleteFederationResponse)(nil),      // 79: kith.admin.v1.DeleteFederationResponse
+	(*Authority)(nil),                     // 80: kith.admin.v1.Authority
+	(*ListAuthoritiesRequest)(nil),        // 81: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),       // 82: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),               // 83: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),              // 84: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                    // 85: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),        // 86: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),       // 87: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),            // 88: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),           // 89: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                     // 90: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),           // 91: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),          // 92: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),             // 93: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),            // 94: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),          // 95: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),         // 96: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),    // 97: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil),   // 98: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),             // 99: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),            // 100: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),               // 101: kith.admin.v1.KubernetesGrant
+	nil,                                   // 102: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                   // 103: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                   // 104: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 105: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	89, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	89, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
-	0,  // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
-	1,  // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
-	0,  // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	89, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	12, // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
-	12, // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
-	12, // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	12, // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	86, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
-	87, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	88, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	89, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	89, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
-	27, // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
-	27, // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
-	27, // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	27, // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	89, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	89, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
-	40, // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	40, // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
-	40, // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	89, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	89, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
-	47, // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	47, // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	89, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 41: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	89, // 42: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	89, // 43: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	89, // 44: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	64, // 45: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	64, // 46: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	89, // 47: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	89, // 48: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	69, // 49: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	74, // 50: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	89, // 51: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	74, // 52: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	83, // 53: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	84, // 54: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	85, // 55: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	28, // 56: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	30, // 57: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	32, // 58: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	34, // 59: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	36, // 60: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	38, // 61: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	41, // 62: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	43, // 63: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	45, // 64: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	48, // 65: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	50, // 66: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	52, // 67: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	54, // 68: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	56, // 69: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	58, // 70: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	60, // 71: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	62, // 72: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	65, // 73: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	67, // 74: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	70, // 75: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	72, // 76: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	75, // 77: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	77, // 78: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	79, // 79: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13, // 80: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15, // 81: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19, // 82: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21, // 83: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23, // 84: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	25, // 85: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17, // 86: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	2,  // 87: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,  // 88: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,  // 89: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,  // 90: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10, // 91: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	81, // 92: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	29, // 93: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	31, // 94: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	33, // 95: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	35, // 96: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	37, // 97: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	39, // 98: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	42, // 99: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	44, // 100: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	46, // 101: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	49, // 102: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	51, // 103: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	53, // 104: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	55, // 105: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	57, // 106: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	59, // 107: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	61, // 108: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	63, // 109: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	66, // 110: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	68, // 111: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	71, // 112: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	73, // 113: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	76, // 114: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	78, // 115: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	80, // 116: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14, // 117: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16, // 118: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20, // 119: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22, // 120: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24, // 121: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	26, // 122: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18, // 123: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	3,  // 124: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,  // 125: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,  // 126: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,  // 127: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11, // 128: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	82, // 129: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	93, // [93:130] is the sub-list for method output_type
-	56, // [56:93] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	105, // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	105, // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	0,   // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
+	1,   // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
+	0,   // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
+	105, // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	105, // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	12,  // 7: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
+	12,  // 8: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
+	12,  // 9: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	12,  // 10: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
+	102, // 11: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	103, // 12: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	104, // 13: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	105, // 14: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	105, // 15: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	27,  // 16: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27,  // 17: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27,  // 18: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
+	27,  // 19: kith.admin.v1.BatchCreateEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27,  // 20: kith.admin.v1.GetEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27,  // 21: kith.admin.v1.ListEntriesResponse.entries:type_name -> kith.admin.v1.Entry
+	27,  // 22: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
+	27,  // 23: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	27,  // 24: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
+	105, // 25: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	105, // 26: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	105, // 27: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	40,  // 28: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	40,  // 29: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
+	40,  // 30: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
+	105, // 31: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	105, // 32: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	105, // 33: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	47,  // 34: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
+	47,  // 35: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47,  // 36: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47,  // 37: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	47,  // 38: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
+	105, // 39: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	105, // 40: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	105, // 41: kith.admin.v1.FederatedBundle.updated_at:type_name -> google.protobuf.Timestamp
+	64,  // 42: kith.admin.v1.SetFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
+	64,  // 43: kith.admin.v1.ListFederatedBundlesResponse.bundles:type_name -> kith.admin.v1.FederatedBundle
+	64,  // 44: kith.admin.v1.DeleteFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
+	105, // 45: kith.admin.v1.Federation.created_at:type_name -> google.protobuf.Timestamp
+	105, // 46: kith.admin.v1.Federation.updated_at:type_name -> google.protobuf.Timestamp
+	105, // 47: kith.admin.v1.Federation.last_refresh:type_name -> google.protobuf.Timestamp
+	105, // 48: kith.admin.v1.Federation.next_refresh:type_name -> google.protobuf.Timestamp
+	64,  // 49: kith.admin.v1.Federation.bundle:type_name -> kith.admin.v1.FederatedBundle
+	71,  // 50: kith.admin.v1.CreateFederationRequest.federation:type_name -> kith.admin.v1.Federation
+	71,  // 51: kith.admin.v1.CreateFederationResponse.federation:type_name -> kith.admin.v1.Federation
+	71,  // 52: kith.admin.v1.UpdateFederationRequest.federation:type_name -> kith.admin.v1.Federation
+	71,  // 53: kith.admin.v1.UpdateFederationResponse.federation:type_name -> kith.admin.v1.Federation
+	71,  // 54: kith.admin.v1.ListFederationsResponse.federations:type_name -> kith.admin.v1.Federation
+	71,  // 55: kith.admin.v1.DeleteFederationResponse.federation:type_name -> kith.admin.v1.Federation
+	105, // 56: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	105, // 57: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	105, // 58: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	105, // 59: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	80,  // 60: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	80,  // 61: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	105, // 62: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	105, // 63: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	85,  // 64: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	90,  // 65: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	105, // 66: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	90,  // 67: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	99,  // 68: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	100, // 69: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	101, // 70: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	28,  // 71: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	30,  // 72: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	32,  // 73: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	34,  // 74: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	36,  // 75: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	38,  // 76: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	41,  // 77: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	43,  // 78: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	45,  // 79: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	48,  // 80: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	50,  // 81: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	52,  // 82: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	54,  // 83: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	56,  // 84: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	58,  // 85: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	60,  // 86: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	62,  // 87: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	65,  // 88: kith.admin.v1.AdminService.SetFederatedBundle:input_type -> kith.admin.v1.SetFederatedBundleRequest
+	67,  // 89: kith.admin.v1.AdminService.ListFederatedBundles:input_type -> kith.admin.v1.ListFederatedBundlesRequest
+	69,  // 90: kith.admin.v1.AdminService.DeleteFederatedBundle:input_type -> kith.admin.v1.DeleteFederatedBundleRequest
+	72,  // 91: kith.admin.v1.AdminService.CreateFederation:input_type -> kith.admin.v1.CreateFederationRequest
+	74,  // 92: kith.admin.v1.AdminService.UpdateFederation:input_type -> kith.admin.v1.UpdateFederationRequest
+	76,  // 93: kith.admin.v1.AdminService.ListFederations:input_type -> kith.admin.v1.ListFederationsRequest
+	78,  // 94: kith.admin.v1.AdminService.DeleteFederation:input_type -> kith.admin.v1.DeleteFederationRequest
+	81,  // 95: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	83,  // 96: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	86,  // 97: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	88,  // 98: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	91,  // 99: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	93,  // 100: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	95,  // 101: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13,  // 102: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15,  // 103: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19,  // 104: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21,  // 105: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23,  // 106: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	25,  // 107: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17,  // 108: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	2,   // 109: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,   // 110: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,   // 111: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,   // 112: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10,  // 113: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	97,  // 114: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	29,  // 115: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	31,  // 116: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	33,  // 117: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	35,  // 118: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	37,  // 119: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	39,  // 120: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	42,  // 121: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	44,  // 122: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	46,  // 123: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	49,  // 124: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	51,  // 125: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	53,  // 126: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	55,  // 127: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	57,  // 128: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	59,  // 129: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	61,  // 130: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	63,  // 131: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	66,  // 132: kith.admin.v1.AdminService.SetFederatedBundle:output_type -> kith.admin.v1.SetFederatedBundleResponse
+	68,  // 133: kith.admin.v1.AdminService.ListFederatedBundles:output_type -> kith.admin.v1.ListFederatedBundlesResponse
+	70,  // 134: kith.admin.v1.AdminService.DeleteFederatedBundle:output_type -> kith.admin.v1.DeleteFederatedBundleResponse
+	73,  // 135: kith.admin.v1.AdminService.CreateFederation:output_type -> kith.admin.v1.CreateFederationResponse
+	75,  // 136: kith.admin.v1.AdminService.UpdateFederation:output_type -> kith.admin.v1.UpdateFederationResponse
+	77,  // 137: kith.admin.v1.AdminService.ListFederations:output_type -> kith.admin.v1.ListFederationsResponse
+	79,  // 138: kith.admin.v1.AdminService.DeleteFederation:output_type -> kith.admin.v1.DeleteFederationResponse
+	82,  // 139: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	84,  // 140: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	87,  // 141: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	89,  // 142: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	92,  // 143: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	94,  // 144: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	96,  // 145: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14,  // 146: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16,  // 147: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20,  // 148: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22,  // 149: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24,  // 150: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	26,  // 151: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18,  // 152: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	3,   // 153: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,   // 154: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,   // 155: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,   // 156: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11,  // 157: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	98,  // 158: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	115, // [115:159] is the sub-list for method output_type
+	71,  // [71:115] is the sub-list for method input_type
+	71,  // [71:71] is the sub-list for extension type_name
+	71,  // [71:71] is the sub-list for extension extendee
+	0,   // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -5622,7 +6601,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   89,
+			NumMessages:   105,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
