@@ -226,7 +226,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
-		Authz: s.policy, Policy: s.policy, Reports: st,
+		Authz: s.policy, Policy: s.policy, Reports: st, Bundles: st,
 		TrustDomain: td, Attestors: nodeAttestors, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: c.SVID.AgentTTL.D(),
 		Now:      cfg.Now,

@@ -1479,8 +1479,11 @@ type CanResponse struct {
 	Headers        map[string]string      `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Grant          string                 `protobuf:"bytes,6,opt,name=grant,proto3" json:"grant,omitempty"`
 	PolicyRevision string                 `protobuf:"bytes,7,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Which bundle verifies the caller's X.509-SVID: this trust domain's own (the CA's) or a federated
+	// trust domain's; or why none does.
+	VerifiedBy    string `protobuf:"bytes,8,opt,name=verified_by,json=verifiedBy,proto3" json:"verified_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CanResponse) Reset() {
@@ -1558,6 +1561,13 @@ func (x *CanResponse) GetGrant() string {
 func (x *CanResponse) GetPolicyRevision() string {
 	if x != nil {
 		return x.PolicyRevision
+	}
+	return ""
+}
+
+func (x *CanResponse) GetVerifiedBy() string {
+	if x != nil {
+		return x.VerifiedBy
 	}
 	return ""
 }
@@ -5923,7 +5933,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\"\xba\x02\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"\xdb\x02\n" +
 	"\vCanResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12%\n" +
 	"\x0epolicy_allowed\x18\x02 \x01(\bR\rpolicyAllowed\x12\x18\n" +
@@ -5931,7 +5941,9 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\x12A\n" +
 	"\aheaders\x18\x05 \x03(\v2'.kith.admin.v1.CanResponse.HeadersEntryR\aheaders\x12\x14\n" +
 	"\x05grant\x18\x06 \x01(\tR\x05grant\x12'\n" +
-	"\x0fpolicy_revision\x18\a \x01(\tR\x0epolicyRevision\x1a:\n" +
+	"\x0fpolicy_revision\x18\a \x01(\tR\x0epolicyRevision\x12\x1f\n" +
+	"\vverified_by\x18\b \x01(\tR\n" +
+	"verifiedBy\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x04\n" +
