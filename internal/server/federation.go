@@ -56,7 +56,8 @@ func (s *Server) bundleEndpoint() (*http.Server, error) {
 		}
 		tlsCfg.GetCertificate = kp.get
 	default:
-		tlsCfg.GetCertificate = s.own.getCertificate
+		// s.own is made with the agent API's server, after this: read it at each handshake.
+		tlsCfg.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return s.own.getCertificate(h) }
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
