@@ -21,7 +21,9 @@ func TestFederatedBundlesOnlyForEntriesThatFederate(t *testing.T) {
 	partner := spiffeid.RequireTrustDomainFromString("partner.test")
 	other := spiffeid.RequireTrustDomainFromString("other.test")
 	c.SetFederatedBundles(map[spiffeid.TrustDomain]*spiffebundle.Bundle{partner: spiffebundle.New(partner)})
-	sel := func(uid string) attestation.Selector { return attestation.Selector{Type: "unix", Key: "uid", Value: uid} }
+	sel := func(uid string) attestation.Selector {
+		return attestation.Selector{Type: "unix", Key: "uid", Value: uid}
+	}
 	fed := spiffeid.RequireFromPath(td, "/fed")
 	c.ReplaceEntries([]cache.Entry{
 		{ID: "fed", SPIFFEID: fed, Selectors: []attestation.Selector{sel("1")}, FederatesWith: []spiffeid.TrustDomain{partner, other}},
