@@ -5,7 +5,7 @@ BIN       := bin/kith
 PKGS      := ./...
 E2E_TAGS  := e2e
 
-.PHONY: build test test-unit test-e2e test-k8s test-upstream test-postgres test-oidc check-generate check-tidy bench demo generate lint clean
+.PHONY: build test test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation check-generate check-tidy bench demo generate lint clean
 
 # Stamp the VCS revision into the binary (kith version) when building from a git checkout.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo auto || echo false)
@@ -15,7 +15,7 @@ build:
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres test-oidc
+test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
@@ -53,6 +53,12 @@ test-postgres: build
 test-oidc: build
 	@provider="$$(./scripts/components/oidc.sh)" && \
 	KITH_OIDC_PROVIDER="$$provider" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'e2e oidc' -run '^TestOIDC' ./test/e2e/...
+
+# Federation with a real SPIRE 1.13 server (build tags e2e,federation, tests named TestSPIRE*): spire.sh builds
+# spire-server and spire-agent once from the Go module proxy (cgo: needs gcc) into ~/.cache/kith-test.
+test-federation: build
+	@spire="$$(./scripts/components/spire.sh)" && \
+	KITH_SPIRE="$$spire" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags e2e,federation -run '^TestSPIRE' ./test/e2e/...
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:

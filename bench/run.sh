@@ -2,7 +2,7 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin federation
 #
 # k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
 # minutes cold). ha needs PostgreSQL: scripts/components/postgres.sh installs it (apt-get) when missing.
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin federation)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -27,7 +27,7 @@ header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%
 echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
 
 needs_kith=0
-for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s | ha) needs_kith=1 ;; esac; done
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s | ha | federation) needs_kith=1 ;; esac; done
 if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
@@ -55,6 +55,10 @@ for item in "${ITEMS[@]}"; do
 	propagation)
 		header "3. Entry created → SVID in the workload: bench/propagation -trials 200"
 		"$OUT/propagation" -kith bin/kith -trials 200
+		;;
+	federation)
+		header "12. Federation: bundle endpoint requests/s, CA change → federated server: bench/federation -clients 8 -duration 5s -trials 5"
+		"$OUT/federation" -kith bin/kith -clients 8 -duration 5s -trials 5
 		;;
 	fetch)
 		header "4. Workload API fetch on a fresh connection: bench/fetch -calls 1000"

@@ -80,6 +80,8 @@ type CA struct {
 
 	subMu sync.Mutex
 	subs  map[chan struct{}]struct{}
+
+	issuer atomic.Pointer[string] // the iss claim; see SetJWTIssuer
 }
 
 // authority is an Authority with its parsed certificate or public key and, unless retired, its key.
@@ -206,6 +208,18 @@ func fillConfig(cfg *Config) error {
 	}
 	return nil
 }
+
+// JWTIssuer returns the iss claim JWT-SVIDs carry ("" for none).
+func (c *CA) JWTIssuer() string {
+	if p := c.issuer.Load(); p != nil {
+		return *p
+	}
+	return c.cfg.JWTIssuer
+}
+
+// SetJWTIssuer sets the iss claim of the JWT-SVIDs signed from now on, for a server that learns its
+// advertised URL only once it has bound its port.
+func (c *CA) SetJWTIssuer(iss string) { c.issuer.Store(&iss) }
 
 // TrustDomain returns the trust domain the CA issues for.
 func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.td }

@@ -142,7 +142,7 @@ func (c *CA) signJWTSVID(id spiffeid.ID, audience []string, ttl time.Duration) (
 		}
 	}
 	now, exp := is.now, is.exp
-	payload, err := json.Marshal(jwtClaims{Issuer: c.cfg.JWTIssuer, Subject: id.String(), Audience: audience, Expiry: exp.Unix(), IssuedAt: now.Unix()})
+	payload, err := json.Marshal(jwtClaims{Issuer: c.JWTIssuer(), Subject: id.String(), Audience: audience, Expiry: exp.Unix(), IssuedAt: now.Unix()})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("marshal claims: %w", err)
 	}

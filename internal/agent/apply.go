@@ -21,6 +21,9 @@ func (a *Agent) applySync(ctx context.Context, msg *agentv1.SyncResponse) error 
 			return err
 		}
 	}
+	if msg.GetFederatedBundles() != nil {
+		a.applyFederatedBundles(msg.GetFederatedBundles())
+	}
 	if msg.GetPolicy() != nil {
 		errText := ""
 		if err := a.policy.ApplyPolicy(ctx, msg.GetPolicy()); err != nil {
@@ -48,8 +51,16 @@ func (a *Agent) applySync(ctx context.Context, msg *agentv1.SyncResponse) error 
 			a.log.Warn("skipping entry with bad selectors", "entry", pe.GetId(), "error", err)
 			continue
 		}
+		var fed []spiffeid.TrustDomain
+		for _, n := range pe.GetFederatesWith() {
+			if td, err := spiffeid.TrustDomainFromString(n); err == nil {
+				fed = append(fed, td)
+			} else {
+				a.log.Warn("entry federates with a bad trust domain name; ignoring it", "entry", pe.GetId(), "error", err)
+			}
+		}
 		entries = append(entries, cache.Entry{
-			ID: pe.GetId(), SPIFFEID: id, Selectors: sels,
+			ID: pe.GetId(), SPIFFEID: id, Selectors: sels, FederatesWith: fed,
 			X509TTL: time.Duration(pe.GetX509TtlSeconds()) * time.Second, JWTTTL: time.Duration(pe.GetJwtTtlSeconds()) * time.Second,
 			DNSNames: pe.GetDnsNames(), Labels: pe.GetLabels(), Revision: pe.GetRevision(),
 		})
@@ -75,4 +86,25 @@ func (a *Agent) applyBundle(pb *agentv1.Bundle) error {
 	a.cache.SetBundle(b)
 	a.persist.MarkDirty()
 	return nil
+}
+
+// applyFederatedBundles takes the federated trust domains' bundles the server sent (all of them: they
+// replace those held). A bundle that does not parse is skipped and logged; the rest still apply.
+func (a *Agent) applyFederatedBundles(fb *agentv1.FederatedBundles) {
+	bs := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(fb.GetBundles()))
+	for _, pb := range fb.GetBundles() {
+		td, err := spiffeid.TrustDomainFromString(pb.GetTrustDomain())
+		if err != nil || td == a.td {
+			a.log.Warn("skipping a federated bundle with a bad trust domain", "trust_domain", pb.GetTrustDomain())
+			continue
+		}
+		b, err := spiffebundle.Parse(td, pb.GetSpiffeBundle())
+		if err != nil {
+			a.log.Warn("skipping a federated bundle that does not parse", "trust_domain", td.Name(), "error", err)
+			continue
+		}
+		bs[td] = b
+	}
+	a.cache.SetFederatedBundles(bs)
+	a.persist.MarkDirty()
 }

@@ -45,5 +45,6 @@ func (e *env) bundleCommand() *cobra.Command {
 	}
 	show.Flags().StringVar(&format, "format", "pem", "pem (X.509 roots) or spiffe (SPIFFE bundle JSON with JWT keys; also -o json)")
 	cmd.AddCommand(show)
+	cmd.AddCommand(e.federatedBundleCommands()...)
 	return cmd
 }

@@ -143,6 +143,7 @@ func (e *env) rootCommand() *cobra.Command {
 		e.tokenCommand(),
 		e.svidCommand(),
 		e.bundleCommand(),
+		e.federationCommand(),
 		e.caCommand(),
 		e.auditCommand(),
 		e.agentsCommand(),

@@ -28,6 +28,7 @@ type entryFlags struct {
 	jwtTTL        time.Duration
 	dnsNames      []string
 	labels        []string
+	federatesWith []string
 }
 
 func (f *entryFlags) bind(cmd *cobra.Command) {
@@ -40,6 +41,7 @@ func (f *entryFlags) bind(cmd *cobra.Command) {
 	ttlVar(fl, &f.jwtTTL, "jwt-ttl", "JWT-SVID lifetime (default: the server's svid.jwt_ttl)")
 	fl.StringSliceVar(&f.dnsNames, "dns-name", nil, "DNS SAN to add to the X.509-SVID (repeatable)")
 	fl.StringSliceVar(&f.labels, "label", nil, "label key=value, e.g. env=dev (repeatable)")
+	fl.StringSliceVar(&f.federatesWith, "federates-with", nil, "another trust domain whose bundle the workload also receives, e.g. partner.org (repeatable; see kith federation)")
 }
 
 func (f *entryFlags) proto() (*adminv1.Entry, error) {
@@ -50,7 +52,7 @@ func (f *entryFlags) proto() (*adminv1.Entry, error) {
 	return &adminv1.Entry{
 		SpiffeId: f.spiffeID, ParentId: f.parent, NodeSelectors: f.nodeSelectors, Selectors: f.selectors,
 		X509TtlSeconds: int64(f.ttl / time.Second), JwtTtlSeconds: int64(f.jwtTTL / time.Second),
-		DnsNames: f.dnsNames, Labels: labels,
+		DnsNames: f.dnsNames, Labels: labels, FederatesWith: f.federatesWith,
 	}, nil
 }
 
@@ -65,7 +67,7 @@ func (e *env) entryCommand() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataFile != "" {
-				for _, name := range []string{"spiffe-id", "parent", "node-selector", "selector", "ttl", "jwt-ttl", "dns-name", "label"} {
+				for _, name := range []string{"spiffe-id", "parent", "node-selector", "selector", "ttl", "jwt-ttl", "dns-name", "label", "federates-with"} {
 					if cmd.Flags().Changed(name) {
 						return usage(fmt.Errorf("--data and --%s: the file says everything about its entries, give one or the other", name))
 					}
@@ -187,6 +189,9 @@ func (e *env) entryCommand() *cobra.Command {
 			if fl.Changed("dns-name") {
 				pe.DnsNames = uf.dnsNames
 			}
+			if fl.Changed("federates-with") {
+				pe.FederatesWith = uf.federatesWith
+			}
 			if fl.Changed("label") {
 				if pe.Labels, err = parseLabels(uf.labels); err != nil {
 					return err
@@ -256,6 +261,7 @@ func (e *env) entryDetailText(pe *adminv1.Entry) {
 	fmt.Fprintf(w, "JWT TTL:        %s\n", fmtSeconds(pe.GetJwtTtlSeconds()))
 	fmt.Fprintf(w, "DNS names:      %s\n", orDash(strings.Join(pe.GetDnsNames(), ", ")))
 	fmt.Fprintf(w, "Labels:         %s\n", fmtLabels(pe.GetLabels()))
+	fmt.Fprintf(w, "Federates with: %s\n", orDash(strings.Join(pe.GetFederatesWith(), ", ")))
 	fmt.Fprintf(w, "Created:        %s\n", fmtTime(pe.GetCreatedAt()))
 	fmt.Fprintf(w, "Updated:        %s\n", fmtTime(pe.GetUpdatedAt()))
 	fmt.Fprintf(w, "Revision:       %d\n", pe.GetRevision())

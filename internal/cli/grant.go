@@ -497,7 +497,7 @@ func (e *env) canCommand() *cobra.Command {
 func (e *env) printCan(resp *adminv1.CanResponse, caller, target, method, path string) error {
 	fail := func(err error) error { return &exitError{code: 2, err: err} }
 	out := map[string]any{"allowed": resp.GetAllowed(), "reasons": nonNil(resp.GetReasons()), "mode": resp.GetMode(),
-		"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision()}
+		"policy_allowed": resp.GetPolicyAllowed(), "grant": resp.GetGrant(), "headers": resp.GetHeaders(), "policy_revision": resp.GetPolicyRevision(), "verified_by": resp.GetVerifiedBy()}
 	err := e.print(out, func() {
 		verdict := "DENIED"
 		if resp.GetAllowed() {
@@ -519,6 +519,9 @@ func (e *env) printCan(resp *adminv1.CanResponse, caller, target, method, path s
 		}
 		for k, v := range resp.GetHeaders() {
 			fmt.Fprintf(e.stdout, "  header %s: %s\n", k, v)
+		}
+		if v := resp.GetVerifiedBy(); v != "" {
+			fmt.Fprintf(e.stdout, "  caller verified by: %s\n", v)
 		}
 	})
 	if err != nil {

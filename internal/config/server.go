@@ -41,6 +41,31 @@ type Server struct {
 	Users Users `yaml:"users"`
 	// NodeAttestors configures node attestation besides join tokens (always on).
 	NodeAttestors NodeAttestors `yaml:"node_attestors"`
+	// Federation configures the bundle endpoint other trust domains fetch this one's bundle from
+	// (docs/federation.md). Relationships with other trust domains are kept in the store (kith federation).
+	Federation Federation `yaml:"federation"`
+}
+
+// Federation configures federation with other trust domains.
+type Federation struct {
+	BundleEndpoint BundleEndpoint `yaml:"bundle_endpoint"`
+}
+
+// BundleEndpoint serves this trust domain's bundle by the SPIFFE Trust Domain and Bundle specification.
+type BundleEndpoint struct {
+	// Address to listen on (e.g. :8443). Default none: no bundle endpoint. Env
+	// KITH_FEDERATION_BUNDLE_ENDPOINT_ADDRESS.
+	Address string `yaml:"address"`
+	// Profile: https_spiffe (served with the server's own SVID, spiffe://TD/kith/server) or https_web
+	// (served with CertFile and KeyFile, a Web PKI certificate). Default https_spiffe.
+	Profile string `yaml:"profile"`
+	// CertFile and KeyFile (PEM) for https_web; reread when they change. Required with https_web.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// RefreshHint is the spiffe_refresh_hint of the served bundle: how often federated servers fetch it.
+	// Default the CA's (ca.intermediate_ttl / 10, between 1m and 1h). Env
+	// KITH_FEDERATION_BUNDLE_ENDPOINT_REFRESH_HINT.
+	RefreshHint Duration `yaml:"refresh_hint"`
 }
 
 // NodeAttestors configures the node attestation methods agents may use besides join tokens.
@@ -151,6 +176,10 @@ type Listen struct {
 	// AdvertiseHTTP is the public base URL of the HTTP port used as the OIDC issuer.
 	// Default http://<listen.http with localhost for an empty host>. Env KITH_LISTEN_ADVERTISE_HTTP.
 	AdvertiseHTTP string `yaml:"advertise_http"`
+	// OIDCDiscovery is an extra address that serves only /.well-known/openid-configuration and the JWKS
+	// (/.well-known/jwks.json, /keys), for exposing them publicly without the rest of the HTTP API.
+	// Default none. Env KITH_LISTEN_OIDC_DISCOVERY.
+	OIDCDiscovery string `yaml:"oidc_discovery"`
 }
 
 // Admin configures who may use the admin socket. Every connection's peer credentials (SO_PEERCRED) are
@@ -234,7 +263,7 @@ type CA struct {
 	Organization string `yaml:"organization"`
 	// JWTIssuer is the iss claim of JWT-SVIDs and the issuer named by /.well-known/openid-configuration:
 	// set it to the public URL of the HTTP port when OIDC relying parties (cloud IAM federation) accept
-	// Kith's JWT-SVIDs. Default none: no iss claim. Env KITH_CA_JWT_ISSUER.
+	// Kith's JWT-SVIDs. Default listen.advertise_http: JWT-SVIDs always carry iss. Env KITH_CA_JWT_ISSUER.
 	JWTIssuer string `yaml:"jwt_issuer"`
 	// Upstream, when one of its kinds is set, signs the CA's intermediates and supplies the trust bundle's
 	// roots instead of the CA's own self-signed root (docs/ca.md, "Upstream authorities").
@@ -613,6 +642,14 @@ func (c *Server) validate() error {
 	if err := c.CA.Upstream.validate(); err != nil {
 		return err
 	}
+	if c.Listen.OIDCDiscovery != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.OIDCDiscovery); err != nil {
+			return &FieldError{"listen.oidc_discovery", fmt.Sprintf("%q is not host:port (e.g. :8443)", c.Listen.OIDCDiscovery)}
+		}
+	}
+	if err := c.Federation.BundleEndpoint.validate(); err != nil {
+		return err
+	}
 	return c.NodeAttestors.K8sPSAT.validate(c.TrustDomain)
 }
 
@@ -799,6 +836,37 @@ func (s Store) validate() error {
 		return &FieldError{"store.url", "with store.driver sqlite the URL must be sqlite:///path/kith.db (or leave it empty and set store.dsn)"}
 	case s.MaxConns < 1 || s.MaxConns > 1000:
 		return &FieldError{"store.max_conns", fmt.Sprintf("%d is not a pool size: use 1 to 1000 (default 10)", s.MaxConns)}
+	}
+	return nil
+}
+
+func (b *BundleEndpoint) validate() error {
+	const f = "federation.bundle_endpoint."
+	if b.Address == "" {
+		for _, o := range []struct{ field, v string }{{"profile", b.Profile}, {"cert_file", b.CertFile}, {"key_file", b.KeyFile}} {
+			if o.v != "" {
+				return &FieldError{f + o.field, "is set but " + f + "address is not: set the address to serve the bundle on"}
+			}
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(b.Address); err != nil {
+		return &FieldError{f + "address", fmt.Sprintf("%q is not host:port (e.g. :8443)", b.Address)}
+	}
+	if b.Profile == "" {
+		b.Profile = "https_spiffe"
+	}
+	if err := oneOf(f+"profile", b.Profile, "https_spiffe", "https_web"); err != nil {
+		return err
+	}
+	switch {
+	case b.Profile == "https_web" && (b.CertFile == "" || b.KeyFile == ""):
+		return &FieldError{f + "cert_file", "https_web serves a Web PKI certificate: set cert_file and key_file (PEM)"}
+	case b.Profile == "https_spiffe" && (b.CertFile != "" || b.KeyFile != ""):
+		return &FieldError{f + "cert_file", "https_spiffe serves the server's own SVID: cert_file and key_file are for https_web"}
+	}
+	if h := b.RefreshHint.D(); h != 0 && (h < time.Second || h > 24*time.Hour) {
+		return &FieldError{f + "refresh_hint", fmt.Sprintf("%s is outside the allowed range 1s to 24h", h)}
 	}
 	return nil
 }

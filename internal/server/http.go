@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,14 +49,7 @@ func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveOIDC(w http.ResponseWriter, _ *http.Request) {
-	issuer := s.cfg.Config.CA.JWTIssuer
-	if issuer == "" {
-		issuer = s.cfg.Config.Listen.AdvertiseHTTP
-	}
-	if strings.HasSuffix(issuer, ":0") {
-		// Port 0 was asked for: advertise the port actually bound.
-		issuer = "http://" + s.HTTPAddr().String()
-	}
+	issuer := s.issuer()
 	writeJSON(w, map[string]any{
 		"issuer":                                issuer,
 		"jwks_uri":                              issuer + "/.well-known/jwks.json",

@@ -29,6 +29,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/federation"
 	"github.com/kithid/kith/internal/kubernetes/controllers"
 	"github.com/kithid/kith/internal/policy"
 	"github.com/kithid/kith/internal/server/adminapi"
@@ -89,11 +90,13 @@ type Server struct {
 	health      *readiness
 	anchor      *auditAnchor
 
-	mu        sync.Mutex
-	ready     chan struct{}
-	httpAddr  net.Addr
-	grpcAddr  net.Addr
-	adminAddr net.Addr // admin.listen, when on
+	mu         sync.Mutex
+	ready      chan struct{}
+	httpAddr   net.Addr
+	grpcAddr   net.Addr
+	adminAddr  net.Addr // admin.listen, when on
+	bundleAddr net.Addr // the bundle endpoint's, nil when none
+	oidcAddr   net.Addr // listen.oidc_discovery's, nil when none
 }
 
 // New opens the store and the CA in the data dir.
@@ -245,7 +248,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
-		Authz: s.policy, Policy: s.policy, Reports: st,
+		Authz: s.policy, Policy: s.policy, Reports: st, Bundles: st,
 		TrustDomain: td, Attestors: nodeAttestors, Agents: st, Entries: st, Changes: st, Audit: st, CA: authority,
 		AgentTTL: c.SVID.AgentTTL.D(),
 		Now:      cfg.Now,
@@ -283,6 +286,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			URL: c.Admin.URL, OIDC: oidcLogin},
 		Requests:     st,
 		AdminDecider: s.policy,
+		Federations:  st,
 	})
 	if err != nil {
 		st.Close()
@@ -330,6 +334,20 @@ func (s *Server) HTTPAddr() net.Addr {
 }
 
 // GRPCAddr is the bound agent API address, valid after Ready.
+// BundleEndpointAddr is the bundle endpoint's address once Run listens; nil when none is configured.
+func (s *Server) BundleEndpointAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bundleAddr
+}
+
+// OIDCDiscoveryAddr is listen.oidc_discovery's address once Run listens; nil when none is configured.
+func (s *Server) OIDCDiscoveryAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.oidcAddr
+}
+
 func (s *Server) GRPCAddr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -370,6 +388,41 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.httpAddr, s.grpcAddr = httpLis.Addr(), grpcLis.Addr()
 	s.mu.Unlock()
+	s.ca.SetJWTIssuer(s.issuer())
+	closeAll := func() { adminLis.Close(); httpLis.Close(); grpcLis.Close() }
+	var oidcLis, bundleLis net.Listener
+	if a := c.Listen.OIDCDiscovery; a != "" {
+		if oidcLis, err = net.Listen("tcp", a); err != nil {
+			closeAll()
+			return fmt.Errorf("listen oidc discovery on %s (listen.oidc_discovery): %w", a, err)
+		}
+	}
+	bundleSrv, err := s.bundleEndpoint()
+	if err == nil && bundleSrv != nil {
+		if bundleLis, err = net.Listen("tcp", c.Federation.BundleEndpoint.Address); err != nil {
+			err = fmt.Errorf("listen on %s (federation.bundle_endpoint.address): %w", c.Federation.BundleEndpoint.Address, err)
+		}
+	}
+	if err != nil {
+		closeAll()
+		if oidcLis != nil {
+			oidcLis.Close()
+		}
+		return err
+	}
+	s.mu.Lock()
+	if bundleLis != nil {
+		s.bundleAddr = bundleLis.Addr()
+	}
+	if oidcLis != nil {
+		s.oidcAddr = oidcLis.Addr()
+	}
+	s.mu.Unlock()
+	refresher, err := federation.NewRefresher(federation.RefresherConfig{Store: s.store, Now: s.cfg.Now, Logger: s.log.With("component", "federation")})
+	if err != nil {
+		closeAll()
+		return err
+	}
 
 	adminSrv := grpc.NewServer(
 		grpc.Creds(adminCredentials()),
@@ -437,6 +490,17 @@ func (s *Server) Run(ctx context.Context) error {
 	if remoteSrv != nil {
 		g.Go(func() error { return ignoreClosed(remoteSrv.Serve(remoteLis)) })
 	}
+	g.Go(func() error { return refresher.Run(gctx) })
+	if bundleLis != nil {
+		g.Go(func() error { return serveTLS(gctx, bundleSrv, bundleLis) })
+	}
+	if oidcLis != nil {
+		oidcSrv := &http.Server{Handler: s.oidcHandler(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			go func() { <-gctx.Done(); _ = oidcSrv.Close() }()
+			return ignoreClosed(oidcSrv.Serve(oidcLis))
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.log.Info("shutting down")
@@ -452,13 +516,21 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	close(s.ready)
 	s.log.Info("kith server started", "trust_domain", s.td.Name(), "admin_socket", c.Listen.AdminSocket,
-		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "data_dir", c.DataDir)
+		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "data_dir", c.DataDir,
+		"jwt_issuer", s.issuer(), "bundle_endpoint", addrString(bundleLis), "oidc_discovery", addrString(oidcLis))
 	err = g.Wait()
 	os.Remove(c.Listen.AdminSocket)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+func addrString(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
 }
 
 func stopGracefully(ctx context.Context, srv *grpc.Server) {

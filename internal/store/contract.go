@@ -167,6 +167,29 @@ type Users interface {
 	DecideAccessRequest(ctx context.Context, actor, id, reason string, g *grant.Grant) (AccessRequest, error)
 }
 
+// Federations persists the bundles of other trust domains and the relationships the server refreshes them
+// from.
+type Federations interface {
+	// PutBundle inserts or replaces the bundle of b.TrustDomain (UpdatedAt and Revision set) with an audit
+	// row for action (bundle.set, bundle.refresh). The own trust domain is refused by the caller.
+	PutBundle(ctx context.Context, actor, action string, b FederatedBundle) (FederatedBundle, error)
+	// DeleteBundle deletes the bundle and returns it as it was; ErrNotFound if none.
+	DeleteBundle(ctx context.Context, actor string, td spiffeid.TrustDomain) (FederatedBundle, error)
+	// ListBundles returns every federated bundle ordered by trust domain.
+	ListBundles(ctx context.Context) ([]FederatedBundle, error)
+	// PutFederation creates (create true: ErrAlreadyExists if one exists) or replaces (ErrNotFound if none)
+	// the relationship, and stores first as its bundle in the same transaction when it is not nil.
+	PutFederation(ctx context.Context, actor string, create bool, f Federation, first *FederatedBundle) (Federation, error)
+	// DeleteFederation deletes the relationship (its bundle stays until deleted) and returns it as it was;
+	// ErrNotFound if none.
+	DeleteFederation(ctx context.Context, actor string, td spiffeid.TrustDomain) (Federation, error)
+	// ListFederations returns every relationship with its status, ordered by trust domain.
+	ListFederations(ctx context.Context) ([]Federation, error)
+	// SetFederationStatus records how a refresh went. Like reports it bumps no revision and writes no
+	// audit row; ErrNotFound if the relationship is gone.
+	SetFederationStatus(ctx context.Context, td spiffeid.TrustDomain, st FederationStatus) error
+}
+
 // Audit is the append-only, hash-chained audit log.
 type Audit interface {
 	// Audit appends an event that changes nothing else (its Revision is 0).
@@ -211,6 +234,7 @@ type Backend interface {
 	PolicyReports
 	RepositoryLabels
 	Users
+	Federations
 	Audit
 	Feed
 	Health

@@ -47,6 +47,8 @@ type Entry struct {
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	Revision      int64 // store revision of the last change to this entry
+	// FederatesWith are the other trust domains whose bundles the entry's workloads also receive.
+	FederatesWith []spiffeid.TrustDomain
 	// Source says where the entry comes from: "cli" (the default: the admin API) or "k8s:<resource>" (the
 	// Kubernetes controller keeps it; the admin API refuses to change or delete it).
 	Source string
@@ -167,6 +169,10 @@ const (
 	KindEnrolment ChangeKind = "enrolment"
 	KindLogin     ChangeKind = "login"
 	KindRequest   ChangeKind = "request"
+	// KindBundle is a federated trust domain's bundle (its ID is the trust domain name).
+	KindBundle ChangeKind = "bundle"
+	// KindFederation is a federation relationship (its ID is the trust domain name).
+	KindFederation ChangeKind = "federation"
 )
 
 // Change records that one object changed at a revision. Consumers read the object itself to see its state.
@@ -216,4 +222,47 @@ func CheckHead(ctx context.Context, a auditLister, count int64, hash []byte, v A
 // GrantKeyOf returns g's place in list order.
 func GrantKeyOf(g grant.Grant) GrantKey {
 	return GrantKey{Target: g.Target, Caller: g.Caller, ID: g.ID}
+}
+
+// Bundle sources.
+const (
+	BundleManual     = "manual"     // set by hand (kith bundle set)
+	BundleFederation = "federation" // refreshed from a federation relationship's bundle endpoint
+)
+
+// FederatedBundle is another trust domain's bundle this server trusts and hands to the workloads whose
+// entries federate with that trust domain.
+type FederatedBundle struct {
+	TrustDomain spiffeid.TrustDomain
+	Bundle      []byte // SPIFFE bundle JSON (X.509 roots, JWT keys, sequence number, refresh hint)
+	Source      string // BundleManual or BundleFederation
+	Sequence    uint64 // the bundle's spiffe_sequence as it came
+	UpdatedAt   time.Time
+	Revision    int64
+}
+
+// Federation profiles (SPIFFE Trust Domain and Bundle specification, bundle endpoint profiles).
+const (
+	ProfileHTTPSSPIFFE = "https_spiffe"
+	ProfileHTTPSWeb    = "https_web"
+)
+
+// Federation is a relationship with another trust domain whose bundle the server fetches from its bundle
+// endpoint.
+type Federation struct {
+	TrustDomain       spiffeid.TrustDomain
+	BundleEndpointURL string
+	Profile           string      // ProfileHTTPSSPIFFE or ProfileHTTPSWeb
+	EndpointSPIFFEID  spiffeid.ID // the endpoint server's SPIFFE ID (https_spiffe only)
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	Revision          int64
+	Status            FederationStatus
+}
+
+// FederationStatus is how the last refresh of a relationship went.
+type FederationStatus struct {
+	LastRefresh time.Time // last successful fetch (zero: never)
+	NextRefresh time.Time // when the server fetches again
+	LastError   string    // the last fetch's error; empty when it succeeded
 }

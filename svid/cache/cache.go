@@ -4,6 +4,7 @@
 package cache
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ type Entry struct {
 	DNSNames  []string
 	Labels    map[string]string
 	Revision  int64
+	// FederatesWith are the other trust domains whose bundles the entry's workloads also receive.
+	FederatesWith []spiffeid.TrustDomain
 }
 
 // Identity is an entry with the SVID the agent holds for it. Both are shared and must not be modified.
@@ -37,8 +40,10 @@ type Identity struct {
 // entry ID) and the bundles. Updates are shared between subscribers and must not be modified.
 type Update struct {
 	Identities []Identity
-	Bundle     *spiffebundle.Bundle                          // the agent's own trust domain
-	Federated  map[spiffeid.TrustDomain]*spiffebundle.Bundle // other trust domains (none yet)
+	Bundle     *spiffebundle.Bundle // the agent's own trust domain
+	// Federated are the bundles of the other trust domains the identities' entries federate with (and that
+	// the agent has a bundle for); nil when none.
+	Federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	// Seq increases with every change the subscriber is told about.
 	Seq uint64
 
@@ -82,6 +87,7 @@ type Cache struct {
 	svids    map[string]*SVID
 	bySel    map[attestation.Selector]map[string]struct{}
 	bundle   *spiffebundle.Bundle
+	fed      map[spiffeid.TrustDomain]*spiffebundle.Bundle // every federated bundle the server sent
 	revision int64
 	seq      uint64
 	groups   map[string]*group  // by selector-set key
@@ -213,6 +219,14 @@ func (c *Cache) viewLocked(g *group) *Update {
 	c.eachMatchLocked(g.selectors, g.set, func(e *Entry) {
 		if svid := c.svids[e.ID]; svid != nil {
 			u.Identities = append(u.Identities, Identity{Entry: e, SVID: svid})
+			for _, td := range e.FederatesWith {
+				if b := c.fed[td]; b != nil {
+					if u.Federated == nil {
+						u.Federated = map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+					}
+					u.Federated[td] = b
+				}
+			}
 		}
 	})
 	slices.SortFunc(u.Identities, func(a, b Identity) int { return compareEntries(a.Entry, b.Entry) })
@@ -232,8 +246,13 @@ func sortEntries(es []Entry) {
 
 // sameView reports whether two views show the same identities and bundle.
 func sameView(a, b *Update) bool {
-	if a.Bundle != b.Bundle || len(a.Identities) != len(b.Identities) {
+	if a.Bundle != b.Bundle || len(a.Identities) != len(b.Identities) || len(a.Federated) != len(b.Federated) {
 		return false
+	}
+	for td, x := range a.Federated {
+		if b.Federated[td] != x {
+			return false
+		}
 	}
 	for i := range a.Identities {
 		x, y := a.Identities[i], b.Identities[i]
@@ -364,6 +383,29 @@ func (c *Cache) SetBundle(b *spiffebundle.Bundle) {
 	defer c.mu.Unlock()
 	c.bundle = b
 	c.notifyLocked()
+}
+
+// SetFederatedBundles replaces the federated trust domains' bundles. A bundle equal to the one held is kept,
+// so that views whose bundles did not change are not sent again.
+func (c *Cache) SetFederatedBundles(bs map[spiffeid.TrustDomain]*spiffebundle.Bundle) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(bs))
+	for td, b := range bs {
+		if old := c.fed[td]; old != nil && old.Equal(b) {
+			b = old
+		}
+		next[td] = b
+	}
+	c.fed = next
+	c.notifyLocked()
+}
+
+// FederatedBundles returns every federated bundle held (shared: do not modify).
+func (c *Cache) FederatedBundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return maps.Clone(c.fed)
 }
 
 // Bundle returns the own trust domain's bundle (nil until known).

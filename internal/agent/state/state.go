@@ -31,7 +31,9 @@ type State struct {
 	AgentID   string          `json:"agent_id"`
 	AgentSVID SVIDRecord      `json:"agent_svid"`
 	Bundle    json.RawMessage `json:"bundle,omitempty"` // SPIFFE bundle JSON
-	Revision  int64           `json:"revision"`
+	// Federated are the federated trust domains' bundles (SPIFFE bundle JSON by trust domain name).
+	Federated map[string]json.RawMessage `json:"federated_bundles,omitempty"`
+	Revision  int64                      `json:"revision"`
 	// Authz is the last authorization data (agentv1.AuthzData, protobuf); Policy the last policy bundle.
 	Authz          []byte `json:"authz,omitempty"`
 	Policy         []byte `json:"policy,omitempty"`
@@ -78,6 +80,8 @@ type entryRecord struct {
 	DNSNames  []string          `json:"dns_names,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Revision  int64             `json:"revision"`
+	// FederatesWith are trust domain names.
+	FederatesWith []string `json:"federates_with,omitempty"`
 }
 
 // Version is the format written; older ones are read.
@@ -117,7 +121,15 @@ func (r SVIDRecord) Decode() (*x509svid.SVID, error) {
 
 func toEntryRecord(e cache.Entry) entryRecord {
 	return entryRecord{ID: e.ID, SPIFFEID: e.SPIFFEID.String(), Selectors: attestation.Strings(e.Selectors), X509TTL: e.X509TTL,
-		JWTTTL: e.JWTTTL, DNSNames: e.DNSNames, Labels: e.Labels, Revision: e.Revision}
+		JWTTTL: e.JWTTTL, DNSNames: e.DNSNames, Labels: e.Labels, Revision: e.Revision, FederatesWith: tdNames(e.FederatesWith)}
+}
+
+func tdNames(tds []spiffeid.TrustDomain) []string {
+	var out []string
+	for _, td := range tds {
+		out = append(out, td.Name())
+	}
+	return out
 }
 
 func (r entryRecord) decode() (cache.Entry, error) {
@@ -129,8 +141,16 @@ func (r entryRecord) decode() (cache.Entry, error) {
 	if err != nil {
 		return cache.Entry{}, err
 	}
+	var fed []spiffeid.TrustDomain
+	for _, n := range r.FederatesWith {
+		td, err := spiffeid.TrustDomainFromString(n)
+		if err != nil {
+			return cache.Entry{}, err
+		}
+		fed = append(fed, td)
+	}
 	return cache.Entry{ID: r.ID, SPIFFEID: id, Selectors: sels, X509TTL: r.X509TTL, JWTTTL: r.JWTTTL, DNSNames: r.DNSNames,
-		Labels: r.Labels, Revision: r.Revision}, nil
+		Labels: r.Labels, Revision: r.Revision, FederatesWith: fed}, nil
 }
 
 // Load reads the persisted state; a missing file returns (nil, nil). Entries and SVIDs that do not
@@ -240,6 +260,16 @@ func Header(agentID spiffeid.ID, agentSVID *x509svid.SVID, c *cache.Cache) (*Sta
 		}
 		st.Bundle = doc
 	}
+	for td, b := range c.FederatedBundles() {
+		doc, err := b.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("encode federated bundle of %s: %w", td, err)
+		}
+		if st.Federated == nil {
+			st.Federated = map[string]json.RawMessage{}
+		}
+		st.Federated[td.Name()] = doc
+	}
 	return st, nil
 }
 
@@ -251,6 +281,19 @@ func (st *State) Restore(td spiffeid.TrustDomain, c *cache.Cache, now time.Time)
 			return 0, fmt.Errorf("persisted bundle: %w", err)
 		}
 		c.SetBundle(b)
+	}
+	if len(st.Federated) > 0 {
+		fed := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(st.Federated))
+		for name, doc := range st.Federated {
+			td, err := spiffeid.TrustDomainFromString(name)
+			if err != nil {
+				return 0, fmt.Errorf("persisted federated bundle %q: %w", name, err)
+			}
+			if fed[td], err = spiffebundle.Parse(td, doc); err != nil {
+				return 0, fmt.Errorf("persisted federated bundle of %s: %w", td, err)
+			}
+		}
+		c.SetFederatedBundles(fed)
 	}
 	c.ReplaceEntries(st.entries, st.Revision)
 	for id, s := range st.svids {

@@ -103,7 +103,8 @@ type compiled struct {
 	nsSel  labels.Selector
 	ttl    time.Duration
 	jwtTTL time.Duration
-	err    error // the resource as a whole is invalid: no entries
+	fed    []spiffeid.TrustDomain // federatesWith
+	err    error                  // the resource as a whole is invalid: no entries
 }
 
 const nodeIndex = "node"
@@ -371,6 +372,18 @@ func compile(u *unstructured.Unstructured) *compiled {
 	}
 	c.ttl = dur("ttl", ki.Spec.TTL)
 	c.jwtTTL = dur("jwtTTL", ki.Spec.JWTTTL)
+	for _, n := range ki.Spec.FederatesWith {
+		td, err := spiffeid.TrustDomainFromString(n)
+		if err != nil {
+			if c.err == nil {
+				c.err = fmt.Errorf("federatesWith %q is not a trust domain name (such as partner.org): %w", n, err)
+			}
+			continue
+		}
+		if !slices.Contains(c.fed, td) {
+			c.fed = append(c.fed, td)
+		}
+	}
 	return c
 }
 
@@ -639,7 +652,7 @@ func (c *Controller) render(comp *compiled, pod *corev1.Pod, ns *corev1.Namespac
 		return store.Entry{}, fmt.Errorf("spiffeIDTemplate gave %s, outside the trust domain %s", id, c.cfg.TrustDomain.Name())
 	}
 	e := store.Entry{
-		SPIFFEID: id, ParentID: agent, X509TTL: comp.ttl, JWTTTL: comp.jwtTTL,
+		SPIFFEID: id, ParentID: agent, X509TTL: comp.ttl, JWTTTL: comp.jwtTTL, FederatesWith: comp.fed,
 		Selectors: []attestation.Selector{
 			{Type: "k8s", Key: "ns", Value: pod.Namespace},
 			{Type: "k8s", Key: "sa", Value: sa},
@@ -673,7 +686,7 @@ func sameEntry(want, have store.Entry) bool {
 	return want.SPIFFEID == have.SPIFFEID && want.ParentID == have.ParentID && want.X509TTL == have.X509TTL &&
 		want.JWTTTL == have.JWTTTL && slices.Equal(want.DNSNames, have.DNSNames) && maps.Equal(want.Labels, have.Labels) &&
 		slices.Equal(attestation.Strings(attestation.Normalize(slices.Clone(want.Selectors))), attestation.Strings(attestation.Normalize(slices.Clone(have.Selectors)))) &&
-		len(have.NodeSelectors) == 0
+		len(have.NodeSelectors) == 0 && slices.Equal(want.FederatesWith, have.FederatesWith)
 }
 
 // IdentityStatus is what the controller knows of one KithIdentity.

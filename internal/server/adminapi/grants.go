@@ -19,6 +19,7 @@ import (
 	"github.com/kithid/kith/internal/grantpb"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/logclip"
 )
 
 // GrantStore persists grants and target modes.
@@ -52,13 +53,54 @@ func (s *Service) parsePattern(field, v string) (string, error) {
 	return v, nil
 }
 
+// parseCallerPattern checks a grant's caller: as parsePattern, or a SPIFFE ID (or prefix ending in /*) of
+// a federated trust domain this server holds a bundle for.
+func (s *Service) parseCallerPattern(ctx context.Context, v string) (string, error) {
+	idPart := strings.TrimSuffix(v, "/*")
+	td, err := spiffeid.TrustDomainFromString(idPart)
+	if err != nil || td == s.cfg.TrustDomain {
+		return s.parsePattern("caller", v)
+	}
+	if v != td.IDString()+"/*" {
+		if _, err := ParseID(td, "caller", idPart); err != nil {
+			return "", err
+		}
+	}
+	if _, err := s.verifiedBy(ctx, td); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+// verifiedBy says which bundle verifies callers of td, or why none does (an InvalidArgument error).
+func (s *Service) verifiedBy(ctx context.Context, td spiffeid.TrustDomain) (string, error) {
+	if td == s.cfg.TrustDomain {
+		b := s.cfg.CA.Bundle()
+		seq, _ := b.SequenceNumber()
+		return fmt.Sprintf("the bundle of %s (this server's CA, sequence %d)", td.Name(), seq), nil
+	}
+	if s.cfg.Federations != nil {
+		bs, err := s.cfg.Federations.ListBundles(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, b := range bs {
+			if b.TrustDomain == td {
+				return fmt.Sprintf("the federated bundle of %s (%s, sequence %d, updated %s)", td.Name(), b.Source, b.Sequence,
+					b.UpdatedAt.UTC().Format(time.RFC3339)), nil
+			}
+		}
+	}
+	return "", apierr.Invalid(fmt.Sprintf("callers from trust domain %s cannot be verified: this server holds no bundle for it; federate with it first (kith federation create --trust-domain %s ...) or set its bundle (kith bundle set %s --file FILE)", td.Name(), td.Name(), td.Name()))
+}
+
 // CreateGrant records "caller may call target".
 func (s *Service) CreateGrant(ctx context.Context, req *adminv1.CreateGrantRequest) (*adminv1.CreateGrantResponse, error) {
 	pg := req.GetGrant()
 	if pg == nil {
 		return nil, apierr.Invalid("grant is required")
 	}
-	caller, err := s.parsePattern("caller", pg.GetCaller())
+	caller, err := s.parseCallerPattern(ctx, pg.GetCaller())
 	if err != nil {
 		return nil, err
 	}
@@ -349,9 +391,17 @@ func (s *Service) ListTargetModes(ctx context.Context, req *adminv1.ListTargetMo
 
 // Can explains whether caller may call target, with the engine the agents run.
 func (s *Service) Can(ctx context.Context, req *adminv1.CanRequest) (*adminv1.CanResponse, error) {
-	caller, err := ParseID(s.cfg.TrustDomain, "caller", req.GetCaller())
+	callerID, err := spiffeid.FromString(req.GetCaller())
+	if err != nil {
+		return nil, apierr.Invalid(fmt.Sprintf("caller %q is not a valid SPIFFE ID: %v", logclip.Cut(req.GetCaller(), 100), err))
+	}
+	caller, err := ParseID(callerID.TrustDomain(), "caller", req.GetCaller())
 	if err != nil {
 		return nil, err
+	}
+	verifiedBy, err := s.verifiedBy(ctx, caller.TrustDomain())
+	if err != nil {
+		verifiedBy = err.Error()
 	}
 	target, err := ParseID(s.cfg.TrustDomain, "target", req.GetTarget())
 	if err != nil {
@@ -380,7 +430,7 @@ func (s *Service) Can(ctx context.Context, req *adminv1.CanRequest) (*adminv1.Ca
 		return nil, fmt.Errorf("evaluate: %w", err)
 	}
 	return &adminv1.CanResponse{Allowed: d.Allowed, PolicyAllowed: d.PolicyAllowed, Reasons: d.Reasons, Mode: string(d.Mode),
-		Headers: d.Headers, Grant: d.Grant, PolicyRevision: d.Revision}, nil
+		Headers: d.Headers, Grant: d.Grant, PolicyRevision: d.Revision, VerifiedBy: verifiedBy}, nil
 }
 
 func (s *Service) grantProto(g grant.Grant) *adminv1.Grant {

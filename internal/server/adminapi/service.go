@@ -90,6 +90,8 @@ type Config struct {
 	Now         func() time.Time     // zero: time.Now
 	// Actor names the caller for the audit log; zero: "admin".
 	Actor func(ctx context.Context) string
+	// Federations keeps federated bundles and federation relationships; zero: those verbs fail.
+	Federations FederationStore
 	// Policy answers the policy verbs; zero: they fail.
 	Policy PolicyAdmin
 	// X509TTL and JWTTTL bound the lifetimes a request may ask for.

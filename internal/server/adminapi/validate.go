@@ -15,6 +15,7 @@ import (
 	"github.com/kithid/kith/attestation/node"
 	"github.com/kithid/kith/internal/server/apierr"
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/logclip"
 )
 
 // ReservedPath is the path prefix of Kith's own identities (agents, server); entries and minted SVIDs
@@ -177,7 +178,53 @@ func (s *Service) entryFromProto(pe *adminv1.Entry) (store.Entry, error) {
 	if err := validateLabels(e.Labels); err != nil {
 		return store.Entry{}, err
 	}
+	if e.FederatesWith, err = parseFederatesWith(td, pe.GetFederatesWith()); err != nil {
+		return store.Entry{}, err
+	}
 	return e, nil
+}
+
+// MaxFederatesWith bounds the trust domains one entry federates with.
+const MaxFederatesWith = 32
+
+// parseFederatesWith parses an entry's federates_with: trust domain names (a spiffe:// prefix is allowed),
+// none of them the server's own, without repeats.
+func parseFederatesWith(own spiffeid.TrustDomain, names []string) ([]spiffeid.TrustDomain, error) {
+	if len(names) > MaxFederatesWith {
+		return nil, apierr.Invalid(fmt.Sprintf("federates_with: %d given, at most %d per entry", len(names), MaxFederatesWith))
+	}
+	var out []spiffeid.TrustDomain
+	seen := map[spiffeid.TrustDomain]bool{}
+	for _, n := range names {
+		td, err := ParseTrustDomain("federates_with", n)
+		if err != nil {
+			return nil, err
+		}
+		if td == own {
+			return nil, apierr.Invalid(fmt.Sprintf("federates_with %q is this server's own trust domain: its workloads get that bundle anyway; give other trust domains", n))
+		}
+		if !seen[td] {
+			seen[td] = true
+			out = append(out, td)
+		}
+	}
+	return out, nil
+}
+
+// ParseTrustDomain parses a trust domain name given by an administrator ("partner.org" or
+// "spiffe://partner.org").
+func ParseTrustDomain(field, s string) (spiffeid.TrustDomain, error) {
+	if s == "" {
+		return spiffeid.TrustDomain{}, apierr.Invalid(fmt.Sprintf("%s is required: give a trust domain such as partner.org", field))
+	}
+	if len(s) > 255 {
+		return spiffeid.TrustDomain{}, apierr.Invalid(fmt.Sprintf("%s is %d bytes: a trust domain name has at most 255", field, len(s)))
+	}
+	td, err := spiffeid.TrustDomainFromString(s)
+	if err != nil {
+		return spiffeid.TrustDomain{}, apierr.Invalid(fmt.Sprintf("%s %q is not a trust domain name: %v (give a name such as partner.org)", field, logclip.Cut(s, 100), err))
+	}
+	return td, nil
 }
 
 func entryToProto(e store.Entry) *adminv1.Entry {
@@ -194,6 +241,9 @@ func entryToProto(e store.Entry) *adminv1.Entry {
 		UpdatedAt:      ts(e.UpdatedAt),
 		Revision:       e.Revision,
 		Source:         e.Source,
+	}
+	for _, td := range e.FederatesWith {
+		pe.FederatesWith = append(pe.FederatesWith, td.Name())
 	}
 	if !e.ParentID.IsZero() {
 		pe.ParentId = e.ParentID.String()

@@ -92,6 +92,14 @@ type Config struct {
 	Policy PolicySource
 	// Reports records the policy revision agents enforce; zero: reports are dropped.
 	Reports PolicyReports
+	// Bundles gives the federated trust domains' bundles agents hand to the workloads that federate with
+	// them; zero: agents get none.
+	Bundles BundleLister
+}
+
+// BundleLister lists the federated bundles (store.Federations).
+type BundleLister interface {
+	ListBundles(ctx context.Context) ([]store.FederatedBundle, error)
 }
 
 // MaxBatch is the most CSRs one SignX509SVIDs call may carry.
@@ -382,5 +390,30 @@ func entryProto(e store.Entry) *agentv1.Entry {
 		DnsNames:       e.DNSNames,
 		Labels:         e.Labels,
 		Revision:       e.Revision,
+		FederatesWith:  trustDomainNames(e.FederatesWith),
 	}
+}
+
+func trustDomainNames(tds []spiffeid.TrustDomain) []string {
+	var out []string
+	for _, td := range tds {
+		out = append(out, td.Name())
+	}
+	return out
+}
+
+// federatedBundles is every federated bundle, for a Sync message.
+func (s *Service) federatedBundles(ctx context.Context) (*agentv1.FederatedBundles, error) {
+	out := &agentv1.FederatedBundles{}
+	if s.cfg.Bundles == nil {
+		return out, nil
+	}
+	bs, err := s.cfg.Bundles.ListBundles(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("federated bundles: %w", err)
+	}
+	for _, b := range bs {
+		out.Bundles = append(out.Bundles, &agentv1.Bundle{TrustDomain: b.TrustDomain.Name(), SpiffeBundle: b.Bundle, SequenceNumber: b.Sequence})
+	}
+	return out, nil
 }

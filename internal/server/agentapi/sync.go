@@ -47,6 +47,9 @@ func (s *Service) Sync(req *agentv1.SyncRequest, stream grpc.ServerStreamingServ
 	if first.Bundle, err = bundleProto(s.cfg.CA.Bundle()); err != nil {
 		return err
 	}
+	if first.FederatedBundles, err = s.federatedBundles(ctx); err != nil {
+		return err
+	}
 	if err := sy.addAuthz(ctx, first); err != nil {
 		return err
 	}
@@ -100,6 +103,14 @@ func (sy *syncer) step(ctx context.Context) (*agentv1.SyncResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	if bundlesChanged(changes) {
+		if msg == nil {
+			msg = &agentv1.SyncResponse{Revision: sy.rev}
+		}
+		if msg.FederatedBundles, err = sy.s.federatedBundles(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if authzRelevant(changes) || policyChanged(changes) {
 		if msg == nil {
 			msg = &agentv1.SyncResponse{Revision: sy.rev}
@@ -108,7 +119,7 @@ func (sy *syncer) step(ctx context.Context) (*agentv1.SyncResponse, error) {
 			return nil, err
 		}
 		sy.addPolicy(msg)
-		if msg.Authz == nil && msg.Policy == nil && len(msg.Entries) == 0 && len(msg.DeletedEntryIds) == 0 {
+		if msg.Authz == nil && msg.Policy == nil && msg.FederatedBundles == nil && len(msg.Entries) == 0 && len(msg.DeletedEntryIds) == 0 {
 			return nil, nil
 		}
 	}
@@ -283,6 +294,15 @@ func changedEntries(changes []store.Change) []string {
 		}
 	}
 	return ids
+}
+
+func bundlesChanged(changes []store.Change) bool {
+	for _, c := range changes {
+		if c.Kind == store.KindBundle {
+			return true
+		}
+	}
+	return false
 }
 
 func lastRevision(changes []store.Change, def int64) int64 {

@@ -489,7 +489,7 @@ func (s *Store) Check(ctx context.Context) (string, []string, error) {
 // probeQueries read the newest row of every table: the pages most reads and every write touch.
 var probeQueries = func() []string {
 	var qs []string
-	for _, t := range []string{"revision", "changes", "entries", "join_tokens", "agents", "grants", "target_modes", "audit", "authorities", "policy_bundles", "agent_policy", "policy_labels", "users", "enrolment_codes", "user_logins", "access_requests"} {
+	for _, t := range []string{"revision", "changes", "entries", "join_tokens", "agents", "grants", "target_modes", "audit", "authorities", "policy_bundles", "agent_policy", "policy_labels", "users", "enrolment_codes", "user_logins", "access_requests", "federated_bundles", "federations"} {
 		qs = append(qs, "SELECT count(*) FROM (SELECT * FROM "+t+" ORDER BY rowid DESC LIMIT 1)")
 	}
 	return qs

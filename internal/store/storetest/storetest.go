@@ -72,6 +72,7 @@ func Run(t *testing.T, open Open) {
 		{"Watch", testWatch},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentMixedWriters", testConcurrentMixedWriters},
+		{"Federation", testFederation},
 		{"Health", testHealth},
 		{"Users", testUsers},
 	} {

@@ -3273,8 +3273,11 @@ type CanResponse struct {
 	Headers        map[string]string      `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Grant          string                 `protobuf:"bytes,6,opt,name=grant,proto3" json:"grant,omitempty"`
 	PolicyRevision string                 `protobuf:"bytes,7,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Which bundle verifies the caller's X.509-SVID: this trust domain's own (the CA's) or a federated
+	// trust domain's; or why none does.
+	VerifiedBy    string `protobuf:"bytes,8,opt,name=verified_by,json=verifiedBy,proto3" json:"verified_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CanResponse) Reset() {
@@ -3356,6 +3359,13 @@ func (x *CanResponse) GetPolicyRevision() string {
 	return ""
 }
 
+func (x *CanResponse) GetVerifiedBy() string {
+	if x != nil {
+		return x.VerifiedBy
+	}
+	return ""
+}
+
 type Entry struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3372,7 +3382,10 @@ type Entry struct {
 	Revision       int64                  `protobuf:"varint,12,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Where the entry comes from: "cli", or "k8s:<resource>" for entries the Kubernetes controller keeps
 	// (a KithIdentity's, for one pod), which the admin API does not change or delete. Output only.
-	Source        string `protobuf:"bytes,20,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,20,opt,name=source,proto3" json:"source,omitempty"`
+	// Other trust domains whose bundles the entry's workloads also receive (Workload API federated_bundles,
+	// SDS validation contexts).
+	FederatesWith []string `protobuf:"bytes,13,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3496,6 +3509,13 @@ func (x *Entry) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type CreateEntryRequest struct {
@@ -5397,6 +5417,856 @@ func (x *GetBundleResponse) GetSequenceNumber() uint64 {
 	return 0
 }
 
+// FederatedBundle is another trust domain's bundle.
+type FederatedBundle struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain        string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	SpiffeBundle       []byte                 `protobuf:"bytes,2,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"` // SPIFFE bundle JSON
+	Source             string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`                                 // "manual" or "federation"
+	SequenceNumber     uint64                 `protobuf:"varint,4,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
+	UpdatedAt          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	X509Authorities    [][]byte               `protobuf:"bytes,6,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`             // DER roots (output only)
+	JwtKeyIds          []string               `protobuf:"bytes,7,rep,name=jwt_key_ids,json=jwtKeyIds,proto3" json:"jwt_key_ids,omitempty"`                             // output only
+	RefreshHintSeconds int64                  `protobuf:"varint,8,opt,name=refresh_hint_seconds,json=refreshHintSeconds,proto3" json:"refresh_hint_seconds,omitempty"` // output only
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetSpiffeBundle() []byte {
+	if x != nil {
+		return x.SpiffeBundle
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetSequenceNumber() uint64 {
+	if x != nil {
+		return x.SequenceNumber
+	}
+	return 0
+}
+
+func (x *FederatedBundle) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetJwtKeyIds() []string {
+	if x != nil {
+		return x.JwtKeyIds
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetRefreshHintSeconds() int64 {
+	if x != nil {
+		return x.RefreshHintSeconds
+	}
+	return 0
+}
+
+type SetFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	SpiffeBundle  []byte                 `protobuf:"bytes,2,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFederatedBundleRequest) Reset() {
+	*x = SetFederatedBundleRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFederatedBundleRequest) ProtoMessage() {}
+
+func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*SetFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *SetFederatedBundleRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *SetFederatedBundleRequest) GetSpiffeBundle() []byte {
+	if x != nil {
+		return x.SpiffeBundle
+	}
+	return nil
+}
+
+type SetFederatedBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundle        *FederatedBundle       `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFederatedBundleResponse) Reset() {
+	*x = SetFederatedBundleResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFederatedBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFederatedBundleResponse) ProtoMessage() {}
+
+func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFederatedBundleResponse.ProtoReflect.Descriptor instead.
+func (*SetFederatedBundleResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *SetFederatedBundleResponse) GetBundle() *FederatedBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type ListFederatedBundlesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederatedBundlesRequest) Reset() {
+	*x = ListFederatedBundlesRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederatedBundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederatedBundlesRequest) ProtoMessage() {}
+
+func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederatedBundlesRequest.ProtoReflect.Descriptor instead.
+func (*ListFederatedBundlesRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{95}
+}
+
+type ListFederatedBundlesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundles       []*FederatedBundle     `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederatedBundlesResponse) Reset() {
+	*x = ListFederatedBundlesResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederatedBundlesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederatedBundlesResponse) ProtoMessage() {}
+
+func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederatedBundlesResponse.ProtoReflect.Descriptor instead.
+func (*ListFederatedBundlesResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *ListFederatedBundlesResponse) GetBundles() []*FederatedBundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+type DeleteFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederatedBundleRequest) Reset() {
+	*x = DeleteFederatedBundleRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederatedBundleRequest) ProtoMessage() {}
+
+func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederatedBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundle        *FederatedBundle       `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederatedBundleResponse) Reset() {
+	*x = DeleteFederatedBundleResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederatedBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederatedBundleResponse) ProtoMessage() {}
+
+func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederatedBundleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *DeleteFederatedBundleResponse) GetBundle() *FederatedBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+// Federation is a relationship with another trust domain whose bundle endpoint the server polls.
+type Federation struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain       string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`
+	Profile           string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`                                             // "https_spiffe" or "https_web"
+	EndpointSpiffeId  string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"` // https_spiffe: the endpoint server's SPIFFE ID
+	CreatedAt         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	LastRefresh       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_refresh,json=lastRefresh,proto3" json:"last_refresh,omitempty"` // last successful fetch (unset: never)
+	NextRefresh       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`
+	LastError         string                 `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Bundle            *FederatedBundle       `protobuf:"bytes,10,opt,name=bundle,proto3" json:"bundle,omitempty"` // the bundle in use (unset: none yet)
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Federation) Reset() {
+	*x = Federation{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Federation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Federation) ProtoMessage() {}
+
+func (x *Federation) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Federation.ProtoReflect.Descriptor instead.
+func (*Federation) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *Federation) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *Federation) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *Federation) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Federation) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *Federation) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Federation) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Federation) GetLastRefresh() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRefresh
+	}
+	return nil
+}
+
+func (x *Federation) GetNextRefresh() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRefresh
+	}
+	return nil
+}
+
+func (x *Federation) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Federation) GetBundle() *FederatedBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type CreateFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	TrustBundle   []byte                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"` // https_spiffe: the first bundle of the trust domain (SPIFFE JSON or PEM roots)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationRequest) Reset() {
+	*x = CreateFederationRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationRequest) ProtoMessage() {}
+
+func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
+func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *CreateFederationRequest) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+func (x *CreateFederationRequest) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+type CreateFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationResponse) Reset() {
+	*x = CreateFederationResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationResponse) ProtoMessage() {}
+
+func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationResponse.ProtoReflect.Descriptor instead.
+func (*CreateFederationResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *CreateFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+type UpdateFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	TrustBundle   []byte                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"` // optional: replaces the bundle in use
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateFederationRequest) Reset() {
+	*x = UpdateFederationRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[102]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateFederationRequest) ProtoMessage() {}
+
+func (x *UpdateFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[102]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateFederationRequest.ProtoReflect.Descriptor instead.
+func (*UpdateFederationRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{102}
+}
+
+func (x *UpdateFederationRequest) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+func (x *UpdateFederationRequest) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+type UpdateFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateFederationResponse) Reset() {
+	*x = UpdateFederationResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[103]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateFederationResponse) ProtoMessage() {}
+
+func (x *UpdateFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[103]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateFederationResponse.ProtoReflect.Descriptor instead.
+func (*UpdateFederationResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{103}
+}
+
+func (x *UpdateFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+type ListFederationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsRequest) Reset() {
+	*x = ListFederationsRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[104]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsRequest) ProtoMessage() {}
+
+func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[104]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
+func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{104}
+}
+
+func (x *ListFederationsRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type ListFederationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federations   []*Federation          `protobuf:"bytes,1,rep,name=federations,proto3" json:"federations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsResponse) Reset() {
+	*x = ListFederationsResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[105]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsResponse) ProtoMessage() {}
+
+func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[105]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
+func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{105}
+}
+
+func (x *ListFederationsResponse) GetFederations() []*Federation {
+	if x != nil {
+		return x.Federations
+	}
+	return nil
+}
+
+type DeleteFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationRequest) Reset() {
+	*x = DeleteFederationRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[106]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationRequest) ProtoMessage() {}
+
+func (x *DeleteFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[106]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederationRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{106}
+}
+
+func (x *DeleteFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationResponse) Reset() {
+	*x = DeleteFederationResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[107]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationResponse) ProtoMessage() {}
+
+func (x *DeleteFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[107]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederationResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{107}
+}
+
+func (x *DeleteFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
 type Authority struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -5414,7 +6284,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5426,7 +6296,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[92]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5439,7 +6309,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{92}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *Authority) GetId() string {
@@ -5513,7 +6383,7 @@ type GetCAStatusRequest struct {
 
 func (x *GetCAStatusRequest) Reset() {
 	*x = GetCAStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5525,7 +6395,7 @@ func (x *GetCAStatusRequest) String() string {
 func (*GetCAStatusRequest) ProtoMessage() {}
 
 func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[93]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5538,7 +6408,7 @@ func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{93}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{109}
 }
 
 // GetCAStatusResponse is the signing intermediate, its rotation schedule and the upstream authority.
@@ -5561,7 +6431,7 @@ type GetCAStatusResponse struct {
 
 func (x *GetCAStatusResponse) Reset() {
 	*x = GetCAStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5573,7 +6443,7 @@ func (x *GetCAStatusResponse) String() string {
 func (*GetCAStatusResponse) ProtoMessage() {}
 
 func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[94]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5586,7 +6456,7 @@ func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{94}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *GetCAStatusResponse) GetUpstream() string {
@@ -5676,7 +6546,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5688,7 +6558,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[95]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5701,7 +6571,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{95}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ListAuthoritiesRequest) GetPageSize() int32 {
@@ -5728,7 +6598,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5740,7 +6610,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[96]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5753,7 +6623,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{96}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -5779,7 +6649,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5791,7 +6661,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[97]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5804,7 +6674,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{97}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RotateCARequest) GetRoot() bool {
@@ -5823,7 +6693,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5835,7 +6705,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[98]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5848,7 +6718,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{98}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RotateCAResponse) GetAuthorities() []*Authority {
@@ -5875,7 +6745,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5887,7 +6757,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[99]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5900,7 +6770,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{99}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -5985,7 +6855,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5997,7 +6867,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[100]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6010,7 +6880,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{100}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *ListAuditEventsRequest) GetAfterSeq() int64 {
@@ -6065,7 +6935,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6077,7 +6947,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[101]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6090,7 +6960,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{101}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -6115,7 +6985,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[102]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6127,7 +6997,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[102]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6140,7 +7010,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{102}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{118}
 }
 
 type VerifyAuditResponse struct {
@@ -6159,7 +7029,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[103]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6171,7 +7041,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[103]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6184,7 +7054,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{103}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -6249,7 +7119,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[104]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6261,7 +7131,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[104]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6274,7 +7144,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{104}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *AuditHead) GetTrustDomain() string {
@@ -6334,7 +7204,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[105]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6346,7 +7216,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[105]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6359,7 +7229,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{105}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{121}
 }
 
 type GetAuditHeadResponse struct {
@@ -6371,7 +7241,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[106]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6383,7 +7253,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[106]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6396,7 +7266,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{106}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditHead {
@@ -6414,7 +7284,7 @@ type CheckStoreRequest struct {
 
 func (x *CheckStoreRequest) Reset() {
 	*x = CheckStoreRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[107]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6426,7 +7296,7 @@ func (x *CheckStoreRequest) String() string {
 func (*CheckStoreRequest) ProtoMessage() {}
 
 func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[107]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6439,7 +7309,7 @@ func (x *CheckStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreRequest.ProtoReflect.Descriptor instead.
 func (*CheckStoreRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{107}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{123}
 }
 
 type CheckStoreResponse struct {
@@ -6455,7 +7325,7 @@ type CheckStoreResponse struct {
 
 func (x *CheckStoreResponse) Reset() {
 	*x = CheckStoreResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[108]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6467,7 +7337,7 @@ func (x *CheckStoreResponse) String() string {
 func (*CheckStoreResponse) ProtoMessage() {}
 
 func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[108]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6480,7 +7350,7 @@ func (x *CheckStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStoreResponse.ProtoReflect.Descriptor instead.
 func (*CheckStoreResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{108}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CheckStoreResponse) GetOk() bool {
@@ -6519,7 +7389,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[109]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6531,7 +7401,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[109]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6544,7 +7414,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{109}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{125}
 }
 
 type GetServerInfoResponse struct {
@@ -6559,7 +7429,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[110]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6571,7 +7441,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[110]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6584,7 +7454,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{110}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *GetServerInfoResponse) GetTrustDomain() string {
@@ -6623,7 +7493,7 @@ type GetKubernetesStatusRequest struct {
 
 func (x *GetKubernetesStatusRequest) Reset() {
 	*x = GetKubernetesStatusRequest{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[111]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6635,7 +7505,7 @@ func (x *GetKubernetesStatusRequest) String() string {
 func (*GetKubernetesStatusRequest) ProtoMessage() {}
 
 func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[111]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6648,7 +7518,7 @@ func (x *GetKubernetesStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{111}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{127}
 }
 
 type GetKubernetesStatusResponse struct {
@@ -6661,7 +7531,7 @@ type GetKubernetesStatusResponse struct {
 
 func (x *GetKubernetesStatusResponse) Reset() {
 	*x = GetKubernetesStatusResponse{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[112]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6673,7 +7543,7 @@ func (x *GetKubernetesStatusResponse) String() string {
 func (*GetKubernetesStatusResponse) ProtoMessage() {}
 
 func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[112]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6686,7 +7556,7 @@ func (x *GetKubernetesStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKubernetesStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKubernetesStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{112}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *GetKubernetesStatusResponse) GetClusters() []*KubernetesCluster {
@@ -6710,7 +7580,7 @@ type KubernetesCluster struct {
 
 func (x *KubernetesCluster) Reset() {
 	*x = KubernetesCluster{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[113]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6722,7 +7592,7 @@ func (x *KubernetesCluster) String() string {
 func (*KubernetesCluster) ProtoMessage() {}
 
 func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[113]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6735,7 +7605,7 @@ func (x *KubernetesCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesCluster.ProtoReflect.Descriptor instead.
 func (*KubernetesCluster) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{113}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *KubernetesCluster) GetName() string {
@@ -6780,7 +7650,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[114]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6792,7 +7662,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[114]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6805,7 +7675,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{114}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -6856,7 +7726,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[115]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6868,7 +7738,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[115]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6881,7 +7751,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{115}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -7170,7 +8040,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x04port\x18\x06 \x01(\rR\x04port\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x02\n" +
 	"\vCanResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12%\n" +
 	"\x0epolicy_allowed\x18\x02 \x01(\bR\rpolicyAllowed\x12\x18\n" +
@@ -7178,10 +8048,12 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\x12A\n" +
 	"\aheaders\x18\x05 \x03(\v2'.kith.admin.v1.CanResponse.HeadersEntryR\aheaders\x12\x14\n" +
 	"\x05grant\x18\x06 \x01(\tR\x05grant\x12'\n" +
-	"\x0fpolicy_revision\x18\a \x01(\tR\x0epolicyRevision\x1a:\n" +
+	"\x0fpolicy_revision\x18\a \x01(\tR\x0epolicyRevision\x12\x1f\n" +
+	"\vverified_by\x18\b \x01(\tR\n" +
+	"verifiedBy\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x04\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -7198,7 +8070,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
 	"\brevision\x18\f \x01(\x03R\brevision\x12\x16\n" +
-	"\x06source\x18\x14 \x01(\tR\x06source\x1a9\n" +
+	"\x06source\x18\x14 \x01(\tR\x06source\x12%\n" +
+	"\x0efederates_with\x18\r \x03(\tR\rfederatesWith\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
@@ -7327,7 +8200,73 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
 	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\x12)\n" +
 	"\x10x509_authorities\x18\x03 \x03(\fR\x0fx509Authorities\x12'\n" +
-	"\x0fsequence_number\x18\x04 \x01(\x04R\x0esequenceNumber\"\xee\x02\n" +
+	"\x0fsequence_number\x18\x04 \x01(\x04R\x0esequenceNumber\"\xd2\x02\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
+	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12'\n" +
+	"\x0fsequence_number\x18\x04 \x01(\x04R\x0esequenceNumber\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12)\n" +
+	"\x10x509_authorities\x18\x06 \x03(\fR\x0fx509Authorities\x12\x1e\n" +
+	"\vjwt_key_ids\x18\a \x03(\tR\tjwtKeyIds\x120\n" +
+	"\x14refresh_hint_seconds\x18\b \x01(\x03R\x12refreshHintSeconds\"c\n" +
+	"\x19SetFederatedBundleRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
+	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\"T\n" +
+	"\x1aSetFederatedBundleResponse\x126\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x1e.kith.admin.v1.FederatedBundleR\x06bundle\"\x1d\n" +
+	"\x1bListFederatedBundlesRequest\"X\n" +
+	"\x1cListFederatedBundlesResponse\x128\n" +
+	"\abundles\x18\x01 \x03(\v2\x1e.kith.admin.v1.FederatedBundleR\abundles\"A\n" +
+	"\x1cDeleteFederatedBundleRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"W\n" +
+	"\x1dDeleteFederatedBundleResponse\x126\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x1e.kith.admin.v1.FederatedBundleR\x06bundle\"\xf2\x03\n" +
+	"\n" +
+	"Federation\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
+	"\flast_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastRefresh\x12=\n" +
+	"\fnext_refresh\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x126\n" +
+	"\x06bundle\x18\n" +
+	" \x01(\v2\x1e.kith.admin.v1.FederatedBundleR\x06bundle\"w\n" +
+	"\x17CreateFederationRequest\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\"U\n" +
+	"\x18CreateFederationResponse\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\"w\n" +
+	"\x17UpdateFederationRequest\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\"U\n" +
+	"\x18UpdateFederationResponse\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\";\n" +
+	"\x16ListFederationsRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"V\n" +
+	"\x17ListFederationsResponse\x12;\n" +
+	"\vfederations\x18\x01 \x03(\v2\x19.kith.admin.v1.FederationR\vfederations\"<\n" +
+	"\x17DeleteFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"U\n" +
+	"\x18DeleteFederationResponse\x129\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
+	"federation\"\xee\x02\n" +
 	"\tAuthority\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
@@ -7445,7 +8384,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefused2\xcf#\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused2\xb0)\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -7466,7 +8405,14 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"UnbanAgent\x12 .kith.admin.v1.UnbanAgentRequest\x1a!.kith.admin.v1.UnbanAgentResponse\x12W\n" +
 	"\fMintX509SVID\x12\".kith.admin.v1.MintX509SVIDRequest\x1a#.kith.admin.v1.MintX509SVIDResponse\x12T\n" +
 	"\vMintJWTSVID\x12!.kith.admin.v1.MintJWTSVIDRequest\x1a\".kith.admin.v1.MintJWTSVIDResponse\x12N\n" +
-	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12`\n" +
+	"\tGetBundle\x12\x1f.kith.admin.v1.GetBundleRequest\x1a .kith.admin.v1.GetBundleResponse\x12i\n" +
+	"\x12SetFederatedBundle\x12(.kith.admin.v1.SetFederatedBundleRequest\x1a).kith.admin.v1.SetFederatedBundleResponse\x12o\n" +
+	"\x14ListFederatedBundles\x12*.kith.admin.v1.ListFederatedBundlesRequest\x1a+.kith.admin.v1.ListFederatedBundlesResponse\x12r\n" +
+	"\x15DeleteFederatedBundle\x12+.kith.admin.v1.DeleteFederatedBundleRequest\x1a,.kith.admin.v1.DeleteFederatedBundleResponse\x12c\n" +
+	"\x10CreateFederation\x12&.kith.admin.v1.CreateFederationRequest\x1a'.kith.admin.v1.CreateFederationResponse\x12c\n" +
+	"\x10UpdateFederation\x12&.kith.admin.v1.UpdateFederationRequest\x1a'.kith.admin.v1.UpdateFederationResponse\x12`\n" +
+	"\x0fListFederations\x12%.kith.admin.v1.ListFederationsRequest\x1a&.kith.admin.v1.ListFederationsResponse\x12c\n" +
+	"\x10DeleteFederation\x12&.kith.admin.v1.DeleteFederationRequest\x1a'.kith.admin.v1.DeleteFederationResponse\x12`\n" +
 	"\x0fListAuthorities\x12%.kith.admin.v1.ListAuthoritiesRequest\x1a&.kith.admin.v1.ListAuthoritiesResponse\x12K\n" +
 	"\bRotateCA\x12\x1e.kith.admin.v1.RotateCARequest\x1a\x1f.kith.admin.v1.RotateCAResponse\x12T\n" +
 	"\vGetCAStatus\x12!.kith.admin.v1.GetCAStatusRequest\x1a\".kith.admin.v1.GetCAStatusResponse\x12`\n" +
@@ -7519,175 +8465,191 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 122)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 138)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
-	(*User)(nil),                        // 0: kith.admin.v1.User
-	(*CreateUserRequest)(nil),           // 1: kith.admin.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),          // 2: kith.admin.v1.CreateUserResponse
-	(*GetUserRequest)(nil),              // 3: kith.admin.v1.GetUserRequest
-	(*GetUserResponse)(nil),             // 4: kith.admin.v1.GetUserResponse
-	(*ListUsersRequest)(nil),            // 5: kith.admin.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),           // 6: kith.admin.v1.ListUsersResponse
-	(*SetUserDisabledRequest)(nil),      // 7: kith.admin.v1.SetUserDisabledRequest
-	(*SetUserDisabledResponse)(nil),     // 8: kith.admin.v1.SetUserDisabledResponse
-	(*CreateEnrolmentCodeRequest)(nil),  // 9: kith.admin.v1.CreateEnrolmentCodeRequest
-	(*CreateEnrolmentCodeResponse)(nil), // 10: kith.admin.v1.CreateEnrolmentCodeResponse
-	(*GetLoginConfigRequest)(nil),       // 11: kith.admin.v1.GetLoginConfigRequest
-	(*GetLoginConfigResponse)(nil),      // 12: kith.admin.v1.GetLoginConfigResponse
-	(*LoginRequest)(nil),                // 13: kith.admin.v1.LoginRequest
-	(*LoginResponse)(nil),               // 14: kith.admin.v1.LoginResponse
-	(*RenewLoginRequest)(nil),           // 15: kith.admin.v1.RenewLoginRequest
-	(*RenewLoginResponse)(nil),          // 16: kith.admin.v1.RenewLoginResponse
-	(*WhoAmIRequest)(nil),               // 17: kith.admin.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),              // 18: kith.admin.v1.WhoAmIResponse
-	(*AccessRequest)(nil),               // 19: kith.admin.v1.AccessRequest
-	(*CreateAccessRequestRequest)(nil),  // 20: kith.admin.v1.CreateAccessRequestRequest
-	(*CreateAccessRequestResponse)(nil), // 21: kith.admin.v1.CreateAccessRequestResponse
-	(*ListAccessRequestsRequest)(nil),   // 22: kith.admin.v1.ListAccessRequestsRequest
-	(*ListAccessRequestsResponse)(nil),  // 23: kith.admin.v1.ListAccessRequestsResponse
-	(*DecideAccessRequestRequest)(nil),  // 24: kith.admin.v1.DecideAccessRequestRequest
-	(*DecideAccessRequestResponse)(nil), // 25: kith.admin.v1.DecideAccessRequestResponse
-	(*PolicyAttempt)(nil),               // 26: kith.admin.v1.PolicyAttempt
-	(*AgentPolicy)(nil),                 // 27: kith.admin.v1.AgentPolicy
-	(*GetPolicyStatusRequest)(nil),      // 28: kith.admin.v1.GetPolicyStatusRequest
-	(*GetPolicyStatusResponse)(nil),     // 29: kith.admin.v1.GetPolicyStatusResponse
-	(*ListPolicyHistoryRequest)(nil),    // 30: kith.admin.v1.ListPolicyHistoryRequest
-	(*ListPolicyHistoryResponse)(nil),   // 31: kith.admin.v1.ListPolicyHistoryResponse
-	(*SyncPolicyRequest)(nil),           // 32: kith.admin.v1.SyncPolicyRequest
-	(*SyncPolicyResponse)(nil),          // 33: kith.admin.v1.SyncPolicyResponse
-	(*RollbackPolicyRequest)(nil),       // 34: kith.admin.v1.RollbackPolicyRequest
-	(*RollbackPolicyResponse)(nil),      // 35: kith.admin.v1.RollbackPolicyResponse
-	(*UnpinPolicyRequest)(nil),          // 36: kith.admin.v1.UnpinPolicyRequest
-	(*UnpinPolicyResponse)(nil),         // 37: kith.admin.v1.UnpinPolicyResponse
-	(*Grant)(nil),                       // 38: kith.admin.v1.Grant
-	(*CreateGrantRequest)(nil),          // 39: kith.admin.v1.CreateGrantRequest
-	(*CreateGrantResponse)(nil),         // 40: kith.admin.v1.CreateGrantResponse
-	(*RevokeGrantsRequest)(nil),         // 41: kith.admin.v1.RevokeGrantsRequest
-	(*RevokeGrantsResponse)(nil),        // 42: kith.admin.v1.RevokeGrantsResponse
-	(*GetEnforcementRequest)(nil),       // 43: kith.admin.v1.GetEnforcementRequest
-	(*GetEnforcementResponse)(nil),      // 44: kith.admin.v1.GetEnforcementResponse
-	(*ListGrantsRequest)(nil),           // 45: kith.admin.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),          // 46: kith.admin.v1.ListGrantsResponse
-	(*SetTargetModeRequest)(nil),        // 47: kith.admin.v1.SetTargetModeRequest
-	(*SetTargetModeResponse)(nil),       // 48: kith.admin.v1.SetTargetModeResponse
-	(*ListTargetModesRequest)(nil),      // 49: kith.admin.v1.ListTargetModesRequest
-	(*ListTargetModesResponse)(nil),     // 50: kith.admin.v1.ListTargetModesResponse
-	(*ImportGrantsRequest)(nil),         // 51: kith.admin.v1.ImportGrantsRequest
-	(*ImportGrantsResponse)(nil),        // 52: kith.admin.v1.ImportGrantsResponse
-	(*CanRequest)(nil),                  // 53: kith.admin.v1.CanRequest
-	(*CanResponse)(nil),                 // 54: kith.admin.v1.CanResponse
-	(*Entry)(nil),                       // 55: kith.admin.v1.Entry
-	(*CreateEntryRequest)(nil),          // 56: kith.admin.v1.CreateEntryRequest
-	(*CreateEntryResponse)(nil),         // 57: kith.admin.v1.CreateEntryResponse
-	(*BatchCreateEntriesRequest)(nil),   // 58: kith.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResponse)(nil),  // 59: kith.admin.v1.BatchCreateEntriesResponse
-	(*GetEntryRequest)(nil),             // 60: kith.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),            // 61: kith.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),          // 62: kith.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),         // 63: kith.admin.v1.ListEntriesResponse
-	(*UpdateEntryRequest)(nil),          // 64: kith.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),         // 65: kith.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),          // 66: kith.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),         // 67: kith.admin.v1.DeleteEntryResponse
-	(*JoinToken)(nil),                   // 68: kith.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),      // 69: kith.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),     // 70: kith.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),       // 71: kith.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),      // 72: kith.admin.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),      // 73: kith.admin.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),     // 74: kith.admin.v1.RevokeJoinTokenResponse
-	(*Agent)(nil),                       // 75: kith.admin.v1.Agent
-	(*ListAgentsRequest)(nil),           // 76: kith.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),          // 77: kith.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),             // 78: kith.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),            // 79: kith.admin.v1.GetAgentResponse
-	(*EvictAgentRequest)(nil),           // 80: kith.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),          // 81: kith.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),             // 82: kith.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),            // 83: kith.admin.v1.BanAgentResponse
-	(*UnbanAgentRequest)(nil),           // 84: kith.admin.v1.UnbanAgentRequest
-	(*UnbanAgentResponse)(nil),          // 85: kith.admin.v1.UnbanAgentResponse
-	(*MintX509SVIDRequest)(nil),         // 86: kith.admin.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),        // 87: kith.admin.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),          // 88: kith.admin.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),         // 89: kith.admin.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),            // 90: kith.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),           // 91: kith.admin.v1.GetBundleResponse
-	(*Authority)(nil),                   // 92: kith.admin.v1.Authority
-	(*GetCAStatusRequest)(nil),          // 93: kith.admin.v1.GetCAStatusRequest
-	(*GetCAStatusResponse)(nil),         // 94: kith.admin.v1.GetCAStatusResponse
-	(*ListAuthoritiesRequest)(nil),      // 95: kith.admin.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 96: kith.admin.v1.ListAuthoritiesResponse
-	(*RotateCARequest)(nil),             // 97: kith.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),            // 98: kith.admin.v1.RotateCAResponse
-	(*AuditEvent)(nil),                  // 99: kith.admin.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 100: kith.admin.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 101: kith.admin.v1.ListAuditEventsResponse
-	(*VerifyAuditRequest)(nil),          // 102: kith.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),         // 103: kith.admin.v1.VerifyAuditResponse
-	(*AuditHead)(nil),                   // 104: kith.admin.v1.AuditHead
-	(*GetAuditHeadRequest)(nil),         // 105: kith.admin.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),        // 106: kith.admin.v1.GetAuditHeadResponse
-	(*CheckStoreRequest)(nil),           // 107: kith.admin.v1.CheckStoreRequest
-	(*CheckStoreResponse)(nil),          // 108: kith.admin.v1.CheckStoreResponse
-	(*GetServerInfoRequest)(nil),        // 109: kith.admin.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),       // 110: kith.admin.v1.GetServerInfoResponse
-	(*GetKubernetesStatusRequest)(nil),  // 111: kith.admin.v1.GetKubernetesStatusRequest
-	(*GetKubernetesStatusResponse)(nil), // 112: kith.admin.v1.GetKubernetesStatusResponse
-	(*KubernetesCluster)(nil),           // 113: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 114: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 115: kith.admin.v1.KubernetesGrant
-	nil,                                 // 116: kith.admin.v1.User.LabelsEntry
-	nil,                                 // 117: kith.admin.v1.Grant.HeadersEntry
-	nil,                                 // 118: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 119: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                 // 120: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 121: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 122: google.protobuf.Timestamp
+	(*User)(nil),                          // 0: kith.admin.v1.User
+	(*CreateUserRequest)(nil),             // 1: kith.admin.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),            // 2: kith.admin.v1.CreateUserResponse
+	(*GetUserRequest)(nil),                // 3: kith.admin.v1.GetUserRequest
+	(*GetUserResponse)(nil),               // 4: kith.admin.v1.GetUserResponse
+	(*ListUsersRequest)(nil),              // 5: kith.admin.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),             // 6: kith.admin.v1.ListUsersResponse
+	(*SetUserDisabledRequest)(nil),        // 7: kith.admin.v1.SetUserDisabledRequest
+	(*SetUserDisabledResponse)(nil),       // 8: kith.admin.v1.SetUserDisabledResponse
+	(*CreateEnrolmentCodeRequest)(nil),    // 9: kith.admin.v1.CreateEnrolmentCodeRequest
+	(*CreateEnrolmentCodeResponse)(nil),   // 10: kith.admin.v1.CreateEnrolmentCodeResponse
+	(*GetLoginConfigRequest)(nil),         // 11: kith.admin.v1.GetLoginConfigRequest
+	(*GetLoginConfigResponse)(nil),        // 12: kith.admin.v1.GetLoginConfigResponse
+	(*LoginRequest)(nil),                  // 13: kith.admin.v1.LoginRequest
+	(*LoginResponse)(nil),                 // 14: kith.admin.v1.LoginResponse
+	(*RenewLoginRequest)(nil),             // 15: kith.admin.v1.RenewLoginRequest
+	(*RenewLoginResponse)(nil),            // 16: kith.admin.v1.RenewLoginResponse
+	(*WhoAmIRequest)(nil),                 // 17: kith.admin.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                // 18: kith.admin.v1.WhoAmIResponse
+	(*AccessRequest)(nil),                 // 19: kith.admin.v1.AccessRequest
+	(*CreateAccessRequestRequest)(nil),    // 20: kith.admin.v1.CreateAccessRequestRequest
+	(*CreateAccessRequestResponse)(nil),   // 21: kith.admin.v1.CreateAccessRequestResponse
+	(*ListAccessRequestsRequest)(nil),     // 22: kith.admin.v1.ListAccessRequestsRequest
+	(*ListAccessRequestsResponse)(nil),    // 23: kith.admin.v1.ListAccessRequestsResponse
+	(*DecideAccessRequestRequest)(nil),    // 24: kith.admin.v1.DecideAccessRequestRequest
+	(*DecideAccessRequestResponse)(nil),   // 25: kith.admin.v1.DecideAccessRequestResponse
+	(*PolicyAttempt)(nil),                 // 26: kith.admin.v1.PolicyAttempt
+	(*AgentPolicy)(nil),                   // 27: kith.admin.v1.AgentPolicy
+	(*GetPolicyStatusRequest)(nil),        // 28: kith.admin.v1.GetPolicyStatusRequest
+	(*GetPolicyStatusResponse)(nil),       // 29: kith.admin.v1.GetPolicyStatusResponse
+	(*ListPolicyHistoryRequest)(nil),      // 30: kith.admin.v1.ListPolicyHistoryRequest
+	(*ListPolicyHistoryResponse)(nil),     // 31: kith.admin.v1.ListPolicyHistoryResponse
+	(*SyncPolicyRequest)(nil),             // 32: kith.admin.v1.SyncPolicyRequest
+	(*SyncPolicyResponse)(nil),            // 33: kith.admin.v1.SyncPolicyResponse
+	(*RollbackPolicyRequest)(nil),         // 34: kith.admin.v1.RollbackPolicyRequest
+	(*RollbackPolicyResponse)(nil),        // 35: kith.admin.v1.RollbackPolicyResponse
+	(*UnpinPolicyRequest)(nil),            // 36: kith.admin.v1.UnpinPolicyRequest
+	(*UnpinPolicyResponse)(nil),           // 37: kith.admin.v1.UnpinPolicyResponse
+	(*Grant)(nil),                         // 38: kith.admin.v1.Grant
+	(*CreateGrantRequest)(nil),            // 39: kith.admin.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),           // 40: kith.admin.v1.CreateGrantResponse
+	(*RevokeGrantsRequest)(nil),           // 41: kith.admin.v1.RevokeGrantsRequest
+	(*RevokeGrantsResponse)(nil),          // 42: kith.admin.v1.RevokeGrantsResponse
+	(*GetEnforcementRequest)(nil),         // 43: kith.admin.v1.GetEnforcementRequest
+	(*GetEnforcementResponse)(nil),        // 44: kith.admin.v1.GetEnforcementResponse
+	(*ListGrantsRequest)(nil),             // 45: kith.admin.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),            // 46: kith.admin.v1.ListGrantsResponse
+	(*SetTargetModeRequest)(nil),          // 47: kith.admin.v1.SetTargetModeRequest
+	(*SetTargetModeResponse)(nil),         // 48: kith.admin.v1.SetTargetModeResponse
+	(*ListTargetModesRequest)(nil),        // 49: kith.admin.v1.ListTargetModesRequest
+	(*ListTargetModesResponse)(nil),       // 50: kith.admin.v1.ListTargetModesResponse
+	(*ImportGrantsRequest)(nil),           // 51: kith.admin.v1.ImportGrantsRequest
+	(*ImportGrantsResponse)(nil),          // 52: kith.admin.v1.ImportGrantsResponse
+	(*CanRequest)(nil),                    // 53: kith.admin.v1.CanRequest
+	(*CanResponse)(nil),                   // 54: kith.admin.v1.CanResponse
+	(*Entry)(nil),                         // 55: kith.admin.v1.Entry
+	(*CreateEntryRequest)(nil),            // 56: kith.admin.v1.CreateEntryRequest
+	(*CreateEntryResponse)(nil),           // 57: kith.admin.v1.CreateEntryResponse
+	(*BatchCreateEntriesRequest)(nil),     // 58: kith.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResponse)(nil),    // 59: kith.admin.v1.BatchCreateEntriesResponse
+	(*GetEntryRequest)(nil),               // 60: kith.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),              // 61: kith.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),            // 62: kith.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),           // 63: kith.admin.v1.ListEntriesResponse
+	(*UpdateEntryRequest)(nil),            // 64: kith.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),           // 65: kith.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),            // 66: kith.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),           // 67: kith.admin.v1.DeleteEntryResponse
+	(*JoinToken)(nil),                     // 68: kith.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),        // 69: kith.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),       // 70: kith.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),         // 71: kith.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),        // 72: kith.admin.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),        // 73: kith.admin.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),       // 74: kith.admin.v1.RevokeJoinTokenResponse
+	(*Agent)(nil),                         // 75: kith.admin.v1.Agent
+	(*ListAgentsRequest)(nil),             // 76: kith.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 77: kith.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),               // 78: kith.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),              // 79: kith.admin.v1.GetAgentResponse
+	(*EvictAgentRequest)(nil),             // 80: kith.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),            // 81: kith.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),               // 82: kith.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),              // 83: kith.admin.v1.BanAgentResponse
+	(*UnbanAgentRequest)(nil),             // 84: kith.admin.v1.UnbanAgentRequest
+	(*UnbanAgentResponse)(nil),            // 85: kith.admin.v1.UnbanAgentResponse
+	(*MintX509SVIDRequest)(nil),           // 86: kith.admin.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),          // 87: kith.admin.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),            // 88: kith.admin.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),           // 89: kith.admin.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),              // 90: kith.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),             // 91: kith.admin.v1.GetBundleResponse
+	(*FederatedBundle)(nil),               // 92: kith.admin.v1.FederatedBundle
+	(*SetFederatedBundleRequest)(nil),     // 93: kith.admin.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),    // 94: kith.admin.v1.SetFederatedBundleResponse
+	(*ListFederatedBundlesRequest)(nil),   // 95: kith.admin.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),  // 96: kith.admin.v1.ListFederatedBundlesResponse
+	(*DeleteFederatedBundleRequest)(nil),  // 97: kith.admin.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil), // 98: kith.admin.v1.DeleteFederatedBundleResponse
+	(*Federation)(nil),                    // 99: kith.admin.v1.Federation
+	(*CreateFederationRequest)(nil),       // 100: kith.admin.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),      // 101: kith.admin.v1.CreateFederationResponse
+	(*UpdateFederationRequest)(nil),       // 102: kith.admin.v1.UpdateFederationRequest
+	(*UpdateFederationResponse)(nil),      // 103: kith.admin.v1.UpdateFederationResponse
+	(*ListFederationsRequest)(nil),        // 104: kith.admin.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),       // 105: kith.admin.v1.ListFederationsResponse
+	(*DeleteFederationRequest)(nil),       // 106: kith.admin.v1.DeleteFederationRequest
+	(*DeleteFederationResponse)(nil),      // 107: kith.admin.v1.DeleteFederationResponse
+	(*Authority)(nil),                     // 108: kith.admin.v1.Authority
+	(*GetCAStatusRequest)(nil),            // 109: kith.admin.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),           // 110: kith.admin.v1.GetCAStatusResponse
+	(*ListAuthoritiesRequest)(nil),        // 111: kith.admin.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),       // 112: kith.admin.v1.ListAuthoritiesResponse
+	(*RotateCARequest)(nil),               // 113: kith.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),              // 114: kith.admin.v1.RotateCAResponse
+	(*AuditEvent)(nil),                    // 115: kith.admin.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),        // 116: kith.admin.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),       // 117: kith.admin.v1.ListAuditEventsResponse
+	(*VerifyAuditRequest)(nil),            // 118: kith.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),           // 119: kith.admin.v1.VerifyAuditResponse
+	(*AuditHead)(nil),                     // 120: kith.admin.v1.AuditHead
+	(*GetAuditHeadRequest)(nil),           // 121: kith.admin.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),          // 122: kith.admin.v1.GetAuditHeadResponse
+	(*CheckStoreRequest)(nil),             // 123: kith.admin.v1.CheckStoreRequest
+	(*CheckStoreResponse)(nil),            // 124: kith.admin.v1.CheckStoreResponse
+	(*GetServerInfoRequest)(nil),          // 125: kith.admin.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),         // 126: kith.admin.v1.GetServerInfoResponse
+	(*GetKubernetesStatusRequest)(nil),    // 127: kith.admin.v1.GetKubernetesStatusRequest
+	(*GetKubernetesStatusResponse)(nil),   // 128: kith.admin.v1.GetKubernetesStatusResponse
+	(*KubernetesCluster)(nil),             // 129: kith.admin.v1.KubernetesCluster
+	(*KubernetesIdentity)(nil),            // 130: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),               // 131: kith.admin.v1.KubernetesGrant
+	nil,                                   // 132: kith.admin.v1.User.LabelsEntry
+	nil,                                   // 133: kith.admin.v1.Grant.HeadersEntry
+	nil,                                   // 134: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                   // 135: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                   // 136: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                   // 137: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 138: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	116, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
-	122, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	122, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
+	132, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
+	138, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	138, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
 	0,   // 3: kith.admin.v1.CreateUserRequest.user:type_name -> kith.admin.v1.User
 	0,   // 4: kith.admin.v1.CreateUserResponse.user:type_name -> kith.admin.v1.User
-	122, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
+	138, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
 	0,   // 6: kith.admin.v1.GetUserResponse.user:type_name -> kith.admin.v1.User
 	0,   // 7: kith.admin.v1.ListUsersResponse.users:type_name -> kith.admin.v1.User
 	0,   // 8: kith.admin.v1.SetUserDisabledResponse.user:type_name -> kith.admin.v1.User
-	122, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
-	122, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	138, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	138, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
 	0,   // 14: kith.admin.v1.WhoAmIResponse.user:type_name -> kith.admin.v1.User
-	122, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
-	122, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
+	138, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
+	138, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
 	19,  // 17: kith.admin.v1.CreateAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
 	19,  // 18: kith.admin.v1.ListAccessRequestsResponse.requests:type_name -> kith.admin.v1.AccessRequest
 	19,  // 19: kith.admin.v1.DecideAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
-	122, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	122, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	138, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	138, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	26,  // 22: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	27,  // 23: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	26,  // 24: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	122, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	117, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	138, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	133, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
 	38,  // 28: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	38,  // 29: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	38,  // 30: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	38,  // 31: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	118, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	134, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
 	38,  // 33: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
 	38,  // 34: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
 	38,  // 35: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
 	38,  // 36: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
-	119, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	120, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	121, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	122, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	122, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	135, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	136, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	137, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	138, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	138, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	55,  // 42: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	55,  // 43: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	55,  // 44: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -7697,150 +8659,179 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	55,  // 48: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	55,  // 49: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	55,  // 50: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	122, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	122, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	138, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	138, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	68,  // 54: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	68,  // 55: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
 	68,  // 56: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	122, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	122, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	138, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	138, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	75,  // 60: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
 	75,  // 61: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 62: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 63: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 64: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	122, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	122, // 67: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	122, // 68: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	122, // 69: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	122, // 70: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	122, // 71: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	122, // 72: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
-	122, // 73: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
-	122, // 74: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
-	122, // 75: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
-	122, // 76: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
-	92,  // 77: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
-	92,  // 78: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	122, // 79: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	122, // 80: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	99,  // 81: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
-	104, // 82: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	122, // 83: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
-	104, // 84: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
-	113, // 85: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	114, // 86: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	115, // 87: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	56,  // 88: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	58,  // 89: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	60,  // 90: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	62,  // 91: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	64,  // 92: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	66,  // 93: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	69,  // 94: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	71,  // 95: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	73,  // 96: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	76,  // 97: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	78,  // 98: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	80,  // 99: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	82,  // 100: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	84,  // 101: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	86,  // 102: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	88,  // 103: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	90,  // 104: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	95,  // 105: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	97,  // 106: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	93,  // 107: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
-	100, // 108: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	102, // 109: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	105, // 110: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	107, // 111: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	109, // 112: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	39,  // 113: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	41,  // 114: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	45,  // 115: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	47,  // 116: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	49,  // 117: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	53,  // 118: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	43,  // 119: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	51,  // 120: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
-	28,  // 121: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	30,  // 122: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	32,  // 123: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	34,  // 124: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	36,  // 125: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	111, // 126: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	1,   // 127: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
-	3,   // 128: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
-	5,   // 129: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
-	7,   // 130: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
-	9,   // 131: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
-	11,  // 132: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
-	13,  // 133: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
-	15,  // 134: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
-	17,  // 135: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
-	20,  // 136: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
-	22,  // 137: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
-	24,  // 138: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
-	57,  // 139: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	59,  // 140: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	61,  // 141: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	63,  // 142: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	65,  // 143: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	67,  // 144: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	70,  // 145: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	72,  // 146: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	74,  // 147: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	77,  // 148: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	79,  // 149: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	81,  // 150: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	83,  // 151: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	85,  // 152: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	87,  // 153: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	89,  // 154: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	91,  // 155: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	96,  // 156: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	98,  // 157: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	94,  // 158: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
-	101, // 159: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	103, // 160: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	106, // 161: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	108, // 162: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	110, // 163: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	40,  // 164: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	42,  // 165: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	46,  // 166: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	48,  // 167: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	50,  // 168: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	54,  // 169: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	44,  // 170: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	52,  // 171: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
-	29,  // 172: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	31,  // 173: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	33,  // 174: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	35,  // 175: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	37,  // 176: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	112, // 177: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	2,   // 178: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
-	4,   // 179: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
-	6,   // 180: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
-	8,   // 181: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
-	10,  // 182: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
-	12,  // 183: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
-	14,  // 184: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
-	16,  // 185: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
-	18,  // 186: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
-	21,  // 187: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
-	23,  // 188: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
-	25,  // 189: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
-	139, // [139:190] is the sub-list for method output_type
-	88,  // [88:139] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	138, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	138, // 67: kith.admin.v1.FederatedBundle.updated_at:type_name -> google.protobuf.Timestamp
+	92,  // 68: kith.admin.v1.SetFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
+	92,  // 69: kith.admin.v1.ListFederatedBundlesResponse.bundles:type_name -> kith.admin.v1.FederatedBundle
+	92,  // 70: kith.admin.v1.DeleteFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
+	138, // 71: kith.admin.v1.Federation.created_at:type_name -> google.protobuf.Timestamp
+	138, // 72: kith.admin.v1.Federation.updated_at:type_name -> google.protobuf.Timestamp
+	138, // 73: kith.admin.v1.Federation.last_refresh:type_name -> google.protobuf.Timestamp
+	138, // 74: kith.admin.v1.Federation.next_refresh:type_name -> google.protobuf.Timestamp
+	92,  // 75: kith.admin.v1.Federation.bundle:type_name -> kith.admin.v1.FederatedBundle
+	99,  // 76: kith.admin.v1.CreateFederationRequest.federation:type_name -> kith.admin.v1.Federation
+	99,  // 77: kith.admin.v1.CreateFederationResponse.federation:type_name -> kith.admin.v1.Federation
+	99,  // 78: kith.admin.v1.UpdateFederationRequest.federation:type_name -> kith.admin.v1.Federation
+	99,  // 79: kith.admin.v1.UpdateFederationResponse.federation:type_name -> kith.admin.v1.Federation
+	99,  // 80: kith.admin.v1.ListFederationsResponse.federations:type_name -> kith.admin.v1.Federation
+	99,  // 81: kith.admin.v1.DeleteFederationResponse.federation:type_name -> kith.admin.v1.Federation
+	138, // 82: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	138, // 83: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	138, // 84: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	138, // 85: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	138, // 86: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	138, // 87: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	138, // 88: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	138, // 89: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	138, // 90: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	138, // 91: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	108, // 92: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
+	108, // 93: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
+	138, // 94: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	138, // 95: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	115, // 96: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
+	120, // 97: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
+	138, // 98: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	120, // 99: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
+	129, // 100: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
+	130, // 101: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	131, // 102: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	56,  // 103: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	58,  // 104: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	60,  // 105: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	62,  // 106: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	64,  // 107: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	66,  // 108: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	69,  // 109: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	71,  // 110: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	73,  // 111: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	76,  // 112: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	78,  // 113: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	80,  // 114: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	82,  // 115: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	84,  // 116: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	86,  // 117: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	88,  // 118: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	90,  // 119: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	93,  // 120: kith.admin.v1.AdminService.SetFederatedBundle:input_type -> kith.admin.v1.SetFederatedBundleRequest
+	95,  // 121: kith.admin.v1.AdminService.ListFederatedBundles:input_type -> kith.admin.v1.ListFederatedBundlesRequest
+	97,  // 122: kith.admin.v1.AdminService.DeleteFederatedBundle:input_type -> kith.admin.v1.DeleteFederatedBundleRequest
+	100, // 123: kith.admin.v1.AdminService.CreateFederation:input_type -> kith.admin.v1.CreateFederationRequest
+	102, // 124: kith.admin.v1.AdminService.UpdateFederation:input_type -> kith.admin.v1.UpdateFederationRequest
+	104, // 125: kith.admin.v1.AdminService.ListFederations:input_type -> kith.admin.v1.ListFederationsRequest
+	106, // 126: kith.admin.v1.AdminService.DeleteFederation:input_type -> kith.admin.v1.DeleteFederationRequest
+	111, // 127: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	113, // 128: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	109, // 129: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	116, // 130: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	118, // 131: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	121, // 132: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	123, // 133: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	125, // 134: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	39,  // 135: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	41,  // 136: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	45,  // 137: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	47,  // 138: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	49,  // 139: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	53,  // 140: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	43,  // 141: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	51,  // 142: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	28,  // 143: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	30,  // 144: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	32,  // 145: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	34,  // 146: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	36,  // 147: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	127, // 148: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	1,   // 149: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
+	3,   // 150: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
+	5,   // 151: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
+	7,   // 152: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
+	9,   // 153: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
+	11,  // 154: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
+	13,  // 155: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
+	15,  // 156: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
+	17,  // 157: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
+	20,  // 158: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
+	22,  // 159: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
+	24,  // 160: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
+	57,  // 161: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	59,  // 162: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	61,  // 163: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	63,  // 164: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	65,  // 165: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	67,  // 166: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	70,  // 167: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	72,  // 168: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	74,  // 169: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	77,  // 170: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	79,  // 171: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	81,  // 172: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	83,  // 173: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	85,  // 174: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	87,  // 175: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	89,  // 176: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	91,  // 177: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	94,  // 178: kith.admin.v1.AdminService.SetFederatedBundle:output_type -> kith.admin.v1.SetFederatedBundleResponse
+	96,  // 179: kith.admin.v1.AdminService.ListFederatedBundles:output_type -> kith.admin.v1.ListFederatedBundlesResponse
+	98,  // 180: kith.admin.v1.AdminService.DeleteFederatedBundle:output_type -> kith.admin.v1.DeleteFederatedBundleResponse
+	101, // 181: kith.admin.v1.AdminService.CreateFederation:output_type -> kith.admin.v1.CreateFederationResponse
+	103, // 182: kith.admin.v1.AdminService.UpdateFederation:output_type -> kith.admin.v1.UpdateFederationResponse
+	105, // 183: kith.admin.v1.AdminService.ListFederations:output_type -> kith.admin.v1.ListFederationsResponse
+	107, // 184: kith.admin.v1.AdminService.DeleteFederation:output_type -> kith.admin.v1.DeleteFederationResponse
+	112, // 185: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	114, // 186: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	110, // 187: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	117, // 188: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	119, // 189: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	122, // 190: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	124, // 191: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	126, // 192: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	40,  // 193: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	42,  // 194: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	46,  // 195: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	48,  // 196: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	50,  // 197: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	54,  // 198: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	44,  // 199: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	52,  // 200: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	29,  // 201: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	31,  // 202: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	33,  // 203: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	35,  // 204: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	37,  // 205: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	128, // 206: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	2,   // 207: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
+	4,   // 208: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
+	6,   // 209: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
+	8,   // 210: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
+	10,  // 211: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
+	12,  // 212: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
+	14,  // 213: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
+	16,  // 214: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
+	18,  // 215: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
+	21,  // 216: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
+	23,  // 217: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
+	25,  // 218: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
+	161, // [161:219] is the sub-list for method output_type
+	103, // [103:161] is the sub-list for method input_type
+	103, // [103:103] is the sub-list for extension type_name
+	103, // [103:103] is the sub-list for extension extendee
+	0,   // [0:103] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -7858,7 +8849,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   122,
+			NumMessages:   138,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

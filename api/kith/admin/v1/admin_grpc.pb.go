@@ -21,57 +21,64 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreateEntry_FullMethodName         = "/kith.admin.v1.AdminService/CreateEntry"
-	AdminService_BatchCreateEntries_FullMethodName  = "/kith.admin.v1.AdminService/BatchCreateEntries"
-	AdminService_GetEntry_FullMethodName            = "/kith.admin.v1.AdminService/GetEntry"
-	AdminService_ListEntries_FullMethodName         = "/kith.admin.v1.AdminService/ListEntries"
-	AdminService_UpdateEntry_FullMethodName         = "/kith.admin.v1.AdminService/UpdateEntry"
-	AdminService_DeleteEntry_FullMethodName         = "/kith.admin.v1.AdminService/DeleteEntry"
-	AdminService_CreateJoinToken_FullMethodName     = "/kith.admin.v1.AdminService/CreateJoinToken"
-	AdminService_ListJoinTokens_FullMethodName      = "/kith.admin.v1.AdminService/ListJoinTokens"
-	AdminService_RevokeJoinToken_FullMethodName     = "/kith.admin.v1.AdminService/RevokeJoinToken"
-	AdminService_ListAgents_FullMethodName          = "/kith.admin.v1.AdminService/ListAgents"
-	AdminService_GetAgent_FullMethodName            = "/kith.admin.v1.AdminService/GetAgent"
-	AdminService_EvictAgent_FullMethodName          = "/kith.admin.v1.AdminService/EvictAgent"
-	AdminService_BanAgent_FullMethodName            = "/kith.admin.v1.AdminService/BanAgent"
-	AdminService_UnbanAgent_FullMethodName          = "/kith.admin.v1.AdminService/UnbanAgent"
-	AdminService_MintX509SVID_FullMethodName        = "/kith.admin.v1.AdminService/MintX509SVID"
-	AdminService_MintJWTSVID_FullMethodName         = "/kith.admin.v1.AdminService/MintJWTSVID"
-	AdminService_GetBundle_FullMethodName           = "/kith.admin.v1.AdminService/GetBundle"
-	AdminService_ListAuthorities_FullMethodName     = "/kith.admin.v1.AdminService/ListAuthorities"
-	AdminService_RotateCA_FullMethodName            = "/kith.admin.v1.AdminService/RotateCA"
-	AdminService_GetCAStatus_FullMethodName         = "/kith.admin.v1.AdminService/GetCAStatus"
-	AdminService_ListAuditEvents_FullMethodName     = "/kith.admin.v1.AdminService/ListAuditEvents"
-	AdminService_VerifyAudit_FullMethodName         = "/kith.admin.v1.AdminService/VerifyAudit"
-	AdminService_GetAuditHead_FullMethodName        = "/kith.admin.v1.AdminService/GetAuditHead"
-	AdminService_CheckStore_FullMethodName          = "/kith.admin.v1.AdminService/CheckStore"
-	AdminService_GetServerInfo_FullMethodName       = "/kith.admin.v1.AdminService/GetServerInfo"
-	AdminService_CreateGrant_FullMethodName         = "/kith.admin.v1.AdminService/CreateGrant"
-	AdminService_RevokeGrants_FullMethodName        = "/kith.admin.v1.AdminService/RevokeGrants"
-	AdminService_ListGrants_FullMethodName          = "/kith.admin.v1.AdminService/ListGrants"
-	AdminService_SetTargetMode_FullMethodName       = "/kith.admin.v1.AdminService/SetTargetMode"
-	AdminService_ListTargetModes_FullMethodName     = "/kith.admin.v1.AdminService/ListTargetModes"
-	AdminService_Can_FullMethodName                 = "/kith.admin.v1.AdminService/Can"
-	AdminService_GetEnforcement_FullMethodName      = "/kith.admin.v1.AdminService/GetEnforcement"
-	AdminService_ImportGrants_FullMethodName        = "/kith.admin.v1.AdminService/ImportGrants"
-	AdminService_GetPolicyStatus_FullMethodName     = "/kith.admin.v1.AdminService/GetPolicyStatus"
-	AdminService_ListPolicyHistory_FullMethodName   = "/kith.admin.v1.AdminService/ListPolicyHistory"
-	AdminService_SyncPolicy_FullMethodName          = "/kith.admin.v1.AdminService/SyncPolicy"
-	AdminService_RollbackPolicy_FullMethodName      = "/kith.admin.v1.AdminService/RollbackPolicy"
-	AdminService_UnpinPolicy_FullMethodName         = "/kith.admin.v1.AdminService/UnpinPolicy"
-	AdminService_GetKubernetesStatus_FullMethodName = "/kith.admin.v1.AdminService/GetKubernetesStatus"
-	AdminService_CreateUser_FullMethodName          = "/kith.admin.v1.AdminService/CreateUser"
-	AdminService_GetUser_FullMethodName             = "/kith.admin.v1.AdminService/GetUser"
-	AdminService_ListUsers_FullMethodName           = "/kith.admin.v1.AdminService/ListUsers"
-	AdminService_SetUserDisabled_FullMethodName     = "/kith.admin.v1.AdminService/SetUserDisabled"
-	AdminService_CreateEnrolmentCode_FullMethodName = "/kith.admin.v1.AdminService/CreateEnrolmentCode"
-	AdminService_GetLoginConfig_FullMethodName      = "/kith.admin.v1.AdminService/GetLoginConfig"
-	AdminService_Login_FullMethodName               = "/kith.admin.v1.AdminService/Login"
-	AdminService_RenewLogin_FullMethodName          = "/kith.admin.v1.AdminService/RenewLogin"
-	AdminService_WhoAmI_FullMethodName              = "/kith.admin.v1.AdminService/WhoAmI"
-	AdminService_CreateAccessRequest_FullMethodName = "/kith.admin.v1.AdminService/CreateAccessRequest"
-	AdminService_ListAccessRequests_FullMethodName  = "/kith.admin.v1.AdminService/ListAccessRequests"
-	AdminService_DecideAccessRequest_FullMethodName = "/kith.admin.v1.AdminService/DecideAccessRequest"
+	AdminService_CreateEntry_FullMethodName           = "/kith.admin.v1.AdminService/CreateEntry"
+	AdminService_BatchCreateEntries_FullMethodName    = "/kith.admin.v1.AdminService/BatchCreateEntries"
+	AdminService_GetEntry_FullMethodName              = "/kith.admin.v1.AdminService/GetEntry"
+	AdminService_ListEntries_FullMethodName           = "/kith.admin.v1.AdminService/ListEntries"
+	AdminService_UpdateEntry_FullMethodName           = "/kith.admin.v1.AdminService/UpdateEntry"
+	AdminService_DeleteEntry_FullMethodName           = "/kith.admin.v1.AdminService/DeleteEntry"
+	AdminService_CreateJoinToken_FullMethodName       = "/kith.admin.v1.AdminService/CreateJoinToken"
+	AdminService_ListJoinTokens_FullMethodName        = "/kith.admin.v1.AdminService/ListJoinTokens"
+	AdminService_RevokeJoinToken_FullMethodName       = "/kith.admin.v1.AdminService/RevokeJoinToken"
+	AdminService_ListAgents_FullMethodName            = "/kith.admin.v1.AdminService/ListAgents"
+	AdminService_GetAgent_FullMethodName              = "/kith.admin.v1.AdminService/GetAgent"
+	AdminService_EvictAgent_FullMethodName            = "/kith.admin.v1.AdminService/EvictAgent"
+	AdminService_BanAgent_FullMethodName              = "/kith.admin.v1.AdminService/BanAgent"
+	AdminService_UnbanAgent_FullMethodName            = "/kith.admin.v1.AdminService/UnbanAgent"
+	AdminService_MintX509SVID_FullMethodName          = "/kith.admin.v1.AdminService/MintX509SVID"
+	AdminService_MintJWTSVID_FullMethodName           = "/kith.admin.v1.AdminService/MintJWTSVID"
+	AdminService_GetBundle_FullMethodName             = "/kith.admin.v1.AdminService/GetBundle"
+	AdminService_SetFederatedBundle_FullMethodName    = "/kith.admin.v1.AdminService/SetFederatedBundle"
+	AdminService_ListFederatedBundles_FullMethodName  = "/kith.admin.v1.AdminService/ListFederatedBundles"
+	AdminService_DeleteFederatedBundle_FullMethodName = "/kith.admin.v1.AdminService/DeleteFederatedBundle"
+	AdminService_CreateFederation_FullMethodName      = "/kith.admin.v1.AdminService/CreateFederation"
+	AdminService_UpdateFederation_FullMethodName      = "/kith.admin.v1.AdminService/UpdateFederation"
+	AdminService_ListFederations_FullMethodName       = "/kith.admin.v1.AdminService/ListFederations"
+	AdminService_DeleteFederation_FullMethodName      = "/kith.admin.v1.AdminService/DeleteFederation"
+	AdminService_ListAuthorities_FullMethodName       = "/kith.admin.v1.AdminService/ListAuthorities"
+	AdminService_RotateCA_FullMethodName              = "/kith.admin.v1.AdminService/RotateCA"
+	AdminService_GetCAStatus_FullMethodName           = "/kith.admin.v1.AdminService/GetCAStatus"
+	AdminService_ListAuditEvents_FullMethodName       = "/kith.admin.v1.AdminService/ListAuditEvents"
+	AdminService_VerifyAudit_FullMethodName           = "/kith.admin.v1.AdminService/VerifyAudit"
+	AdminService_GetAuditHead_FullMethodName          = "/kith.admin.v1.AdminService/GetAuditHead"
+	AdminService_CheckStore_FullMethodName            = "/kith.admin.v1.AdminService/CheckStore"
+	AdminService_GetServerInfo_FullMethodName         = "/kith.admin.v1.AdminService/GetServerInfo"
+	AdminService_CreateGrant_FullMethodName           = "/kith.admin.v1.AdminService/CreateGrant"
+	AdminService_RevokeGrants_FullMethodName          = "/kith.admin.v1.AdminService/RevokeGrants"
+	AdminService_ListGrants_FullMethodName            = "/kith.admin.v1.AdminService/ListGrants"
+	AdminService_SetTargetMode_FullMethodName         = "/kith.admin.v1.AdminService/SetTargetMode"
+	AdminService_ListTargetModes_FullMethodName       = "/kith.admin.v1.AdminService/ListTargetModes"
+	AdminService_Can_FullMethodName                   = "/kith.admin.v1.AdminService/Can"
+	AdminService_GetEnforcement_FullMethodName        = "/kith.admin.v1.AdminService/GetEnforcement"
+	AdminService_ImportGrants_FullMethodName          = "/kith.admin.v1.AdminService/ImportGrants"
+	AdminService_GetPolicyStatus_FullMethodName       = "/kith.admin.v1.AdminService/GetPolicyStatus"
+	AdminService_ListPolicyHistory_FullMethodName     = "/kith.admin.v1.AdminService/ListPolicyHistory"
+	AdminService_SyncPolicy_FullMethodName            = "/kith.admin.v1.AdminService/SyncPolicy"
+	AdminService_RollbackPolicy_FullMethodName        = "/kith.admin.v1.AdminService/RollbackPolicy"
+	AdminService_UnpinPolicy_FullMethodName           = "/kith.admin.v1.AdminService/UnpinPolicy"
+	AdminService_GetKubernetesStatus_FullMethodName   = "/kith.admin.v1.AdminService/GetKubernetesStatus"
+	AdminService_CreateUser_FullMethodName            = "/kith.admin.v1.AdminService/CreateUser"
+	AdminService_GetUser_FullMethodName               = "/kith.admin.v1.AdminService/GetUser"
+	AdminService_ListUsers_FullMethodName             = "/kith.admin.v1.AdminService/ListUsers"
+	AdminService_SetUserDisabled_FullMethodName       = "/kith.admin.v1.AdminService/SetUserDisabled"
+	AdminService_CreateEnrolmentCode_FullMethodName   = "/kith.admin.v1.AdminService/CreateEnrolmentCode"
+	AdminService_GetLoginConfig_FullMethodName        = "/kith.admin.v1.AdminService/GetLoginConfig"
+	AdminService_Login_FullMethodName                 = "/kith.admin.v1.AdminService/Login"
+	AdminService_RenewLogin_FullMethodName            = "/kith.admin.v1.AdminService/RenewLogin"
+	AdminService_WhoAmI_FullMethodName                = "/kith.admin.v1.AdminService/WhoAmI"
+	AdminService_CreateAccessRequest_FullMethodName   = "/kith.admin.v1.AdminService/CreateAccessRequest"
+	AdminService_ListAccessRequests_FullMethodName    = "/kith.admin.v1.AdminService/ListAccessRequests"
+	AdminService_DecideAccessRequest_FullMethodName   = "/kith.admin.v1.AdminService/DecideAccessRequest"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -97,6 +104,14 @@ type AdminServiceClient interface {
 	MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error)
 	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
+	// Federated bundles (other trust domains' bundles this server trusts) and federation relationships.
+	SetFederatedBundle(ctx context.Context, in *SetFederatedBundleRequest, opts ...grpc.CallOption) (*SetFederatedBundleResponse, error)
+	ListFederatedBundles(ctx context.Context, in *ListFederatedBundlesRequest, opts ...grpc.CallOption) (*ListFederatedBundlesResponse, error)
+	DeleteFederatedBundle(ctx context.Context, in *DeleteFederatedBundleRequest, opts ...grpc.CallOption) (*DeleteFederatedBundleResponse, error)
+	CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*CreateFederationResponse, error)
+	UpdateFederation(ctx context.Context, in *UpdateFederationRequest, opts ...grpc.CallOption) (*UpdateFederationResponse, error)
+	ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error)
+	DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error)
 	ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error)
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
 	GetCAStatus(ctx context.Context, in *GetCAStatusRequest, opts ...grpc.CallOption) (*GetCAStatusResponse, error)
@@ -315,6 +330,76 @@ func (c *adminServiceClient) GetBundle(ctx context.Context, in *GetBundleRequest
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetBundleResponse)
 	err := c.cc.Invoke(ctx, AdminService_GetBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetFederatedBundle(ctx context.Context, in *SetFederatedBundleRequest, opts ...grpc.CallOption) (*SetFederatedBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetFederatedBundleResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetFederatedBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListFederatedBundles(ctx context.Context, in *ListFederatedBundlesRequest, opts ...grpc.CallOption) (*ListFederatedBundlesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederatedBundlesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListFederatedBundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteFederatedBundle(ctx context.Context, in *DeleteFederatedBundleRequest, opts ...grpc.CallOption) (*DeleteFederatedBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFederatedBundleResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteFederatedBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*CreateFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateFederationResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdateFederation(ctx context.Context, in *UpdateFederationRequest, opts ...grpc.CallOption) (*UpdateFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateFederationResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListFederations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFederationResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteFederation_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -684,6 +769,14 @@ type AdminServiceServer interface {
 	MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error)
 	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
+	// Federated bundles (other trust domains' bundles this server trusts) and federation relationships.
+	SetFederatedBundle(context.Context, *SetFederatedBundleRequest) (*SetFederatedBundleResponse, error)
+	ListFederatedBundles(context.Context, *ListFederatedBundlesRequest) (*ListFederatedBundlesResponse, error)
+	DeleteFederatedBundle(context.Context, *DeleteFederatedBundleRequest) (*DeleteFederatedBundleResponse, error)
+	CreateFederation(context.Context, *CreateFederationRequest) (*CreateFederationResponse, error)
+	UpdateFederation(context.Context, *UpdateFederationRequest) (*UpdateFederationResponse, error)
+	ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error)
+	DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error)
 	ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error)
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
 	GetCAStatus(context.Context, *GetCAStatusRequest) (*GetCAStatusResponse, error)
@@ -788,6 +881,27 @@ func (UnimplementedAdminServiceServer) MintJWTSVID(context.Context, *MintJWTSVID
 }
 func (UnimplementedAdminServiceServer) GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
+}
+func (UnimplementedAdminServiceServer) SetFederatedBundle(context.Context, *SetFederatedBundleRequest) (*SetFederatedBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetFederatedBundle not implemented")
+}
+func (UnimplementedAdminServiceServer) ListFederatedBundles(context.Context, *ListFederatedBundlesRequest) (*ListFederatedBundlesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFederatedBundles not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteFederatedBundle(context.Context, *DeleteFederatedBundleRequest) (*DeleteFederatedBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFederatedBundle not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateFederation(context.Context, *CreateFederationRequest) (*CreateFederationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateFederation not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdateFederation(context.Context, *UpdateFederationRequest) (*UpdateFederationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateFederation not implemented")
+}
+func (UnimplementedAdminServiceServer) ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFederations not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFederation not implemented")
 }
 func (UnimplementedAdminServiceServer) ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuthorities not implemented")
@@ -1214,6 +1328,132 @@ func _AdminService_GetBundle_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetBundle(ctx, req.(*GetBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetFederatedBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetFederatedBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetFederatedBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetFederatedBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetFederatedBundle(ctx, req.(*SetFederatedBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListFederatedBundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederatedBundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListFederatedBundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListFederatedBundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListFederatedBundles(ctx, req.(*ListFederatedBundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteFederatedBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederatedBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteFederatedBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteFederatedBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteFederatedBundle(ctx, req.(*DeleteFederatedBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateFederation(ctx, req.(*CreateFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdateFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateFederation(ctx, req.(*UpdateFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListFederations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListFederations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListFederations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListFederations(ctx, req.(*ListFederationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteFederation(ctx, req.(*DeleteFederationRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1904,6 +2144,34 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _AdminService_GetBundle_Handler,
+		},
+		{
+			MethodName: "SetFederatedBundle",
+			Handler:    _AdminService_SetFederatedBundle_Handler,
+		},
+		{
+			MethodName: "ListFederatedBundles",
+			Handler:    _AdminService_ListFederatedBundles_Handler,
+		},
+		{
+			MethodName: "DeleteFederatedBundle",
+			Handler:    _AdminService_DeleteFederatedBundle_Handler,
+		},
+		{
+			MethodName: "CreateFederation",
+			Handler:    _AdminService_CreateFederation_Handler,
+		},
+		{
+			MethodName: "UpdateFederation",
+			Handler:    _AdminService_UpdateFederation_Handler,
+		},
+		{
+			MethodName: "ListFederations",
+			Handler:    _AdminService_ListFederations_Handler,
+		},
+		{
+			MethodName: "DeleteFederation",
+			Handler:    _AdminService_DeleteFederation_Handler,
 		},
 		{
 			MethodName: "ListAuthorities",

@@ -409,6 +409,7 @@ type Entry struct {
 	DnsNames       []string               `protobuf:"bytes,6,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
 	Labels         map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Revision       int64                  `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	FederatesWith  []string               `protobuf:"bytes,9,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"` // trust domains whose bundles the entry's workloads also receive
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -499,6 +500,59 @@ func (x *Entry) GetRevision() int64 {
 	return 0
 }
 
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
+}
+
+// FederatedBundles is every federated trust domain's bundle; the agent gives each only to the workloads
+// whose entries federate with it.
+type FederatedBundles struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundles       []*Bundle              `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundles) Reset() {
+	*x = FederatedBundles{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundles) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundles) ProtoMessage() {}
+
+func (x *FederatedBundles) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundles.ProtoReflect.Descriptor instead.
+func (*FederatedBundles) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *FederatedBundles) GetBundles() []*Bundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
 type SyncRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"` // last revision the agent has applied; 0 for a full snapshot
@@ -508,7 +562,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +574,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +587,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncRequest) GetRevision() int64 {
@@ -544,21 +598,22 @@ func (x *SyncRequest) GetRevision() int64 {
 }
 
 type SyncResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Revision        int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	FullSnapshot    bool                   `protobuf:"varint,2,opt,name=full_snapshot,json=fullSnapshot,proto3" json:"full_snapshot,omitempty"` // replace everything with what this message holds
-	Entries         []*Entry               `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`                                // entries added or changed
-	DeletedEntryIds []string               `protobuf:"bytes,4,rep,name=deleted_entry_ids,json=deletedEntryIds,proto3" json:"deleted_entry_ids,omitempty"`
-	Bundle          *Bundle                `protobuf:"bytes,5,opt,name=bundle,proto3" json:"bundle,omitempty"` // set when the bundle changed (always in a snapshot)
-	Authz           *AuthzData             `protobuf:"bytes,6,opt,name=authz,proto3" json:"authz,omitempty"`   // set when the authorization data for this agent's targets changed: replaces it
-	Policy          *PolicyBundle          `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"` // set when the active policy bundle changed
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Revision         int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	FullSnapshot     bool                   `protobuf:"varint,2,opt,name=full_snapshot,json=fullSnapshot,proto3" json:"full_snapshot,omitempty"` // replace everything with what this message holds
+	Entries          []*Entry               `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`                                // entries added or changed
+	DeletedEntryIds  []string               `protobuf:"bytes,4,rep,name=deleted_entry_ids,json=deletedEntryIds,proto3" json:"deleted_entry_ids,omitempty"`
+	Bundle           *Bundle                `protobuf:"bytes,5,opt,name=bundle,proto3" json:"bundle,omitempty"`                                             // set when the bundle changed (always in a snapshot)
+	Authz            *AuthzData             `protobuf:"bytes,6,opt,name=authz,proto3" json:"authz,omitempty"`                                               // set when the authorization data for this agent's targets changed: replaces it
+	Policy           *PolicyBundle          `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`                                             // set when the active policy bundle changed
+	FederatedBundles *FederatedBundles      `protobuf:"bytes,8,opt,name=federated_bundles,json=federatedBundles,proto3" json:"federated_bundles,omitempty"` // set when any federated bundle changed (always in a snapshot): replaces them
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +625,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +638,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SyncResponse) GetRevision() int64 {
@@ -635,6 +690,13 @@ func (x *SyncResponse) GetPolicy() *PolicyBundle {
 	return nil
 }
 
+func (x *SyncResponse) GetFederatedBundles() *FederatedBundles {
+	if x != nil {
+		return x.FederatedBundles
+	}
+	return nil
+}
+
 // Grant lets caller call target (methods and paths; empty means any) until expires_at.
 type Grant struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -661,7 +723,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +735,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +748,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Grant) GetId() string {
@@ -818,7 +880,7 @@ type IdentityLabels struct {
 
 func (x *IdentityLabels) Reset() {
 	*x = IdentityLabels{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +892,7 @@ func (x *IdentityLabels) String() string {
 func (*IdentityLabels) ProtoMessage() {}
 
 func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +905,7 @@ func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityLabels.ProtoReflect.Descriptor instead.
 func (*IdentityLabels) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IdentityLabels) GetSpiffeId() string {
@@ -872,7 +934,7 @@ type AuthzData struct {
 
 func (x *AuthzData) Reset() {
 	*x = AuthzData{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +946,7 @@ func (x *AuthzData) String() string {
 func (*AuthzData) ProtoMessage() {}
 
 func (x *AuthzData) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +959,7 @@ func (x *AuthzData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzData.ProtoReflect.Descriptor instead.
 func (*AuthzData) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AuthzData) GetGrants() []*Grant {
@@ -933,7 +995,7 @@ type PolicyBundle struct {
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1007,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1020,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PolicyBundle) GetRevision() string {
@@ -992,7 +1054,7 @@ type X509SVIDRequest struct {
 
 func (x *X509SVIDRequest) Reset() {
 	*x = X509SVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1066,7 @@ func (x *X509SVIDRequest) String() string {
 func (*X509SVIDRequest) ProtoMessage() {}
 
 func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1079,7 @@ func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*X509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *X509SVIDRequest) GetEntryId() string {
@@ -1046,7 +1108,7 @@ type X509SVIDResult struct {
 
 func (x *X509SVIDResult) Reset() {
 	*x = X509SVIDResult{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1120,7 @@ func (x *X509SVIDResult) String() string {
 func (*X509SVIDResult) ProtoMessage() {}
 
 func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1133,7 @@ func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDResult.ProtoReflect.Descriptor instead.
 func (*X509SVIDResult) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *X509SVIDResult) GetEntryId() string {
@@ -1111,7 +1173,7 @@ type SignX509SVIDsRequest struct {
 
 func (x *SignX509SVIDsRequest) Reset() {
 	*x = SignX509SVIDsRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1185,7 @@ func (x *SignX509SVIDsRequest) String() string {
 func (*SignX509SVIDsRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1198,7 @@ func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignX509SVIDsRequest) GetRequests() []*X509SVIDRequest {
@@ -1155,7 +1217,7 @@ type SignX509SVIDsResponse struct {
 
 func (x *SignX509SVIDsResponse) Reset() {
 	*x = SignX509SVIDsResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1229,7 @@ func (x *SignX509SVIDsResponse) String() string {
 func (*SignX509SVIDsResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1242,7 @@ func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SignX509SVIDsResponse) GetResults() []*X509SVIDResult {
@@ -1200,7 +1262,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1274,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1287,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MintJWTSVIDRequest) GetEntryId() string {
@@ -1252,7 +1314,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1326,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1339,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -1322,7 +1384,7 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
 	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\x12'\n" +
-	"\x0fsequence_number\x18\x03 \x01(\x04R\x0esequenceNumber\"\xd2\x02\n" +
+	"\x0fsequence_number\x18\x03 \x01(\x04R\x0esequenceNumber\"\xf9\x02\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1c\n" +
@@ -1331,12 +1393,15 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fjwt_ttl_seconds\x18\x05 \x01(\x03R\rjwtTtlSeconds\x12\x1b\n" +
 	"\tdns_names\x18\x06 \x03(\tR\bdnsNames\x128\n" +
 	"\x06labels\x18\a \x03(\v2 .kith.agent.v1.Entry.LabelsEntryR\x06labels\x12\x1a\n" +
-	"\brevision\x18\b \x01(\x03R\brevision\x1a9\n" +
+	"\brevision\x18\b \x01(\x03R\brevision\x12%\n" +
+	"\x0efederates_with\x18\t \x03(\tR\rfederatesWith\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\")\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
+	"\x10FederatedBundles\x12/\n" +
+	"\abundles\x18\x01 \x03(\v2\x15.kith.agent.v1.BundleR\abundles\")\n" +
 	"\vSyncRequest\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xbf\x02\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\x8d\x03\n" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12#\n" +
 	"\rfull_snapshot\x18\x02 \x01(\bR\ffullSnapshot\x12.\n" +
@@ -1344,7 +1409,8 @@ const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\x11deleted_entry_ids\x18\x04 \x03(\tR\x0fdeletedEntryIds\x12-\n" +
 	"\x06bundle\x18\x05 \x01(\v2\x15.kith.agent.v1.BundleR\x06bundle\x12.\n" +
 	"\x05authz\x18\x06 \x01(\v2\x18.kith.agent.v1.AuthzDataR\x05authz\x123\n" +
-	"\x06policy\x18\a \x01(\v2\x1b.kith.agent.v1.PolicyBundleR\x06policy\"\xdd\x04\n" +
+	"\x06policy\x18\a \x01(\v2\x1b.kith.agent.v1.PolicyBundleR\x06policy\x12L\n" +
+	"\x11federated_bundles\x18\b \x01(\v2\x1f.kith.agent.v1.FederatedBundlesR\x10federatedBundles\"\xdd\x04\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x16\n" +
@@ -1434,7 +1500,7 @@ func file_kith_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_kith_agent_v1_agent_proto_rawDescData
 }
 
-var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*ReportStatusRequest)(nil),   // 0: kith.agent.v1.ReportStatusRequest
 	(*ReportStatusResponse)(nil),  // 1: kith.agent.v1.ReportStatusResponse
@@ -1444,60 +1510,63 @@ var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*RenewAgentResponse)(nil),    // 5: kith.agent.v1.RenewAgentResponse
 	(*Bundle)(nil),                // 6: kith.agent.v1.Bundle
 	(*Entry)(nil),                 // 7: kith.agent.v1.Entry
-	(*SyncRequest)(nil),           // 8: kith.agent.v1.SyncRequest
-	(*SyncResponse)(nil),          // 9: kith.agent.v1.SyncResponse
-	(*Grant)(nil),                 // 10: kith.agent.v1.Grant
-	(*IdentityLabels)(nil),        // 11: kith.agent.v1.IdentityLabels
-	(*AuthzData)(nil),             // 12: kith.agent.v1.AuthzData
-	(*PolicyBundle)(nil),          // 13: kith.agent.v1.PolicyBundle
-	(*X509SVIDRequest)(nil),       // 14: kith.agent.v1.X509SVIDRequest
-	(*X509SVIDResult)(nil),        // 15: kith.agent.v1.X509SVIDResult
-	(*SignX509SVIDsRequest)(nil),  // 16: kith.agent.v1.SignX509SVIDsRequest
-	(*SignX509SVIDsResponse)(nil), // 17: kith.agent.v1.SignX509SVIDsResponse
-	(*MintJWTSVIDRequest)(nil),    // 18: kith.agent.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),   // 19: kith.agent.v1.MintJWTSVIDResponse
-	nil,                           // 20: kith.agent.v1.Entry.LabelsEntry
-	nil,                           // 21: kith.agent.v1.Grant.HeadersEntry
-	nil,                           // 22: kith.agent.v1.IdentityLabels.LabelsEntry
-	nil,                           // 23: kith.agent.v1.AuthzData.ModesEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*FederatedBundles)(nil),      // 8: kith.agent.v1.FederatedBundles
+	(*SyncRequest)(nil),           // 9: kith.agent.v1.SyncRequest
+	(*SyncResponse)(nil),          // 10: kith.agent.v1.SyncResponse
+	(*Grant)(nil),                 // 11: kith.agent.v1.Grant
+	(*IdentityLabels)(nil),        // 12: kith.agent.v1.IdentityLabels
+	(*AuthzData)(nil),             // 13: kith.agent.v1.AuthzData
+	(*PolicyBundle)(nil),          // 14: kith.agent.v1.PolicyBundle
+	(*X509SVIDRequest)(nil),       // 15: kith.agent.v1.X509SVIDRequest
+	(*X509SVIDResult)(nil),        // 16: kith.agent.v1.X509SVIDResult
+	(*SignX509SVIDsRequest)(nil),  // 17: kith.agent.v1.SignX509SVIDsRequest
+	(*SignX509SVIDsResponse)(nil), // 18: kith.agent.v1.SignX509SVIDsResponse
+	(*MintJWTSVIDRequest)(nil),    // 19: kith.agent.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),   // 20: kith.agent.v1.MintJWTSVIDResponse
+	nil,                           // 21: kith.agent.v1.Entry.LabelsEntry
+	nil,                           // 22: kith.agent.v1.Grant.HeadersEntry
+	nil,                           // 23: kith.agent.v1.IdentityLabels.LabelsEntry
+	nil,                           // 24: kith.agent.v1.AuthzData.ModesEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_kith_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 0: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
 	6,  // 1: kith.agent.v1.RenewAgentResponse.bundle:type_name -> kith.agent.v1.Bundle
-	20, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
-	7,  // 3: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
-	6,  // 4: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
-	12, // 5: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
-	13, // 6: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
-	24, // 7: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	24, // 8: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	21, // 9: kith.agent.v1.Grant.headers:type_name -> kith.agent.v1.Grant.HeadersEntry
-	22, // 10: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
-	10, // 11: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
-	23, // 12: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
-	11, // 13: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
-	24, // 14: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 15: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
-	15, // 16: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
-	24, // 17: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 18: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
-	4,  // 19: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
-	8,  // 20: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
-	16, // 21: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
-	18, // 22: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
-	0,  // 23: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
-	3,  // 24: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
-	5,  // 25: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
-	9,  // 26: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
-	17, // 27: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
-	19, // 28: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
-	1,  // 29: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
+	6,  // 3: kith.agent.v1.FederatedBundles.bundles:type_name -> kith.agent.v1.Bundle
+	7,  // 4: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
+	6,  // 5: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
+	13, // 6: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
+	14, // 7: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
+	8,  // 8: kith.agent.v1.SyncResponse.federated_bundles:type_name -> kith.agent.v1.FederatedBundles
+	25, // 9: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 10: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	22, // 11: kith.agent.v1.Grant.headers:type_name -> kith.agent.v1.Grant.HeadersEntry
+	23, // 12: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
+	11, // 13: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
+	24, // 14: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
+	12, // 15: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
+	25, // 16: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 17: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
+	16, // 18: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
+	25, // 19: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 20: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
+	4,  // 21: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
+	9,  // 22: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
+	17, // 23: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
+	19, // 24: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
+	0,  // 25: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
+	3,  // 26: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
+	5,  // 27: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
+	10, // 28: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
+	18, // 29: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
+	20, // 30: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
+	1,  // 31: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kith_agent_v1_agent_proto_init() }
@@ -1511,7 +1580,7 @@ func file_kith_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_agent_v1_agent_proto_rawDesc), len(file_kith_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,9 +53,9 @@ spec:
 		{name: "identity template not a SPIFFE ID", yaml: `kind: KithIdentity
 metadata: {name: bad-template}
 spec: {spiffeIDTemplate: "https://x/{{.Namespace}}"}`, wantErr: "spec.spiffeIDTemplate"},
-		{name: "identity federating (not available yet) is refused, not ignored", yaml: `kind: KithIdentity
+		{name: "identity federating with another trust domain is accepted", yaml: `kind: KithIdentity
 metadata: {name: federating}
-spec: {federatesWith: [partner.example]}`, wantErr: "federatesWith is not available yet"},
+spec: {spiffeIDTemplate: "spiffe://{{.TrustDomain}}/ns/{{.Namespace}}", federatesWith: [partner.example]}`},
 		{name: "identity bad ttl", yaml: `kind: KithIdentity
 metadata: {name: bad-ttl}
 spec: {ttl: soon}`, wantErr: "spec.ttl"},
