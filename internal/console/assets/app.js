@@ -230,7 +230,7 @@ async function caPage() {
     el("div", { class: "tl-track", role: "img", "aria-label": `${a.kind} ${a.id} valid ${a.not_before} to ${a.not_after}` },
       el("div", { class: "tl-bar" + (a.state === "active" ? " active" : ""), style: `left:${pct(t(a.not_before))}%;width:${pct(t(a.not_after)) - pct(t(a.not_before))}%` }),
       el("div", { class: "tl-now", style: `left:${pct(now)}%` }))));
-  const active = as.filter((a) => a.state === "active" && a.kind === "intermediate");
+  const active = as.filter((a) => a.state === "active" && a.kind === "x509-intermediate");
   const next = active.length ? active[0] : null;
   main.replaceChildren(el("h1", {}, "Certificate authority"),
     el("p", {}, next ? ["Active intermediate expires ", until(next.not_after), "; the CA prepares the next one ahead of that and activates it on schedule (kith ca rotate does it now)."] : "No active intermediate."),

@@ -4,7 +4,11 @@ export function el(tag, attrs, ...kids) {
   const n = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === false || v === undefined || v === null) continue;
-    if (k === "value" && !svg) n.value = v; else n.setAttribute(k, v);
+    if (k === "value" && !svg) n.value = v;
+    else if (k === "style") { // the CSP refuses style attributes and cssText, not single CSSOM properties
+      for (const decl of v.split(";")) { const [p, val] = decl.split(":"); if (p && val) n.style.setProperty(p.trim(), val.trim()); }
+    }
+    else n.setAttribute(k, v);
   }
   for (const k of kids.flat()) {
     if (k === "" || k === null || k === undefined) continue;
