@@ -2,10 +2,10 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport console
 #
 # k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
-# minutes cold).
+# minutes cold). console needs Chromium: scripts/components/chromium.sh installs Debian's package if missing.
 #
 # The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
 # temp dir), listen on loopback and unix sockets only, and stop by themselves.
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport console)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -27,7 +27,7 @@ header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%
 echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
 
 needs_kith=0
-for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s) needs_kith=1 ;; esac; done
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s | console) needs_kith=1 ;; esac; done
 if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
@@ -93,6 +93,11 @@ for item in "${ITEMS[@]}"; do
 		header "11. Kubernetes, pod created → entry → SVID in the pod; 5,000-pod burst: KITH_BIN=bin/kith go test -tags k8s ./bench/k8s -run '^\$' -bench . -benchtime 1x -v"
 		KITH_BIN="$PWD/bin/kith" KUBEBUILDER_ASSETS="$assets" $GO test -tags k8s ./bench/k8s -run '^$' -bench . -benchtime 1x -timeout 20m -v |
 			grep -E '^Benchmark|(k8s|svid)_test.go|^(ok|FAIL|PASS)'
+		;;
+	console)
+		chromium=$(./scripts/components/chromium.sh)
+		header "12. Web console: access graph with 500 identities and 5,000 grants in headless Chromium; 50 open consoles: bench/console"
+		"$OUT/console" -kith bin/kith -chromium "$chromium" -identities 500 -grants 5000 -consoles 50
 		;;
 	esac
 done
