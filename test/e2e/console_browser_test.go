@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -222,7 +222,7 @@ func TestBrowserConsole(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				b.t = t
-				b.js(`location.hash = `+jsString(tc.hash))
+				b.js(`location.hash = ` + jsString(tc.hash))
 				b.waitJS(tc.name+" renders", tc.ready, 10*time.Second)
 				text := eval[string](b, "document.body.innerText")
 				for _, w := range tc.want {
@@ -261,7 +261,7 @@ func TestBrowserConsole(t *testing.T) {
 	t.Run("clicking an edge shows the grant and its audit rows", func(t *testing.T) {
 		b.t = t
 		edge := `.edge[data-caller='` + reports + `'][data-target='` + payments + `']`
-		b.js(`document.querySelector("`+edge+`").dispatchEvent(new MouseEvent("click", {bubbles: true}))`)
+		b.js(`document.querySelector("` + edge + `").dispatchEvent(new MouseEvent("click", {bubbles: true}))`)
 		b.waitJS("details show", `document.querySelector("#grant-detail")`, 5*time.Second)
 		text := eval[string](b, `document.querySelector("#details").innerText`)
 		for _, w := range []string{"quarter close", "grant.create", "in 8h"} {
@@ -311,7 +311,7 @@ func TestBrowserConsole(t *testing.T) {
 	t.Run("accessibility basics", func(t *testing.T) {
 		b.t = t
 		for _, hash := range []string{"#/graph", "#/identity?id=" + url.QueryEscape(payments), "#/explain", "#/agents", "#/ca", "#/policy", "#/audit"} {
-			b.js(`location.hash = `+jsString(hash))
+			b.js(`location.hash = ` + jsString(hash))
 			b.waitJS(hash, `document.querySelector("main h1")`, 5*time.Second)
 			time.Sleep(100 * time.Millisecond)
 			res := eval[a11yResult](b, a11yJS)
