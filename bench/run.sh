@@ -96,7 +96,7 @@ for item in "${ITEMS[@]}"; do
 		;;
 	console)
 		chromium=$(./scripts/components/chromium.sh)
-		header "12. Web console: access graph with 500 identities and 5,000 grants in headless Chromium; 50 open consoles: bench/console"
+		header "13. Web console: access graph with 500 identities and 5,000 grants in headless Chromium; 50 open consoles: bench/console"
 		"$OUT/console" -kith bin/kith -chromium "$chromium" -identities 500 -grants 5000 -consoles 50
 		;;
 	esac
