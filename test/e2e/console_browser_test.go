@@ -1,4 +1,4 @@
-//go:build browser
+//go:build e2e && browser
 
 package e2e
 

@@ -1,4 +1,4 @@
-//go:build e2e || browser
+//go:build e2e
 
 // Package e2e runs the real kith binary (env KITH_BIN, set by `make test-e2e`) as separate processes and
 // talks to it the way operators and workloads do: the CLI, and go-spiffe's Workload API client.
