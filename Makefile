@@ -5,7 +5,7 @@ BIN       := bin/kith
 PKGS      := ./...
 E2E_TAGS  := e2e
 
-.PHONY: build test test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation check-generate check-tidy bench demo generate lint clean
+.PHONY: build test test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation test-browser check-generate check-tidy bench demo generate lint clean
 
 # Stamp the VCS revision into the binary (kith version) when building from a git checkout.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo auto || echo false)
@@ -15,7 +15,7 @@ build:
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation
+test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation test-browser
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
@@ -59,6 +59,13 @@ test-oidc: build
 test-federation: build
 	@spire="$$(./scripts/components/spire.sh)" && \
 	KITH_SPIRE="$$spire" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags e2e,federation -run '^TestSPIRE' ./test/e2e/...
+
+# The web console in real headless Chromium (build tag browser, tests named TestBrowser*): chromium.sh installs
+# Debian's chromium package when it is missing (about 5 minutes cold) and prints the binary; screenshots of each
+# page land in the test's artifact directory (KITH_UPDATE_SCREENSHOTS=1 also refreshes docs/console-*.png).
+test-browser: build
+	@chromium="$$(./scripts/components/chromium.sh)" && \
+	KITH_CHROMIUM="$$chromium" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'e2e browser' -run '^TestBrowser' -artifacts -outputdir=$(CURDIR)/bin/test-artifacts ./test/e2e/
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
 check-tidy:

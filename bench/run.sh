@@ -2,10 +2,11 @@
 # make bench: every performance figure recorded in docs/benchmarks.md, measured on this machine.
 #
 #   ./bench/run.sh                 all of them (about 2 minutes)
-#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin federation
+#   ./bench/run.sh mint fetch      only some: ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin federation console
 #
 # k8s needs kube-apiserver and etcd: it builds them first with scripts/components/kube.sh (cached; tens of
 # minutes cold). ha needs PostgreSQL: scripts/components/postgres.sh installs it (apt-get) when missing.
+# console needs Chromium: scripts/components/chromium.sh installs Debian's package if missing.
 #
 # The load programs (bench/<name>/) start Kith themselves (in-process or as bin/kith child processes on a
 # temp dir), listen on loopback and unix sockets only, and stop by themselves.
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin federation)
+ALL=(ca mint propagation fetch scale sds authz grant policy k8s meshimport ha admin federation console)
 if [ $# -gt 0 ]; then ITEMS=("$@"); else ITEMS=("${ALL[@]}"); fi
 for item in "${ITEMS[@]}"; do
 	case " ${ALL[*]} " in *" $item "*) ;; *) echo "unknown benchmark $item; choose from: ${ALL[*]}" >&2; exit 2 ;; esac
@@ -27,7 +28,7 @@ header() { printf '\n== %s  (%s; load average %s)\n' "$1" "$(date -u +%Y-%m-%dT%
 echo "kith benchmarks: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $($GO version | cut -d' ' -f3)"
 
 needs_kith=0
-for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s | ha | federation) needs_kith=1 ;; esac; done
+for item in "${ITEMS[@]}"; do case $item in propagation | fetch | scale | sds | grant | policy | k8s | ha | federation | console) needs_kith=1 ;; esac; done
 if [ "$needs_kith" = 1 ]; then
 	make --no-print-directory build >/dev/null
 fi
@@ -57,7 +58,7 @@ for item in "${ITEMS[@]}"; do
 		"$OUT/propagation" -kith bin/kith -trials 200
 		;;
 	federation)
-		header "12. Federation: bundle endpoint requests/s, CA change → federated server: bench/federation -clients 8 -duration 5s -trials 5"
+		header "15. Federation: bundle endpoint requests/s, CA change → federated server: bench/federation -clients 8 -duration 5s -trials 5"
 		"$OUT/federation" -kith bin/kith -clients 8 -duration 5s -trials 5
 		;;
 	fetch)
@@ -98,7 +99,7 @@ for item in "${ITEMS[@]}"; do
 		KITH_POSTGRES_BIN="$bin" "$OUT/ha" -kith bin/kith -trials 200 -kills 20 -batch 10000 -mint 10s
 		;;
 	admin)
-		header "12. Admin API over mTLS: what the kith.admin policy adds per call: go test ./internal/server/adminapi -bench Authorize"
+		header "14. Admin API over mTLS: what the kith.admin policy adds per call: go test ./internal/server/adminapi -bench Authorize"
 		$GO test ./internal/server/adminapi -run '^$' -bench Authorize -benchtime 10000x -count 2 | grep -E '^Benchmark'
 		$GO test ./authz -run '^$' -bench AdminDecide -benchtime 10000x -count 2 | grep -E '^Benchmark'
 		;;
@@ -107,6 +108,11 @@ for item in "${ITEMS[@]}"; do
 		header "11. Kubernetes, pod created → entry → SVID in the pod; 5,000-pod burst: KITH_BIN=bin/kith go test -tags k8s ./bench/k8s -run '^\$' -bench . -benchtime 1x -v"
 		KITH_BIN="$PWD/bin/kith" KUBEBUILDER_ASSETS="$assets" $GO test -tags k8s ./bench/k8s -run '^$' -bench . -benchtime 1x -timeout 20m -v |
 			grep -E '^Benchmark|(k8s|svid)_test.go|^(ok|FAIL|PASS)'
+		;;
+	console)
+		chromium=$(./scripts/components/chromium.sh)
+		header "16. Web console: access graph with 500 identities and 5,000 grants in headless Chromium; 50 open consoles: bench/console"
+		"$OUT/console" -kith bin/kith -chromium "$chromium" -identities 500 -grants 5000 -consoles 50
 		;;
 	esac
 done

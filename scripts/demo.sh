@@ -198,4 +198,11 @@ fi
 step "14. the audit log still verifies, with the grants, the revocation and scott's story in it"
 run "$KITH" audit verify
 
+CONSOLE=$(sed -n 's/^Console: *//p' "$DIR/dev.out")
+step "14. the web console shows all of this: the access graph, identities, explain, agents, CA, policy, audit"
+if [ -t 0 ] && [ -z "${KITH_DEMO_NO_WAIT:-}" ]; then
+  echo "Open $CONSOLE in a browser on this machine. Press Enter to stop the demo."
+  read -r _ || true
+fi
 step "done: stopping kith dev and removing $DIR"
+echo "Console: $CONSOLE (it was served by this demo's kith dev; \`kith dev\` prints it each time it starts)"

@@ -187,10 +187,11 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 Dev agent: %s (entries created without --parent/--node-selector are served by it)
 Authz:     %s
 HTTP:      http://%s (/healthz, /metrics, /.well-known/jwks.json)
+Console:   %s
 
 Try:  kith entry create --spiffe-id spiffe://%s/my-app --selector unix:uid:%d
 Press Ctrl-C to stop.
-`, td, dir, acfg.Socket, scfg.Listen.AdminSocket, devAgentID, acfg.AuthzSocket, srv.HTTPAddr(), td, os.Getuid())
+`, td, dir, acfg.Socket, scfg.Listen.AdminSocket, devAgentID, acfg.AuthzSocket, srv.HTTPAddr(), consoleLine(srv.ConsoleURL()), td, os.Getuid())
 	case <-gctx.Done():
 	}
 	return plain(g.Wait())
@@ -260,4 +261,12 @@ func freeDevTokenName(ctx context.Context, srv *server.Server, agentID spiffeid.
 		}
 	}
 	return nil
+}
+
+// consoleLine is what kith dev prints for the web console.
+func consoleLine(url string) string {
+	if url == "" {
+		return "off (--http is not a loopback address; see ui.enabled in docs/configuration.md)"
+	}
+	return url
 }

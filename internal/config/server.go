@@ -39,6 +39,7 @@ type Server struct {
 	Authz   Authz  `yaml:"authz"`
 	// Users configures people's logins (docs/users.md).
 	Users Users `yaml:"users"`
+	UI      UI     `yaml:"ui"`
 	// NodeAttestors configures node attestation besides join tokens (always on).
 	NodeAttestors NodeAttestors `yaml:"node_attestors"`
 	// Federation configures the bundle endpoint other trust domains fetch this one's bundle from
@@ -155,6 +156,33 @@ type Authz struct {
 	// Decision names an OPA-Envoy-style decision (e.g. envoy/authz/allow) in the custom policy to use instead
 	// of Kith's built-in one. Default: the built-in decision. Env KITH_AUTHZ_DECISION.
 	Decision string `yaml:"decision"`
+}
+
+// UI configures the web console served under /ui/ on the HTTP listener (docs/console.md).
+type UI struct {
+	// Enabled: auto serves the console only when listen.http is a loopback address (127.0.0.1, ::1,
+	// localhost), true serves it on any address, false never. The console is read-only and, like the rest of
+	// the HTTP listener, unauthenticated (docs/security.md). Default auto. Env KITH_UI_ENABLED.
+	Enabled string `yaml:"enabled"`
+}
+
+// UIOn reports whether the console is served: ui.enabled true, or auto with a loopback listen.http.
+func (c *Server) UIOn() bool {
+	switch c.UI.Enabled {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	host, _, err := net.SplitHostPort(c.Listen.HTTP)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Log configures logging.
@@ -480,6 +508,7 @@ func (c *Server) Finish() error {
 	def(&c.DataDir, "/var/lib/kith")
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
+	def(&c.UI.Enabled, "auto")
 	def(&c.Listen.GRPC, ":8081")
 	def(&c.Listen.HTTP, ":8080")
 	def(&c.Listen.AdminSocket, filepath.Join(c.DataDir, "admin.sock"))
@@ -568,6 +597,9 @@ func (c *Server) validate() error {
 		return err
 	}
 	if err := oneOf("log.format", c.Log.Format, "text", "json"); err != nil {
+		return err
+	}
+	if err := oneOf("ui.enabled", c.UI.Enabled, "auto", "true", "false"); err != nil {
 		return err
 	}
 	for _, a := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.http", c.Listen.HTTP}} {

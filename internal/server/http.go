@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kithid/kith/internal/console"
 )
 
 func (s *Server) httpHandler() http.Handler {
@@ -36,6 +38,10 @@ func (s *Server) httpHandler() http.Handler {
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveOIDC)
 	mux.HandleFunc("GET /v1/bundle", s.serveBundle)
 	mux.HandleFunc("POST /v1/policy/webhook", s.policy.ServeWebhook)
+	if s.console != nil {
+		mux.Handle(console.Prefix, s.console)
+		mux.Handle("GET /ui", http.RedirectHandler(console.Prefix, http.StatusMovedPermanently))
+	}
 	return mux
 }
 

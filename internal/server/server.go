@@ -29,6 +29,7 @@ import (
 	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager"
 	"github.com/kithid/kith/internal/config"
+	"github.com/kithid/kith/internal/console"
 	"github.com/kithid/kith/internal/federation"
 	"github.com/kithid/kith/internal/kubernetes/controllers"
 	"github.com/kithid/kith/internal/policy"
@@ -89,6 +90,7 @@ type Server struct {
 	reinit      *reinitRecord // set when New re-initialised the data dir
 	health      *readiness
 	anchor      *auditAnchor
+	console     *console.Console // nil when ui.enabled says off
 
 	mu         sync.Mutex
 	ready      chan struct{}
@@ -292,6 +294,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if c.UIOn() {
+		host, _, _ := net.SplitHostPort(c.Listen.HTTP)
+		ip := net.ParseIP(host)
+		s.console, err = console.New(console.Config{Admin: s.admin, Feed: st, Now: cfg.Now,
+			LoopbackOnly: host == "localhost" || (ip != nil && ip.IsLoopback()),
+			Logger:       cfg.Logger.With("component", "console")})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -331,6 +344,14 @@ func (s *Server) HTTPAddr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.httpAddr
+}
+
+// ConsoleURL is the web console's address, valid after Ready; "" when the console is off (ui.enabled).
+func (s *Server) ConsoleURL() string {
+	if s.console == nil {
+		return ""
+	}
+	return "http://" + s.HTTPAddr().String() + console.Prefix
 }
 
 // GRPCAddr is the bound agent API address, valid after Ready.

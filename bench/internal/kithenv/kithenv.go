@@ -58,6 +58,7 @@ type Options struct {
 	Bin      string // path to the kith binary; required
 	NoAgent  bool   // start only the server
 	LogLevel string // for both; zero: warn
+	HTTPAddr string // the server's listen.http; zero: 127.0.0.1:0
 }
 
 // StartProcesses starts `kith server` on a temp dir, creates a join token and the bootstrap bundle through
@@ -71,7 +72,10 @@ func StartProcesses(ctx context.Context, o Options) (*Processes, error) {
 		return nil, err
 	}
 	p := &Processes{Dir: dir, AdminSocket: filepath.Join(dir, "server", "admin.sock"), AgentSocket: filepath.Join(dir, "agent.sock")}
-	srv, err := startServer(ctx, bin, dir, o.LogLevel, "127.0.0.1:0", nil)
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = "127.0.0.1:0"
+	}
+	srv, err := startServer(ctx, bin, dir, o.LogLevel, o.HTTPAddr, nil)
 	p.Server, p.adminConn, p.Admin = srv.cmd, srv.conn, srv.admin
 	if err != nil {
 		p.Close()
