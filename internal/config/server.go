@@ -39,7 +39,7 @@ type Server struct {
 	Authz   Authz  `yaml:"authz"`
 	// Users configures people's logins (docs/users.md).
 	Users Users `yaml:"users"`
-	UI      UI     `yaml:"ui"`
+	UI    UI    `yaml:"ui"`
 	// NodeAttestors configures node attestation besides join tokens (always on).
 	NodeAttestors NodeAttestors `yaml:"node_attestors"`
 	// Federation configures the bundle endpoint other trust domains fetch this one's bundle from
