@@ -5119,7 +5119,8 @@ type KubernetesCluster struct {
 	Identities []*KubernetesIdentity  `protobuf:"bytes,2,rep,name=identities,proto3" json:"identities,omitempty"`
 	Grants     []*KubernetesGrant     `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
 	// synced is false until the controllers' informers have listed the cluster once.
-	Synced        bool `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	Synced        bool                    `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	MeshPolicies  []*KubernetesMeshPolicy `protobuf:"bytes,5,rep,name=mesh_policies,json=meshPolicies,proto3" json:"mesh_policies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5182,6 +5183,67 @@ func (x *KubernetesCluster) GetSynced() bool {
 	return false
 }
 
+func (x *KubernetesCluster) GetMeshPolicies() []*KubernetesMeshPolicy {
+	if x != nil {
+		return x.MeshPolicies
+	}
+	return nil
+}
+
+// KubernetesMeshPolicy is one SMI TrafficTarget or Istio AuthorizationPolicy: what it became ("3 grants",
+// "1 deny rules") or why it was refused ("refused: ...").
+type KubernetesMeshPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"` // "TrafficTarget default/api" or "AuthorizationPolicy foo/deny-admin"
+	Effect        string                 `protobuf:"bytes,2,opt,name=effect,proto3" json:"effect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesMeshPolicy) Reset() {
+	*x = KubernetesMeshPolicy{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesMeshPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesMeshPolicy) ProtoMessage() {}
+
+func (x *KubernetesMeshPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesMeshPolicy.ProtoReflect.Descriptor instead.
+func (*KubernetesMeshPolicy) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *KubernetesMeshPolicy) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *KubernetesMeshPolicy) GetEffect() string {
+	if x != nil {
+		return x.Effect
+	}
+	return ""
+}
+
 // KubernetesIdentity is one KithIdentity resource as the controller sees it.
 type KubernetesIdentity struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -5196,7 +5258,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5208,7 +5270,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[88]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5221,7 +5283,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{88}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -5272,7 +5334,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5284,7 +5346,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[89]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5297,7 +5359,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{89}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -5718,14 +5780,18 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"devAgentId\"\x1c\n" +
 	"\x1aGetKubernetesStatusRequest\"[\n" +
 	"\x1bGetKubernetesStatusResponse\x12<\n" +
-	"\bclusters\x18\x01 \x03(\v2 .kith.admin.v1.KubernetesClusterR\bclusters\"\xba\x01\n" +
+	"\bclusters\x18\x01 \x03(\v2 .kith.admin.v1.KubernetesClusterR\bclusters\"\x84\x02\n" +
 	"\x11KubernetesCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\n" +
 	"identities\x18\x02 \x03(\v2!.kith.admin.v1.KubernetesIdentityR\n" +
 	"identities\x126\n" +
 	"\x06grants\x18\x03 \x03(\v2\x1e.kith.admin.v1.KubernetesGrantR\x06grants\x12\x16\n" +
-	"\x06synced\x18\x04 \x01(\bR\x06synced\"\xb2\x01\n" +
+	"\x06synced\x18\x04 \x01(\bR\x06synced\x12H\n" +
+	"\rmesh_policies\x18\x05 \x03(\v2#.kith.admin.v1.KubernetesMeshPolicyR\fmeshPolicies\"F\n" +
+	"\x14KubernetesMeshPolicy\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
+	"\x06effect\x18\x02 \x01(\tR\x06effect\"\xb2\x01\n" +
 	"\x12KubernetesIdentity\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x12spiffe_id_template\x18\x02 \x01(\tR\x10spiffeIdTemplate\x12!\n" +
@@ -5797,7 +5863,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*PolicyAttempt)(nil),               // 0: kith.admin.v1.PolicyAttempt
 	(*AgentPolicy)(nil),                 // 1: kith.admin.v1.AgentPolicy
@@ -5887,38 +5953,39 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*GetKubernetesStatusRequest)(nil),  // 85: kith.admin.v1.GetKubernetesStatusRequest
 	(*GetKubernetesStatusResponse)(nil), // 86: kith.admin.v1.GetKubernetesStatusResponse
 	(*KubernetesCluster)(nil),           // 87: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),          // 88: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),             // 89: kith.admin.v1.KubernetesGrant
-	nil,                                 // 90: kith.admin.v1.Grant.HeadersEntry
-	nil,                                 // 91: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                 // 92: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                 // 93: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                 // 94: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 95: google.protobuf.Timestamp
+	(*KubernetesMeshPolicy)(nil),        // 88: kith.admin.v1.KubernetesMeshPolicy
+	(*KubernetesIdentity)(nil),          // 89: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),             // 90: kith.admin.v1.KubernetesGrant
+	nil,                                 // 91: kith.admin.v1.Grant.HeadersEntry
+	nil,                                 // 92: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                 // 93: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                 // 94: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                 // 95: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 96: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	95,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	96,  // 0: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	96,  // 1: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	0,   // 2: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	1,   // 3: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	0,   // 4: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	95,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	90,  // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	96,  // 5: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	96,  // 6: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	91,  // 7: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
 	12,  // 8: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	12,  // 9: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	12,  // 10: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	12,  // 11: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	91,  // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	92,  // 12: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
 	12,  // 13: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
 	12,  // 14: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
 	12,  // 15: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
 	12,  // 16: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
-	92,  // 17: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	93,  // 18: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	94,  // 19: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	95,  // 20: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 21: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	93,  // 17: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	94,  // 18: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	95,  // 19: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	96,  // 20: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	96,  // 21: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	29,  // 22: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	29,  // 23: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	29,  // 24: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -5928,126 +5995,127 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	29,  // 28: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	29,  // 29: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	29,  // 30: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	95,  // 31: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 32: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 33: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	96,  // 31: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	96,  // 32: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	96,  // 33: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	42,  // 34: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	42,  // 35: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
 	42,  // 36: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	95,  // 37: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 38: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	95,  // 39: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	96,  // 37: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	96,  // 38: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	96,  // 39: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	49,  // 40: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
 	49,  // 41: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	49,  // 42: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	49,  // 43: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	49,  // 44: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	95,  // 45: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 46: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	95,  // 47: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	95,  // 48: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	95,  // 49: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	95,  // 50: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	95,  // 51: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	95,  // 52: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
-	95,  // 53: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
-	95,  // 54: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
-	95,  // 55: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
-	95,  // 56: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	96,  // 45: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	96,  // 46: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	96,  // 47: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	96,  // 48: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	96,  // 49: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	96,  // 50: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	96,  // 51: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	96,  // 52: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	96,  // 53: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	96,  // 54: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	96,  // 55: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	96,  // 56: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
 	66,  // 57: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
 	66,  // 58: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	95,  // 59: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	95,  // 60: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	96,  // 59: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	96,  // 60: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
 	73,  // 61: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
 	78,  // 62: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	95,  // 63: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	96,  // 63: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
 	78,  // 64: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
 	87,  // 65: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	88,  // 66: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	89,  // 67: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	30,  // 68: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	32,  // 69: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	34,  // 70: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	36,  // 71: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	38,  // 72: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	40,  // 73: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	43,  // 74: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	45,  // 75: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	47,  // 76: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	50,  // 77: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	52,  // 78: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	54,  // 79: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	56,  // 80: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	58,  // 81: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	60,  // 82: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	62,  // 83: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	64,  // 84: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	69,  // 85: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	71,  // 86: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	67,  // 87: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
-	74,  // 88: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	76,  // 89: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	79,  // 90: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	81,  // 91: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	83,  // 92: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	13,  // 93: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	15,  // 94: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	19,  // 95: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	21,  // 96: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	23,  // 97: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	27,  // 98: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	17,  // 99: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	25,  // 100: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
-	2,   // 101: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	4,   // 102: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	6,   // 103: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	8,   // 104: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	10,  // 105: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	85,  // 106: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	31,  // 107: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	33,  // 108: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	35,  // 109: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	37,  // 110: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	39,  // 111: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	41,  // 112: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	44,  // 113: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	46,  // 114: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	48,  // 115: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	51,  // 116: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	53,  // 117: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	55,  // 118: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	57,  // 119: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	59,  // 120: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	61,  // 121: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	63,  // 122: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	65,  // 123: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	70,  // 124: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	72,  // 125: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	68,  // 126: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
-	75,  // 127: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	77,  // 128: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	80,  // 129: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	82,  // 130: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	84,  // 131: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	14,  // 132: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	16,  // 133: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	20,  // 134: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	22,  // 135: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	24,  // 136: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	28,  // 137: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	18,  // 138: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	26,  // 139: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
-	3,   // 140: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	5,   // 141: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	7,   // 142: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	9,   // 143: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	11,  // 144: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	86,  // 145: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	107, // [107:146] is the sub-list for method output_type
-	68,  // [68:107] is the sub-list for method input_type
-	68,  // [68:68] is the sub-list for extension type_name
-	68,  // [68:68] is the sub-list for extension extendee
-	0,   // [0:68] is the sub-list for field type_name
+	89,  // 66: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	90,  // 67: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	88,  // 68: kith.admin.v1.KubernetesCluster.mesh_policies:type_name -> kith.admin.v1.KubernetesMeshPolicy
+	30,  // 69: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	32,  // 70: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	34,  // 71: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	36,  // 72: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	38,  // 73: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	40,  // 74: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	43,  // 75: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	45,  // 76: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	47,  // 77: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	50,  // 78: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	52,  // 79: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	54,  // 80: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	56,  // 81: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	58,  // 82: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	60,  // 83: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	62,  // 84: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	64,  // 85: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	69,  // 86: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	71,  // 87: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	67,  // 88: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	74,  // 89: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	76,  // 90: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	79,  // 91: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	81,  // 92: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	83,  // 93: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	13,  // 94: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	15,  // 95: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	19,  // 96: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	21,  // 97: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	23,  // 98: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	27,  // 99: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	17,  // 100: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	25,  // 101: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	2,   // 102: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	4,   // 103: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	6,   // 104: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	8,   // 105: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	10,  // 106: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	85,  // 107: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	31,  // 108: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	33,  // 109: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	35,  // 110: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	37,  // 111: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	39,  // 112: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	41,  // 113: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	44,  // 114: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	46,  // 115: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	48,  // 116: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	51,  // 117: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	53,  // 118: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	55,  // 119: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	57,  // 120: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	59,  // 121: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	61,  // 122: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	63,  // 123: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	65,  // 124: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	70,  // 125: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	72,  // 126: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	68,  // 127: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	75,  // 128: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	77,  // 129: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	80,  // 130: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	82,  // 131: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	84,  // 132: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	14,  // 133: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	16,  // 134: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	20,  // 135: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	22,  // 136: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	24,  // 137: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	28,  // 138: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	18,  // 139: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	26,  // 140: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	3,   // 141: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	5,   // 142: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	7,   // 143: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	9,   // 144: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	11,  // 145: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	86,  // 146: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	108, // [108:147] is the sub-list for method output_type
+	69,  // [69:108] is the sub-list for method input_type
+	69,  // [69:69] is the sub-list for extension type_name
+	69,  // [69:69] is the sub-list for extension extendee
+	0,   // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -6061,7 +6129,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   95,
+			NumMessages:   96,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
