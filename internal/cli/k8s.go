@@ -28,7 +28,8 @@ type k8sStatus struct {
 
 // k8sMeshPolicy is what one SMI TrafficTarget or Istio AuthorizationPolicy became.
 type k8sMeshPolicy struct {
-	Source    string `json:"source"` // smi:<ns>/<name> or istio:<ns>/<name>
+	Refused   string `json:"refused,omitempty"` // why the cluster's controller refused the object
+	Source    string `json:"source"`            // smi:<ns>/<name> or istio:<ns>/<name>
 	Grants    int    `json:"grants"`
 	DenyRules int    `json:"deny_rules"`
 }
@@ -192,6 +193,24 @@ func k8sStatusOf(agents []*adminv1.Agent, entries []*adminv1.Entry, grants []*ad
 			p.Grants++
 		}
 	}
+	// Objects the controllers refused have no grants: they come from the controllers' status.
+	for _, cl := range watched {
+		for _, mp := range cl.GetMeshPolicies() {
+			why, refused := strings.CutPrefix(mp.GetEffect(), "refused: ")
+			if !refused {
+				continue
+			}
+			kind, ref, _ := strings.Cut(mp.GetObject(), " ")
+			src := "smi:" + ref
+			if kind == "AuthorizationPolicy" {
+				src = "istio:" + ref
+			}
+			if mesh[src] == nil {
+				mesh[src] = &k8sMeshPolicy{Source: src}
+			}
+			mesh[src].Refused = why
+		}
+	}
 	st.MeshPolicies = []k8sMeshPolicy{}
 	for _, src := range slices.Sorted(maps.Keys(mesh)) {
 		st.MeshPolicies = append(st.MeshPolicies, *mesh[src])
@@ -253,8 +272,8 @@ func (e *env) k8sStatusText(st k8sStatus) {
 		fmt.Fprintf(w, "\nMesh policies (SMI, Istio): %d (a refused one has a KithRefused event: kubectl get events)\n", len(st.MeshPolicies))
 		rows := make([][]string, 0, len(st.MeshPolicies))
 		for _, p := range st.MeshPolicies {
-			rows = append(rows, []string{p.Source, fmt.Sprint(p.Grants), fmt.Sprint(p.DenyRules)})
+			rows = append(rows, []string{p.Source, fmt.Sprint(p.Grants), fmt.Sprint(p.DenyRules), orDash(p.Refused)})
 		}
-		e.table([]string{"POLICY", "GRANTS", "DENY RULES"}, rows)
+		e.table([]string{"POLICY", "GRANTS", "DENY RULES", "REFUSED"}, rows)
 	}
 }

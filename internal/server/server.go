@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -320,6 +322,9 @@ func (s *Server) kubernetesStatus() []*adminv1.KubernetesCluster {
 		}
 		for _, g := range st.Grants {
 			cl.Grants = append(cl.Grants, &adminv1.KubernetesGrant{Namespace: g.Namespace, Name: g.Name, GrantId: g.GrantID, Refused: g.Refused})
+		}
+		for _, obj := range slices.Sorted(maps.Keys(st.Mesh)) {
+			cl.MeshPolicies = append(cl.MeshPolicies, &adminv1.KubernetesMeshPolicy{Object: obj, Effect: st.Mesh[obj]})
 		}
 		out = append(out, cl)
 	}

@@ -54,12 +54,13 @@ type Status struct {
 	Synced     bool
 	Identities []identity.IdentityStatus
 	Grants     []kithgrant.ObjectStatus
+	Mesh       map[string]string // mesh policy object -> its effect (meshpolicy.Controller.Status)
 }
 
 // Status returns what the controllers know now.
 func (s *Set) Status() Status {
 	return Status{Cluster: s.cluster, Synced: s.identities.Synced() && s.grants.Synced(),
-		Identities: s.identities.Status(), Grants: s.grants.Status()}
+		Identities: s.identities.Status(), Grants: s.grants.Status(), Mesh: s.mesh.Status()}
 }
 
 // New makes the controllers of one cluster.

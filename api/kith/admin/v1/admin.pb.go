@@ -7573,7 +7573,8 @@ type KubernetesCluster struct {
 	Identities []*KubernetesIdentity  `protobuf:"bytes,2,rep,name=identities,proto3" json:"identities,omitempty"`
 	Grants     []*KubernetesGrant     `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
 	// synced is false until the controllers' informers have listed the cluster once.
-	Synced        bool `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	Synced        bool                    `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	MeshPolicies  []*KubernetesMeshPolicy `protobuf:"bytes,5,rep,name=mesh_policies,json=meshPolicies,proto3" json:"mesh_policies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -7636,6 +7637,67 @@ func (x *KubernetesCluster) GetSynced() bool {
 	return false
 }
 
+func (x *KubernetesCluster) GetMeshPolicies() []*KubernetesMeshPolicy {
+	if x != nil {
+		return x.MeshPolicies
+	}
+	return nil
+}
+
+// KubernetesMeshPolicy is one SMI TrafficTarget or Istio AuthorizationPolicy: what it became ("3 grants",
+// "1 deny rules") or why it was refused ("refused: ...").
+type KubernetesMeshPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"` // "TrafficTarget default/api" or "AuthorizationPolicy foo/deny-admin"
+	Effect        string                 `protobuf:"bytes,2,opt,name=effect,proto3" json:"effect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesMeshPolicy) Reset() {
+	*x = KubernetesMeshPolicy{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[130]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesMeshPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesMeshPolicy) ProtoMessage() {}
+
+func (x *KubernetesMeshPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[130]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesMeshPolicy.ProtoReflect.Descriptor instead.
+func (*KubernetesMeshPolicy) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{130}
+}
+
+func (x *KubernetesMeshPolicy) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *KubernetesMeshPolicy) GetEffect() string {
+	if x != nil {
+		return x.Effect
+	}
+	return ""
+}
+
 // KubernetesIdentity is one KithIdentity resource as the controller sees it.
 type KubernetesIdentity struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -7650,7 +7712,7 @@ type KubernetesIdentity struct {
 
 func (x *KubernetesIdentity) Reset() {
 	*x = KubernetesIdentity{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[130]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7662,7 +7724,7 @@ func (x *KubernetesIdentity) String() string {
 func (*KubernetesIdentity) ProtoMessage() {}
 
 func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[130]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7675,7 +7737,7 @@ func (x *KubernetesIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesIdentity.ProtoReflect.Descriptor instead.
 func (*KubernetesIdentity) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{130}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *KubernetesIdentity) GetName() string {
@@ -7726,7 +7788,7 @@ type KubernetesGrant struct {
 
 func (x *KubernetesGrant) Reset() {
 	*x = KubernetesGrant{}
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[131]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7738,7 +7800,7 @@ func (x *KubernetesGrant) String() string {
 func (*KubernetesGrant) ProtoMessage() {}
 
 func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_admin_v1_admin_proto_msgTypes[131]
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7751,7 +7813,7 @@ func (x *KubernetesGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesGrant.ProtoReflect.Descriptor instead.
 func (*KubernetesGrant) Descriptor() ([]byte, []int) {
-	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{131}
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *KubernetesGrant) GetNamespace() string {
@@ -8365,14 +8427,18 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"devAgentId\"\x1c\n" +
 	"\x1aGetKubernetesStatusRequest\"[\n" +
 	"\x1bGetKubernetesStatusResponse\x12<\n" +
-	"\bclusters\x18\x01 \x03(\v2 .kith.admin.v1.KubernetesClusterR\bclusters\"\xba\x01\n" +
+	"\bclusters\x18\x01 \x03(\v2 .kith.admin.v1.KubernetesClusterR\bclusters\"\x84\x02\n" +
 	"\x11KubernetesCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\n" +
 	"identities\x18\x02 \x03(\v2!.kith.admin.v1.KubernetesIdentityR\n" +
 	"identities\x126\n" +
 	"\x06grants\x18\x03 \x03(\v2\x1e.kith.admin.v1.KubernetesGrantR\x06grants\x12\x16\n" +
-	"\x06synced\x18\x04 \x01(\bR\x06synced\"\xb2\x01\n" +
+	"\x06synced\x18\x04 \x01(\bR\x06synced\x12H\n" +
+	"\rmesh_policies\x18\x05 \x03(\v2#.kith.admin.v1.KubernetesMeshPolicyR\fmeshPolicies\"F\n" +
+	"\x14KubernetesMeshPolicy\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
+	"\x06effect\x18\x02 \x01(\tR\x06effect\"\xb2\x01\n" +
 	"\x12KubernetesIdentity\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x12spiffe_id_template\x18\x02 \x01(\tR\x10spiffeIdTemplate\x12!\n" +
@@ -8465,7 +8531,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 138)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 139)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*User)(nil),                          // 0: kith.admin.v1.User
 	(*CreateUserRequest)(nil),             // 1: kith.admin.v1.CreateUserRequest
@@ -8597,59 +8663,60 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*GetKubernetesStatusRequest)(nil),    // 127: kith.admin.v1.GetKubernetesStatusRequest
 	(*GetKubernetesStatusResponse)(nil),   // 128: kith.admin.v1.GetKubernetesStatusResponse
 	(*KubernetesCluster)(nil),             // 129: kith.admin.v1.KubernetesCluster
-	(*KubernetesIdentity)(nil),            // 130: kith.admin.v1.KubernetesIdentity
-	(*KubernetesGrant)(nil),               // 131: kith.admin.v1.KubernetesGrant
-	nil,                                   // 132: kith.admin.v1.User.LabelsEntry
-	nil,                                   // 133: kith.admin.v1.Grant.HeadersEntry
-	nil,                                   // 134: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                   // 135: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                   // 136: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                   // 137: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),         // 138: google.protobuf.Timestamp
+	(*KubernetesMeshPolicy)(nil),          // 130: kith.admin.v1.KubernetesMeshPolicy
+	(*KubernetesIdentity)(nil),            // 131: kith.admin.v1.KubernetesIdentity
+	(*KubernetesGrant)(nil),               // 132: kith.admin.v1.KubernetesGrant
+	nil,                                   // 133: kith.admin.v1.User.LabelsEntry
+	nil,                                   // 134: kith.admin.v1.Grant.HeadersEntry
+	nil,                                   // 135: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                   // 136: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                   // 137: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                   // 138: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 139: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	132, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
-	138, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	138, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
+	133, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
+	139, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	139, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
 	0,   // 3: kith.admin.v1.CreateUserRequest.user:type_name -> kith.admin.v1.User
 	0,   // 4: kith.admin.v1.CreateUserResponse.user:type_name -> kith.admin.v1.User
-	138, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
+	139, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
 	0,   // 6: kith.admin.v1.GetUserResponse.user:type_name -> kith.admin.v1.User
 	0,   // 7: kith.admin.v1.ListUsersResponse.users:type_name -> kith.admin.v1.User
 	0,   // 8: kith.admin.v1.SetUserDisabledResponse.user:type_name -> kith.admin.v1.User
-	138, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
-	138, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	139, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	139, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
 	0,   // 14: kith.admin.v1.WhoAmIResponse.user:type_name -> kith.admin.v1.User
-	138, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
-	138, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
+	139, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
+	139, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
 	19,  // 17: kith.admin.v1.CreateAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
 	19,  // 18: kith.admin.v1.ListAccessRequestsResponse.requests:type_name -> kith.admin.v1.AccessRequest
 	19,  // 19: kith.admin.v1.DecideAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
-	138, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	138, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	139, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	139, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	26,  // 22: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	27,  // 23: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	26,  // 24: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	138, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	133, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	139, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	134, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
 	38,  // 28: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	38,  // 29: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	38,  // 30: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	38,  // 31: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	134, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	135, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
 	38,  // 33: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
 	38,  // 34: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
 	38,  // 35: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
 	38,  // 36: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
-	135, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	136, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	137, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	138, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	138, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	136, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	137, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	138, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	139, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	139, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	55,  // 42: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	55,  // 43: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	55,  // 44: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -8659,30 +8726,30 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	55,  // 48: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	55,  // 49: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	55,  // 50: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	138, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	138, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	139, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	139, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	68,  // 54: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	68,  // 55: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
 	68,  // 56: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	138, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	138, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	139, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	139, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	75,  // 60: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
 	75,  // 61: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 62: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 63: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 64: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	138, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	138, // 67: kith.admin.v1.FederatedBundle.updated_at:type_name -> google.protobuf.Timestamp
+	139, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	139, // 67: kith.admin.v1.FederatedBundle.updated_at:type_name -> google.protobuf.Timestamp
 	92,  // 68: kith.admin.v1.SetFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
 	92,  // 69: kith.admin.v1.ListFederatedBundlesResponse.bundles:type_name -> kith.admin.v1.FederatedBundle
 	92,  // 70: kith.admin.v1.DeleteFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
-	138, // 71: kith.admin.v1.Federation.created_at:type_name -> google.protobuf.Timestamp
-	138, // 72: kith.admin.v1.Federation.updated_at:type_name -> google.protobuf.Timestamp
-	138, // 73: kith.admin.v1.Federation.last_refresh:type_name -> google.protobuf.Timestamp
-	138, // 74: kith.admin.v1.Federation.next_refresh:type_name -> google.protobuf.Timestamp
+	139, // 71: kith.admin.v1.Federation.created_at:type_name -> google.protobuf.Timestamp
+	139, // 72: kith.admin.v1.Federation.updated_at:type_name -> google.protobuf.Timestamp
+	139, // 73: kith.admin.v1.Federation.last_refresh:type_name -> google.protobuf.Timestamp
+	139, // 74: kith.admin.v1.Federation.next_refresh:type_name -> google.protobuf.Timestamp
 	92,  // 75: kith.admin.v1.Federation.bundle:type_name -> kith.admin.v1.FederatedBundle
 	99,  // 76: kith.admin.v1.CreateFederationRequest.federation:type_name -> kith.admin.v1.Federation
 	99,  // 77: kith.admin.v1.CreateFederationResponse.federation:type_name -> kith.admin.v1.Federation
@@ -8690,148 +8757,149 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	99,  // 79: kith.admin.v1.UpdateFederationResponse.federation:type_name -> kith.admin.v1.Federation
 	99,  // 80: kith.admin.v1.ListFederationsResponse.federations:type_name -> kith.admin.v1.Federation
 	99,  // 81: kith.admin.v1.DeleteFederationResponse.federation:type_name -> kith.admin.v1.Federation
-	138, // 82: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	138, // 83: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	138, // 84: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	138, // 85: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	138, // 86: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	138, // 87: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
-	138, // 88: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
-	138, // 89: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
-	138, // 90: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
-	138, // 91: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	139, // 82: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	139, // 83: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	139, // 84: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	139, // 85: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	139, // 86: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	139, // 87: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	139, // 88: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	139, // 89: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	139, // 90: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	139, // 91: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
 	108, // 92: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
 	108, // 93: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	138, // 94: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	138, // 95: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	139, // 94: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	139, // 95: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
 	115, // 96: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
 	120, // 97: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	138, // 98: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	139, // 98: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
 	120, // 99: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
 	129, // 100: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
-	130, // 101: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
-	131, // 102: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
-	56,  // 103: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	58,  // 104: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	60,  // 105: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	62,  // 106: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	64,  // 107: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	66,  // 108: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	69,  // 109: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	71,  // 110: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	73,  // 111: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	76,  // 112: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	78,  // 113: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	80,  // 114: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	82,  // 115: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	84,  // 116: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	86,  // 117: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	88,  // 118: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	90,  // 119: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	93,  // 120: kith.admin.v1.AdminService.SetFederatedBundle:input_type -> kith.admin.v1.SetFederatedBundleRequest
-	95,  // 121: kith.admin.v1.AdminService.ListFederatedBundles:input_type -> kith.admin.v1.ListFederatedBundlesRequest
-	97,  // 122: kith.admin.v1.AdminService.DeleteFederatedBundle:input_type -> kith.admin.v1.DeleteFederatedBundleRequest
-	100, // 123: kith.admin.v1.AdminService.CreateFederation:input_type -> kith.admin.v1.CreateFederationRequest
-	102, // 124: kith.admin.v1.AdminService.UpdateFederation:input_type -> kith.admin.v1.UpdateFederationRequest
-	104, // 125: kith.admin.v1.AdminService.ListFederations:input_type -> kith.admin.v1.ListFederationsRequest
-	106, // 126: kith.admin.v1.AdminService.DeleteFederation:input_type -> kith.admin.v1.DeleteFederationRequest
-	111, // 127: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	113, // 128: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	109, // 129: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
-	116, // 130: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	118, // 131: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	121, // 132: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	123, // 133: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	125, // 134: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	39,  // 135: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	41,  // 136: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	45,  // 137: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	47,  // 138: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	49,  // 139: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	53,  // 140: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	43,  // 141: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	51,  // 142: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
-	28,  // 143: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	30,  // 144: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	32,  // 145: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	34,  // 146: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	36,  // 147: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	127, // 148: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	1,   // 149: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
-	3,   // 150: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
-	5,   // 151: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
-	7,   // 152: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
-	9,   // 153: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
-	11,  // 154: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
-	13,  // 155: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
-	15,  // 156: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
-	17,  // 157: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
-	20,  // 158: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
-	22,  // 159: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
-	24,  // 160: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
-	57,  // 161: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	59,  // 162: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	61,  // 163: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	63,  // 164: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	65,  // 165: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	67,  // 166: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	70,  // 167: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	72,  // 168: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	74,  // 169: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	77,  // 170: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	79,  // 171: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	81,  // 172: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	83,  // 173: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	85,  // 174: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	87,  // 175: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	89,  // 176: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	91,  // 177: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	94,  // 178: kith.admin.v1.AdminService.SetFederatedBundle:output_type -> kith.admin.v1.SetFederatedBundleResponse
-	96,  // 179: kith.admin.v1.AdminService.ListFederatedBundles:output_type -> kith.admin.v1.ListFederatedBundlesResponse
-	98,  // 180: kith.admin.v1.AdminService.DeleteFederatedBundle:output_type -> kith.admin.v1.DeleteFederatedBundleResponse
-	101, // 181: kith.admin.v1.AdminService.CreateFederation:output_type -> kith.admin.v1.CreateFederationResponse
-	103, // 182: kith.admin.v1.AdminService.UpdateFederation:output_type -> kith.admin.v1.UpdateFederationResponse
-	105, // 183: kith.admin.v1.AdminService.ListFederations:output_type -> kith.admin.v1.ListFederationsResponse
-	107, // 184: kith.admin.v1.AdminService.DeleteFederation:output_type -> kith.admin.v1.DeleteFederationResponse
-	112, // 185: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	114, // 186: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	110, // 187: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
-	117, // 188: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	119, // 189: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	122, // 190: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	124, // 191: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	126, // 192: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	40,  // 193: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	42,  // 194: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	46,  // 195: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	48,  // 196: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	50,  // 197: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	54,  // 198: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	44,  // 199: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	52,  // 200: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
-	29,  // 201: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	31,  // 202: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	33,  // 203: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	35,  // 204: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	37,  // 205: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	128, // 206: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	2,   // 207: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
-	4,   // 208: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
-	6,   // 209: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
-	8,   // 210: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
-	10,  // 211: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
-	12,  // 212: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
-	14,  // 213: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
-	16,  // 214: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
-	18,  // 215: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
-	21,  // 216: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
-	23,  // 217: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
-	25,  // 218: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
-	161, // [161:219] is the sub-list for method output_type
-	103, // [103:161] is the sub-list for method input_type
-	103, // [103:103] is the sub-list for extension type_name
-	103, // [103:103] is the sub-list for extension extendee
-	0,   // [0:103] is the sub-list for field type_name
+	131, // 101: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
+	132, // 102: kith.admin.v1.KubernetesCluster.grants:type_name -> kith.admin.v1.KubernetesGrant
+	130, // 103: kith.admin.v1.KubernetesCluster.mesh_policies:type_name -> kith.admin.v1.KubernetesMeshPolicy
+	56,  // 104: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	58,  // 105: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	60,  // 106: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	62,  // 107: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	64,  // 108: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	66,  // 109: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	69,  // 110: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	71,  // 111: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	73,  // 112: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	76,  // 113: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	78,  // 114: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	80,  // 115: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	82,  // 116: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	84,  // 117: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	86,  // 118: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	88,  // 119: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	90,  // 120: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	93,  // 121: kith.admin.v1.AdminService.SetFederatedBundle:input_type -> kith.admin.v1.SetFederatedBundleRequest
+	95,  // 122: kith.admin.v1.AdminService.ListFederatedBundles:input_type -> kith.admin.v1.ListFederatedBundlesRequest
+	97,  // 123: kith.admin.v1.AdminService.DeleteFederatedBundle:input_type -> kith.admin.v1.DeleteFederatedBundleRequest
+	100, // 124: kith.admin.v1.AdminService.CreateFederation:input_type -> kith.admin.v1.CreateFederationRequest
+	102, // 125: kith.admin.v1.AdminService.UpdateFederation:input_type -> kith.admin.v1.UpdateFederationRequest
+	104, // 126: kith.admin.v1.AdminService.ListFederations:input_type -> kith.admin.v1.ListFederationsRequest
+	106, // 127: kith.admin.v1.AdminService.DeleteFederation:input_type -> kith.admin.v1.DeleteFederationRequest
+	111, // 128: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	113, // 129: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	109, // 130: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	116, // 131: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	118, // 132: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	121, // 133: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	123, // 134: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	125, // 135: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	39,  // 136: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	41,  // 137: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	45,  // 138: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	47,  // 139: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	49,  // 140: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	53,  // 141: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	43,  // 142: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	51,  // 143: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	28,  // 144: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	30,  // 145: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	32,  // 146: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	34,  // 147: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	36,  // 148: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	127, // 149: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	1,   // 150: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
+	3,   // 151: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
+	5,   // 152: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
+	7,   // 153: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
+	9,   // 154: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
+	11,  // 155: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
+	13,  // 156: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
+	15,  // 157: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
+	17,  // 158: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
+	20,  // 159: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
+	22,  // 160: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
+	24,  // 161: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
+	57,  // 162: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	59,  // 163: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	61,  // 164: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	63,  // 165: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	65,  // 166: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	67,  // 167: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	70,  // 168: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	72,  // 169: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	74,  // 170: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	77,  // 171: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	79,  // 172: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	81,  // 173: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	83,  // 174: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	85,  // 175: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	87,  // 176: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	89,  // 177: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	91,  // 178: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	94,  // 179: kith.admin.v1.AdminService.SetFederatedBundle:output_type -> kith.admin.v1.SetFederatedBundleResponse
+	96,  // 180: kith.admin.v1.AdminService.ListFederatedBundles:output_type -> kith.admin.v1.ListFederatedBundlesResponse
+	98,  // 181: kith.admin.v1.AdminService.DeleteFederatedBundle:output_type -> kith.admin.v1.DeleteFederatedBundleResponse
+	101, // 182: kith.admin.v1.AdminService.CreateFederation:output_type -> kith.admin.v1.CreateFederationResponse
+	103, // 183: kith.admin.v1.AdminService.UpdateFederation:output_type -> kith.admin.v1.UpdateFederationResponse
+	105, // 184: kith.admin.v1.AdminService.ListFederations:output_type -> kith.admin.v1.ListFederationsResponse
+	107, // 185: kith.admin.v1.AdminService.DeleteFederation:output_type -> kith.admin.v1.DeleteFederationResponse
+	112, // 186: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	114, // 187: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	110, // 188: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	117, // 189: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	119, // 190: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	122, // 191: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	124, // 192: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	126, // 193: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	40,  // 194: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	42,  // 195: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	46,  // 196: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	48,  // 197: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	50,  // 198: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	54,  // 199: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	44,  // 200: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	52,  // 201: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	29,  // 202: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	31,  // 203: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	33,  // 204: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	35,  // 205: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	37,  // 206: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	128, // 207: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	2,   // 208: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
+	4,   // 209: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
+	6,   // 210: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
+	8,   // 211: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
+	10,  // 212: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
+	12,  // 213: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
+	14,  // 214: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
+	16,  // 215: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
+	18,  // 216: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
+	21,  // 217: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
+	23,  // 218: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
+	25,  // 219: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
+	162, // [162:220] is the sub-list for method output_type
+	104, // [104:162] is the sub-list for method input_type
+	104, // [104:104] is the sub-list for extension type_name
+	104, // [104:104] is the sub-list for extension extendee
+	0,   // [0:104] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -8849,7 +8917,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   138,
+			NumMessages:   139,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
