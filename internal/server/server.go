@@ -542,8 +542,14 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	close(s.ready)
 	s.log.Info("kith server started", "trust_domain", s.td.Name(), "admin_socket", c.Listen.AdminSocket,
-		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "data_dir", c.DataDir,
-		"jwt_issuer", s.issuer(), "bundle_endpoint", addrString(bundleLis), "oidc_discovery", addrString(oidcLis))
+		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "data_dir", c.DataDir)
+	s.log.Info("jwt-svid issuer", "iss", s.issuer())
+	if bundleLis != nil {
+		s.log.Info("bundle endpoint serving", "address", addrString(bundleLis), "profile", c.Federation.BundleEndpoint.Profile)
+	}
+	if oidcLis != nil {
+		s.log.Info("oidc discovery serving", "address", addrString(oidcLis))
+	}
 	err = g.Wait()
 	os.Remove(c.Listen.AdminSocket)
 	if errors.Is(err, context.Canceled) {
