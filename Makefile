@@ -15,7 +15,7 @@ build:
 
 # Everything CI runs: generated code is up to date, vet + staticcheck, unit and component tests,
 # then the end-to-end suites that start the real binary.
-test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-federation test-browser
+test: check-tidy check-generate lint test-unit test-e2e test-k8s test-upstream test-postgres test-oidc test-browser
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)

@@ -135,22 +135,23 @@ func TestOpen(t *testing.T) {
 	})
 }
 
-// CreateEntries is fast enough for bulk registration (the rest of its contract is in storetest).
+// CreateEntries takes a bulk registration in one call (the rest of its contract is in storetest; its speed
+// is measured by bench/scale and recorded in docs/benchmarks.md, not timed here).
 func TestCreateEntries(t *testing.T) {
 	ctx := context.Background()
 
-	t.Run("10000 entries take under a few seconds", func(t *testing.T) {
+	t.Run("10000 entries in one call", func(t *testing.T) {
 		s, _ := openTemp(t)
 		es := make([]store.Entry, 10000)
 		for i := range es {
 			es[i] = testEntry(t, i)
 		}
-		start := time.Now()
-		if _, err := s.CreateEntries(ctx, "test", es); err != nil {
+		got, err := s.CreateEntries(ctx, "test", es)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if d := time.Since(start); d > 3*time.Second && !raceEnabled {
-			t.Errorf("CreateEntries(10000) took %v", d)
+		if len(got) != len(es) {
+			t.Errorf("CreateEntries(10000) returned %d entries", len(got))
 		}
 		mustVerify(t, s)
 	})
