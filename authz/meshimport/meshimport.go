@@ -3,6 +3,7 @@ package meshimport
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"sigs.k8s.io/yaml"
+	"gopkg.in/yaml.v3"
 
 	"github.com/kithid/kith/authz/grant"
 )
@@ -252,7 +253,16 @@ func WriteYAML(w io.Writer, x *Export) error {
 		}
 	}
 	for _, o := range x.Objects {
-		b, err := yaml.Marshal(o)
+		// Through JSON, so that the objects' json field names are the YAML keys.
+		j, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		var doc any
+		if err := json.Unmarshal(j, &doc); err != nil {
+			return err
+		}
+		b, err := yaml.Marshal(doc)
 		if err != nil {
 			return err
 		}
