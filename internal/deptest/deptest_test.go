@@ -81,10 +81,7 @@ var confined = []struct {
 	{"github.com/envoyproxy/go-control-plane", []string{"sds", "authz/extauthz", "authz/middleware"},
 		"Envoy's protocols are spoken by the SDS and ext_authz servers (and the ext_authz client middleware)"},
 	{"k8s.io/", []string{"attestation/node/k8spsat", "attestation/workload/k8s", "internal/kubernetes"}, "Kubernetes is reached through its own packages"},
-	// sigs.k8s.io/yaml alone is a YAML reader (to JSON, as Kubernetes reads manifests): the mesh policy
-	// importer reads SMI and Istio objects from files with it, without any Kubernetes client.
-	{"sigs.k8s.io/yaml", []string{"attestation/node/k8spsat", "attestation/workload/k8s", "internal/kubernetes", "authz/meshimport"}, "YAML manifests are read where Kubernetes objects are"},
-	{"sigs.k8s.io/", []string{"attestation/node/k8spsat", "attestation/workload/k8s", "internal/kubernetes", "authz/meshimport"}, "Kubernetes is reached through its own packages"},
+	{"sigs.k8s.io/", []string{"attestation/node/k8spsat", "attestation/workload/k8s", "internal/kubernetes"}, "Kubernetes is reached through its own packages"},
 	{"github.com/hashicorp/vault", []string{"ca/upstream/vault"}, "Vault is one upstream authority"},
 	{"github.com/openbao/", []string{"ca/upstream/vault"}, "OpenBao is one upstream authority"},
 	{"github.com/smallstep/certificates", []string{"ca/upstream/stepca"}, "step-ca is one upstream authority"},
