@@ -20,7 +20,7 @@ import (
 const entryColumns = "id, spiffe_id, parent_id, node_selectors, selectors, x509_ttl, jwt_ttl, dns_names, labels, created_at, updated_at, revision"
 
 // entryReadColumns are what reads select: entryColumns and the source (written by setSource).
-const entryReadColumns = entryColumns + ", source"
+const entryReadColumns = entryColumns + ", source, federates_with"
 
 // sourceOf is the source an entry is stored with: "cli" when it names none.
 func sourceOf(e store.Entry) string {
@@ -32,7 +32,11 @@ func sourceOf(e store.Entry) string {
 
 // setSource records e's source (a column apart from entryArgs').
 func (w *wtx) setSource(e store.Entry) error {
-	_, err := w.exec("UPDATE entries SET source = ? WHERE id = ?", e.Source, e.ID)
+	fed, err := encodeJSON(trustDomainNames(e.FederatesWith))
+	if err != nil {
+		return err
+	}
+	_, err = w.exec("UPDATE entries SET source = ?, federates_with = ? WHERE id = ?", e.Source, fed, e.ID)
 	return err
 }
 
@@ -72,6 +76,7 @@ type entryDetail struct {
 	DNSNames      []string          `json:"dns_names,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	Source        string            `json:"source,omitempty"`
+	FederatesWith []string          `json:"federates_with,omitempty"`
 	Revision      int64             `json:"revision"`
 }
 
@@ -85,6 +90,7 @@ func detailOfEntry(e store.Entry) entryDetail {
 		DNSNames:      e.DNSNames,
 		Labels:        e.Labels,
 		Source:        e.Source,
+		FederatesWith: trustDomainNames(e.FederatesWith),
 		Revision:      e.Revision,
 	}
 	if e.X509TTL != 0 {
@@ -168,8 +174,13 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, es []store.Entr
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
-			// The source goes in with the row: one statement (a round trip to the database) fewer per entry.
-			res, err := w.exec("INSERT INTO entries ("+entryColumns+", dedup_key, name, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", append(args, e.Source)...)
+			// The source and federates_with go in with the row: one statement (a round trip to the database)
+			// fewer per entry.
+			fed, err := encodeJSON(trustDomainNames(e.FederatesWith))
+			if err != nil {
+				return err
+			}
+			res, err := w.exec("INSERT INTO entries ("+entryColumns+", dedup_key, name, source, federates_with) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", append(args, e.Source, fed)...)
 			if err != nil {
 				return fmt.Errorf("create entry %s: %w", e.SPIFFEID, err)
 			}
@@ -396,11 +407,15 @@ func scanEntry(row scanner) (store.Entry, error) {
 		dns, labels                        string
 		x509TTL, jwtTTL                    int64
 		createdAt, updatedAt               sql.NullString
+		fed                                string
 	)
-	if err := row.Scan(&e.ID, &spiffeID, &parentID, &nodeSels, &sels, &x509TTL, &jwtTTL, &dns, &labels, &createdAt, &updatedAt, &e.Revision, &e.Source); err != nil {
+	if err := row.Scan(&e.ID, &spiffeID, &parentID, &nodeSels, &sels, &x509TTL, &jwtTTL, &dns, &labels, &createdAt, &updatedAt, &e.Revision, &e.Source, &fed); err != nil {
 		return store.Entry{}, err
 	}
 	var err error
+	if e.FederatesWith, err = decodeTrustDomains(fed); err != nil {
+		return store.Entry{}, err
+	}
 	if e.SPIFFEID, err = parseID(spiffeID); err != nil {
 		return store.Entry{}, err
 	}

@@ -578,7 +578,7 @@ func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
 }
 
 // tables are the store's tables, for Probe and Check.
-var tables = []string{"revision", "changes", "entries", "join_tokens", "agents", "grants", "target_modes", "audit", "authorities", "policy_bundles", "agent_policy", "policy_labels"}
+var tables = []string{"revision", "changes", "entries", "join_tokens", "agents", "grants", "target_modes", "audit", "authorities", "policy_bundles", "agent_policy", "policy_labels", "users", "enrolment_codes", "user_logins", "access_requests", "federated_bundles", "federations"}
 
 // checkName is what Check runs.
 const checkName = "postgres consistency check"
