@@ -43,7 +43,7 @@ func TestUsageErrorsExit2AndSayWhatWasMeant(t *testing.T) {
 	}{
 		{"a typo in a subcommand suggests the nearest", []string{"entry", "lsit"}, `unknown command "lsit" for "kith entry"; did you mean "list"?`},
 		{"a typo in a policy subcommand suggests the nearest", []string{"policy", "stauts"}, `unknown command "stauts" for "kith policy"; did you mean "status"?`},
-		{"a subcommand far from any lists what there is", []string{"token", "frobnicate"}, `unknown command "frobnicate" for "kith token"; kith token has: create, list`},
+		{"a subcommand far from any lists what there is", []string{"token", "frobnicate"}, `unknown command "frobnicate" for "kith token"; kith token has: create, jwt, list, revoke`},
 		{"a group without a subcommand names its subcommands", []string{"grants"}, "kith grants needs a subcommand: list"},
 		{"a typo in a top-level verb suggests the nearest", []string{"polcy"}, `unknown command "polcy" for "kith"; did you mean "policy"?`},
 		{"can without arguments", []string{"can"}, "kith can takes CALLER and TARGET"},
