@@ -64,7 +64,7 @@ test-federation: build
 # Debian's chromium package when it is missing (about 5 minutes cold) and prints the binary; screenshots of each
 # page land in the test's artifact directory (KITH_UPDATE_SCREENSHOTS=1 also refreshes docs/console-*.png).
 test-browser: build
-	@chromium="$$(./scripts/components/chromium.sh)" && \
+	@mkdir -p $(CURDIR)/bin/test-artifacts && chromium="$$(./scripts/components/chromium.sh)" && \
 	KITH_CHROMIUM="$$chromium" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'e2e browser' -run '^TestBrowser' -artifacts -outputdir=$(CURDIR)/bin/test-artifacts ./test/e2e/
 
 # go.mod lists exactly what the code needs, direct requirements as direct.
