@@ -4,11 +4,9 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"text/template"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/client-go/dynamic"
@@ -85,14 +83,8 @@ func New(td spiffeid.TrustDomain, cl Cluster, st Store, log *slog.Logger) (*Set,
 	}
 	opts := meshimport.Options{TrustDomain: td}
 	if cl.ServiceAccountTemplate != "" {
-		tmpl, err := template.New("spiffe-id").Option("missingkey=error").Parse(cl.ServiceAccountTemplate)
-		if err != nil {
+		if opts.ServiceAccountID, err = v1alpha1.ServiceAccountID(cl.ServiceAccountTemplate, td.Name()); err != nil {
 			return nil, fmt.Errorf("cluster %s: service account template: %w", cluster, err)
-		}
-		opts.ServiceAccountID = func(ns, sa string) (string, error) {
-			var b bytes.Buffer
-			err := tmpl.Execute(&b, v1alpha1.TemplateData{TrustDomain: td.Name(), Namespace: ns, ServiceAccount: sa})
-			return b.String(), err
 		}
 	}
 	mesh, err := meshpolicy.New(meshpolicy.Config{Options: opts, Dynamic: dyn, Store: st, Logger: log.With("controller", "meshpolicy")})

@@ -6,7 +6,6 @@
 package kithgrant
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,7 +17,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -62,7 +60,7 @@ type Config struct {
 type Controller struct {
 	cfg      Config
 	log      *slog.Logger
-	tmpl     *template.Template
+	expand   func(ns, sa string) (string, error) // the cluster's service-account template
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string] // namespaces
 
@@ -76,9 +74,6 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.TrustDomain.IsZero() || cfg.Dynamic == nil || cfg.Store == nil {
 		return nil, errors.New("kubernetes grants: trust domain, client and store are required")
 	}
-	if cfg.Template == "" {
-		cfg.Template = v1alpha1.DefaultSPIFFEIDTemplate
-	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 10 * time.Minute
 	}
@@ -88,15 +83,15 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	t, err := template.New("shorthand").Option("missingkey=error").Parse(cfg.Template)
+	expand, err := v1alpha1.ServiceAccountID(cfg.Template, cfg.TrustDomain.Name())
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes grants: template %q: %w", cfg.Template, err)
+		return nil, fmt.Errorf("kubernetes grants: %w", err)
 	}
 	inf, err := kubernetes.NewInformer(cfg.Dynamic, v1alpha1.KithGrants, cfg.Resync, nil)
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger, tmpl: t, informer: inf,
+	c := &Controller{cfg: cfg, log: cfg.Logger, expand: expand, informer: inf,
 		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "kith-grants"}),
 		written: map[string][]grant.Grant{},
 		objects: map[string]map[string]v1alpha1.KithGrantStatus{},
@@ -289,12 +284,10 @@ func (c *Controller) party(p v1alpha1.Party) (string, error) {
 		if p.Namespace == "" || p.ServiceAccount == "" {
 			return "", errors.New("give spiffeID, or namespace and serviceAccount")
 		}
-		var b bytes.Buffer
-		data := v1alpha1.TemplateData{TrustDomain: c.cfg.TrustDomain.Name(), Namespace: p.Namespace, ServiceAccount: p.ServiceAccount}
-		if err := c.tmpl.Execute(&b, data); err != nil {
+		var err error
+		if s, err = c.expand(p.Namespace, p.ServiceAccount); err != nil {
 			return "", fmt.Errorf("expand %s/%s: %w", p.Namespace, p.ServiceAccount, err)
 		}
-		s = b.String()
 	}
 	id := strings.TrimSuffix(s, "/*")
 	parsed, err := spiffeid.FromString(id)

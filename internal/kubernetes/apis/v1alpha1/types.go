@@ -6,6 +6,8 @@ package v1alpha1
 
 import (
 	"fmt"
+	"strings"
+	"text/template"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -138,4 +140,21 @@ func ToUnstructured(o any) (*unstructured.Unstructured, error) {
 		return nil, err
 	}
 	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// ServiceAccountID parses the template t (DefaultSPIFFEIDTemplate when empty) and returns the function that
+// expands a {namespace, serviceAccount} shorthand of the trust domain td with it.
+func ServiceAccountID(t, td string) (func(ns, sa string) (string, error), error) {
+	if t == "" {
+		t = DefaultSPIFFEIDTemplate
+	}
+	tmpl, err := template.New("service-account").Option("missingkey=error").Parse(t)
+	if err != nil {
+		return nil, fmt.Errorf("template %q: %w", t, err)
+	}
+	return func(ns, sa string) (string, error) {
+		var b strings.Builder
+		err := tmpl.Execute(&b, TemplateData{TrustDomain: td, Namespace: ns, ServiceAccount: sa})
+		return b.String(), err
+	}, nil
 }
