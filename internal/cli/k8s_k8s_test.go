@@ -114,6 +114,7 @@ func TestK8sStatusAndEntriesFromTheServer(t *testing.T) {
 			"target": map[string]any{"spiffeID": "spiffe://other.org/api"}}})
 	var ks k8sStatus
 	for deadline := time.Now().Add(20 * time.Second); ; {
+		ks = k8sStatus{} // decoding into the last answer's slices would keep fields this one omits
 		if err := json.Unmarshal([]byte(s.ok(t, "k8s", "status", "-o", "json")), &ks); err != nil {
 			t.Fatal(err)
 		}
