@@ -654,9 +654,18 @@ func (s *Server) followCA(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-revs:
+		case rev, ok := <-revs:
 			if !ok {
 				return nil
+			}
+			if rev < last {
+				// The database went back (restored, or failed over to a replica without the last
+				// commits): the authorities may be other ones than those loaded.
+				last = rev
+				if err := s.ca.Reload(ctx); err != nil {
+					s.log.Error("ca: the store's history went back and reloading the authorities failed", "error", err)
+				}
+				continue
 			}
 		}
 		changes, err := s.store.ChangesSince(ctx, last)
@@ -667,7 +676,7 @@ func (s *Server) followCA(ctx context.Context) error {
 		reload := false
 		for _, ch := range changes {
 			last = max(last, ch.Revision)
-			reload = reload || ch.Kind == store.KindAuthority
+			reload = reload || ch.Kind == store.KindAuthority || ch.Kind == store.KindHistory
 		}
 		if reload {
 			if err := s.ca.Reload(ctx); err != nil {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -173,7 +174,27 @@ const (
 	KindBundle ChangeKind = "bundle"
 	// KindFederation is a federation relationship (its ID is the trust domain name).
 	KindFederation ChangeKind = "federation"
+	// KindHistory records that the database went back (restored from a backup, or failed over to a replica
+	// without the last commits): its ID is the last revision kept (decimal). Revisions after it that a
+	// reader saw before are gone, and the same numbers may now name other changes: a reader that holds
+	// such a revision must read everything again rather than the changes since it.
+	KindHistory ChangeKind = "history"
 )
+
+// HistoryLostBelow reports whether changes hold a KindHistory record whose kept revision is below rev: a
+// reader at rev holds changes that are gone.
+func HistoryLostBelow(changes []Change, rev int64) bool {
+	for _, c := range changes {
+		if c.Kind != KindHistory {
+			continue
+		}
+		kept, err := strconv.ParseInt(c.ID, 10, 64)
+		if err != nil || kept < rev {
+			return true
+		}
+	}
+	return false
+}
 
 // Change records that one object changed at a revision. Consumers read the object itself to see its state.
 type Change struct {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -291,6 +292,55 @@ func TestPostgresRestartDatabaseUnderLoad(t *testing.T) {
 	waitSVID(t, b.agentDirs("node1").socket, after)
 	t.Logf("after the restart, a write on A reached the agent of B %s after the database was back; %d fetches during the test, %d failed",
 		time.Since(back).Round(time.Millisecond), fetches.Load(), failures.Load())
+}
+
+// TestPostgresHistoryLostResyncsAgents: the database goes back a revision, as after a restore from a backup
+// or a failover to a replica that lacked the last commit: an entry the agent (synced with B) already serves
+// is gone, and the next write on A reuses its revision number for another entry. Resuming from its revision
+// would leave the agent serving the lost entry and never learning of the new one; B notices the database
+// went back and sends the agent a full snapshot instead.
+func TestPostgresHistoryLostResyncsAgents(t *testing.T) {
+	servers, pg := haClusters(t, 2)
+	a, b := servers[0], servers[1]
+	agent := b.startAgentAt(b.grpcAddr, "node1", a.joinToken("node1"), "KITH_AGENT_RETRY_MAX=1s")
+	agent.waitOutput("kith agent started", 20*time.Second)
+	lostID := spiffeid.RequireFromPath(a.td, "/e2e/lost")
+	mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", lostID.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	waitSVID(t, b.agentDirs("node1").socket, lostID)
+
+	raw, err := sql.Open("pgx", pg.SocketURL("kith1")) // haClusters' database, the cluster's first
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for _, q := range []string{
+		"DELETE FROM entries WHERE spiffe_id = '" + lostID.String() + "'",
+		"DELETE FROM changes WHERE revision = (SELECT revision FROM revision WHERE id = 1)",
+		"UPDATE revision SET revision = revision - 1 WHERE id = 1",
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+
+	after := spiffeid.RequireFromPath(a.td, "/e2e/after-loss")
+	mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", after.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	waitSVID(t, b.agentDirs("node1").socket, after)
+	eventually(t, 15*time.Second, "the lost entry leaves the agent", func() error {
+		_, x509ctx, err := fetchSVID(b.agentDirs("node1").socket, after)
+		if err != nil {
+			return err
+		}
+		for _, s := range x509ctx.SVIDs {
+			if s.ID == lostID {
+				return fmt.Errorf("the agent still serves %s", lostID)
+			}
+		}
+		return nil
+	})
+	a.server.waitOutput("the database's revision went back", 15*time.Second) // A's write reused the lost number
 }
 
 // TestPostgresMigrateFromSQLite: a populated SQLite deployment (an agent, entries, a grant, its audit log)

@@ -99,6 +99,11 @@ func (sy *syncer) step(ctx context.Context) (*agentv1.SyncResponse, error) {
 	if len(changes) == 0 {
 		return nil, nil
 	}
+	if store.HistoryLostBelow(changes, sy.rev) {
+		// Changes this stream sent are gone from the database: the agent reconnects, and start sends
+		// it everything.
+		return nil, fmt.Errorf("the store's database went back to an earlier revision: reconnect to sync again: %w", apierr.ErrUnavailable)
+	}
 	msg, err := sy.apply(ctx, changes)
 	if err != nil {
 		return nil, err
@@ -146,7 +151,14 @@ func (sy *syncer) start(ctx context.Context, from int64) (*agentv1.SyncResponse,
 	if err != nil {
 		return nil, fmt.Errorf("sync agent %s: %w", sy.agent.ID, err)
 	}
-	if from <= 0 || from > cur {
+	var changes []store.Change
+	if from > 0 && from <= cur {
+		if changes, err = sy.s.cfg.Changes.ChangesSince(ctx, from); err != nil {
+			return nil, fmt.Errorf("sync agent %s from revision %d: %w", sy.agent.ID, from, err)
+		}
+	}
+	// A database that went back (restored, failed over) took changes the agent holds with it: send everything.
+	if from <= 0 || from > cur || store.HistoryLostBelow(changes, from) {
 		all, err := sy.s.cfg.Entries.ListEntries(ctx, store.EntryFilter{})
 		if err != nil {
 			return nil, fmt.Errorf("sync agent %s: %w", sy.agent.ID, err)
@@ -162,10 +174,6 @@ func (sy *syncer) start(ctx context.Context, from int64) (*agentv1.SyncResponse,
 		return msg, nil
 	}
 
-	changes, err := sy.s.cfg.Changes.ChangesSince(ctx, from)
-	if err != nil {
-		return nil, fmt.Errorf("sync agent %s from revision %d: %w", sy.agent.ID, from, err)
-	}
 	all, err := sy.s.cfg.Entries.ListEntries(ctx, store.EntryFilter{})
 	if err != nil {
 		return nil, fmt.Errorf("sync agent %s: %w", sy.agent.ID, err)

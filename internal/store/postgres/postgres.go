@@ -417,6 +417,73 @@ func (s *Store) advance(rev int64) {
 	if rev <= s.seen {
 		return
 	}
+	s.tell(rev)
+}
+
+// committed tells watchers the revision this server's own write committed. before is the newest revision
+// told when the write took the database-wide write lock: every revision told by then was committed before
+// it, so a write that commits one at or below it means the database lost history.
+func (s *Store) committed(rev, before int64) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if rev <= before {
+		s.historyLost(rev - 1)
+		s.tell(rev)
+		return
+	}
+	if rev > s.seen {
+		s.tell(rev)
+	}
+}
+
+// caughtUp takes the revision read from the database on (re)connection. before is the newest revision told
+// when the read began: every revision told by then had been committed, so a read below it means the
+// database lost history.
+func (s *Store) caughtUp(rev, before int64) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if rev < before {
+		s.historyLost(rev)
+		s.tell(rev)
+		return
+	}
+	if rev > s.seen {
+		s.tell(rev)
+	}
+}
+
+// told is the newest revision told to watchers.
+func (s *Store) told() int64 {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.seen
+}
+
+// historyLost logs that the revisions after kept are gone and records it in the change feed (a KindHistory
+// change, in a write of its own), so that every server's readers learn it: a Sync stream then sends its
+// agent everything again. Called with wmu held; the write runs on its own goroutine.
+func (s *Store) historyLost(kept int64) {
+	kept, told := max(kept, 0), s.seen
+	s.log.Warn("store: the database's revision went back (restored from a backup, or failed over to a replica without the last commits); "+
+		"changes after the kept revision are gone: agents are sent full snapshots again, and changes made since should be checked",
+		"told", told, "kept", kept)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := s.write(ctx, func(w *wtx) error {
+			if err := w.change(store.KindHistory, strconv.FormatInt(kept, 10), false); err != nil {
+				return err
+			}
+			return w.audit("system", "store.history_lost", strconv.FormatInt(kept, 10), map[string]int64{"told": told, "kept": kept})
+		})
+		if err != nil {
+			s.log.Error("store: recording that the database's revision went back failed; restart the servers so that agents resync in full", "error", err)
+		}
+	}()
+}
+
+// tell sends rev to every watcher. Called with wmu held.
+func (s *Store) tell(rev int64) {
 	s.seen = rev
 	for _, ch := range s.watchers {
 		select {
@@ -470,10 +537,11 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, catchUp tim
 	connected()
 	for {
 		var rev int64
+		before := s.told()
 		if err := conn.QueryRow(ctx, "SELECT revision FROM revision WHERE id = 1").Scan(&rev); err != nil {
 			return fmt.Errorf("catch up: %w", err)
 		}
-		s.advance(rev)
+		s.caughtUp(rev, before)
 		wctx, cancel := context.WithTimeout(ctx, catchUp)
 		for {
 			n, err := conn.WaitForNotification(wctx)
@@ -525,6 +593,7 @@ func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", writeLockKey); err != nil {
 		return fmt.Errorf("take the store's write lock: %w", err)
 	}
+	before := s.told()
 	w := &wtx{s: s, tx: rtx{tx}, ctx: ctx, now: canonTime(s.now())}
 	if err := fn(w); err != nil {
 		return err
@@ -541,7 +610,7 @@ func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
 		s.onHead(w.headSeq, w.headHash)
 	}
 	if w.rev != 0 {
-		s.advance(w.rev)
+		s.committed(w.rev, before)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -309,5 +310,96 @@ func TestConcurrentAudits(t *testing.T) {
 	}
 	if err := s.Audit(ctx, "a", "b", "c", func() {}); err == nil {
 		t.Error("a detail that cannot be encoded was accepted")
+	}
+}
+
+// TestHistoryLost: the database goes back a revision, as after a restore from a backup or a failover to a
+// replica that lacked the last commit. A server that had told its watchers the lost revision finds out on
+// its next catch-up read and records it in the change feed (KindHistory, kept revision 1) with an audit
+// event; one whose next write reuses the lost number finds out at that write; watchers are told the
+// revisions the database is at, even lower ones, and then the record.
+func TestHistoryLost(t *testing.T) {
+	ctx := context.Background()
+	url := cluster.NewDatabase(t)
+	reader, err := Open(ctx, Config{URL: url, MaxConns: 2, CatchUpEvery: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	writer := open(t, url, nil)
+	ch, cancel := reader.Watch()
+	defer cancel()
+	for i := 1; i <= 2; i++ {
+		if _, err := writer.CreateEntry(ctx, "test", storetest.Entry(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRevision(t, ch, 2)
+
+	// Lose revision 2: the revision, its change and its entry, as a restore would.
+	tamperable{writer, url}.raw(t, "DELETE FROM entries WHERE id = (SELECT object_id FROM changes WHERE revision = 2)")
+	tamperable{writer, url}.raw(t, "DELETE FROM changes WHERE revision = 2")
+	tamperable{writer, url}.raw(t, "UPDATE revision SET revision = 1 WHERE id = 1")
+
+	history := func(from int64) []store.Change {
+		t.Helper()
+		var out []store.Change
+		eventually(t, func() error {
+			changes, err := reader.ChangesSince(ctx, from)
+			if err != nil {
+				return err
+			}
+			out = nil
+			for _, c := range changes {
+				if c.Kind == store.KindHistory {
+					out = append(out, c)
+				}
+			}
+			if len(out) == 0 {
+				return fmt.Errorf("no history record since revision %d: %+v", from, changes)
+			}
+			return nil
+		})
+		return out
+	}
+	if got := history(1); got[0].ID != "1" || !store.HistoryLostBelow(got, 2) || store.HistoryLostBelow(got, 1) {
+		t.Errorf("after the catch-up read: history records %+v, want kept revision 1", got)
+	}
+	events, err := reader.ListAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(events, func(e store.AuditEvent) bool { return e.Action == "store.history_lost" && e.Target == "1" }) {
+		t.Errorf("no store.history_lost audit event for kept revision 1 in %+v", events)
+	}
+
+	// Lose the newest revision again; the writer's next write reuses its number and finds out.
+	rev, err := writer.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRevision(t, ch, rev)
+	tamperable{writer, url}.raw(t, "DELETE FROM changes WHERE revision = $1", rev)
+	tamperable{writer, url}.raw(t, "UPDATE revision SET revision = $1 WHERE id = 1", rev-1)
+	if _, err := writer.CreateEntry(ctx, "test", storetest.Entry(t, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if got := history(rev); !store.HistoryLostBelow(got, rev) {
+		t.Errorf("after a write reused revision %d: history records %+v, want kept revision %d", rev, got, rev-1)
+	}
+}
+
+func eventually(t *testing.T, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

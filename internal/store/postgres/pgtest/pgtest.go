@@ -146,7 +146,7 @@ func (c *Cluster) init(opts Options) error {
 		"unix_socket_directories = '" + c.Dir + "'",
 		"port = " + strconv.Itoa(port),
 		"fsync = off",
-		"synchronous_commit = off",
+		"synchronous_commit = on", // as in production: a crash of the server process loses no commit (fsync off only bets on the OS)
 		"full_page_writes = off",
 		"max_connections = 300",
 		"shared_buffers = 32MB",
