@@ -224,7 +224,9 @@ func setupE2E(b testing.TB) *e2e {
 	bin := kithBin(b)
 	c := kubetest.Start(b)
 	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join("..", "..", "deploy", "kubernetes", "base", "crds")}, ErrorIfPathMissing: true}); err != nil {
+		Paths: []string{filepath.Join("..", "..", "deploy", "kubernetes", "base", "crds"),
+			// The SMI and Istio resources the mesh policy controller follows (BenchmarkMeshPolicyChangeToAgent).
+			filepath.Join("..", "..", "internal", "kubernetes", "meshpolicy", "testdata", "crds.yaml")}, ErrorIfPathMissing: true}); err != nil {
 		b.Fatal(err)
 	}
 	own := rest.CopyConfig(c.Config)

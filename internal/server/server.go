@@ -78,7 +78,8 @@ type Server struct {
 	log *slog.Logger
 	td  spiffeid.TrustDomain
 	// k8s are the Kubernetes controllers of the clusters that have them; their Runs are in controllers.
-	k8s []*controllers.Set
+	k8s      []*controllers.Set
+	liveMesh []string // clusters whose controllers follow SMI and Istio policies
 	// controllers run with the server: the Kubernetes controllers when a cluster has them.
 	controllers []func(context.Context) error
 	store       store.Backend
@@ -249,6 +250,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			}
 			s.controllers = append(s.controllers, set.Runs...)
 			s.k8s = append(s.k8s, set)
+			s.liveMesh = append(s.liveMesh, cl.Name)
 		}
 	}
 	s.agent, err = agentapi.New(agentapi.Config{
@@ -286,6 +288,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		StoreCheck:       st,
 		AuditHead:        anchor,
 		Kubernetes:       s.kubernetesStatus,
+		LiveMeshClusters: s.liveMesh,
 		Logins: adminapi.Logins{Users: st, SVIDTTL: c.Users.SVIDTTL.D(), LoginTTL: c.Users.LoginTTL.D(), CodeTTL: c.Users.CodeTTL.D(),
 			URL: c.Admin.URL, OIDC: oidcLogin},
 		Requests:     st,

@@ -221,7 +221,11 @@ func (c *converter) convert() ([]grant.Grant, error) {
 		if deny {
 			what = "denies nothing"
 		}
-		c.skipped = append(c.skipped, fmt.Sprintf("%s has no rules: it %s (Istio: a policy without rules never matches)", c.obj, what))
+		hint := ""
+		if deny {
+			hint = "; to deny every request, write rules: [{}] (one rule that matches everything)"
+		}
+		c.skipped = append(c.skipped, fmt.Sprintf("%s has no rules: it %s (Istio: a policy without rules never matches)%s", c.obj, what, hint))
 		return nil, nil
 	}
 	var out []grant.Grant

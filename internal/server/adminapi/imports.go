@@ -32,6 +32,11 @@ func (s *Service) ImportGrants(ctx context.Context, req *adminv1.ImportGrantsReq
 	if !ok || !strings.Contains(prefix, ":") {
 		return nil, apierr.Invalid(fmt.Sprintf("source %q: want smi: or istio: (or one namespace of them, smi:<namespace>/)", prefix))
 	}
+	if live := s.cfg.LiveMeshClusters; len(live) > 0 && !req.GetDryRun() {
+		return nil, fmt.Errorf("%w: "+fmt.Sprintf("the server follows SMI and Istio policies live from cluster %s (controllers: true): "+
+			"the cluster is the source of the smi: and istio: grants, and a file import would be replaced at its next change; "+
+			"apply the file to the cluster instead (kubectl apply -f FILE), or use --dry-run to see what it holds", strings.Join(live, ", ")), store.ErrFailedPrecondition)
+	}
 	if len(req.GetGrants()) > MaxImportGrants {
 		return nil, apierr.Invalid(fmt.Sprintf("%d grants, at most %d per import", len(req.GetGrants()), MaxImportGrants))
 	}

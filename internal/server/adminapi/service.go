@@ -123,6 +123,9 @@ type Config struct {
 	// Kubernetes is what the server's Kubernetes controllers know, for GetKubernetesStatus; zero: no cluster
 	// has them.
 	Kubernetes func() []*adminv1.KubernetesCluster
+	// LiveMeshClusters names the clusters whose controllers keep the smi: and istio: grants in step with
+	// the cluster's policies: with any, the cluster is their source and ImportGrants refuses (but dry runs).
+	LiveMeshClusters []string
 }
 
 // StoreChecker runs the store's integrity check (store.Health).

@@ -55,7 +55,7 @@ type harness struct {
 }
 
 // newHarness starts the service; withPolicy gives it a policy administrator.
-func newHarness(t *testing.T, withPolicy bool) *harness {
+func newHarness(t *testing.T, withPolicy bool, opts ...func(*adminapi.Config)) *harness {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "kith.db")})
@@ -73,6 +73,9 @@ func newHarness(t *testing.T, withPolicy bool) *harness {
 	if withPolicy {
 		h.policy = &adminapitest.Policy{}
 		cfg.Policy = h.policy
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	svc, err := adminapi.New(cfg)
 	if err != nil {
@@ -826,6 +829,26 @@ func TestMintingIsAudited(t *testing.T) {
 	}
 	if resp, err := h.c.MintJWTSVID(ctx, &adminv1.MintJWTSVIDRequest{SpiffeId: web, Audience: []string{"orders"}}); err == nil || resp.GetToken() != "" {
 		t.Errorf("jwt mint without its audit row: %v; want an error and no token", err)
+	}
+}
+
+// With the cluster's controllers following SMI and Istio policies, the cluster is the source of those grants:
+// a file import is refused (it would be replaced at the cluster's next change), saying what to do instead; a
+// dry run still answers.
+func TestImportGrantsRefusedWhileTheClusterIsTheSource(t *testing.T) {
+	h := newHarness(t, false, func(c *adminapi.Config) { c.LiveMeshClusters = []string{"prod"} })
+	ctx := context.Background()
+	g := &adminv1.Grant{Id: "smi-a", Caller: web, Target: payments, Paths: []string{"/api/*"}, Source: "smi:default/api"}
+	_, err := h.c.ImportGrants(ctx, &adminv1.ImportGrantsRequest{Source: "smi:", Grants: []*adminv1.Grant{g}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "cluster prod") || !strings.Contains(err.Error(), "kubectl apply") {
+		t.Fatalf("ImportGrants while cluster prod is followed: %v; want FailedPrecondition naming the cluster and kubectl apply", err)
+	}
+	if _, err := h.st.GetGrant(ctx, "smi-a"); err == nil {
+		t.Error("the refused import wrote the grant")
+	}
+	resp, err := h.c.ImportGrants(ctx, &adminv1.ImportGrantsRequest{Source: "smi:", Grants: []*adminv1.Grant{g}, DryRun: true})
+	if err != nil || len(resp.GetAdded()) != 1 {
+		t.Errorf("dry run while cluster prod is followed = %v, %v; want one grant added", resp, err)
 	}
 }
 
