@@ -30,7 +30,7 @@ always := {
 owner_methods := {"CreateGrant", "RevokeGrants", "SetTargetMode", "DecideAccessRequest"}
 
 # Calls about identities the caller owns or is.
-lookup_methods := {"Can", "ListGrants"}
+lookup_methods := {"Can", "ListGrants", "GetIdentityActivity"}
 
 admin if "admin" in input.caller.roles
 

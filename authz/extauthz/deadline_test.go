@@ -86,7 +86,7 @@ func TestCheckHasADeadlineAndCallersShareFairly(t *testing.T) {
 			var mu sync.Mutex
 			outcomes := map[string]int{}
 			tt.cfg.Decider = startedDecider{Decider: slowEngine(t), caller: frontend.String(), started: started}
-			tt.cfg.OnDecision = func(_, outcome string) { mu.Lock(); outcomes[outcome]++; mu.Unlock() }
+			tt.cfg.OnDecision = func(_, _, outcome string) { mu.Lock(); outcomes[outcome]++; mu.Unlock() }
 			client := serve(t, "unix", tt.cfg)
 
 			var wg sync.WaitGroup

@@ -74,10 +74,12 @@ type Config struct {
 	JWT JWTValidator
 	// Logger receives denials, errors and sampled allows. Zero: slog.Default().
 	Logger *slog.Logger
-	// OnDecision, if set, is called once per check with the target SPIFFE ID
-	// ("" when there is none) and the outcome: OutcomeAllow, OutcomeDeny,
-	// OutcomeAuditDeny or OutcomeError. It must be fast. Zero: not called.
-	OnDecision func(target string, outcome string)
+	// OnDecision, if set, is called once per check with the caller's SPIFFE ID
+	// ("" when there is none), the target's ("" when there is none) and the
+	// outcome: OutcomeAllow, OutcomeDeny, OutcomeAuditDeny or OutcomeError. Both
+	// IDs come from the request: bound what is kept per value. It must be fast.
+	// Zero: not called.
+	OnDecision func(caller, target, outcome string)
 	// SampleAllows logs one allowed check in SampleAllows. Zero: allows are
 	// not logged. Denials are always logged.
 	SampleAllows int
@@ -101,7 +103,7 @@ type Server struct {
 	decider    Decider
 	jwt        JWTValidator
 	log        *slog.Logger
-	onDecision func(string, string)
+	onDecision func(string, string, string)
 	sample     uint64
 	allows     atomic.Uint64
 	deadline   time.Duration
@@ -304,7 +306,7 @@ func (s *Server) allow(ctx context.Context, target, caller spiffeid.ID, method, 
 	ok := &authv3.OkHttpResponse{Headers: headers, HeadersToRemove: forged(h, set)}
 
 	if s.onDecision != nil {
-		s.onDecision(target.String(), outcome)
+		s.onDecision(callerString(caller), target.String(), outcome)
 	}
 	switch {
 	case outcome == OutcomeAuditDeny:
@@ -320,6 +322,14 @@ func (s *Server) allow(ctx context.Context, target, caller spiffeid.ID, method, 
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
+}
+
+// callerString is caller's SPIFFE ID, "" for none.
+func callerString(caller spiffeid.ID) string {
+	if caller.IsZero() {
+		return ""
+	}
+	return caller.String()
 }
 
 // forged lists the x-kith-* request headers that the response does not set:
@@ -347,7 +357,7 @@ type deniedBody struct {
 
 func (s *Server) deny(ctx context.Context, target string, caller spiffeid.ID, method, path string, status int, reasons []string, outcome string) *authv3.CheckResponse {
 	if s.onDecision != nil {
-		s.onDecision(target, outcome)
+		s.onDecision(callerString(caller), target, outcome)
 	}
 	if outcome != OutcomeError { // errors are logged with their cause
 		s.log.LogAttrs(ctx, slog.LevelInfo, "ext_authz: deny",

@@ -492,7 +492,7 @@ func TestCheckFailsClosed(t *testing.T) {
 	ctx := context.Background()
 	var outcomes []string
 	f := &fakeDecider{d: authz.Decision{Allowed: true, PolicyAllowed: true}, err: errors.New("opa exploded")}
-	client := serve(t, "unix", extauthz.Config{Decider: f, OnDecision: func(target, outcome string) { outcomes = append(outcomes, target+" "+outcome) }})
+	client := serve(t, "unix", extauthz.Config{Decider: f, OnDecision: func(_, target, outcome string) { outcomes = append(outcomes, target+" "+outcome) }})
 	resp, err := client.Check(ctx, request{caller: frontend.String(), target: payments.String(), method: "GET", path: "/"}.proto())
 	if err != nil {
 		t.Fatal(err)

@@ -70,6 +70,7 @@ type Agent struct {
 	servers  *servers
 	sync     *syncer.Syncer
 	metrics  *metrics
+	activity *activity
 	engine   *authz.Engine
 	authzSrv *extauthz.Server
 
@@ -133,13 +134,18 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.metrics = newMetrics(a.cache)
+	a.activity = newActivity(&a.metrics.served)
 	if a.engine, err = authz.New(authz.Config{Now: cfg.Now, Logger: cfg.Logger.With("component", "authz"), Decision: c.AuthzDecision}); err != nil {
 		return nil, err
 	}
 	if a.policy, err = policy.New(policy.Config{Engine: a.engine, OnChange: a.persist.MarkDirty, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if a.reporter, err = policy.NewReporter(policy.ReporterConfig{Revision: a.policy.Revision, Client: a.statusClient, AuthzRevision: a.authzRev.Load, Logger: cfg.Logger}); err != nil {
+	if a.reporter, err = policy.NewReporter(policy.ReporterConfig{Revision: a.policy.Revision, Client: a.statusClient, AuthzRevision: a.authzRev.Load, Logger: cfg.Logger,
+		Activity: func() ([]*agentv1.HeldSVID, []*agentv1.DecisionCount) {
+			return heldSVIDs(a.cache), a.activity.decisions()
+		},
+		ActivityEvery: c.ActivityReportEvery.D()}); err != nil {
 		return nil, err
 	}
 	sc := syncer.Config{
@@ -153,7 +159,10 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	if a.authzSrv, err = extauthz.New(extauthz.Config{Decider: a.engine, JWT: a, Logger: cfg.Logger.With("component", "extauthz"),
-		OnDecision: a.metrics.decision, SampleAllows: 100,
+		OnDecision: func(caller, target, outcome string) {
+			a.metrics.decision(target, outcome)
+			a.activity.decision(caller, target, outcome)
+		}, SampleAllows: 100,
 		Deadline: c.AuthzDeadline.D(), MaxEvaluations: c.AuthzMaxEvaluations, MaxPerCaller: c.AuthzMaxPerCaller}); err != nil {
 		return nil, err
 	}

@@ -129,6 +129,7 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	}
 	acfg.Log.Level = logLevel
 	acfg.AuthzDecision = o.decision
+	acfg.ActivityReportEvery = config.Duration(time.Second) // the console's identity page follows closely
 	if srv.Reinitialised() {
 		// The dev agent's state trusts the old CA: keep it aside and join the new one.
 		state := filepath.Join(acfg.DataDir, "state.json")

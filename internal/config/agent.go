@@ -93,7 +93,11 @@ type Agent struct {
 	// costly requests cannot starve the others. Default 0: half the CPUs Go uses, at least 1.
 	// Env KITH_AGENT_AUTHZ_MAX_PER_CALLER.
 	AuthzMaxPerCaller int `yaml:"authz_max_per_caller"`
-	Log               Log `yaml:"log"`
+	// ActivityReportEvery is how often, at most, the agent reports the SVIDs it holds and its ext_authz
+	// decision counts per caller to the server (the console's identity page, `kith activity`), when they
+	// changed. Default 5s, 1s to 10m. Env KITH_AGENT_ACTIVITY_REPORT_EVERY.
+	ActivityReportEvery Duration `yaml:"activity_report_every"`
+	Log                 Log      `yaml:"log"`
 }
 
 // AgentK8sPSAT configures Kubernetes projected service-account token node attestation.
@@ -170,6 +174,12 @@ func (c *Agent) Finish() error {
 	}
 	if c.RetryMax == 0 {
 		c.RetryMax = Duration(DefaultRetryMax)
+	}
+	if c.ActivityReportEvery == 0 {
+		c.ActivityReportEvery = Duration(5 * time.Second)
+	}
+	if d := c.ActivityReportEvery.D(); d < time.Second || d > 10*time.Minute {
+		return &FieldError{"activity_report_every", fmt.Sprintf("%s is outside 1s to 10m", d)}
 	}
 	if c.RetryMax.D() < 100*time.Millisecond || c.RetryMax.D() > MaxRetryMax {
 		return &FieldError{"retry_max", fmt.Sprintf("%s is outside 100ms to %s: a revoke reaches an agent that lost the server only when it reconnects", c.RetryMax.D(), MaxRetryMax)}

@@ -42,6 +42,7 @@ type Admin interface {
 	ListPolicyHistory(context.Context, *adminv1.ListPolicyHistoryRequest) (*adminv1.ListPolicyHistoryResponse, error)
 	Can(context.Context, *adminv1.CanRequest) (*adminv1.CanResponse, error)
 	GetServerInfo(context.Context, *adminv1.GetServerInfoRequest) (*adminv1.GetServerInfoResponse, error)
+	GetIdentityActivity(context.Context, *adminv1.GetIdentityActivityRequest) (*adminv1.GetIdentityActivityResponse, error)
 }
 
 // Feed signals committed store revisions (store.Feed's Watch): one value held, coalescing.

@@ -63,6 +63,10 @@ func (f *fakeAdmin) GetServerInfo(context.Context, *adminv1.GetServerInfoRequest
 	return &adminv1.GetServerInfoResponse{TrustDomain: "kith.test"}, nil
 }
 
+func (f *fakeAdmin) GetIdentityActivity(_ context.Context, r *adminv1.GetIdentityActivityRequest) (*adminv1.GetIdentityActivityResponse, error) {
+	return &adminv1.GetIdentityActivityResponse{}, nil
+}
+
 // fakeFeed hands out one channel per Watch; send delivers a revision to each.
 type fakeFeed struct{ chans chan chan int64 }
 

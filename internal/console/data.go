@@ -293,8 +293,16 @@ func (c *Console) identity(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	var activity *adminv1.GetIdentityActivityResponse
+	if len(es) > 0 {
+		if activity, err = c.cfg.Admin.GetIdentityActivity(ctx, &adminv1.GetIdentityActivityRequest{SpiffeId: id}); err != nil {
+			return nil, err
+		}
+	} else {
+		activity = &adminv1.GetIdentityActivityResponse{}
+	}
 	return map[string]any{"id": id, "entries": pbs(es), "served_by": served, "callers": pbs(callers),
-		"targets": pbs(targets), "mode": modes[id], "audit": events}, nil
+		"targets": pbs(targets), "mode": modes[id], "audit": events, "activity": pb{activity}}, nil
 }
 
 func subset(want, have []string) bool {

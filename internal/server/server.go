@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/attestation/node/k8spsat"
@@ -289,6 +290,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		AuditHead:        anchor,
 		Kubernetes:       s.kubernetesStatus,
 		LiveMeshClusters: s.liveMesh,
+		Activity:         s.identityActivity,
 		Logins: adminapi.Logins{Users: st, SVIDTTL: c.Users.SVIDTTL.D(), LoginTTL: c.Users.LoginTTL.D(), CodeTTL: c.Users.CodeTTL.D(),
 			URL: c.Admin.URL, OIDC: oidcLogin},
 		Requests:     st,
@@ -311,6 +313,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// identityActivity is what this server's agents last reported about identity id, for GetIdentityActivity.
+func (s *Server) identityActivity(id string) *adminv1.GetIdentityActivityResponse {
+	a := s.agent.IdentityActivity(id)
+	resp := &adminv1.GetIdentityActivityResponse{AgentsReporting: int32(a.Agents)}
+	if !a.Oldest.IsZero() {
+		resp.OldestReport = timestamppb.New(a.Oldest)
+	}
+	for _, h := range a.SVIDs {
+		resp.Svids = append(resp.Svids, &adminv1.IssuedSVID{AgentId: h.Agent, EntryId: h.Entry, SerialNumber: h.Serial, ExpiresAt: timestamppb.New(h.ExpiresAt)})
+	}
+	for _, c := range a.Callers {
+		resp.Callers = append(resp.Callers, &adminv1.CallerDecisions{Caller: c.Caller, Allowed: c.Allowed, Denied: c.Denied})
+	}
+	return resp
 }
 
 // kubernetesStatus is what the Kubernetes controllers know, for GetKubernetesStatus.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // The console tests drive Debian's Chromium headless (KITH_CHROMIUM, set by `make test-browser` from
@@ -30,6 +32,7 @@ const (
 	payments = "spiffe://kith.test/ns/shop/sa/payments"
 	orders   = "spiffe://kith.test/ns/shop/sa/orders"
 	reports  = "spiffe://kith.test/ns/finance/sa/reports"
+	stranger = "spiffe://kith.test/ns/shop/sa/stranger" // granted nothing
 )
 
 // browser is one headless Chromium tab and what it saw: every request URL, every console error.
@@ -174,7 +177,7 @@ func (b *browser) seen() (requests, errors []string) {
 }
 
 // startConsole runs kith dev with fixture data and returns the console URL and the admin socket.
-func startConsole(t *testing.T) (consoleURL, admin string) {
+func startConsole(t *testing.T) (consoleURL, admin, authzSocket string) {
 	t.Helper()
 	dir := shortTempDir(t)
 	dev := start(t, "kith dev", nil, "dev", "--data-dir", dir, "--http", freeAddr(t))
@@ -191,11 +194,11 @@ func startConsole(t *testing.T) (consoleURL, admin string) {
 	mustKith(t, admin, "grant", reports, payments, "--for", "8h", "--reason", "quarter close")
 	mustKith(t, admin, "grant", frontend, orders, "--reason", "order history")
 	mustKith(t, admin, "target", "mode", orders, "audit")
-	return m[1], admin
+	return m[1], admin, filepath.Join(dir, "authz.sock")
 }
 
 func TestBrowserConsole(t *testing.T) {
-	consoleURL, admin := startConsole(t)
+	consoleURL, admin, authzSocket := startConsole(t)
 	b := newBrowser(t, 1280, 800)
 	b.run(chromedp.Navigate(consoleURL))
 	b.waitJS("the access graph draws", `document.querySelector("#graph-svg")`, 10*time.Second)
@@ -255,6 +258,45 @@ func TestBrowserConsole(t *testing.T) {
 		if got := eval[string](b, "window.sameDocument || 'reloaded'"); got != "yes" {
 			t.Errorf("the page reloaded (window.sameDocument = %q)", got)
 		}
+	})
+	b.t = t
+
+	t.Run("the identity page shows the SVIDs agents hold and their decisions per caller", func(t *testing.T) {
+		b.t = t
+		for _, call := range []struct {
+			caller, path string
+			want         bool
+		}{{frontend, "/api/pay", true}, {frontend, "/api/pay", true}, {frontend, "/admin", false}, {stranger, "/", false}} {
+			ok, err := authzAllowed(authzSocket, spiffeid.RequireFromString(call.caller), spiffeid.RequireFromString(payments), "GET", call.path)
+			if err != nil || ok != call.want {
+				t.Fatalf("ext_authz %s → payments GET %s: %v, %v; want %v", call.caller, call.path, ok, err, call.want)
+			}
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			b.js(`location.hash = "#/identity?id=` + url.QueryEscape(payments) + `&n=` + strconv.FormatInt(time.Now().UnixNano(), 10) + `"`)
+			b.waitJS("identity renders", `document.querySelector("#callers")`, 5*time.Second)
+			text := eval[string](b, `document.querySelector("#decisions") ? document.querySelector("#decisions").innerText : ""`)
+			if strings.Contains(text, frontend) && strings.Contains(text, stranger) {
+				rows := eval[[]string](b, `[...document.querySelectorAll("#decisions tbody tr")].map(r => r.innerText.replace(/\s+/g, " ").trim())`)
+				want := []string{frontend + " 2 1", stranger + " 0 1"}
+				if !cmp.Equal(rows, want) {
+					t.Errorf("decision rows = %q, want %q (caller, allowed, denied; most decisions first)", rows, want)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the identity page shows no decisions from the dev agent within 15s:\n%s", eval[string](b, "document.body.innerText"))
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		svids := eval[string](b, `document.querySelector("#svids").innerText`)
+		if !strings.Contains(svids, "spiffe://kith.test/kith/agent/join_token/dev") || !strings.Contains(svids, "(in ") {
+			t.Errorf("SVIDs held:\n%s\nwant the dev agent's SVID of payments with its expiry", svids)
+		}
+		b.screenshot("identity-activity")
+		b.js(`location.hash = "#/graph"`)
+		b.waitJS("the graph again", `document.querySelector(".edge[data-caller='`+reports+`'][data-target='`+payments+`']")`, 5*time.Second)
 	})
 	b.t = t
 

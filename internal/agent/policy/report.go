@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -8,12 +9,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/kithid/kith/api/kith/agent/v1"
 	"github.com/kithid/kith/authz"
 )
 
-// StatusReporter tells the server which policy revision the agent enforces.
+// StatusReporter tells the server which policy revision the agent enforces, and what it holds and decided.
 type StatusReporter interface {
 	ReportStatus(ctx context.Context, in *agentv1.ReportStatusRequest, opts ...grpc.CallOption) (*agentv1.ReportStatusResponse, error)
 }
@@ -30,6 +32,11 @@ type ReporterConfig struct {
 	// AuthzRevision is the revision of the authorization data applied, reported as the acknowledgement
 	// `kith grant` and `kith revoke` count; zero: not reported.
 	AuthzRevision func() int64
+	// Activity returns the workload SVIDs the agent holds and its decision counts, sent with every report
+	// and, when they changed, every ActivityEvery; zero: not reported.
+	Activity func() ([]*agentv1.HeldSVID, []*agentv1.DecisionCount)
+	// ActivityEvery is how often the Reporter looks whether the activity changed. Zero: 5s.
+	ActivityEvery time.Duration
 	Logger        *slog.Logger // zero: discard
 }
 
@@ -41,6 +48,8 @@ type Reporter struct {
 	errText string // why the last bundle was refused ("" when it was not), sent with every report
 	pending bool   // a report is to be sent
 	signal  chan struct{}
+
+	lastActivity []byte // the activity of the last report sent (marshalled), to send it again only changed
 }
 
 // NewReporter makes a Reporter; Run starts it.
@@ -53,6 +62,9 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	}
 	if cfg.AuthzRevision == nil {
 		cfg.AuthzRevision = func() int64 { return 0 }
+	}
+	if cfg.ActivityEvery <= 0 {
+		cfg.ActivityEvery = 5 * time.Second
 	}
 	return &Reporter{cfg: cfg, signal: make(chan struct{}, 1)}, nil
 }
@@ -84,33 +96,60 @@ func (r *Reporter) wake() {
 
 // Run sends the reports until ctx is done.
 func (r *Reporter) Run(ctx context.Context) error {
+	var tick <-chan time.Time
+	if r.cfg.Activity != nil {
+		t := time.NewTicker(r.cfg.ActivityEvery)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		onlyIfChanged := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.signal:
+		case <-tick:
+			onlyIfChanged = true
 		}
 		r.mu.Lock()
 		p, errText := r.pending, r.errText
 		r.pending = false
 		r.mu.Unlock()
-		if !p {
+		if !p && !onlyIfChanged {
 			continue
 		}
 		if c := r.cfg.Client(); c != nil {
-			r.send(ctx, c, errText)
+			r.send(ctx, c, errText, !p)
 		}
 	}
 }
 
-func (r *Reporter) send(ctx context.Context, c StatusReporter, errText string) {
+// send reports; onlyIfChanged sends only when the activity changed since the last report sent.
+func (r *Reporter) send(ctx context.Context, c StatusReporter, errText string, onlyIfChanged bool) {
 	rev := r.cfg.Revision()
 	if rev == "" {
 		rev = authz.BuiltinRevision
 	}
+	req := &agentv1.ReportStatusRequest{PolicyRevision: rev, PolicyError: errText, AuthzRevision: r.cfg.AuthzRevision()}
+	var activity []byte
+	if r.cfg.Activity != nil {
+		svids, decisions := r.cfg.Activity()
+		act := &agentv1.ReportStatusRequest{Activity: true, Svids: svids, Decisions: decisions}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(act)
+		if err == nil && onlyIfChanged && bytes.Equal(b, r.lastActivity) {
+			return
+		}
+		activity = b
+		req.Activity, req.Svids, req.Decisions = true, svids, decisions
+	} else if onlyIfChanged {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.ReportStatus(ctx, &agentv1.ReportStatusRequest{PolicyRevision: rev, PolicyError: errText, AuthzRevision: r.cfg.AuthzRevision()}); err != nil {
-		r.cfg.Logger.Debug("report policy status", "error", err)
+	if _, err := c.ReportStatus(ctx, req); err != nil {
+		r.cfg.Logger.Debug("report status", "error", err)
+		r.lastActivity = nil // send it again at the next tick
+		return
 	}
+	r.lastActivity = activity
 }

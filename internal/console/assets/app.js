@@ -156,6 +156,7 @@ async function identityPage(params) {
   form.addEventListener("submit", (e) => { e.preventDefault(); location.hash = "#/identity?id=" + encodeURIComponent(form.elements.id.value.trim()); });
   if (!id) { main.replaceChildren(el("h1", {}, "Identity"), form); return; }
   const d = await fetchJSON("api/identity?id=" + encodeURIComponent(id));
+  const act = d.activity || {};
   const grantRows = (gs, other) => gs.map((g) => [idLink(g[other]), g.source || "cli", (g.methods || []).join(",") || "any", (g.paths || []).join(",") || "any", g.expires_at ? until(g.expires_at) : "never"]);
   main.replaceChildren(
     el("h1", {}, "Identity ", el("span", { class: "mono" }, id)), form,
@@ -165,13 +166,24 @@ async function identityPage(params) {
       e.id, e.parent_id || "(node selectors) " + (e.node_selectors || []).join(", "), (e.selectors || []).join(", "),
       (d.served_by[e.id] || []).join(", ") || "no agent", e.x509_ttl_seconds ? e.x509_ttl_seconds + " s" : "default",
       Object.entries(e.labels || {}).map(([k, v]) => k + "=" + v).join(", ")]), "entries") : el("p", { class: "muted" }, "No entry names this ID."),
-    el("p", { class: "muted" }, "SVIDs: each agent that serves an entry holds one SVID for it and renews it at half-life; the server keeps no per-SVID record."),
+    el("h2", {}, `SVIDs held (${(act.svids || []).length})`),
+    (act.svids || []).length ? table(["agent", "entry", "serial", "expires"], act.svids.map((h) => [
+      el("span", { class: "mono" }, h.agent_id), h.entry_id, el("span", { class: "mono" }, h.serial_number || ""),
+      h.expires_at ? `${h.expires_at} (${until(h.expires_at)})` : ""]), "svids")
+      : el("p", { class: "muted", id: "svids" }, "No agent connected to this server has reported holding one."),
     el("h2", {}, `Who may call it (${d.callers.length})`),
     table(["caller", "source", "methods", "paths", "expires"], grantRows(d.callers, "caller"), "callers"),
     el("h2", {}, `Whom it may call (${d.targets.length})`),
     table(["target", "source", "methods", "paths", "expires"], grantRows(d.targets, "target"), "targets"),
-    el("h2", {}, "Audit rows about it"), auditTable(d.audit || []),
-    el("p", { class: "muted" }, "Decisions are made and counted by the agents (kith_authz_decisions_total on each agent's /metrics); the server does not collect them yet."));
+    el("h2", {}, "Recent decisions about it"),
+    (act.callers || []).length ? table(["caller", "allowed", "denied"], act.callers.map((c) => [
+      c.caller ? (c.caller === "other" ? "other callers" : idLink(c.caller)) : "(no caller identity)",
+      el("span", { class: "allowed" }, String(c.allowed || 0)), el("span", { class: (c.denied || 0) > 0 ? "denied" : "" }, String(c.denied || 0))]), "decisions")
+      : el("p", { class: "muted", id: "decisions" }, "No decision about it reported yet."),
+    el("p", { class: "muted" }, act.agents_reporting
+      ? `Counted by ${act.agents_reporting} agent(s) since each started, as last reported ${ago(act.oldest_report)} at the oldest (agents report every few seconds when something changed).`
+      : "Agents count their ext_authz decisions and report them every few seconds."),
+    el("h2", {}, "Audit rows about it"), auditTable(d.audit || []));
 }
 
 async function explainPage(params) {

@@ -106,6 +106,8 @@ func (s *Service) adminInput(ctx context.Context, method string, req any) (authz
 	in := authz.AdminInput{Method: method}
 	var target, subject string
 	switch r := req.(type) {
+	case *adminv1.GetIdentityActivityRequest:
+		target = r.GetSpiffeId()
 	case *adminv1.CreateGrantRequest:
 		target, subject = r.GetGrant().GetTarget(), r.GetGrant().GetCaller()
 	case *adminv1.RevokeGrantsRequest:

@@ -126,6 +126,9 @@ type Config struct {
 	// LiveMeshClusters names the clusters whose controllers keep the smi: and istio: grants in step with
 	// the cluster's policies: with any, the cluster is their source and ImportGrants refuses (but dry runs).
 	LiveMeshClusters []string
+	// Activity is what the agents connected to this server last reported about an identity, for
+	// GetIdentityActivity; zero: nothing reported.
+	Activity func(spiffeID string) *adminv1.GetIdentityActivityResponse
 }
 
 // StoreChecker runs the store's integrity check (store.Health).
@@ -752,6 +755,19 @@ func (s *Service) GetKubernetesStatus(context.Context, *adminv1.GetKubernetesSta
 		resp.Clusters = s.cfg.Kubernetes()
 	}
 	return resp, nil
+}
+
+// GetIdentityActivity returns the X.509-SVIDs of an identity that agents hold and their decisions about it,
+// as the agents connected to this server last reported them.
+func (s *Service) GetIdentityActivity(_ context.Context, req *adminv1.GetIdentityActivityRequest) (*adminv1.GetIdentityActivityResponse, error) {
+	id, err := spiffeid.FromString(req.GetSpiffeId())
+	if err != nil {
+		return nil, apierr.Invalid(fmt.Sprintf("spiffe_id %q: %v (want e.g. spiffe://%s/ns/shop/sa/web)", req.GetSpiffeId(), err, s.cfg.TrustDomain.Name()))
+	}
+	if s.cfg.Activity == nil {
+		return &adminv1.GetIdentityActivityResponse{}, nil
+	}
+	return s.cfg.Activity(id.String()), nil
 }
 
 // GetServerInfo describes the server.

@@ -38,8 +38,16 @@ func (s *Service) ReportStatus(ctx context.Context, req *agentv1.ReportStatusReq
 	if err != nil {
 		return nil, err
 	}
+	if req.GetActivity() {
+		if err := checkActivity(req); err != nil {
+			return nil, err
+		}
+	}
 	if r := req.GetAuthzRevision(); r > 0 {
 		s.acknowledge(a.ID, r)
+	}
+	if req.GetActivity() {
+		s.recordActivity(a.ID, req)
 	}
 	if s.cfg.Reports != nil {
 		if err := s.cfg.Reports.SetAgentPolicy(ctx, a.ID.String(), req.GetPolicyRevision(), req.GetPolicyError()); err != nil {

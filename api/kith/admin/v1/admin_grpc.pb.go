@@ -67,6 +67,7 @@ const (
 	AdminService_RollbackPolicy_FullMethodName        = "/kith.admin.v1.AdminService/RollbackPolicy"
 	AdminService_UnpinPolicy_FullMethodName           = "/kith.admin.v1.AdminService/UnpinPolicy"
 	AdminService_GetKubernetesStatus_FullMethodName   = "/kith.admin.v1.AdminService/GetKubernetesStatus"
+	AdminService_GetIdentityActivity_FullMethodName   = "/kith.admin.v1.AdminService/GetIdentityActivity"
 	AdminService_CreateUser_FullMethodName            = "/kith.admin.v1.AdminService/CreateUser"
 	AdminService_GetUser_FullMethodName               = "/kith.admin.v1.AdminService/GetUser"
 	AdminService_ListUsers_FullMethodName             = "/kith.admin.v1.AdminService/ListUsers"
@@ -139,6 +140,9 @@ type AdminServiceClient interface {
 	// GetKubernetesStatus is what the server's Kubernetes controllers know: the KithIdentity and KithGrant
 	// resources of the cluster they watch, with what became of each (kith k8s status).
 	GetKubernetesStatus(ctx context.Context, in *GetKubernetesStatusRequest, opts ...grpc.CallOption) (*GetKubernetesStatusResponse, error)
+	// GetIdentityActivity returns what the agents connected to this server last reported about an
+	// identity: the X.509-SVIDs of it they hold, and their ext_authz decisions about it, per caller.
+	GetIdentityActivity(ctx context.Context, in *GetIdentityActivityRequest, opts ...grpc.CallOption) (*GetIdentityActivityResponse, error)
 	// Users: people with an identity spiffe://TD/user/<name>.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
@@ -626,6 +630,16 @@ func (c *adminServiceClient) GetKubernetesStatus(ctx context.Context, in *GetKub
 	return out, nil
 }
 
+func (c *adminServiceClient) GetIdentityActivity(ctx context.Context, in *GetIdentityActivityRequest, opts ...grpc.CallOption) (*GetIdentityActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetIdentityActivityResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetIdentityActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateUserResponse)
@@ -804,6 +818,9 @@ type AdminServiceServer interface {
 	// GetKubernetesStatus is what the server's Kubernetes controllers know: the KithIdentity and KithGrant
 	// resources of the cluster they watch, with what became of each (kith k8s status).
 	GetKubernetesStatus(context.Context, *GetKubernetesStatusRequest) (*GetKubernetesStatusResponse, error)
+	// GetIdentityActivity returns what the agents connected to this server last reported about an
+	// identity: the X.509-SVIDs of it they hold, and their ext_authz decisions about it, per caller.
+	GetIdentityActivity(context.Context, *GetIdentityActivityRequest) (*GetIdentityActivityResponse, error)
 	// Users: people with an identity spiffe://TD/user/<name>.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
@@ -968,6 +985,9 @@ func (UnimplementedAdminServiceServer) UnpinPolicy(context.Context, *UnpinPolicy
 }
 func (UnimplementedAdminServiceServer) GetKubernetesStatus(context.Context, *GetKubernetesStatusRequest) (*GetKubernetesStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKubernetesStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) GetIdentityActivity(context.Context, *GetIdentityActivityRequest) (*GetIdentityActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetIdentityActivity not implemented")
 }
 func (UnimplementedAdminServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
@@ -1854,6 +1874,24 @@ func _AdminService_GetKubernetesStatus_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetIdentityActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetIdentityActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetIdentityActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetIdentityActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetIdentityActivity(ctx, req.(*GetIdentityActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_CreateUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateUserRequest)
 	if err := dec(in); err != nil {
@@ -2260,6 +2298,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetKubernetesStatus",
 			Handler:    _AdminService_GetKubernetesStatus_Handler,
+		},
+		{
+			MethodName: "GetIdentityActivity",
+			Handler:    _AdminService_GetIdentityActivity_Handler,
 		},
 		{
 			MethodName: "CreateUser",

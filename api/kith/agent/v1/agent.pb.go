@@ -32,6 +32,13 @@ type ReportStatusRequest struct {
 	// grants as of that store revision (0: none applied yet). The server counts these acknowledgements
 	// for `kith grant` and `kith revoke`.
 	AuthzRevision int64 `protobuf:"varint,3,opt,name=authz_revision,json=authzRevision,proto3" json:"authz_revision,omitempty"`
+	// What the agent holds and decided, for the console's identity page and `kith activity`: the workload
+	// X.509-SVIDs it holds now, and its ext_authz decisions since it started, counted per caller and target
+	// (targets it serves; at most max_decision_pairs pairs, the rest counted under caller "other").
+	// Sent with activity = true; a report without it leaves the last activity the server has.
+	Activity      bool             `protobuf:"varint,4,opt,name=activity,proto3" json:"activity,omitempty"`
+	Svids         []*HeldSVID      `protobuf:"bytes,5,rep,name=svids,proto3" json:"svids,omitempty"`
+	Decisions     []*DecisionCount `protobuf:"bytes,6,rep,name=decisions,proto3" json:"decisions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -87,6 +94,27 @@ func (x *ReportStatusRequest) GetAuthzRevision() int64 {
 	return 0
 }
 
+func (x *ReportStatusRequest) GetActivity() bool {
+	if x != nil {
+		return x.Activity
+	}
+	return false
+}
+
+func (x *ReportStatusRequest) GetSvids() []*HeldSVID {
+	if x != nil {
+		return x.Svids
+	}
+	return nil
+}
+
+func (x *ReportStatusRequest) GetDecisions() []*DecisionCount {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
 type ReportStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -123,6 +151,142 @@ func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
 	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+type HeldSVID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	SerialNumber  string                 `protobuf:"bytes,3,opt,name=serial_number,json=serialNumber,proto3" json:"serial_number,omitempty"` // hex
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldSVID) Reset() {
+	*x = HeldSVID{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldSVID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldSVID) ProtoMessage() {}
+
+func (x *HeldSVID) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldSVID.ProtoReflect.Descriptor instead.
+func (*HeldSVID) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HeldSVID) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *HeldSVID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *HeldSVID) GetSerialNumber() string {
+	if x != nil {
+		return x.SerialNumber
+	}
+	return ""
+}
+
+func (x *HeldSVID) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type DecisionCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Caller        string                 `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"` // the caller's SPIFFE ID ("" for none, "other" past the agent's limit)
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Allowed       uint64                 `protobuf:"varint,3,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	Denied        uint64                 `protobuf:"varint,4,opt,name=denied,proto3" json:"denied,omitempty"` // denied and audit-mode denials
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionCount) Reset() {
+	*x = DecisionCount{}
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionCount) ProtoMessage() {}
+
+func (x *DecisionCount) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionCount.ProtoReflect.Descriptor instead.
+func (*DecisionCount) Descriptor() ([]byte, []int) {
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DecisionCount) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *DecisionCount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *DecisionCount) GetAllowed() uint64 {
+	if x != nil {
+		return x.Allowed
+	}
+	return 0
+}
+
+func (x *DecisionCount) GetDenied() uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
 type AttestRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	AttestationType string                 `protobuf:"bytes,1,opt,name=attestation_type,json=attestationType,proto3" json:"attestation_type,omitempty"` // "join_token"
@@ -134,7 +298,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +310,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +323,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AttestRequest) GetAttestationType() string {
@@ -194,7 +358,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +370,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +383,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AttestResponse) GetSvidChain() [][]byte {
@@ -252,7 +416,7 @@ type RenewAgentRequest struct {
 
 func (x *RenewAgentRequest) Reset() {
 	*x = RenewAgentRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +428,7 @@ func (x *RenewAgentRequest) String() string {
 func (*RenewAgentRequest) ProtoMessage() {}
 
 func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +441,7 @@ func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewAgentRequest.ProtoReflect.Descriptor instead.
 func (*RenewAgentRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RenewAgentRequest) GetCsr() []byte {
@@ -297,7 +461,7 @@ type RenewAgentResponse struct {
 
 func (x *RenewAgentResponse) Reset() {
 	*x = RenewAgentResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +473,7 @@ func (x *RenewAgentResponse) String() string {
 func (*RenewAgentResponse) ProtoMessage() {}
 
 func (x *RenewAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +486,7 @@ func (x *RenewAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewAgentResponse.ProtoReflect.Descriptor instead.
 func (*RenewAgentResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RenewAgentResponse) GetSvidChain() [][]byte {
@@ -350,7 +514,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +526,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +539,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -416,7 +580,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +592,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +605,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Entry) GetId() string {
@@ -518,7 +682,7 @@ type FederatedBundles struct {
 
 func (x *FederatedBundles) Reset() {
 	*x = FederatedBundles{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +694,7 @@ func (x *FederatedBundles) String() string {
 func (*FederatedBundles) ProtoMessage() {}
 
 func (x *FederatedBundles) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +707,7 @@ func (x *FederatedBundles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundles.ProtoReflect.Descriptor instead.
 func (*FederatedBundles) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FederatedBundles) GetBundles() []*Bundle {
@@ -562,7 +726,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +738,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +751,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SyncRequest) GetRevision() int64 {
@@ -613,7 +777,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +789,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +802,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SyncResponse) GetRevision() int64 {
@@ -723,7 +887,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +899,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +912,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Grant) GetId() string {
@@ -880,7 +1044,7 @@ type IdentityLabels struct {
 
 func (x *IdentityLabels) Reset() {
 	*x = IdentityLabels{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1056,7 @@ func (x *IdentityLabels) String() string {
 func (*IdentityLabels) ProtoMessage() {}
 
 func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1069,7 @@ func (x *IdentityLabels) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityLabels.ProtoReflect.Descriptor instead.
 func (*IdentityLabels) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IdentityLabels) GetSpiffeId() string {
@@ -934,7 +1098,7 @@ type AuthzData struct {
 
 func (x *AuthzData) Reset() {
 	*x = AuthzData{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1110,7 @@ func (x *AuthzData) String() string {
 func (*AuthzData) ProtoMessage() {}
 
 func (x *AuthzData) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1123,7 @@ func (x *AuthzData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzData.ProtoReflect.Descriptor instead.
 func (*AuthzData) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuthzData) GetGrants() []*Grant {
@@ -995,7 +1159,7 @@ type PolicyBundle struct {
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1171,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1184,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PolicyBundle) GetRevision() string {
@@ -1054,7 +1218,7 @@ type X509SVIDRequest struct {
 
 func (x *X509SVIDRequest) Reset() {
 	*x = X509SVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1230,7 @@ func (x *X509SVIDRequest) String() string {
 func (*X509SVIDRequest) ProtoMessage() {}
 
 func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1243,7 @@ func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*X509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *X509SVIDRequest) GetEntryId() string {
@@ -1108,7 +1272,7 @@ type X509SVIDResult struct {
 
 func (x *X509SVIDResult) Reset() {
 	*x = X509SVIDResult{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1284,7 @@ func (x *X509SVIDResult) String() string {
 func (*X509SVIDResult) ProtoMessage() {}
 
 func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1297,7 @@ func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDResult.ProtoReflect.Descriptor instead.
 func (*X509SVIDResult) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *X509SVIDResult) GetEntryId() string {
@@ -1173,7 +1337,7 @@ type SignX509SVIDsRequest struct {
 
 func (x *SignX509SVIDsRequest) Reset() {
 	*x = SignX509SVIDsRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1349,7 @@ func (x *SignX509SVIDsRequest) String() string {
 func (*SignX509SVIDsRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1362,7 @@ func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SignX509SVIDsRequest) GetRequests() []*X509SVIDRequest {
@@ -1217,7 +1381,7 @@ type SignX509SVIDsResponse struct {
 
 func (x *SignX509SVIDsResponse) Reset() {
 	*x = SignX509SVIDsResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1393,7 @@ func (x *SignX509SVIDsResponse) String() string {
 func (*SignX509SVIDsResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1406,7 @@ func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SignX509SVIDsResponse) GetResults() []*X509SVIDResult {
@@ -1262,7 +1426,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1438,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1451,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MintJWTSVIDRequest) GetEntryId() string {
@@ -1314,7 +1478,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1490,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kith_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kith_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1503,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -1360,12 +1524,26 @@ var File_kith_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n" +
+	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n" +
 	"\x13ReportStatusRequest\x12'\n" +
 	"\x0fpolicy_revision\x18\x01 \x01(\tR\x0epolicyRevision\x12!\n" +
 	"\fpolicy_error\x18\x02 \x01(\tR\vpolicyError\x12%\n" +
-	"\x0eauthz_revision\x18\x03 \x01(\x03R\rauthzRevision\"\x16\n" +
-	"\x14ReportStatusResponse\"f\n" +
+	"\x0eauthz_revision\x18\x03 \x01(\x03R\rauthzRevision\x12\x1a\n" +
+	"\bactivity\x18\x04 \x01(\bR\bactivity\x12-\n" +
+	"\x05svids\x18\x05 \x03(\v2\x17.kith.agent.v1.HeldSVIDR\x05svids\x12:\n" +
+	"\tdecisions\x18\x06 \x03(\v2\x1c.kith.agent.v1.DecisionCountR\tdecisions\"\x16\n" +
+	"\x14ReportStatusResponse\"\xa2\x01\n" +
+	"\bHeldSVID\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12#\n" +
+	"\rserial_number\x18\x03 \x01(\tR\fserialNumber\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"q\n" +
+	"\rDecisionCount\x12\x16\n" +
+	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
+	"\aallowed\x18\x03 \x01(\x04R\aallowed\x12\x16\n" +
+	"\x06denied\x18\x04 \x01(\x04R\x06denied\"f\n" +
 	"\rAttestRequest\x12)\n" +
 	"\x10attestation_type\x18\x01 \x01(\tR\x0fattestationType\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x10\n" +
@@ -1500,73 +1678,78 @@ func file_kith_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_kith_agent_v1_agent_proto_rawDescData
 }
 
-var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_kith_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_kith_agent_v1_agent_proto_goTypes = []any{
 	(*ReportStatusRequest)(nil),   // 0: kith.agent.v1.ReportStatusRequest
 	(*ReportStatusResponse)(nil),  // 1: kith.agent.v1.ReportStatusResponse
-	(*AttestRequest)(nil),         // 2: kith.agent.v1.AttestRequest
-	(*AttestResponse)(nil),        // 3: kith.agent.v1.AttestResponse
-	(*RenewAgentRequest)(nil),     // 4: kith.agent.v1.RenewAgentRequest
-	(*RenewAgentResponse)(nil),    // 5: kith.agent.v1.RenewAgentResponse
-	(*Bundle)(nil),                // 6: kith.agent.v1.Bundle
-	(*Entry)(nil),                 // 7: kith.agent.v1.Entry
-	(*FederatedBundles)(nil),      // 8: kith.agent.v1.FederatedBundles
-	(*SyncRequest)(nil),           // 9: kith.agent.v1.SyncRequest
-	(*SyncResponse)(nil),          // 10: kith.agent.v1.SyncResponse
-	(*Grant)(nil),                 // 11: kith.agent.v1.Grant
-	(*IdentityLabels)(nil),        // 12: kith.agent.v1.IdentityLabels
-	(*AuthzData)(nil),             // 13: kith.agent.v1.AuthzData
-	(*PolicyBundle)(nil),          // 14: kith.agent.v1.PolicyBundle
-	(*X509SVIDRequest)(nil),       // 15: kith.agent.v1.X509SVIDRequest
-	(*X509SVIDResult)(nil),        // 16: kith.agent.v1.X509SVIDResult
-	(*SignX509SVIDsRequest)(nil),  // 17: kith.agent.v1.SignX509SVIDsRequest
-	(*SignX509SVIDsResponse)(nil), // 18: kith.agent.v1.SignX509SVIDsResponse
-	(*MintJWTSVIDRequest)(nil),    // 19: kith.agent.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),   // 20: kith.agent.v1.MintJWTSVIDResponse
-	nil,                           // 21: kith.agent.v1.Entry.LabelsEntry
-	nil,                           // 22: kith.agent.v1.Grant.HeadersEntry
-	nil,                           // 23: kith.agent.v1.IdentityLabels.LabelsEntry
-	nil,                           // 24: kith.agent.v1.AuthzData.ModesEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*HeldSVID)(nil),              // 2: kith.agent.v1.HeldSVID
+	(*DecisionCount)(nil),         // 3: kith.agent.v1.DecisionCount
+	(*AttestRequest)(nil),         // 4: kith.agent.v1.AttestRequest
+	(*AttestResponse)(nil),        // 5: kith.agent.v1.AttestResponse
+	(*RenewAgentRequest)(nil),     // 6: kith.agent.v1.RenewAgentRequest
+	(*RenewAgentResponse)(nil),    // 7: kith.agent.v1.RenewAgentResponse
+	(*Bundle)(nil),                // 8: kith.agent.v1.Bundle
+	(*Entry)(nil),                 // 9: kith.agent.v1.Entry
+	(*FederatedBundles)(nil),      // 10: kith.agent.v1.FederatedBundles
+	(*SyncRequest)(nil),           // 11: kith.agent.v1.SyncRequest
+	(*SyncResponse)(nil),          // 12: kith.agent.v1.SyncResponse
+	(*Grant)(nil),                 // 13: kith.agent.v1.Grant
+	(*IdentityLabels)(nil),        // 14: kith.agent.v1.IdentityLabels
+	(*AuthzData)(nil),             // 15: kith.agent.v1.AuthzData
+	(*PolicyBundle)(nil),          // 16: kith.agent.v1.PolicyBundle
+	(*X509SVIDRequest)(nil),       // 17: kith.agent.v1.X509SVIDRequest
+	(*X509SVIDResult)(nil),        // 18: kith.agent.v1.X509SVIDResult
+	(*SignX509SVIDsRequest)(nil),  // 19: kith.agent.v1.SignX509SVIDsRequest
+	(*SignX509SVIDsResponse)(nil), // 20: kith.agent.v1.SignX509SVIDsResponse
+	(*MintJWTSVIDRequest)(nil),    // 21: kith.agent.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),   // 22: kith.agent.v1.MintJWTSVIDResponse
+	nil,                           // 23: kith.agent.v1.Entry.LabelsEntry
+	nil,                           // 24: kith.agent.v1.Grant.HeadersEntry
+	nil,                           // 25: kith.agent.v1.IdentityLabels.LabelsEntry
+	nil,                           // 26: kith.agent.v1.AuthzData.ModesEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_kith_agent_v1_agent_proto_depIdxs = []int32{
-	6,  // 0: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
-	6,  // 1: kith.agent.v1.RenewAgentResponse.bundle:type_name -> kith.agent.v1.Bundle
-	21, // 2: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
-	6,  // 3: kith.agent.v1.FederatedBundles.bundles:type_name -> kith.agent.v1.Bundle
-	7,  // 4: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
-	6,  // 5: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
-	13, // 6: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
-	14, // 7: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
-	8,  // 8: kith.agent.v1.SyncResponse.federated_bundles:type_name -> kith.agent.v1.FederatedBundles
-	25, // 9: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 10: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	22, // 11: kith.agent.v1.Grant.headers:type_name -> kith.agent.v1.Grant.HeadersEntry
-	23, // 12: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
-	11, // 13: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
-	24, // 14: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
-	12, // 15: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
-	25, // 16: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 17: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
-	16, // 18: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
-	25, // 19: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 20: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
-	4,  // 21: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
-	9,  // 22: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
-	17, // 23: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
-	19, // 24: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
-	0,  // 25: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
-	3,  // 26: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
-	5,  // 27: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
-	10, // 28: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
-	18, // 29: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
-	20, // 30: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
-	1,  // 31: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	2,  // 0: kith.agent.v1.ReportStatusRequest.svids:type_name -> kith.agent.v1.HeldSVID
+	3,  // 1: kith.agent.v1.ReportStatusRequest.decisions:type_name -> kith.agent.v1.DecisionCount
+	27, // 2: kith.agent.v1.HeldSVID.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: kith.agent.v1.AttestResponse.bundle:type_name -> kith.agent.v1.Bundle
+	8,  // 4: kith.agent.v1.RenewAgentResponse.bundle:type_name -> kith.agent.v1.Bundle
+	23, // 5: kith.agent.v1.Entry.labels:type_name -> kith.agent.v1.Entry.LabelsEntry
+	8,  // 6: kith.agent.v1.FederatedBundles.bundles:type_name -> kith.agent.v1.Bundle
+	9,  // 7: kith.agent.v1.SyncResponse.entries:type_name -> kith.agent.v1.Entry
+	8,  // 8: kith.agent.v1.SyncResponse.bundle:type_name -> kith.agent.v1.Bundle
+	15, // 9: kith.agent.v1.SyncResponse.authz:type_name -> kith.agent.v1.AuthzData
+	16, // 10: kith.agent.v1.SyncResponse.policy:type_name -> kith.agent.v1.PolicyBundle
+	10, // 11: kith.agent.v1.SyncResponse.federated_bundles:type_name -> kith.agent.v1.FederatedBundles
+	27, // 12: kith.agent.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 13: kith.agent.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	24, // 14: kith.agent.v1.Grant.headers:type_name -> kith.agent.v1.Grant.HeadersEntry
+	25, // 15: kith.agent.v1.IdentityLabels.labels:type_name -> kith.agent.v1.IdentityLabels.LabelsEntry
+	13, // 16: kith.agent.v1.AuthzData.grants:type_name -> kith.agent.v1.Grant
+	26, // 17: kith.agent.v1.AuthzData.modes:type_name -> kith.agent.v1.AuthzData.ModesEntry
+	14, // 18: kith.agent.v1.AuthzData.labels:type_name -> kith.agent.v1.IdentityLabels
+	27, // 19: kith.agent.v1.X509SVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 20: kith.agent.v1.SignX509SVIDsRequest.requests:type_name -> kith.agent.v1.X509SVIDRequest
+	18, // 21: kith.agent.v1.SignX509SVIDsResponse.results:type_name -> kith.agent.v1.X509SVIDResult
+	27, // 22: kith.agent.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 23: kith.agent.v1.AgentService.Attest:input_type -> kith.agent.v1.AttestRequest
+	6,  // 24: kith.agent.v1.AgentService.RenewAgent:input_type -> kith.agent.v1.RenewAgentRequest
+	11, // 25: kith.agent.v1.AgentService.Sync:input_type -> kith.agent.v1.SyncRequest
+	19, // 26: kith.agent.v1.AgentService.SignX509SVIDs:input_type -> kith.agent.v1.SignX509SVIDsRequest
+	21, // 27: kith.agent.v1.AgentService.MintJWTSVID:input_type -> kith.agent.v1.MintJWTSVIDRequest
+	0,  // 28: kith.agent.v1.AgentService.ReportStatus:input_type -> kith.agent.v1.ReportStatusRequest
+	5,  // 29: kith.agent.v1.AgentService.Attest:output_type -> kith.agent.v1.AttestResponse
+	7,  // 30: kith.agent.v1.AgentService.RenewAgent:output_type -> kith.agent.v1.RenewAgentResponse
+	12, // 31: kith.agent.v1.AgentService.Sync:output_type -> kith.agent.v1.SyncResponse
+	20, // 32: kith.agent.v1.AgentService.SignX509SVIDs:output_type -> kith.agent.v1.SignX509SVIDsResponse
+	22, // 33: kith.agent.v1.AgentService.MintJWTSVID:output_type -> kith.agent.v1.MintJWTSVIDResponse
+	1,  // 34: kith.agent.v1.AgentService.ReportStatus:output_type -> kith.agent.v1.ReportStatusResponse
+	29, // [29:35] is the sub-list for method output_type
+	23, // [23:29] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_kith_agent_v1_agent_proto_init() }
@@ -1580,7 +1763,7 @@ func file_kith_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_agent_v1_agent_proto_rawDesc), len(file_kith_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
