@@ -291,6 +291,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Kubernetes:       s.kubernetesStatus,
 		LiveMeshClusters: s.liveMesh,
 		Activity:         s.identityActivity,
+		Feed:             st,
 		Logins: adminapi.Logins{Users: st, SVIDTTL: c.Users.SVIDTTL.D(), LoginTTL: c.Users.LoginTTL.D(), CodeTTL: c.Users.CodeTTL.D(),
 			URL: c.Admin.URL, OIDC: oidcLogin},
 		Requests:     st,

@@ -75,6 +75,11 @@ func (s *Service) Authorize(ctx context.Context, d AdminDecider, method string, 
 // identity returns what the admin policy knows of an identity: its ID and its owners (from the labels of
 // its entries). A pattern (".../*") has no owners.
 func (s *Service) identity(ctx context.Context, id string) (*authz.AdminIdentity, error) {
+	return s.cache.identity(ctx, id, s.readIdentity)
+}
+
+// readIdentity is identity read from the store.
+func (s *Service) readIdentity(ctx context.Context, id string) (*authz.AdminIdentity, error) {
 	out := &authz.AdminIdentity{ID: id}
 	if id == "" {
 		return out, nil

@@ -126,6 +126,10 @@ type Config struct {
 	// LiveMeshClusters names the clusters whose controllers keep the smi: and istio: grants in step with
 	// the cluster's policies: with any, the cluster is their source and ImportGrants refuses (but dry runs).
 	LiveMeshClusters []string
+	// Feed signals the store's committed revisions; with it, the calling user and a target's owners are
+	// read from the store once per change instead of on every call over the admin TCP listener. Zero: read
+	// every time.
+	Feed Feed
 	// Activity is what the agents connected to this server last reported about an identity, for
 	// GetIdentityActivity; zero: nothing reported.
 	Activity func(spiffeID string) *adminv1.GetIdentityActivityResponse
@@ -148,7 +152,8 @@ type AuditHeadSource interface {
 // Service implements adminv1.AdminServiceServer.
 type Service struct {
 	adminv1.UnimplementedAdminServiceServer
-	cfg Config
+	cfg   Config
+	cache *lookupCache
 }
 
 var _ adminv1.AdminServiceServer = (*Service)(nil)
@@ -179,7 +184,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.TokenMaxTTL == 0 {
 		cfg.TokenMaxTTL = 30 * 24 * time.Hour
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, cache: &lookupCache{feed: cfg.Feed, now: cfg.Now}}, nil
 }
 
 // CreateEntry registers a workload.

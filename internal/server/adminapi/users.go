@@ -471,7 +471,7 @@ func (s *Service) CallerUser(ctx context.Context) (store.User, *x509.Certificate
 	if err != nil {
 		return store.User{}, nil, err
 	}
-	u, err := us.GetUser(ctx, name)
+	u, err := s.cache.user(ctx, us, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.User{}, nil, apierr.Denied(fmt.Sprintf("user %s does not exist (any more)", name))
 	} else if err != nil {
