@@ -3,10 +3,19 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,9 +36,10 @@ import (
 type federatedCluster struct {
 	*cluster
 	bundleAddr string
+	env        []string // more environment for the server
 }
 
-func newFederatedCluster(t *testing.T, td string) *federatedCluster {
+func newFederatedCluster(t *testing.T, td string, env ...string) *federatedCluster {
 	t.Helper()
 	dir := shortTempDir(t)
 	c := &cluster{
@@ -37,15 +47,15 @@ func newFederatedCluster(t *testing.T, td string) *federatedCluster {
 		grpcAddr: freeAddr(t), httpAddr: freeAddr(t),
 		adminSocket: filepath.Join(dir, "server", "admin.sock"),
 	}
-	fc := &federatedCluster{cluster: c, bundleAddr: freeAddr(t)}
+	fc := &federatedCluster{cluster: c, bundleAddr: freeAddr(t), env: env}
 	fc.start()
 	return fc
 }
 
 func (fc *federatedCluster) start() {
 	c := fc.cluster
-	c.server = start(c.t, "server "+c.td.Name(), []string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr,
-		"KITH_FEDERATION_BUNDLE_ENDPOINT_ADDRESS=" + fc.bundleAddr, "KITH_FEDERATION_BUNDLE_ENDPOINT_REFRESH_HINT=1s"},
+	c.server = start(c.t, "server "+c.td.Name(), append([]string{"KITH_LISTEN_GRPC=" + c.grpcAddr, "KITH_LISTEN_HTTP=" + c.httpAddr,
+		"KITH_FEDERATION_BUNDLE_ENDPOINT_ADDRESS=" + fc.bundleAddr, "KITH_FEDERATION_BUNDLE_ENDPOINT_REFRESH_HINT=1s"}, fc.env...),
 		"server", "--data-dir", filepath.Join(c.dir, "server"), "--trust-domain", c.td.Name())
 	c.server.waitOutput("kith server started", 20*time.Second)
 }
@@ -281,4 +291,79 @@ func TestOIDCDiscoveryVerifiesJWTSVIDs(t *testing.T) {
 			t.Errorf("discovery on listen.oidc_discovery names another issuer:\n%s", body)
 		}
 	}
+}
+
+// webPKI writes a CA and a server certificate it signed for 127.0.0.1 and localhost (PEM, key 0600) into
+// dir and returns their paths: a Web PKI of the test's own for an https_web bundle endpoint.
+func webPKI(t *testing.T, dir, name string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " test web CA"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	caFile, certFile, keyFile = filepath.Join(dir, name+"-ca.pem"), filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	for _, f := range []struct {
+		path, typ string
+		der       []byte
+		mode      os.FileMode
+	}{{caFile, "CERTIFICATE", caDER, 0o644}, {certFile, "CERTIFICATE", der, 0o644}, {keyFile, "PRIVATE KEY", keyDER, 0o600}} {
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
+}
+
+// TestFederationHTTPSWeb: b.test serves its bundle endpoint with a Web PKI certificate (profile https_web);
+// a.test federates with it with no bundle to start from, trusting the endpoint by the Web PKI roots it has
+// (here a test CA, through SSL_CERT_FILE, as a Linux system trust store is read), and gets b.test's bundle.
+// c.test, whose roots do not include that CA, refuses the endpoint and says why.
+func TestFederationHTTPSWeb(t *testing.T) {
+	t.Parallel()
+	dir := shortTempDir(t)
+	caFile, certFile, keyFile := webPKI(t, dir, "b-endpoint")
+	otherCA, _, _ := webPKI(t, dir, "elsewhere")
+	b := newFederatedCluster(t, "b.test", "KITH_FEDERATION_BUNDLE_ENDPOINT_PROFILE=https_web",
+		"KITH_FEDERATION_BUNDLE_ENDPOINT_CERT_FILE="+certFile, "KITH_FEDERATION_BUNDLE_ENDPOINT_KEY_FILE="+keyFile)
+	a := newFederatedCluster(t, "a.test", "SSL_CERT_FILE="+caFile)
+	c := newFederatedCluster(t, "c.test", "SSL_CERT_FILE="+otherCA)
+	for _, fc := range []*federatedCluster{a, c} {
+		mustKith(t, fc.adminSocket, "federation", "create", "--trust-domain", "b.test",
+			"--bundle-endpoint-url", "https://"+b.bundleAddr, "--profile", "https_web")
+	}
+	eventually(t, 15*time.Second, "a.test fetches b.test's bundle over https_web", func() error {
+		f := federationStatus(t, a.adminSocket, "b.test")
+		if f.GetLastRefresh() == nil || f.GetLastError() != "" {
+			return fmt.Errorf("last refresh %v, last error %q", f.GetLastRefresh(), f.GetLastError())
+		}
+		return nil
+	})
+	var got bytes.Buffer
+	for _, der := range federationStatus(t, a.adminSocket, "b.test").GetBundle().GetX509Authorities() {
+		pem.Encode(&got, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	if want := mustKith(t, b.adminSocket, "bundle", "show", "--format", "pem"); strings.TrimSpace(got.String()) != strings.TrimSpace(want) {
+		t.Errorf("a.test's bundle of b.test:\n%s\nb.test's own:\n%s", got.String(), want)
+	}
+	eventually(t, 15*time.Second, "c.test refuses the endpoint and says why", func() error {
+		f := federationStatus(t, c.adminSocket, "b.test")
+		if f.GetLastRefresh() != nil || !strings.Contains(f.GetLastError(), "certificate") {
+			return fmt.Errorf("last refresh %v, last error %q; want no refresh and a certificate error", f.GetLastRefresh(), f.GetLastError())
+		}
+		return nil
+	})
 }
