@@ -48,7 +48,7 @@ type Config struct {
 	MinSVIDTTL      time.Duration // zero: 1m; the shortest X.509- or JWT-SVID a request may ask for
 	JWTSVIDTTL      time.Duration // zero: 5m; used when a request asks for 0
 	MaxJWTSVIDTTL   time.Duration // zero: 1h
-	RootOverlap     time.Duration // zero: 2 × MaxX509SVIDTTL; how long a new root is published before it signs; unused with an Upstream
+	RootOverlap     time.Duration // zero: 2 × MaxX509SVIDTTL; how long a new root (or an upstream's roots, when switching to it) is published before it signs
 	Subject         pkix.Name     // zero: O=Kith; the CommonName is set per authority
 	// JWTIssuer is the iss claim of JWT-SVIDs (an OIDC relying party wants the issuer of the discovery
 	// document there). Zero: no iss claim, which the JWT-SVID specification allows.
@@ -145,6 +145,9 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		return c, nil
 	}
 	if err := c.load(ctx, stored); err != nil {
+		return nil, fmt.Errorf("new ca: %w", err)
+	}
+	if err := c.startSwitch(ctx); err != nil {
 		return nil, fmt.Errorf("new ca: %w", err)
 	}
 	return c, nil
@@ -336,9 +339,8 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 		}
 		switch {
 		case a.Kind == KindX509Root && a.KeyID == "" && a.State != StateRetired:
-			if c.cfg.Upstream == nil {
-				return fmt.Errorf("root %s came from an upstream authority, and none is configured", a.ID)
-			}
+			// An upstream's root: no key here. Without an upstream configured the CA is switching back
+			// to a root of its own (checkAuthorities says when that is allowed).
 		case a.State == StatePrepared, a.State == StateActive:
 			signer, err := c.keys.GetKey(ctx, a.KeyID)
 			if err != nil {
@@ -382,14 +384,31 @@ func checkAuthorities(auths []*authority, upstream bool) error {
 		}
 		return n
 	}
+	// Several active roots are an upstream's (it may have several), or a switch between self-signed and
+	// upstream in progress (see switching).
+	upstreamRoots := slices.ContainsFunc(auths, func(a *authority) bool {
+		return a.Kind == KindX509Root && a.State != StateRetired && a.KeyID == ""
+	})
 	for _, kind := range []AuthorityKind{KindX509Root, KindX509Intermediate, KindJWT} {
-		if n := count(kind, StateActive); n != 1 && !(upstream && kind == KindX509Root && n > 1) {
+		if n := count(kind, StateActive); n != 1 && !(kind == KindX509Root && n > 1 && (upstream || upstreamRoots)) {
 			return fmt.Errorf("found %d active %s authorities, want exactly 1", n, kind)
 		}
 	}
+	var signingRoot *authority
 	for _, a := range auths {
-		if upstream && a.Kind == KindX509Root && a.State != StateRetired && a.KeyID != "" {
+		if a.Kind == KindX509Intermediate && a.State == StateActive {
+			signingRoot = byID[a.ParentID]
+		}
+	}
+	for _, a := range auths {
+		if a.Kind != KindX509Root || a.State == StateRetired {
+			continue
+		}
+		switch {
+		case upstream && a.KeyID != "" && a != signingRoot:
 			return fmt.Errorf("root %s is the ca's own, but an upstream authority is configured: its roots replace the ca's", a.ID)
+		case !upstream && a.KeyID == "" && (signingRoot == nil || signingRoot.KeyID != ""):
+			return fmt.Errorf("root %s came from an upstream authority, and none is configured", a.ID)
 		}
 	}
 	if n := count(KindX509Root, StatePrepared); n > 1 {

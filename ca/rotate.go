@@ -119,6 +119,21 @@ func (c *CA) refreshUpstreamRoots(ctx context.Context) error {
 func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
 	v := c.view()
 	switch {
+	case c.switchingToUpstream(v):
+		if at, ok := c.upstreamSwitchAt(v); ok && !now.Before(at) {
+			return true, c.switchToUpstream(ctx, now, v)
+		}
+		return c.tickJWT(ctx, now, v) // no intermediate of the ca's own any more, none of the upstream's yet
+	case c.switchingFromUpstream(v):
+		if v.nextRoot == nil {
+			return true, c.startRootRotation(ctx, now, "system")
+		}
+		if !now.Before(minTime(c.rootSwitchAt(v.nextRoot), activateAt(v.inter))) {
+			return true, c.switchRoot(ctx, now, v)
+		}
+		return c.tickJWT(ctx, now, v) // the upstream's intermediate cannot be replaced without the upstream
+	}
+	switch {
 	case v.nextRoot != nil && (!now.Before(c.rootSwitchAt(v.nextRoot)) || !now.Before(v.root.NotAfter)):
 		return true, c.switchRoot(ctx, now, v)
 	case !now.Before(activateAt(v.inter)):
@@ -151,12 +166,34 @@ func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
 	return false, nil
 }
 
+// tickJWT applies the JWT key transitions due at now.
+func (c *CA) tickJWT(ctx context.Context, now time.Time, v view) (bool, error) {
+	switch {
+	case !now.Before(activateAt(v.jwt)):
+		ch := c.newChange(now)
+		if err := ch.nextJWTKey(ctx, v); err != nil {
+			return true, ch.abort(ctx, err)
+		}
+		return true, c.commit(ctx, ch, "system", "ca.activate")
+	case v.nextJWT == nil && !now.Before(prepareAt(v.jwt)):
+		ch := c.newChange(now)
+		if _, err := ch.newJWT(ctx); err != nil {
+			return true, ch.abort(ctx, err)
+		}
+		return true, c.commit(ctx, ch, "system", "ca.prepare")
+	}
+	return false, nil
+}
+
 // nextTransition is the earliest time after which Tick has something to do.
 func (c *CA) nextTransition(now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.view()
 	times := []time.Time{activateAt(v.inter), activateAt(v.jwt)}
+	if at, ok := c.upstreamSwitchAt(v); ok && c.switchingToUpstream(v) {
+		times = append(times, at)
+	}
 	switch {
 	case v.nextRoot != nil:
 		times = append(times, c.rootSwitchAt(v.nextRoot))
@@ -238,12 +275,20 @@ func (c *CA) switchRoot(ctx context.Context, now time.Time, v view) error {
 		}
 	}
 	ch.activate(inter)
-	ch.retire(v.root)
+	for _, a := range c.auths { // the active root, and an upstream's other roots when switching from it
+		if a.Kind == KindX509Root && a.State == StateActive && a.ID != root.ID {
+			ch.retire(a)
+		}
+	}
 	ch.retire(v.inter)
 	if v.nextInter != nil {
 		ch.retire(v.nextInter)
 	}
-	return c.commit(ctx, ch, "system", "ca.activate.root")
+	action := "ca.activate.root"
+	if c.switchingFromUpstream(v) {
+		action = "ca.switch.self_signed"
+	}
+	return c.commit(ctx, ch, "system", action)
 }
 
 // Rotate rotates now on behalf of actor. With root false it activates the next intermediate and JWT key

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -177,4 +178,114 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestUpstreamSwitchFromSelfSignedToStepAndBack moves a running deployment from its self-signed root to a
+// real step-ca and back, by restarting the server with and then without ca.upstream. Each switch is a root
+// rotation: the roots moved to are published first and sign after ca.root_overlap (15 s here), the roots
+// left stay published while SVIDs under them live. Throughout, a workload polling the Workload API four
+// times a second holds an SVID that verifies against the bundle it holds at that moment, and the SVID it
+// held before each switch verifies against the bundle after it: no workload holding either chain fails a
+// handshake.
+func TestUpstreamSwitchFromSelfSignedToStepAndBack(t *testing.T) {
+	s := upstreamtest.StartStepCA(t)
+	step := []string{
+		"KITH_CA_UPSTREAM_STEP_URL=" + s.URL, "KITH_CA_UPSTREAM_STEP_ROOT_FILE=" + s.RootFile,
+		"KITH_CA_UPSTREAM_STEP_PROVISIONER=" + s.Provisioner, "KITH_CA_UPSTREAM_STEP_PASSWORD_FILE=" + s.PasswordFile,
+	}
+	base := append([]string{"KITH_CA_ROOT_OVERLAP=15s"}, fastRotation...)
+	c := newClusterEnv(t, base...)
+	agent := c.startAgent("node1", c.joinToken("node1"))
+	agent.waitOutput("kith agent started", 20*time.Second)
+	socket := c.agentDirs("node1").socket
+	wl := spiffeid.RequireFromPath(c.td, "/e2e/switch")
+	mustKith(t, c.adminSocket, "entry", "create", "--spiffe-id", wl.String(),
+		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
+	waitSVID(t, socket, wl)
+
+	isStep := func(chain []*x509.Certificate) bool {
+		_, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(c.td, []*x509.Certificate{s.Root}))
+		return err == nil
+	}
+	// poll fetches until done says so, checking each SVID against the bundle fetched with it; it returns
+	// the first SVID done accepts and the last one before it.
+	poll := func(phase string, limit time.Duration, done func(chain []*x509.Certificate) bool) (cur, prev []*x509.Certificate) {
+		t.Helper()
+		deadline := time.Now().Add(limit)
+		for {
+			svid, x509ctx, err := fetchSVID(socket, wl)
+			if err != nil {
+				t.Fatalf("%s: workload api fetch failed: %v", phase, err)
+			}
+			b, _ := x509ctx.Bundles.GetX509BundleForTrustDomain(c.td)
+			if _, _, err := x509svid.Verify(svid.Certificates, b); err != nil {
+				t.Fatalf("%s: the workload's svid does not verify against the bundle it holds: %v", phase, err)
+			}
+			if done(svid.Certificates) {
+				return svid.Certificates, prev
+			}
+			prev = svid.Certificates
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s", phase, limit)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	// heldVerifies checks an SVID held before a switch (the last one: SVIDs live 20 s here) against the
+	// bundle the workload holds now.
+	heldVerifies := func(phase string, held []*x509.Certificate) {
+		t.Helper()
+		_, x509ctx, err := fetchSVID(socket, wl)
+		if err != nil {
+			t.Fatalf("%s: %v", phase, err)
+		}
+		b, _ := x509ctx.Bundles.GetX509BundleForTrustDomain(c.td)
+		if _, _, err := x509svid.Verify(held, b); err != nil {
+			t.Errorf("%s: the svid held before the switch does not verify against the bundle now: %v", phase, err)
+		}
+	}
+
+	selfSigned, _ := poll("self-signed", 5*time.Second, func(chain []*x509.Certificate) bool { return !isStep(chain) })
+	if code := c.server.stop(); code != 0 {
+		t.Fatalf("kith server exited %d on SIGTERM", code)
+	}
+	c.extraEnv = append(slices.Clone(base), step...)
+	c.startServer()
+	switched := time.Now()
+	eventually(t, 10*time.Second, "step-ca's root in the workload's bundle before it signs", func() error {
+		_, x509ctx, err := fetchSVID(socket, wl)
+		if err != nil {
+			return err
+		}
+		b, _ := x509ctx.Bundles.GetX509BundleForTrustDomain(c.td)
+		if !slices.ContainsFunc(b.X509Authorities(), s.Root.Equal) {
+			return fmt.Errorf("bundle has %d roots, none step-ca's", len(b.X509Authorities()))
+		}
+		return nil
+	})
+	underStep, lastSelfSigned := poll("switching to step-ca", 60*time.Second, isStep)
+	t.Logf("svids chain to step-ca %s after the server restarted with it (root overlap 15s)", time.Since(switched).Round(time.Second))
+	if time.Since(switched) < 15*time.Second {
+		t.Errorf("svids chained to step-ca %s after the switch began, before the 15 s root overlap", time.Since(switched))
+	}
+	heldVerifies("switched to step-ca", lastSelfSigned)
+	if !strings.Contains(mustKith(t, c.adminSocket, "audit", "list"), "ca.switch.upstream") {
+		t.Error("the audit log has no ca.switch.upstream")
+	}
+
+	if code := c.server.stop(); code != 0 {
+		t.Fatalf("kith server exited %d on SIGTERM", code)
+	}
+	c.extraEnv = slices.Clone(base)
+	c.startServer()
+	switched = time.Now()
+	back, lastUnderStep := poll("switching back to a root of its own", 60*time.Second, func(chain []*x509.Certificate) bool { return !isStep(chain) })
+	t.Logf("svids chain to a new root of the server's own %s after it restarted without step-ca", time.Since(switched).Round(time.Second))
+	heldVerifies("switched back", lastUnderStep)
+	if !isStep(underStep) {
+		t.Error("the first svid after the switch to step-ca does not chain to it")
+	}
+	if back[len(back)-1].Equal(selfSigned[len(selfSigned)-1]) {
+		t.Error("switching back reused the intermediate of the first self-signed root")
+	}
 }
