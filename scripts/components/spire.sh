@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds SPIRE (spire-server and spire-agent) from the Go module proxy, once, into
+# Builds SPIRE's spire-server (what the tests run; its agent is not needed) from the Go module proxy, once, into
 # $KITH_TEST_CACHE/spire-<version>/ (default $HOME/.cache/kith-test), and prints that directory: the federation
 # interop tests (build tag federation) run that spire-server against Kith. SPIRE is a test-only tool; its module
 # (tools/spire) stays out of the project's go.mod. SPIRE's SQL datastore uses github.com/mattn/go-sqlite3, which
@@ -9,7 +9,7 @@ set -euo pipefail
 SPIRE_VERSION=v1.13.3
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cache="${KITH_TEST_CACHE:-$HOME/.cache/kith-test}/spire-${SPIRE_VERSION}"
-if [[ -x "$cache/spire-server" && -x "$cache/spire-agent" ]]; then
+if [[ -x "$cache/spire-server" ]]; then
 	echo "$cache"
 	exit 0
 fi
@@ -21,7 +21,7 @@ mkdir -p "$cache"
 tmp="$(mktemp -d "$cache/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 export CGO_ENABLED=1 GOFLAGS=-buildvcs=false
-for bin in spire-server spire-agent; do
+for bin in spire-server; do
 	if [[ ! -x "$cache/$bin" ]]; then
 		echo "building $bin $SPIRE_VERSION (minutes cold; cached afterwards)..." >&2
 		(cd "$root/tools/spire" && go build -trimpath -ldflags="-s -w" -o "$tmp/$bin" \

@@ -180,6 +180,9 @@ func TestSPIREFederatesWithKith(t *testing.T) {
 
 	// An X.509-SVID SPIRE mints, with the bundles SPIRE holds (its own and the one it fetched from Kith).
 	mint := filepath.Join(sp.dir, "mint")
+	if err := os.Mkdir(mint, 0o700); err != nil { // spire-server x509 mint -write needs the directory
+		t.Fatal(err)
+	}
 	spireID := spiffeid.RequireFromString("spiffe://spire.test/svc/web")
 	sp.mustRun("x509", "mint", "-spiffeID", spireID.String(), "-write", mint)
 	spireSVID, err := x509svid.Load(filepath.Join(mint, "svid.pem"), filepath.Join(mint, "key.pem"))
