@@ -142,21 +142,14 @@ func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
 			return true, ch.abort(ctx, err)
 		}
 		return true, c.commit(ctx, ch, "system", "ca.activate")
-	case !now.Before(activateAt(v.jwt)):
-		ch := c.newChange(now)
-		if err := ch.nextJWTKey(ctx, v); err != nil {
-			return true, ch.abort(ctx, err)
-		}
-		return true, c.commit(ctx, ch, "system", "ca.activate")
+	}
+	if did, err := c.tickJWT(ctx, now, v); did {
+		return did, err
+	}
+	switch {
 	case v.nextInter == nil && !now.Before(prepareAt(v.inter)) && !c.rootSwitchFirst(v):
 		ch := c.newChange(now)
 		if _, err := ch.newIntermediate(ctx, c.minter(v.root)); err != nil {
-			return true, ch.abort(ctx, err)
-		}
-		return true, c.commit(ctx, ch, "system", "ca.prepare")
-	case v.nextJWT == nil && !now.Before(prepareAt(v.jwt)):
-		ch := c.newChange(now)
-		if _, err := ch.newJWT(ctx); err != nil {
 			return true, ch.abort(ctx, err)
 		}
 		return true, c.commit(ctx, ch, "system", "ca.prepare")
