@@ -242,8 +242,13 @@ func (u *Upstream) token(ctx context.Context, subject string, sans []string) (st
 		return "", err
 	}
 	now := time.Now()
+	aud := u.base.String() + "/1.0/sign"
+	if u.cfg.X5CCertFile != "" {
+		// step-ca finds a provisioner other than JWK by the audience's fragment: its type and name.
+		aud += "#x5c/" + u.cfg.Provisioner
+	}
 	c := claims{
-		Issuer: u.cfg.Provisioner, Subject: subject, Audience: u.base.String() + "/1.0/sign",
+		Issuer: u.cfg.Provisioner, Subject: subject, Audience: aud,
 		IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(5 * time.Minute).Unix(),
 		ID: jti, SHA: u.fp, SANs: sans,
 	}
@@ -372,11 +377,20 @@ func (u *Upstream) MintX509CA(ctx context.Context, req ca.MintRequest) (ca.MintR
 	if err != nil {
 		return ca.MintResult{}, err
 	}
+	notAfter := req.Template.NotAfter
+	if u.cfg.X5CCertFile != "" {
+		// step-ca signs nothing that outlives the X5C credential: ask for no more, and say so.
+		if certs, err := pemutil.ReadCertificateBundle(u.cfg.X5CCertFile); err == nil && len(certs) > 0 && certs[0].NotAfter.Before(notAfter) {
+			u.log.Warn("step upstream: the intermediate is limited to the X5C certificate's expiry; renew x5c_cert_file before then",
+				"asked_not_after", notAfter, "x5c_not_after", certs[0].NotAfter, "x5c_cert_file", u.cfg.X5CCertFile)
+			notAfter = certs[0].NotAfter
+		}
+	}
 	body := map[string]any{
 		"csr":       string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: req.CSR})),
 		"ott":       ott,
 		"notBefore": req.Template.NotBefore.UTC().Format(time.RFC3339),
-		"notAfter":  req.Template.NotAfter.UTC().Format(time.RFC3339),
+		"notAfter":  notAfter.UTC().Format(time.RFC3339),
 	}
 	var resp struct {
 		Crt       string   `json:"crt"`
@@ -406,7 +420,7 @@ func (u *Upstream) MintX509CA(ctx context.Context, req ca.MintRequest) (ca.MintR
 	for len(chain) > 1 && containsCert(roots, chain[len(chain)-1]) {
 		chain = chain[:len(chain)-1]
 	}
-	if chain[0].NotAfter.Before(req.Template.NotAfter.Add(-time.Minute)) {
+	if chain[0].NotAfter.Before(notAfter.Add(-time.Minute)) {
 		u.log.Info("step-ca shortened the intermediate", "asked_not_after", req.Template.NotAfter, "not_after", chain[0].NotAfter)
 	}
 	return ca.MintResult{Chain: chain, Roots: roots}, nil

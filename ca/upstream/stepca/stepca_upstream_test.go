@@ -40,13 +40,15 @@ func verifiesToStepRoot(t *testing.T, s *upstreamtest.StepCA, chain []*x509.Cert
 
 func TestStepUpstreamSignsTheIntermediate(t *testing.T) {
 	s := upstreamtest.StartStepCA(t)
-	// The ways to authenticate to step-ca that tests can set up: the JWK provisioner by name and
-	// password (its key fetched from step-ca), by key file, and the root trusted by file or fingerprint.
+	// The ways to authenticate to step-ca: the JWK provisioner by name and password (its key fetched from
+	// step-ca) or by key file, the X5C provisioner with a certificate from a CA it trusts; the root trusted
+	// by file or fingerprint.
 	encKey := filepath.Join(t.TempDir(), "provisioner.jwe")
 	writeEncryptedKey(t, s, encKey)
 	configs := map[string]stepca.Config{
 		"jwk by name and password, root file": {URL: s.URL, RootFile: s.RootFile, Provisioner: s.Provisioner, PasswordFile: s.PasswordFile},
 		"jwk key file, root fingerprint":      {URL: s.URL, Fingerprint: s.Fingerprint, Provisioner: s.Provisioner, KeyFile: encKey, PasswordFile: s.PasswordFile},
+		"x5c certificate and key":             {URL: s.URL, RootFile: s.RootFile, Provisioner: s.X5CProvisioner, X5CCertFile: s.X5CCertFile, X5CKeyFile: s.X5CKeyFile},
 	}
 	for name, cfg := range configs {
 		t.Run(name, func(t *testing.T) {

@@ -2,11 +2,18 @@ package upstreamtest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +38,9 @@ type StepCA struct {
 	Provisioner  string
 	PasswordFile string // also decrypts the CA keys
 	Step         string // the step CLI
+	// X5CProvisioner is an X5C provisioner trusting a CA of the test's own; X5CCertFile (a leaf that CA
+	// signed, then the CA) and X5CKeyFile (the leaf's key, 0600) authenticate to it.
+	X5CProvisioner, X5CCertFile, X5CKeyFile string
 }
 
 // stepTemplate makes a CA certificate that may sign leaves only, from the CSR's subject.
@@ -72,9 +82,15 @@ func StartStepCA(t testing.TB) *StepCA {
 	}
 	cfg["crt"] = cfg["root"]
 	cfg["key"] = filepath.Join(steppath, "secrets", "root_ca_key")
-	prov := cfg["authority"].(map[string]any)["provisioners"].([]any)[0].(map[string]any)
+	authority := cfg["authority"].(map[string]any)
+	prov := authority["provisioners"].([]any)[0].(map[string]any)
 	prov["options"] = map[string]any{"x509": map[string]any{"template": stepTemplate}}
 	prov["claims"] = map[string]any{"maxTLSCertDuration": "2160h", "defaultTLSCertDuration": "168h", "minTLSCertDuration": "1m"}
+	x5cRoots, x5cCert, x5cKey := x5cIdentity(t, dir)
+	authority["provisioners"] = append(authority["provisioners"].([]any), map[string]any{
+		"type": "X5C", "name": "x5c", "roots": base64.StdEncoding.EncodeToString(x5cRoots),
+		"options": prov["options"], "claims": prov["claims"],
+	})
 	if raw, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +114,7 @@ func StartStepCA(t testing.TB) *StepCA {
 		},
 		URL: "https://" + addr, Dir: steppath, RootFile: rootFile, Root: root, Fingerprint: hex.EncodeToString(sum[:]),
 		Provisioner: "upstream", PasswordFile: pw, Step: step,
+		X5CProvisioner: "x5c", X5CCertFile: x5cCert, X5CKeyFile: x5cKey,
 	}
 	s.Start()
 	t.Cleanup(func() {
@@ -107,4 +124,47 @@ func StartStepCA(t testing.TB) *StepCA {
 		}
 	})
 	return s
+}
+
+// x5cIdentity makes a CA an X5C provisioner trusts and a leaf it signed, as a company's own PKI would issue
+// one to a Kith server. It returns the CA (PEM, for the provisioner's roots) and the paths of the leaf's
+// chain (leaf, then the CA) and key.
+func x5cIdentity(t testing.TB, dir string) (rootsPEM []byte, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "X5C test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kith-server"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature},
+		caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootsPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	certFile, keyFile = filepath.Join(dir, "x5c.crt"), filepath.Join(dir, "x5c.key")
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), rootsPEM...)
+	if err := os.WriteFile(certFile, chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return rootsPEM, certFile, keyFile
 }
