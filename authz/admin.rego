@@ -22,7 +22,7 @@ import rego.v1
 
 # Calls about the caller alone, or that only read what every user may know.
 always := {
-	"WhoAmI", "RenewLogin", "Login", "GetLoginConfig", "GetBundle", "GetServerInfo",
+	"WhoAmI", "RenewLogin", "Login", "GetLoginConfig", "GetBundle", "GetServerInfo", "CreateConsoleLogin",
 	"ListEntries", "GetEntry", "GetEnforcement", "CreateAccessRequest", "ListAccessRequests",
 }
 

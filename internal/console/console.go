@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -62,6 +63,13 @@ type Config struct {
 	// Heartbeat is how often an idle event stream gets a comment line, so that proxies keep it open.
 	// Zero: 30s.
 	Heartbeat time.Duration
+	// Sessions, Writer and AsUser let a user who signed in (kith console) grant, revoke and decide access
+	// requests, each change authorized by the kith.admin policy as that user and protected against
+	// cross-site requests. AsUser returns a context in which the admin API sees user as its caller. All
+	// three or none (read-only).
+	Sessions *Sessions
+	Writer   Writer
+	AsUser   func(ctx context.Context, user spiffeid.ID) context.Context
 }
 
 // Console is the /ui/ handler.
@@ -79,6 +87,9 @@ const Prefix = "/ui/"
 func New(cfg Config) (*Console, error) {
 	if cfg.Admin == nil || cfg.Feed == nil {
 		return nil, errors.New("console: admin and feed are required")
+	}
+	if (cfg.Sessions == nil) != (cfg.Writer == nil) || (cfg.Writer == nil) != (cfg.AsUser == nil) {
+		return nil, errors.New("console: sessions, writer and as-user go together")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -106,6 +117,13 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /ui/api/audit", c.apiJSON(c.audit))
 	c.mux.HandleFunc("GET /ui/api/info", c.apiJSON(c.info))
 	c.mux.HandleFunc("GET /ui/api/events", c.events)
+	if cfg.Sessions != nil {
+		c.mux.HandleFunc("GET /ui/login", c.login)
+		c.mux.HandleFunc("POST /ui/api/logout", c.logout)
+		c.mux.HandleFunc("POST /ui/api/grants", c.change(c.createGrant))
+		c.mux.HandleFunc("POST /ui/api/revoke", c.change(c.revokeGrant))
+		c.mux.HandleFunc("POST /ui/api/requests/decide", c.change(c.decideRequest))
+	}
 	return c, nil
 }
 
@@ -116,8 +134,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the console answers only requests to a loopback address or localhost (ui.enabled: true serves it on other addresses)", http.StatusForbidden)
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "the console is read-only", http.StatusMethodNotAllowed)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && (r.Method != http.MethodPost || c.cfg.Sessions == nil) {
+		http.Error(w, "the console is read-only: changes need a signed-in user (kith console)", http.StatusMethodNotAllowed)
 		return
 	}
 	h := w.Header()

@@ -390,10 +390,14 @@ func (c *Console) audit(ctx context.Context, r *http.Request) (any, error) {
 	return map[string]any{"events": pbs(evs.GetEvents()), "verification": pb{v}}, nil
 }
 
-func (c *Console) info(ctx context.Context, _ *http.Request) (any, error) {
+func (c *Console) info(ctx context.Context, r *http.Request) (any, error) {
 	resp, err := c.cfg.Admin.GetServerInfo(ctx, &adminv1.GetServerInfoRequest{})
 	if err != nil {
 		return nil, err
 	}
-	return pb{resp}, nil
+	out := map[string]any{"server": pb{resp}, "writable": c.cfg.Sessions != nil}
+	if _, ss, ok := c.cfg.Sessions.of(r); ok {
+		out["user"], out["csrf"] = ss.user.String(), ss.csrf
+	}
+	return out, nil
 }

@@ -273,6 +273,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	var sessions *console.Sessions
+	var consoleLogins interface {
+		Issue(spiffeid.ID) (string, time.Time, error)
+	}
+	if c.UIOn() {
+		sessions = console.NewSessions(cfg.Now)
+		consoleLogins = sessions
+	}
 	s.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: td, Entries: st, Tokens: st, Agents: st, Audit: st, CA: authority,
 		Grants: st, Decider: s.policy, Policy: s.policy,
@@ -297,6 +305,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Requests:     st,
 		AdminDecider: s.policy,
 		Federations:  st,
+		ConsoleURL:   s.ConsoleURL, ConsoleLogins: consoleLogins,
 	})
 	if err != nil {
 		st.Close()
@@ -307,13 +316,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ip := net.ParseIP(host)
 		s.console, err = console.New(console.Config{Admin: s.admin, Feed: st, Now: cfg.Now,
 			LoopbackOnly: host == "localhost" || (ip != nil && ip.IsLoopback()),
-			Logger:       cfg.Logger.With("component", "console")})
+			Logger:       cfg.Logger.With("component", "console"),
+			Sessions:     sessions, Writer: consoleWriter{s.admin, s.policy}, AsUser: adminapi.WithUser})
 		if err != nil {
 			st.Close()
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// consoleWriter is the admin API as the console changes things through it: each call authorized first by
+// the kith.admin policy, as for a user's call over mTLS.
+type consoleWriter struct {
+	*adminapi.Service
+	d adminapi.AdminDecider
+}
+
+func (w consoleWriter) Authorize(ctx context.Context, method string, req any) error {
+	return w.Service.Authorize(ctx, w.d, method, req)
 }
 
 // identityActivity is what this server's agents last reported about identity id, for GetIdentityActivity.

@@ -1,7 +1,7 @@
 // The Kith console: a hash router over pages that read /ui/api/* and redraw on each store change the
 // server sends on /ui/api/events.
 import { renderGraph } from "./graph.js";
-import { el, fetchJSON, ago, until, table, short } from "./dom.js";
+import { el, fetchJSON, postJSON, ago, until, table, short } from "./dom.js";
 
 const main = document.getElementById("main");
 const pages = {
@@ -15,7 +15,7 @@ const pages = {
 };
 
 // state survives redraws: filters, expanded groups, the selected edge, the explain form's values.
-const state = { graph: { q: "", label: "", source: "", expanded: new Set(), selected: "" }, explain: {} };
+const state = { graph: { q: "", label: "", source: "", expanded: new Set(), selected: "" }, explain: {}, me: null, results: {} };
 
 function route() {
   const h = location.hash.replace(/^#\/?/, "") || "graph";
@@ -63,8 +63,45 @@ function live() {
 
 async function header() {
   const info = await fetchJSON("api/info");
-  document.getElementById("td").textContent = "trust domain " + info.trust_domain + (info.version ? " · " + info.version : "");
+  const srv = info.server || {};
+  document.getElementById("td").textContent = "trust domain " + srv.trust_domain + (srv.version ? " · " + srv.version : "");
+  const me = document.getElementById("me");
+  if (info.user) {
+    state.me = { user: info.user, csrf: info.csrf };
+    const out = el("button", { type: "button", id: "sign-out" }, "Sign out");
+    out.addEventListener("click", async () => {
+      await postJSON("api/logout", state.me.csrf, {}).catch(() => {});
+      location.reload();
+    });
+    me.replaceChildren("signed in as ", el("span", { class: "mono", id: "user" }, info.user), " ", out);
+    document.getElementById("footer").textContent = "Changes made here are decided by the kith.admin policy as " + info.user + " and audited under that ID.";
+  } else {
+    me.textContent = "read-only";
+  }
 }
+
+// changeForm is a form that posts a change as the signed-in user and says what came of it. The answer is
+// kept in state.results, so that the redraw the change itself causes shows it again.
+function changeForm(id, label, fields, submit, send) {
+  const out = el("p", { id: id + "-result", role: "status", "aria-live": "polite" });
+  const show = (r) => out.replaceChildren(el("span", r.ok ? { class: "allowed" } : { class: "denied", role: "alert" }, r.text));
+  if (state.results[id]) show(state.results[id]);
+  const form = el("form", { class: "bar", id, "aria-label": label }, ...fields, el("button", { type: "submit" }, submit));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    let r;
+    try {
+      r = { ok: true, text: await send(form.elements) };
+    } catch (err) {
+      r = { ok: false, text: String(err.message) };
+    }
+    state.results[id] = r;
+    show(r);
+  });
+  return [form, out];
+}
+
+const list = (v) => v.split(",").map((x) => x.trim()).filter((x) => x);
 
 // ---- pages ----
 
@@ -135,6 +172,12 @@ async function showEdge(details, ids, data) {
         c.allowed ? "" : " — " + (c.reasons || []).join("; ")));
     } catch (e) { kids.push(el("p", { class: "error" }, String(e.message))); }
   }
+  if (state.me) {
+    kids.push(...changeForm("revoke", "Revoke this grant", [], "Revoke grant " + g.id, async () => {
+      const r = await postJSON("api/revoke", state.me.csrf, { id: g.id });
+      return `Revoked ${(r.grants || []).length} grant(s); in force from store revision ${r.revision}.`;
+    }));
+  }
   kids.push(el("h2", {}, "Audit rows"), auditTable(d.audit || []));
   details.replaceChildren(...kids);
 }
@@ -173,6 +216,17 @@ async function identityPage(params) {
       : el("p", { class: "muted", id: "svids" }, "No agent connected to this server has reported holding one."),
     el("h2", {}, `Who may call it (${d.callers.length})`),
     table(["caller", "source", "methods", "paths", "expires"], grantRows(d.callers, "caller"), "callers"),
+    state.me && !id.endsWith("/*") ? el("section", { "aria-label": "Grant a caller" }, changeForm("grant", "Grant a caller to " + id, [
+      el("label", {}, "Caller", el("input", { type: "text", name: "caller", id: "grant-caller", required: "", placeholder: "spiffe://…/frontend" })),
+      el("label", {}, "Methods", el("input", { type: "text", name: "methods", id: "grant-methods", placeholder: "GET, POST (any)" })),
+      el("label", {}, "Paths", el("input", { type: "text", name: "paths", id: "grant-paths", placeholder: "/api/* (any)" })),
+      el("label", {}, "For", el("input", { type: "text", name: "for", id: "grant-for", placeholder: "8h (no expiry)" })),
+      el("label", {}, "Reason", el("input", { type: "text", name: "reason", id: "grant-reason" })),
+    ], "Grant", async (f) => {
+      const r = await postJSON("api/grants", state.me.csrf, { caller: f.caller.value.trim(), target: id,
+        methods: list(f.methods.value), paths: list(f.paths.value), for: f.for.value.trim(), reason: f.reason.value });
+      return `Granted: ${r.grant.id}, in force from store revision ${r.revision}.`;
+    })) : "",
     el("h2", {}, `Whom it may call (${d.targets.length})`),
     table(["target", "source", "methods", "paths", "expires"], grantRows(d.targets, "target"), "targets"),
     el("h2", {}, "Recent decisions about it"),
@@ -272,6 +326,6 @@ async function auditPage() {
     table(["seq", "time", "actor", "action", "target", "revision"], d.events.map((e) => [e.seq, e.time, e.actor, e.action, el("span", { class: "mono" }, e.target), e.revision || ""]), "audit"));
 }
 
-header().catch(() => {});
 live();
-draw(false);
+// The page needs to know who is signed in before it draws its forms.
+header().catch(() => {}).finally(() => draw(false));

@@ -24,6 +24,18 @@ export async function fetchJSON(url) {
   return body;
 }
 
+// postJSON sends a change as the signed-in user: csrf is the session's token from api/info.
+export async function postJSON(url, csrf, body) {
+  const r = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-Kith-CSRF": csrf },
+    body: JSON.stringify(body),
+  });
+  const out = await r.json().catch(() => ({ error: r.statusText }));
+  if (!r.ok) throw new Error(out.error || r.statusText);
+  return out;
+}
+
 export function table(head, rows, id) {
   return el("table", id ? { id } : {},
     head.some((h) => h) ? el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col" }, h)))) : "",

@@ -126,6 +126,12 @@ type Config struct {
 	// LiveMeshClusters names the clusters whose controllers keep the smi: and istio: grants in step with
 	// the cluster's policies: with any, the cluster is their source and ImportGrants refuses (but dry runs).
 	LiveMeshClusters []string
+	// ConsoleLogins makes one-time web console login links for CreateConsoleLogin, and ConsoleURL is the
+	// console's address ("" when it is off). Zero: no console logins.
+	ConsoleLogins interface {
+		Issue(user spiffeid.ID) (token string, expires time.Time, err error)
+	}
+	ConsoleURL func() string
 	// Feed signals the store's committed revisions; with it, the calling user and a target's owners are
 	// read from the store once per change instead of on every call over the admin TCP listener. Zero: read
 	// every time.
@@ -773,6 +779,30 @@ func (s *Service) GetIdentityActivity(_ context.Context, req *adminv1.GetIdentit
 		return &adminv1.GetIdentityActivityResponse{}, nil
 	}
 	return s.cfg.Activity(id.String()), nil
+}
+
+// CreateConsoleLogin returns a one-time link that signs the calling user in to the web console.
+func (s *Service) CreateConsoleLogin(ctx context.Context, _ *adminv1.CreateConsoleLoginRequest) (*adminv1.CreateConsoleLoginResponse, error) {
+	if _, _, ok := PeerSVID(ctx); !ok {
+		return nil, apierr.Invalid("the console signs in people: log in first (kith login) and run kith console with that login; the local admin socket has no user to sign in")
+	}
+	u, _, err := s.CallerUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	url := ""
+	if s.cfg.ConsoleURL != nil {
+		url = s.cfg.ConsoleURL()
+	}
+	if s.cfg.ConsoleLogins == nil || url == "" {
+		return nil, fmt.Errorf("%w: the web console is off on this server (ui.enabled; it is on by default on a loopback listen.http)", store.ErrFailedPrecondition)
+	}
+	token, expires, err := s.cfg.ConsoleLogins.Issue(UserID(s.cfg.TrustDomain, u.Name))
+	if err != nil {
+		return nil, err
+	}
+	s.audit(ctx, UserID(s.cfg.TrustDomain, u.Name).String(), "console.login", UserID(s.cfg.TrustDomain, u.Name).String(), map[string]any{"expires_at": expires})
+	return &adminv1.CreateConsoleLoginResponse{Url: strings.TrimSuffix(url, "/") + "/login?token=" + token, ExpiresAt: timestamppb.New(expires)}, nil
 }
 
 // GetServerInfo describes the server.

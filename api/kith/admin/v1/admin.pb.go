@@ -8085,6 +8085,94 @@ func (x *CallerDecisions) GetDenied() uint64 {
 	return 0
 }
 
+type CreateConsoleLoginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConsoleLoginRequest) Reset() {
+	*x = CreateConsoleLoginRequest{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[137]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConsoleLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConsoleLoginRequest) ProtoMessage() {}
+
+func (x *CreateConsoleLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[137]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConsoleLoginRequest.ProtoReflect.Descriptor instead.
+func (*CreateConsoleLoginRequest) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{137}
+}
+
+type CreateConsoleLoginResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"` // open it in a browser; single use
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConsoleLoginResponse) Reset() {
+	*x = CreateConsoleLoginResponse{}
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[138]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConsoleLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConsoleLoginResponse) ProtoMessage() {}
+
+func (x *CreateConsoleLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kith_admin_v1_admin_proto_msgTypes[138]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConsoleLoginResponse.ProtoReflect.Descriptor instead.
+func (*CreateConsoleLoginResponse) Descriptor() ([]byte, []int) {
+	return file_kith_admin_v1_admin_proto_rawDescGZIP(), []int{138}
+}
+
+func (x *CreateConsoleLoginResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateConsoleLoginResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_kith_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_kith_admin_v1_admin_proto_rawDesc = "" +
@@ -8709,7 +8797,12 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fCallerDecisions\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x18\n" +
 	"\aallowed\x18\x02 \x01(\x04R\aallowed\x12\x16\n" +
-	"\x06denied\x18\x03 \x01(\x04R\x06denied2\x9e*\n" +
+	"\x06denied\x18\x03 \x01(\x04R\x06denied\"\x1b\n" +
+	"\x19CreateConsoleLoginRequest\"i\n" +
+	"\x1aCreateConsoleLoginResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x89+\n" +
 	"\fAdminService\x12T\n" +
 	"\vCreateEntry\x12!.kith.admin.v1.CreateEntryRequest\x1a\".kith.admin.v1.CreateEntryResponse\x12i\n" +
 	"\x12BatchCreateEntries\x12(.kith.admin.v1.BatchCreateEntriesRequest\x1a).kith.admin.v1.BatchCreateEntriesResponse\x12K\n" +
@@ -8763,7 +8856,8 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x0eRollbackPolicy\x12$.kith.admin.v1.RollbackPolicyRequest\x1a%.kith.admin.v1.RollbackPolicyResponse\x12T\n" +
 	"\vUnpinPolicy\x12!.kith.admin.v1.UnpinPolicyRequest\x1a\".kith.admin.v1.UnpinPolicyResponse\x12l\n" +
 	"\x13GetKubernetesStatus\x12).kith.admin.v1.GetKubernetesStatusRequest\x1a*.kith.admin.v1.GetKubernetesStatusResponse\x12l\n" +
-	"\x13GetIdentityActivity\x12).kith.admin.v1.GetIdentityActivityRequest\x1a*.kith.admin.v1.GetIdentityActivityResponse\x12Q\n" +
+	"\x13GetIdentityActivity\x12).kith.admin.v1.GetIdentityActivityRequest\x1a*.kith.admin.v1.GetIdentityActivityResponse\x12i\n" +
+	"\x12CreateConsoleLogin\x12(.kith.admin.v1.CreateConsoleLoginRequest\x1a).kith.admin.v1.CreateConsoleLoginResponse\x12Q\n" +
 	"\n" +
 	"CreateUser\x12 .kith.admin.v1.CreateUserRequest\x1a!.kith.admin.v1.CreateUserResponse\x12H\n" +
 	"\aGetUser\x12\x1d.kith.admin.v1.GetUserRequest\x1a\x1e.kith.admin.v1.GetUserResponse\x12N\n" +
@@ -8791,7 +8885,7 @@ func file_kith_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kith_admin_v1_admin_proto_rawDescData
 }
 
-var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 143)
+var file_kith_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 145)
 var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*User)(nil),                          // 0: kith.admin.v1.User
 	(*CreateUserRequest)(nil),             // 1: kith.admin.v1.CreateUserRequest
@@ -8930,57 +9024,59 @@ var file_kith_admin_v1_admin_proto_goTypes = []any{
 	(*GetIdentityActivityResponse)(nil),   // 134: kith.admin.v1.GetIdentityActivityResponse
 	(*IssuedSVID)(nil),                    // 135: kith.admin.v1.IssuedSVID
 	(*CallerDecisions)(nil),               // 136: kith.admin.v1.CallerDecisions
-	nil,                                   // 137: kith.admin.v1.User.LabelsEntry
-	nil,                                   // 138: kith.admin.v1.Grant.HeadersEntry
-	nil,                                   // 139: kith.admin.v1.ListTargetModesResponse.ModesEntry
-	nil,                                   // 140: kith.admin.v1.CanRequest.HeadersEntry
-	nil,                                   // 141: kith.admin.v1.CanResponse.HeadersEntry
-	nil,                                   // 142: kith.admin.v1.Entry.LabelsEntry
-	(*timestamppb.Timestamp)(nil),         // 143: google.protobuf.Timestamp
+	(*CreateConsoleLoginRequest)(nil),     // 137: kith.admin.v1.CreateConsoleLoginRequest
+	(*CreateConsoleLoginResponse)(nil),    // 138: kith.admin.v1.CreateConsoleLoginResponse
+	nil,                                   // 139: kith.admin.v1.User.LabelsEntry
+	nil,                                   // 140: kith.admin.v1.Grant.HeadersEntry
+	nil,                                   // 141: kith.admin.v1.ListTargetModesResponse.ModesEntry
+	nil,                                   // 142: kith.admin.v1.CanRequest.HeadersEntry
+	nil,                                   // 143: kith.admin.v1.CanResponse.HeadersEntry
+	nil,                                   // 144: kith.admin.v1.Entry.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 145: google.protobuf.Timestamp
 }
 var file_kith_admin_v1_admin_proto_depIdxs = []int32{
-	137, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
-	143, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	143, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
+	139, // 0: kith.admin.v1.User.labels:type_name -> kith.admin.v1.User.LabelsEntry
+	145, // 1: kith.admin.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	145, // 2: kith.admin.v1.User.updated_at:type_name -> google.protobuf.Timestamp
 	0,   // 3: kith.admin.v1.CreateUserRequest.user:type_name -> kith.admin.v1.User
 	0,   // 4: kith.admin.v1.CreateUserResponse.user:type_name -> kith.admin.v1.User
-	143, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
+	145, // 5: kith.admin.v1.CreateUserResponse.code_expires_at:type_name -> google.protobuf.Timestamp
 	0,   // 6: kith.admin.v1.GetUserResponse.user:type_name -> kith.admin.v1.User
 	0,   // 7: kith.admin.v1.ListUsersResponse.users:type_name -> kith.admin.v1.User
 	0,   // 8: kith.admin.v1.SetUserDisabledResponse.user:type_name -> kith.admin.v1.User
-	143, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
-	143, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	145, // 9: kith.admin.v1.CreateEnrolmentCodeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 10: kith.admin.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 11: kith.admin.v1.LoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
+	145, // 12: kith.admin.v1.RenewLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 13: kith.admin.v1.RenewLoginResponse.login_expires_at:type_name -> google.protobuf.Timestamp
 	0,   // 14: kith.admin.v1.WhoAmIResponse.user:type_name -> kith.admin.v1.User
-	143, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
-	143, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
+	145, // 15: kith.admin.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
+	145, // 16: kith.admin.v1.AccessRequest.decided_at:type_name -> google.protobuf.Timestamp
 	19,  // 17: kith.admin.v1.CreateAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
 	19,  // 18: kith.admin.v1.ListAccessRequestsResponse.requests:type_name -> kith.admin.v1.AccessRequest
 	19,  // 19: kith.admin.v1.DecideAccessRequestResponse.request:type_name -> kith.admin.v1.AccessRequest
-	143, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
-	143, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
+	145, // 20: kith.admin.v1.PolicyAttempt.created_at:type_name -> google.protobuf.Timestamp
+	145, // 21: kith.admin.v1.AgentPolicy.since:type_name -> google.protobuf.Timestamp
 	26,  // 22: kith.admin.v1.GetPolicyStatusResponse.last_attempt:type_name -> kith.admin.v1.PolicyAttempt
 	27,  // 23: kith.admin.v1.GetPolicyStatusResponse.agents:type_name -> kith.admin.v1.AgentPolicy
 	26,  // 24: kith.admin.v1.ListPolicyHistoryResponse.attempts:type_name -> kith.admin.v1.PolicyAttempt
-	143, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	138, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
+	145, // 25: kith.admin.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 26: kith.admin.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	140, // 27: kith.admin.v1.Grant.headers:type_name -> kith.admin.v1.Grant.HeadersEntry
 	38,  // 28: kith.admin.v1.CreateGrantRequest.grant:type_name -> kith.admin.v1.Grant
 	38,  // 29: kith.admin.v1.CreateGrantResponse.grant:type_name -> kith.admin.v1.Grant
 	38,  // 30: kith.admin.v1.RevokeGrantsResponse.grants:type_name -> kith.admin.v1.Grant
 	38,  // 31: kith.admin.v1.ListGrantsResponse.grants:type_name -> kith.admin.v1.Grant
-	139, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
+	141, // 32: kith.admin.v1.ListTargetModesResponse.modes:type_name -> kith.admin.v1.ListTargetModesResponse.ModesEntry
 	38,  // 33: kith.admin.v1.ImportGrantsRequest.grants:type_name -> kith.admin.v1.Grant
 	38,  // 34: kith.admin.v1.ImportGrantsResponse.added:type_name -> kith.admin.v1.Grant
 	38,  // 35: kith.admin.v1.ImportGrantsResponse.changed:type_name -> kith.admin.v1.Grant
 	38,  // 36: kith.admin.v1.ImportGrantsResponse.removed:type_name -> kith.admin.v1.Grant
-	140, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
-	141, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
-	142, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
-	143, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	143, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	142, // 37: kith.admin.v1.CanRequest.headers:type_name -> kith.admin.v1.CanRequest.HeadersEntry
+	143, // 38: kith.admin.v1.CanResponse.headers:type_name -> kith.admin.v1.CanResponse.HeadersEntry
+	144, // 39: kith.admin.v1.Entry.labels:type_name -> kith.admin.v1.Entry.LabelsEntry
+	145, // 40: kith.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	145, // 41: kith.admin.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
 	55,  // 42: kith.admin.v1.CreateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	55,  // 43: kith.admin.v1.CreateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	55,  // 44: kith.admin.v1.BatchCreateEntriesRequest.entries:type_name -> kith.admin.v1.Entry
@@ -8990,30 +9086,30 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	55,  // 48: kith.admin.v1.UpdateEntryRequest.entry:type_name -> kith.admin.v1.Entry
 	55,  // 49: kith.admin.v1.UpdateEntryResponse.entry:type_name -> kith.admin.v1.Entry
 	55,  // 50: kith.admin.v1.DeleteEntryResponse.entry:type_name -> kith.admin.v1.Entry
-	143, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	143, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	145, // 51: kith.admin.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	145, // 52: kith.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 53: kith.admin.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	68,  // 54: kith.admin.v1.CreateJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
 	68,  // 55: kith.admin.v1.ListJoinTokensResponse.tokens:type_name -> kith.admin.v1.JoinToken
 	68,  // 56: kith.admin.v1.RevokeJoinTokenResponse.token:type_name -> kith.admin.v1.JoinToken
-	143, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	143, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	145, // 57: kith.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 58: kith.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	145, // 59: kith.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	75,  // 60: kith.admin.v1.ListAgentsResponse.agents:type_name -> kith.admin.v1.Agent
 	75,  // 61: kith.admin.v1.GetAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 62: kith.admin.v1.EvictAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 63: kith.admin.v1.BanAgentResponse.agent:type_name -> kith.admin.v1.Agent
 	75,  // 64: kith.admin.v1.UnbanAgentResponse.agent:type_name -> kith.admin.v1.Agent
-	143, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	143, // 67: kith.admin.v1.FederatedBundle.updated_at:type_name -> google.protobuf.Timestamp
+	145, // 65: kith.admin.v1.MintX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 66: kith.admin.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 67: kith.admin.v1.FederatedBundle.updated_at:type_name -> google.protobuf.Timestamp
 	92,  // 68: kith.admin.v1.SetFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
 	92,  // 69: kith.admin.v1.ListFederatedBundlesResponse.bundles:type_name -> kith.admin.v1.FederatedBundle
 	92,  // 70: kith.admin.v1.DeleteFederatedBundleResponse.bundle:type_name -> kith.admin.v1.FederatedBundle
-	143, // 71: kith.admin.v1.Federation.created_at:type_name -> google.protobuf.Timestamp
-	143, // 72: kith.admin.v1.Federation.updated_at:type_name -> google.protobuf.Timestamp
-	143, // 73: kith.admin.v1.Federation.last_refresh:type_name -> google.protobuf.Timestamp
-	143, // 74: kith.admin.v1.Federation.next_refresh:type_name -> google.protobuf.Timestamp
+	145, // 71: kith.admin.v1.Federation.created_at:type_name -> google.protobuf.Timestamp
+	145, // 72: kith.admin.v1.Federation.updated_at:type_name -> google.protobuf.Timestamp
+	145, // 73: kith.admin.v1.Federation.last_refresh:type_name -> google.protobuf.Timestamp
+	145, // 74: kith.admin.v1.Federation.next_refresh:type_name -> google.protobuf.Timestamp
 	92,  // 75: kith.admin.v1.Federation.bundle:type_name -> kith.admin.v1.FederatedBundle
 	99,  // 76: kith.admin.v1.CreateFederationRequest.federation:type_name -> kith.admin.v1.Federation
 	99,  // 77: kith.admin.v1.CreateFederationResponse.federation:type_name -> kith.admin.v1.Federation
@@ -9021,23 +9117,23 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	99,  // 79: kith.admin.v1.UpdateFederationResponse.federation:type_name -> kith.admin.v1.Federation
 	99,  // 80: kith.admin.v1.ListFederationsResponse.federations:type_name -> kith.admin.v1.Federation
 	99,  // 81: kith.admin.v1.DeleteFederationResponse.federation:type_name -> kith.admin.v1.Federation
-	143, // 82: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
-	143, // 83: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	143, // 84: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
-	143, // 85: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
-	143, // 86: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	143, // 87: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
-	143, // 88: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
-	143, // 89: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
-	143, // 90: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
-	143, // 91: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
+	145, // 82: kith.admin.v1.Authority.not_before:type_name -> google.protobuf.Timestamp
+	145, // 83: kith.admin.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	145, // 84: kith.admin.v1.Authority.activated_at:type_name -> google.protobuf.Timestamp
+	145, // 85: kith.admin.v1.Authority.retired_at:type_name -> google.protobuf.Timestamp
+	145, // 86: kith.admin.v1.GetCAStatusResponse.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	145, // 87: kith.admin.v1.GetCAStatusResponse.prepare_at:type_name -> google.protobuf.Timestamp
+	145, // 88: kith.admin.v1.GetCAStatusResponse.activate_at:type_name -> google.protobuf.Timestamp
+	145, // 89: kith.admin.v1.GetCAStatusResponse.last_upstream_error_at:type_name -> google.protobuf.Timestamp
+	145, // 90: kith.admin.v1.GetCAStatusResponse.last_upstream_success_at:type_name -> google.protobuf.Timestamp
+	145, // 91: kith.admin.v1.GetCAStatusResponse.upstream_retry_at:type_name -> google.protobuf.Timestamp
 	108, // 92: kith.admin.v1.ListAuthoritiesResponse.authorities:type_name -> kith.admin.v1.Authority
 	108, // 93: kith.admin.v1.RotateCAResponse.authorities:type_name -> kith.admin.v1.Authority
-	143, // 94: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	143, // 95: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	145, // 94: kith.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	145, // 95: kith.admin.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
 	115, // 96: kith.admin.v1.ListAuditEventsResponse.events:type_name -> kith.admin.v1.AuditEvent
 	120, // 97: kith.admin.v1.VerifyAuditResponse.checkpoint:type_name -> kith.admin.v1.AuditHead
-	143, // 98: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
+	145, // 98: kith.admin.v1.AuditHead.time:type_name -> google.protobuf.Timestamp
 	120, // 99: kith.admin.v1.GetAuditHeadResponse.head:type_name -> kith.admin.v1.AuditHead
 	129, // 100: kith.admin.v1.GetKubernetesStatusResponse.clusters:type_name -> kith.admin.v1.KubernetesCluster
 	131, // 101: kith.admin.v1.KubernetesCluster.identities:type_name -> kith.admin.v1.KubernetesIdentity
@@ -9045,131 +9141,134 @@ var file_kith_admin_v1_admin_proto_depIdxs = []int32{
 	130, // 103: kith.admin.v1.KubernetesCluster.mesh_policies:type_name -> kith.admin.v1.KubernetesMeshPolicy
 	135, // 104: kith.admin.v1.GetIdentityActivityResponse.svids:type_name -> kith.admin.v1.IssuedSVID
 	136, // 105: kith.admin.v1.GetIdentityActivityResponse.callers:type_name -> kith.admin.v1.CallerDecisions
-	143, // 106: kith.admin.v1.GetIdentityActivityResponse.oldest_report:type_name -> google.protobuf.Timestamp
-	143, // 107: kith.admin.v1.IssuedSVID.expires_at:type_name -> google.protobuf.Timestamp
-	56,  // 108: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
-	58,  // 109: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
-	60,  // 110: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
-	62,  // 111: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
-	64,  // 112: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
-	66,  // 113: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
-	69,  // 114: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
-	71,  // 115: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
-	73,  // 116: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
-	76,  // 117: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
-	78,  // 118: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
-	80,  // 119: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
-	82,  // 120: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
-	84,  // 121: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
-	86,  // 122: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
-	88,  // 123: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
-	90,  // 124: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
-	93,  // 125: kith.admin.v1.AdminService.SetFederatedBundle:input_type -> kith.admin.v1.SetFederatedBundleRequest
-	95,  // 126: kith.admin.v1.AdminService.ListFederatedBundles:input_type -> kith.admin.v1.ListFederatedBundlesRequest
-	97,  // 127: kith.admin.v1.AdminService.DeleteFederatedBundle:input_type -> kith.admin.v1.DeleteFederatedBundleRequest
-	100, // 128: kith.admin.v1.AdminService.CreateFederation:input_type -> kith.admin.v1.CreateFederationRequest
-	102, // 129: kith.admin.v1.AdminService.UpdateFederation:input_type -> kith.admin.v1.UpdateFederationRequest
-	104, // 130: kith.admin.v1.AdminService.ListFederations:input_type -> kith.admin.v1.ListFederationsRequest
-	106, // 131: kith.admin.v1.AdminService.DeleteFederation:input_type -> kith.admin.v1.DeleteFederationRequest
-	111, // 132: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
-	113, // 133: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
-	109, // 134: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
-	116, // 135: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
-	118, // 136: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
-	121, // 137: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
-	123, // 138: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
-	125, // 139: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
-	39,  // 140: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
-	41,  // 141: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
-	45,  // 142: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
-	47,  // 143: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
-	49,  // 144: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
-	53,  // 145: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
-	43,  // 146: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
-	51,  // 147: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
-	28,  // 148: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
-	30,  // 149: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
-	32,  // 150: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
-	34,  // 151: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
-	36,  // 152: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
-	127, // 153: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
-	133, // 154: kith.admin.v1.AdminService.GetIdentityActivity:input_type -> kith.admin.v1.GetIdentityActivityRequest
-	1,   // 155: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
-	3,   // 156: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
-	5,   // 157: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
-	7,   // 158: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
-	9,   // 159: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
-	11,  // 160: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
-	13,  // 161: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
-	15,  // 162: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
-	17,  // 163: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
-	20,  // 164: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
-	22,  // 165: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
-	24,  // 166: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
-	57,  // 167: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
-	59,  // 168: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
-	61,  // 169: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
-	63,  // 170: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
-	65,  // 171: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
-	67,  // 172: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
-	70,  // 173: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
-	72,  // 174: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
-	74,  // 175: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
-	77,  // 176: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
-	79,  // 177: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
-	81,  // 178: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
-	83,  // 179: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
-	85,  // 180: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
-	87,  // 181: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
-	89,  // 182: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
-	91,  // 183: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
-	94,  // 184: kith.admin.v1.AdminService.SetFederatedBundle:output_type -> kith.admin.v1.SetFederatedBundleResponse
-	96,  // 185: kith.admin.v1.AdminService.ListFederatedBundles:output_type -> kith.admin.v1.ListFederatedBundlesResponse
-	98,  // 186: kith.admin.v1.AdminService.DeleteFederatedBundle:output_type -> kith.admin.v1.DeleteFederatedBundleResponse
-	101, // 187: kith.admin.v1.AdminService.CreateFederation:output_type -> kith.admin.v1.CreateFederationResponse
-	103, // 188: kith.admin.v1.AdminService.UpdateFederation:output_type -> kith.admin.v1.UpdateFederationResponse
-	105, // 189: kith.admin.v1.AdminService.ListFederations:output_type -> kith.admin.v1.ListFederationsResponse
-	107, // 190: kith.admin.v1.AdminService.DeleteFederation:output_type -> kith.admin.v1.DeleteFederationResponse
-	112, // 191: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
-	114, // 192: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
-	110, // 193: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
-	117, // 194: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
-	119, // 195: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
-	122, // 196: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
-	124, // 197: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
-	126, // 198: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
-	40,  // 199: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
-	42,  // 200: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
-	46,  // 201: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
-	48,  // 202: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
-	50,  // 203: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
-	54,  // 204: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
-	44,  // 205: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
-	52,  // 206: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
-	29,  // 207: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
-	31,  // 208: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
-	33,  // 209: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
-	35,  // 210: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
-	37,  // 211: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
-	128, // 212: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
-	134, // 213: kith.admin.v1.AdminService.GetIdentityActivity:output_type -> kith.admin.v1.GetIdentityActivityResponse
-	2,   // 214: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
-	4,   // 215: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
-	6,   // 216: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
-	8,   // 217: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
-	10,  // 218: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
-	12,  // 219: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
-	14,  // 220: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
-	16,  // 221: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
-	18,  // 222: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
-	21,  // 223: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
-	23,  // 224: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
-	25,  // 225: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
-	167, // [167:226] is the sub-list for method output_type
-	108, // [108:167] is the sub-list for method input_type
-	108, // [108:108] is the sub-list for extension type_name
-	108, // [108:108] is the sub-list for extension extendee
-	0,   // [0:108] is the sub-list for field type_name
+	145, // 106: kith.admin.v1.GetIdentityActivityResponse.oldest_report:type_name -> google.protobuf.Timestamp
+	145, // 107: kith.admin.v1.IssuedSVID.expires_at:type_name -> google.protobuf.Timestamp
+	145, // 108: kith.admin.v1.CreateConsoleLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	56,  // 109: kith.admin.v1.AdminService.CreateEntry:input_type -> kith.admin.v1.CreateEntryRequest
+	58,  // 110: kith.admin.v1.AdminService.BatchCreateEntries:input_type -> kith.admin.v1.BatchCreateEntriesRequest
+	60,  // 111: kith.admin.v1.AdminService.GetEntry:input_type -> kith.admin.v1.GetEntryRequest
+	62,  // 112: kith.admin.v1.AdminService.ListEntries:input_type -> kith.admin.v1.ListEntriesRequest
+	64,  // 113: kith.admin.v1.AdminService.UpdateEntry:input_type -> kith.admin.v1.UpdateEntryRequest
+	66,  // 114: kith.admin.v1.AdminService.DeleteEntry:input_type -> kith.admin.v1.DeleteEntryRequest
+	69,  // 115: kith.admin.v1.AdminService.CreateJoinToken:input_type -> kith.admin.v1.CreateJoinTokenRequest
+	71,  // 116: kith.admin.v1.AdminService.ListJoinTokens:input_type -> kith.admin.v1.ListJoinTokensRequest
+	73,  // 117: kith.admin.v1.AdminService.RevokeJoinToken:input_type -> kith.admin.v1.RevokeJoinTokenRequest
+	76,  // 118: kith.admin.v1.AdminService.ListAgents:input_type -> kith.admin.v1.ListAgentsRequest
+	78,  // 119: kith.admin.v1.AdminService.GetAgent:input_type -> kith.admin.v1.GetAgentRequest
+	80,  // 120: kith.admin.v1.AdminService.EvictAgent:input_type -> kith.admin.v1.EvictAgentRequest
+	82,  // 121: kith.admin.v1.AdminService.BanAgent:input_type -> kith.admin.v1.BanAgentRequest
+	84,  // 122: kith.admin.v1.AdminService.UnbanAgent:input_type -> kith.admin.v1.UnbanAgentRequest
+	86,  // 123: kith.admin.v1.AdminService.MintX509SVID:input_type -> kith.admin.v1.MintX509SVIDRequest
+	88,  // 124: kith.admin.v1.AdminService.MintJWTSVID:input_type -> kith.admin.v1.MintJWTSVIDRequest
+	90,  // 125: kith.admin.v1.AdminService.GetBundle:input_type -> kith.admin.v1.GetBundleRequest
+	93,  // 126: kith.admin.v1.AdminService.SetFederatedBundle:input_type -> kith.admin.v1.SetFederatedBundleRequest
+	95,  // 127: kith.admin.v1.AdminService.ListFederatedBundles:input_type -> kith.admin.v1.ListFederatedBundlesRequest
+	97,  // 128: kith.admin.v1.AdminService.DeleteFederatedBundle:input_type -> kith.admin.v1.DeleteFederatedBundleRequest
+	100, // 129: kith.admin.v1.AdminService.CreateFederation:input_type -> kith.admin.v1.CreateFederationRequest
+	102, // 130: kith.admin.v1.AdminService.UpdateFederation:input_type -> kith.admin.v1.UpdateFederationRequest
+	104, // 131: kith.admin.v1.AdminService.ListFederations:input_type -> kith.admin.v1.ListFederationsRequest
+	106, // 132: kith.admin.v1.AdminService.DeleteFederation:input_type -> kith.admin.v1.DeleteFederationRequest
+	111, // 133: kith.admin.v1.AdminService.ListAuthorities:input_type -> kith.admin.v1.ListAuthoritiesRequest
+	113, // 134: kith.admin.v1.AdminService.RotateCA:input_type -> kith.admin.v1.RotateCARequest
+	109, // 135: kith.admin.v1.AdminService.GetCAStatus:input_type -> kith.admin.v1.GetCAStatusRequest
+	116, // 136: kith.admin.v1.AdminService.ListAuditEvents:input_type -> kith.admin.v1.ListAuditEventsRequest
+	118, // 137: kith.admin.v1.AdminService.VerifyAudit:input_type -> kith.admin.v1.VerifyAuditRequest
+	121, // 138: kith.admin.v1.AdminService.GetAuditHead:input_type -> kith.admin.v1.GetAuditHeadRequest
+	123, // 139: kith.admin.v1.AdminService.CheckStore:input_type -> kith.admin.v1.CheckStoreRequest
+	125, // 140: kith.admin.v1.AdminService.GetServerInfo:input_type -> kith.admin.v1.GetServerInfoRequest
+	39,  // 141: kith.admin.v1.AdminService.CreateGrant:input_type -> kith.admin.v1.CreateGrantRequest
+	41,  // 142: kith.admin.v1.AdminService.RevokeGrants:input_type -> kith.admin.v1.RevokeGrantsRequest
+	45,  // 143: kith.admin.v1.AdminService.ListGrants:input_type -> kith.admin.v1.ListGrantsRequest
+	47,  // 144: kith.admin.v1.AdminService.SetTargetMode:input_type -> kith.admin.v1.SetTargetModeRequest
+	49,  // 145: kith.admin.v1.AdminService.ListTargetModes:input_type -> kith.admin.v1.ListTargetModesRequest
+	53,  // 146: kith.admin.v1.AdminService.Can:input_type -> kith.admin.v1.CanRequest
+	43,  // 147: kith.admin.v1.AdminService.GetEnforcement:input_type -> kith.admin.v1.GetEnforcementRequest
+	51,  // 148: kith.admin.v1.AdminService.ImportGrants:input_type -> kith.admin.v1.ImportGrantsRequest
+	28,  // 149: kith.admin.v1.AdminService.GetPolicyStatus:input_type -> kith.admin.v1.GetPolicyStatusRequest
+	30,  // 150: kith.admin.v1.AdminService.ListPolicyHistory:input_type -> kith.admin.v1.ListPolicyHistoryRequest
+	32,  // 151: kith.admin.v1.AdminService.SyncPolicy:input_type -> kith.admin.v1.SyncPolicyRequest
+	34,  // 152: kith.admin.v1.AdminService.RollbackPolicy:input_type -> kith.admin.v1.RollbackPolicyRequest
+	36,  // 153: kith.admin.v1.AdminService.UnpinPolicy:input_type -> kith.admin.v1.UnpinPolicyRequest
+	127, // 154: kith.admin.v1.AdminService.GetKubernetesStatus:input_type -> kith.admin.v1.GetKubernetesStatusRequest
+	133, // 155: kith.admin.v1.AdminService.GetIdentityActivity:input_type -> kith.admin.v1.GetIdentityActivityRequest
+	137, // 156: kith.admin.v1.AdminService.CreateConsoleLogin:input_type -> kith.admin.v1.CreateConsoleLoginRequest
+	1,   // 157: kith.admin.v1.AdminService.CreateUser:input_type -> kith.admin.v1.CreateUserRequest
+	3,   // 158: kith.admin.v1.AdminService.GetUser:input_type -> kith.admin.v1.GetUserRequest
+	5,   // 159: kith.admin.v1.AdminService.ListUsers:input_type -> kith.admin.v1.ListUsersRequest
+	7,   // 160: kith.admin.v1.AdminService.SetUserDisabled:input_type -> kith.admin.v1.SetUserDisabledRequest
+	9,   // 161: kith.admin.v1.AdminService.CreateEnrolmentCode:input_type -> kith.admin.v1.CreateEnrolmentCodeRequest
+	11,  // 162: kith.admin.v1.AdminService.GetLoginConfig:input_type -> kith.admin.v1.GetLoginConfigRequest
+	13,  // 163: kith.admin.v1.AdminService.Login:input_type -> kith.admin.v1.LoginRequest
+	15,  // 164: kith.admin.v1.AdminService.RenewLogin:input_type -> kith.admin.v1.RenewLoginRequest
+	17,  // 165: kith.admin.v1.AdminService.WhoAmI:input_type -> kith.admin.v1.WhoAmIRequest
+	20,  // 166: kith.admin.v1.AdminService.CreateAccessRequest:input_type -> kith.admin.v1.CreateAccessRequestRequest
+	22,  // 167: kith.admin.v1.AdminService.ListAccessRequests:input_type -> kith.admin.v1.ListAccessRequestsRequest
+	24,  // 168: kith.admin.v1.AdminService.DecideAccessRequest:input_type -> kith.admin.v1.DecideAccessRequestRequest
+	57,  // 169: kith.admin.v1.AdminService.CreateEntry:output_type -> kith.admin.v1.CreateEntryResponse
+	59,  // 170: kith.admin.v1.AdminService.BatchCreateEntries:output_type -> kith.admin.v1.BatchCreateEntriesResponse
+	61,  // 171: kith.admin.v1.AdminService.GetEntry:output_type -> kith.admin.v1.GetEntryResponse
+	63,  // 172: kith.admin.v1.AdminService.ListEntries:output_type -> kith.admin.v1.ListEntriesResponse
+	65,  // 173: kith.admin.v1.AdminService.UpdateEntry:output_type -> kith.admin.v1.UpdateEntryResponse
+	67,  // 174: kith.admin.v1.AdminService.DeleteEntry:output_type -> kith.admin.v1.DeleteEntryResponse
+	70,  // 175: kith.admin.v1.AdminService.CreateJoinToken:output_type -> kith.admin.v1.CreateJoinTokenResponse
+	72,  // 176: kith.admin.v1.AdminService.ListJoinTokens:output_type -> kith.admin.v1.ListJoinTokensResponse
+	74,  // 177: kith.admin.v1.AdminService.RevokeJoinToken:output_type -> kith.admin.v1.RevokeJoinTokenResponse
+	77,  // 178: kith.admin.v1.AdminService.ListAgents:output_type -> kith.admin.v1.ListAgentsResponse
+	79,  // 179: kith.admin.v1.AdminService.GetAgent:output_type -> kith.admin.v1.GetAgentResponse
+	81,  // 180: kith.admin.v1.AdminService.EvictAgent:output_type -> kith.admin.v1.EvictAgentResponse
+	83,  // 181: kith.admin.v1.AdminService.BanAgent:output_type -> kith.admin.v1.BanAgentResponse
+	85,  // 182: kith.admin.v1.AdminService.UnbanAgent:output_type -> kith.admin.v1.UnbanAgentResponse
+	87,  // 183: kith.admin.v1.AdminService.MintX509SVID:output_type -> kith.admin.v1.MintX509SVIDResponse
+	89,  // 184: kith.admin.v1.AdminService.MintJWTSVID:output_type -> kith.admin.v1.MintJWTSVIDResponse
+	91,  // 185: kith.admin.v1.AdminService.GetBundle:output_type -> kith.admin.v1.GetBundleResponse
+	94,  // 186: kith.admin.v1.AdminService.SetFederatedBundle:output_type -> kith.admin.v1.SetFederatedBundleResponse
+	96,  // 187: kith.admin.v1.AdminService.ListFederatedBundles:output_type -> kith.admin.v1.ListFederatedBundlesResponse
+	98,  // 188: kith.admin.v1.AdminService.DeleteFederatedBundle:output_type -> kith.admin.v1.DeleteFederatedBundleResponse
+	101, // 189: kith.admin.v1.AdminService.CreateFederation:output_type -> kith.admin.v1.CreateFederationResponse
+	103, // 190: kith.admin.v1.AdminService.UpdateFederation:output_type -> kith.admin.v1.UpdateFederationResponse
+	105, // 191: kith.admin.v1.AdminService.ListFederations:output_type -> kith.admin.v1.ListFederationsResponse
+	107, // 192: kith.admin.v1.AdminService.DeleteFederation:output_type -> kith.admin.v1.DeleteFederationResponse
+	112, // 193: kith.admin.v1.AdminService.ListAuthorities:output_type -> kith.admin.v1.ListAuthoritiesResponse
+	114, // 194: kith.admin.v1.AdminService.RotateCA:output_type -> kith.admin.v1.RotateCAResponse
+	110, // 195: kith.admin.v1.AdminService.GetCAStatus:output_type -> kith.admin.v1.GetCAStatusResponse
+	117, // 196: kith.admin.v1.AdminService.ListAuditEvents:output_type -> kith.admin.v1.ListAuditEventsResponse
+	119, // 197: kith.admin.v1.AdminService.VerifyAudit:output_type -> kith.admin.v1.VerifyAuditResponse
+	122, // 198: kith.admin.v1.AdminService.GetAuditHead:output_type -> kith.admin.v1.GetAuditHeadResponse
+	124, // 199: kith.admin.v1.AdminService.CheckStore:output_type -> kith.admin.v1.CheckStoreResponse
+	126, // 200: kith.admin.v1.AdminService.GetServerInfo:output_type -> kith.admin.v1.GetServerInfoResponse
+	40,  // 201: kith.admin.v1.AdminService.CreateGrant:output_type -> kith.admin.v1.CreateGrantResponse
+	42,  // 202: kith.admin.v1.AdminService.RevokeGrants:output_type -> kith.admin.v1.RevokeGrantsResponse
+	46,  // 203: kith.admin.v1.AdminService.ListGrants:output_type -> kith.admin.v1.ListGrantsResponse
+	48,  // 204: kith.admin.v1.AdminService.SetTargetMode:output_type -> kith.admin.v1.SetTargetModeResponse
+	50,  // 205: kith.admin.v1.AdminService.ListTargetModes:output_type -> kith.admin.v1.ListTargetModesResponse
+	54,  // 206: kith.admin.v1.AdminService.Can:output_type -> kith.admin.v1.CanResponse
+	44,  // 207: kith.admin.v1.AdminService.GetEnforcement:output_type -> kith.admin.v1.GetEnforcementResponse
+	52,  // 208: kith.admin.v1.AdminService.ImportGrants:output_type -> kith.admin.v1.ImportGrantsResponse
+	29,  // 209: kith.admin.v1.AdminService.GetPolicyStatus:output_type -> kith.admin.v1.GetPolicyStatusResponse
+	31,  // 210: kith.admin.v1.AdminService.ListPolicyHistory:output_type -> kith.admin.v1.ListPolicyHistoryResponse
+	33,  // 211: kith.admin.v1.AdminService.SyncPolicy:output_type -> kith.admin.v1.SyncPolicyResponse
+	35,  // 212: kith.admin.v1.AdminService.RollbackPolicy:output_type -> kith.admin.v1.RollbackPolicyResponse
+	37,  // 213: kith.admin.v1.AdminService.UnpinPolicy:output_type -> kith.admin.v1.UnpinPolicyResponse
+	128, // 214: kith.admin.v1.AdminService.GetKubernetesStatus:output_type -> kith.admin.v1.GetKubernetesStatusResponse
+	134, // 215: kith.admin.v1.AdminService.GetIdentityActivity:output_type -> kith.admin.v1.GetIdentityActivityResponse
+	138, // 216: kith.admin.v1.AdminService.CreateConsoleLogin:output_type -> kith.admin.v1.CreateConsoleLoginResponse
+	2,   // 217: kith.admin.v1.AdminService.CreateUser:output_type -> kith.admin.v1.CreateUserResponse
+	4,   // 218: kith.admin.v1.AdminService.GetUser:output_type -> kith.admin.v1.GetUserResponse
+	6,   // 219: kith.admin.v1.AdminService.ListUsers:output_type -> kith.admin.v1.ListUsersResponse
+	8,   // 220: kith.admin.v1.AdminService.SetUserDisabled:output_type -> kith.admin.v1.SetUserDisabledResponse
+	10,  // 221: kith.admin.v1.AdminService.CreateEnrolmentCode:output_type -> kith.admin.v1.CreateEnrolmentCodeResponse
+	12,  // 222: kith.admin.v1.AdminService.GetLoginConfig:output_type -> kith.admin.v1.GetLoginConfigResponse
+	14,  // 223: kith.admin.v1.AdminService.Login:output_type -> kith.admin.v1.LoginResponse
+	16,  // 224: kith.admin.v1.AdminService.RenewLogin:output_type -> kith.admin.v1.RenewLoginResponse
+	18,  // 225: kith.admin.v1.AdminService.WhoAmI:output_type -> kith.admin.v1.WhoAmIResponse
+	21,  // 226: kith.admin.v1.AdminService.CreateAccessRequest:output_type -> kith.admin.v1.CreateAccessRequestResponse
+	23,  // 227: kith.admin.v1.AdminService.ListAccessRequests:output_type -> kith.admin.v1.ListAccessRequestsResponse
+	25,  // 228: kith.admin.v1.AdminService.DecideAccessRequest:output_type -> kith.admin.v1.DecideAccessRequestResponse
+	169, // [169:229] is the sub-list for method output_type
+	109, // [109:169] is the sub-list for method input_type
+	109, // [109:109] is the sub-list for extension type_name
+	109, // [109:109] is the sub-list for extension extendee
+	0,   // [0:109] is the sub-list for field type_name
 }
 
 func init() { file_kith_admin_v1_admin_proto_init() }
@@ -9187,7 +9286,7 @@ func file_kith_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kith_admin_v1_admin_proto_rawDesc), len(file_kith_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   143,
+			NumMessages:   145,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

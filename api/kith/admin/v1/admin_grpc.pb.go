@@ -68,6 +68,7 @@ const (
 	AdminService_UnpinPolicy_FullMethodName           = "/kith.admin.v1.AdminService/UnpinPolicy"
 	AdminService_GetKubernetesStatus_FullMethodName   = "/kith.admin.v1.AdminService/GetKubernetesStatus"
 	AdminService_GetIdentityActivity_FullMethodName   = "/kith.admin.v1.AdminService/GetIdentityActivity"
+	AdminService_CreateConsoleLogin_FullMethodName    = "/kith.admin.v1.AdminService/CreateConsoleLogin"
 	AdminService_CreateUser_FullMethodName            = "/kith.admin.v1.AdminService/CreateUser"
 	AdminService_GetUser_FullMethodName               = "/kith.admin.v1.AdminService/GetUser"
 	AdminService_ListUsers_FullMethodName             = "/kith.admin.v1.AdminService/ListUsers"
@@ -143,6 +144,10 @@ type AdminServiceClient interface {
 	// GetIdentityActivity returns what the agents connected to this server last reported about an
 	// identity: the X.509-SVIDs of it they hold, and their ext_authz decisions about it, per caller.
 	GetIdentityActivity(ctx context.Context, in *GetIdentityActivityRequest, opts ...grpc.CallOption) (*GetIdentityActivityResponse, error)
+	// CreateConsoleLogin signs the calling user (logged in: the admin TCP listener) in to the web console:
+	// it returns a one-time link, valid for a minute, that opens a console session acting as that user
+	// under the kith.admin policy.
+	CreateConsoleLogin(ctx context.Context, in *CreateConsoleLoginRequest, opts ...grpc.CallOption) (*CreateConsoleLoginResponse, error)
 	// Users: people with an identity spiffe://TD/user/<name>.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
@@ -640,6 +645,16 @@ func (c *adminServiceClient) GetIdentityActivity(ctx context.Context, in *GetIde
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateConsoleLogin(ctx context.Context, in *CreateConsoleLoginRequest, opts ...grpc.CallOption) (*CreateConsoleLoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateConsoleLoginResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateConsoleLogin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateUserResponse)
@@ -821,6 +836,10 @@ type AdminServiceServer interface {
 	// GetIdentityActivity returns what the agents connected to this server last reported about an
 	// identity: the X.509-SVIDs of it they hold, and their ext_authz decisions about it, per caller.
 	GetIdentityActivity(context.Context, *GetIdentityActivityRequest) (*GetIdentityActivityResponse, error)
+	// CreateConsoleLogin signs the calling user (logged in: the admin TCP listener) in to the web console:
+	// it returns a one-time link, valid for a minute, that opens a console session acting as that user
+	// under the kith.admin policy.
+	CreateConsoleLogin(context.Context, *CreateConsoleLoginRequest) (*CreateConsoleLoginResponse, error)
 	// Users: people with an identity spiffe://TD/user/<name>.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
@@ -988,6 +1007,9 @@ func (UnimplementedAdminServiceServer) GetKubernetesStatus(context.Context, *Get
 }
 func (UnimplementedAdminServiceServer) GetIdentityActivity(context.Context, *GetIdentityActivityRequest) (*GetIdentityActivityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetIdentityActivity not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateConsoleLogin(context.Context, *CreateConsoleLoginRequest) (*CreateConsoleLoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateConsoleLogin not implemented")
 }
 func (UnimplementedAdminServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
@@ -1892,6 +1914,24 @@ func _AdminService_GetIdentityActivity_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateConsoleLogin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateConsoleLoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateConsoleLogin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateConsoleLogin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateConsoleLogin(ctx, req.(*CreateConsoleLoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_CreateUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateUserRequest)
 	if err := dec(in); err != nil {
@@ -2302,6 +2342,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetIdentityActivity",
 			Handler:    _AdminService_GetIdentityActivity_Handler,
+		},
+		{
+			MethodName: "CreateConsoleLogin",
+			Handler:    _AdminService_CreateConsoleLogin_Handler,
 		},
 		{
 			MethodName: "CreateUser",
