@@ -340,9 +340,46 @@ func (u *Upstream) readIssuer(ctx context.Context, p string) ([]*x509.Certificat
 	return chain, nil
 }
 
+// refused reports whether Vault refused the token (403: revoked, expired early, or lost by a Vault that
+// restarted without its storage).
+func refused(err error) bool {
+	var re *vaultapi.ResponseError
+	return errors.As(err, &re) && re.StatusCode == 403
+}
+
+// again calls f and, when Vault refuses a token Kith logged in for, logs in again and calls f once more.
+// A token from a file cannot be replaced here: the error says so.
+func (u *Upstream) again(ctx context.Context, f func() error) error {
+	err := f()
+	if err == nil || !refused(err) {
+		return err
+	}
+	if u.cfg.TokenFile != "" {
+		return fmt.Errorf("%w (Vault refused the token in %s: write a valid one there)", err, u.cfg.TokenFile)
+	}
+	u.mu.Lock()
+	u.token, u.expires = "", time.Time{}
+	u.mu.Unlock()
+	u.log.Warn("vault refused the token (revoked, or Vault restarted without it); logging in again", "error", err)
+	if err := u.ensureToken(ctx); err != nil {
+		return err
+	}
+	return f()
+}
+
 // MintX509CA has the issuer sign the CSR as an intermediate (pathlen 0) for the TTL asked, clamped to what
 // the issuer (and the chain above it) has left.
 func (u *Upstream) MintX509CA(ctx context.Context, req ca.MintRequest) (ca.MintResult, error) {
+	var res ca.MintResult
+	err := u.again(ctx, func() error {
+		var err error
+		res, err = u.mint(ctx, req)
+		return err
+	})
+	return res, err
+}
+
+func (u *Upstream) mint(ctx context.Context, req ca.MintRequest) (ca.MintResult, error) {
 	if err := u.ensureToken(ctx); err != nil {
 		return ca.MintResult{}, err
 	}
@@ -391,7 +428,7 @@ func (u *Upstream) MintX509CA(ctx context.Context, req ca.MintRequest) (ca.MintR
 	if err != nil || len(cert) == 0 {
 		return ca.MintResult{}, fmt.Errorf("vault upstream: %s: certificate: %v", signPath, err)
 	}
-	roots, err := u.X509Roots(ctx)
+	roots, err := u.roots(ctx)
 	if err != nil {
 		return ca.MintResult{}, err
 	}
@@ -406,6 +443,16 @@ func (u *Upstream) MintX509CA(ctx context.Context, req ca.MintRequest) (ca.MintR
 
 // X509Roots returns the mount's self-signed issuers and the root of the signing issuer's chain.
 func (u *Upstream) X509Roots(ctx context.Context) ([]*x509.Certificate, error) {
+	var roots []*x509.Certificate
+	err := u.again(ctx, func() error {
+		var err error
+		roots, err = u.roots(ctx)
+		return err
+	})
+	return roots, err
+}
+
+func (u *Upstream) roots(ctx context.Context) ([]*x509.Certificate, error) {
 	if err := u.ensureToken(ctx); err != nil {
 		return nil, err
 	}
