@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
 	"github.com/kithid/kith/ca/upstream/upstreamtest"
 )
 
@@ -287,5 +289,54 @@ func TestUpstreamSwitchFromSelfSignedToStepAndBack(t *testing.T) {
 	}
 	if back[len(back)-1].Equal(selfSigned[len(selfSigned)-1]) {
 		t.Error("switching back reused the intermediate of the first self-signed root")
+	}
+}
+
+// TestVaultJWTAuthAcceptsJWTSVIDs: Vault's JWT auth method, configured with Kith's OIDC discovery URL (the
+// JWT-SVID issuer), logs in a workload with its JWT-SVID for audience vault, binding the SPIFFE ID as the
+// user, and refuses a JWT-SVID minted for another audience.
+func TestVaultJWTAuthAcceptsJWTSVIDs(t *testing.T) {
+	v := upstreamtest.StartVault(t)
+	c := newClusterEnv(t)
+	issuer := "http://" + c.httpAddr
+	vc := v.Client()
+	if err := vc.Sys().EnableAuthWithOptions("jwt", &vaultapi.EnableAuthOptions{Type: "jwt"}); err != nil {
+		t.Fatal(err)
+	}
+	for p, data := range map[string]map[string]any{
+		"auth/jwt/config": {"oidc_discovery_url": issuer, "bound_issuer": issuer},
+	} {
+		if _, err := vc.Logical().Write(p, data); err != nil {
+			t.Fatalf("vault write %s: %v", p, err)
+		}
+	}
+	if _, err := vc.Logical().Write("auth/jwt/role/deploy", map[string]any{
+		"role_type": "jwt", "user_claim": "sub", "bound_audiences": []string{"vault"},
+		"bound_subject": "spiffe://e2e.test/ci/deploy", "token_policies": []string{"default"}, "token_ttl": "5m",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	login := func(aud string) (*vaultapi.Secret, error) {
+		var minted adminv1.MintJWTSVIDResponse
+		kithProto(t, c.adminSocket, &minted, "svid", "mint", "jwt", "--spiffe-id", "spiffe://e2e.test/ci/deploy", "--audience", aud)
+		cl, err := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl.Logical().Write("auth/jwt/login", map[string]any{"role": "deploy", "jwt": minted.GetToken()})
+	}
+	s, err := login("vault")
+	if err != nil {
+		t.Fatalf("vault jwt login with a JWT-SVID: %v", err)
+	}
+	if s.Auth == nil || s.Auth.ClientToken == "" || s.Auth.Metadata["role"] != "deploy" {
+		t.Errorf("vault jwt login: %+v", s.Auth)
+	}
+	info, err := vc.Auth().Token().LookupAccessor(s.Auth.Accessor)
+	if err != nil || !strings.Contains(fmt.Sprint(info.Data), "spiffe://e2e.test/ci/deploy") {
+		t.Errorf("the Vault token does not name the SPIFFE ID: %v, %v", info, err)
+	}
+	if _, err := login("sts.amazonaws.com"); err == nil || !strings.Contains(err.Error(), "aud") {
+		t.Errorf("vault jwt login with a JWT-SVID for another audience: %v, want a refusal about the audience", err)
 	}
 }
