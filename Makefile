@@ -87,8 +87,9 @@ lint:
 bench:
 	./bench/run.sh
 
+# make demo UPSTREAM=step runs it under a step-ca built by scripts/components/stepca.sh (cached).
 demo: build
-	./scripts/demo.sh
+	KITH_DEMO_UPSTREAM=$(UPSTREAM) ./scripts/demo.sh
 
 clean:
 	rm -rf bin

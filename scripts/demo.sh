@@ -52,9 +52,44 @@ wait_for() {
   return 1
 }
 
+DEV_ARGS=()
+if [ "${KITH_DEMO_UPSTREAM:-}" = step ]; then
+  step "0. a step-ca as the upstream CA (make demo UPSTREAM=step): Kith's intermediate is signed by it"
+  STEPBIN=$(./scripts/components/stepca.sh)
+  export STEPPATH=$DIR/step
+  STEP_PORT=${KITH_DEMO_STEP_PORT:-19000}
+  printf 'demo-step-password\n' >"$DIR/step-password"
+  chmod 0600 "$DIR/step-password"
+  run "$STEPBIN/step" ca init --deployment-type=standalone --name=Demo --dns=127.0.0.1 --address=127.0.0.1:$STEP_PORT \
+    --provisioner=kith --password-file="$DIR/step-password" --provisioner-password-file="$DIR/step-password" >"$DIR/step-init.log" 2>&1
+  # step-ca's own intermediate has pathlen 0 and cannot sign Kith's: sign with the root; and let the
+  # provisioner make CA certificates from the CSR's subject, for up to 90 days.
+  sed -i -e "s#$STEPPATH/certs/intermediate_ca.crt#$STEPPATH/certs/root_ca.crt#" -e "s#$STEPPATH/secrets/intermediate_ca_key#$STEPPATH/secrets/root_ca_key#" "$STEPPATH/config/ca.json"
+  cat >"$DIR/kith-ca.tpl" <<'TPL'
+{"subject": {{ toJson .Insecure.CR.Subject }}, "sans": {{ toJson .SANs }}, "keyUsage": ["certSign", "crlSign"], "basicConstraints": {"isCA": true, "maxPathLen": 0}}
+TPL
+  run "$STEPBIN/step" ca provisioner update kith --x509-template="$DIR/kith-ca.tpl" --x509-max-dur=2160h --x509-default-dur=168h \
+    --ca-config="$STEPPATH/config/ca.json" >>"$DIR/step-init.log" 2>&1
+  "$STEPBIN/step-ca" --password-file="$DIR/step-password" "$STEPPATH/config/ca.json" >"$DIR/step-ca.log" 2>&1 &
+  PIDS+=("$!")
+  step_up() { "$STEPBIN/step" ca health --ca-url "https://127.0.0.1:$STEP_PORT" --root "$STEPPATH/certs/root_ca.crt" >/dev/null 2>&1; }
+  wait_for 20 step_up || { tail -n 20 "$DIR/step-ca.log" >&2; die "step-ca did not start within 20 s"; }
+  cat >"$DIR/server.yaml" <<YAML
+ca:
+  upstream:
+    step:
+      url: https://127.0.0.1:$STEP_PORT
+      root_file: $STEPPATH/certs/root_ca.crt
+      provisioner: kith
+      password_file: $DIR/step-password
+YAML
+  sed 's/^/    /' "$DIR/server.yaml"
+  DEV_ARGS=(--server-config "$DIR/server.yaml")
+fi
+
 step "1. start kith dev: a server and an agent in one process (data in $DIR/dev)"
-printf '$ kith dev --data-dir %s --http 127.0.0.1:0 --admin-listen 127.0.0.1:%s &\n' "$DIR/dev" "$ADMIN_PORT"
-"$KITH" dev --data-dir "$DIR/dev" --http 127.0.0.1:0 --admin-listen "127.0.0.1:$ADMIN_PORT" >"$DIR/dev.out" 2>"$DIR/dev.log" &
+printf '$ kith dev --data-dir %s --http 127.0.0.1:0 --admin-listen 127.0.0.1:%s %s &\n' "$DIR/dev" "$ADMIN_PORT" "${DEV_ARGS[*]:-}"
+"$KITH" dev --data-dir "$DIR/dev" --http 127.0.0.1:0 --admin-listen "127.0.0.1:$ADMIN_PORT" "${DEV_ARGS[@]}" >"$DIR/dev.out" 2>"$DIR/dev.log" &
 DEV_PID=$!
 PIDS+=("$DEV_PID")
 dev_up() { kill -0 "$DEV_PID" 2>/dev/null || die "kith dev exited"; grep -q "Press Ctrl-C" "$DIR/dev.out"; }
@@ -81,6 +116,10 @@ printf '$ kith svid verify --jwt %s... --audience spiffe://%s/demo/api --bundle 
 awk -v d="$DIR" '/BEGIN/{n++} {print > (d "/cert" n ".pem")}' "$DIR/svid.pem"
 printf '$ openssl verify -CAfile roots.pem -untrusted intermediate.pem leaf.pem\n'
 openssl verify -CAfile "$DIR/roots.pem" -untrusted "$DIR/cert2.pem" "$DIR/cert1.pem"
+if [ "${KITH_DEMO_UPSTREAM:-}" = step ]; then
+  printf '$ openssl verify -CAfile step/certs/root_ca.crt -untrusted intermediate.pem leaf.pem   # step-ca'"'"'s own root\n'
+  openssl verify -CAfile "$STEPPATH/certs/root_ca.crt" -untrusted "$DIR/cert2.pem" "$DIR/cert1.pem"
+fi
 
 step "4. build the example workloads"
 # Same flags as `make build`, so the packages kith was built from come from the build cache.

@@ -31,7 +31,7 @@ func init() {
 const devAgentToken = "dev"
 
 func (e *env) devCommand() *cobra.Command {
-	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef, policyPath, adminListen string
+	var dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision, policyRepo, policyRef, policyPath, adminListen, serverConfig string
 	var reinit bool
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--trust-domain kith.test]",
@@ -56,7 +56,8 @@ func (e *env) devCommand() *cobra.Command {
 				policyPath = e.getenv("KITH_POLICY_GIT_PATH") // as the server's policy.git.path
 			}
 			return e.runDev(cmd.Context(), devOptions{dir: dir, td: td, grpcAddr: grpcAddr, httpAddr: httpAddr, logLevel: logLevel, policyDir: policyDir, decision: decision,
-				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath, reinit: reinit, adminListen: adminListen})
+				policyRepo: policyRepo, policyRef: policyRef, policyPath: policyPath, reinit: reinit, adminListen: adminListen,
+				serverConfig: serverConfig, tdSet: cmd.Flags().Changed("trust-domain")})
 		},
 	}
 	fl := cmd.Flags()
@@ -72,6 +73,7 @@ func (e *env) devCommand() *cobra.Command {
 	fl.BoolVar(&reinit, "reinit", false, "as kith server --reinit: start over with a new CA when --data-dir's database is missing or empty (the old files are kept aside)")
 	fl.StringVar(&adminListen, "admin-listen", "", "also serve the admin API over mTLS here, for users who log in (kith login; docs/users.md), e.g. 127.0.0.1:8443")
 	fl.StringVar(&decision, "authz-decision", "", "use this OPA-Envoy-style decision from the custom policy, e.g. envoy/authz/allow")
+	fl.StringVar(&serverConfig, "server-config", "", "start the server from this kith server config file (e.g. its ca.upstream); kith dev's own flags still set the data dir, listeners and log level")
 	return cmd
 }
 
@@ -79,7 +81,8 @@ func (e *env) devCommand() *cobra.Command {
 type devOptions struct {
 	dir, td, grpcAddr, httpAddr, logLevel, policyDir, decision string
 	policyRepo, policyRef, policyPath, adminListen             string
-	reinit                                                     bool
+	serverConfig                                               string
+	reinit, tdSet                                              bool
 }
 
 func (e *env) runDev(ctx context.Context, o devOptions) error {
@@ -99,12 +102,37 @@ func (e *env) runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	scfg := &config.Server{TrustDomain: td, DataDir: filepath.Join(dir, "server")}
+	scfg := &config.Server{}
+	if o.serverConfig != "" {
+		// The file alone: kith dev does not take the server's KITH_* environment.
+		if scfg, err = config.LoadServer(o.serverConfig, func(string) (string, bool) { return "", false }); err != nil {
+			return fmt.Errorf("--server-config: %w", err)
+		}
+	}
+	if o.tdSet || scfg.TrustDomain == "" {
+		scfg.TrustDomain = td
+	} else if trustDomain, err = spiffeid.TrustDomainFromString(scfg.TrustDomain); err != nil {
+		return fmt.Errorf("--server-config: trust_domain %q: %w", scfg.TrustDomain, err)
+	}
+	if devAgentID, err = node.AgentID(trustDomain, jointoken.Type, devAgentToken); err != nil {
+		return err
+	}
+	td = trustDomain.Name()
+	scfg.DataDir = filepath.Join(dir, "server")
 	scfg.Listen.GRPC, scfg.Listen.HTTP, scfg.Listen.AdminSocket = grpcAddr, httpAddr, filepath.Join(dir, "admin.sock")
 	scfg.Log.Level = logLevel
-	scfg.Admin.Listen = o.adminListen
-	scfg.Policy.Dir, scfg.Authz.Decision = o.policyDir, o.decision
-	scfg.Policy.Git.URL, scfg.Policy.Git.Ref, scfg.Policy.Git.Path = o.policyRepo, o.policyRef, o.policyPath
+	if o.adminListen != "" {
+		scfg.Admin.Listen = o.adminListen
+	}
+	if o.policyDir != "" {
+		scfg.Policy.Dir = o.policyDir
+	}
+	if o.decision != "" {
+		scfg.Authz.Decision = o.decision
+	}
+	if o.policyRepo != "" {
+		scfg.Policy.Git.URL, scfg.Policy.Git.Ref, scfg.Policy.Git.Path = o.policyRepo, o.policyRef, o.policyPath
+	}
 	if err := scfg.Finish(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}

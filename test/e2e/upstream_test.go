@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -338,5 +340,43 @@ func TestVaultJWTAuthAcceptsJWTSVIDs(t *testing.T) {
 	}
 	if _, err := login("sts.amazonaws.com"); err == nil || !strings.Contains(err.Error(), "aud") {
 		t.Errorf("vault jwt login with a JWT-SVID for another audience: %v, want a refusal about the audience", err)
+	}
+}
+
+// TestUpstreamStepUnderKithDev: kith dev --server-config takes a server config's ca.upstream (what make demo
+// UPSTREAM=step does): the dev CA's intermediate comes from a real step-ca, and an SVID minted with the
+// CLI verifies to step-ca's root with openssl.
+func TestUpstreamStepUnderKithDev(t *testing.T) {
+	s := upstreamtest.StartStepCA(t)
+	dir := shortTempDir(t)
+	cfg := filepath.Join(dir, "server.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "ca:\n  upstream:\n    step:\n      url: %s\n      root_file: %s\n      provisioner: %s\n      password_file: %s\n",
+		s.URL, s.RootFile, s.Provisioner, s.PasswordFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dev := start(t, "kith dev", nil, "dev", "--data-dir", filepath.Join(dir, "dev"), "--http", freeAddr(t), "--server-config", cfg)
+	dev.waitOutput("Press Ctrl-C to stop.", 60*time.Second)
+	admin := filepath.Join(dir, "dev", "admin.sock")
+	if show := mustKith(t, admin, "ca", "show"); !strings.Contains(show, "CA upstream:      step "+s.URL) {
+		t.Errorf("kith ca show under kith dev --server-config:\n%s", show)
+	}
+	svid, key := filepath.Join(dir, "svid.pem"), filepath.Join(dir, "svid.key")
+	mustKith(t, admin, "svid", "mint", "x509", "--spiffe-id", "spiffe://kith.test/demo", "--out-cert", svid, "--out-key", key)
+	chain, err := os.ReadFile(svid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := x509svid.Load(svid, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(parsed.Certificates, x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("kith.test"), []*x509.Certificate{s.Root})); err != nil {
+		t.Errorf("the svid does not verify to step-ca's root: %v\n%s", err, chain)
+	}
+	if bad := filepath.Join(dir, "bad.yaml"); os.WriteFile(bad, []byte("ca:\n  upstream:\n    step:\n      url: x\n"), 0o600) == nil {
+		r := kith(t, admin, "dev", "--data-dir", filepath.Join(dir, "dev2"), "--http", freeAddr(t), "--server-config", bad)
+		if r.code == 0 || !strings.Contains(r.stderr, "ca.upstream") {
+			t.Errorf("kith dev with an incomplete upstream: exit %d, %q; want it refused naming ca.upstream", r.code, r.stderr)
+		}
 	}
 }
