@@ -82,7 +82,7 @@ var confined = []struct {
 		"Envoy's protocols are spoken by the SDS and ext_authz servers (and the ext_authz client middleware)"},
 	{"k8s.io/", []string{"attestation/node/k8spsat", "attestation/workload/k8s", "internal/kubernetes"}, "Kubernetes is reached through its own packages"},
 	{"sigs.k8s.io/", []string{"attestation/node/k8spsat", "attestation/workload/k8s", "internal/kubernetes"}, "Kubernetes is reached through its own packages"},
-	{"github.com/hashicorp/vault", []string{"ca/upstream/vault"}, "Vault is one upstream authority"},
+	{"github.com/hashicorp/vault", []string{"ca/upstream/vault", "ca/upstream/upstreamtest"}, "Vault is one upstream authority (and upstreamtest provisions a real one for its tests)"},
 	{"github.com/openbao/", []string{"ca/upstream/vault"}, "OpenBao is one upstream authority"},
 	{"github.com/smallstep/certificates", []string{"ca/upstream/stepca"}, "step-ca is one upstream authority"},
 	{"github.com/jackc/pgx", []string{"internal/store/postgres"}, "PostgreSQL is one store"},
