@@ -33,11 +33,12 @@ test-k8s: build
 
 # The tests against a real step-ca and Vault dev server (build tag upstream; the ones that start the kith
 # binary also carry e2e): the scripts build step-ca, step and Vault once from the Go module proxy into
-# ~/.cache/kith-test (Vault ≈ 15 minutes cold on 2 cores) and print that directory.
+# ~/.cache/kith-test (Vault ≈ 15 minutes cold on 2 cores) and print that directory. Vault's Kubernetes auth
+# test (tags upstream and k8s) reviews tokens with the kube-apiserver of make test-k8s.
 UPSTREAM_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build.*upstream' . | xargs -n1 dirname | sort -u)
 test-upstream: build
-	@./scripts/components/stepca.sh >/dev/null && ./scripts/components/vault.sh >/dev/null && \
-	KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'upstream e2e' -run '^Test(Step|Vault|Disk|Upstream)' $(UPSTREAM_PKGS)
+	@./scripts/components/stepca.sh >/dev/null && ./scripts/components/vault.sh >/dev/null && assets="$$(./scripts/components/kube.sh)" && \
+	KUBEBUILDER_ASSETS="$$assets" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'upstream e2e k8s' -run '^Test(Step|Vault|Disk|Upstream)' $(UPSTREAM_PKGS)
 # The tests against a real PostgreSQL (build tag postgres): the script installs it from the distribution when
 # missing (apt-get, as root) and prints its bin directory; each test package starts throwaway clusters
 # (initdb + pg_ctl on a temp dir, unix socket, fsync off) as an unprivileged user. The e2e tests tagged
