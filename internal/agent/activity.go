@@ -29,6 +29,9 @@ type activity struct {
 	served *servedIDs
 	mu     sync.Mutex
 	counts map[pair]*tally
+
+	smu     sync.Mutex
+	serials map[*cache.SVID]string // each held SVID's serial, parsed once
 }
 
 func newActivity(served *servedIDs) *activity {
@@ -80,17 +83,25 @@ func (a *activity) decisions() []*agentv1.DecisionCount {
 	return out
 }
 
-// heldSVIDs lists the workload X.509-SVIDs in c, sorted by entry ID.
-func heldSVIDs(c *cache.Cache) []*agentv1.HeldSVID {
+// heldSVIDs lists the workload X.509-SVIDs in c, sorted by entry ID. Each certificate is parsed once, when
+// first reported.
+func (a *activity) heldSVIDs(c *cache.Cache) []*agentv1.HeldSVID {
 	svids := c.SVIDs()
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	seen := make(map[*cache.SVID]string, len(svids))
 	out := make([]*agentv1.HeldSVID, 0, len(svids))
 	for id, s := range svids {
-		h := &agentv1.HeldSVID{EntryId: id, SpiffeId: s.ID.String(), ExpiresAt: timestamppb.New(s.NotAfter)}
-		if cert, err := x509.ParseCertificate(s.Leaf); err == nil {
-			h.SerialNumber = cert.SerialNumber.Text(16)
+		serial, ok := a.serials[s]
+		if !ok {
+			if cert, err := x509.ParseCertificate(s.Leaf); err == nil {
+				serial = cert.SerialNumber.Text(16)
+			}
 		}
-		out = append(out, h)
+		seen[s] = serial
+		out = append(out, &agentv1.HeldSVID{EntryId: id, SpiffeId: s.ID.String(), SerialNumber: serial, ExpiresAt: timestamppb.New(s.NotAfter)})
 	}
+	a.serials = seen
 	slices.SortFunc(out, func(x, y *agentv1.HeldSVID) int { return strings.Compare(x.GetEntryId(), y.GetEntryId()) })
 	return out
 }

@@ -143,7 +143,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if a.reporter, err = policy.NewReporter(policy.ReporterConfig{Revision: a.policy.Revision, Client: a.statusClient, AuthzRevision: a.authzRev.Load, Logger: cfg.Logger,
 		Activity: func() ([]*agentv1.HeldSVID, []*agentv1.DecisionCount) {
-			return heldSVIDs(a.cache), a.activity.decisions()
+			return a.activity.heldSVIDs(a.cache), a.activity.decisions()
 		},
 		ActivityEvery: c.ActivityReportEvery.D()}); err != nil {
 		return nil, err
