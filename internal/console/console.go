@@ -188,14 +188,19 @@ func (c *Console) apiJSON(f func(ctx context.Context, r *http.Request) (any, err
 			if code == http.StatusInternalServerError {
 				c.cfg.Logger.Error("console api", "path", r.URL.Path, "error", err)
 			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(code)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			writeJSON(w, code, map[string]string{"error": err.Error()})
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(v)
+		writeJSON(w, http.StatusOK, v)
 	}
+}
+
+// writeJSON answers v as JSON, not to be cached.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // pb is a proto message that JSON-encodes as the CLI's -o json does (proto field names).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/kithid/kith/api/kith/admin/v1"
@@ -45,12 +46,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 // change wraps a handler of a change: a live session, its CSRF token, a JSON body, and the user's context.
 func (c *Console) change(f func(ctx context.Context, body json.RawMessage) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		fail := func(code int, msg string) {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(code)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
-		}
+		fail := func(code int, msg string) { writeJSON(w, code, map[string]string{"error": msg}) }
 		if c.cfg.Writer == nil || c.cfg.Sessions == nil {
 			fail(http.StatusMethodNotAllowed, "this console is read-only")
 			return
@@ -92,9 +88,7 @@ func (c *Console) change(f func(ctx context.Context, body json.RawMessage) (any,
 			fail(code, err.Error())
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(v)
+		writeJSON(w, http.StatusOK, v)
 	}
 }
 
@@ -135,11 +129,15 @@ func (c *Console) createGrant(ctx context.Context, body json.RawMessage) (any, e
 			return nil, apierr.Invalid(fmt.Sprintf("%s %q: want a SPIFFE ID (spiffe://trust-domain/path, or a prefix ending in /*)", p.field, p.v))
 		}
 	}
-	req := &adminv1.CreateGrantRequest{Grant: g}
-	if err := c.cfg.Writer.Authorize(ctx, "CreateGrant", req); err != nil {
+	return act(ctx, c.cfg.Writer, "CreateGrant", &adminv1.CreateGrantRequest{Grant: g}, c.cfg.Writer.CreateGrant)
+}
+
+// act authorizes a change as the context's user, then makes it.
+func act[Q any, R proto.Message](ctx context.Context, w Writer, method string, req Q, call func(context.Context, Q) (R, error)) (any, error) {
+	if err := w.Authorize(ctx, method, req); err != nil {
 		return nil, err
 	}
-	resp, err := c.cfg.Writer.CreateGrant(ctx, req)
+	resp, err := call(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -156,15 +154,7 @@ func (c *Console) revokeGrant(ctx context.Context, body json.RawMessage) (any, e
 	if f.ID == "" {
 		return nil, apierr.Invalid("id: the grant to revoke is required")
 	}
-	req := &adminv1.RevokeGrantsRequest{Id: f.ID}
-	if err := c.cfg.Writer.Authorize(ctx, "RevokeGrants", req); err != nil {
-		return nil, err
-	}
-	resp, err := c.cfg.Writer.RevokeGrants(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return pb{resp}, nil
+	return act(ctx, c.cfg.Writer, "RevokeGrants", &adminv1.RevokeGrantsRequest{Id: f.ID}, c.cfg.Writer.RevokeGrants)
 }
 
 func (c *Console) decideRequest(ctx context.Context, body json.RawMessage) (any, error) {
@@ -179,15 +169,8 @@ func (c *Console) decideRequest(ctx context.Context, body json.RawMessage) (any,
 	if f.ID == "" {
 		return nil, apierr.Invalid("id: the access request is required")
 	}
-	req := &adminv1.DecideAccessRequestRequest{Id: f.ID, Approve: f.Approve, Reason: f.Reason}
-	if err := c.cfg.Writer.Authorize(ctx, "DecideAccessRequest", req); err != nil {
-		return nil, err
-	}
-	resp, err := c.cfg.Writer.DecideAccessRequest(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return pb{resp}, nil
+	return act(ctx, c.cfg.Writer, "DecideAccessRequest", &adminv1.DecideAccessRequestRequest{Id: f.ID, Approve: f.Approve, Reason: f.Reason},
+		c.cfg.Writer.DecideAccessRequest)
 }
 
 // logout ends the session.
