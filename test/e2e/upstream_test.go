@@ -267,7 +267,7 @@ func TestUpstreamSwitchFromSelfSignedToStepAndBack(t *testing.T) {
 		}
 		return nil
 	})
-	underStep, lastSelfSigned := poll("switching to step-ca", 60*time.Second, isStep)
+	_, lastSelfSigned := poll("switching to step-ca", 60*time.Second, isStep)
 	t.Logf("svids chain to step-ca %s after the server restarted with it (root overlap 15s)", time.Since(switched).Round(time.Second))
 	if time.Since(switched) < 15*time.Second {
 		t.Errorf("svids chained to step-ca %s after the switch began, before the 15 s root overlap", time.Since(switched))
@@ -286,9 +286,6 @@ func TestUpstreamSwitchFromSelfSignedToStepAndBack(t *testing.T) {
 	back, lastUnderStep := poll("switching back to a root of its own", 60*time.Second, func(chain []*x509.Certificate) bool { return !isStep(chain) })
 	t.Logf("svids chain to a new root of the server's own %s after it restarted without step-ca", time.Since(switched).Round(time.Second))
 	heldVerifies("switched back", lastUnderStep)
-	if !isStep(underStep) {
-		t.Error("the first svid after the switch to step-ca does not chain to it")
-	}
 	if back[len(back)-1].Equal(selfSigned[len(selfSigned)-1]) {
 		t.Error("switching back reused the intermediate of the first self-signed root")
 	}
