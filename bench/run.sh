@@ -100,7 +100,7 @@ for item in "${ITEMS[@]}"; do
 		;;
 	admin)
 		header "14. Admin API over mTLS: what the kith.admin policy adds per call: go test ./internal/server/adminapi -bench Authorize"
-		$GO test ./internal/server/adminapi -run '^$' -bench Authorize -benchtime 10000x -count 2 | grep -E '^Benchmark'
+		$GO test ./internal/server/adminapi -run '^$' -bench Authorize -benchtime 20000x -count 3 | grep -E '^Benchmark'
 		$GO test ./authz -run '^$' -bench AdminDecide -benchtime 10000x -count 2 | grep -E '^Benchmark'
 		;;
 	k8s)
