@@ -204,6 +204,13 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	var grants []grant.Grant
 	status := map[string]string{}
 	refused := map[string]string{} // "Kind ns/name" -> why
+	// The Warning events go out last, once Status says what they say.
+	var warnLater func()
+	defer func() {
+		if warnLater != nil {
+			warnLater()
+		}
+	}()
 	if key == "smi" {
 		objs, byRef := c.objects(smiResources)
 		// Each TrafficTarget on its own, with every route group: one refused leaves the others in force.
@@ -229,7 +236,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 			grants = append(grants, res.Grants...)
 			status[name] = fmt.Sprintf("%d grants", len(res.Grants))
 		}
-		c.warn(ctx, refused, byRef)
+		warnLater = func() { c.warn(ctx, refused, byRef) }
 	} else {
 		objs, byRef := c.objects(istioResources)
 		for _, o := range objs {
@@ -253,7 +260,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 				status[name] += "; " + strings.Join(res.Skipped, "; ")
 			}
 		}
-		c.warn(ctx, refused, byRef)
+		warnLater = func() { c.warn(ctx, refused, byRef) }
 	}
 	for name, why := range refused {
 		status[name] = "refused: " + why
