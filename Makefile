@@ -56,7 +56,7 @@ test-oidc: build
 	KITH_OIDC_PROVIDER="$$provider" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags 'e2e oidc' -run '^TestOIDC' ./test/e2e/...
 
 # Federation with a real SPIRE 1.13 server (build tags e2e,federation, tests named TestSPIRE*): spire.sh builds
-# spire-server once from the Go module proxy (cgo: needs gcc; ≈ 5 min cold on 2 cores) into ~/.cache/kith-test.
+# spire-server once from the Go module proxy (cgo: needs gcc; ≈ 8 min cold on 2 cores) into ~/.cache/kith-test.
 test-federation: build
 	@spire="$$(./scripts/components/spire.sh)" && \
 	KITH_SPIRE="$$spire" KITH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags e2e,federation -run '^TestSPIRE' ./test/e2e/...
