@@ -131,18 +131,7 @@ func StartStepCA(t testing.TB) *StepCA {
 // chain (leaf, then the CA) and key.
 func x5cIdentity(t testing.TB, dir string) (rootsPEM []byte, certFile, keyFile string) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "X5C test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
+	caCert, caKey := selfSignedCA(t, "X5C test CA", 30*24*time.Hour)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +146,7 @@ func x5cIdentity(t testing.TB, dir string) (rootsPEM []byte, certFile, keyFile s
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootsPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	rootsPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw})
 	certFile, keyFile = filepath.Join(dir, "x5c.crt"), filepath.Join(dir, "x5c.key")
 	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), rootsPEM...)
 	if err := os.WriteFile(certFile, chain, 0o644); err != nil {

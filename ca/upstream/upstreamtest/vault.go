@@ -72,26 +72,36 @@ func StartVault(t testing.TB) *Vault {
 	return v
 }
 
-// newRoot makes a self-signed EC root valid for a year and returns its certificate and key as one PEM.
-func newRoot(t testing.TB, cn string) (string, *x509.Certificate) {
+// selfSignedCA makes an EC CA certificate valid from an hour ago for ttl, and its key.
+func selfSignedCA(t testing.TB, cn string, ttl time.Duration) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(ttl),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// newRoot makes a self-signed EC root valid for a year and returns its certificate and key as one PEM.
+func newRoot(t testing.TB, cn string) (string, *x509.Certificate) {
+	t.Helper()
+	cert, key := selfSignedCA(t, cn, 365*24*time.Hour)
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})) +
 		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})), cert
 }
 
