@@ -43,6 +43,9 @@ type Authority struct {
 	CertDER     []byte
 	PublicKey   []byte // JWT authorities: PKIX DER of the public key
 	ParentID    string // intermediates: ID of the root that signed them (or that the upstream's chain ends at)
+	// Owner is, for the intermediates of CAs that share one store (Config.Shared), the name of the server
+	// that signs with it; empty for every other authority and for a CA alone.
+	Owner       string
 	NotBefore   time.Time
 	NotAfter    time.Time
 	CreatedAt   time.Time

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -53,7 +54,34 @@ type Config struct {
 	// JWTIssuer is the iss claim of JWT-SVIDs (an OIDC relying party wants the issuer of the discovery
 	// document there). Zero: no iss claim, which the JWT-SVID specification allows.
 	JWTIssuer string
+	// Shared is set when several CAs (servers) share Store and Keys; see Shared. Zero: the CA is alone.
+	Shared *Shared
 }
+
+// Shared configures a CA that shares its store and key manager with the CAs of other servers. They issue
+// under the same roots (self-signed or an upstream's) and JWT keys, and each signs X.509-SVIDs with an
+// intermediate of its own, owned by its Name:
+//
+//   - every CA prepares, activates and retires its own intermediates (also one under a root being rotated
+//     in); a CA that has none (a new server) makes one when it starts;
+//   - the leader (one CA at a time, see Leader) also rotates the roots and the JWT keys, switches between
+//     self-signed and upstream roots, moves every server's intermediate to a new root when it switches
+//     (making one for a server that has not prepared its own), and retires the intermediates of servers
+//     that are gone once they have expired;
+//   - every change is made under Lock, after reading the authorities again, so changes made by different
+//     servers never interleave.
+type Shared struct {
+	// Name of this server among those sharing the store: the Owner of its intermediates and the OU of their
+	// subject. Required; stable across restarts (a new name is a new server, which makes a new intermediate).
+	Name string
+	// Lock runs fn while holding a lock all the servers share (a database lock). Required.
+	Lock func(ctx context.Context, fn func() error) error
+	// Leader reports whether this server is the one rotating roots and JWT keys now. Required.
+	Leader func() bool
+}
+
+// serverName is what Shared.Name may be: it goes in the OU of the server's intermediates.
+var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // backdate is how far before "now" certificates start, to absorb clock skew.
 const backdate = time.Minute
@@ -82,6 +110,9 @@ type CA struct {
 	subs  map[chan struct{}]struct{}
 
 	issuer atomic.Pointer[string] // the iss claim; see SetJWTIssuer
+
+	owner string        // cfg.Shared.Name; empty for a CA alone
+	kick  chan struct{} // makes Run tick now; see Kick
 }
 
 // authority is an Authority with its parsed certificate or public key and, unless retired, its key.
@@ -128,35 +159,60 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		x509Steps:   x509Steps(cfg),
 		jwtSteps:    jwtSteps(cfg),
 		subs:        make(map[chan struct{}]struct{}),
+		kick:        make(chan struct{}, 1),
+	}
+	if cfg.Shared != nil {
+		c.owner = cfg.Shared.Name
 	}
 	if cfg.Upstream != nil {
 		c.upstream = &observedUpstream{UpstreamAuthority: cfg.Upstream, name: cfg.UpstreamName, now: cfg.Now, retryMax: cfg.UpstreamRetryMax}
 	}
-	stored, err := cfg.Store.ListAuthorities(ctx)
+	if err := c.locked(ctx, func() error { return c.start(ctx) }); err != nil {
+		return nil, fmt.Errorf("new ca: %w", err)
+	}
+	return c, nil
+}
+
+// locked runs fn under the shared lock of CAs that share a store; a CA alone just runs it.
+func (c *CA) locked(ctx context.Context, fn func() error) error {
+	if c.cfg.Shared == nil {
+		return fn()
+	}
+	return c.cfg.Shared.Lock(ctx, fn)
+}
+
+// leader reports whether the CA rotates roots and JWT keys: always when alone.
+func (c *CA) leader() bool { return c.cfg.Shared == nil || c.cfg.Shared.Leader() }
+
+// start loads the stored authorities, or creates the first ones, and makes this server's own intermediate
+// when it shares the store and has none.
+func (c *CA) start(ctx context.Context) error {
+	stored, err := c.store.ListAuthorities(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("new ca: list authorities: %w", err)
+		return fmt.Errorf("list authorities: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(stored) == 0 {
-		if err := c.initAuthorities(ctx); err != nil {
-			return nil, fmt.Errorf("new ca: %w", err)
-		}
-		return c, nil
+		return c.initAuthorities(ctx)
 	}
 	if err := c.load(ctx, stored); err != nil {
-		return nil, fmt.Errorf("new ca: %w", err)
+		return err
 	}
-	if err := c.startSwitch(ctx); err != nil {
-		return nil, fmt.Errorf("new ca: %w", err)
+	if err := c.ensureOwn(ctx); err != nil {
+		return err
 	}
-	return c, nil
+	return c.startSwitch(ctx)
 }
 
 func fillConfig(cfg *Config) error {
 	switch {
 	case cfg.TrustDomain.IsZero():
 		return errors.New("trust domain is required")
+	case cfg.Shared != nil && (cfg.Shared.Lock == nil || cfg.Shared.Leader == nil):
+		return errors.New("a shared ca needs a lock and a leader function")
+	case cfg.Shared != nil && !serverName.MatchString(cfg.Shared.Name):
+		return fmt.Errorf("server name %q is not 1 to 63 letters, digits, '.', '_' or '-'", cfg.Shared.Name)
 	case cfg.Keys == nil:
 		return errors.New("key manager is required")
 	case cfg.Store == nil:
@@ -292,7 +348,7 @@ func (c *CA) initAuthorities(ctx context.Context) error {
 		}
 		root = ch.activate(root)
 	}
-	inter, err := ch.newIntermediate(ctx, c.minter(root))
+	inter, err := ch.newIntermediate(ctx, c.minter(root), c.owner)
 	if err != nil {
 		return ch.abort(ctx, err)
 	}
@@ -341,6 +397,8 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 		case a.Kind == KindX509Root && a.KeyID == "" && a.State != StateRetired:
 			// An upstream's root: no key here. Without an upstream configured the CA is switching back
 			// to a root of its own (checkAuthorities says when that is allowed).
+		case a.Kind == KindX509Intermediate && a.Owner != c.owner:
+			// Another server's intermediate: that server signs with it, this one needs no key for it.
 		case a.State == StatePrepared, a.State == StateActive:
 			signer, err := c.keys.GetKey(ctx, a.KeyID)
 			if err != nil {
@@ -359,7 +417,7 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 		auths = append(auths, a)
 	}
 	sortAuthorities(auths)
-	if err := checkAuthorities(auths, c.cfg.Upstream != nil); err != nil {
+	if err := checkAuthorities(auths, c.cfg.Upstream != nil, c.owner, c.cfg.Shared != nil); err != nil {
 		return err
 	}
 	c.auths = auths
@@ -369,8 +427,9 @@ func (c *CA) load(ctx context.Context, stored []Authority) error {
 
 // checkAuthorities checks the invariants the rotation logic relies on. With an upstream authority
 // (upstream true) every root is the upstream's and there may be several; without, every root is the CA's
-// own.
-func checkAuthorities(auths []*authority, upstream bool) error {
+// own. Each owner has at most one active intermediate; owner (this CA's) has exactly one unless the store
+// is shared (a server that has none yet makes one).
+func checkAuthorities(auths []*authority, upstream bool, owner string, shared bool) error {
 	byID := make(map[string]*authority, len(auths))
 	for _, a := range auths {
 		byID[a.ID] = a
@@ -389,25 +448,41 @@ func checkAuthorities(auths []*authority, upstream bool) error {
 	upstreamRoots := slices.ContainsFunc(auths, func(a *authority) bool {
 		return a.Kind == KindX509Root && a.State != StateRetired && a.KeyID == ""
 	})
-	for _, kind := range []AuthorityKind{KindX509Root, KindX509Intermediate, KindJWT} {
+	for _, kind := range []AuthorityKind{KindX509Root, KindJWT} {
 		if n := count(kind, StateActive); n != 1 && !(kind == KindX509Root && n > 1 && (upstream || upstreamRoots)) {
 			return fmt.Errorf("found %d active %s authorities, want exactly 1", n, kind)
 		}
 	}
-	var signingRoot *authority
+	activeInters := map[string]int{}
+	signingRoots := map[*authority]bool{} // the roots active intermediates chain to
 	for _, a := range auths {
 		if a.Kind == KindX509Intermediate && a.State == StateActive {
-			signingRoot = byID[a.ParentID]
+			activeInters[a.Owner]++
+			if r := byID[a.ParentID]; r != nil {
+				signingRoots[r] = true
+			}
 		}
+	}
+	for o, n := range activeInters {
+		if n > 1 {
+			return fmt.Errorf("found %d active %s authorities of %s, want exactly 1", n, KindX509Intermediate, ownerName(o))
+		}
+	}
+	if activeInters[owner] == 0 && !shared {
+		return fmt.Errorf("found 0 active %s authorities, want exactly 1", KindX509Intermediate)
+	}
+	upstreamSigning := false // some active intermediate chains to an upstream's root
+	for r := range signingRoots {
+		upstreamSigning = upstreamSigning || r.KeyID == ""
 	}
 	for _, a := range auths {
 		if a.Kind != KindX509Root || a.State == StateRetired {
 			continue
 		}
 		switch {
-		case upstream && a.KeyID != "" && a != signingRoot:
+		case upstream && a.KeyID != "" && !signingRoots[a]:
 			return fmt.Errorf("root %s is the ca's own, but an upstream authority is configured: its roots replace the ca's", a.ID)
-		case !upstream && a.KeyID == "" && (signingRoot == nil || signingRoot.KeyID != ""):
+		case !upstream && a.KeyID == "" && !upstreamSigning:
 			return fmt.Errorf("root %s came from an upstream authority, and none is configured", a.ID)
 		}
 	}
@@ -486,6 +561,9 @@ func (c *CA) publish(now time.Time) {
 		}
 		switch a.Kind {
 		case KindX509Intermediate:
+			if a.Owner != c.owner {
+				continue
+			}
 			st.x509Cert, st.x509Signer = a.cert, a.signer
 			st.x509Chain = append([]*x509.Certificate{a.cert}, a.chain...)
 			st.x509NotAfter = chainNotAfter(st.x509Chain)
@@ -495,8 +573,21 @@ func (c *CA) publish(now time.Time) {
 				fmt.Appendf(nil, `{"alg":"ES256","kid":%q,"typ":"JWT"}`, a.ID))
 		}
 	}
+	if prev := c.state.Load(); st.x509Signer == nil && prev != nil && prev.x509Signer != nil && now.Before(prev.x509NotAfter) {
+		// A server whose intermediate another server retired (a root switch it did not prepare for, or
+		// the leader taking it for a server gone) keeps signing with it until it makes a new one.
+		st.x509Cert, st.x509Chain, st.x509Signer, st.x509NotAfter = prev.x509Cert, prev.x509Chain, prev.x509Signer, prev.x509NotAfter
+	}
 	st.bundle = c.buildBundle(now)
 	c.state.Store(st)
+}
+
+// ownerName names owner in messages.
+func ownerName(owner string) string {
+	if owner == "" {
+		return "the ca"
+	}
+	return "server " + owner
 }
 
 // chainNotAfter is the earliest NotAfter of chain.

@@ -114,17 +114,17 @@ func (ch *change) newRoot(ctx context.Context) (*authority, error) {
 	return ch.newX509(id, KindX509Root, keyID, "", tmpl, tmpl, signer, signer)
 }
 
-// newIntermediate creates a prepared intermediate minted by up: one of the CA's own roots (see c.minter),
-// which caps it at the root's NotAfter, or the configured upstream authority.
-func (ch *change) newIntermediate(ctx context.Context, up UpstreamAuthority) (*authority, error) {
-	a, err := ch.mintIntermediate(ctx, up)
+// newIntermediate creates a prepared intermediate for owner (see Authority.Owner) minted by up: one of the
+// CA's own roots (see c.minter), which caps it at the root's NotAfter, or the configured upstream authority.
+func (ch *change) newIntermediate(ctx context.Context, up UpstreamAuthority, owner string) (*authority, error) {
+	a, err := ch.mintIntermediate(ctx, up, owner)
 	if err != nil && ch.c.cfg.Upstream != nil {
 		return nil, fmt.Errorf("upstream authority: %w", err)
 	}
 	return a, err
 }
 
-func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority) (*authority, error) {
+func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority, owner string) (*authority, error) {
 	c := ch.c
 	keyID, signer, err := ch.generateKey(ctx, "x509-intermediate")
 	if err != nil {
@@ -137,6 +137,9 @@ func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority) (*
 	id := hex.EncodeToString(skid)
 	subject := c.cfg.Subject
 	subject.CommonName = "Kith Intermediate CA " + id[:8]
+	if owner != "" {
+		subject.OrganizationalUnit = []string{owner}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		Subject:               subject,
@@ -180,6 +183,7 @@ func (ch *change) mintIntermediate(ctx context.Context, up UpstreamAuthority) (*
 			KeyID:     keyID,
 			CertDER:   der,
 			ParentID:  parent.ID,
+			Owner:     owner,
 			NotBefore: cert.NotBefore,
 			NotAfter:  notAfter,
 			CreatedAt: ch.now,

@@ -12,9 +12,22 @@ import (
 // authorities changed. The keys of the authorities that are not retired must be in the CA's key manager
 // (a key manager the servers share).
 func (c *CA) Reload(ctx context.Context) error {
+	if err := c.reload(ctx); err != nil {
+		return fmt.Errorf("reload ca: %w", err)
+	}
+	c.mu.Lock()
+	own := c.view().inter != nil
+	c.mu.Unlock()
+	if !own {
+		c.Kick() // another server retired this one's intermediate: make a new one
+	}
+	return nil
+}
+
+func (c *CA) reload(ctx context.Context) error {
 	stored, err := c.store.ListAuthorities(ctx)
 	if err != nil {
-		return fmt.Errorf("reload ca: list authorities: %w", err)
+		return fmt.Errorf("list authorities: %w", err)
 	}
 	if len(stored) == 0 {
 		return nil
@@ -23,7 +36,7 @@ func (c *CA) Reload(ctx context.Context) error {
 	defer c.mu.Unlock()
 	before := c.state.Load()
 	if err := c.load(ctx, stored); err != nil {
-		return fmt.Errorf("reload ca: %w", err)
+		return err
 	}
 	after := c.state.Load()
 	if before == nil || after.bundle.seq != before.bundle.seq || stateKey(before) != stateKey(after) {

@@ -95,26 +95,22 @@ func (c *CA) startSwitch(ctx context.Context) error {
 	return nil
 }
 
-// switchToUpstream activates an intermediate minted by the upstream and retires the CA's own root and
-// intermediates. c.mu must be held.
+// switchToUpstream activates an intermediate minted by the upstream for this server; the leader does it for
+// every server and retires the CA's own roots. c.mu must be held.
 func (c *CA) switchToUpstream(ctx context.Context, now time.Time, v view) error {
 	ch := c.newChange(now)
-	next := v.nextInter
-	if next != nil && c.isOwn(next.ParentID) {
-		ch.retire(next)
-		next = nil
+	owners := []string{c.owner}
+	if c.leader() {
+		owners = c.owners()
 	}
-	if next == nil {
-		var err error
-		if next, err = ch.newIntermediate(ctx, c.upstream); err != nil {
-			return ch.abort(ctx, err)
-		}
+	if err := ch.rehome(ctx, owners, func(a *authority) bool { return !c.isOwn(a.ParentID) }, c.upstream); err != nil {
+		return ch.abort(ctx, fmt.Errorf("upstream authority: %w", err))
 	}
-	ch.activate(next)
-	ch.retire(v.inter)
-	for _, a := range c.auths {
-		if a.Kind == KindX509Root && a.KeyID != "" && a.State != StateRetired {
-			ch.retire(a)
+	if c.leader() {
+		for _, a := range c.auths {
+			if a.Kind == KindX509Root && a.KeyID != "" && a.State != StateRetired {
+				ch.retire(a)
+			}
 		}
 	}
 	return c.commit(ctx, ch, "system", "ca.switch.upstream")
