@@ -356,6 +356,12 @@ func (a *attemptsUpstream) MintX509CA(ctx context.Context, req ca.MintRequest) (
 	return a.Upstream.MintX509CA(ctx, req)
 }
 
+func (a *attemptsUpstream) reset() {
+	a.mu.Lock()
+	a.times = nil
+	a.mu.Unlock()
+}
+
 func (a *attemptsUpstream) gaps() []time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -386,7 +392,7 @@ func TestUpstreamDownKeepsTheIntermediateAndBacksOff(t *testing.T) {
 		prepare := inter.NotBefore.Add(inter.NotAfter.Sub(inter.NotBefore) / 2)
 		time.Sleep(time.Until(prepare) - time.Minute)
 		up.SetMintErr(errors.New("connection refused"))
-		up.times = nil // only the attempts from now on
+		up.reset() // only the attempts from now on
 		time.Sleep(2*time.Minute + 30*time.Second)
 		synctest.Wait()
 
