@@ -40,9 +40,9 @@ type Authority struct {
 	// CertDER is, for X.509 authorities, the certificate (root self-signed; intermediate signed by ParentID).
 	// An intermediate minted by an upstream authority is followed by the upstream's own intermediates,
 	// concatenated DER as x509.ParseCertificates reads it, so that the chain survives a restart.
-	CertDER     []byte
-	PublicKey   []byte // JWT authorities: PKIX DER of the public key
-	ParentID    string // intermediates: ID of the root that signed them (or that the upstream's chain ends at)
+	CertDER   []byte
+	PublicKey []byte // JWT authorities: PKIX DER of the public key
+	ParentID  string // intermediates: ID of the root that signed them (or that the upstream's chain ends at)
 	// Owner is, for the intermediates of CAs that share one store (Config.Shared), the name of the server
 	// that signs with it; empty for every other authority and for a CA alone.
 	Owner       string

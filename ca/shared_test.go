@@ -221,7 +221,7 @@ func TestSharedRootRotationMovesEveryServer(t *testing.T) {
 	}
 
 	cl.clk.Advance(2*24*time.Hour + time.Minute) // the root overlap: 2 × max x509-svid ttl
-	tickAll(t, b)                                   // not the leader: does not switch
+	tickAll(t, b)                                // not the leader: does not switch
 	if got := activeRoot(t, b); got != oldRoot {
 		t.Fatalf("b switched the root (to %s)", got)
 	}

@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"sync"
 	"time"
 )
@@ -22,6 +23,8 @@ type UpstreamStatus struct {
 // Status is the CA's signing intermediate, its rotation schedule and its upstream, for `kith ca show` and
 // `kith status`.
 type Status struct {
+	// ServerName is the server whose intermediate this is, for CAs sharing a store (Shared); else empty.
+	ServerName           string
 	IntermediateID       string
 	IntermediateNotAfter time.Time
 	// PrepareAt is when the next intermediate is (or was) prepared, ActivateAt when it takes over.
@@ -35,11 +38,14 @@ func (c *CA) Status() Status {
 	c.mu.Lock()
 	v := c.view()
 	c.mu.Unlock()
-	st := Status{
-		IntermediateID:       v.inter.ID,
-		IntermediateNotAfter: v.inter.NotAfter,
-		PrepareAt:            prepareAt(v.inter),
-		ActivateAt:           activateAt(v.inter),
+	st := Status{ServerName: c.owner}
+	if v.inter != nil {
+		st.IntermediateID, st.IntermediateNotAfter = v.inter.ID, v.inter.NotAfter
+		st.PrepareAt, st.ActivateAt = prepareAt(v.inter), activateAt(v.inter)
+	} else if cur := c.state.Load(); cur.x509Cert != nil {
+		// Another server retired this one's intermediate; it signs with it until Run makes a new one.
+		st.IntermediateID, st.IntermediateNotAfter = hex.EncodeToString(cur.x509Cert.SubjectKeyId), cur.x509NotAfter
+		st.PrepareAt, st.ActivateAt = c.now(), c.now()
 	}
 	if v.nextInter != nil {
 		st.PrepareAt = v.nextInter.CreatedAt

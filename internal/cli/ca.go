@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -55,10 +56,20 @@ func (e *env) caCommand() *cobra.Command {
 
 func (e *env) printAuthorities(as []*adminv1.Authority) error {
 	return e.print(&adminv1.ListAuthoritiesResponse{Authorities: as}, func() {
+		// Servers sharing a store each sign with an intermediate of their own: say whose.
+		servers := slices.ContainsFunc(as, func(a *adminv1.Authority) bool { return a.GetOwner() != "" })
 		var rows [][]string
 		for _, a := range as {
-			rows = append(rows, []string{a.GetKind(), a.GetState(), a.GetId(), fmtTime(a.GetNotBefore()), fmtTime(a.GetNotAfter()), strconv.FormatBool(a.GetPublished())})
+			row := []string{a.GetKind(), a.GetState(), a.GetId(), fmtTime(a.GetNotBefore()), fmtTime(a.GetNotAfter()), strconv.FormatBool(a.GetPublished())}
+			if servers {
+				row = append(row, a.GetOwner())
+			}
+			rows = append(rows, row)
 		}
-		e.table([]string{"KIND", "STATE", "ID", "NOT BEFORE", "NOT AFTER", "IN BUNDLE"}, rows)
+		header := []string{"KIND", "STATE", "ID", "NOT BEFORE", "NOT AFTER", "IN BUNDLE"}
+		if servers {
+			header = append(header, "SERVER")
+		}
+		e.table(header, rows)
 	})
 }

@@ -61,6 +61,9 @@ func (e *env) printCAStatus(st *adminv1.GetCAStatusResponse, now time.Time) {
 		up = "none (self-signed root)"
 	}
 	fmt.Fprintf(e.stdout, "CA upstream:      %s\n", up)
+	if n := st.GetServerName(); n != "" {
+		fmt.Fprintf(e.stdout, "Server:           %s (signs with an intermediate of its own)\n", n)
+	}
 	fmt.Fprintf(e.stdout, "Intermediate:     %s, expires %s (%s left)\n", st.GetIntermediateId(), fmtTime(st.GetIntermediateNotAfter()), left(st.GetIntermediateNotAfter(), now))
 	fmt.Fprintf(e.stdout, "Next rotation:    prepare %s, activate %s\n", fmtTime(st.GetPrepareAt()), fmtTime(st.GetActivateAt()))
 	if st.GetUpstream() == "" {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -28,15 +29,20 @@ type Server struct {
 	TrustDomain string `yaml:"trust_domain"`
 	// DataDir holds the store, CA keys and the admin socket. Default /var/lib/kith. Env KITH_DATA_DIR.
 	DataDir string `yaml:"data_dir"`
-	Log     Log    `yaml:"log"`
-	Listen  Listen `yaml:"listen"`
-	Admin   Admin  `yaml:"admin"`
-	CA      CA     `yaml:"ca"`
-	SVID    SVID   `yaml:"svid"`
-	Store   Store  `yaml:"store"`
-	Token   Token  `yaml:"join_token"`
-	Policy  Policy `yaml:"policy"`
-	Authz   Authz  `yaml:"authz"`
+	// ServerName is this server's name among the servers that share a store (store.driver postgres): the
+	// owner of its own intermediate CA and the OU of that intermediate's subject (docs/ha.md). Keep it
+	// stable across restarts: a new name is a new server, with a new intermediate. Default the host name
+	// (in Kubernetes the pod's name). Env KITH_SERVER_NAME.
+	ServerName string `yaml:"server_name"`
+	Log        Log    `yaml:"log"`
+	Listen     Listen `yaml:"listen"`
+	Admin      Admin  `yaml:"admin"`
+	CA         CA     `yaml:"ca"`
+	SVID       SVID   `yaml:"svid"`
+	Store      Store  `yaml:"store"`
+	Token      Token  `yaml:"join_token"`
+	Policy     Policy `yaml:"policy"`
+	Authz      Authz  `yaml:"authz"`
 	// Users configures people's logins (docs/users.md).
 	Users Users `yaml:"users"`
 	UI    UI    `yaml:"ui"`
@@ -506,6 +512,9 @@ func (c *Server) Finish() error {
 	}
 	def(&c.TrustDomain, DefaultTrustDomain)
 	def(&c.DataDir, "/var/lib/kith")
+	if c.ServerName == "" {
+		c.ServerName, _ = os.Hostname()
+	}
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
 	def(&c.UI.Enabled, "auto")
@@ -585,6 +594,9 @@ func (c *Server) Finish() error {
 func (c *Server) validate() error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		return &FieldError{"trust_domain", fmt.Sprintf("%q is not a valid trust domain (%v): use a lowercase DNS-like name such as example.org", c.TrustDomain, err)}
+	}
+	if !serverName.MatchString(c.ServerName) {
+		return &FieldError{"server_name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-': set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", c.ServerName)}
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		abs, err := filepath.Abs(c.DataDir)
@@ -717,6 +729,9 @@ func (u *Users) validate() error {
 	}
 	return nil
 }
+
+// serverName is what server_name may be: it goes in the OU of the server's intermediate.
+var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // clusterName is what a k8s_psat cluster name may be: one SPIFFE ID path segment, short and plain.
 var clusterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

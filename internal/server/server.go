@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,8 @@ type Server struct {
 	controllers []func(context.Context) error
 	store       store.Backend
 	ca          *ca.CA
+	caLeader    atomic.Bool // holds the CA rotation lease (servers sharing a store)
+	serverName  string      // server_name: this server among those sharing a store
 	admin       *adminapi.Service
 	agent       *agentapi.Service
 	metrics     *metrics
@@ -165,29 +168,38 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	var authority *ca.CA
-	err = withCALock(ctx, st, func() (err error) {
-		authority, err = ca.New(ctx, ca.Config{
-			Upstream:         upstream,
-			UpstreamName:     upstreamName,
-			UpstreamRetryMax: c.CA.Upstream.RetryMax.D(),
-			TrustDomain:      td,
-			Keys:             keys,
-			Store:            st,
-			Now:              cfg.Now,
-			Logger:           cfg.Logger.With("component", "ca"),
-			RootTTL:          c.CA.RootTTL.D(),
-			IntermediateTTL:  c.CA.IntermediateTTL.D(),
-			X509SVIDTTL:      c.SVID.X509TTL.D(),
-			MaxX509SVIDTTL:   c.SVID.MaxX509TTL.D(),
-			MinSVIDTTL:       c.SVID.MinTTL.D(),
-			JWTSVIDTTL:       c.SVID.JWTTTL.D(),
-			MaxJWTSVIDTTL:    c.SVID.MaxJWTTTL.D(),
-			RootOverlap:      c.CA.RootOverlap.D(),
-			Subject:          pkix.Name{Organization: []string{c.CA.Organization}},
-			JWTIssuer:        c.CA.JWTIssuer,
-		})
-		return err
+	s := &Server{}
+	var shared *ca.Shared
+	if sh, ok := st.(sharedStore); ok {
+		// Several servers on one database: each signs with an intermediate of its own, one (the holder
+		// of the rotation lease) rotates the roots and JWT keys, and every change to the authorities is
+		// made under one database lock (servers starting together on an empty database make one CA).
+		shared = &ca.Shared{
+			Name:   c.ServerName,
+			Lock:   func(ctx context.Context, fn func() error) error { return sh.Locked(ctx, postgres.LockCA, fn) },
+			Leader: s.caLeader.Load,
+		}
+	}
+	authority, err := ca.New(ctx, ca.Config{
+		Shared:           shared,
+		Upstream:         upstream,
+		UpstreamName:     upstreamName,
+		UpstreamRetryMax: c.CA.Upstream.RetryMax.D(),
+		TrustDomain:      td,
+		Keys:             keys,
+		Store:            st,
+		Now:              cfg.Now,
+		Logger:           cfg.Logger.With("component", "ca"),
+		RootTTL:          c.CA.RootTTL.D(),
+		IntermediateTTL:  c.CA.IntermediateTTL.D(),
+		X509SVIDTTL:      c.SVID.X509TTL.D(),
+		MaxX509SVIDTTL:   c.SVID.MaxX509TTL.D(),
+		MinSVIDTTL:       c.SVID.MinTTL.D(),
+		JWTSVIDTTL:       c.SVID.JWTTTL.D(),
+		MaxJWTSVIDTTL:    c.SVID.MaxJWTTTL.D(),
+		RootOverlap:      c.CA.RootOverlap.D(),
+		Subject:          pkix.Name{Organization: []string{c.CA.Organization}},
+		JWTIssuer:        c.CA.JWTIssuer,
 	})
 	if err != nil {
 		st.Close()
@@ -205,7 +217,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("data dir: write %s: %w", dd.markerPath(), err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, td: td, store: st, ca: authority, dd: dd, reinit: reinit, anchor: anchor, ready: make(chan struct{})}
+	s.cfg, s.log, s.td, s.store, s.ca, s.dd, s.reinit, s.anchor, s.ready = cfg, cfg.Logger, td, st, authority, dd, reinit, anchor, make(chan struct{})
+	s.serverName = c.ServerName
 	s.metrics = newMetrics(authority.Authorities, authority.Status, st.Revision, cfg.Now)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kith_audit_chain_intact",
@@ -535,8 +548,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	if shared, ok := s.store.(sharedStore); ok {
-		// Several servers on one database: one rotates the CA at a time, the others follow its changes.
-		g.Go(func() error { return shared.Lead(gctx, postgres.LeaseCARotation, 2*time.Second, s.ca.Run) })
+		// Several servers on one database: each rotates its own intermediate; one at a time (the lease
+		// holder) rotates the roots and JWT keys; all follow each other's changes.
+		g.Go(func() error { return shared.Lead(gctx, postgres.LeaseCARotation, 2*time.Second, s.leadCA) })
+		g.Go(func() error { return s.ca.Run(gctx) })
 		g.Go(func() error { return s.followCA(gctx) })
 	} else {
 		g.Go(func() error { return s.ca.Run(gctx) })
@@ -675,13 +690,15 @@ type sharedStore interface {
 	Locked(ctx context.Context, key int64, fn func() error) error
 }
 
-// withCALock runs fn (loading or creating the CA) under the store's CA lock when servers share the store,
-// so that servers starting together on an empty database make one CA.
-func withCALock(ctx context.Context, st store.Backend, fn func() error) error {
-	if shared, ok := st.(sharedStore); ok {
-		return shared.Locked(ctx, postgres.LockCAInit, fn)
-	}
-	return fn()
+// leadCA makes this server the one rotating the CA's roots and JWT keys while it holds the rotation lease
+// (ctx ends when it loses it).
+func (s *Server) leadCA(ctx context.Context) error {
+	s.caLeader.Store(true)
+	s.log.Info("ca: this server now rotates the roots and jwt keys", "server", s.serverName)
+	s.ca.Kick()
+	<-ctx.Done()
+	s.caLeader.Store(false)
+	return nil
 }
 
 // followCA reloads the CA whenever another server changed the authorities (it rotated them), so that this

@@ -618,6 +618,7 @@ func (s *Service) RotateCA(ctx context.Context, req *adminv1.RotateCARequest) (*
 func (s *Service) GetCAStatus(context.Context, *adminv1.GetCAStatusRequest) (*adminv1.GetCAStatusResponse, error) {
 	st := s.cfg.CA.Status()
 	resp := &adminv1.GetCAStatusResponse{
+		ServerName:     st.ServerName,
 		IntermediateId: st.IntermediateID, IntermediateNotAfter: ts(st.IntermediateNotAfter),
 		PrepareAt: ts(st.PrepareAt), ActivateAt: ts(st.ActivateAt),
 	}
@@ -645,7 +646,7 @@ func (s *Service) authorities() []*adminv1.Authority {
 		out = append(out, &adminv1.Authority{
 			Id: a.ID, Kind: string(a.Kind), State: string(a.State), ParentId: a.ParentID,
 			NotBefore: ts(a.NotBefore), NotAfter: ts(a.NotAfter), ActivatedAt: ts(a.ActivatedAt), RetiredAt: ts(a.RetiredAt),
-			Published: published[a.ID],
+			Published: published[a.ID], Owner: a.Owner,
 		})
 	}
 	return out

@@ -12,7 +12,7 @@ import (
 	"github.com/kithid/kith/internal/store"
 )
 
-const authorityColumns = "id, kind, state, key_id, cert_der, public_key, parent_id, not_before, not_after, created_at, activated_at, retired_at"
+const authorityColumns = "id, kind, state, key_id, cert_der, public_key, parent_id, not_before, not_after, created_at, activated_at, retired_at, owner"
 
 type authorityDetail struct {
 	ID          string `json:"id"`
@@ -20,6 +20,7 @@ type authorityDetail struct {
 	State       string `json:"state"`
 	KeyID       string `json:"key_id"`
 	ParentID    string `json:"parent_id,omitempty"`
+	Owner       string `json:"owner,omitempty"`
 	NotBefore   string `json:"not_before,omitempty"`
 	NotAfter    string `json:"not_after,omitempty"`
 	ActivatedAt string `json:"activated_at,omitempty"`
@@ -62,20 +63,20 @@ func (s *Store) PutAuthorities(ctx context.Context, actor, action string, auths 
 		}
 		ids[i] = a.ID
 		details[i] = authorityDetail{
-			ID: a.ID, Kind: string(a.Kind), State: string(a.State), KeyID: a.KeyID, ParentID: a.ParentID,
+			ID: a.ID, Kind: string(a.Kind), State: string(a.State), KeyID: a.KeyID, ParentID: a.ParentID, Owner: a.Owner,
 			NotBefore: timeString(a.NotBefore), NotAfter: timeString(a.NotAfter),
 			ActivatedAt: timeString(a.ActivatedAt), RetiredAt: timeString(a.RetiredAt),
 		}
 	}
 	err := s.write(ctx, func(w *wtx) error {
 		for _, a := range auths {
-			if _, err := w.exec("INSERT INTO authorities ("+authorityColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"+
+			if _, err := w.exec("INSERT INTO authorities ("+authorityColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"+
 				" ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, state = excluded.state, key_id = excluded.key_id,"+
 				" cert_der = excluded.cert_der, public_key = excluded.public_key, parent_id = excluded.parent_id,"+
 				" not_before = excluded.not_before, not_after = excluded.not_after, created_at = excluded.created_at,"+
-				" activated_at = excluded.activated_at, retired_at = excluded.retired_at",
+				" activated_at = excluded.activated_at, retired_at = excluded.retired_at, owner = excluded.owner",
 				a.ID, string(a.Kind), string(a.State), a.KeyID, blobValue(a.CertDER), blobValue(a.PublicKey), a.ParentID,
-				timeValue(a.NotBefore), timeValue(a.NotAfter), timeValue(a.CreatedAt), timeValue(a.ActivatedAt), timeValue(a.RetiredAt)); err != nil {
+				timeValue(a.NotBefore), timeValue(a.NotAfter), timeValue(a.CreatedAt), timeValue(a.ActivatedAt), timeValue(a.RetiredAt), a.Owner); err != nil {
 				return fmt.Errorf("put authority %s: %w", a.ID, err)
 			}
 			if err := w.change(store.KindAuthority, a.ID, false); err != nil {
@@ -99,7 +100,7 @@ func scanAuthority(row scanner) (ca.Authority, error) {
 		err                            error
 	)
 	if err := row.Scan(&a.ID, &kind, &state, &a.KeyID, &a.CertDER, &a.PublicKey, &a.ParentID,
-		&notBefore, &notAfter, &createdAt, &activatedAt, &retiredAt); err != nil {
+		&notBefore, &notAfter, &createdAt, &activatedAt, &retiredAt, &a.Owner); err != nil {
 		return ca.Authority{}, err
 	}
 	a.Kind, a.State = ca.AuthorityKind(kind), ca.AuthorityState(state)

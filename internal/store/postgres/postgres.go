@@ -717,11 +717,11 @@ func (s *Store) Probe(ctx context.Context) error {
 
 // Lease keys: what one server at a time does (see Lead and Locked).
 const (
-	// LeaseCARotation is held by the one server that runs the CA's rotation loop.
+	// LeaseCARotation is held by the one server that rotates the CA's roots and JWT keys.
 	LeaseCARotation int64 = 0x6b697468_0003
-	// LockCAInit is held while a server loads or creates the CA, so that servers starting together on an
-	// empty database make one CA.
-	LockCAInit int64 = 0x6b697468_0004
+	// LockCA is held while a server changes the CA's authorities (and while it loads or creates the CA, so
+	// that servers starting together on an empty database make one CA).
+	LockCA int64 = 0x6b697468_0004
 )
 
 // Lead runs run while this Store holds the lease key: a session advisory lock on a connection of its own,

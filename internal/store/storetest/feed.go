@@ -27,6 +27,10 @@ func authorities() []ca.Authority {
 			ParentID: "root1", NotBefore: t0, NotAfter: t0.AddDate(0, 0, 7), CreatedAt: t0.Add(time.Second),
 		},
 		{
+			ID: "int2", Kind: ca.KindX509Intermediate, State: ca.StateActive, KeyID: "k-int2", CertDER: []byte{6, 7},
+			ParentID: "root1", Owner: "server-b", NotBefore: t0, NotAfter: t0.AddDate(0, 0, 7), CreatedAt: t0.Add(time.Second + time.Millisecond), ActivatedAt: t0,
+		},
+		{
 			ID: "jwt1", Kind: ca.KindJWT, State: ca.StateActive, KeyID: "k-jwt1", PublicKey: []byte{9},
 			NotBefore: t0, NotAfter: t0.AddDate(0, 0, 7), CreatedAt: t0.Add(2 * time.Second), ActivatedAt: t0,
 		},
@@ -40,7 +44,7 @@ func testAuthorities(t *testing.T, h harness) {
 	if err := s.PutAuthorities(ctx, "system", "ca.init", auths); err != nil {
 		t.Fatal(err)
 	}
-	auths[1].State, auths[1].ActivatedAt = ca.StateActive, t0.Add(time.Hour)
+	auths[1].State, auths[1].ActivatedAt, auths[1].Owner = ca.StateActive, t0.Add(time.Hour), "server-a"
 	if err := s.PutAuthorities(ctx, "system", "ca.rotate", auths[1:2]); err != nil {
 		t.Fatal(err)
 	}

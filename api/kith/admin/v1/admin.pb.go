@@ -6278,6 +6278,7 @@ type Authority struct {
 	ActivatedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activated_at,json=activatedAt,proto3" json:"activated_at,omitempty"`
 	RetiredAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
 	Published     bool                   `protobuf:"varint,9,opt,name=published,proto3" json:"published,omitempty"` // in the trust bundle now
+	Owner         string                 `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`         // intermediates of servers sharing a store: the server_name of the server that signs with it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6375,6 +6376,13 @@ func (x *Authority) GetPublished() bool {
 	return false
 }
 
+func (x *Authority) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 type GetCAStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -6425,6 +6433,7 @@ type GetCAStatusResponse struct {
 	LastUpstreamErrorAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_upstream_error_at,json=lastUpstreamErrorAt,proto3" json:"last_upstream_error_at,omitempty"`
 	LastUpstreamSuccessAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_upstream_success_at,json=lastUpstreamSuccessAt,proto3" json:"last_upstream_success_at,omitempty"`
 	UpstreamRetryAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=upstream_retry_at,json=upstreamRetryAt,proto3" json:"upstream_retry_at,omitempty"` // set while failing
+	ServerName            string                 `protobuf:"bytes,12,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`                  // the server that answered: servers sharing a store each sign with an intermediate of their own
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -6534,6 +6543,13 @@ func (x *GetCAStatusResponse) GetUpstreamRetryAt() *timestamppb.Timestamp {
 		return x.UpstreamRetryAt
 	}
 	return nil
+}
+
+func (x *GetCAStatusResponse) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
 }
 
 type ListAuthoritiesRequest struct {
@@ -8657,7 +8673,7 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x18DeleteFederationResponse\x129\n" +
 	"\n" +
 	"federation\x18\x01 \x01(\v2\x19.kith.admin.v1.FederationR\n" +
-	"federation\"\xee\x02\n" +
+	"federation\"\x84\x03\n" +
 	"\tAuthority\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
@@ -8669,8 +8685,10 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\factivated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x129\n" +
 	"\n" +
 	"retired_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12\x1c\n" +
-	"\tpublished\x18\t \x01(\bR\tpublished\"\x14\n" +
-	"\x12GetCAStatusRequest\"\x98\x05\n" +
+	"\tpublished\x18\t \x01(\bR\tpublished\x12\x14\n" +
+	"\x05owner\x18\n" +
+	" \x01(\tR\x05owner\"\x14\n" +
+	"\x12GetCAStatusRequest\"\xb9\x05\n" +
 	"\x13GetCAStatusResponse\x12\x1a\n" +
 	"\bupstream\x18\x01 \x01(\tR\bupstream\x12'\n" +
 	"\x0fintermediate_id\x18\x02 \x01(\tR\x0eintermediateId\x12P\n" +
@@ -8685,7 +8703,9 @@ const file_kith_admin_v1_admin_proto_rawDesc = "" +
 	"\x16last_upstream_error_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x13lastUpstreamErrorAt\x12S\n" +
 	"\x18last_upstream_success_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x15lastUpstreamSuccessAt\x12F\n" +
-	"\x11upstream_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fupstreamRetryAt\"T\n" +
+	"\x11upstream_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fupstreamRetryAt\x12\x1f\n" +
+	"\vserver_name\x18\f \x01(\tR\n" +
+	"serverName\"T\n" +
 	"\x16ListAuthoritiesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
