@@ -3,12 +3,19 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -41,50 +48,105 @@ func haClusters(t *testing.T, n int) ([]*cluster, *pgtest.Cluster) {
 	env := []string{"KITH_STORE_URL=" + url, "KITH_CA_KEK_FILE=" + kek}
 	out := make([]*cluster, n)
 	for i := range out {
-		out[i] = newClusterEnv(t, env...)
+		// Each server is a server of its own (its own intermediate): on one host they need their names.
+		out[i] = newClusterEnv(t, append(env, fmt.Sprintf("KITH_SERVER_NAME=kith-%d", i))...)
 	}
 	return out, pg
 }
 
-// TestPostgresGrantOnOneServerEnforcedByAnotherServersAgent: servers A and B on one PostgreSQL; an agent
-// joins B with a token made on A, gets the SVIDs of entries made on A (signed by the CA both share), and
-// enforces a grant made on A within milliseconds of it being committed.
-func TestPostgresGrantOnOneServerEnforcedByAnotherServersAgent(t *testing.T) {
+// TestPostgresEachServerSignsWithItsOwnIntermediate: servers kith-0 and kith-1 on one PostgreSQL each sign
+// with an intermediate of their own under the one root: a workload of an agent of each gets an SVID chained
+// through its server's intermediate (its OU names the server), both verify with openssl against either
+// server's bundle, kith ca show lists both, and a rotation through kith-1 replaces only kith-1's.
+func TestPostgresEachServerSignsWithItsOwnIntermediate(t *testing.T) {
 	servers, _ := haClusters(t, 2)
-	a, b := servers[0], servers[1]
-	if ab, bb := mustKith(t, a.adminSocket, "bundle", "show", "--format", "pem"), mustKith(t, b.adminSocket, "bundle", "show", "--format", "pem"); ab != bb {
-		t.Fatalf("servers A and B publish different bundles:\nA:\n%s\nB:\n%s", ab, bb)
+	workload := spiffeid.RequireFromPath(servers[0].td, "/e2e/workload")
+	var intermediates []*x509.Certificate
+	for i, s := range servers {
+		node := fmt.Sprintf("node%d", i)
+		s.startAgent(node, servers[0].joinToken(node)).waitOutput("kith agent started", 20*time.Second)
+		mustKith(t, servers[0].adminSocket, "entry", "create", "--spiffe-id", workload.String(),
+			"--node-selector", "join_token:name:"+node, "--selector", uidSelector())
+		svid := waitSVID(t, s.agentDirs(node).socket, workload)
+		if len(svid.Certificates) < 2 {
+			t.Fatalf("the svid of the agent of kith-%d has no intermediate", i)
+		}
+		inter := svid.Certificates[1]
+		if ou := inter.Subject.OrganizationalUnit; len(ou) != 1 || ou[0] != fmt.Sprintf("kith-%d", i) {
+			t.Errorf("the svid from the agent of kith-%d is signed by %q, want the intermediate of kith-%d", i, inter.Subject, i)
+		}
+		intermediates = append(intermediates, inter)
+		dir := shortTempDir(t)
+		var leaf, chain []byte
+		leaf = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: svid.Certificates[0].Raw})
+		for _, c := range svid.Certificates[1:] {
+			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		for name, b := range map[string][]byte{"leaf.pem": leaf, "chain.pem": chain} {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j, other := range servers { // either server's bundle verifies either server's SVIDs
+			bundle := filepath.Join(dir, fmt.Sprintf("bundle%d.pem", j))
+			if err := os.WriteFile(bundle, []byte(mustKith(t, other.adminSocket, "bundle", "show", "--format", "pem")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command("openssl", "verify", "-CAfile", bundle, "-untrusted", filepath.Join(dir, "chain.pem"), filepath.Join(dir, "leaf.pem")).CombinedOutput()
+			if err != nil {
+				t.Errorf("openssl verify of kith-%d's svid against kith-%d's bundle: %v\n%s", i, j, err, out)
+			}
+		}
 	}
-	token := a.joinToken("node1")
-	agent := b.startAgent("node1", token)
-	agent.waitOutput("kith agent started", 20*time.Second)
+	if intermediates[0].Equal(intermediates[1]) {
+		t.Fatal("both servers sign with the same intermediate")
+	}
+	if !bytes.Equal(intermediates[0].AuthorityKeyId, intermediates[1].AuthorityKeyId) {
+		t.Error("the servers' intermediates are under different roots")
+	}
 
-	caller := spiffeid.RequireFromPath(a.td, "/e2e/frontend")
-	target := spiffeid.RequireFromPath(a.td, "/e2e/payments")
-	for _, id := range []spiffeid.ID{caller, target} {
-		mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", id.String(),
-			"--node-selector", "join_token:name:node1", "--selector", uidSelector())
-	}
-	waitSVID(t, b.agentDirs("node1").socket, target)
-	allowed := func() bool {
-		ok, err := authzAllowed(b.authzSocket("node1"), caller, target, "GET", "/api/x")
-		if err != nil {
-			t.Fatalf("ext_authz check on the agent of server B: %v", err)
+	activeBy := func(s *cluster) map[string]string {
+		var resp struct {
+			Authorities []struct {
+				ID, Kind, State, Owner string
+			}
 		}
-		return ok
-	}
-	if allowed() {
-		t.Fatal("frontend → payments is allowed before any grant")
-	}
-	mustKith(t, a.adminSocket, "grant", "frontend", "payments")
-	granted := time.Now()
-	for !allowed() {
-		if time.Since(granted) > 10*time.Second {
-			t.Fatal("the agent of server B does not enforce the grant made on server A 10 s later")
+		if err := json.Unmarshal([]byte(mustKith(t, s.adminSocket, "ca", "show", "--output", "json")), &resp); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		out := map[string]string{}
+		for _, a := range resp.Authorities {
+			if a.State == "active" {
+				out[a.Kind+" "+a.Owner] = a.ID
+			}
+		}
+		return out
 	}
-	t.Logf("grant on server A enforced by the agent of server B %s after the CLI returned", time.Since(granted).Round(time.Millisecond))
+	before := activeBy(servers[0])
+	for i, in := range intermediates {
+		if got := before[fmt.Sprintf("x509-intermediate kith-%d", i)]; got != hex.EncodeToString(in.SubjectKeyId) {
+			t.Errorf("kith ca show lists %q as kith-%d's active intermediate, want %x", got, i, in.SubjectKeyId)
+		}
+	}
+	if table := mustKith(t, servers[0].adminSocket, "ca", "show"); !strings.Contains(table, "SERVER") || !strings.Contains(table, "kith-1") {
+		t.Errorf("kith ca show does not name the servers:\n%s", table)
+	}
+
+	mustKith(t, servers[1].adminSocket, "ca", "rotate")
+	after := activeBy(servers[1])
+	if after["x509-intermediate kith-1"] == before["x509-intermediate kith-1"] || after["jwt "] == before["jwt "] {
+		t.Errorf("kith ca rotate through kith-1 did not replace its intermediate and the jwt key: before %v, after %v", before, after)
+	}
+	if after["x509-intermediate kith-0"] != before["x509-intermediate kith-0"] {
+		t.Errorf("kith ca rotate through kith-1 replaced kith-0's intermediate: before %v, after %v", before, after)
+	}
+	// kith-0 follows the change: it takes up the new jwt key (and sees kith-1's new intermediate).
+	eventually(t, 5*time.Second, "kith-0 following kith-1's rotation", func() error {
+		if got := activeBy(servers[0]); !maps.Equal(got, after) {
+			return fmt.Errorf("kith-0 has %v active, kith-1 %v", got, after)
+		}
+		return nil
+	})
 }
 
 // TestPostgresKillServerUnderLoad: three servers on one PostgreSQL, two agents that know all three, eight
