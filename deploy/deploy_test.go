@@ -29,7 +29,8 @@ func TestManifestConfigsLoad(t *testing.T) {
 		{dir: "kubernetes/overlays/dev", cluster: "dev", trustDomain: "kith.test"},
 		{dir: "kubernetes/overlays/production", cluster: "production", trustDomain: "example.org"},
 		{dir: "kubernetes/overlays/ha", cluster: "production", trustDomain: "example.org", server: "kith-server-headless.kith.svc:8081",
-			podEnv: map[string]string{"KITH_STORE_URL": "postgres://kith:pw@db.example.org:5432/kith?sslmode=verify-full"}}, // from Secret kith-postgres
+			podEnv: map[string]string{"KITH_STORE_URL": "postgres://kith:pw@db.example.org:5432/kith?sslmode=verify-full", // from Secret kith-postgres
+				"KITH_SERVER_NAME": "kith-server-0"}}, // the pod's name
 	} {
 		podEnv := map[string]string{"KITH_AGENT_K8S_KUBELET_URL": "https://10.0.0.7:10250"} // the DaemonSet's
 		for k, v := range tt.podEnv {
@@ -65,6 +66,9 @@ func TestManifestConfigsLoad(t *testing.T) {
 			want := []any{tt.trustDomain, []string{tt.cluster}, "k8s_psat", tt.cluster, []string{"unix", "k8s"}, "/run/kith/agent.sock", tt.server, ":8081", ":8080", "/var/lib/kith"}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("trust domain, clusters, agent attestor and cluster, workload attestors, socket, server, ports, data dir (-want +got):\n%s", diff)
+			}
+			if name, ok := podEnv["KITH_SERVER_NAME"]; ok && s.ServerName != name {
+				t.Errorf("server_name %q, want the pod's name %q", s.ServerName, name)
 			}
 		})
 	}
