@@ -12,7 +12,9 @@ import (
 // authorities changed. The keys of the authorities that are not retired must be in the CA's key manager
 // (a key manager the servers share).
 func (c *CA) Reload(ctx context.Context) error {
-	if err := c.reload(ctx); err != nil {
+	// Under the shared lock: a server that changes the authorities deletes the keys of those it retired
+	// right after its commit, which a read of the authorities from before it would still ask for.
+	if err := c.locked(ctx, func() error { return c.reload(ctx) }); err != nil {
 		return fmt.Errorf("reload ca: %w", err)
 	}
 	c.mu.Lock()

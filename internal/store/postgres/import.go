@@ -7,6 +7,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+
+	"github.com/kithid/kith/internal/store/sqlstore"
 )
 
 // Rows is what Import reads a table's rows from (a *sql.Rows of the source store).
@@ -22,16 +24,16 @@ type Rows interface {
 // chain's hashes), integers become booleans where this schema has BOOLEAN columns, and the identity
 // sequences continue after the copied rows.
 func (s *Store) Import(ctx context.Context, export func(fn func(table string, cols []string, rows Rows) error) error) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *sqlstore.Tx) error {
 		var rev, audits int64
-		if err := w.queryRow("SELECT (SELECT revision FROM revision WHERE id = 1), (SELECT count(*) FROM audit)").Scan(&rev, &audits); err != nil {
+		if err := w.QueryRow("SELECT (SELECT revision FROM revision WHERE id = 1), (SELECT count(*) FROM audit)").Scan(&rev, &audits); err != nil {
 			return err
 		}
 		if rev != 0 || audits != 0 {
 			return fmt.Errorf("import: the destination store is not empty (revision %d, %d audit events): migrate into a new database", rev, audits)
 		}
 		bools := map[string]bool{}
-		rows, err := w.tx.QueryContext(w.ctx, "SELECT table_name || '.' || column_name FROM information_schema.columns WHERE data_type = 'boolean' AND table_schema = current_schema()")
+		rows, err := w.Query("SELECT table_name || '.' || column_name FROM information_schema.columns WHERE data_type = 'boolean' AND table_schema = current_schema()")
 		if err != nil {
 			return err
 		}
@@ -44,7 +46,7 @@ func (s *Store) Import(ctx context.Context, export func(fn func(table string, co
 			bools[c] = true
 		}
 		rows.Close()
-		if _, err := w.exec("DELETE FROM revision"); err != nil {
+		if _, err := w.Exec("DELETE FROM revision"); err != nil {
 			return err
 		}
 		err = export(func(table string, cols []string, rows Rows) error {
@@ -67,7 +69,7 @@ func (s *Store) Import(ctx context.Context, export func(fn func(table string, co
 					}
 					args[i] = v
 				}
-				if _, err := w.exec(q, args...); err != nil {
+				if _, err := w.Exec(q, args...); err != nil {
 					return fmt.Errorf("copy a row of %s: %w", table, err)
 				}
 			}
@@ -77,7 +79,7 @@ func (s *Store) Import(ctx context.Context, export func(fn func(table string, co
 			return err
 		}
 		for _, t := range []string{"changes", "policy_bundles"} {
-			if _, err := w.exec("SELECT setval(pg_get_serial_sequence('" + t + "', 'seq'), coalesce((SELECT max(seq) FROM " + t + "), 0) + 1, false)"); err != nil {
+			if _, err := w.Exec("SELECT setval(pg_get_serial_sequence('" + t + "', 'seq'), coalesce((SELECT max(seq) FROM " + t + "), 0) + 1, false)"); err != nil {
 				return fmt.Errorf("continue the sequence of %s: %w", t, err)
 			}
 		}

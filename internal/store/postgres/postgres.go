@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/internal/store/sqlstore"
 )
 
 var _ store.Backend = (*Store)(nil)
@@ -78,6 +79,7 @@ type Config struct {
 // Store is the PostgreSQL store. It is safe for concurrent use, by any number of Stores (servers) on the
 // same database.
 type Store struct {
+	*sqlstore.Store
 	now     func() time.Time
 	onHead  func(seq int64, hash []byte)
 	log     *slog.Logger
@@ -171,6 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		stop:     stop,
 		listened: make(chan struct{}),
 	}
+	s.Store = sqlstore.New(s.reader, s.write, dialect)
 	rev, err := s.Revision(ctx)
 	if err != nil {
 		stop()
@@ -353,39 +356,6 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Revision returns the store-wide revision: the number of change transactions committed so far.
-func (s *Store) Revision(ctx context.Context) (int64, error) {
-	var rev int64
-	if err := s.reader.QueryRowContext(ctx, "SELECT revision FROM revision WHERE id = 1").Scan(&rev); err != nil {
-		return 0, fmt.Errorf("read store revision: %w", err)
-	}
-	return rev, nil
-}
-
-// ChangesSince returns every change with a revision greater than rev, in commit order.
-func (s *Store) ChangesSince(ctx context.Context, rev int64) ([]store.Change, error) {
-	rows, err := s.reader.QueryContext(ctx,
-		"SELECT revision, kind, object_id, deleted FROM changes WHERE revision > ? ORDER BY revision, seq", rev)
-	if err != nil {
-		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
-	}
-	defer rows.Close()
-	var out []store.Change
-	for rows.Next() {
-		var c store.Change
-		var kind string
-		if err := rows.Scan(&c.Revision, &kind, &c.ID, &c.Deleted); err != nil {
-			return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
-		}
-		c.Kind = store.ChangeKind(kind)
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
-	}
-	return out, nil
-}
-
 // Watch subscribes to committed revisions, this Store's and every other server's on the same database.
 // The channel holds one value and coalesces: a slow reader finds only the newest revision waiting. The
 // returned func unsubscribes and closes the channel; Close closes every channel too.
@@ -470,11 +440,11 @@ func (s *Store) historyLost(kept int64) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		err := s.write(ctx, func(w *wtx) error {
-			if err := w.change(store.KindHistory, strconv.FormatInt(kept, 10), false); err != nil {
+		err := s.write(ctx, func(w *sqlstore.Tx) error {
+			if err := w.Change(store.KindHistory, strconv.FormatInt(kept, 10), false); err != nil {
 				return err
 			}
-			return w.audit("system", "store.history_lost", strconv.FormatInt(kept, 10), map[string]int64{"told": told, "kept": kept})
+			return w.Audit("system", "store.history_lost", strconv.FormatInt(kept, 10), map[string]int64{"told": told, "kept": kept})
 		})
 		if err != nil {
 			s.log.Error("store: recording that the database's revision went back failed; restart the servers so that agents resync in full", "error", err)
@@ -562,22 +532,15 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, catchUp tim
 	}
 }
 
-// wtx is one write transaction.
-type wtx struct {
-	s   *Store
-	tx  rtx
-	ctx context.Context
-	now time.Time // the store clock once the write lock is held, UTC
-	rev int64     // the revision this transaction produces; 0 until bump
-
-	headLoaded bool
-	headSeq    int64
-	headHash   []byte
+// dialect is PostgreSQL's SQL where it differs from SQLite's.
+var dialect = sqlstore.Dialect{
+	Right: func(str, n string) string { return "right(" + str + ", " + n + ")" },
+	Instr: func(str, needle string) string { return "strpos(" + str + ", " + needle + ")" },
 }
 
 // write runs fn in one write transaction under the database-wide write lock and, if it committed a change,
 // notifies every server's watchers of its revision.
-func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
+func (s *Store) write(ctx context.Context, fn func(w *sqlstore.Tx) error) error {
 	select {
 	case s.wlock <- struct{}{}:
 	case <-ctx.Done():
@@ -594,54 +557,24 @@ func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
 		return fmt.Errorf("take the store's write lock: %w", err)
 	}
 	before := s.told()
-	w := &wtx{s: s, tx: rtx{tx}, ctx: ctx, now: canonTime(s.now())}
+	w := sqlstore.NewTx(ctx, rtx{tx}, s.now())
 	if err := fn(w); err != nil {
 		return err
 	}
-	if w.rev != 0 {
-		if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, $2)", s.channel, strconv.FormatInt(w.rev, 10)); err != nil {
-			return fmt.Errorf("notify revision %d: %w", w.rev, err)
+	rev := w.Revision()
+	if rev != 0 {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, $2)", s.channel, strconv.FormatInt(rev, 10)); err != nil {
+			return fmt.Errorf("notify revision %d: %w", rev, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if w.headLoaded && s.onHead != nil {
-		s.onHead(w.headSeq, w.headHash)
+	if seq, hash, ok := w.AuditHead(); ok && s.onHead != nil {
+		s.onHead(seq, hash)
 	}
-	if w.rev != 0 {
-		s.committed(w.rev, before)
-	}
-	return nil
-}
-
-func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
-	return w.tx.ExecContext(w.ctx, query, args...)
-}
-
-func (w *wtx) queryRow(query string, args ...any) *sql.Row {
-	return w.tx.QueryRowContext(w.ctx, query, args...)
-}
-
-// bump advances the store revision once per transaction and returns it.
-func (w *wtx) bump() (int64, error) {
-	if w.rev != 0 {
-		return w.rev, nil
-	}
-	if err := w.queryRow("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision").Scan(&w.rev); err != nil {
-		return 0, fmt.Errorf("bump revision: %w", err)
-	}
-	return w.rev, nil
-}
-
-// change records that an object changed at this transaction's revision.
-func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
-	rev, err := w.bump()
-	if err != nil {
-		return err
-	}
-	if _, err := w.exec("INSERT INTO changes (revision, kind, object_id, deleted) VALUES (?, ?, ?, ?)", rev, string(kind), id, deleted); err != nil {
-		return fmt.Errorf("record change of %s %s: %w", kind, id, err)
+	if rev != 0 {
+		s.committed(rev, before)
 	}
 	return nil
 }

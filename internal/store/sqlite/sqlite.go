@@ -31,6 +31,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/kithid/kith/internal/store"
+	"github.com/kithid/kith/internal/store/sqlstore"
 )
 
 var _ store.Backend = (*Store)(nil)
@@ -55,8 +56,9 @@ type Config struct {
 	synchronous string // PRAGMA synchronous of the writer; zero: FULL (the benchmarks compare NORMAL)
 }
 
-// Store is the SQLite store. It is safe for concurrent use.
+// Store is the SQLite store. It is safe for concurrent use. Its queries are package sqlstore's.
 type Store struct {
+	*sqlstore.Store
 	path   string
 	now    func() time.Time
 	onHead func(seq int64, hash []byte)
@@ -137,6 +139,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		wlock:    make(chan struct{}, 1),
 		watchers: map[int]chan int64{},
 	}
+	s.Store = sqlstore.New(reader, s.write, dialect)
 	rev, err := s.Revision(ctx)
 	if err != nil {
 		s.Close()
@@ -259,40 +262,6 @@ func (s *Store) Close() error {
 	return errors.Join(s.reader.Close(), s.writer.Close())
 }
 
-// Revision returns the store-wide revision: the number of change transactions committed so far.
-func (s *Store) Revision(ctx context.Context) (int64, error) {
-	var rev int64
-	if err := s.reader.QueryRowContext(ctx, "SELECT revision FROM revision WHERE id = 1").Scan(&rev); err != nil {
-		return 0, fmt.Errorf("read store revision: %w", err)
-	}
-	return rev, nil
-}
-
-// ChangesSince returns every change with a revision greater than rev, in commit order. A transaction that
-// changed several objects yields one Change per object, all with the same revision.
-func (s *Store) ChangesSince(ctx context.Context, rev int64) ([]store.Change, error) {
-	rows, err := s.reader.QueryContext(ctx,
-		"SELECT revision, kind, object_id, deleted FROM changes WHERE revision > ? ORDER BY revision, seq", rev)
-	if err != nil {
-		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
-	}
-	defer rows.Close()
-	var out []store.Change
-	for rows.Next() {
-		var c store.Change
-		var kind string
-		if err := rows.Scan(&c.Revision, &kind, &c.ID, &c.Deleted); err != nil {
-			return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
-		}
-		c.Kind = store.ChangeKind(kind)
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list changes since revision %d: %w", rev, err)
-	}
-	return out, nil
-}
-
 // Watch subscribes to committed revisions. After each change transaction commits, its revision is sent on
 // the channel. The channel holds one value and coalesces: a slow reader finds only the newest revision
 // waiting, and writers never block on it. The returned func unsubscribes and closes the channel; Close
@@ -339,22 +308,14 @@ func (s *Store) notify(rev int64) {
 	}
 }
 
-// wtx is one write transaction.
-type wtx struct {
-	s     *Store
-	tx    *sql.Tx
-	ctx   context.Context
-	now   time.Time // the store clock at the start of the transaction, UTC
-	rev   int64     // the revision this transaction produces; 0 until bump
-	stmts map[string]*sql.Stmt
-
-	headLoaded bool
-	headSeq    int64
-	headHash   []byte
+// dialect is SQLite's SQL where it differs from PostgreSQL's.
+var dialect = sqlstore.Dialect{
+	Right: func(str, n string) string { return "substr(" + str + ", -" + n + ")" },
+	Instr: func(str, needle string) string { return "instr(" + str + ", " + needle + ")" },
 }
 
 // write runs fn in one write transaction and, if it committed a change, tells watchers.
-func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
+func (s *Store) write(ctx context.Context, fn func(w *sqlstore.Tx) error) error {
 	select {
 	case s.wlock <- struct{}{}:
 	case <-ctx.Done():
@@ -366,12 +327,9 @@ func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	w := &wtx{s: s, tx: tx, ctx: ctx, now: canonTime(s.now()), stmts: map[string]*sql.Stmt{}}
-	defer func() {
-		for _, st := range w.stmts {
-			st.Close()
-		}
-	}()
+	stx := &stmtTx{tx: tx, stmts: map[string]*sql.Stmt{}}
+	defer stx.close()
+	w := sqlstore.NewTx(ctx, stx, s.now())
 	if err := fn(w); err != nil {
 		tx.Rollback()
 		return err
@@ -379,54 +337,47 @@ func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if w.headLoaded && s.onHead != nil {
-		s.onHead(w.headSeq, w.headHash)
+	if seq, hash, ok := w.AuditHead(); ok && s.onHead != nil {
+		s.onHead(seq, hash)
 	}
-	if w.rev != 0 {
-		s.notify(w.rev)
+	if rev := w.Revision(); rev != 0 {
+		s.notify(rev)
 	}
 	return nil
 }
 
-// exec runs a statement, prepared once per transaction so that bulk operations do not re-parse it.
-func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
-	st, ok := w.stmts[query]
+// stmtTx is a write transaction whose statements are prepared once per transaction, so that bulk
+// operations do not re-parse them.
+type stmtTx struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (t *stmtTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, ok := t.stmts[query]
 	if !ok {
 		var err error
-		st, err = w.tx.PrepareContext(w.ctx, query)
+		st, err = t.tx.PrepareContext(ctx, query)
 		if err != nil {
 			return nil, err
 		}
-		w.stmts[query] = st
+		t.stmts[query] = st
 	}
-	return st.ExecContext(w.ctx, args...)
+	return st.ExecContext(ctx, args...)
 }
 
-func (w *wtx) queryRow(query string, args ...any) *sql.Row {
-	return w.tx.QueryRowContext(w.ctx, query, args...)
+func (t *stmtTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
-// bump advances the store revision once per transaction and returns it.
-func (w *wtx) bump() (int64, error) {
-	if w.rev != 0 {
-		return w.rev, nil
-	}
-	if err := w.queryRow("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision").Scan(&w.rev); err != nil {
-		return 0, fmt.Errorf("bump revision: %w", err)
-	}
-	return w.rev, nil
+func (t *stmtTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(ctx, query, args...)
 }
 
-// change records that an object changed at this transaction's revision.
-func (w *wtx) change(kind store.ChangeKind, id string, deleted bool) error {
-	rev, err := w.bump()
-	if err != nil {
-		return err
+func (t *stmtTx) close() {
+	for _, st := range t.stmts {
+		st.Close()
 	}
-	if _, err := w.exec("INSERT INTO changes (revision, kind, object_id, deleted) VALUES (?, ?, ?, ?)", rev, string(kind), id, deleted); err != nil {
-		return fmt.Errorf("record change of %s %s: %w", kind, id, err)
-	}
-	return nil
 }
 
 // quickCheck runs SQLite's quick_check, so that a corrupted database is refused at start rather than

@@ -327,7 +327,7 @@ func TestUpgradeFromVersion3KeepsJoinTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec("INSERT INTO join_tokens (id, name, hash, created_at, expires_at, used_at, used_by) VALUES ('t1', 'node1', ?, ?, ?, NULL, '')",
-		h[:], timeValue(t0), timeValue(t0.Add(time.Hour))); err != nil {
+		h[:], t0.UTC().Format(time.RFC3339Nano), t0.Add(time.Hour).UTC().Format(time.RFC3339Nano)); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

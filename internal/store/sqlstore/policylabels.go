@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 // They belong to the policy commit recorded with RecordPolicy, whose audit row covers them: no audit row
 // and no revision of their own.
 func (s *Store) SetPolicyLabels(ctx context.Context, labels map[string]map[string]string) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		if _, err := w.exec("DELETE FROM policy_labels"); err != nil {
 			return fmt.Errorf("replace policy labels: %w", err)
 		}

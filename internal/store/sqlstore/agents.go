@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
@@ -44,15 +44,15 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 	if t.ID == "" {
 		t.ID = newTokenID()
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		if t.Name != "" {
 			if err := w.checkTokenName(t.Name); err != nil {
 				return err
 			}
 		}
 		t.CreatedAt = w.now
-		t.ExpiresAt = canonTime(t.ExpiresAt)
-		t.UsedAt = canonTime(t.UsedAt)
+		t.ExpiresAt = CanonTime(t.ExpiresAt)
+		t.UsedAt = CanonTime(t.UsedAt)
 		var name any
 		if t.Name != "" {
 			name = t.Name
@@ -172,9 +172,9 @@ func (s *Store) UseJoinToken(ctx context.Context, hash []byte, now time.Time, ag
 	if agent.ID.IsZero() {
 		return store.JoinToken{}, store.Agent{}, errors.New("use join token: agent has no spiffe id")
 	}
-	now = canonTime(now)
+	now = CanonTime(now)
 	var tok store.JoinToken
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		tok, err = scanToken(w.queryRow("SELECT "+tokenColumns+" FROM join_tokens WHERE hash = ?", hash))
 		switch {
@@ -212,7 +212,7 @@ func (s *Store) UseJoinToken(ctx context.Context, hash []byte, now time.Time, ag
 // it was used (revoking it would change nothing: evict or ban its agent instead).
 func (s *Store) RevokeJoinToken(ctx context.Context, actor, id string) (store.JoinToken, error) {
 	var tok store.JoinToken
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		tok, err = scanToken(w.queryRow("SELECT "+tokenColumns+" FROM join_tokens WHERE id = ?", id))
 		switch {
@@ -241,7 +241,7 @@ func (s *Store) RevokeJoinToken(ctx context.Context, actor, id string) (store.Jo
 // checkTokenName refuses a name for a new token while it still stands for something: an earlier token with
 // the name that is neither used nor expired, or the agent such a token joined while it is not evicted. A
 // name that is free again lets a node re-join under the same agent SPIFFE ID (it derives from the name).
-func (w *wtx) checkTokenName(name string) error {
+func (w *Tx) checkTokenName(name string) error {
 	rows, err := w.tx.QueryContext(w.ctx, "SELECT "+tokenColumns+" FROM join_tokens WHERE name = ?", name)
 	if err != nil {
 		return fmt.Errorf("create join token %q: %w", name, err)
@@ -280,7 +280,7 @@ func (w *wtx) checkTokenName(name string) error {
 }
 
 // putAgent inserts or replaces a, keeping CreatedAt and Banned of an existing record, and records the change.
-func (w *wtx) putAgent(a store.Agent, now time.Time) (store.Agent, error) {
+func (w *Tx) putAgent(a store.Agent, now time.Time) (store.Agent, error) {
 	var created sql.NullString
 	var banned bool
 	switch err := w.queryRow("SELECT created_at, banned FROM agents WHERE id = ?", a.ID.String()).Scan(&created, &banned); {
@@ -298,7 +298,7 @@ func (w *wtx) putAgent(a store.Agent, now time.Time) (store.Agent, error) {
 	default:
 		return store.Agent{}, fmt.Errorf("put agent %s: %w", a.ID, err)
 	}
-	a.CreatedAt, a.UpdatedAt, a.ExpiresAt = canonTime(a.CreatedAt), now, canonTime(a.ExpiresAt)
+	a.CreatedAt, a.UpdatedAt, a.ExpiresAt = CanonTime(a.CreatedAt), now, CanonTime(a.ExpiresAt)
 	sels, err := encodeSelectors(a.Selectors)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("put agent %s: %w", a.ID, err)
@@ -323,7 +323,7 @@ func (s *Store) UpsertAgent(ctx context.Context, actor, action string, a store.A
 	if a.ID.IsZero() {
 		return store.Agent{}, errors.New("upsert agent: agent has no spiffe id")
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if a, err = w.putAgent(a, w.now); err != nil {
 			return err
@@ -377,7 +377,7 @@ func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
 // EvictAgent marks the agent evicted and returns it; store.ErrNotFound if there is none.
 func (s *Store) EvictAgent(ctx context.Context, actor string, id spiffeid.ID) (store.Agent, error) {
 	var a store.Agent
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if a, err = getAgent(w.ctx, w.tx, id); err != nil {
 			return fmt.Errorf("evict agent %s: %w", id, err)
@@ -414,7 +414,7 @@ func (s *Store) setBanned(ctx context.Context, actor string, id spiffeid.ID, ban
 		op, action = "unban", "agent.unban"
 	}
 	var a store.Agent
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if a, err = getAgent(w.ctx, w.tx, id); err != nil {
 			return fmt.Errorf("%s agent %s: %w", op, id, err)

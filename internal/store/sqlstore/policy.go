@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -14,13 +14,13 @@ const policyColumns = "revision, created_at, status, error, bundle, modules, act
 // RecordPolicy appends a policy attempt to the history. An ok bundle with activate set becomes the active
 // one (pinned as given), and a policy change is recorded so that agents receive it.
 func (s *Store) RecordPolicy(ctx context.Context, actor string, p store.PolicyBundle, activate bool) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		mods, err := encodeJSON(p.Modules)
 		if err != nil {
 			return fmt.Errorf("encode policy modules: %w", err)
 		}
 		if activate {
-			if _, err := w.exec("UPDATE policy_bundles SET active = 0, pinned = 0 WHERE active = 1"); err != nil {
+			if _, err := w.exec("UPDATE policy_bundles SET active = false, pinned = false WHERE active"); err != nil {
 				return fmt.Errorf("deactivate policy: %w", err)
 			}
 		}
@@ -44,17 +44,17 @@ func (s *Store) RecordPolicy(ctx context.Context, actor string, p store.PolicyBu
 // ActivatePolicy makes an earlier ok revision active again (pinned or not), with an audit row.
 func (s *Store) ActivatePolicy(ctx context.Context, actor, revision string, pinned bool) (store.PolicyBundle, error) {
 	var out store.PolicyBundle
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var seq int64
 		if err := w.queryRow("SELECT seq FROM policy_bundles WHERE revision = ? AND status = 'ok' ORDER BY seq DESC LIMIT 1", revision).Scan(&seq); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("policy revision %s: %w (see kith policy history)", revision, store.ErrNotFound)
 		} else if err != nil {
 			return err
 		}
-		if _, err := w.exec("UPDATE policy_bundles SET active = 0, pinned = 0 WHERE active = 1"); err != nil {
+		if _, err := w.exec("UPDATE policy_bundles SET active = false, pinned = false WHERE active"); err != nil {
 			return err
 		}
-		if _, err := w.exec("UPDATE policy_bundles SET active = 1, pinned = ? WHERE seq = ?", pinned, seq); err != nil {
+		if _, err := w.exec("UPDATE policy_bundles SET active = true, pinned = ? WHERE seq = ?", pinned, seq); err != nil {
 			return err
 		}
 		p, err := scanPolicy(w.queryRow("SELECT "+policyColumns+" FROM policy_bundles WHERE seq = ?", seq))
@@ -80,8 +80,8 @@ func (s *Store) ActivatePolicy(ctx context.Context, actor, revision string, pinn
 func (s *Store) UnpinPolicy(ctx context.Context, actor string) (store.PolicyBundle, bool, error) {
 	var out store.PolicyBundle
 	var unpinned bool
-	err := s.write(ctx, func(w *wtx) error {
-		cur, err := scanPolicy(w.queryRow("SELECT " + policyColumns + " FROM policy_bundles WHERE active = 1 ORDER BY seq DESC LIMIT 1"))
+	err := s.write(ctx, func(w *Tx) error {
+		cur, err := scanPolicy(w.queryRow("SELECT " + policyColumns + " FROM policy_bundles WHERE active ORDER BY seq DESC LIMIT 1"))
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -93,10 +93,10 @@ func (s *Store) UnpinPolicy(ctx context.Context, actor string) (store.PolicyBund
 		if err := w.queryRow("SELECT seq FROM policy_bundles WHERE status = 'ok' ORDER BY seq DESC LIMIT 1").Scan(&seq); err != nil {
 			return fmt.Errorf("newest good policy revision: %w", err)
 		}
-		if _, err := w.exec("UPDATE policy_bundles SET active = 0, pinned = 0 WHERE active = 1"); err != nil {
+		if _, err := w.exec("UPDATE policy_bundles SET active = false, pinned = false WHERE active"); err != nil {
 			return err
 		}
-		if _, err := w.exec("UPDATE policy_bundles SET active = 1, pinned = 0 WHERE seq = ?", seq); err != nil {
+		if _, err := w.exec("UPDATE policy_bundles SET active = true, pinned = false WHERE seq = ?", seq); err != nil {
 			return err
 		}
 		if out, err = scanPolicy(w.queryRow("SELECT "+policyColumns+" FROM policy_bundles WHERE seq = ?", seq)); err != nil {
@@ -113,7 +113,7 @@ func (s *Store) UnpinPolicy(ctx context.Context, actor string) (store.PolicyBund
 
 // ActivePolicy returns the active policy bundle; store.ErrNotFound if none.
 func (s *Store) ActivePolicy(ctx context.Context) (store.PolicyBundle, error) {
-	p, err := scanPolicy(s.reader.QueryRowContext(ctx, "SELECT "+policyColumns+" FROM policy_bundles WHERE active = 1 ORDER BY seq DESC LIMIT 1"))
+	p, err := scanPolicy(s.reader.QueryRowContext(ctx, "SELECT "+policyColumns+" FROM policy_bundles WHERE active ORDER BY seq DESC LIMIT 1"))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("active policy: %w", store.ErrNotFound)
 	}
@@ -163,7 +163,7 @@ func scanPolicy(r scanner) (store.PolicyBundle, error) {
 
 // SetAgentPolicy records the policy revision an agent reports; since changes only with the revision.
 func (s *Store) SetAgentPolicy(ctx context.Context, agentID, revision, errText string) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		_, err := w.exec(`INSERT INTO agent_policy (agent_id, revision, since, error) VALUES (?, ?, ?, ?)
 			ON CONFLICT (agent_id) DO UPDATE SET error = excluded.error,
 				since = CASE WHEN agent_policy.revision = excluded.revision THEN agent_policy.since ELSE excluded.since END,

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -21,7 +21,7 @@ func (s *Store) CreateGrant(ctx context.Context, actor string, g grant.Grant) (g
 		}
 		g.ID = "g-" + hex.EncodeToString(b)
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		g.CreatedAt = w.now
 		if err := w.putGrant(g); err != nil {
 			return err
@@ -38,7 +38,7 @@ func (s *Store) CreateGrant(ctx context.Context, actor string, g grant.Grant) (g
 // in one transaction (used for grants that come from a policy repository), audited as grant.sync with source
 // (e.g. "git:<sha>", the commit they come from) as the target.
 func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix, source string, grants []grant.Grant) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		rows, err := w.tx.QueryContext(w.ctx, "SELECT id FROM grants WHERE substr(source, 1, ?) = ?", len(prefix), prefix)
 		if err != nil {
 			return fmt.Errorf("list grants from %s: %w", prefix, err)
@@ -78,7 +78,7 @@ func (s *Store) ReplaceGrantsFromSource(ctx context.Context, actor, prefix, sour
 	})
 }
 
-func (w *wtx) putGrant(g grant.Grant) error {
+func (w *Tx) putGrant(g grant.Grant) error {
 	rev, err := w.bump()
 	if err != nil {
 		return err
@@ -100,7 +100,7 @@ func (w *wtx) putGrant(g grant.Grant) error {
 // DeleteGrant removes a grant and returns it, with a grant.revoke audit row; store.ErrNotFound if absent.
 func (s *Store) DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error) {
 	var g grant.Grant
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var doc string
 		if err := w.queryRow("SELECT doc FROM grants WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("grant %s: %w", id, store.ErrNotFound)
@@ -170,7 +170,7 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Gr
 
 // SetTargetMode sets a target's enforcement mode (enforce removes the row), with a target.mode audit row.
 func (s *Store) SetTargetMode(ctx context.Context, actor, target string, mode grant.Mode) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		rev, err := w.bump()
 		if err != nil {
 			return err

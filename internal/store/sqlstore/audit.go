@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"bytes"
@@ -63,7 +63,7 @@ func (r *auditRow) computeHash() []byte {
 }
 
 // audit appends one row to the chain, attributed to this transaction's revision (0 if it changed nothing).
-func (w *wtx) audit(actor, action, target string, detail any) error {
+func (w *Tx) audit(actor, action, target string, detail any) error {
 	text := "{}"
 	if detail != nil {
 		b, err := json.Marshal(detail)
@@ -103,9 +103,9 @@ func (w *wtx) audit(actor, action, target string, detail any) error {
 }
 
 // Audit records an event that changes nothing else, such as a refused join token. detail is encoded as
-// JSON (nil as {}); it must not carry secrets.
+// JSON (nil as {}); it must not carry secrets. (The postgres backend group-commits concurrent calls.)
 func (s *Store) Audit(ctx context.Context, actor, action, target string, detail any) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		return w.audit(actor, action, target, detail)
 	})
 }

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -53,7 +53,7 @@ type federationDetail struct {
 	Revision          int64  `json:"revision"`
 }
 
-func (w *wtx) putBundle(b store.FederatedBundle) (store.FederatedBundle, error) {
+func (w *Tx) putBundle(b store.FederatedBundle) (store.FederatedBundle, error) {
 	if b.TrustDomain.IsZero() {
 		return store.FederatedBundle{}, errors.New("bundle has no trust domain")
 	}
@@ -77,7 +77,7 @@ func (w *wtx) putBundle(b store.FederatedBundle) (store.FederatedBundle, error) 
 // PutBundle inserts or replaces a federated bundle with its audit row.
 func (s *Store) PutBundle(ctx context.Context, actor, action string, b store.FederatedBundle) (store.FederatedBundle, error) {
 	var out store.FederatedBundle
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if out, err = w.putBundle(b); err != nil {
 			return err
@@ -94,7 +94,7 @@ func (s *Store) PutBundle(ctx context.Context, actor, action string, b store.Fed
 // DeleteBundle deletes a federated bundle.
 func (s *Store) DeleteBundle(ctx context.Context, actor string, td spiffeid.TrustDomain) (store.FederatedBundle, error) {
 	var old store.FederatedBundle
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if old, err = scanBundle(w.queryRow("SELECT "+bundleColumns+" FROM federated_bundles WHERE trust_domain = ?", td.Name())); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("bundle of %s: %w", td, store.ErrNotFound)
@@ -194,7 +194,7 @@ func (s *Store) PutFederation(ctx context.Context, actor string, create bool, f 
 	if f.TrustDomain.IsZero() {
 		return store.Federation{}, errors.New("put federation: no trust domain")
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		old, err := scanFederation(w.queryRow("SELECT "+federationColumns+" FROM federations WHERE trust_domain = ?", f.TrustDomain.Name()))
 		exists := err == nil
 		switch {
@@ -215,7 +215,10 @@ func (s *Store) PutFederation(ctx context.Context, actor string, create bool, f 
 		}
 		// A changed relationship is refreshed at once: its status starts over.
 		f.Status = store.FederationStatus{}
-		if _, err := w.exec("INSERT OR REPLACE INTO federations ("+federationColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')",
+		if _, err := w.exec("INSERT INTO federations ("+federationColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')"+
+			" ON CONFLICT (trust_domain) DO UPDATE SET bundle_endpoint_url = excluded.bundle_endpoint_url, profile = excluded.profile,"+
+			" endpoint_spiffe_id = excluded.endpoint_spiffe_id, created_at = excluded.created_at, updated_at = excluded.updated_at,"+
+			" revision = excluded.revision, last_refresh = NULL, next_refresh = NULL, last_error = ''",
 			f.TrustDomain.Name(), f.BundleEndpointURL, f.Profile, f.EndpointSPIFFEID.String(),
 			timeValue(f.CreatedAt), timeValue(f.UpdatedAt), rev); err != nil {
 			return fmt.Errorf("put federation with %s: %w", f.TrustDomain, err)
@@ -251,7 +254,7 @@ func (s *Store) PutFederation(ctx context.Context, actor string, create bool, f 
 // DeleteFederation deletes a relationship; its bundle stays.
 func (s *Store) DeleteFederation(ctx context.Context, actor string, td spiffeid.TrustDomain) (store.Federation, error) {
 	var old store.Federation
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if old, err = scanFederation(w.queryRow("SELECT "+federationColumns+" FROM federations WHERE trust_domain = ?", td.Name())); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("federation with %s: %w", td, store.ErrNotFound)
@@ -294,7 +297,7 @@ func (s *Store) ListFederations(ctx context.Context) ([]store.Federation, error)
 
 // SetFederationStatus records how a refresh went, without a revision or audit row.
 func (s *Store) SetFederationStatus(ctx context.Context, td spiffeid.TrustDomain, st store.FederationStatus) error {
-	return s.write(ctx, func(w *wtx) error {
+	return s.write(ctx, func(w *Tx) error {
 		res, err := w.exec("UPDATE federations SET last_refresh = ?, next_refresh = ?, last_error = ? WHERE trust_domain = ?",
 			timeValue(st.LastRefresh), timeValue(st.NextRefresh), st.LastError, td.Name())
 		if err != nil {

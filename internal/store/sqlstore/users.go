@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func (s *Store) CreateUser(ctx context.Context, actor string, u store.User) (sto
 	if u.Source == "" {
 		u.Source = "cli"
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var n int
 		if err := w.queryRow("SELECT count(*) FROM users WHERE name = ?", u.Name).Scan(&n); err != nil {
 			return fmt.Errorf("create user %s: %w", u.Name, err)
@@ -65,7 +65,7 @@ func (s *Store) CreateUser(ctx context.Context, actor string, u store.User) (sto
 // UpdateUser replaces a user's labels, roles and disabled flag, with an audit row for action.
 func (s *Store) UpdateUser(ctx context.Context, actor, action string, u store.User) (store.User, error) {
 	var out store.User
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		old, err := w.getUser(u.Name)
 		if err != nil {
 			return err
@@ -80,7 +80,7 @@ func (s *Store) UpdateUser(ctx context.Context, actor, action string, u store.Us
 	return out, err
 }
 
-func (w *wtx) putUser(u *store.User) error {
+func (w *Tx) putUser(u *store.User) error {
 	rev, err := w.bump()
 	if err != nil {
 		return err
@@ -97,7 +97,7 @@ func (w *wtx) putUser(u *store.User) error {
 	return w.change(store.KindUser, u.Name, false)
 }
 
-func (w *wtx) getUser(name string) (store.User, error) {
+func (w *Tx) getUser(name string) (store.User, error) {
 	return scanUser(w.queryRow("SELECT doc FROM users WHERE name = ?", name), name)
 }
 
@@ -157,7 +157,7 @@ func (s *Store) CreateEnrolmentCode(ctx context.Context, actor string, c store.E
 		}
 		c.ID = id
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		if _, err := w.getUser(c.User); err != nil {
 			return err
 		}
@@ -191,9 +191,9 @@ type loginAudit struct {
 // UseEnrolmentCode redeems a code and creates the login, in one transaction with a user.login audit row
 // whose actor is userPrefix+name (the user's SPIFFE ID).
 func (s *Store) UseEnrolmentCode(ctx context.Context, userPrefix string, hash []byte, now time.Time, l store.Login) (store.EnrolmentCode, store.Login, error) {
-	now = canonTime(now)
+	now = CanonTime(now)
 	var c store.EnrolmentCode
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var doc string
 		if err := w.queryRow("SELECT doc FROM enrolment_codes WHERE hash = ?", hash).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
 			return store.ErrCodeInvalid
@@ -232,7 +232,7 @@ func (s *Store) UseEnrolmentCode(ctx context.Context, userPrefix string, hash []
 	return c, l, nil
 }
 
-func (w *wtx) putLogin(l *store.Login, actor, code string) error {
+func (w *Tx) putLogin(l *store.Login, actor, code string) error {
 	if l.ID == "" {
 		id, err := newID("l-")
 		if err != nil {
@@ -256,7 +256,7 @@ func (w *wtx) putLogin(l *store.Login, actor, code string) error {
 
 // CreateLogin stores a login with a user.login audit row.
 func (s *Store) CreateLogin(ctx context.Context, actor string, l store.Login) (store.Login, error) {
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		if _, err := w.getUser(l.User); err != nil {
 			return err
 		}
@@ -283,7 +283,7 @@ func (s *Store) GetLogin(ctx context.Context, id string) (store.Login, error) {
 // RenewLogin moves a login from oldSerial to newSerial. It is not a change (no revision, no audit row).
 func (s *Store) RenewLogin(ctx context.Context, id, oldSerial, newSerial string, now time.Time) (store.Login, error) {
 	var l store.Login
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var doc string
 		if err := w.queryRow("SELECT doc FROM user_logins WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("login %s: %w", id, store.ErrNotFound)
@@ -299,7 +299,7 @@ func (s *Store) RenewLogin(ctx context.Context, id, oldSerial, newSerial string,
 		if !now.Before(l.ExpiresAt) {
 			return fmt.Errorf("login %s expired at %s: %w", id, l.ExpiresAt.Format(time.RFC3339), store.ErrFailedPrecondition)
 		}
-		l.Serial, l.RenewedAt = newSerial, canonTime(now)
+		l.Serial, l.RenewedAt = newSerial, CanonTime(now)
 		doc, err := encodeJSON(l)
 		if err != nil {
 			return err
@@ -319,7 +319,7 @@ func (s *Store) CreateAccessRequest(ctx context.Context, actor string, r store.A
 		}
 		r.ID = id
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		r.State, r.CreatedAt = store.RequestPending, w.now
 		if err := w.putRequest(r, true); err != nil {
 			return err
@@ -332,7 +332,7 @@ func (s *Store) CreateAccessRequest(ctx context.Context, actor string, r store.A
 	return r, nil
 }
 
-func (w *wtx) putRequest(r store.AccessRequest, insert bool) error {
+func (w *Tx) putRequest(r store.AccessRequest, insert bool) error {
 	doc, err := encodeJSON(r)
 	if err != nil {
 		return err
@@ -389,7 +389,7 @@ func (s *Store) ListAccessRequests(ctx context.Context) ([]store.AccessRequest, 
 // DecideAccessRequest approves (creating g) or denies a pending request, with its audit row.
 func (s *Store) DecideAccessRequest(ctx context.Context, actor, id, reason string, g *grant.Grant) (store.AccessRequest, error) {
 	var r store.AccessRequest
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		var err error
 		if r, err = scanRequest(w.queryRow("SELECT doc FROM access_requests WHERE id = ?", id), id); err != nil {
 			return err

@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"database/sql"
@@ -11,8 +11,8 @@ import (
 	"github.com/kithid/kith/attestation"
 )
 
-// canonTime is t as the store keeps it: UTC, no monotonic reading. The zero time stays zero.
-func canonTime(t time.Time) time.Time {
+// CanonTime is t as the store keeps it: UTC, no monotonic reading. The zero time stays zero.
+func CanonTime(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
 	}

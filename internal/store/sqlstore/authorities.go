@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
@@ -68,7 +68,7 @@ func (s *Store) PutAuthorities(ctx context.Context, actor, action string, auths 
 			ActivatedAt: timeString(a.ActivatedAt), RetiredAt: timeString(a.RetiredAt),
 		}
 	}
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *Tx) error {
 		for _, a := range auths {
 			if _, err := w.exec("INSERT INTO authorities ("+authorityColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"+
 				" ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, state = excluded.state, key_id = excluded.key_id,"+
