@@ -80,20 +80,8 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 
 // ListJoinTokens returns every join token, used or not, oldest first.
 func (s *Store) ListJoinTokens(ctx context.Context) ([]store.JoinToken, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+tokenColumns+" FROM join_tokens ORDER BY created_at, id")
+	out, err := queryAll(ctx, s.reader, scanToken, "SELECT "+tokenColumns+" FROM join_tokens ORDER BY created_at, id")
 	if err != nil {
-		return nil, fmt.Errorf("list join tokens: %w", err)
-	}
-	defer rows.Close()
-	out := []store.JoinToken{}
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list join tokens: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list join tokens: %w", err)
 	}
 	return out, nil
@@ -355,20 +343,8 @@ func getAgent(ctx context.Context, q querier, id spiffeid.ID) (store.Agent, erro
 
 // ListAgents returns every agent, evicted or not, ordered by ID.
 func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+agentColumns+" FROM agents ORDER BY id")
+	out, err := queryAll(ctx, s.reader, scanAgent, "SELECT "+agentColumns+" FROM agents ORDER BY id")
 	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Agent{}
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list agents: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	return out, nil

@@ -29,20 +29,8 @@ type authorityDetail struct {
 
 // ListAuthorities returns every CA authority, ordered by creation time then ID.
 func (s *Store) ListAuthorities(ctx context.Context) ([]ca.Authority, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+authorityColumns+" FROM authorities ORDER BY created_at, id")
+	out, err := queryAll(ctx, s.reader, scanAuthority, "SELECT "+authorityColumns+" FROM authorities ORDER BY created_at, id")
 	if err != nil {
-		return nil, fmt.Errorf("list authorities: %w", err)
-	}
-	defer rows.Close()
-	out := []ca.Authority{}
-	for rows.Next() {
-		a, err := scanAuthority(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list authorities: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list authorities: %w", err)
 	}
 	return out, nil

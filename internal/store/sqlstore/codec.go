@@ -1,14 +1,17 @@
 package sqlstore
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/kithid/kith/attestation"
+	"github.com/kithid/kith/internal/store"
 )
 
 // CanonTime is t as the store keeps it: UTC, no monotonic reading. The zero time stays zero.
@@ -124,3 +127,42 @@ func timeString(t time.Time) string {
 }
 
 func durationOf(ns int64) time.Duration { return time.Duration(ns) }
+
+// scanDoc reads the JSON document column of row into a T: what and key (if known) name it in errors, and a
+// missing row is store.ErrNotFound.
+func scanDoc[T any](row scanner, what, key string) (T, error) {
+	var (
+		doc string
+		v   T
+	)
+	if key != "" {
+		what += " " + key
+	}
+	if err := row.Scan(&doc); errors.Is(err, sql.ErrNoRows) {
+		return v, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	} else if err != nil {
+		return v, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := decodeJSON(doc, &v); err != nil {
+		return v, fmt.Errorf("decode %s: %w", what, err)
+	}
+	return v, nil
+}
+
+// queryAll runs query on q and scans every row with scan: an empty slice, not nil, when there are none.
+func queryAll[T any](ctx context.Context, q Querier, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

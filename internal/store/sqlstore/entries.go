@@ -353,20 +353,8 @@ func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.E
 		q += " LIMIT ?"
 		args = append(args, f.Limit)
 	}
-	rows, err := s.reader.QueryContext(ctx, q, args...)
+	out, err := queryAll(ctx, s.reader, scanEntry, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list entries: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Entry{}
-	for rows.Next() {
-		e, err := scanEntry(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list entries: %w", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list entries: %w", err)
 	}
 	return out, nil

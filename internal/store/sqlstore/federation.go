@@ -140,20 +140,11 @@ func scanBundle(row scanner) (store.FederatedBundle, error) {
 
 // ListBundles returns every federated bundle ordered by trust domain.
 func (s *Store) ListBundles(ctx context.Context) ([]store.FederatedBundle, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+bundleColumns+" FROM federated_bundles ORDER BY trust_domain")
+	out, err := queryAll(ctx, s.reader, scanBundle, "SELECT "+bundleColumns+" FROM federated_bundles ORDER BY trust_domain")
 	if err != nil {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
-	defer rows.Close()
-	out := []store.FederatedBundle{}
-	for rows.Next() {
-		b, err := scanBundle(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list bundles: %w", err)
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 const federationColumns = "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, updated_at, revision, last_refresh, next_refresh, last_error"
@@ -279,20 +270,11 @@ func (s *Store) DeleteFederation(ctx context.Context, actor string, td spiffeid.
 
 // ListFederations returns every relationship ordered by trust domain.
 func (s *Store) ListFederations(ctx context.Context) ([]store.Federation, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+federationColumns+" FROM federations ORDER BY trust_domain")
+	out, err := queryAll(ctx, s.reader, scanFederation, "SELECT "+federationColumns+" FROM federations ORDER BY trust_domain")
 	if err != nil {
 		return nil, fmt.Errorf("list federations: %w", err)
 	}
-	defer rows.Close()
-	out := []store.Federation{}
-	for rows.Next() {
-		f, err := scanFederation(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list federations: %w", err)
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // SetFederationStatus records how a refresh went, without a revision or audit row.

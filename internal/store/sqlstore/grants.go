@@ -3,9 +3,7 @@ package sqlstore
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
 	"github.com/kithid/kith/authz/grant"
@@ -101,14 +99,9 @@ func (w *Tx) putGrant(g grant.Grant) error {
 func (s *Store) DeleteGrant(ctx context.Context, actor, id string) (grant.Grant, error) {
 	var g grant.Grant
 	err := s.write(ctx, func(w *Tx) error {
-		var doc string
-		if err := w.queryRow("SELECT doc FROM grants WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("grant %s: %w", id, store.ErrNotFound)
-		} else if err != nil {
-			return fmt.Errorf("grant %s: %w", id, err)
-		}
-		if err := decodeJSON(doc, &g); err != nil {
-			return fmt.Errorf("decode grant %s: %w", id, err)
+		var err error
+		if g, err = scanDoc[grant.Grant](w.queryRow("SELECT doc FROM grants WHERE id = ?", id), "grant", id); err != nil {
+			return err
 		}
 		if _, err := w.exec("DELETE FROM grants WHERE id = ?", id); err != nil {
 			return fmt.Errorf("delete grant %s: %w", id, err)
@@ -123,17 +116,7 @@ func (s *Store) DeleteGrant(ctx context.Context, actor, id string) (grant.Grant,
 
 // GetGrant returns one grant; store.ErrNotFound if absent.
 func (s *Store) GetGrant(ctx context.Context, id string) (grant.Grant, error) {
-	var doc string
-	if err := s.reader.QueryRowContext(ctx, "SELECT doc FROM grants WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-		return grant.Grant{}, fmt.Errorf("grant %s: %w", id, store.ErrNotFound)
-	} else if err != nil {
-		return grant.Grant{}, fmt.Errorf("grant %s: %w", id, err)
-	}
-	var g grant.Grant
-	if err := decodeJSON(doc, &g); err != nil {
-		return grant.Grant{}, fmt.Errorf("decode grant %s: %w", id, err)
-	}
-	return g, nil
+	return scanDoc[grant.Grant](s.reader.QueryRowContext(ctx, "SELECT doc FROM grants WHERE id = ?", id), "grant", id)
 }
 
 // ListGrants returns the grants ordered by target, caller and ID, at most f.Limit after f.After.
@@ -148,24 +131,11 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]grant.Gr
 		q += " LIMIT ?"
 		args = append(args, f.Limit)
 	}
-	rows, err := s.reader.QueryContext(ctx, q, args...)
+	out, err := queryAll(ctx, s.reader, func(r scanner) (grant.Grant, error) { return scanDoc[grant.Grant](r, "grant", "") }, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}
-	defer rows.Close()
-	out := []grant.Grant{}
-	for rows.Next() {
-		var doc string
-		if err := rows.Scan(&doc); err != nil {
-			return nil, fmt.Errorf("list grants: %w", err)
-		}
-		var g grant.Grant
-		if err := decodeJSON(doc, &g); err != nil {
-			return nil, fmt.Errorf("decode grant: %w", err)
-		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // SetTargetMode sets a target's enforcement mode (enforce removes the row), with a target.mode audit row.

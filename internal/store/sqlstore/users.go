@@ -102,17 +102,7 @@ func (w *Tx) getUser(name string) (store.User, error) {
 }
 
 func scanUser(row scanner, name string) (store.User, error) {
-	var doc string
-	if err := row.Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-		return store.User{}, fmt.Errorf("user %s: %w", name, store.ErrNotFound)
-	} else if err != nil {
-		return store.User{}, fmt.Errorf("user %s: %w", name, err)
-	}
-	var u store.User
-	if err := decodeJSON(doc, &u); err != nil {
-		return store.User{}, err
-	}
-	return u, nil
+	return scanDoc[store.User](row, "user", name)
 }
 
 // GetUser returns one user; store.ErrNotFound if absent.
@@ -122,24 +112,11 @@ func (s *Store) GetUser(ctx context.Context, name string) (store.User, error) {
 
 // ListUsers returns every user ordered by name.
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT doc FROM users ORDER BY name")
+	out, err := queryAll(ctx, s.reader, func(r scanner) (store.User, error) { return scanUser(r, "") }, "SELECT doc FROM users ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
-	defer rows.Close()
-	out := []store.User{}
-	for rows.Next() {
-		var doc string
-		if err := rows.Scan(&doc); err != nil {
-			return nil, fmt.Errorf("list users: %w", err)
-		}
-		var u store.User
-		if err := decodeJSON(doc, &u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 type codeAudit struct {
@@ -270,27 +247,15 @@ func (s *Store) CreateLogin(ctx context.Context, actor string, l store.Login) (s
 
 // GetLogin returns one login; store.ErrNotFound if absent.
 func (s *Store) GetLogin(ctx context.Context, id string) (store.Login, error) {
-	var doc string
-	if err := s.reader.QueryRowContext(ctx, "SELECT doc FROM user_logins WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-		return store.Login{}, fmt.Errorf("login %s: %w", id, store.ErrNotFound)
-	} else if err != nil {
-		return store.Login{}, fmt.Errorf("login %s: %w", id, err)
-	}
-	var l store.Login
-	return l, decodeJSON(doc, &l)
+	return scanDoc[store.Login](s.reader.QueryRowContext(ctx, "SELECT doc FROM user_logins WHERE id = ?", id), "login", id)
 }
 
 // RenewLogin moves a login from oldSerial to newSerial. It is not a change (no revision, no audit row).
 func (s *Store) RenewLogin(ctx context.Context, id, oldSerial, newSerial string, now time.Time) (store.Login, error) {
 	var l store.Login
 	err := s.write(ctx, func(w *Tx) error {
-		var doc string
-		if err := w.queryRow("SELECT doc FROM user_logins WHERE id = ?", id).Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("login %s: %w", id, store.ErrNotFound)
-		} else if err != nil {
-			return fmt.Errorf("login %s: %w", id, err)
-		}
-		if err := decodeJSON(doc, &l); err != nil {
+		var err error
+		if l, err = scanDoc[store.Login](w.queryRow("SELECT doc FROM user_logins WHERE id = ?", id), "login", id); err != nil {
 			return err
 		}
 		if l.Serial != oldSerial {
@@ -349,14 +314,7 @@ func (w *Tx) putRequest(r store.AccessRequest, insert bool) error {
 }
 
 func scanRequest(row scanner, id string) (store.AccessRequest, error) {
-	var doc string
-	if err := row.Scan(&doc); errors.Is(err, sql.ErrNoRows) {
-		return store.AccessRequest{}, fmt.Errorf("access request %s: %w", id, store.ErrNotFound)
-	} else if err != nil {
-		return store.AccessRequest{}, fmt.Errorf("access request %s: %w", id, err)
-	}
-	var r store.AccessRequest
-	return r, decodeJSON(doc, &r)
+	return scanDoc[store.AccessRequest](row, "access request", id)
 }
 
 // GetAccessRequest returns one request; store.ErrNotFound if absent.
@@ -366,24 +324,11 @@ func (s *Store) GetAccessRequest(ctx context.Context, id string) (store.AccessRe
 
 // ListAccessRequests returns every request, newest first.
 func (s *Store) ListAccessRequests(ctx context.Context) ([]store.AccessRequest, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT doc FROM access_requests ORDER BY created_at DESC, id DESC")
+	out, err := queryAll(ctx, s.reader, func(r scanner) (store.AccessRequest, error) { return scanRequest(r, "") }, "SELECT doc FROM access_requests ORDER BY created_at DESC, id DESC")
 	if err != nil {
 		return nil, fmt.Errorf("list access requests: %w", err)
 	}
-	defer rows.Close()
-	out := []store.AccessRequest{}
-	for rows.Next() {
-		var doc string
-		if err := rows.Scan(&doc); err != nil {
-			return nil, err
-		}
-		var r store.AccessRequest
-		if err := decodeJSON(doc, &r); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DecideAccessRequest approves (creating g) or denies a pending request, with its audit row.
