@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -61,8 +62,10 @@ func StartHA(ctx context.Context, o HAOptions) (*HA, error) {
 			h.Close()
 			return nil, err
 		}
-		srv, err := startServer(ctx, bin, sd, h.logLevel, "127.0.0.1:0", o.Env)
-		h.Servers = append(h.Servers, &HAServer{Dir: sd, GRPCAddr: srv.grpcAddr, Admin: srv.admin, Cmd: srv.cmd, conn: srv.conn, env: o.Env})
+		// Each server is one of its own (its own intermediate), named as in a StatefulSet.
+		env := append(slices.Clone(o.Env), fmt.Sprintf("KITH_SERVER_NAME=kith-%d", i))
+		srv, err := startServer(ctx, bin, sd, h.logLevel, "127.0.0.1:0", env)
+		h.Servers = append(h.Servers, &HAServer{Dir: sd, GRPCAddr: srv.grpcAddr, Admin: srv.admin, Cmd: srv.cmd, conn: srv.conn, env: env})
 		if err != nil {
 			h.Close()
 			return nil, err
