@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -147,6 +148,32 @@ func TestPostgresEachServerSignsWithItsOwnIntermediate(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPostgresCALeadershipMovesWhenTheLeaderDies: of two servers one holds the CA rotation lease (it rotates
+// the roots and JWT keys); SIGKILL it, and the other takes the lease over within seconds (PostgreSQL ends the
+// dead server's session, and with it the lock).
+func TestPostgresCALeadershipMovesWhenTheLeaderDies(t *testing.T) {
+	servers, _ := haClusters(t, 2)
+	const leads = "this server now rotates the roots and jwt keys"
+	var leader, other *cluster
+	eventually(t, 10*time.Second, "one server taking the ca rotation lease", func() error {
+		for i, s := range servers {
+			if strings.Contains(s.server.stdout.String()+s.server.stderr.String(), leads) {
+				leader, other = s, servers[1-i]
+				return nil
+			}
+		}
+		return errors.New("no server leads")
+	})
+	if strings.Contains(other.server.stdout.String()+other.server.stderr.String(), leads) {
+		t.Fatal("both servers took the ca rotation lease")
+	}
+	leader.server.kill()
+	killed := time.Now()
+	other.server.waitOutput(leads, 15*time.Second)
+	t.Logf("the other server took the ca rotation lease %s after the leader was killed", time.Since(killed).Round(10*time.Millisecond))
+	mustKith(t, other.adminSocket, "ca", "rotate") // and the survivor rotates
 }
 
 // TestPostgresKillServerUnderLoad: three servers on one PostgreSQL, two agents that know all three, eight
