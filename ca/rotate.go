@@ -179,11 +179,17 @@ func (c *CA) tickOnce(ctx context.Context, now time.Time) (bool, error) {
 			return true, err
 		}
 	}
+	if c.cfg.Upstream != nil {
+		// Switching from the CA's own root to the upstream: this server's intermediate, and for the
+		// leader every server's still under an own root, move to the upstream when the first is due.
+		if inters := c.underOwnRoot(leader); len(inters) > 0 {
+			if at, ok := c.upstreamSwitchAtFor(inters); ok && !now.Before(at) {
+				return true, c.switchToUpstream(ctx, now, inters)
+			}
+		}
+	}
 	switch {
 	case c.switchingToUpstream(v):
-		if at, ok := c.upstreamSwitchAt(v); ok && !now.Before(at) {
-			return true, c.switchToUpstream(ctx, now, v)
-		}
 		if !leader {
 			return false, nil
 		}
@@ -267,6 +273,7 @@ func (c *CA) retireGoneIntermediates(ctx context.Context, now time.Time) (bool, 
 			c.log.Info("ca: retiring the intermediate of a server that is gone", "server", a.Owner, "intermediate", a.ID, "not_after", a.NotAfter)
 		}
 	}
+	ch.retireUnusedOwnRoots()
 	if len(ch.put) == 0 {
 		return false, nil
 	}
@@ -297,12 +304,14 @@ func (c *CA) nextTransition(now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.view()
-	if v.inter == nil || c.cfg.Shared != nil && c.cfg.Upstream == nil && v.nextRoot != nil && v.nextRootInter == nil {
+	if v.inter == nil || c.cfg.Shared != nil && c.cfg.Upstream == nil && v.nextRoot != nil && v.nextRootInter == nil && !c.switchingFromUpstream(v) {
 		return now // Tick has this server's intermediate to make
 	}
 	times := []time.Time{activateAt(v.inter), activateAt(v.jwt)}
-	if at, ok := c.upstreamSwitchAt(v); ok && c.switchingToUpstream(v) {
-		times = append(times, at)
+	if inters := c.underOwnRoot(c.leader()); c.cfg.Upstream != nil && len(inters) > 0 {
+		if at, ok := c.upstreamSwitchAtFor(inters); ok {
+			times = append(times, at)
+		}
 	}
 	switch {
 	case v.nextRoot != nil:
@@ -389,6 +398,7 @@ func (c *CA) switchRoot(ctx context.Context, now time.Time, v view) error {
 	if err := ch.rehome(ctx, c.owners(), func(a *authority) bool { return a.ParentID == root.ID }, c.minter(root)); err != nil {
 		return ch.abort(ctx, err)
 	}
+	ch.retireOrphans()
 	action := "ca.activate.root"
 	if c.switchingFromUpstream(v) {
 		action = "ca.switch.self_signed"
@@ -396,15 +406,41 @@ func (c *CA) switchRoot(ctx context.Context, now time.Time, v view) error {
 	return c.commit(ctx, ch, "system", action)
 }
 
-// owners is this server and every server with an active intermediate.
+// owners is this server and every other server with an active intermediate that has not expired (an
+// expired one's server is gone: retireGoneIntermediates retires it). With a shared store the intermediate
+// without an owner is a single server's from before the store was shared, and is left to expire too.
 func (c *CA) owners() []string {
 	out := []string{c.owner}
+	now := c.now()
 	for _, a := range c.auths {
-		if a.Kind == KindX509Intermediate && a.State == StateActive && !slices.Contains(out, a.Owner) {
+		if c.liveIntermediate(a, now) && !slices.Contains(out, a.Owner) {
 			out = append(out, a.Owner)
 		}
 	}
 	return out
+}
+
+// liveIntermediate reports whether a is the active intermediate of this server or of another that is not
+// gone (see owners).
+func (c *CA) liveIntermediate(a *authority, now time.Time) bool {
+	return a.Kind == KindX509Intermediate && a.State == StateActive &&
+		(a.Owner == c.owner || now.Before(a.NotAfter) && (a.Owner != "" || c.cfg.Shared == nil))
+}
+
+// retireOrphans retires the intermediates (of servers that are gone) whose root the change retires.
+func (ch *change) retireOrphans() {
+	auths := ch.authorities()
+	retired := map[string]bool{}
+	for _, a := range auths {
+		if a.Kind == KindX509Root && a.State == StateRetired {
+			retired[a.ID] = true
+		}
+	}
+	for _, a := range auths {
+		if a.Kind == KindX509Intermediate && a.State != StateRetired && retired[a.ParentID] {
+			ch.retire(a)
+		}
+	}
 }
 
 // rehome gives each of owners an active intermediate that fits (is under the root being moved to): the
@@ -426,7 +462,10 @@ func (ch *change) rehome(ctx context.Context, owners []string, fits func(*author
 		if next == nil {
 			var err error
 			if next, err = ch.newIntermediate(ctx, up, owner); err != nil {
-				return fmt.Errorf("intermediate of %s: %w", ownerName(owner), err)
+				if owner != ch.c.owner {
+					err = fmt.Errorf("intermediate of %s: %w", ownerName(owner), err)
+				}
+				return err
 			}
 		}
 		ch.activate(next)

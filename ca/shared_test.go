@@ -5,11 +5,14 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -23,14 +26,15 @@ import (
 
 // cluster is several servers' CAs on one store and one key manager, as on one PostgreSQL database.
 type cluster struct {
-	t      *testing.T
-	clk    *testutil.Clock
-	store  *catest.Store
-	keys   ca.KeyManager
-	lock   sync.Mutex // the database lock
-	leader atomic.Pointer[string]
-	locked atomic.Int32 // how many holders of lock at once (must stay ≤ 1)
-	mods   []func(*ca.Config)
+	t         *testing.T
+	clk       *testutil.Clock
+	store     *catest.Store
+	keys      ca.KeyManager
+	lock      sync.Mutex // the database lock
+	leader    atomic.Pointer[string]
+	locked    atomic.Int32 // how many holders of lock at once (must stay ≤ 1)
+	lockCount atomic.Int64 // how many times it was taken
+	mods      []func(*ca.Config)
 }
 
 func newCluster(t *testing.T, leader string, mods ...func(*ca.Config)) *cluster {
@@ -50,6 +54,7 @@ func (cl *cluster) server(name string) *ca.CA {
 			Lock: func(_ context.Context, fn func() error) error {
 				cl.lock.Lock()
 				defer cl.lock.Unlock()
+				cl.lockCount.Add(1)
 				if cl.locked.Add(1) > 1 {
 					cl.t.Error("two holders of the shared lock")
 				}
@@ -406,4 +411,87 @@ func TestSharedConfigIsChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restart starts server name again with mods on top of the cluster's.
+func (cl *cluster) restart(name string, mods ...func(*ca.Config)) *ca.CA {
+	cl.t.Helper()
+	saved := cl.mods
+	cl.mods = append(slices.Clone(saved), mods...)
+	defer func() { cl.mods = saved }()
+	return cl.server(name)
+}
+
+// TestSharedSwitchToAnUpstreamWhenTheLeaderChanges: self-signed servers a (leading) and b restart with an
+// upstream; b moves its own intermediate first, then b becomes the leader: it must move a's too and retire
+// the CA's own root, and the store must stay loadable throughout — also when a is gone for good.
+func TestSharedSwitchToAnUpstreamWhenTheLeaderChanges(t *testing.T) {
+	for _, aGone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("a gone %v", aGone), func(t *testing.T) {
+			cl := newCluster(t, "a")
+			cl.server("a")
+			cl.server("b")
+			up := catest.NewUpstream(t, cl.clk.Now)
+			withUp := func(cfg *ca.Config) { cfg.Upstream = up }
+			a, b := cl.restart("a", withUp), cl.restart("b", withUp)
+			cl.clk.Advance(49 * time.Hour) // past the root overlap
+			tickAll(t, b)                  // not the leader: moves only its own intermediate
+			if err := verifyUpstream(issue(t, b, workload, time.Hour), up.Roots(), cl.clk.Now()); err != nil {
+				t.Fatalf("b does not sign under the upstream: %v", err)
+			}
+			cl.setLeader("b")
+			if aGone {
+				cl.clk.Advance(8 * 24 * time.Hour) // a's intermediate expires; b keeps its own rotated
+				for range 3 {
+					tickAll(t, b)
+				}
+			} else {
+				tickAll(t, b)
+			}
+			for _, auth := range b.Authorities() {
+				if auth.Kind == ca.KindX509Root && auth.KeyID != "" && auth.State != ca.StateRetired {
+					t.Errorf("the ca's own root %s is still %s", auth.ID, auth.State)
+				}
+			}
+			fresh := cl.restart("c", withUp) // the store loads
+			if err := verifyUpstream(issue(t, fresh, workload, time.Hour), up.Roots(), cl.clk.Now()); err != nil {
+				t.Errorf("a new server does not sign under the upstream: %v", err)
+			}
+			if !aGone {
+				if err := a.Reload(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if err := verifyUpstream(issue(t, a, workload, time.Hour), up.Roots(), cl.clk.Now()); err != nil {
+					t.Errorf("a was not moved to the upstream by the new leader: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestSharedNonLeaderWaitsDuringASwitchFromAnUpstream: while the leader switches every server from an
+// upstream to a root of the CA's own, a server that is not the leader has nothing to do until the switch:
+// its Run must not tick (lock the database) every second meanwhile.
+func TestSharedNonLeaderWaitsDuringASwitchFromAnUpstream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var up *catest.Upstream
+		cl := newCluster(t, "a")
+		up = catest.NewUpstream(t, cl.clk.Now)
+		withUp := func(cfg *ca.Config) { cfg.Upstream = up }
+		cl.restart("a", withUp)
+		cl.restart("b", withUp)
+		a, b := cl.server("a"), cl.server("b") // no upstream any more: a starts a root of the ca's own
+		tickAll(t, a)
+		locks := cl.lockCount.Load()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- b.Run(ctx) }()
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		cancel()
+		<-done
+		if n := cl.lockCount.Load() - locks; n > 20 {
+			t.Errorf("b locked the database %d times in 10 minutes with nothing to do", n)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -45,10 +46,17 @@ func (c *CA) switchingFromUpstream(v view) bool {
 	return c.cfg.Upstream == nil && r != nil && r.KeyID == ""
 }
 
-// upstreamSwitchAt is when a switch to the upstream makes its intermediate active: RootOverlap after the
-// first of the upstream's roots now active was published, or when the CA's own intermediate is due to be
-// replaced if that is sooner. ok is false while no upstream root is published yet.
+// upstreamSwitchAt is when a switch to the upstream makes this server's intermediate active (see
+// upstreamSwitchAtFor). ok is false while no upstream root is published yet.
 func (c *CA) upstreamSwitchAt(v view) (t time.Time, ok bool) {
+	return c.upstreamSwitchAtFor([]*authority{v.inter})
+}
+
+// upstreamSwitchAtFor is when a switch to the upstream replaces the active intermediates inters (under a
+// root of the CA's own): RootOverlap after the first of the upstream's roots now active was published, or
+// when the first of inters is due to be replaced if that is sooner. ok is false while no upstream root is
+// published yet.
+func (c *CA) upstreamSwitchAtFor(inters []*authority) (t time.Time, ok bool) {
 	for _, a := range c.auths {
 		if a.Kind == KindX509Root && a.KeyID == "" && a.State == StateActive && (!ok || a.CreatedAt.Before(t)) {
 			t, ok = a.CreatedAt, true
@@ -57,7 +65,24 @@ func (c *CA) upstreamSwitchAt(v view) (t time.Time, ok bool) {
 	if !ok {
 		return time.Time{}, false
 	}
-	return minTime(t.Add(c.cfg.RootOverlap), activateAt(v.inter)), true
+	t = t.Add(c.cfg.RootOverlap)
+	for _, in := range inters {
+		t = minTime(t, activateAt(in))
+	}
+	return t, true
+}
+
+// underOwnRoot returns the active intermediates that chain to a root of the CA's own: this server's only,
+// unless the CA is the leader (it moves every server's to the upstream).
+func (c *CA) underOwnRoot(leader bool) []*authority {
+	var out []*authority
+	now := c.now()
+	for _, a := range c.auths {
+		if c.liveIntermediate(a, now) && c.isOwn(a.ParentID) && (leader || a.Owner == c.owner) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -95,25 +120,41 @@ func (c *CA) startSwitch(ctx context.Context) error {
 	return nil
 }
 
-// switchToUpstream activates an intermediate minted by the upstream for this server; the leader does it for
-// every server and retires the CA's own roots. c.mu must be held.
-func (c *CA) switchToUpstream(ctx context.Context, now time.Time, v view) error {
+// switchToUpstream activates intermediates minted by the upstream for the servers whose intermediates
+// inters are (this server's, or every server's for the leader), and retires the roots of the CA's own that
+// no intermediate needs any more. c.mu must be held.
+func (c *CA) switchToUpstream(ctx context.Context, now time.Time, inters []*authority) error {
 	ch := c.newChange(now)
-	owners := []string{c.owner}
-	if c.leader() {
-		owners = c.owners()
-	}
-	if err := ch.rehome(ctx, owners, func(a *authority) bool { return !c.isOwn(a.ParentID) }, c.upstream); err != nil {
-		return ch.abort(ctx, fmt.Errorf("upstream authority: %w", err))
-	}
-	if c.leader() {
-		for _, a := range c.auths {
-			if a.Kind == KindX509Root && a.KeyID != "" && a.State != StateRetired {
-				ch.retire(a)
-			}
+	var owners []string
+	for _, in := range inters {
+		if !slices.Contains(owners, in.Owner) {
+			owners = append(owners, in.Owner)
 		}
 	}
+	if err := ch.rehome(ctx, owners, func(a *authority) bool { return !c.isOwn(a.ParentID) }, c.upstream); err != nil {
+		return ch.abort(ctx, err)
+	}
+	ch.retireUnusedOwnRoots()
 	return c.commit(ctx, ch, "system", "ca.switch.upstream")
+}
+
+// retireUnusedOwnRoots retires, with an upstream configured, the roots of the CA's own that no intermediate
+// (of any server) that is not retired chains to once the change is made.
+func (ch *change) retireUnusedOwnRoots() {
+	if ch.c.cfg.Upstream == nil {
+		return
+	}
+	auths := ch.authorities()
+	for _, r := range auths {
+		if r.Kind != KindX509Root || r.KeyID == "" || r.State == StateRetired {
+			continue
+		}
+		if !slices.ContainsFunc(auths, func(a *authority) bool {
+			return a.Kind == KindX509Intermediate && a.State != StateRetired && a.ParentID == r.ID
+		}) {
+			ch.retire(r)
+		}
+	}
 }
 
 // isOwn reports whether authority id is a root of the CA's own.

@@ -31,8 +31,8 @@ type Server struct {
 	DataDir string `yaml:"data_dir"`
 	// ServerName is this server's name among the servers that share a store (store.driver postgres): the
 	// owner of its own intermediate CA and the OU of that intermediate's subject (docs/ha.md). Keep it
-	// stable across restarts: a new name is a new server, with a new intermediate. Default the host name
-	// (in Kubernetes the pod's name). Env KITH_SERVER_NAME.
+	// stable across restarts: a new name is a new server, with a new intermediate. Default, with store.driver
+	// postgres, the host name (in Kubernetes the pod's name); unused with sqlite. Env KITH_SERVER_NAME.
 	ServerName string `yaml:"server_name"`
 	Log        Log    `yaml:"log"`
 	Listen     Listen `yaml:"listen"`
@@ -512,9 +512,6 @@ func (c *Server) Finish() error {
 	}
 	def(&c.TrustDomain, DefaultTrustDomain)
 	def(&c.DataDir, "/var/lib/kith")
-	if c.ServerName == "" {
-		c.ServerName, _ = os.Hostname()
-	}
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
 	def(&c.UI.Enabled, "auto")
@@ -595,9 +592,6 @@ func (c *Server) validate() error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		return &FieldError{"trust_domain", fmt.Sprintf("%q is not a valid trust domain (%v): use a lowercase DNS-like name such as example.org", c.TrustDomain, err)}
 	}
-	if !serverName.MatchString(c.ServerName) {
-		return &FieldError{"server_name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-': set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", c.ServerName)}
-	}
 	if !filepath.IsAbs(c.DataDir) {
 		abs, err := filepath.Abs(c.DataDir)
 		if err != nil {
@@ -645,6 +639,19 @@ func (c *Server) validate() error {
 		return &FieldError{"ca.key_manager", "database keeps the CA keys in the postgres store: set store.driver postgres and store.url, or use disk"}
 	case c.CA.KeyManager == "database" && c.CA.KEKFile == "":
 		return &FieldError{"ca.kek_file", "the database key manager seals the CA keys under a key-encryption key: set ca.kek_file (KITH_CA_KEK_FILE) to a 0600 file holding 32 random bytes (head -c 32 /dev/urandom | base64), the same on every server"}
+	}
+	if c.Store.Driver == "postgres" {
+		// Only servers sharing a store need a name among them.
+		if c.ServerName == "" {
+			h, err := os.Hostname()
+			if err != nil {
+				return &FieldError{"server_name", fmt.Sprintf("not set, and the host name cannot be read (%v): set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", err)}
+			}
+			c.ServerName = h
+		}
+		if !serverName.MatchString(c.ServerName) {
+			return &FieldError{"server_name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-': set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", c.ServerName)}
+		}
 	}
 	if err := oneOf("store.driver", c.Store.Driver, "sqlite", "postgres"); err != nil {
 		return err

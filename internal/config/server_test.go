@@ -127,3 +127,39 @@ func TestServerK8sPSATClusters(t *testing.T) {
 		})
 	}
 }
+
+// server_name matters only to servers sharing a postgres store: there it defaults to the host name and
+// must fit the intermediate's OU; a sqlite server never needs it.
+func TestServerName(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, tt := range []struct {
+		name, yaml, want, wantErr string
+	}{
+		{name: "sqlite needs none", yaml: "server_name: ''", want: ""},
+		{name: "postgres defaults to the host name", yaml: "store: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", want: host},
+		{name: "postgres takes the configured one", yaml: "server_name: kith-0\nstore: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", want: "kith-0"},
+		{name: "a name with a slash", yaml: "server_name: a/b\nstore: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", wantErr: `server_name: "a/b" is not 1 to 63`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "server.yaml")
+			if err := os.WriteFile(p, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := LoadServer(p, func(string) (string, bool) { return "", false })
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Finish()
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("Finish = %v, want an error containing %q", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatalf("Finish: %v", err)
+			case cfg.ServerName != tt.want:
+				t.Errorf("server_name %q, want %q", cfg.ServerName, tt.want)
+			}
+		})
+	}
+}
