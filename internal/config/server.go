@@ -5,7 +5,6 @@ import (
 	"math"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -31,8 +30,9 @@ type Server struct {
 	DataDir string `yaml:"data_dir"`
 	// ServerName is this server's name among the servers that share a store (store.driver postgres): the
 	// owner of its own intermediate CA and the OU of that intermediate's subject (docs/ha.md). Keep it
-	// stable across restarts: a new name is a new server, with a new intermediate. Default, with store.driver
-	// postgres, the host name (in Kubernetes the pod's name); unused with sqlite. Env KITH_SERVER_NAME.
+	// stable across restarts: a new name is a new server, with a new intermediate. Default: with
+	// store.driver postgres, a name made on the first start (the host name and 6 random hex digits) and kept
+	// in <data_dir>/server-name; unused with sqlite. Env KITH_SERVER_NAME.
 	ServerName string `yaml:"server_name"`
 	Log        Log    `yaml:"log"`
 	Listen     Listen `yaml:"listen"`
@@ -640,15 +640,7 @@ func (c *Server) validate() error {
 	case c.CA.KeyManager == "database" && c.CA.KEKFile == "":
 		return &FieldError{"ca.kek_file", "the database key manager seals the CA keys under a key-encryption key: set ca.kek_file (KITH_CA_KEK_FILE) to a 0600 file holding 32 random bytes (head -c 32 /dev/urandom | base64), the same on every server"}
 	}
-	if c.Store.Driver == "postgres" {
-		// Only servers sharing a store need a name among them.
-		if c.ServerName == "" {
-			h, err := os.Hostname()
-			if err != nil {
-				return &FieldError{"server_name", fmt.Sprintf("not set, and the host name cannot be read (%v): set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", err)}
-			}
-			c.ServerName = h
-		}
+	if c.ServerName != "" {
 		if !serverName.MatchString(c.ServerName) {
 			return &FieldError{"server_name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-': set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", c.ServerName)}
 		}

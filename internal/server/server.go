@@ -170,12 +170,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{}
 	var shared *ca.Shared
+	serverName := c.ServerName
 	if sh, ok := st.(sharedStore); ok {
+		name, chosen, err := resolveServerName(c.ServerName, c.DataDir)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		if chosen {
+			cfg.Logger.Info("server_name is not set: this server named itself (kept in the data dir); set server_name to choose", "server_name", name)
+		}
+		serverName = name
 		// Several servers on one database: each signs with an intermediate of its own, one (the holder
 		// of the rotation lease) rotates the roots and JWT keys, and every change to the authorities is
 		// made under one database lock (servers starting together on an empty database make one CA).
 		shared = &ca.Shared{
-			Name:   c.ServerName,
+			Name:   serverName,
 			Lock:   func(ctx context.Context, fn func() error) error { return sh.Locked(ctx, postgres.LockCA, fn) },
 			Leader: s.caLeader.Load,
 		}
@@ -218,7 +228,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data dir: write %s: %w", dd.markerPath(), err)
 	}
 	s.cfg, s.log, s.td, s.store, s.ca, s.dd, s.reinit, s.anchor, s.ready = cfg, cfg.Logger, td, st, authority, dd, reinit, anchor, make(chan struct{})
-	s.serverName = c.ServerName
+	s.serverName = serverName
 	s.metrics = newMetrics(authority.Authorities, authority.Status, st.Revision, cfg.Now)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kith_audit_chain_intact",
@@ -602,6 +612,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("kith server started", "trust_domain", s.td.Name(), "admin_socket", c.Listen.AdminSocket,
 		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "data_dir", c.DataDir)
 	s.log.Info("jwt-svid issuer", "iss", s.issuer())
+	if s.serverName != "" {
+		s.log.Info("sharing the store with other servers", "server_name", s.serverName)
+	}
 	if bundleLis != nil {
 		s.log.Info("bundle endpoint serving", "address", addrString(bundleLis), "profile", c.Federation.BundleEndpoint.Profile)
 	}

@@ -150,6 +150,56 @@ func TestPostgresEachServerSignsWithItsOwnIntermediate(t *testing.T) {
 	})
 }
 
+// TestPostgresServersOnOneHostNameThemselves: two servers on one host and one PostgreSQL, without
+// server_name: each names itself (kept in its data dir), so each has an intermediate of its own, and a
+// restarted server keeps its name and its intermediate.
+func TestPostgresServersOnOneHostNameThemselves(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	url := pg.NewDatabase(t)
+	kek := filepath.Join(shortTempDir(t), "kek")
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newClusterEnv(t, "KITH_STORE_URL="+url, "KITH_CA_KEK_FILE="+kek)
+	b := newClusterEnv(t, "KITH_STORE_URL="+url, "KITH_CA_KEK_FILE="+kek)
+	owners := func() map[string]string { // owner → active intermediate
+		var resp struct {
+			Authorities []struct{ ID, Kind, State, Owner string }
+		}
+		if err := json.Unmarshal([]byte(mustKith(t, a.adminSocket, "ca", "show", "-o", "json")), &resp); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, x := range resp.Authorities {
+			if x.Kind == "x509-intermediate" && x.State == "active" {
+				out[x.Owner] = x.ID
+			}
+		}
+		return out
+	}
+	var before map[string]string
+	eventually(t, 5*time.Second, "two servers with an intermediate each", func() error {
+		if before = owners(); len(before) != 2 || before[""] != "" {
+			return fmt.Errorf("active intermediates by server: %v", before)
+		}
+		return nil
+	})
+	name, err := os.ReadFile(filepath.Join(b.dir, "server", "server-name"))
+	if err != nil {
+		t.Fatalf("server b kept no name in its data dir: %v", err)
+	}
+	if before[strings.TrimSpace(string(name))] == "" {
+		t.Errorf("server b is named %q in its data dir, which owns none of %v", name, before)
+	}
+	b.server.stop()
+	b.startServer()
+	if after := owners(); !maps.Equal(after, before) {
+		t.Errorf("after a restart of b the intermediates are %v, want %v kept", after, before)
+	}
+}
+
 // TestPostgresCALeadershipMovesWhenTheLeaderDies: of two servers one holds the CA rotation lease (it rotates
 // the roots and JWT keys); SIGKILL it, and the other takes the lease over within seconds (PostgreSQL ends the
 // dead server's session, and with it the lock).
