@@ -88,7 +88,8 @@ lint:
 bench:
 	./bench/run.sh
 
-# make demo UPSTREAM=step runs it under a step-ca built by scripts/components/stepca.sh (cached).
+# make demo UPSTREAM=step runs it under a step-ca built by scripts/components/stepca.sh (cached); UPSTREAM=vault
+# under a Vault dev server built by scripts/components/vault.sh (cached; it takes a while to build cold).
 demo: build
 	KITH_DEMO_UPSTREAM=$(UPSTREAM) ./scripts/demo.sh
 

@@ -85,6 +85,37 @@ ca:
 YAML
   sed 's/^/    /' "$DIR/server.yaml"
   DEV_ARGS=(--server-config "$DIR/server.yaml")
+elif [ "${KITH_DEMO_UPSTREAM:-}" = vault ]; then
+  step "0. a Vault PKI secrets engine as the upstream CA (make demo UPSTREAM=vault): Kith's intermediate is signed by it"
+  VAULTBIN=$(./scripts/components/vault.sh)
+  vault() { "$VAULTBIN/vault" "$@"; }
+  VAULT_PORT=${KITH_DEMO_VAULT_PORT:-18200}
+  export VAULT_ADDR=http://127.0.0.1:$VAULT_PORT VAULT_TOKEN=demo-root
+  printf '$ vault server -dev -dev-listen-address=127.0.0.1:%s &   # in memory, for the demo\n' "$VAULT_PORT"
+  vault server -dev -dev-root-token-id=demo-root -dev-listen-address="127.0.0.1:$VAULT_PORT" -dev-no-store-token >"$DIR/vault.log" 2>&1 &
+  PIDS+=("$!")
+  vault_up() { vault status >/dev/null 2>&1; }
+  wait_for 30 vault_up || { tail -n 20 "$DIR/vault.log" >&2; die "vault did not start within 30 s"; }
+  run vault secrets enable -max-lease-ttl=8760h pki
+  printf '$ vault write -field=certificate pki/root/generate/internal common_name="Demo Vault Root" key_type=ec ttl=8760h > vault-root.pem\n'
+  vault write -field=certificate pki/root/generate/internal common_name="Demo Vault Root" key_type=ec ttl=8760h >"$DIR/vault-root.pem"
+  # Kith needs to sign intermediates under the mount's root and read its issuers: nothing else.
+  printf 'path "pki/*" { capabilities = ["create", "read", "update", "list"] }\n' >"$DIR/kith-policy.hcl"
+  run vault policy write kith "$DIR/kith-policy.hcl"
+  printf '$ vault token create -policy=kith -period=1h -field=token > vault-token   # kith renews it\n'
+  (umask 077 && vault token create -policy=kith -period=1h -field=token >"$DIR/vault-token")
+  cat >"$DIR/server.yaml" <<YAML
+ca:
+  upstream:
+    vault:
+      address: $VAULT_ADDR
+      mount: pki
+      token_file: $DIR/vault-token
+YAML
+  sed 's/^/    /' "$DIR/server.yaml"
+  DEV_ARGS=(--server-config "$DIR/server.yaml")
+elif [ -n "${KITH_DEMO_UPSTREAM:-}" ]; then
+  die "UPSTREAM=${KITH_DEMO_UPSTREAM}: use step or vault (or nothing, for Kith's own root)"
 fi
 
 step "1. start kith dev: a server and an agent in one process (data in $DIR/dev)"
@@ -119,6 +150,9 @@ openssl verify -CAfile "$DIR/roots.pem" -untrusted "$DIR/cert2.pem" "$DIR/cert1.
 if [ "${KITH_DEMO_UPSTREAM:-}" = step ]; then
   printf '$ openssl verify -CAfile step/certs/root_ca.crt -untrusted intermediate.pem leaf.pem   # step-ca'"'"'s own root\n'
   openssl verify -CAfile "$STEPPATH/certs/root_ca.crt" -untrusted "$DIR/cert2.pem" "$DIR/cert1.pem"
+elif [ "${KITH_DEMO_UPSTREAM:-}" = vault ]; then
+  printf "$ openssl verify -CAfile vault-root.pem -untrusted intermediate.pem leaf.pem   # Vault's root\n"
+  openssl verify -CAfile "$DIR/vault-root.pem" -untrusted "$DIR/cert2.pem" "$DIR/cert1.pem"
 fi
 
 step "4. build the example workloads"

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -375,5 +376,40 @@ func TestUpstreamStepUnderKithDev(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, "ca.upstream") {
 			t.Errorf("kith dev with an incomplete upstream: exit %d, %q; want it refused naming ca.upstream", r.code, r.stderr)
 		}
+	}
+}
+
+// TestUpstreamDemoUnderStepAndVault runs `make demo UPSTREAM=step` and `make demo UPSTREAM=vault` (the
+// script itself, with this test's binary and free ports): the whole demo passes under each real upstream,
+// and the SVID it mints verifies with openssl against the upstream's own root.
+func TestUpstreamDemoUnderStepAndVault(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := func() string {
+		_, p, _ := strings.Cut(freeAddr(t), ":")
+		return p
+	}
+	for _, tc := range []struct{ upstream, verified string }{
+		{"step", "# step-ca's own root"},
+		{"vault", "# Vault's root"},
+	} {
+		t.Run(tc.upstream, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(root, "scripts", "demo.sh"))
+			cmd.Env = append(os.Environ(), "KITH="+kithBin(t), "KITH_DEMO_UPSTREAM="+tc.upstream,
+				"KITH_DEMO_ADMIN_PORT="+port(), "KITH_DEMO_STEP_PORT="+port(), "KITH_DEMO_VAULT_PORT="+port())
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("make demo UPSTREAM=%s: %v\n%s", tc.upstream, err, out)
+			}
+			_, after, found := strings.Cut(string(out), tc.verified)
+			if !found || !strings.Contains(strings.SplitN(after, "\n", 3)[1], ": OK") {
+				t.Errorf("make demo UPSTREAM=%s did not verify its svid against the upstream's root:\n%s", tc.upstream, out)
+			}
+			if !strings.Contains(string(out), "== done") {
+				t.Errorf("make demo UPSTREAM=%s did not reach its end:\n%s", tc.upstream, out)
+			}
+		})
 	}
 }
