@@ -83,6 +83,10 @@ type Shared struct {
 // serverName is what Shared.Name may be: it goes in the OU of the server's intermediates.
 var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
+// ValidServerName reports whether name may name a server sharing a store (Shared.Name): 1 to 63 letters,
+// digits, '.', '_' or '-', starting with a letter or digit.
+func ValidServerName(name string) bool { return serverName.MatchString(name) }
+
 // backdate is how far before "now" certificates start, to absorb clock skew.
 const backdate = time.Minute
 
@@ -211,7 +215,7 @@ func fillConfig(cfg *Config) error {
 		return errors.New("trust domain is required")
 	case cfg.Shared != nil && (cfg.Shared.Lock == nil || cfg.Shared.Leader == nil):
 		return errors.New("a shared ca needs a lock and a leader function")
-	case cfg.Shared != nil && !serverName.MatchString(cfg.Shared.Name):
+	case cfg.Shared != nil && !ValidServerName(cfg.Shared.Name):
 		return fmt.Errorf("server name %q is not 1 to 63 letters, digits, '.', '_' or '-'", cfg.Shared.Name)
 	case cfg.Keys == nil:
 		return errors.New("key manager is required")

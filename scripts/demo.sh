@@ -88,19 +88,31 @@ YAML
 elif [ "${KITH_DEMO_UPSTREAM:-}" = vault ]; then
   step "0. a Vault PKI secrets engine as the upstream CA (make demo UPSTREAM=vault): Kith's intermediate is signed by it"
   VAULTBIN=$(./scripts/components/vault.sh)
-  vault() { "$VAULTBIN/vault" "$@"; }
   VAULT_PORT=${KITH_DEMO_VAULT_PORT:-18200}
-  export VAULT_ADDR=http://127.0.0.1:$VAULT_PORT VAULT_TOKEN=demo-root
+  export VAULT_ADDR=http://127.0.0.1:$VAULT_PORT
+  # The dev server's root token: random, and given only to the set-up commands below (not to kith).
+  VAULT_ROOT=$(openssl rand -hex 16)
+  vault() { VAULT_TOKEN=$VAULT_ROOT "$VAULTBIN/vault" "$@"; }
   printf '$ vault server -dev -dev-listen-address=127.0.0.1:%s &   # in memory, for the demo\n' "$VAULT_PORT"
-  vault server -dev -dev-root-token-id=demo-root -dev-listen-address="127.0.0.1:$VAULT_PORT" -dev-no-store-token >"$DIR/vault.log" 2>&1 &
+  # The binary itself in the background (not the function), so that cleanup stops Vault; its log holds
+  # the root token: 0600.
+  (umask 077 && exec "$VAULTBIN/vault" server -dev -dev-root-token-id="$VAULT_ROOT" -dev-listen-address="127.0.0.1:$VAULT_PORT" \
+    -dev-no-store-token >"$DIR/vault.log" 2>&1) &
   PIDS+=("$!")
   vault_up() { vault status >/dev/null 2>&1; }
   wait_for 30 vault_up || { tail -n 20 "$DIR/vault.log" >&2; die "vault did not start within 30 s"; }
   run vault secrets enable -max-lease-ttl=8760h pki
   printf '$ vault write -field=certificate pki/root/generate/internal common_name="Demo Vault Root" key_type=ec ttl=8760h > vault-root.pem\n'
   vault write -field=certificate pki/root/generate/internal common_name="Demo Vault Root" key_type=ec ttl=8760h >"$DIR/vault-root.pem"
-  # Kith needs to sign intermediates under the mount's root and read its issuers: nothing else.
-  printf 'path "pki/*" { capabilities = ["create", "read", "update", "list"] }\n' >"$DIR/kith-policy.hcl"
+  # What Kith does with the mount: sign intermediates under its issuers, and read and list the issuers.
+  cat >"$DIR/kith-policy.hcl" <<'HCL'
+path "pki/root/sign-intermediate"     { capabilities = ["update"] }
+path "pki/issuer/+/sign-intermediate" { capabilities = ["update"] }
+path "pki/issuer/+"                   { capabilities = ["read"] }
+path "pki/issuer/+/json"              { capabilities = ["read"] }
+path "pki/issuers"                    { capabilities = ["list"] }
+HCL
+  sed 's/^/    /' "$DIR/kith-policy.hcl"
   run vault policy write kith "$DIR/kith-policy.hcl"
   printf '$ vault token create -policy=kith -period=1h -field=token > vault-token   # kith renews it\n'
   (umask 077 && vault token create -policy=kith -period=1h -field=token >"$DIR/vault-token")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/ca/keymanager"
 )
 
@@ -641,7 +642,7 @@ func (c *Server) validate() error {
 		return &FieldError{"ca.kek_file", "the database key manager seals the CA keys under a key-encryption key: set ca.kek_file (KITH_CA_KEK_FILE) to a 0600 file holding 32 random bytes (head -c 32 /dev/urandom | base64), the same on every server"}
 	}
 	if c.ServerName != "" {
-		if !serverName.MatchString(c.ServerName) {
+		if !ca.ValidServerName(c.ServerName) {
 			return &FieldError{"server_name", fmt.Sprintf("%q is not 1 to 63 letters, digits, '.', '_' or '-': set server_name (KITH_SERVER_NAME) to a short name for this server, such as kith-0", c.ServerName)}
 		}
 	}
@@ -728,9 +729,6 @@ func (u *Users) validate() error {
 	}
 	return nil
 }
-
-// serverName is what server_name may be: it goes in the OU of the server's intermediate.
-var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // clusterName is what a k8s_psat cluster name may be: one SPIFFE ID path segment, short and plain.
 var clusterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

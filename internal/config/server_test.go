@@ -134,7 +134,8 @@ func TestServerName(t *testing.T) {
 	for _, tt := range []struct {
 		name, yaml, want, wantErr string
 	}{
-		{name: "sqlite needs none", yaml: "server_name: ''", want: ""},
+		{name: "sqlite needs none", yaml: "trust_domain: example.org", want: ""},
+		{name: "sqlite keeps one set (the server warns it is unused)", yaml: "server_name: kith-0", want: "kith-0"},
 		{name: "postgres: the server makes one", yaml: "store: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", want: ""},
 		{name: "postgres takes the configured one", yaml: "server_name: kith-0\nstore: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", want: "kith-0"},
 		{name: "a name with a slash", yaml: "server_name: a/b\nstore: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", wantErr: `server_name: "a/b" is not 1 to 63`},

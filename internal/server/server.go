@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{}
 	var shared *ca.Shared
-	serverName := c.ServerName
+	var serverName string
 	if sh, ok := st.(sharedStore); ok {
 		name, chosen, err := resolveServerName(c.ServerName, c.DataDir)
 		if err != nil {
@@ -189,6 +189,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			Lock:   func(ctx context.Context, fn func() error) error { return sh.Locked(ctx, postgres.LockCA, fn) },
 			Leader: s.caLeader.Load,
 		}
+	}
+	if shared == nil && c.ServerName != "" {
+		cfg.Logger.Warn("server_name is set, but only servers sharing a postgres store use it; this one's store is sqlite", "server_name", c.ServerName)
 	}
 	authority, err := ca.New(ctx, ca.Config{
 		Shared:           shared,
@@ -707,7 +710,7 @@ type sharedStore interface {
 // (ctx ends when it loses it).
 func (s *Server) leadCA(ctx context.Context) error {
 	s.caLeader.Store(true)
-	s.log.Info("ca: this server now rotates the roots and jwt keys", "server", s.serverName)
+	s.log.Info("ca: this server now rotates the roots and jwt keys", "server_name", s.serverName)
 	s.ca.Kick()
 	<-ctx.Done()
 	s.caLeader.Store(false)

@@ -8,9 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
+	"github.com/kithid/kith/ca"
 	"github.com/kithid/kith/internal/atomicfile"
 )
 
@@ -18,9 +18,6 @@ import (
 // server_name was not set: stable across restarts, and different for two servers on one host (each has its
 // own data dir).
 const serverNameFile = "server-name"
-
-// validServerName is what config accepts for server_name.
-var validServerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // resolveServerName returns configured if set, else the name stored in dir, else a new one (the host name
 // and 6 random hex digits) that it stores there.
@@ -33,7 +30,7 @@ func resolveServerName(configured, dir string) (name string, chosen bool, err er
 	switch {
 	case err == nil:
 		name = strings.TrimSpace(string(b))
-		if !validServerName.MatchString(name) {
+		if !ca.ValidServerName(name) {
 			return "", false, fmt.Errorf("%s holds %q, not a server name: delete it (a new name is made) or set server_name", path, name)
 		}
 		return name, false, nil

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kithid/kith/ca"
 )
 
 func TestResolveServerName(t *testing.T) {
@@ -13,7 +15,7 @@ func TestResolveServerName(t *testing.T) {
 		t.Errorf("configured: %q, %v, %v; want kith-0 as configured", got, chosen, err)
 	}
 	first, chosen, err := resolveServerName("", dir)
-	if err != nil || !chosen || !validServerName.MatchString(first) {
+	if err != nil || !chosen || !ca.ValidServerName(first) {
 		t.Fatalf("first start: %q, %v, %v; want a new valid name", first, chosen, err)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, serverNameFile)); err != nil || fi.Mode().Perm() != 0o600 {
