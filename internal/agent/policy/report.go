@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,7 +50,53 @@ type Reporter struct {
 	pending bool   // a report is to be sent
 	signal  chan struct{}
 
-	lastActivity []byte // the activity of the last report sent (marshalled), to send it again only changed
+	// Activity: the number of the last report sent, and what the server acknowledged last (nil: send the
+	// whole activity) through which client. Used by Run only.
+	seq        uint64
+	base       *activityBase
+	baseClient StatusReporter
+	lastWhole  []byte // the whole activity last sent to a server without deltas (marshalled): unchanged, not sent again
+}
+
+// activityBase is the activity of a report the server applied and said it takes deltas from.
+type activityBase struct {
+	seq       uint64
+	svids     map[string]*agentv1.HeldSVID
+	decisions map[[2]string]*agentv1.DecisionCount
+}
+
+func newActivityBase(seq uint64, svids []*agentv1.HeldSVID, decisions []*agentv1.DecisionCount) *activityBase {
+	b := &activityBase{seq: seq, svids: make(map[string]*agentv1.HeldSVID, len(svids)), decisions: make(map[[2]string]*agentv1.DecisionCount, len(decisions))}
+	for _, h := range svids {
+		b.svids[h.GetEntryId()] = h
+	}
+	for _, d := range decisions {
+		b.decisions[[2]string{d.GetCaller(), d.GetTarget()}] = d
+	}
+	return b
+}
+
+// delta returns what changed from b to svids and decisions.
+func (b *activityBase) delta(svids []*agentv1.HeldSVID, decisions []*agentv1.DecisionCount) (changed []*agentv1.HeldSVID, removed []string, counts []*agentv1.DecisionCount) {
+	held := make(map[string]bool, len(svids))
+	for _, h := range svids {
+		held[h.GetEntryId()] = true
+		if old, ok := b.svids[h.GetEntryId()]; !ok || !proto.Equal(old, h) {
+			changed = append(changed, h)
+		}
+	}
+	for id := range b.svids {
+		if !held[id] {
+			removed = append(removed, id)
+		}
+	}
+	slices.Sort(removed)
+	for _, d := range decisions {
+		if old, ok := b.decisions[[2]string{d.GetCaller(), d.GetTarget()}]; !ok || old.GetAllowed() != d.GetAllowed() || old.GetDenied() != d.GetDenied() {
+			counts = append(counts, d)
+		}
+	}
+	return changed, removed, counts
 }
 
 // NewReporter makes a Reporter; Run starts it.
@@ -124,32 +171,57 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 }
 
-// send reports; onlyIfChanged sends only when the activity changed since the last report sent.
+// send reports; onlyIfChanged sends only when the activity changed since the last report the server
+// acknowledged. To a server that takes deltas, a report carries only what changed.
 func (r *Reporter) send(ctx context.Context, c StatusReporter, errText string, onlyIfChanged bool) {
 	rev := r.cfg.Revision()
 	if rev == "" {
 		rev = authz.BuiltinRevision
 	}
 	req := &agentv1.ReportStatusRequest{PolicyRevision: rev, PolicyError: errText, AuthzRevision: r.cfg.AuthzRevision()}
-	var activity []byte
+	var svids []*agentv1.HeldSVID
+	var decisions []*agentv1.DecisionCount
 	if r.cfg.Activity != nil {
-		svids, decisions := r.cfg.Activity()
-		act := &agentv1.ReportStatusRequest{Activity: true, Svids: svids, Decisions: decisions}
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(act)
-		if err == nil && onlyIfChanged && bytes.Equal(b, r.lastActivity) {
-			return
+		svids, decisions = r.cfg.Activity()
+		if r.baseClient != c {
+			r.base = nil // another connection, maybe another server: send everything
 		}
-		activity = b
 		req.Activity, req.Svids, req.Decisions = true, svids, decisions
+		if r.base == nil {
+			whole, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agentv1.ReportStatusRequest{Svids: svids, Decisions: decisions})
+			if err == nil && onlyIfChanged && bytes.Equal(whole, r.lastWhole) {
+				return
+			}
+			r.lastWhole = whole
+		} else {
+			changed, removed, counts := r.base.delta(svids, decisions)
+			if onlyIfChanged && len(changed)+len(removed)+len(counts) == 0 {
+				return
+			}
+			req.Svids, req.RemovedSvidEntryIds, req.Decisions, req.ActivityBaseSeq = changed, removed, counts, r.base.seq
+		}
+		r.seq++
+		req.ActivitySeq = r.seq
 	} else if onlyIfChanged {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.ReportStatus(ctx, req); err != nil {
+	resp, err := c.ReportStatus(ctx, req)
+	switch {
+	case err != nil:
 		r.cfg.Logger.Debug("report status", "error", err)
-		r.lastActivity = nil // send it again at the next tick
-		return
+		r.base, r.lastWhole = nil, nil // whether it was applied is not known: send everything at the next tick
+	case r.cfg.Activity == nil:
+	case resp.GetFullActivityWanted():
+		r.base, r.lastWhole = nil, nil // the server lacks the report the delta followed: send everything now
+		r.mu.Lock()
+		r.pending = true
+		r.mu.Unlock()
+		r.wake()
+	case resp.GetActivityDeltas():
+		r.base, r.baseClient, r.lastWhole = newActivityBase(r.seq, svids, decisions), c, nil
+	default:
+		r.base = nil // a server that takes whole reports only: lastWhole keeps it from repeating them
 	}
-	r.lastActivity = activity
 }

@@ -20,12 +20,16 @@ const (
 	maxReportedIDLength  = 2048
 )
 
-// agentActivity is an agent's last activity report.
+// agentActivity is what an agent's activity reports add up to: its last full report with the deltas
+// after it applied.
 type agentActivity struct {
 	at        time.Time
-	svids     []*agentv1.HeldSVID
-	decisions []*agentv1.DecisionCount
+	seq       uint64                          // the number of the last report applied
+	svids     map[string]*agentv1.HeldSVID    // by entry ID
+	decisions map[pair]*agentv1.DecisionCount // by caller and target
 }
+
+type pair struct{ caller, target string }
 
 // HeldSVID is an X.509-SVID an agent reported holding.
 type HeldSVID struct {
@@ -49,7 +53,7 @@ type Activity struct {
 
 // checkActivity validates an activity report before it is kept.
 func checkActivity(req *agentv1.ReportStatusRequest) error {
-	if n := len(req.GetSvids()); n > maxReportedSVIDs {
+	if n := len(req.GetSvids()) + len(req.GetRemovedSvidEntryIds()); n > maxReportedSVIDs {
 		return apierr.Invalid(fmt.Sprintf("activity report: %d svids, at most %d", n, maxReportedSVIDs))
 	}
 	if n := len(req.GetDecisions()); n > maxReportedDecisions {
@@ -65,18 +69,53 @@ func checkActivity(req *agentv1.ReportStatusRequest) error {
 			return apierr.Invalid("activity report: a decision count's caller or target is too long")
 		}
 	}
+	for _, e := range req.GetRemovedSvidEntryIds() {
+		if len(e) > maxReportedIDLength {
+			return apierr.Invalid("activity report: a removed entry id is too long")
+		}
+	}
+	if req.GetActivityBaseSeq() != 0 && req.GetActivitySeq() <= req.GetActivityBaseSeq() {
+		return apierr.Invalid(fmt.Sprintf("activity report: delta %d does not follow its base %d", req.GetActivitySeq(), req.GetActivityBaseSeq()))
+	}
 	return nil
 }
 
-// recordActivity keeps agent id's activity report, replacing its previous one. Kept in memory, per server:
-// an agent reports to the server it is connected to, again when it connects.
-func (s *Service) recordActivity(id spiffeid.ID, req *agentv1.ReportStatusRequest) {
+// recordActivity applies agent id's activity report: a full one replaces what the server held, a delta
+// (ActivityBaseSeq set) is applied to the report it follows. It reports false when the server does not hold
+// that base (it restarted, or the agent reported to another server meanwhile): the agent then sends a full
+// report. Kept in memory, per server: an agent reports to the server it is connected to. A delta that would
+// take the agent past the bounds of one report is refused.
+func (s *Service) recordActivity(id spiffeid.ID, req *agentv1.ReportStatusRequest) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.activity == nil {
-		s.activity = map[spiffeid.ID]agentActivity{}
+		s.activity = map[spiffeid.ID]*agentActivity{}
 	}
-	s.activity[id] = agentActivity{at: s.cfg.Now(), svids: req.GetSvids(), decisions: req.GetDecisions()}
+	cur := s.activity[id]
+	if base := req.GetActivityBaseSeq(); base != 0 {
+		if cur == nil || cur.seq != base {
+			return false, nil
+		}
+	} else {
+		cur = &agentActivity{svids: map[string]*agentv1.HeldSVID{}, decisions: map[pair]*agentv1.DecisionCount{}}
+	}
+	for _, e := range req.GetRemovedSvidEntryIds() {
+		delete(cur.svids, e)
+	}
+	for _, h := range req.GetSvids() {
+		cur.svids[h.GetEntryId()] = h
+	}
+	for _, d := range req.GetDecisions() {
+		cur.decisions[pair{d.GetCaller(), d.GetTarget()}] = d
+	}
+	if len(cur.svids) > maxReportedSVIDs || len(cur.decisions) > maxReportedDecisions {
+		delete(s.activity, id) // the next report is a full one
+		return false, apierr.Invalid(fmt.Sprintf("activity report: the agent would hold %d svids and %d decision counts, at most %d and %d",
+			len(cur.svids), len(cur.decisions), maxReportedSVIDs, maxReportedDecisions))
+	}
+	cur.at, cur.seq = s.cfg.Now(), req.GetActivitySeq()
+	s.activity[id] = cur
+	return true, nil
 }
 
 // IdentityActivity returns what the agents connected to this server last reported about identity id.

@@ -46,15 +46,20 @@ func (s *Service) ReportStatus(ctx context.Context, req *agentv1.ReportStatusReq
 	if r := req.GetAuthzRevision(); r > 0 {
 		s.acknowledge(a.ID, r)
 	}
+	resp := &agentv1.ReportStatusResponse{}
 	if req.GetActivity() {
-		s.recordActivity(a.ID, req)
+		applied, err := s.recordActivity(a.ID, req)
+		if err != nil {
+			return nil, err
+		}
+		resp.ActivityDeltas, resp.FullActivityWanted = applied, !applied
 	}
 	if s.cfg.Reports != nil {
 		if err := s.cfg.Reports.SetAgentPolicy(ctx, a.ID.String(), req.GetPolicyRevision(), req.GetPolicyError()); err != nil {
 			return nil, err
 		}
 	}
-	return &agentv1.ReportStatusResponse{}, nil
+	return resp, nil
 }
 
 // authzRelevant reports whether changes may alter an agent's authorization data.

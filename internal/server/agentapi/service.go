@@ -113,7 +113,7 @@ type Service struct {
 	mu        sync.Mutex
 	connected map[spiffeid.ID]int   // agent → open Sync streams
 	acks      map[spiffeid.ID]int64 // agent → the authorization revision it reported enforcing
-	activity  map[spiffeid.ID]agentActivity
+	activity  map[spiffeid.ID]*agentActivity
 }
 
 var _ agentv1.AgentServiceServer = (*Service)(nil)

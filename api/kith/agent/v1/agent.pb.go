@@ -36,11 +36,20 @@ type ReportStatusRequest struct {
 	// X.509-SVIDs it holds now, and its ext_authz decisions since it started, counted per caller and target
 	// (targets it serves; at most max_decision_pairs pairs, the rest counted under caller "other").
 	// Sent with activity = true; a report without it leaves the last activity the server has.
-	Activity      bool             `protobuf:"varint,4,opt,name=activity,proto3" json:"activity,omitempty"`
-	Svids         []*HeldSVID      `protobuf:"bytes,5,rep,name=svids,proto3" json:"svids,omitempty"`
-	Decisions     []*DecisionCount `protobuf:"bytes,6,rep,name=decisions,proto3" json:"decisions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Activity  bool             `protobuf:"varint,4,opt,name=activity,proto3" json:"activity,omitempty"`
+	Svids     []*HeldSVID      `protobuf:"bytes,5,rep,name=svids,proto3" json:"svids,omitempty"`
+	Decisions []*DecisionCount `protobuf:"bytes,6,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// Activity reports are numbered by the agent (activity_seq, from 1 in each agent process). A report with
+	// activity_base_seq set is a delta from the report of that number, sent only to a server that said it
+	// takes deltas (ReportStatusResponse.activity_deltas): svids holds the SVIDs added or replaced,
+	// removed_svid_entry_ids the entries whose SVID the agent no longer holds, decisions the pairs whose
+	// counts changed (with their totals). A server that does not hold that base report answers
+	// full_activity_wanted and keeps what it had.
+	ActivitySeq         uint64   `protobuf:"varint,7,opt,name=activity_seq,json=activitySeq,proto3" json:"activity_seq,omitempty"`
+	ActivityBaseSeq     uint64   `protobuf:"varint,8,opt,name=activity_base_seq,json=activityBaseSeq,proto3" json:"activity_base_seq,omitempty"`
+	RemovedSvidEntryIds []string `protobuf:"bytes,9,rep,name=removed_svid_entry_ids,json=removedSvidEntryIds,proto3" json:"removed_svid_entry_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ReportStatusRequest) Reset() {
@@ -115,10 +124,33 @@ func (x *ReportStatusRequest) GetDecisions() []*DecisionCount {
 	return nil
 }
 
+func (x *ReportStatusRequest) GetActivitySeq() uint64 {
+	if x != nil {
+		return x.ActivitySeq
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetActivityBaseSeq() uint64 {
+	if x != nil {
+		return x.ActivityBaseSeq
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetRemovedSvidEntryIds() []string {
+	if x != nil {
+		return x.RemovedSvidEntryIds
+	}
+	return nil
+}
+
 type ReportStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	ActivityDeltas     bool                   `protobuf:"varint,1,opt,name=activity_deltas,json=activityDeltas,proto3" json:"activity_deltas,omitempty"`               // the server takes activity deltas (it applied this report)
+	FullActivityWanted bool                   `protobuf:"varint,2,opt,name=full_activity_wanted,json=fullActivityWanted,proto3" json:"full_activity_wanted,omitempty"` // a delta arrived whose base report the server does not hold: send everything
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ReportStatusResponse) Reset() {
@@ -149,6 +181,20 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
 	return file_kith_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReportStatusResponse) GetActivityDeltas() bool {
+	if x != nil {
+		return x.ActivityDeltas
+	}
+	return false
+}
+
+func (x *ReportStatusResponse) GetFullActivityWanted() bool {
+	if x != nil {
+		return x.FullActivityWanted
+	}
+	return false
 }
 
 type HeldSVID struct {
@@ -1524,15 +1570,20 @@ var File_kith_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_kith_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n" +
+	"\x19kith/agent/v1/agent.proto\x12\rkith.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x03\n" +
 	"\x13ReportStatusRequest\x12'\n" +
 	"\x0fpolicy_revision\x18\x01 \x01(\tR\x0epolicyRevision\x12!\n" +
 	"\fpolicy_error\x18\x02 \x01(\tR\vpolicyError\x12%\n" +
 	"\x0eauthz_revision\x18\x03 \x01(\x03R\rauthzRevision\x12\x1a\n" +
 	"\bactivity\x18\x04 \x01(\bR\bactivity\x12-\n" +
 	"\x05svids\x18\x05 \x03(\v2\x17.kith.agent.v1.HeldSVIDR\x05svids\x12:\n" +
-	"\tdecisions\x18\x06 \x03(\v2\x1c.kith.agent.v1.DecisionCountR\tdecisions\"\x16\n" +
-	"\x14ReportStatusResponse\"\xa2\x01\n" +
+	"\tdecisions\x18\x06 \x03(\v2\x1c.kith.agent.v1.DecisionCountR\tdecisions\x12!\n" +
+	"\factivity_seq\x18\a \x01(\x04R\vactivitySeq\x12*\n" +
+	"\x11activity_base_seq\x18\b \x01(\x04R\x0factivityBaseSeq\x123\n" +
+	"\x16removed_svid_entry_ids\x18\t \x03(\tR\x13removedSvidEntryIds\"q\n" +
+	"\x14ReportStatusResponse\x12'\n" +
+	"\x0factivity_deltas\x18\x01 \x01(\bR\x0eactivityDeltas\x120\n" +
+	"\x14full_activity_wanted\x18\x02 \x01(\bR\x12fullActivityWanted\"\xa2\x01\n" +
 	"\bHeldSVID\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12#\n" +
