@@ -107,15 +107,7 @@ func TestServerK8sPSATClusters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "server.yaml")
-			if err := os.WriteFile(p, []byte(tt.yaml), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := LoadServer(p, func(string) (string, bool) { return "", false })
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Finish()
+			cfg, err := finishYAML(t, tt.yaml)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("Finish: %v", err)
@@ -141,15 +133,7 @@ func TestServerName(t *testing.T) {
 		{name: "a name with a slash", yaml: "server_name: a/b\nstore: {url: 'postgres://db/kith'}\nca: {kek_file: /k}", wantErr: `server_name: "a/b" is not 1 to 63`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "server.yaml")
-			if err := os.WriteFile(p, []byte(tt.yaml), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := LoadServer(p, func(string) (string, bool) { return "", false })
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Finish()
+			cfg, err := finishYAML(t, tt.yaml)
 			switch {
 			case tt.wantErr != "":
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -162,4 +146,18 @@ func TestServerName(t *testing.T) {
 			}
 		})
 	}
+}
+
+// finishYAML loads a server config from yaml, with no environment, and finishes it.
+func finishYAML(t *testing.T, yaml string) (*Server, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "server.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadServer(p, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, cfg.Finish()
 }

@@ -38,6 +38,19 @@ import (
 // through the database key manager (one KEK file for all).
 func haClusters(t *testing.T, n int) ([]*cluster, *pgtest.Cluster) {
 	t.Helper()
+	env, pg := haEnv(t)
+	out := make([]*cluster, n)
+	for i := range out {
+		// Each server is a server of its own (its own intermediate), named as in a StatefulSet.
+		out[i] = newClusterEnv(t, append(env, fmt.Sprintf("KITH_SERVER_NAME=kith-%d", i))...)
+	}
+	return out, pg
+}
+
+// haEnv starts a throwaway PostgreSQL and returns the environment of servers sharing one database of it:
+// its URL and a KEK file.
+func haEnv(t *testing.T) ([]string, *pgtest.Cluster) {
+	t.Helper()
 	pg := pgtest.Start(t, pgtest.Options{})
 	url := pg.NewDatabase(t)
 	kek := filepath.Join(shortTempDir(t), "kek")
@@ -46,13 +59,7 @@ func haClusters(t *testing.T, n int) ([]*cluster, *pgtest.Cluster) {
 	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"KITH_STORE_URL=" + url, "KITH_CA_KEK_FILE=" + kek}
-	out := make([]*cluster, n)
-	for i := range out {
-		// Each server is a server of its own (its own intermediate): on one host they need their names.
-		out[i] = newClusterEnv(t, append(env, fmt.Sprintf("KITH_SERVER_NAME=kith-%d", i))...)
-	}
-	return out, pg
+	return []string{"KITH_STORE_URL=" + url, "KITH_CA_KEK_FILE=" + kek}, pg
 }
 
 // TestPostgresEachServerSignsWithItsOwnIntermediate: servers kith-0 and kith-1 on one PostgreSQL each sign
@@ -154,16 +161,8 @@ func TestPostgresEachServerSignsWithItsOwnIntermediate(t *testing.T) {
 // server_name: each names itself (kept in its data dir), so each has an intermediate of its own, and a
 // restarted server keeps its name and its intermediate.
 func TestPostgresServersOnOneHostNameThemselves(t *testing.T) {
-	pg := pgtest.Start(t, pgtest.Options{})
-	url := pg.NewDatabase(t)
-	kek := filepath.Join(shortTempDir(t), "kek")
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := newClusterEnv(t, "KITH_STORE_URL="+url, "KITH_CA_KEK_FILE="+kek)
-	b := newClusterEnv(t, "KITH_STORE_URL="+url, "KITH_CA_KEK_FILE="+kek)
+	env, _ := haEnv(t)
+	a, b := newClusterEnv(t, env...), newClusterEnv(t, env...)
 	owners := func() map[string]string { // owner → active intermediate
 		var resp struct {
 			Authorities []struct{ ID, Kind, State, Owner string }
