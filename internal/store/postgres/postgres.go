@@ -23,11 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,27 +231,8 @@ func rebind(q string) string {
 	return out
 }
 
-// migration is one embedded schema step; applying migration i yields schema version i+1.
-type migration struct {
-	name string
-	sql  string
-}
-
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(names)
-	out := make([]migration, 0, len(names))
-	for _, n := range names {
-		b, err := migrationFS.ReadFile(n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{name: n, sql: string(b)})
-	}
-	return out, nil
+func migrations() ([]sqlstore.Migration, error) {
+	return sqlstore.Migrations(migrationFS, "migrations")
 }
 
 // SchemaVersion is the newest schema version this binary knows.
@@ -261,17 +240,6 @@ func SchemaVersion() int {
 	ms, _ := migrations()
 	return len(ms)
 }
-
-type schemaTooNewError struct {
-	where         string
-	have, support int
-}
-
-func (e *schemaTooNewError) Error() string {
-	return fmt.Sprintf("store at %s has schema version %d but this kith supports up to %d: upgrade kith", e.where, e.have, e.support)
-}
-
-func (e *schemaTooNewError) Unwrap() error { return store.ErrSchemaTooNew }
 
 // migrate applies the migrations the database lacks, each in its own transaction with its version bump,
 // under an advisory lock so that servers starting together migrate once.
@@ -284,7 +252,7 @@ func migrate(ctx context.Context, db *sql.DB, where string, log *slog.Logger) (i
 		applied, version, err := migrateStep(ctx, db, ms)
 		if err != nil {
 			if errors.Is(err, store.ErrSchemaTooNew) {
-				return 0, &schemaTooNewError{where: where, have: version, support: len(ms)}
+				return 0, &sqlstore.SchemaTooNewError{Where: where, Have: version, Support: len(ms)}
 			}
 			return 0, fmt.Errorf("migrate postgres store %s to schema version %d: %w", where, version+1, err)
 		}
@@ -296,7 +264,7 @@ func migrate(ctx context.Context, db *sql.DB, where string, log *slog.Logger) (i
 }
 
 // migrateStep applies the next migration, if any, and returns the version the database is at.
-func migrateStep(ctx context.Context, db *sql.DB, ms []migration) (bool, int, error) {
+func migrateStep(ctx context.Context, db *sql.DB, ms []sqlstore.Migration) (bool, int, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, 0, fmt.Errorf("connect: %w", err)
@@ -324,8 +292,8 @@ func migrateStep(ctx context.Context, db *sql.DB, ms []migration) (bool, int, er
 		return false, version, tx.Commit()
 	}
 	m := ms[version]
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return false, version, fmt.Errorf("%s: %w", m.name, err)
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		return false, version, fmt.Errorf("%s: %w", m.Name, err)
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE kith_schema SET version = $1 WHERE id = 1", version+1); err != nil {
 		return false, version, err

@@ -257,62 +257,6 @@ func waitRevision(t *testing.T, ch <-chan int64, want int64) {
 	}
 }
 
-// Concurrent Audit calls (minted SVIDs from many admin connections), group-committed: every row lands
-// once, in a chain that verifies, and a caller whose context ends does not take the rows of the others with
-// it.
-func TestConcurrentAudits(t *testing.T) {
-	s := open(t, cluster.NewDatabase(t), nil)
-	ctx := context.Background()
-	const callers, each = 16, 25
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, callers*each)
-	for c := range callers {
-		wg.Go(func() {
-			for i := range each {
-				errs <- s.Audit(ctx, fmt.Sprintf("cli:uid=%d", c), "svid.mint.x509", fmt.Sprintf("spiffe://example.org/w/%d/%d", c, i), map[string]any{"i": i})
-			}
-		})
-	}
-	wg.Go(func() {
-		for range each {
-			_ = s.Audit(cancelled, "cli:uid=0", "svid.mint.jwt", "spiffe://example.org/cancelled", nil) // may or may not be written
-		}
-	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("Audit: %v", err)
-		}
-	}
-	events, err := s.ListAudit(ctx, store.AuditFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for _, ev := range events {
-		if ev.Action == "svid.mint.x509" {
-			seen[ev.Target]++
-		}
-	}
-	if len(seen) != callers*each {
-		t.Errorf("%d distinct rows, want %d", len(seen), callers*each)
-	}
-	for target, n := range seen {
-		if n != 1 {
-			t.Errorf("%s written %d times", target, n)
-		}
-	}
-	if v, err := s.VerifyAudit(ctx); err != nil || !v.OK {
-		t.Errorf("chain after grouped writes: %+v, %v", v, err)
-	}
-	if err := s.Audit(ctx, "a", "b", "c", func() {}); err == nil {
-		t.Error("a detail that cannot be encoded was accepted")
-	}
-}
-
 // TestHistoryLost: the database goes back a revision, as after a restore from a backup or a failover to a
 // replica that lacked the last commit. A server that had told its watchers the lost revision finds out on
 // its next catch-up read and records it in the change feed (KindHistory, kept revision 1) with an audit

@@ -23,7 +23,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -169,27 +168,8 @@ func prepareFile(path string) error {
 	return nil
 }
 
-// migration is one embedded schema step; applying migration i yields schema version i+1.
-type migration struct {
-	name string
-	sql  string
-}
-
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(names)
-	out := make([]migration, 0, len(names))
-	for _, n := range names {
-		b, err := migrationFS.ReadFile(n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{name: n, sql: string(b)})
-	}
-	return out, nil
+func migrations() ([]sqlstore.Migration, error) {
+	return sqlstore.Migrations(migrationFS, "migrations")
 }
 
 // SchemaVersion is the newest schema version this binary knows.
@@ -197,18 +177,6 @@ func SchemaVersion() int {
 	ms, _ := migrations()
 	return len(ms)
 }
-
-// schemaTooNewError carries a user-facing message and wraps store.ErrSchemaTooNew.
-type schemaTooNewError struct {
-	path          string
-	have, support int
-}
-
-func (e *schemaTooNewError) Error() string {
-	return fmt.Sprintf("store at %s has schema version %d but this kith supports up to %d: upgrade kith", e.path, e.have, e.support)
-}
-
-func (e *schemaTooNewError) Unwrap() error { return store.ErrSchemaTooNew }
 
 // migrate applies the migrations the database lacks, each in its own transaction together with its
 // user_version bump, and returns the resulting version.
@@ -222,7 +190,7 @@ func migrate(ctx context.Context, db *sql.DB, path string, log *slog.Logger) (in
 		return 0, fmt.Errorf("open sqlite store %s: read schema version: %w", path, err)
 	}
 	if version > len(ms) {
-		return 0, &schemaTooNewError{path: path, have: version, support: len(ms)}
+		return 0, &sqlstore.SchemaTooNewError{Where: path, Have: version, Support: len(ms)}
 	}
 	for i := version; i < len(ms); i++ {
 		m := ms[i]
@@ -232,7 +200,7 @@ func migrate(ctx context.Context, db *sql.DB, path string, log *slog.Logger) (in
 				return err
 			}
 			defer tx.Rollback()
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
@@ -241,7 +209,7 @@ func migrate(ctx context.Context, db *sql.DB, path string, log *slog.Logger) (in
 			return tx.Commit()
 		}()
 		if err != nil {
-			return 0, fmt.Errorf("migrate sqlite store %s to schema version %d (%s): %w", path, i+1, m.name, err)
+			return 0, fmt.Errorf("migrate sqlite store %s to schema version %d (%s): %w", path, i+1, m.Name, err)
 		}
 		log.Info("store schema migrated", "path", path, "schema_version", i+1)
 	}

@@ -318,8 +318,8 @@ func TestUpgradeFromVersion3KeepsJoinTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range ms[:3] {
-		if _, err := db.Exec(m.sql); err != nil {
-			t.Fatalf("%s: %v", m.name, err)
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
 		}
 	}
 	h := sha256.Sum256([]byte("secret"))
@@ -400,8 +400,8 @@ func TestUpgradeFromVersion7IndexesEntryNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range ms[:7] {
-		if _, err := db.Exec(m.sql); err != nil {
-			t.Fatalf("%s: %v", m.name, err)
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
 		}
 	}
 	if _, err := db.Exec("PRAGMA user_version = 7"); err != nil {

@@ -67,6 +67,7 @@ func Run(t *testing.T, open Open) {
 		{"Authorities", testAuthorities},
 		{"Audit", testAudit},
 		{"AuditTamper", testAuditTamper},
+		{"ConcurrentAudits", testConcurrentAudits},
 		{"RevisionsAndChanges", testRevisionsAndChanges},
 		{"OneRevisionPerChange", testOneRevisionPerChange},
 		{"Watch", testWatch},
