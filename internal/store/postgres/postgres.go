@@ -90,11 +90,9 @@ type Store struct {
 	// to local watchers go out in commit order.
 	wlock chan struct{}
 
-	wmu      sync.Mutex // guards watchers, nextW, closed, seen
-	watchers map[int]chan int64
-	nextW    int
-	closed   bool
-	seen     int64 // the newest revision told to watchers
+	watchers sqlstore.Watchers
+	wmu      sync.Mutex // guards seen, and orders what is told to watchers
+	seen     int64      // the newest revision told to watchers
 
 	amu       sync.Mutex // guards aqueue, aflushing: the Audit calls waiting for a group commit
 	aqueue    []*auditReq
@@ -167,7 +165,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		channel:  cfg.Channel,
 		connCfg:  connCfg,
 		wlock:    make(chan struct{}, 1),
-		watchers: map[int]chan int64{},
 		stop:     stop,
 		listened: make(chan struct{}),
 	}
@@ -306,17 +303,7 @@ func migrateStep(ctx context.Context, db *sql.DB, ms []sqlstore.Migration) (bool
 
 // Close stops listening, closes every watch channel and the connection pool.
 func (s *Store) Close() error {
-	s.wmu.Lock()
-	already := s.closed
-	if !s.closed {
-		s.closed = true
-		for id, ch := range s.watchers {
-			close(ch)
-			delete(s.watchers, id)
-		}
-	}
-	s.wmu.Unlock()
-	if already {
+	if s.watchers.Close() {
 		return nil
 	}
 	s.stop()
@@ -327,26 +314,7 @@ func (s *Store) Close() error {
 // Watch subscribes to committed revisions, this Store's and every other server's on the same database.
 // The channel holds one value and coalesces: a slow reader finds only the newest revision waiting. The
 // returned func unsubscribes and closes the channel; Close closes every channel too.
-func (s *Store) Watch() (<-chan int64, func()) {
-	ch := make(chan int64, 1)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed {
-		close(ch)
-		return ch, func() {}
-	}
-	id := s.nextW
-	s.nextW++
-	s.watchers[id] = ch
-	return ch, func() {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		if c, ok := s.watchers[id]; ok {
-			close(c)
-			delete(s.watchers, id)
-		}
-	}
-}
+func (s *Store) Watch() (<-chan int64, func()) { return s.watchers.Watch() }
 
 // advance tells watchers rev if it is newer than any revision told before.
 func (s *Store) advance(rev int64) {
@@ -423,21 +391,7 @@ func (s *Store) historyLost(kept int64) {
 // tell sends rev to every watcher. Called with wmu held.
 func (s *Store) tell(rev int64) {
 	s.seen = rev
-	for _, ch := range s.watchers {
-		select {
-		case ch <- rev:
-			continue
-		default:
-		}
-		select {
-		case <-ch:
-		default:
-		}
-		select {
-		case ch <- rev:
-		default:
-		}
-	}
+	s.watchers.Send(rev)
 }
 
 // listen holds a connection LISTENing on the revision channel and tells watchers each revision notified.

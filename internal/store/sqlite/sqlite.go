@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -70,10 +69,7 @@ type Store struct {
 	// for it honours ctx.
 	wlock chan struct{}
 
-	wmu      sync.Mutex // guards watchers, nextW, closed
-	watchers map[int]chan int64
-	nextW    int
-	closed   bool
+	watchers sqlstore.Watchers
 }
 
 // Open opens (creating if needed) the database at cfg.Path and brings its schema up to date.
@@ -129,14 +125,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	reader.SetMaxIdleConns(n)
 
 	s := &Store{
-		path:     cfg.Path,
-		now:      cfg.Now,
-		onHead:   cfg.OnAuditHead,
-		log:      cfg.Logger,
-		writer:   writer,
-		reader:   reader,
-		wlock:    make(chan struct{}, 1),
-		watchers: map[int]chan int64{},
+		path:   cfg.Path,
+		now:    cfg.Now,
+		onHead: cfg.OnAuditHead,
+		log:    cfg.Logger,
+		writer: writer,
+		reader: reader,
+		wlock:  make(chan struct{}, 1),
 	}
 	s.Store = sqlstore.New(reader, s.write, dialect)
 	rev, err := s.Revision(ctx)
@@ -218,15 +213,7 @@ func migrate(ctx context.Context, db *sql.DB, path string, log *slog.Logger) (in
 
 // Close closes the database and every watch channel.
 func (s *Store) Close() error {
-	s.wmu.Lock()
-	if !s.closed {
-		s.closed = true
-		for id, ch := range s.watchers {
-			close(ch)
-			delete(s.watchers, id)
-		}
-	}
-	s.wmu.Unlock()
+	s.watchers.Close()
 	return errors.Join(s.reader.Close(), s.writer.Close())
 }
 
@@ -234,47 +221,7 @@ func (s *Store) Close() error {
 // the channel. The channel holds one value and coalesces: a slow reader finds only the newest revision
 // waiting, and writers never block on it. The returned func unsubscribes and closes the channel; Close
 // closes every channel too.
-func (s *Store) Watch() (<-chan int64, func()) {
-	ch := make(chan int64, 1)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed {
-		close(ch)
-		return ch, func() {}
-	}
-	id := s.nextW
-	s.nextW++
-	s.watchers[id] = ch
-	return ch, func() {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		if c, ok := s.watchers[id]; ok {
-			close(c)
-			delete(s.watchers, id)
-		}
-	}
-}
-
-func (s *Store) notify(rev int64) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	for _, ch := range s.watchers {
-		select {
-		case ch <- rev:
-			continue
-		default:
-		}
-		// Full: replace the stale revision with the newest one.
-		select {
-		case <-ch:
-		default:
-		}
-		select {
-		case ch <- rev:
-		default:
-		}
-	}
-}
+func (s *Store) Watch() (<-chan int64, func()) { return s.watchers.Watch() }
 
 // dialect is SQLite's SQL where it differs from PostgreSQL's.
 var dialect = sqlstore.Dialect{
@@ -309,7 +256,7 @@ func (s *Store) write(ctx context.Context, fn func(w *sqlstore.Tx) error) error 
 		s.onHead(seq, hash)
 	}
 	if rev := w.Revision(); rev != 0 {
-		s.notify(rev)
+		s.watchers.Send(rev)
 	}
 	return nil
 }
