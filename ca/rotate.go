@@ -134,7 +134,7 @@ func (c *CA) ensureOwn(ctx context.Context) error {
 		return fmt.Errorf("%s has no intermediate and none can be made: the servers are switching from an upstream authority to a root of their own, and no upstream is configured here; start this server once the switch is done", ownerName(c.owner))
 	}
 	ch := c.newChange(c.now())
-	if err := ch.rehome(ctx, []string{c.owner}, func(a *authority) bool { return root != nil && a.ParentID == root.ID }, c.minter(root)); err != nil {
+	if err := ch.rehome(ctx, []string{c.owner}, func(a *authority) bool { return a.ParentID == root.ID }, c.minter(root)); err != nil {
 		return ch.abort(ctx, fmt.Errorf("make the intermediate of %s: %w", ownerName(c.owner), err))
 	}
 	c.log.Info("ca: this server had no intermediate of its own; made one", "server", c.owner)

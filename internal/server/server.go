@@ -560,14 +560,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ca.Run(gctx) })
 	if shared, ok := s.store.(sharedStore); ok {
 		// Several servers on one database: each rotates its own intermediate; one at a time (the lease
 		// holder) rotates the roots and JWT keys; all follow each other's changes.
 		g.Go(func() error { return shared.Lead(gctx, postgres.LeaseCARotation, 2*time.Second, s.leadCA) })
-		g.Go(func() error { return s.ca.Run(gctx) })
 		g.Go(func() error { return s.followCA(gctx) })
-	} else {
-		g.Go(func() error { return s.ca.Run(gctx) })
 	}
 	g.Go(func() error { return s.policy.Run(gctx) })
 	for _, run := range s.controllers {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -62,6 +63,16 @@ func haEnv(t *testing.T) ([]string, *pgtest.Cluster) {
 	return []string{"KITH_STORE_URL=" + url, "KITH_CA_KEK_FILE=" + kek}, pg
 }
 
+// agentServing starts agent node on server s with a join token made on a, creates on a an entry for id
+// that the agent serves, and returns the SVID once the agent's workload has it.
+func agentServing(t *testing.T, a, s *cluster, node string, id spiffeid.ID) *x509svid.SVID {
+	t.Helper()
+	s.startAgent(node, a.joinToken(node)).waitOutput("kith agent started", 20*time.Second)
+	mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", id.String(),
+		"--node-selector", "join_token:name:"+node, "--selector", uidSelector())
+	return waitSVID(t, s.agentDirs(node).socket, id)
+}
+
 // TestPostgresEachServerSignsWithItsOwnIntermediate: servers kith-0 and kith-1 on one PostgreSQL each sign
 // with an intermediate of their own under the one root: a workload of an agent of each gets an SVID chained
 // through its server's intermediate (its OU names the server), both verify with openssl against either
@@ -72,10 +83,7 @@ func TestPostgresEachServerSignsWithItsOwnIntermediate(t *testing.T) {
 	var intermediates []*x509.Certificate
 	for i, s := range servers {
 		node := fmt.Sprintf("node%d", i)
-		s.startAgent(node, servers[0].joinToken(node)).waitOutput("kith agent started", 20*time.Second)
-		mustKith(t, servers[0].adminSocket, "entry", "create", "--spiffe-id", workload.String(),
-			"--node-selector", "join_token:name:"+node, "--selector", uidSelector())
-		svid := waitSVID(t, s.agentDirs(node).socket, workload)
+		svid := agentServing(t, servers[0], s, node, workload)
 		if len(svid.Certificates) < 2 {
 			t.Fatalf("the svid of the agent of kith-%d has no intermediate", i)
 		}
@@ -372,12 +380,8 @@ func TestPostgresKillServerUnderLoad(t *testing.T) {
 func TestPostgresRestartDatabaseUnderLoad(t *testing.T) {
 	servers, pg := haClusters(t, 2)
 	a, b := servers[0], servers[1]
-	agent := b.startAgentAt(b.grpcAddr, "node1", a.joinToken("node1"), "KITH_AGENT_RETRY_MAX=1s")
-	agent.waitOutput("kith agent started", 20*time.Second)
 	workload := spiffeid.RequireFromPath(a.td, "/e2e/workload")
-	mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", workload.String(),
-		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
-	waitSVID(t, b.agentDirs("node1").socket, workload)
+	agentServing(t, a, b, "node1", workload)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -439,12 +443,8 @@ func TestPostgresRestartDatabaseUnderLoad(t *testing.T) {
 func TestPostgresHistoryLostResyncsAgents(t *testing.T) {
 	servers, pg := haClusters(t, 2)
 	a, b := servers[0], servers[1]
-	agent := b.startAgentAt(b.grpcAddr, "node1", a.joinToken("node1"), "KITH_AGENT_RETRY_MAX=1s")
-	agent.waitOutput("kith agent started", 20*time.Second)
 	lostID := spiffeid.RequireFromPath(a.td, "/e2e/lost")
-	mustKith(t, a.adminSocket, "entry", "create", "--spiffe-id", lostID.String(),
-		"--node-selector", "join_token:name:node1", "--selector", uidSelector())
-	waitSVID(t, b.agentDirs("node1").socket, lostID)
+	agentServing(t, a, b, "node1", lostID)
 
 	raw, err := sql.Open("pgx", pg.SocketURL("kith1")) // haClusters' database, the cluster's first
 	if err != nil {
